@@ -1,0 +1,3 @@
+from specfair.cli import main
+
+main()
