@@ -1,0 +1,58 @@
+"""Task suites: prompts with task labels, ids and references; readers for upstream formats;
+suite files; a deterministic train/test split; chat encoding."""
+
+from specfair.tasks.chat import build_messages, encode_prompt
+from specfair.tasks.prompt import Prompt, normalize_text
+from specfair.tasks.readers import (
+    HUMANEVAL_TEMPLATE,
+    detect_format,
+    read_gsm8k,
+    read_hf,
+    read_humaneval,
+    read_jsonl,
+    read_mgsm,
+    read_prompts,
+    read_spec_bench,
+)
+from specfair.tasks.split import (
+    DEFAULT_TEST_FRACTION,
+    check_no_overlap,
+    split_key,
+    split_of,
+)
+from specfair.tasks.suite import (
+    Suite,
+    describe_suite,
+    load_default_suite,
+    load_suite,
+    packaged_suites,
+    sample_per_task,
+    suite_from_config,
+)
+
+__all__ = [
+    "DEFAULT_TEST_FRACTION",
+    "HUMANEVAL_TEMPLATE",
+    "Prompt",
+    "Suite",
+    "build_messages",
+    "check_no_overlap",
+    "describe_suite",
+    "detect_format",
+    "encode_prompt",
+    "load_default_suite",
+    "load_suite",
+    "normalize_text",
+    "packaged_suites",
+    "read_gsm8k",
+    "read_hf",
+    "read_humaneval",
+    "read_jsonl",
+    "read_mgsm",
+    "read_prompts",
+    "read_spec_bench",
+    "sample_per_task",
+    "split_key",
+    "split_of",
+    "suite_from_config",
+]

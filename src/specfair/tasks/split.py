@@ -1,0 +1,79 @@
+"""Deterministic train/test split by a stable hash of the prompt text, and a leak check."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Literal
+
+from specfair.errors import SpecfairError
+from specfair.tasks.prompt import Prompt, normalize_text
+
+DEFAULT_TEST_FRACTION = 0.3
+
+Split = Literal["train", "test"]
+
+
+def split_key(prompt: Prompt | str) -> str:
+    """Hex sha256 (of UTF-8) of the normalised :attr:`Prompt.split_text` (the first user
+    message unless the prompt has a ``group``)."""
+    text = prompt if isinstance(prompt, str) else prompt.split_text
+    return hashlib.sha256(normalize_text(text).encode("utf-8")).hexdigest()
+
+
+def split_position(prompt: Prompt | str) -> float:
+    """A number in [0, 1) fixed by the prompt text: the first 64 bits of :func:`split_key`."""
+    return int(split_key(prompt)[:16], 16) / 2.0**64
+
+
+def split_of(prompt: Prompt | str, test_fraction: float = DEFAULT_TEST_FRACTION) -> Split:
+    """``"test"`` if the prompt's hash position is below ``test_fraction``, else ``"train"``.
+
+    Keyed on the normalised text of the first turn only (not id, task or source), so the same
+    question reached from two sources (MGSM-en and GSM8K test, say) always lands in one split,
+    and multi-turn prompts sharing an opening land together. A prompt with a ``group`` is keyed
+    on that instead (MGSM translations use their English original). Independent of the process,
+    platform and the other prompts; growing ``test_fraction`` only moves prompts train → test.
+    """
+    if not 0.0 <= test_fraction <= 1.0:
+        raise SpecfairError(f"test_fraction must be within [0, 1], got {test_fraction}")
+    return "test" if split_position(prompt) < test_fraction else "train"
+
+
+def check_no_overlap(train: Iterable[Prompt], test: Iterable[Prompt]) -> None:
+    """Raise :class:`SpecfairError` if any user message of a train prompt equals (after
+    :func:`normalize_text`: case, punctuation, whitespace ignored) any user message of a test
+    prompt, if a split group (e.g. one MGSM problem in any language) is in both, or if an id
+    is in both."""
+    seen: dict[str, str] = {}
+    groups: dict[str, str] = {}
+    train_ids: set[str] = set()
+    for p in train:
+        train_ids.add(p.id)
+        if p.group is not None:
+            groups.setdefault(normalize_text(p.group), p.id)
+        for t in p.turns:
+            if key := normalize_text(t):
+                seen.setdefault(key, p.id)
+    clashes: list[str] = []
+    for p in test:
+        if p.id in train_ids:
+            clashes.append(f"id {p.id!r} is in both splits")
+        key = normalize_text(p.split_text)
+        other = None
+        if key:
+            other = groups.get(key) or (seen.get(key) if p.group is not None else None)
+        if other is not None:
+            clashes.append(f"test prompt {p.id!r} is in the split group of train prompt {other!r}")
+            continue
+        for t in p.turns:
+            other = seen.get(normalize_text(t) or "\0")
+            if other is not None:
+                clashes.append(f"test prompt {p.id!r} repeats the text of train prompt {other!r}")
+                break
+    if clashes:
+        more = f" (and {len(clashes) - 5} more)" if len(clashes) > 5 else ""
+        raise SpecfairError(
+            "train/test overlap: " + "; ".join(clashes[:5]) + more + " — fine-tuning would see "
+            "test prompts"
+        )
