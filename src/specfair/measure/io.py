@@ -1,0 +1,103 @@
+"""Crash-safe JSONL append/read and strict JSON writing for the measure records."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from specfair.errors import SpecfairError
+
+
+def read_jsonl(path: str | Path, *, repair: bool = False) -> list[dict]:
+    """Read a JSONL file written by :func:`append_jsonl`.
+
+    A last line that is incomplete (a crash mid-write: no newline or unparsable) is ignored
+    with a warning; with ``repair=True`` the file is also truncated back to the last complete
+    line so that later appends stay valid. An unparsable line *before* the last one is a
+    :class:`SpecfairError` (the file was edited or corrupted, not merely cut short).
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    records: list[dict] = []
+    good_end = 0  # byte offset just after the last good line
+    pos = 0
+    lines = data.split(b"\n")
+    last_nonempty = max((i for i, raw in enumerate(lines) if raw.strip()), default=-1)
+    for i, raw in enumerate(lines):
+        is_last = i == last_nonempty
+        has_newline = i < len(lines) - 1
+        end = pos + len(raw) + (1 if has_newline else 0)
+        if raw.strip():
+            try:
+                rec = json.loads(raw)
+                if not isinstance(rec, dict):
+                    raise ValueError("not an object")
+                if not has_newline and repair:  # complete JSON cut before its newline
+                    with open(path, "ab") as f:
+                        f.write(b"\n")
+                        f.flush()
+                        os.fsync(f.fileno())
+                records.append(rec)
+            except ValueError as e:
+                if not is_last:
+                    raise SpecfairError(f"{path}: line {i + 1} is not valid JSON ({e})") from e
+                warnings.warn(
+                    f"{path}: ignoring an incomplete last line ({len(raw)} bytes), "
+                    "probably left by an interrupted run",
+                    stacklevel=2,
+                )
+                if repair:
+                    with open(path, "r+b") as f:
+                        f.truncate(good_end)
+                        f.flush()
+                        os.fsync(f.fileno())
+                break
+        good_end = end
+        pos = end
+    return records
+
+
+def _clean(obj: Any) -> Any:
+    """Replace non-finite floats by None so the output is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        return _clean(obj.item())
+    return obj
+
+
+def append_jsonl(path: str | Path, record: dict) -> None:
+    """Append one record as a line, then flush and fsync (durable before returning)."""
+    line = json.dumps(_clean(record), separators=(",", ":"), allow_nan=False) + "\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write strict JSON (nan/inf → null) atomically via a temporary file."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise SpecfairError(f"{path}: no such file")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise SpecfairError(f"{path}: not valid JSON ({e})") from e

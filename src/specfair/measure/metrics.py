@@ -1,0 +1,162 @@
+"""Speed-up, acceptance and disparity metrics (pure functions; inputs are plain sequences).
+
+Notation: a task has prompts i = 1..n. For prompt i, the autoregressive (AR) run produces
+``T_i^AR`` new tokens in ``t_i^AR`` seconds and the speculative (SD) run ``T_i^SD`` tokens in
+``t_i^SD`` seconds (wall clock, prefill included); ``r_i = T_i / t_i`` is its tokens/s.
+
+* Speed-up (Spec-Bench definition, the headline number)::
+
+      S = mean_i(r_i^SD) / mean_i(r_i^AR)
+
+* Token-weighted speed-up (each generated token counts once; long answers weigh more)::
+
+      S_tok = (Σ_i T_i^SD / Σ_i t_i^SD) / (Σ_i T_i^AR / Σ_i t_i^AR)
+
+* Acceptance rate, pooled over all draft steps of all prompts::
+
+      α = Σ accepted / Σ drafted
+
+* Mean accepted length per target forward (verify step), including the bonus/correction token::
+
+      τ = Σ_steps accepted_len / #steps      (1 ≤ accepted_len ≤ γ + 1)
+
+Disparity over the per-task speed-ups ``S_1..S_K`` (K tasks, μ = mean_k S_k):
+
+* worst task ``argmin_k S_k`` and its speed-up ``min_k S_k``;
+* ``max_min_ratio = max_k S_k / min_k S_k`` (1 = perfectly fair);
+* coefficient of variation ``cv = σ / μ`` with the population std ``σ = sqrt(mean_k (S_k - μ)²)``;
+* Gini coefficient ``G = MD / (2μ)`` with the mean absolute difference over all ordered pairs
+  ``MD = (1/K²) Σ_j Σ_k |S_j - S_k|`` (0 = equal, → 1 concentrated);
+* cross-entropy spread (Sandler et al., 2025): the population variance across tasks of the
+  drafter-vs-target cross-entropy ``CE_k = mean over positions of H(p, q) = -Σ_x p(x) log q(x)``::
+
+      ce_spread = (1/K) Σ_k (CE_k - mean_j CE_j)²
+
+Leviathan et al. (2023) predictions, for an i.i.d. per-token acceptance probability α, γ drafted
+tokens per step and cost ratio ``c = time(drafter forward) / time(target forward)``::
+
+      E[τ] = (1 - α^(γ+1)) / (1 - α)                 (= γ + 1 when α = 1)
+      E[S] = (1 - α^(γ+1)) / ((1 - α)(γ c + 1))      (= E[τ] / (γ c + 1))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+
+def _arr(x: Sequence[float]) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+def speedup(sd_tokens_per_s: Sequence[float], ar_tokens_per_s: Sequence[float]) -> float:
+    """Spec-Bench speed-up ``mean(r^SD) / mean(r^AR)`` over the prompts of one task."""
+    sd, ar = _arr(sd_tokens_per_s), _arr(ar_tokens_per_s)
+    if sd.size == 0 or ar.size == 0:
+        return float("nan")
+    return float(sd.mean() / ar.mean())
+
+
+def speedup_token_weighted(
+    sd_tokens: Sequence[float],
+    sd_seconds: Sequence[float],
+    ar_tokens: Sequence[float],
+    ar_seconds: Sequence[float],
+) -> float:
+    """Token-weighted speed-up ``(ΣT^SD / Σt^SD) / (ΣT^AR / Σt^AR)``."""
+    a, b, c, d = (_arr(v).sum() for v in (sd_tokens, sd_seconds, ar_tokens, ar_seconds))
+    if b == 0 or c == 0 or d == 0:
+        return float("nan")
+    return float((a / b) / (c / d))
+
+
+def acceptance_rate(accepted: Sequence[float], drafted: Sequence[float]) -> float:
+    """Pooled α = Σ accepted / Σ drafted (nan if nothing was drafted)."""
+    d = _arr(drafted).sum()
+    return float(_arr(accepted).sum() / d) if d > 0 else float("nan")
+
+
+def mean_accepted_length(accepted_lengths: Sequence[float]) -> float:
+    """τ = mean tokens emitted per verify step, bonus/correction token included."""
+    a = _arr(accepted_lengths)
+    return float(a.mean()) if a.size else float("nan")
+
+
+def coefficient_of_variation(values: Sequence[float]) -> float:
+    """``σ / μ`` with the population standard deviation."""
+    v = _arr(values)
+    if v.size == 0 or v.mean() == 0:
+        return float("nan")
+    return float(v.std(ddof=0) / v.mean())
+
+
+def gini(values: Sequence[float]) -> float:
+    """Gini coefficient ``(1/K²) Σ_j Σ_k |x_j - x_k| / (2 μ)``."""
+    v = _arr(values)
+    if v.size == 0 or v.mean() == 0:
+        return float("nan")
+    mad = np.abs(v[:, None] - v[None, :]).mean()
+    return float(mad / (2.0 * v.mean()))
+
+
+def population_variance(values: Sequence[float]) -> float:
+    v = _arr(values)
+    return float(v.var(ddof=0)) if v.size else float("nan")
+
+
+def ce_spread(ce_by_task: Mapping[str, float] | Sequence[float]) -> float:
+    """Sandler et al. (2025) unfairness: population variance across tasks of the mean CE."""
+    vals = list(ce_by_task.values()) if isinstance(ce_by_task, Mapping) else list(ce_by_task)
+    return population_variance(vals)
+
+
+def disparity(speedups: Mapping[str, float]) -> dict:
+    """Disparity block over per-task speed-ups ``{task: S_k}`` (nan tasks are ignored).
+
+    Returns ``{"worst_task", "worst_speedup", "best_task", "best_speedup", "max_min_ratio",
+    "cv", "gini", "n_tasks"}``.
+    """
+    items = [(k, float(v)) for k, v in speedups.items() if v is not None and math.isfinite(v)]
+    if not items:
+        return {
+            "worst_task": None,
+            "worst_speedup": float("nan"),
+            "best_task": None,
+            "best_speedup": float("nan"),
+            "max_min_ratio": float("nan"),
+            "cv": float("nan"),
+            "gini": float("nan"),
+            "n_tasks": 0,
+        }
+    worst = min(items, key=lambda kv: kv[1])
+    best = max(items, key=lambda kv: kv[1])
+    vals = [v for _, v in items]
+    return {
+        "worst_task": worst[0],
+        "worst_speedup": worst[1],
+        "best_task": best[0],
+        "best_speedup": best[1],
+        "max_min_ratio": best[1] / worst[1] if worst[1] > 0 else float("nan"),
+        "cv": coefficient_of_variation(vals),
+        "gini": gini(vals),
+        "n_tasks": len(items),
+    }
+
+
+# ----------------------------------------------------------------- Leviathan et al. (2023)
+
+
+def expected_tau(alpha: float, gamma: int) -> float:
+    """``E[τ] = (1 - α^(γ+1)) / (1 - α)``; the limit γ + 1 at α = 1."""
+    if not math.isfinite(alpha):
+        return float("nan")
+    if alpha >= 1.0:
+        return float(gamma + 1)
+    return (1.0 - alpha ** (gamma + 1)) / (1.0 - alpha)
+
+
+def expected_speedup(alpha: float, gamma: int, c: float) -> float:
+    """``E[S] = (1 - α^(γ+1)) / ((1 - α)(γ c + 1))``."""
+    return expected_tau(alpha, gamma) / (gamma * c + 1.0)

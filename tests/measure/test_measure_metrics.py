@@ -1,0 +1,51 @@
+import math
+
+import pytest
+
+from specfair.measure import metrics as M
+
+
+def test_speedups_by_hand():
+    assert M.speedup([30.0, 50.0], [20.0, 20.0]) == pytest.approx(2.0)
+    # (150 / 4) / (150 / 10) = 37.5 / 15
+    assert M.speedup_token_weighted([100, 50], [2, 2], [100, 50], [5, 5]) == pytest.approx(2.5)
+    assert math.isnan(M.speedup([], []))
+
+
+def test_alpha_tau_by_hand():
+    assert M.acceptance_rate([3, 1], [5, 5]) == pytest.approx(0.4)
+    assert math.isnan(M.acceptance_rate([0], [0]))
+    assert M.mean_accepted_length([1, 2, 3, 6]) == pytest.approx(3.0)
+
+
+def test_disparity_by_hand():
+    d = M.disparity({"a": 1.0, "b": 2.0, "c": 3.0})
+    assert d["worst_task"] == "a" and d["worst_speedup"] == 1.0
+    assert d["best_task"] == "c" and d["best_speedup"] == 3.0
+    assert d["max_min_ratio"] == pytest.approx(3.0)
+    assert d["cv"] == pytest.approx(math.sqrt(2 / 3) / 2)  # population std / mean
+    # mean |x_j - x_k| over 9 ordered pairs = 8/9, / (2 * 2)
+    assert d["gini"] == pytest.approx(2 / 9)
+    assert d["n_tasks"] == 3
+
+
+def test_gini_cv_edge_cases():
+    assert M.gini([2.0, 2.0, 2.0]) == 0.0
+    assert M.coefficient_of_variation([5.0]) == 0.0
+    # all mass on one of K=3: 4 ordered pairs differ by 4 -> (16/9) / (2 * 4/3) = (K-1)/K
+    assert M.gini([0.0, 0.0, 4.0]) == pytest.approx(2 / 3)
+    assert M.disparity({"a": float("nan"), "b": 2.0})["n_tasks"] == 1
+    assert M.disparity({})["worst_task"] is None
+
+
+def test_ce_spread_population_variance():
+    assert M.ce_spread({"a": 1.0, "b": 3.0}) == pytest.approx(1.0)
+    assert M.ce_spread([2.0, 2.0, 2.0]) == 0.0
+
+
+def test_leviathan_formulas():
+    assert M.expected_tau(0.5, 2) == pytest.approx(1.75)
+    assert M.expected_speedup(0.5, 2, 0.25) == pytest.approx(1.75 / 1.5)
+    assert M.expected_tau(1.0, 4) == 5.0
+    assert M.expected_tau(0.0, 4) == 1.0
+    assert M.expected_tau(0.999999, 3) == pytest.approx(4.0, rel=1e-5)
