@@ -248,7 +248,8 @@ def read_mgsm(
 
     MGSM's rows are translations of one another (and ``mgsm_en`` is the first 250 GSM8K test
     problems), so each prompt's split ``group`` is the English question of its row, taken from
-    ``english`` (a path; default: ``mgsm_en.tsv`` beside ``path`` if present; ``False``: none).
+    ``english`` (a path; default: ``mgsm_en.tsv`` beside an ``mgsm_xx.tsv`` file, if present;
+    ``False``: none).
     All translations of a problem, and its GSM8K original, then share one split."""
     path = _check_file(path)
     if language is None:
@@ -263,10 +264,11 @@ def read_mgsm(
     task = task or f"mgsm_{language}"
     rows = _read_tsv(path)
     groups: list[str | None] = [None] * len(rows)
-    if english is None:
+    if english is None or english is True:
         sibling = path.parent / "mgsm_en.tsv"
-        english = sibling if sibling.is_file() and language != "en" else False
-    if english is not False and english is not True:
+        auto = _MGSM_NAME.search(_stem(path)) is not None and language != "en"
+        english = sibling if auto and sibling.is_file() else False
+    if english is not False:
         en_rows = _read_tsv(_check_file(english))
         if len(en_rows) != len(rows):
             raise SpecfairError(
