@@ -1,0 +1,329 @@
+"""The decoders: ``speculative_generate`` and its baseline ``autoregressive_generate``.
+
+One readable loop each, in the style of gpt-fast's generate.py, with the split of vLLM's
+spec_decode: the drafter proposes (``_draft``), the target scores (one forward over the last
+token and the drafts), ``rejection.py`` decides. Both decoders share the prefill, the cache
+set-up, the sampling code and the stopping rules, so that a speed-up compares like with like.
+
+Invariants of the speculative loop (batch 1, shapes kept [1, T]):
+``buf[:, :n]`` holds prompt + output; the target's KV cache holds the first ``n - 1`` tokens
+(the last token is the input of the next verification); the drafter's cache holds the first
+``d_len <= n - 1`` tokens and the next draft pass feeds it ``buf[:, d_len:n]`` (1 token after a
+rejection, 2 after a fully accepted step: the last draft and the bonus token).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+from transformers import DynamicCache
+
+from specfair.decoding.gamma import GammaPolicy, as_policy
+from specfair.decoding.rejection import greedy_verify, rejection_sample
+from specfair.decoding.result import GenerationResult, StepRecord
+from specfair.decoding.sampling import SamplingParams, fit_vocab, logits_to_probs
+from specfair.errors import SpecfairError
+
+
+def _prompt_tensor(input_ids, device: torch.device) -> torch.Tensor:
+    if isinstance(input_ids, torch.Tensor):
+        ids = input_ids
+        if ids.dim() == 2:
+            if ids.shape[0] != 1:
+                raise SpecfairError(f"batch size must be 1 for now, got {ids.shape[0]}")
+            ids = ids[0]
+        if ids.dim() != 1:
+            raise SpecfairError(f"input_ids must be 1-D or [1, T], got shape {tuple(ids.shape)}")
+        if ids.is_floating_point() or ids.is_complex():
+            raise SpecfairError("input_ids must hold integer token ids")
+        ids = ids.to(device=device, dtype=torch.long)
+    elif isinstance(input_ids, Sequence) and not isinstance(input_ids, str | bytes):
+        ids = torch.tensor(list(input_ids), dtype=torch.long, device=device)
+    else:
+        raise SpecfairError(f"input_ids must be a list of ints or a LongTensor, got {input_ids!r}")
+    if ids.numel() == 0:
+        raise SpecfairError("empty prompt: input_ids has no tokens")
+    return ids.view(1, -1)
+
+
+def _eos_set(model, eos_token_id) -> frozenset[int]:
+    if eos_token_id is None:
+        eos_token_id = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos_token_id is None:
+        return frozenset()
+    if isinstance(eos_token_id, torch.Tensor):
+        eos_token_id = eos_token_id.flatten().tolist()
+    if isinstance(eos_token_id, int):
+        return frozenset([eos_token_id])
+    return frozenset(int(e) for e in eos_token_id)
+
+
+def _context_limit(model) -> int | None:
+    cfg = model.config
+    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    return getattr(cfg, "max_position_embeddings", None)
+
+
+def _check_request(models, prompt_len: int, max_new_tokens) -> None:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+        raise SpecfairError(f"max_new_tokens must be an int, got {max_new_tokens!r}")
+    if max_new_tokens < 1:
+        raise SpecfairError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    for role, model in models:
+        limit = _context_limit(model)
+        if limit is not None and prompt_len + max_new_tokens > limit:
+            raise SpecfairError(
+                f"prompt ({prompt_len} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
+                f"{role}'s context of {limit} tokens"
+            )
+
+
+def _new_cache(model) -> DynamicCache:
+    return DynamicCache(config=model.config)
+
+
+def _crop(cache: DynamicCache, n_remove: int) -> None:
+    if n_remove > 0:
+        cache.crop(-n_remove)
+
+
+def _drafter_input(drafter):
+    """A function that moves token ids to the drafter's device and maps ids beyond its embedding
+    matrix (the target's vocabulary may be larger: padding rows, never real tokens) to its pad
+    id, or 0. This changes only the drafts, never the output's distribution."""
+    n_emb = drafter.get_input_embeddings().num_embeddings
+    fallback = getattr(drafter.generation_config, "pad_token_id", None)
+    if not isinstance(fallback, int) or not 0 <= fallback < n_emb:
+        fallback = 0
+    device = drafter.device
+
+    def prepare(ids: torch.Tensor) -> torch.Tensor:
+        ids = ids.to(device)
+        return ids.masked_fill(ids >= n_emb, fallback)
+
+    return prepare
+
+
+def _syncer(device: torch.device):
+    if device.type == "cuda":
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+def _pick(
+    logits: torch.Tensor, sp: SamplingParams, gen
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Next token [B] from last-position logits [B, V] (and the probabilities when sampling)."""
+    if sp.greedy:
+        return logits.argmax(dim=-1), None
+    probs = logits_to_probs(logits, sp.temperature, sp.top_k, sp.top_p)
+    return torch.multinomial(probs, 1, generator=gen).squeeze(-1), probs
+
+
+class _Output:
+    """Collects emitted tokens and applies the stopping rules (EOS, max_new_tokens)."""
+
+    def __init__(self, eos: frozenset[int], max_new_tokens: int) -> None:
+        self.eos, self.max_new = eos, max_new_tokens
+        self.tokens: list[int] = []
+        self.stop_reason: str | None = None
+
+    def extend(self, block: list[int]) -> int:
+        """Append ``block`` up to the first EOS / the token limit; return how many were kept."""
+        room = self.max_new - len(self.tokens)
+        block = block[:room]
+        if self.eos:
+            for j, t in enumerate(block):
+                if t in self.eos:
+                    block = block[: j + 1]
+                    self.stop_reason = "eos"
+                    break
+        self.tokens.extend(block)
+        if self.stop_reason is None and len(self.tokens) >= self.max_new:
+            self.stop_reason = "max_tokens"
+        return len(block)
+
+
+def _setup(
+    target, input_ids, max_new_tokens, temperature, top_p, top_k, eos_token_id, seed, drafter=None
+):
+    device = target.device
+    ids = _prompt_tensor(input_ids, device)
+    models = [("target", target)] + ([("drafter", drafter)] if drafter is not None else [])
+    _check_request(models, ids.shape[1], max_new_tokens)
+    sp = SamplingParams(float(temperature), int(top_k), float(top_p))
+    gen = None
+    if seed is not None and not sp.greedy:
+        gen = torch.Generator(device=device)
+        gen.manual_seed(int(seed))
+    buf = torch.empty((1, ids.shape[1] + max_new_tokens + 1), dtype=torch.long, device=device)
+    buf[:, : ids.shape[1]] = ids
+    return ids.shape[1], sp, gen, buf, _Output(_eos_set(target, eos_token_id), max_new_tokens)
+
+
+def _finish(out: _Output, steps, prefill_s, t_start, sync, tokenizer) -> GenerationResult:
+    sync()
+    wall = time.perf_counter() - t_start
+    text = tokenizer.decode(out.tokens, skip_special_tokens=True) if tokenizer is not None else None
+    return GenerationResult(
+        tokens=out.tokens,
+        text=text,
+        steps=steps,
+        prefill_s=prefill_s,
+        wall_s=wall,
+        stop_reason=out.stop_reason or "max_tokens",
+    )
+
+
+@torch.inference_mode()
+def autoregressive_generate(
+    target,
+    input_ids,
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    eos_token_id: int | Sequence[int] | None = None,
+    seed: int | None = None,
+    tokenizer=None,
+) -> GenerationResult:
+    """Plain decoding with the target alone: the baseline of ``speculative_generate``.
+
+    One step per token after the first (``gamma=0``, ``verify_s`` = the target forward).
+    """
+    t_start = time.perf_counter()
+    t_len, sp, gen, buf, out = _setup(
+        target, input_ids, max_new_tokens, temperature, top_p, top_k, eos_token_id, seed
+    )
+    sync = _syncer(buf.device)
+    cache = _new_cache(target)
+    steps: list[StepRecord] = []
+
+    logits = target(input_ids=buf[:, :t_len], cache=cache, use_cache=True, logits_to_keep=1).logits
+    tok, _ = _pick(logits[:, -1], sp, gen)
+    buf[:, t_len] = tok
+    n = t_len + 1
+    out.extend([int(tok)])
+    sync()
+    prefill_s = time.perf_counter() - t_start
+
+    while out.stop_reason is None:
+        t0 = time.perf_counter()
+        logits = target(input_ids=buf[:, n - 1 : n], cache=cache, use_cache=True).logits
+        tok, _ = _pick(logits[:, -1], sp, gen)
+        buf[:, n] = tok
+        n += 1
+        sync()
+        dt = time.perf_counter() - t0
+        kept = out.extend([int(tok)])
+        steps.append(StepRecord(0, 0, 0, kept, 0.0, dt))
+
+    return _finish(out, steps, prefill_s, t_start, sync, tokenizer)
+
+
+@torch.inference_mode()
+def speculative_generate(
+    target,
+    drafter,
+    input_ids,
+    *,
+    max_new_tokens: int,
+    gamma: int | GammaPolicy = 5,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    eos_token_id: int | Sequence[int] | None = None,
+    seed: int | None = None,
+    tokenizer=None,
+) -> GenerationResult:
+    """Lossless speculative decoding: the output has the target's distribution (greedy: the
+    target's greedy output, token for token).
+
+    ``gamma``: drafts per step, an int (``FixedGamma``) or a ``GammaPolicy``. The drafter and
+    the target must share a tokenizer; their vocabulary (embedding) sizes may differ.
+    A step never drafts more than the tokens still to produce minus one; a step with nothing to
+    draft is a plain target step (``gamma=0``).
+    """
+    t_start = time.perf_counter()
+    policy = as_policy(gamma)
+    t_len, sp, gen, buf, out = _setup(
+        target, input_ids, max_new_tokens, temperature, top_p, top_k, eos_token_id, seed, drafter
+    )
+    sync = _syncer(buf.device)
+    policy.reset()
+    t_cache, d_cache = _new_cache(target), _new_cache(drafter)
+    steps: list[StepRecord] = []
+
+    # Prefill: the target reads the prompt and gives the first token, the drafter reads it too.
+    logits = target(
+        input_ids=buf[:, :t_len], cache=t_cache, use_cache=True, logits_to_keep=1
+    ).logits
+    vocab = logits.shape[-1]
+    tok, _ = _pick(logits[:, -1], sp, gen)
+    buf[:, t_len] = tok
+    d_input = _drafter_input(drafter)
+    drafter(
+        input_ids=d_input(buf[:, :t_len]), cache=d_cache, use_cache=True, logits_to_keep=1
+    )
+    n, d_len = t_len + 1, t_len
+    out.extend([int(tok)])
+    sync()
+    prefill_s = time.perf_counter() - t_start
+
+    max_g = max(1, min(policy.max_gamma, max_new_tokens))
+    q_dtype = torch.promote_types(logits.dtype, torch.float32)
+    q_buf = None if sp.greedy else torch.zeros((1, max_g, vocab), dtype=q_dtype, device=buf.device)
+
+    while out.stop_reason is None:
+        remaining = max_new_tokens - len(out.tokens)
+        g = min(policy.next_gamma(), remaining - 1, max_g)
+
+        # Propose: g drafter forwards, each reading the tokens it has not seen yet.
+        t0 = time.perf_counter()
+        inp = buf[:, d_len:n]
+        for i in range(g):
+            d_logits = drafter(
+                input_ids=d_input(inp), cache=d_cache, use_cache=True, logits_to_keep=1
+            ).logits[:, -1]
+            d_logits = fit_vocab(d_logits.to(buf.device), vocab)
+            x, q = _pick(d_logits, sp, gen)
+            if q is not None:
+                q_buf[:, i] = q
+            buf[:, n + i] = x
+            inp = buf[:, n + i : n + i + 1]
+        if g > 0:
+            d_len = n + g - 1
+        sync()
+        t1 = time.perf_counter()
+
+        # Score and verify: one target forward over the last token and the g drafts.
+        logits = target(
+            input_ids=buf[:, n - 1 : n + g], cache=t_cache, use_cache=True, logits_to_keep=g + 1
+        ).logits
+        drafts = buf[:, n : n + g]
+        if sp.greedy:
+            k_t, nxt = greedy_verify(drafts, logits.argmax(dim=-1))
+        else:
+            p = logits_to_probs(logits, sp.temperature, sp.top_k, sp.top_p)
+            k_t, nxt = rejection_sample(drafts, q_buf[:, :g], p, gen)
+        k = int(k_t)
+        buf[:, n + k] = nxt
+        sync()
+        t2 = time.perf_counter()
+
+        kept = out.extend(buf[0, n : n + k + 1].tolist())
+        steps.append(StepRecord(g, g, k, kept, t1 - t0 if g else 0.0, t2 - t1))
+        if g > 0:
+            policy.update(g, k, t1 - t0, t2 - t1)
+        # Roll back: the target keeps n + k tokens (the new last token is read next step),
+        # the drafter at most as many.
+        _crop(t_cache, g - k)
+        n += k + 1
+        if d_len > n - 1:
+            _crop(d_cache, d_len - (n - 1))
+            d_len = n - 1
+
+    return _finish(out, steps, prefill_s, t_start, sync, tokenizer)
