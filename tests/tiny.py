@@ -14,7 +14,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-# The 256 byte-level symbols, as in Qwen's (GPT-2 style) byte-level BPE, with no merges.
+# The 256 byte-level symbols, as in Qwen's (GPT-2 style) byte-level BPE.
 CHARS = sorted(pre_tokenizers.ByteLevel.alphabet())
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
@@ -27,7 +27,9 @@ def make_tokenizer(chars: list[str] | None = None) -> PreTrainedTokenizerFast:
     vocab = {c: i for i, c in enumerate(chars)}
     for s in SPECIALS:
         vocab[s] = len(vocab)
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None, fuse_unk=False))
+    vocab["ĠĠ"] = len(vocab)  # one merge (two spaces), so the BPE has a merge list
+    merges = [("Ġ", "Ġ")]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=None, fuse_unk=False))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
     fast = PreTrainedTokenizerFast(
@@ -77,7 +79,7 @@ def make_tiny_model(
 
 def make_tiny_pair(root: Path, mismatched: bool = False) -> tuple[Path, Path]:
     """Target (vocab 288, 2 layers) and drafter (vocab 272, 1 layer) sharing one tokenizer
-    of 259 tokens (256 bytes and 3 specials).
+    of 260 tokens (256 bytes, 3 specials, one merge).
 
     With ``mismatched=True`` the drafter's tokenizer differs in one token string.
     """
@@ -91,3 +93,64 @@ def make_tiny_pair(root: Path, mismatched: bool = False) -> tuple[Path, Path]:
         dtok = make_tokenizer(chars)
     drafter = make_tiny_model(root / "drafter", 272, seed=1, layers=1, tok=dtok)
     return target, drafter
+
+
+def write_tiny_gguf(model_path: Path, out_file: Path) -> Path:
+    """Write a float32 GGUF (arch ``qwen2``, gpt2-style tokenizer) of a tiny HF model directory,
+    laid out as llama.cpp's converter does, so the GGUF loading path can be tested offline."""
+    import gguf
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(model_path)
+    cfg = model.config
+    w = gguf.GGUFWriter(str(out_file), "qwen2")
+    w.add_name("tiny-qwen2")
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+    tokens = [t for t, _ in vocab] + [f"[PAD{i}]" for i in range(len(vocab), cfg.vocab_size)]
+    specials = set(tok.all_special_tokens)
+    types = [
+        gguf.TokenType.CONTROL if t in specials
+        else gguf.TokenType.USER_DEFINED if t.startswith("[PAD")
+        else gguf.TokenType.NORMAL
+        for t in tokens
+    ]  # fmt: skip
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("qwen2")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(["Ġ Ġ"])
+    w.add_eos_token_id(tok.eos_token_id)
+    w.add_pad_token_id(tok.pad_token_id)
+    w.add_add_bos_token(False)
+    w.add_chat_template(tok.chat_template)
+    names = {
+        "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm",
+        "post_attention_layernorm": "ffn_norm",
+    }  # fmt: skip
+    sd = model.state_dict()
+    w.add_tensor("token_embd.weight", sd["model.embed_tokens.weight"].numpy())
+    w.add_tensor("output_norm.weight", sd["model.norm.weight"].numpy())
+    w.add_tensor("output.weight", sd["lm_head.weight"].numpy())
+    for i in range(cfg.num_hidden_layers):
+        for hf, gg in names.items():
+            for kind in ("weight", "bias"):
+                key = f"model.layers.{i}.{hf}.{kind}"
+                if key in sd:
+                    w.add_tensor(f"blk.{i}.{gg}.{kind}", sd[key].numpy())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return out_file

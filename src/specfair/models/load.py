@@ -1,0 +1,148 @@
+"""Load causal LMs and tokenizers by short name, HF id, local HF directory or GGUF file.
+
+Weights are loaded only from safetensors or GGUF (never pickle) and ``trust_remote_code`` is off.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from specfair.errors import SpecfairError
+from specfair.models.registry import KNOWN_MODELS, is_cached, model_dir
+from specfair.models.tokenizers import check_tokenizers_match
+
+DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float32": torch.float32,
+          "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    kind: str  # "known" | "dir" | "gguf" | "hub"
+    path: str  # directory, file or hub id
+    name: str  # what the user called it
+
+
+def resolve_source(spec: str | os.PathLike) -> ModelSource:
+    spec = str(spec)
+    if spec in KNOWN_MODELS:
+        if not is_cached(spec):
+            raise SpecfairError(
+                f"model {spec!r} is not in the cache; run `specfair models fetch {spec}` first"
+            )
+        return ModelSource("known", str(model_dir(spec)), spec)
+    p = Path(spec).expanduser()
+    if p.suffix == ".gguf":
+        if not p.is_file():
+            raise SpecfairError(f"GGUF file not found: {p}")
+        return ModelSource("gguf", str(p), spec)
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise SpecfairError(f"{p} is not a Hugging Face model directory (no config.json)")
+        return ModelSource("dir", str(p), spec)
+    if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+        raise SpecfairError(
+            f"model {spec!r} not found: not a known name ({', '.join(KNOWN_MODELS)}), "
+            "an existing directory, a .gguf file or a Hugging Face id (owner/name)"
+        )
+    return ModelSource("hub", spec, spec)
+
+
+@functools.cache
+def cpu_supports_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SpecfairError("device 'cuda' requested but CUDA is not available")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise SpecfairError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype = "auto", device: torch.device | None = None):
+    """``auto`` = bf16 on CUDA or on a CPU with native bf16 support, else fp32."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        device = device or resolve_device("auto")
+        if device.type == "cuda" or cpu_supports_bf16():
+            return torch.bfloat16
+        return torch.float32
+    if dtype not in DTYPES:
+        raise SpecfairError(f"unknown dtype {dtype!r}; use auto, bfloat16 or float32")
+    return DTYPES[dtype]
+
+
+def _from_pretrained(cls, src: ModelSource, **kwargs):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    kwargs.setdefault("trust_remote_code", False)
+    try:
+        if src.kind == "gguf":
+            p = Path(src.path)
+            return cls.from_pretrained(str(p.parent), gguf_file=p.name, **kwargs)
+        return cls.from_pretrained(src.path, **kwargs)
+    except SpecfairError:
+        raise
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SpecfairError(f"could not load {src.name!r}: {first}") from e
+
+
+def load_model(spec, dtype: str | torch.dtype = "auto", device: str = "auto"):
+    """Load a causal LM in eval mode on ``device`` with ``dtype``."""
+    from transformers import AutoModelForCausalLM
+
+    src = resolve_source(spec)
+    dev = resolve_device(device)
+    kwargs = {"dtype": resolve_dtype(dtype, dev)}
+    if src.kind != "gguf":
+        kwargs["use_safetensors"] = True
+    model = _from_pretrained(AutoModelForCausalLM, src, **kwargs)
+    model.to(dev).eval()
+    model.specfair_name = src.name
+    return model
+
+
+def load_tokenizer(spec):
+    from transformers import AutoTokenizer
+
+    return _from_pretrained(AutoTokenizer, resolve_source(spec))
+
+
+@dataclass
+class Pair:
+    target: object
+    drafter: object
+    tokenizer: object
+    target_name: str
+    drafter_name: str
+
+
+def load_pair(target, drafter, dtype: str | torch.dtype = "auto", device: str = "auto") -> Pair:
+    """Load a target/drafter pair; refuses a pair whose tokenizers disagree.
+
+    ``drafter`` may also be an already-built model object (e.g. a fine-tuned drafter), in which
+    case its tokenizer is taken to be the target's.
+    """
+    tok_t = load_tokenizer(target)
+    if isinstance(drafter, (str, os.PathLike)):
+        check_tokenizers_match(tok_t, load_tokenizer(drafter), "target", "drafter")
+        d_model, d_name = load_model(drafter, dtype, device), str(drafter)
+    else:
+        d_model, d_name = drafter, getattr(drafter, "specfair_name", type(drafter).__name__)
+    t_model = load_model(target, dtype, device)
+    return Pair(t_model, d_model, tok_t, str(target), d_name)

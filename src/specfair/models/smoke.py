@@ -1,0 +1,30 @@
+"""``specfair generate``: apply the chat template and stream a greedy answer."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+
+def stream_greedy(model_spec, prompt: str, max_new_tokens=128, dtype="auto", device="auto"):
+    from transformers import TextStreamer
+
+    from specfair.errors import SpecfairError
+    from specfair.models.load import load_model, load_tokenizer
+
+    if not prompt.strip():
+        raise SpecfairError("empty prompt")
+    tok = load_tokenizer(model_spec)
+    model = load_model(model_spec, dtype, device)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt",
+        return_dict=True,
+    )["input_ids"].to(model.device)  # fmt: skip
+    streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+    with torch.inference_mode():
+        model.generate(
+            ids, max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer,
+            attention_mask=torch.ones_like(ids),
+        )  # fmt: skip
+    sys.stdout.flush()
