@@ -1,0 +1,18 @@
+# The two set-up commands of the README: `make demo` (the main job) and `make test`.
+.PHONY: setup demo test lint
+
+VENV := .venv/bin
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(VENV)/specfair models fetch
+	$(VENV)/specfair generate --max-new-tokens 96 "Write a Python function that returns the n-th Fibonacci number."
+
+lint: setup
+	$(VENV)/ruff check src tests benchmarks
+
+# pytest exits 5 when it collects no test: that fails here like any other non-zero status.
+test: setup lint
+	$(VENV)/python -m pytest -p no:cacheprovider tests
