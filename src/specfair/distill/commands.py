@@ -1,0 +1,151 @@
+"""CLI glue: ``specfair distill`` -> :func:`distill_command`.
+
+Output directory layout::
+
+    OUT/responses.jsonl        target responses to the TRAIN prompts (cache, resumable)
+    OUT/distill_config.json    the DistillConfig used
+    OUT/train_log.jsonl        per-step metrics and alpha re-estimations
+    OUT/checkpoints/step-N/    resumable checkpoints (latest ``keep_checkpoints`` kept)
+    OUT/distill_summary.json   alpha per task before/after on the held-back TRAIN prompts
+    OUT/drafter/               the exported drafter (see specfair.distill.export)
+
+Run it on several processes / GPUs with ``accelerate launch -m specfair distill ...``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from specfair.distill.config import DistillConfig
+from specfair.errors import SpecfairError
+
+
+def _load_suite(suite):
+    try:
+        from specfair.tasks import load_suite
+    except ImportError as e:
+        raise SpecfairError("specfair.tasks is not available") from e
+    return load_suite(suite) if isinstance(suite, str | Path) else suite
+
+
+def build_examples(cfg: DistillConfig, suite, target, drafter, tokenizer, out_dir: Path,
+                   accelerator=None):
+    """TRAIN-split examples for ``cfg.data_source`` (generating target responses if needed),
+    split into ``(train, heldout)``. Asserts that nothing comes from the test split."""
+    from specfair.distill.data import (
+        assert_train_only,
+        check_examples,
+        examples_from_records,
+        heldout_split,
+        read_responses,
+        reference_examples,
+        target_response_examples,
+    )
+
+    train_prompts = list(suite.prompts("train"))
+    test_prompts = list(suite.prompts("test"))
+    assert_train_only(train_prompts, test_prompts)
+    if cfg.max_prompts_per_task:
+        kept, count = [], {}
+        for p in train_prompts:
+            if count.get(p.task, 0) < cfg.max_prompts_per_task:
+                kept.append(p)
+                count[p.task] = count.get(p.task, 0) + 1
+        train_prompts = kept
+    if not train_prompts:
+        raise SpecfairError("the suite has no TRAIN-split prompts")
+
+    train_ids = {p.id for p in train_prompts}
+    examples = []
+    if cfg.data_source in ("target", "both"):
+        cache = out_dir / "responses.jsonl"
+        if cfg.responses_path:  # reuse e.g. specfair estimate's cache (train prompts only)
+            if accelerator is None or accelerator.is_main_process:
+                from specfair.measure.io import append_jsonl
+
+                done = read_responses(cache)
+                for key, rec in read_responses(cfg.responses_path).items():
+                    if key not in done and key[0] in train_ids:
+                        append_jsonl(cache, {**rec, "source": "target", "reused": True})
+            if accelerator is not None:
+                accelerator.wait_for_everyone()
+        rank = accelerator.process_index if accelerator is not None else 0
+        world = accelerator.num_processes if accelerator is not None else 1
+        target_response_examples(
+            train_prompts, target, drafter, tokenizer, cache,
+            max_new_tokens=cfg.response_max_new_tokens, temperature=cfg.response_temperature,
+            gamma=cfg.response_gamma, seed=cfg.seed, rank=rank, world_size=world,
+        )
+        if accelerator is not None:
+            accelerator.wait_for_everyone()
+        examples += examples_from_records(read_responses(cache), train_prompts)
+    if cfg.data_source in ("reference", "both"):
+        examples += reference_examples(train_prompts, tokenizer)
+    if not examples:
+        raise SpecfairError(f"no training examples for data_source={cfg.data_source!r}")
+    check_examples(examples, train_prompts)
+    return heldout_split(examples, cfg.heldout_per_task, cfg.seed)
+
+
+def distill_command(
+    out_dir: str | Path,
+    *,
+    suite: str | Path = "default",
+    target: str | None = None,
+    drafter: str | None = None,
+    config_file: str | Path | None = None,
+    resume: bool = False,
+    dtype: str = "float32",
+    device: str = "auto",
+    **overrides: Any,
+) -> Path:
+    """Fine-tune the drafter on the suite's TRAIN split; returns the exported drafter directory.
+
+    ``overrides`` are :class:`DistillConfig` field names (None values are ignored), e.g.
+    ``weighting="disparity", loss="tvd", steps=60, cheap_layers="first:12"``. ``target`` /
+    ``drafter`` default to the registry's default pair. ``dtype`` is the training dtype of both
+    models (float32 recommended on CPU; the target may be loaded in bfloat16 on GPU).
+    """
+    from specfair.distill.export import export_drafter
+    from specfair.distill.trainer import make_accelerator, train
+
+    out_dir = Path(out_dir)
+    cfg = (DistillConfig.load(config_file, **overrides) if config_file
+           else DistillConfig().with_overrides(**overrides))
+    if resume and not (out_dir / "distill_config.json").is_file():
+        raise SpecfairError(f"--resume: no previous run in {out_dir}")
+    try:
+        from specfair.models import load_pair
+        from specfair.models.registry import DEFAULT_DRAFTER, DEFAULT_TARGET
+    except ImportError as e:
+        raise SpecfairError("specfair.models is not available") from e
+    acc = make_accelerator(cfg, cpu=True if device == "cpu" else None)
+    dev = str(acc.device) if device == "auto" else device
+    pair = load_pair(target or DEFAULT_TARGET, drafter or DEFAULT_DRAFTER, dtype, dev)
+    tokenizer = pair.tokenizer
+    suite_obj = _load_suite(suite)
+    train_ex, held_ex = build_examples(cfg, suite_obj, pair.target, pair.drafter, tokenizer,
+                                       out_dir, acc)
+    if acc.is_main_process:
+        counts: dict[str, int] = {}
+        for e in train_ex:
+            counts[e.task] = counts.get(e.task, 0) + 1
+        print(f"distill: {len(train_ex)} training examples over {len(counts)} tasks, "
+              f"{len(held_ex)} held back for alpha; weighting={cfg.weighting}, loss={cfg.loss}, "
+              f"method={cfg.method}, steps={cfg.steps}")
+    result = train(cfg, pair.target, pair.drafter, tokenizer, train_ex, held_ex, out_dir,
+                   resume=resume, accelerator=acc)
+    export = out_dir / "drafter"
+    if acc.is_main_process:
+        export_drafter(
+            result.student, tokenizer, export,
+            tasks=sorted({e.task for e in train_ex}) if cfg.weighting == "per-task" else None,
+            merge_per_task=cfg.merge_per_task, dtype=cfg.export_dtype,
+            meta={"target": pair.target_name, "drafter": pair.drafter_name,
+                  "config": cfg.to_dict(), "steps": result.steps,
+                  "alpha_before": result.alpha_before, "alpha_after": result.alpha_after},
+        )
+        print(f"distill: drafter written to {export}")
+    acc.wait_for_everyone()
+    return export

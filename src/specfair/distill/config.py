@@ -1,0 +1,178 @@
+"""``DistillConfig``: every knob of drafter distillation, with CPU-sized defaults.
+
+Default cost (2 shared CPU cores, Qwen2.5-Coder-1.5B target / 0.5B drafter, float32, LoRA r=16):
+a training step is a batch of 4 sequences of ~160-200 tokens (prompt + 64-token response).
+Per sequence the target forward (no grad, once per example: its final hidden states at the
+response positions are cached in RAM, ~0.4 MB per example) and the drafter forward+backward cost
+a few seconds each, so we expect **~30-60 training tokens/s** (prompt+response tokens through the
+drafter), i.e. ~15-25 s per step; the default 40 steps + 5 re-estimations of alpha on the
+held-back slice (2 prompts x 8 tasks) therefore take roughly 10-15 minutes. These are estimates
+from FLOP counts and the measured drafter/target cost ratio, not measurements (never run the real
+models in tests). Generating the target's responses (``data_source="target"``) is extra: ~64
+tokens x 240 prompts with speculative decoding, i.e. tens of minutes on CPU, done once and cached
+in ``responses.jsonl`` (resumable); pass ``responses_path`` to reuse an existing cache or use
+``data_source="reference"`` to skip generation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from specfair.errors import SpecfairError
+
+WEIGHTINGS = ("uniform", "balanced", "disparity", "per-task")
+LOSSES = ("fkl", "rkl", "tvd", "jsd", "ce")
+METHODS = ("lora", "full")
+SCHEDULES = ("cosine", "linear", "constant")
+DATA_SOURCES = ("target", "reference", "both")
+DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class DistillConfig:
+    # --- what to optimise
+    weighting: str = "disparity"  # uniform | balanced | disparity | per-task
+    loss: str = "fkl"  # fkl | rkl | tvd | jsd | ce
+    jsd_beta: float = 0.5
+    temperature: float = 1.0  # both distributions are softened by it (no T^2 rescaling)
+    # --- which parameters
+    method: str = "lora"  # lora | full (per-task needs lora)
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
+    cheap_layers: str | None = None  # None | "first:K" | "every:N" | "0,1,5,..." (layer indices)
+    # --- optimisation
+    lr: float | None = None  # None: 3e-4 for LoRA, 2e-5 for full fine-tuning
+    weight_decay: float = 0.0
+    steps: int = 40
+    batch_size: int = 4  # sequences per process per micro-step
+    grad_accum: int = 1
+    max_seq_len: int = 384
+    warmup_steps: int = 3
+    schedule: str = "cosine"
+    max_grad_norm: float = 1.0
+    bf16: bool = False  # bf16 autocast (where the accelerator supports it)
+    loss_chunk: int = 64  # positions per chunk of the vocabulary-sized loss computation
+    # --- task weighting
+    reestimate_every: int = 10  # steps between alpha re-estimations (disparity; also logged)
+    disparity_temperature: float = 0.05
+    disparity_floor: float = 0.2  # share of probability mass spread uniformly over tasks
+    alpha_metric: str = "alpha"  # alpha (sum min(p,q)) | greedy (argmax match)
+    heldout_per_task: int = 2  # TRAIN-split prompts per task held back to estimate alpha
+    # --- data
+    data_source: str = "target"  # target | reference | both
+    responses_path: str | None = None  # an existing responses.jsonl to reuse (train ids only)
+    response_max_new_tokens: int = 64
+    response_temperature: float = 0.0  # 0 = greedy target responses
+    response_gamma: int = 5
+    max_prompts_per_task: int | None = None
+    on_policy_frac: float = 0.0  # share of examples replaced by drafter samples (DistillSpec)
+    on_policy_temperature: float = 1.0
+    # --- bookkeeping
+    checkpoint_every: int = 20
+    keep_checkpoints: int = 2
+    log_every: int = 1
+    seed: int = 0
+    export_dtype: str = "auto"  # auto (training dtype) | float32 | bfloat16 | float16
+    merge_per_task: bool = False  # per-task export: merged full models instead of adapters
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.lora_targets, list | str):
+            t = self.lora_targets
+            self.lora_targets = tuple(t.split(",")) if isinstance(t, str) else tuple(t)
+        self.validate()
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def learning_rate(self) -> float:
+        if self.lr is not None:
+            return float(self.lr)
+        return 3e-4 if self.method == "lora" else 2e-5
+
+    def validate(self) -> None:
+        def bad(msg: str) -> None:
+            raise SpecfairError(f"distill config: {msg}")
+
+        for name, allowed in [
+            ("weighting", WEIGHTINGS),
+            ("loss", LOSSES),
+            ("method", METHODS),
+            ("schedule", SCHEDULES),
+            ("data_source", DATA_SOURCES),
+            ("alpha_metric", ("alpha", "greedy")),
+        ]:
+            if getattr(self, name) not in allowed:
+                bad(f"{name}={getattr(self, name)!r} (choose from {', '.join(allowed)})")
+        if self.weighting == "per-task" and self.method != "lora":
+            bad("weighting='per-task' trains one LoRA adapter per task: use method='lora'")
+        if not 0.0 < self.jsd_beta < 1.0:
+            bad("jsd_beta must be in (0, 1)")
+        if self.temperature <= 0:
+            bad("temperature must be > 0")
+        for name in ("steps", "batch_size", "grad_accum", "max_seq_len", "lora_rank",
+                     "reestimate_every", "checkpoint_every", "keep_checkpoints", "loss_chunk",
+                     "log_every", "response_max_new_tokens", "response_gamma"):
+            if int(getattr(self, name)) < 1:
+                bad(f"{name} must be >= 1")
+        if self.warmup_steps < 0 or self.heldout_per_task < 0:
+            bad("warmup_steps and heldout_per_task must be >= 0")
+        if not 0.0 <= self.disparity_floor <= 1.0:
+            bad("disparity_floor must be in [0, 1]")
+        if self.disparity_temperature <= 0:
+            bad("disparity_temperature must be > 0")
+        if not 0.0 <= self.on_policy_frac <= 1.0:
+            bad("on_policy_frac must be in [0, 1]")
+        if self.export_dtype not in ("auto", "float32", "bfloat16", "float16"):
+            bad(f"export_dtype={self.export_dtype!r}")
+        if self.cheap_layers is not None:
+            from specfair.distill.cheap import parse_layer_spec
+
+            parse_layer_spec(self.cheap_layers, 10**6)  # syntax check only
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["lora_targets"] = list(self.lora_targets)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DistillConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise SpecfairError(f"distill config: unknown option(s) {', '.join(unknown)}")
+        return cls(**d)
+
+    @classmethod
+    def load(cls, path: str | Path, **overrides: Any) -> DistillConfig:
+        """Read a TOML (optionally under a ``[distill]`` table) or JSON file; ``overrides``
+        whose value is not None win."""
+        path = Path(path)
+        if not path.is_file():
+            raise SpecfairError(f"distill config file not found: {path}")
+        try:
+            if path.suffix == ".json":
+                d = json.loads(path.read_text())
+            else:
+                d = tomllib.loads(path.read_text())
+        except (ValueError, tomllib.TOMLDecodeError) as e:
+            raise SpecfairError(f"cannot parse {path}: {e}") from e
+        d = d.get("distill", d)
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(d)
+
+    def with_overrides(self, **overrides: Any) -> DistillConfig:
+        d = self.to_dict()
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        return DistillConfig.from_dict(d)
+
+    # fields that must not change between a run and its --resume
+    RESUME_KEYS = ("weighting", "loss", "method", "lora_rank", "lora_targets", "cheap_layers",
+                   "batch_size", "grad_accum", "seed", "steps", "schedule")

@@ -1,0 +1,144 @@
+"""Export a distilled drafter as standard Hugging Face directories, and load it back.
+
+Single drafter (``uniform`` / ``balanced`` / ``disparity``; LoRA merged with
+``merge_and_unload``): ``DIR/`` holds ``config.json``, ``generation_config.json``,
+``model.safetensors``, the tokenizer files and ``specfair_distill.json`` (provenance). It is an
+ordinary checkpoint: ``AutoModelForCausalLM.from_pretrained(DIR)``, ``specfair bench --drafter
+DIR``, or vLLM::
+
+    from vllm import LLM
+    llm = LLM(model="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+              speculative_config={"model": DIR, "num_speculative_tokens": 5})
+
+Per-task drafters (``per-task``)::
+
+    DIR/router.json          {"format": "specfair-task-routed/1", "mode": "adapter"|"merged",
+                              "base": "base", "tasks": {task: "tasks/<adapter name>"}}
+    DIR/base/                the shared drafter (HF directory; used for unknown task labels)
+    DIR/tasks/<name>/        the task's LoRA adapter (peft: adapter_config.json +
+                             adapter_model.safetensors), or with ``merge_per_task=True`` a full
+                             merged HF directory, which vLLM can serve as above (one engine per
+                             task, or pick the directory by task when launching).
+
+``load_drafter(DIR)`` returns a model for the first layout and a :class:`TaskRoutedDrafter` for
+the second.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from specfair.distill.router import TaskRoutedDrafter, adapter_name
+from specfair.errors import SpecfairError
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _is_peft(model) -> bool:
+    return hasattr(model, "peft_config") and hasattr(model, "merge_and_unload")
+
+
+def _save_hf(model, tokenizer, path: Path, dtype: str, meta: dict | None) -> None:
+    if dtype != "auto":
+        model = model.to(_DTYPES[dtype])
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path, safe_serialization=True)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(path)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
+    if meta is not None:
+        (path / "specfair_distill.json").write_text(json.dumps(meta, indent=2))
+
+
+def export_drafter(
+    student,
+    tokenizer,
+    out_dir: str | Path,
+    *,
+    tasks: list[str] | None = None,
+    merge_per_task: bool = False,
+    dtype: str = "auto",
+    meta: dict | None = None,
+) -> Path:
+    """Write the trained ``student`` (plain model or peft model) to ``out_dir``.
+
+    ``tasks`` given (and ``student`` a peft model with one adapter per task): the per-task layout.
+    The caller's model is not modified (LoRA merges happen on a copy).
+    """
+    out = Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    meta = dict(meta or {})
+    if not tasks:
+        model = copy.deepcopy(student)
+        if _is_peft(model):
+            model = model.merge_and_unload()
+        _save_hf(model.eval(), tokenizer, out, dtype, meta)
+        return out
+    if not _is_peft(student):
+        raise SpecfairError("per-task export needs a peft model with one adapter per task")
+    base = copy.deepcopy(student).unload()
+    _save_hf(base.eval(), tokenizer, out / "base", dtype, meta)
+    routes = {}
+    for t in tasks:
+        name = adapter_name(t)
+        dest = out / "tasks" / name
+        if merge_per_task:
+            m = copy.deepcopy(student)
+            m.set_adapter(name)
+            merged = m.merge_and_unload(adapter_names=[name])
+            _save_hf(merged.eval(), tokenizer, dest, dtype, {**meta, "task": t})
+        else:
+            with tempfile.TemporaryDirectory(dir=out) as tmp:
+                student.save_pretrained(tmp, selected_adapters=[name])
+                src = Path(tmp) / name if (Path(tmp) / name).is_dir() else Path(tmp)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copytree(src, dest)
+        routes[t] = f"tasks/{name}"
+    (out / "router.json").write_text(json.dumps({
+        "format": "specfair-task-routed/1", "mode": "merged" if merge_per_task else "adapter",
+        "base": "base", "tasks": routes, "meta": meta,
+    }, indent=2))
+    return out
+
+
+def load_drafter(path: str | Path, *, dtype: str = "auto", device: str = "cpu"):
+    """A drafter exported by :func:`export_drafter`: a ``*ForCausalLM`` (eval mode), or a
+    :class:`TaskRoutedDrafter` for a per-task directory (``router.json``)."""
+    from transformers import AutoModelForCausalLM
+
+    path = Path(path)
+    torch_dtype = "auto" if dtype == "auto" else _DTYPES[dtype]
+
+    def load(p: Path):
+        return AutoModelForCausalLM.from_pretrained(p, dtype=torch_dtype).to(device).eval()
+
+    router_file = path / "router.json"
+    if not router_file.is_file():
+        if not (path / "config.json").is_file():
+            raise SpecfairError(f"not a drafter directory (no config.json/router.json): {path}")
+        return load(path)
+    spec = json.loads(router_file.read_text())
+    base = load(path / spec.get("base", "base"))
+    tasks = spec["tasks"]
+    if spec.get("mode") == "merged":
+        models = {t: load(path / sub) for t, sub in tasks.items()}
+        return TaskRoutedDrafter(None, base=base, models=models)
+    from peft import PeftModel
+
+    items = list(tasks.items())
+    if not items:
+        return base
+    t0, sub0 = items[0]
+    peft = PeftModel.from_pretrained(base, path / sub0, adapter_name=adapter_name(t0))
+    for t, sub in items[1:]:
+        peft.load_adapter(path / sub, adapter_name=adapter_name(t))
+    peft.eval()
+    return TaskRoutedDrafter(peft, [t for t, _ in items])

@@ -1,0 +1,104 @@
+"""``TaskRoutedDrafter``: per-task drafters behind one object, chosen by the prompt's task label.
+
+``router.for_task(label)`` returns a causal LM usable as the ``drafter`` of
+``speculative_generate``: calling it (or ``.forward``/``.generate``) runs the drafter with the
+task's adapter active; any other attribute (``config``, ``device``, ``dtype``,
+``generation_config``, ``get_input_embeddings`` ...) is the underlying model's. An unknown label
+(or None) gives the shared base drafter (all adapters disabled).
+
+Two back-ends: a peft ``PeftModel`` holding one LoRA adapter per task (adapter name = task), or
+a mapping ``task -> model`` of merged models plus a base model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Mapping
+
+
+def adapter_name(task: str) -> str:
+    """The LoRA adapter (and export sub-directory) name of a task label."""
+    return "t_" + re.sub(r"[^A-Za-z0-9_-]", "_", task)
+
+
+class _Routed:
+    """A model view with one task's adapter active for every call."""
+
+    def __init__(self, router: TaskRoutedDrafter, task: str | None) -> None:
+        self._router = router
+        self.task = task if task in router.tasks else None
+
+    def _ctx(self):
+        return self._router._activate(self.task)
+
+    @property
+    def _model(self):
+        return self._router._model_for(self.task)
+
+    def __call__(self, *args, **kwargs):
+        with self._ctx():
+            return self._model(*args, **kwargs)
+
+    def forward(self, *args, **kwargs):
+        return self(*args, **kwargs)
+
+    def generate(self, *args, **kwargs):
+        with self._ctx():
+            return self._model.generate(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def __repr__(self) -> str:
+        return f"<drafter for task {self.task!r} (base if None)>"
+
+
+class TaskRoutedDrafter:
+    """Route to the drafter of a task; ``tasks`` lists the labels that have their own drafter."""
+
+    def __init__(self, model, tasks=None, *, base=None, models: Mapping | None = None) -> None:
+        if models is not None:  # merged back-end
+            self.peft = None
+            self.base = base
+            self.models = dict(models)
+            self.tasks = list(self.models)
+        else:  # peft back-end: adapter of task t is named adapter_name(t)
+            self.peft = model
+            self.base = model
+            self.models = {}
+            names = set(getattr(model, "peft_config", {}) or {})
+            if tasks is None:
+                raise ValueError("TaskRoutedDrafter(peft_model, tasks): tasks are needed")
+            self.tasks = [t for t in tasks if adapter_name(t) in names]
+
+    def _model_for(self, task: str | None):
+        if self.peft is not None:
+            return self.peft
+        return self.models.get(task, self.base) if task is not None else self.base
+
+    @contextlib.contextmanager
+    def _activate(self, task: str | None):
+        if self.peft is None:
+            yield
+        elif task is None:
+            with self.peft.disable_adapter():
+                yield
+        else:
+            name = adapter_name(task)
+            if self.peft.active_adapter != name:
+                self.peft.set_adapter(name)
+            yield
+
+    def for_task(self, label: str | None) -> _Routed:
+        return _Routed(self, label)
+
+    def eval(self) -> TaskRoutedDrafter:
+        for m in [self.base, *self.models.values()]:
+            if m is not None:
+                m.eval()
+        return self
+
+    def __repr__(self) -> str:
+        kind = "adapters" if self.peft is not None else "merged"
+        return f"TaskRoutedDrafter({kind}, tasks={self.tasks})"

@@ -1,0 +1,617 @@
+"""The distillation loop (accelerate: the same code on CPU, one GPU, or DDP under
+``accelerate launch`` / ``torchrun``).
+
+Per optimizer step: ``grad_accum`` micro-batches; each process draws the same *global* batch of
+``batch_size * num_processes`` example indices from the :class:`TaskSampler` and trains on its
+slice; DDP averages the gradients. Only the drafter is trained; the target runs in inference mode
+and we keep its **final hidden states at the response positions** (not logits: 1536 floats instead
+of 151,936 per position) in an in-memory cache keyed by example id, so each training example costs
+one target forward per run (on-policy samples are scored afresh). The vocabulary-sized loss is then
+computed chunk by chunk from the two output heads (see ``losses.distill_loss_from_hidden``).
+
+Every ``reestimate_every`` steps (and at the start and the end) the per-task acceptance alpha is
+measured teacher-forced on the held-back examples (for ``disparity`` it drives the sampler) and
+logged. Checkpoints (trainable parameters, optimizer, scheduler, sampler and RNG states, step) go
+to ``<out>/checkpoints/step-XXXXXX`` every ``checkpoint_every`` steps; ``resume=True`` continues
+from the latest one and reproduces the uninterrupted run. Metrics: ``<out>/train_log.jsonl``, one
+record per logged step: ``{"step", "loss", "lr", "tokens", "tokens_per_s", "step_s", "tasks",
+"weights": {task: w}}`` plus ``"alpha": {task: a}``, ``"greedy_alpha"`` when re-estimated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from specfair.distill.config import DistillConfig
+from specfair.distill.data import Example
+from specfair.distill.losses import acceptance, distill_loss_from_hidden
+from specfair.distill.router import adapter_name
+from specfair.distill.weighting import TaskSampler
+from specfair.errors import SpecfairError
+
+# ---------------------------------------------------------------------------- model helpers
+
+
+def base_lm(model):
+    """The plain ``*ForCausalLM`` under peft / DDP wrappers (LoRA layers stay injected)."""
+    m = model
+    while True:
+        if hasattr(m, "module") and isinstance(m, nn.parallel.DistributedDataParallel):
+            m = m.module
+        elif hasattr(m, "get_base_model"):
+            m = m.get_base_model()
+        else:
+            return m
+
+
+def backbone_and_head(model) -> tuple[nn.Module, torch.Tensor]:
+    m = base_lm(model)
+    head = m.get_output_embeddings()
+    if getattr(head, "bias", None) is not None:
+        raise SpecfairError("output heads with a bias are not supported")
+    return getattr(m, m.base_model_prefix), head.weight
+
+
+def prepare_student(drafter, cfg: DistillConfig, tasks: Sequence[str]):
+    """Cheap-drafter truncation, then LoRA (one adapter, or one per task) or full fine-tuning.
+    Returns the trainable model; its trainable parameters have ``requires_grad=True``."""
+    from specfair.distill.cheap import make_cheap_drafter
+
+    model = drafter
+    if cfg.cheap_layers:
+        model = make_cheap_drafter(model, cfg.cheap_layers)
+    torch.manual_seed(cfg.seed)
+    if cfg.method == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    lcfg = LoraConfig(
+        r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.lora_targets), bias="none", task_type="CAUSAL_LM",
+    )
+    if cfg.weighting != "per-task":
+        return get_peft_model(model, lcfg)
+    names = [adapter_name(t) for t in tasks]
+    if len(set(names)) != len(names):
+        raise SpecfairError(f"task labels collide as adapter names: {list(tasks)}")
+    peft_model = get_peft_model(model, lcfg, adapter_name=names[0])
+    for a in names[1:]:
+        peft_model.add_adapter(a, lcfg)
+    for n, p in peft_model.named_parameters():
+        if "lora_" in n:
+            p.requires_grad_(True)
+    return peft_model
+
+
+class _StudentLoss(nn.Module):
+    """The drafter plus the chunked loss, so that DDP sees one forward producing the loss."""
+
+    def __init__(self, student, cfg: DistillConfig) -> None:
+        super().__init__()
+        self.student = student
+        self.kind = cfg.loss
+        self.temperature = cfg.temperature
+        self.beta = cfg.jsd_beta
+        self.chunk = cfg.loss_chunk
+
+    def forward(self, input_ids, attention_mask, rows, cols, labels, t_hidden, t_head):
+        backbone, head = backbone_and_head(self.student)
+        h = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        h = h.last_hidden_state[rows, cols]
+        return distill_loss_from_hidden(
+            h, head, t_hidden, t_head, self.kind, temperature=self.temperature,
+            beta=self.beta, labels=labels, chunk=self.chunk,
+        )
+
+
+# ---------------------------------------------------------------------------- batches
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    rows: torch.Tensor
+    cols: torch.Tensor
+    labels: torch.Tensor
+    spans: list[tuple[int, int]]  # per example: its slice of the flattened loss positions
+    n_tokens: int
+
+
+def truncate(ex: Example, max_seq_len: int) -> tuple[list[int], list[int]]:
+    """Keep the response (up to ``max_seq_len - 1`` tokens) and the end of the prompt."""
+    resp = list(ex.response_ids)[: max_seq_len - 1]
+    prompt = list(ex.prompt_ids)[-(max_seq_len - len(resp)) :]
+    return prompt, resp
+
+
+def collate(examples: Sequence[Example], max_seq_len: int, pad_id: int, device) -> Batch:
+    seqs, rows, cols, labels, spans = [], [], [], [], []
+    for b, ex in enumerate(examples):
+        prompt, resp = truncate(ex, max_seq_len)
+        seqs.append(prompt + resp)
+        start = len(labels)
+        for j, y in enumerate(resp):
+            rows.append(b)
+            cols.append(len(prompt) + j - 1)
+            labels.append(y)
+        spans.append((start, len(labels)))
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for b, s in enumerate(seqs):
+        ids[b, : len(s)] = torch.tensor(s)
+        mask[b, : len(s)] = 1
+    t = lambda x: torch.tensor(x, dtype=torch.long, device=device)  # noqa: E731
+    return Batch(ids.to(device), mask.to(device), t(rows), t(cols), t(labels), spans,
+                 sum(len(s) for s in seqs))
+
+
+class TeacherCache:
+    """The target's final hidden states at each example's loss positions (CPU, float32)."""
+
+    def __init__(self, target, max_seq_len: int, pad_id: int, enabled: bool = True) -> None:
+        self.target = target
+        self.backbone, self.head = backbone_and_head(target)
+        self.max_seq_len = max_seq_len
+        self.pad_id = pad_id
+        self.enabled = enabled
+        self.store: dict[str, torch.Tensor] = {}
+
+    @torch.inference_mode()
+    def _compute(self, examples: Sequence[Example]) -> list[torch.Tensor]:
+        dev = self.head.device
+        batch = collate(examples, self.max_seq_len, self.pad_id, dev)
+        h = self.backbone(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
+        ).last_hidden_state[batch.rows, batch.cols]
+        return [h[a:b].float().cpu() for a, b in batch.spans]
+
+    def hidden(self, examples: Sequence[Example], device) -> torch.Tensor:
+        """``[N, H_t]`` for the examples' loss positions, in collate order. Computed one example
+        at a time (no padding), so a cached value never depends on its batch companions."""
+        out = []
+        for e in examples:
+            h = self.store.get(e.id) if e.source != "onpolicy" else None
+            if h is None:
+                h = self._compute([e])[0]
+                if self.enabled and e.source != "onpolicy":
+                    self.store[e.id] = h
+            out.append(h)
+        return torch.cat(out).to(device=device, dtype=self.head.dtype)
+
+
+# ---------------------------------------------------------------------------- alpha estimate
+
+
+@torch.no_grad()
+def estimate_alphas(
+    student, teacher_cache: TeacherCache, examples: Sequence[Example], *, batch_size: int,
+    max_seq_len: int, pad_id: int, device, router=None, rank: int = 0, world_size: int = 1,
+    reduce=None, chunk: int = 64,
+) -> dict[str, dict[str, float]]:
+    """Teacher-forced acceptance per task on ``examples``: mean over examples of the mean over
+    response positions of ``sum min(p, q)`` (``alpha``) and of argmax agreement (``greedy``).
+    ``router(task)`` gives a context that activates the task's adapter (per-task drafters)."""
+    tasks = sorted({e.task for e in examples})
+    sums = torch.zeros(len(tasks), 3, dtype=torch.float64)  # alpha, greedy, n_examples
+    mine = [e for i, e in enumerate(examples) if i % world_size == rank]
+    backbone, head = backbone_and_head(student)
+    was_training = student.training
+    student.eval()
+    for task in tasks:
+        ex_t = [e for e in mine if e.task == task]
+        ctx = router(task) if router is not None else contextlib.nullcontext()
+        with ctx:
+            for i in range(0, len(ex_t), batch_size):
+                chunk_ex = ex_t[i : i + batch_size]
+                batch = collate(chunk_ex, max_seq_len, pad_id, device)
+                t_h = teacher_cache.hidden(chunk_ex, device)
+                s_h = backbone(
+                    input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                    use_cache=False,
+                ).last_hidden_state[batch.rows, batch.cols]
+                a_all, g_all = [], []
+                for j in range(0, s_h.shape[0], chunk):
+                    a, g = acceptance(
+                        s_h[j : j + chunk] @ head.T,
+                        t_h[j : j + chunk].to(teacher_cache.head.dtype) @ teacher_cache.head.T,
+                    )
+                    a_all.append(a)
+                    g_all.append(g)
+                a_all, g_all = torch.cat(a_all), torch.cat(g_all)
+                k = tasks.index(task)
+                for a, b in batch.spans:
+                    if b > a:
+                        sums[k, 0] += a_all[a:b].mean().item()
+                        sums[k, 1] += g_all[a:b].mean().item()
+                        sums[k, 2] += 1
+    if was_training:
+        student.train()
+    if reduce is not None:
+        sums = reduce(sums)
+    return {
+        t: {"alpha": float(sums[k, 0] / sums[k, 2]), "greedy": float(sums[k, 1] / sums[k, 2]),
+            "n": int(sums[k, 2])}
+        for k, t in enumerate(tasks) if sums[k, 2] > 0
+    }
+
+
+# ---------------------------------------------------------------------------- on-policy
+
+
+@torch.no_grad()
+def sample_drafter(model, prompt_ids: Sequence[int], n: int, temperature: float,
+                   generator: torch.Generator, eos_id: int | None, device) -> list[int]:
+    """``n`` tokens sampled from the drafter (stops at eos); DistillSpec's on-policy data."""
+    lm = base_lm(model)
+    V = lm.get_output_embeddings().weight.shape[0]
+    x = torch.tensor([list(prompt_ids)], device=device)
+    out = lm(input_ids=x, use_cache=True)
+    past, logits = out.past_key_values, out.logits[0, -1]
+    toks: list[int] = []
+    for _ in range(n):
+        probs = torch.softmax(logits.float()[:V] / max(temperature, 1e-6), -1).cpu()
+        t = int(torch.multinomial(probs, 1, generator=generator))
+        toks.append(t)
+        if eos_id is not None and t == eos_id:
+            break
+        out = lm(input_ids=torch.tensor([[t]], device=device), past_key_values=past,
+                 use_cache=True)
+        past, logits = out.past_key_values, out.logits[0, -1]
+    return toks
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    ckpts = sorted((out_dir / "checkpoints").glob("step-[0-9]*"))
+    ckpts = [c for c in ckpts if (c / "state.json").is_file() and not c.name.endswith(".tmp")]
+    return ckpts[-1] if ckpts else None
+
+
+@dataclass
+class TrainResult:
+    student: object  # the trained drafter (peft model for LoRA)
+    steps: int
+    out_dir: Path
+    alpha_before: dict = field(default_factory=dict)
+    alpha_after: dict = field(default_factory=dict)
+    router: object | None = None  # TaskRoutedDrafter for per-task
+
+    @property
+    def log_path(self) -> Path:
+        return self.out_dir / "train_log.jsonl"
+
+
+def make_accelerator(cfg: DistillConfig, cpu: bool | None = None):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    handlers = []
+    if cfg.weighting == "per-task":
+        handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
+    kw = {"mixed_precision": "bf16" if cfg.bf16 else "no", "kwargs_handlers": handlers}
+    if cpu is not None:
+        kw["cpu"] = cpu
+    return Accelerator(**kw)
+
+
+def _lr_scheduler(optimizer, cfg: DistillConfig):
+    from transformers import get_scheduler
+
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
+    return get_scheduler(name[cfg.schedule], optimizer, num_warmup_steps=cfg.warmup_steps,
+                         num_training_steps=cfg.steps)
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def train(
+    cfg: DistillConfig,
+    target,
+    drafter,
+    tokenizer,
+    train_examples: Sequence[Example],
+    heldout_examples: Sequence[Example],
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    accelerator=None,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Distil ``target`` into (a copy of) ``drafter`` and return the trained student.
+
+    ``drafter`` is modified in place for LoRA (adapters injected) and full fine-tuning; pass a
+    fresh model. ``stop_after`` ends the loop after that step (a simulated interruption; the
+    checkpoint at that step, if due, is written first).
+    """
+    out_dir = Path(out_dir)
+    acc = accelerator or make_accelerator(cfg)
+    rank, world = acc.process_index, acc.num_processes
+    device = acc.device
+    if not train_examples:
+        raise SpecfairError("distill: no training examples")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    eos_id = tokenizer.eos_token_id
+    tasks = sorted({e.task for e in train_examples})
+
+    if acc.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cfg_path = out_dir / "distill_config.json"
+        if resume and cfg_path.is_file():
+            old = json.loads(cfg_path.read_text())
+            changed = [k for k in DistillConfig.RESUME_KEYS
+                       if json.dumps(old.get(k)) != json.dumps(cfg.to_dict().get(k))]
+            if changed:
+                raise SpecfairError(f"--resume with a changed config: {', '.join(changed)}")
+        cfg_path.write_text(json.dumps(cfg.to_dict(), indent=2))
+    acc.wait_for_everyone()
+
+    # --- models
+    target.eval().to(device)
+    for p in target.parameters():
+        p.requires_grad_(False)
+    student = prepare_student(drafter, cfg, tasks).to(device)
+    student.train()
+    trainable = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
+    trainable_names = [n for n, _ in trainable]
+    task_of_param: dict[str, str | None] = {}
+    if cfg.weighting == "per-task":
+        for n in trainable_names:
+            task_of_param[n] = next((t for t in tasks if f".{adapter_name(t)}." in n), None)
+    decay = [p for n, p in trainable if p.ndim >= 2]
+    no_decay = [p for n, p in trainable if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.learning_rate,
+    )
+    scheduler = _lr_scheduler(optimizer, cfg)
+    wrapped = _StudentLoss(student, cfg)
+    wrapped, optimizer = acc.prepare(wrapped, optimizer)
+
+    def activate(task: str | None):
+        """Make ``task``'s adapter the active one (per-task); other labels: the base drafter."""
+        if cfg.weighting != "per-task":
+            return contextlib.nullcontext()
+        if task in tasks:
+            student.set_adapter(adapter_name(task))
+            return contextlib.nullcontext()
+        return student.disable_adapter()
+
+    router_ctx = activate if cfg.weighting == "per-task" else None
+
+    sampler = TaskSampler(
+        [e.task for e in train_examples], cfg.weighting, seed=cfg.seed,
+        temperature=cfg.disparity_temperature, floor=cfg.disparity_floor, tasks=tasks,
+    )
+    teacher = TeacherCache(target, cfg.max_seq_len, pad_id)
+    reduce = (lambda t: acc.reduce(t.to(device), reduction="sum").cpu()) if world > 1 else None
+
+    def estimate() -> dict:
+        if not heldout_examples:
+            return {}
+        return estimate_alphas(
+            student, teacher, heldout_examples, batch_size=cfg.batch_size,
+            max_seq_len=cfg.max_seq_len, pad_id=pad_id, device=device, router=router_ctx,
+            rank=rank, world_size=world, reduce=reduce, chunk=cfg.loss_chunk,
+        )
+
+    # --- resume
+    step = 0
+    alpha_before: dict = {}
+    ckpt = latest_checkpoint(out_dir) if resume else None
+    if ckpt is not None:
+        state = json.loads((ckpt / "state.json").read_text())
+        params = torch.load(ckpt / "trainable.pt", map_location="cpu", weights_only=True)
+        named = dict(student.named_parameters())
+        with torch.no_grad():
+            for n in trainable_names:
+                named[n].copy_(params[n])
+        optimizer.load_state_dict(
+            torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=False))
+        scheduler.load_state_dict(
+            torch.load(ckpt / "scheduler.pt", map_location="cpu", weights_only=False))
+        sampler.load_state_dict(state["sampler"])
+        rng_file = ckpt / f"rng.rank{rank}.pt"
+        if not rng_file.is_file():
+            rng_file = ckpt / "rng.rank0.pt"
+        _set_rng(torch.load(rng_file, map_location="cpu", weights_only=False))
+        step = int(state["step"])
+        alpha_before = state.get("alpha_before", {})
+    acc.wait_for_everyone()
+
+    log_path = out_dir / "train_log.jsonl"
+
+    def log(rec: dict) -> None:
+        if acc.is_main_process:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+
+    def reestimate(at_step: int) -> dict:
+        est = estimate()
+        if est:
+            key = "alpha" if cfg.alpha_metric == "alpha" else "greedy"
+            sampler.update({t: v[key] for t, v in est.items()})
+            log({"step": at_step, "event": "estimate",
+                 "alpha": {t: v["alpha"] for t, v in est.items()},
+                 "greedy_alpha": {t: v["greedy"] for t, v in est.items()},
+                 "weights": sampler.weights()})
+        return est
+
+    if step == 0:
+        alpha_before = reestimate(0)
+
+    progress = _progress(cfg, acc, step)
+    global_bs = cfg.batch_size * world
+    last_loss = float("nan")
+    try:
+        while step < cfg.steps:
+            t0 = time.perf_counter()
+            tokens = 0
+            loss_acc = 0.0
+            step_tasks: list[str] = []
+            weights = sampler.weights()
+            for micro in range(cfg.grad_accum):
+                idx = sampler.sample(global_bs)
+                exs = [train_examples[i] for i in idx[rank * cfg.batch_size :
+                                                      (rank + 1) * cfg.batch_size]]
+                step_tasks += [train_examples[i].task for i in idx]
+                task = exs[0].task
+                activate(task)
+                if cfg.on_policy_frac > 0:
+                    exs = _on_policy(exs, student, cfg, step, micro, rank, eos_id, device)
+                batch = collate(exs, cfg.max_seq_len, pad_id, device)
+                t_h = None if cfg.loss == "ce" else teacher.hidden(exs, device)
+                n_loss = max(int(batch.labels.numel()), 1)
+                sync = (acc.no_sync(wrapped) if micro < cfg.grad_accum - 1
+                        else contextlib.nullcontext())
+                with sync, acc.autocast():
+                    loss_sum = wrapped(batch.input_ids, batch.attention_mask, batch.rows,
+                                       batch.cols, batch.labels, t_h,
+                                       None if t_h is None else teacher.head)
+                    loss = loss_sum / n_loss / cfg.grad_accum
+                    acc.backward(loss)
+                loss_acc += float(loss.detach()) * cfg.grad_accum
+                tokens += batch.n_tokens
+            if cfg.weighting == "per-task":  # inactive adapters must not move (AdamW momentum)
+                for n, p in student.named_parameters():
+                    if task_of_param.get(n, task) != task:
+                        p.grad = None
+            if cfg.max_grad_norm > 0:
+                acc.clip_grad_norm_([p for _, p in trainable if p.grad is not None],
+                                    cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            dt = time.perf_counter() - t0
+            loss_val = loss_acc / cfg.grad_accum
+            if world > 1:
+                lt = acc.reduce(torch.tensor([loss_val, tokens], dtype=torch.float64,
+                                             device=device), reduction="sum").cpu()
+                loss_val, tokens = float(lt[0]) / world, int(lt[1])
+            last_loss = loss_val
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                log({"step": step, "loss": loss_val, "lr": scheduler.get_last_lr()[0],
+                     "tokens": tokens, "tokens_per_s": tokens / max(dt, 1e-9), "step_s": dt,
+                     "tasks": sorted(set(step_tasks)), "weights": weights})
+            if progress is not None:
+                progress.update(progress.task_ids[0], advance=1,
+                                loss=loss_val, tps=tokens / max(dt, 1e-9))
+            if step % cfg.reestimate_every == 0 and step < cfg.steps:
+                reestimate(step)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                _save_checkpoint(out_dir, step, acc, student, trainable_names, optimizer,
+                                 scheduler, sampler, alpha_before, cfg.keep_checkpoints)
+            if stop_after is not None and step >= stop_after:
+                break
+    finally:
+        if progress is not None:
+            progress.stop()
+    alpha_after = reestimate(step) if step >= cfg.steps else {}
+    if acc.is_main_process and step >= cfg.steps:
+        (out_dir / "distill_summary.json").write_text(json.dumps({
+            "steps": step, "final_loss": last_loss, "alpha_before": alpha_before,
+            "alpha_after": alpha_after, "tasks": tasks,
+        }, indent=2))
+    acc.wait_for_everyone()
+    router = None
+    if cfg.weighting == "per-task":
+        from specfair.distill.router import TaskRoutedDrafter
+
+        router = TaskRoutedDrafter(student, tasks)
+    student.eval()
+    return TrainResult(student, step, out_dir, alpha_before, alpha_after, router)
+
+
+def _on_policy(exs, student, cfg, step, micro, rank, eos_id, device) -> list[Example]:
+    g = torch.Generator().manual_seed(
+        (cfg.seed * 1_000_003 + step * 1009 + micro * 31 + rank) % (2**63))
+    out = []
+    was = student.training
+    student.eval()
+    for e in exs:
+        if float(torch.rand((), generator=g)) < cfg.on_policy_frac:
+            n = max(1, min(len(e.response_ids), cfg.response_max_new_tokens))
+            resp = sample_drafter(student, e.prompt_ids, n, cfg.on_policy_temperature, g,
+                                  eos_id, device)
+            e = Example(f"{e.id}@op{step}.{micro}", e.task, e.prompt_ids, tuple(resp),
+                        "onpolicy", e.base_id)
+        out.append(e)
+    if was:
+        student.train()
+    return out
+
+
+def _get_rng() -> dict:
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    if s.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def _save_checkpoint(out_dir, step, acc, student, trainable_names, optimizer, scheduler,
+                     sampler, alpha_before, keep) -> None:
+    root = out_dir / "checkpoints"
+    final = root / f"step-{step:06d}"
+    tmp = root / f"step-{step:06d}.tmp"
+    if acc.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    acc.wait_for_everyone()
+    torch.save(_get_rng(), tmp / f"rng.rank{acc.process_index}.pt")
+    if acc.is_main_process:
+        named = dict(student.named_parameters())
+        torch.save({n: named[n].detach().cpu() for n in trainable_names}, tmp / "trainable.pt")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        (tmp / "state.json").write_text(json.dumps(
+            {"step": step, "sampler": sampler.state_dict(), "alpha_before": alpha_before}))
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        done = sorted(c for c in root.glob("step-[0-9]*") if not c.name.endswith(".tmp"))
+        for old in done[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    acc.wait_for_everyone()
+
+
+def _progress(cfg: DistillConfig, acc, start: int):
+    if not cfg.progress or not acc.is_main_process:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    p = Progress(
+        TextColumn("distill"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[tps]:.0f} tok/s"),
+        TimeElapsedColumn(),
+    )
+    p.add_task("steps", total=cfg.steps, completed=start, loss=math.nan, tps=0.0)
+    p.start()
+    return p
