@@ -172,8 +172,7 @@ def test_humaneval_gz(tmp_path):
     assert [p.id for p in ps] == ["HumanEval-0", "HumanEval-1"]
     assert {p.task for p in ps} == {"code"}
     assert ps[0].turns[0] == (
-        "Complete this Python function:\n```python\n"
-        'def add(a, b):\n    """Add two numbers."""\n```'
+        'Complete this Python function:\n```python\ndef add(a, b):\n    """Add two numbers."""\n```'
     )
     assert ps[0].reference == "    return a + b\n" and ps[1].reference is None
     assert detect_format(f) == "humaneval"
@@ -232,8 +231,13 @@ def test_hf_saved_to_disk(tmp_path):
         ("saved-0", "math", "What is 2+2?"),
         ("saved-1", "chat", "Name a colour."),
     ]
-    ps = read_hf(d, columns={"prompt": "question", "reference": "answer"}, task="qa",
-                 reference_after="####", source="s")
+    ps = read_hf(
+        d,
+        columns={"prompt": "question", "reference": "answer"},
+        task="qa",
+        reference_after="####",
+        source="s",
+    )
     assert ps[0].reference == "4" and ps[0].id == "s-0" and ps[0].task == "qa"
     with pytest.raises(SpecfairError, match="no column 'nope'"):
         read_hf(d, columns={"prompt": "nope"}, task="t")

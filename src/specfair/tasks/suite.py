@@ -64,11 +64,29 @@ from specfair.tasks.split import DEFAULT_TEST_FRACTION, check_no_overlap, split_
 
 SplitName = Literal["train", "test", "all"]
 
-_SUITE_KEYS = {"name", "seed", "test_fraction", "n_per_task", "data_root", "description",
-               "sources"}
-_SOURCE_KEYS = {"format", "path", "dataset", "n", "seed", "enabled", "languages", "task",
-                "task_map", "task_prefix", "include", "language", "split", "config", "columns",
-                "data_files", "reference_after", "template", "source", "english"}
+_SUITE_KEYS = {"name", "seed", "test_fraction", "n_per_task", "data_root", "description", "sources"}
+_SOURCE_KEYS = {
+    "format",
+    "path",
+    "dataset",
+    "n",
+    "seed",
+    "enabled",
+    "languages",
+    "task",
+    "task_map",
+    "task_prefix",
+    "include",
+    "language",
+    "split",
+    "config",
+    "columns",
+    "data_files",
+    "reference_after",
+    "template",
+    "source",
+    "english",
+}
 # options passed on to the readers, by format
 _READER_KEYS = {
     "spec_bench": {"task", "task_map", "task_prefix", "include"},
@@ -76,8 +94,17 @@ _READER_KEYS = {
     "mgsm": {"task", "language", "english"},
     "humaneval": {"task", "template"},
     "jsonl": {"task", "task_map", "task_prefix", "include"},
-    "hf": {"task", "task_map", "task_prefix", "include", "split", "config", "columns",
-           "data_files", "reference_after"},
+    "hf": {
+        "task",
+        "task_map",
+        "task_prefix",
+        "include",
+        "split",
+        "config",
+        "columns",
+        "data_files",
+        "reference_after",
+    },
 }
 
 
@@ -264,8 +291,7 @@ def load_suite(
         origin, base, packaged, default_name = f"packaged suite {spec!r}", Path.cwd(), True, spec
     else:
         raise SpecfairError(
-            f"suite not found: {spec} (give a TOML file or one of: "
-            f"{', '.join(packaged_suites())})"
+            f"suite not found: {spec} (give a TOML file or one of: {', '.join(packaged_suites())})"
         )
     try:
         config = tomllib.loads(text)
@@ -290,8 +316,10 @@ def _stem(path: Path) -> str:
 
 
 def _expect(value: Any, kind: type | tuple, what: str, origin: str) -> Any:
-    if isinstance(value, bool) and kind is not bool and bool not in (
-        kind if isinstance(kind, tuple) else (kind,)
+    if (
+        isinstance(value, bool)
+        and kind is not bool
+        and bool not in (kind if isinstance(kind, tuple) else (kind,))
     ):
         raise SpecfairError(f"{origin}: {what} should not be a boolean")
     if not isinstance(value, kind):
@@ -314,8 +342,9 @@ def suite_from_config(
     """Build a :class:`Suite` from a parsed suite TOML (see the module docstring)."""
     unknown = set(config) - _SUITE_KEYS
     if unknown:
-        raise SpecfairError(f"{origin}: unknown key(s) {sorted(unknown)} (known: "
-                            f"{sorted(_SUITE_KEYS)})")
+        raise SpecfairError(
+            f"{origin}: unknown key(s) {sorted(unknown)} (known: {sorted(_SUITE_KEYS)})"
+        )
     base = Path.cwd() if base is None else base
     how = "the current directory" if packaged else "the suite file's directory"
     if data_root is not None:
@@ -327,8 +356,12 @@ def suite_from_config(
     seed = int(_expect(config.get("seed", 0), int, "seed", origin)) if seed is None else seed
     if test_fraction is None:
         test_fraction = float(
-            _expect(config.get("test_fraction", DEFAULT_TEST_FRACTION), (int, float),
-                    "test_fraction", origin)
+            _expect(
+                config.get("test_fraction", DEFAULT_TEST_FRACTION),
+                (int, float),
+                "test_fraction",
+                origin,
+            )
         )
     if not 0.0 <= test_fraction <= 1.0:
         raise SpecfairError(f"{origin}: test_fraction must be within [0, 1]")
@@ -403,8 +436,7 @@ def _read_source(
             if data_root is None and not packaged:
                 hint = " (or pass data_root)"
             raise SpecfairError(
-                f"{where}: file not found: {target} — relative paths resolve against {how}"
-                f"{hint}"
+                f"{where}: file not found: {target} — relative paths resolve against {how}{hint}"
             )
     else:
         raise SpecfairError(f"{where}: give a path (or a dataset id for format hf)")
