@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-from specfair.tasks import Prompt, Suite, split_of
-
-TASKS = ("code", "math", "chat")
+from distill_helpers import load, make_suite
+from transformers import AutoTokenizer
 
 
 @pytest.fixture(autouse=True)
@@ -20,37 +17,9 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def load(path):
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-
-
 @pytest.fixture(scope="session")
 def tok(tiny_pair):
     return AutoTokenizer.from_pretrained(tiny_pair[0])
-
-
-@pytest.fixture
-def models(tiny_pair):
-    """Fresh (target, drafter) for each test: training modifies the drafter in place."""
-    return load(tiny_pair[0]), load(tiny_pair[1])
-
-
-def make_suite(per_task: int = 6) -> Suite:
-    """Prompts for three tasks; at least ``per_task`` train and 1 test prompt per task."""
-    items, i = [], 0
-    for task in TASKS:
-        n_train = n_test = 0
-        while n_train < per_task or n_test < 1:
-            p = Prompt(f"{task}-{i}", task, (f"{task} question number {i} please",),
-                       reference=f"answer {i}" if i % 2 else None, source="tiny")
-            i += 1
-            if split_of(p) == "train" and n_train < per_task:
-                n_train += 1
-                items.append(p)
-            elif split_of(p) == "test" and n_test < 2:
-                n_test += 1
-                items.append(p)
-    return Suite("tiny", items)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import load
+from distill_helpers import load
 
 from specfair.distill.cheap import make_cheap_drafter, parse_layer_spec
 from specfair.errors import SpecfairError

@@ -119,7 +119,7 @@ def test_chunked_and_from_hidden_agree_with_direct(kind):
 def test_tvd_is_one_minus_estimator_alpha(tiny_pair, tok, examples):
     """On the tiny pair (vocab 288 vs 272), the TVD loss at each response position equals
     1 - alpha of specfair.measure.estimate.teacher_forced_positions."""
-    from conftest import load
+    from distill_helpers import load
 
     from specfair.distill.trainer import TeacherCache, backbone_and_head, collate
     from specfair.measure.estimate import teacher_forced_positions

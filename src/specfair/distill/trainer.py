@@ -260,9 +260,11 @@ def sample_drafter(model, prompt_ids: Sequence[int], n: int, temperature: float,
     """``n`` tokens sampled from the drafter (stops at eos); DistillSpec's on-policy data."""
     lm = base_lm(model)
     V = lm.get_output_embeddings().weight.shape[0]
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=lm.config)
     x = torch.tensor([list(prompt_ids)], device=device)
-    out = lm(input_ids=x, use_cache=True)
-    past, logits = out.past_key_values, out.logits[0, -1]
+    logits = lm(input_ids=x, cache=cache, use_cache=True, logits_to_keep=1).logits[0, -1]
     toks: list[int] = []
     for _ in range(n):
         probs = torch.softmax(logits.float()[:V] / max(temperature, 1e-6), -1).cpu()
@@ -270,9 +272,8 @@ def sample_drafter(model, prompt_ids: Sequence[int], n: int, temperature: float,
         toks.append(t)
         if eos_id is not None and t == eos_id:
             break
-        out = lm(input_ids=torch.tensor([[t]], device=device), past_key_values=past,
-                 use_cache=True)
-        past, logits = out.past_key_values, out.logits[0, -1]
+        logits = lm(input_ids=torch.tensor([[t]], device=device), cache=cache,
+                    use_cache=True).logits[0, -1]
     return toks
 
 
