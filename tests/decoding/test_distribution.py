@@ -1,0 +1,104 @@
+"""End to end: sampled speculative decoding has the target's output distribution.
+
+Temperature 1 (and top-k / top-p, applied to both models), a fixed prompt, max_new_tokens = 4 and
+gamma = 2, so that the 2nd to 4th tokens come from draft blocks (accepted drafts, corrections
+after a rejection, bonus tokens); the 1st token comes from the target's prefill in both decoders.
+
+- One-sample tests: the 1st to 4th tokens of N seeded SD runs against their exact marginals
+  under the target (sum over the earlier tokens, by batched forwards).
+- Two-sample test: the same tokens of N seeded SD runs against N seeded AR runs.
+
+Every chi-square test runs at alpha = 0.001; with 11 tests in this file a correct decoder
+fails one with probability < 1.1% over random seeds (the seeds are fixed, so the outcome is
+deterministic). Bins with an expected count < 5 are pooled.
+"""
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from specfair.decoding import autoregressive_generate, logits_to_probs, speculative_generate
+
+N = 200
+PROMPT = [40, 101, 7, 220, 33, 58]
+ALPHA = 1e-3
+
+
+def exact_marginals(target, prompt, length, sampling, prune=1e-6) -> list[np.ndarray]:
+    """Marginal distribution of each of the first ``length`` sampled tokens (prefixes whose
+    probability is below ``prune`` are dropped; the lost mass is checked to be < 1e-3)."""
+    prefixes, weights, marginals = [[]], torch.ones(1, dtype=torch.float64), []
+    with torch.inference_mode():
+        for _ in range(length):
+            batch = torch.tensor([prompt + p for p in prefixes])
+            probs = logits_to_probs(target(batch).logits[:, -1], 1.0, **sampling).double()
+            joint = weights.unsqueeze(1) * probs  # [prefixes, V]
+            marginals.append(joint.sum(0).numpy())
+            assert marginals[-1].sum() > 1 - 1e-3
+            keep = (joint > prune).nonzero().tolist()
+            prefixes = [prefixes[i] + [t] for i, t in keep]
+            weights = joint[joint > prune]
+    return marginals
+
+
+def gof_pvalue(samples: list[int], probs: np.ndarray) -> float:
+    counts = np.bincount(samples, minlength=probs.size)
+    assert counts[probs == 0].sum() == 0  # never a token the target cannot produce
+    counts, expected = counts[probs > 0], probs[probs > 0] * len(samples)
+    small = expected < 5
+    if small.any():
+        counts = np.append(counts[~small], counts[small].sum())
+        expected = np.append(expected[~small], expected[small].sum())
+    return stats.chisquare(counts, expected * counts.sum() / expected.sum()).pvalue
+
+
+def two_sample_pvalue(a: list[int], b: list[int], vocab: int) -> float:
+    table = np.stack([np.bincount(a, minlength=vocab), np.bincount(b, minlength=vocab)])
+    table = table[:, table.sum(0) > 0]
+    small = table.sum(0) < 10  # expected count < 5 in each row
+    if small.any():
+        table = np.concatenate([table[:, ~small], table[:, small].sum(1, keepdims=True)], 1)
+    return stats.chi2_contingency(table).pvalue if table.shape[1] > 1 else 1.0
+
+
+@pytest.fixture(scope="module")
+def sd_runs(noisy_pair):
+    """N seeded SD runs per sampling setting, shared by the tests below."""
+    target, drafter = noisy_pair
+    runs = {}
+
+    def get(top_k=0, top_p=1.0):
+        if (top_k, top_p) not in runs:
+            kw = dict(max_new_tokens=4, temperature=1.0, top_k=top_k, top_p=top_p, gamma=2)
+            runs[top_k, top_p] = [
+                speculative_generate(target, drafter, PROMPT, seed=s, **kw) for s in range(N)
+            ]
+        return runs[top_k, top_p]
+
+    return get
+
+
+@pytest.mark.parametrize("sampling", [dict(), dict(top_k=20, top_p=0.9)])
+def test_sampled_speculative_has_target_distribution(noisy_pair, sd_runs, sampling):
+    target, _ = noisy_pair
+    sd = sd_runs(**sampling)
+    assert all(len(r.tokens) == 4 for r in sd)  # no EOS with this prompt
+    steps = [s for r in sd for s in r.steps]
+    assert any(s.accepted < s.gamma for s in steps)  # rejections (correction tokens)
+    assert any(s.accepted == s.gamma == 2 for s in steps)  # full blocks (bonus tokens)
+    marginals = exact_marginals(target, PROMPT, 4, sampling)
+    for pos in range(4):
+        p = gof_pvalue([r.tokens[pos] for r in sd], marginals[pos])
+        assert p > ALPHA, (pos, p)
+
+
+def test_sampled_speculative_matches_sampled_autoregressive(noisy_pair, sd_runs):
+    target, _ = noisy_pair
+    sd = sd_runs()
+    kw = dict(max_new_tokens=4, temperature=1.0)
+    ar = [autoregressive_generate(target, PROMPT, seed=10_000 + s, **kw) for s in range(N)]
+    vocab = target.config.vocab_size
+    for pos in (1, 2, 3):
+        p = two_sample_pvalue([r.tokens[pos] for r in sd], [r.tokens[pos] for r in ar], vocab)
+        assert p > ALPHA, (pos, p)
