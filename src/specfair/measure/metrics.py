@@ -32,8 +32,9 @@ Disparity over the per-task speed-ups ``S_1..S_K`` (K tasks, μ = mean_k S_k):
 
       ce_spread = (1/K) Σ_k (CE_k - mean_j CE_j)²
 
-Leviathan et al. (2023) predictions, for an i.i.d. per-token acceptance probability α, γ drafted
-tokens per step and cost ratio ``c = time(drafter forward) / time(target forward)``::
+Leviathan et al. (2023) predictions (computed by :mod:`specfair.decoding.theory`), for an
+i.i.d. per-token acceptance probability α, γ drafted tokens per step and cost ratio
+``c = time(drafter forward) / time(target forward)``::
 
       E[τ] = (1 - α^(γ+1)) / (1 - α)                 (= γ + 1 when α = 1)
       E[S] = (1 - α^(γ+1)) / ((1 - α)(γ c + 1))      (= E[τ] / (γ c + 1))
@@ -149,14 +150,22 @@ def disparity(speedups: Mapping[str, float]) -> dict:
 
 
 def expected_tau(alpha: float, gamma: int) -> float:
-    """``E[τ] = (1 - α^(γ+1)) / (1 - α)``; the limit γ + 1 at α = 1."""
-    if not math.isfinite(alpha):
+    """``E[τ] = (1 - α^(γ+1)) / (1 - α)``; the limit γ + 1 at α = 1.
+
+    Delegates to :func:`specfair.decoding.theory.expected_tokens_per_step`."""
+    if alpha is None or not math.isfinite(alpha):
         return float("nan")
-    if alpha >= 1.0:
-        return float(gamma + 1)
-    return (1.0 - alpha ** (gamma + 1)) / (1.0 - alpha)
+    from specfair.decoding.theory import expected_tokens_per_step
+
+    return float(expected_tokens_per_step(alpha, gamma))
 
 
 def expected_speedup(alpha: float, gamma: int, c: float) -> float:
-    """``E[S] = (1 - α^(γ+1)) / ((1 - α)(γ c + 1))``."""
-    return expected_tau(alpha, gamma) / (gamma * c + 1.0)
+    """``E[S] = (1 - α^(γ+1)) / ((1 - α)(γ c + 1))``.
+
+    Delegates to :func:`specfair.decoding.theory.expected_speedup`."""
+    if alpha is None or c is None or not (math.isfinite(alpha) and math.isfinite(c)):
+        return float("nan")
+    from specfair.decoding.theory import expected_speedup as _speedup
+
+    return float(_speedup(alpha, gamma, c))

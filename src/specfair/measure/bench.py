@@ -1,0 +1,282 @@
+"""Wall-clock benchmark: autoregressive (AR) vs speculative (SD) decoding, prompt by prompt.
+
+Protocol (per prompt, in suite order):
+
+1. the AR run, then the SD run — always in this order, with the same prompt, ``max_new_tokens``,
+   temperature and seed. (A fixed order keeps multi-turn contexts simple; drift between the two
+   runs of a prompt is seconds apart, so any order effect is small and identical across tasks.)
+2. Multi-turn prompts (MT-bench style): turn k > 0 is asked after the *AR run's own* answers to
+   the earlier turns, for both modes, so both see exactly the same context. Under greedy
+   decoding SD is lossless and its answers are the same anyway. Tokens, times, draft counts are
+   summed over turns; ``accepted_lengths`` are concatenated.
+3. Before the first timed run, one short untimed AR and SD generation warms up the kernels.
+
+Each finished (prompt, mode) record is appended to ``bench.jsonl`` (flushed and fsynced). A
+rerun into the same directory skips the (id, mode) pairs already there — never duplicating —
+after dropping a truncated last line left by a crash; it refuses to mix different settings.
+Record fields: see ``docs/CONTRACTS.md`` (measure).
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+from specfair.errors import SpecfairError
+from specfair.measure.io import append_jsonl, read_jsonl
+from specfair.measure.progress import progress_bar
+
+BENCH_FILE = "bench.jsonl"
+BENCH_SUMMARY_FILE = "bench_summary.json"
+MODES = ("ar", "sd")
+
+
+def unpack_models(pair_or_models, tokenizer=None):
+    """``(target, drafter, tokenizer, target_label, drafter_label)`` from a
+    :class:`specfair.models.Pair` or a ``(target, drafter, tokenizer)`` tuple."""
+    if hasattr(pair_or_models, "target") and hasattr(pair_or_models, "drafter"):
+        p = pair_or_models
+        return (
+            p.target,
+            p.drafter,
+            tokenizer or getattr(p, "tokenizer", None),
+            getattr(p, "target_name", None),
+            getattr(p, "drafter_name", None),
+        )
+    try:
+        target, drafter, *rest = pair_or_models
+    except (TypeError, ValueError) as e:
+        raise SpecfairError("expected a Pair or a (target, drafter, tokenizer) tuple") from e
+    tok = tokenizer or (rest[0] if rest else None)
+    return target, drafter, tok, None, None
+
+
+def _label(model, given: str | None) -> str:
+    if given:
+        return given
+    path = getattr(getattr(model, "config", None), "_name_or_path", None)
+    return str(path) if path else type(model).__name__
+
+
+def prompt_seed(seed: int, prompt_id: str, turn: int = 0) -> int:
+    """Per-prompt sampling seed, the same for both modes (stable across runs)."""
+    return (seed * 1_000_003 + zlib.crc32(prompt_id.encode()) + 7919 * turn) % (2**31 - 1)
+
+
+def _generate(
+    mode, target, drafter, tokenizer, ids, *, gamma, max_new_tokens, temperature, top_p, top_k, seed
+):
+    from specfair.decoding import autoregressive_generate, speculative_generate
+
+    kw = dict(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        eos_token_id=tokenizer.eos_token_id if tokenizer is not None else None,
+        seed=seed,
+        tokenizer=tokenizer,
+    )
+    if mode == "ar":
+        return autoregressive_generate(target, ids, **kw)
+    return speculative_generate(target, drafter, ids, gamma=gamma, **kw)
+
+
+def run_prompt(
+    mode: str,
+    target,
+    drafter,
+    tokenizer,
+    prompt,
+    *,
+    history: Sequence[Sequence[int]] | None = None,
+    gamma: int = 5,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    seed: int = 0,
+) -> dict:
+    """Run every turn of ``prompt`` in ``mode`` and return the summed record (without the
+    run-settings fields). ``history[k]`` are the tokens to use as the answer to turn k when
+    asking later turns; ``None`` = this run's own answers."""
+    from specfair.tasks import encode_prompt
+
+    if mode not in MODES:
+        raise SpecfairError(f"mode must be one of {MODES}, got {mode!r}")
+    rec = {
+        "new_tokens": 0,
+        "wall_s": 0.0,
+        "prefill_s": 0.0,
+        "drafted": 0,
+        "accepted": 0,
+        "rejections": 0,
+        "accepted_lengths": [],
+        "tokens": [],
+        "turn_lengths": [],
+        "stop_reason": None,
+    }
+    own: list[list[int]] = []
+    for turn in range(len(prompt.turns)):
+        hist = own if history is None else [list(h) for h in history[:turn]]
+        ids = encode_prompt(tokenizer, prompt, turn=turn, history=hist)
+        res = _generate(
+            mode,
+            target,
+            drafter,
+            tokenizer,
+            ids,
+            gamma=gamma,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            seed=prompt_seed(seed, prompt.id, turn),
+        )
+        toks = [int(t) for t in res.tokens]
+        own.append(toks)
+        rec["new_tokens"] += len(toks)
+        rec["wall_s"] += float(res.wall_s)
+        rec["prefill_s"] += float(res.prefill_s or 0.0)
+        rec["tokens"] += toks
+        rec["turn_lengths"].append(len(toks))
+        rec["stop_reason"] = res.stop_reason
+        if mode == "sd":
+            # steps that drafted (a step may draft nothing near max_new_tokens)
+            steps = [s for s in res.steps if s.drafted > 0]
+            rec["drafted"] += sum(int(s.drafted) for s in steps)
+            rec["accepted"] += sum(int(s.accepted) for s in steps)
+            rec["accepted_lengths"] += [int(s.accepted_len) for s in steps]
+            rec["rejections"] += sum(1 for s in steps if s.accepted < s.drafted)
+    rec["tokens_per_s"] = rec["new_tokens"] / rec["wall_s"] if rec["wall_s"] > 0 else None
+    return rec
+
+
+def split_turns(record: dict) -> list[list[int]]:
+    """The per-turn answers of a bench record (``tokens`` split by ``turn_lengths``)."""
+    out, i = [], 0
+    for n in record.get("turn_lengths", [len(record["tokens"])]):
+        out.append(record["tokens"][i : i + n])
+        i += n
+    return out
+
+
+def load_bench_records(path: str | Path, *, repair: bool = False) -> list[dict]:
+    """The records of a ``bench.jsonl`` (first record per (id, mode); a truncated last line
+    is ignored, and with ``repair`` removed from the file)."""
+    seen, out = set(), []
+    for r in read_jsonl(path, repair=repair):
+        key = (r.get("id"), r.get("mode"))
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
+def run_bench(
+    pair_or_models,
+    prompts: Sequence,
+    out_dir: str | Path,
+    *,
+    gamma: int = 5,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    drafter_label: str | None = None,
+    target_label: str | None = None,
+    tokenizer=None,
+    seed: int = 0,
+    warmup: bool = True,
+    progress: bool = True,
+) -> Path:
+    """Benchmark AR vs SD on ``prompts``, appending to ``out_dir/bench.jsonl``; returns its path.
+
+    ``pair_or_models``: a :class:`specfair.models.Pair` or ``(target, drafter, tokenizer)``;
+    the drafter may be any causal-LM module (fine-tuned, PEFT-wrapped...). Resumable (see the
+    module docstring).
+    """
+    target, drafter, tok, t_name, d_name = unpack_models(pair_or_models, tokenizer)
+    if tok is None:
+        raise SpecfairError("run_bench needs a tokenizer")
+    ids = [p.id for p in prompts]
+    if len(set(ids)) != len(ids):
+        raise SpecfairError("prompt ids must be unique")
+    settings = {
+        "drafter": _label(drafter, drafter_label or d_name),
+        "target": _label(target, target_label or t_name),
+        "gamma": gamma,
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "top_k": top_k,
+        "seed": seed,
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / BENCH_FILE
+    done_recs = load_bench_records(path, repair=True)
+    for r in done_recs:
+        for k in ("drafter", "gamma", "max_new_tokens", "temperature", "top_p", "top_k", "seed"):
+            if k in r and r[k] != settings[k]:
+                raise SpecfairError(
+                    f"{path} was written with {k}={r[k]!r}, this run uses {k}={settings[k]!r}; "
+                    "use another output directory (or delete the file)"
+                )
+    done = {(r["id"], r["mode"]): r for r in done_recs}
+    todo = [(p, m) for p in prompts for m in MODES if (p.id, m) not in done]
+    gen_kw = dict(
+        gamma=gamma,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        seed=seed,
+    )
+    if todo and warmup:
+        from specfair.tasks import encode_prompt
+
+        wids = encode_prompt(tok, todo[0][0], turn=0)
+        for m in MODES:
+            _generate(
+                m,
+                target,
+                drafter,
+                tok,
+                wids,
+                gamma=gamma,
+                max_new_tokens=min(8, max_new_tokens),
+                temperature=temperature,
+                top_p=top_p,
+                top_k=top_k,
+                seed=seed,
+            )
+
+    with progress_bar(len(todo), "bench", enabled=progress) as advance:
+        for p, mode in todo:
+            history = None
+            ar = done.get((p.id, "ar"))
+            if mode == "sd" and len(p.turns) > 1:
+                if ar is None:  # pragma: no cover - AR always runs first
+                    raise SpecfairError(f"{p.id}: the SD run needs the AR record first")
+                history = split_turns(ar)
+            body = run_prompt(mode, target, drafter, tok, p, history=history, **gen_kw)
+            rec = {
+                "id": p.id,
+                "task": p.task,
+                "mode": mode,
+                **settings,
+                **body,
+                "turns": len(p.turns),
+                "time": time.time(),
+            }
+            if mode == "sd":
+                rec["matches_ar"] = (ar["tokens"] == rec["tokens"]) if ar is not None else None
+            else:
+                rec["matches_ar"] = None
+            append_jsonl(path, rec)
+            done[(p.id, mode)] = rec
+            advance(f"{p.id} {mode}")
+    return path

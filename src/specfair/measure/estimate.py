@@ -1,0 +1,455 @@
+"""The cheap instrument: teacher-forced acceptance estimates.
+
+For each prompt the target's greedy response is generated once (or read from the resumable
+cache ``responses.jsonl``); then ONE forward pass of each model over prompt + response gives, at
+every response position s (the context is the prompt and the response's first s tokens), the
+target distribution p(·|s) and the drafter distribution q(·|s) at temperature T (default 1):
+
+* α(s) = Σ_x min(p(x|s), q(x|s))   — the acceptance probability of a drafted token under
+  speculative *sampling* (Leviathan et al., 2023), over the common vocabulary: the drafter's
+  probability of ids beyond its vocabulary is 0 (and the target's likewise);
+* g(s) = 1[argmax p(·|s) = argmax q(·|s)] — whether a *greedy* drafter's token is accepted by
+  greedy verification (independent of T);
+* H(p, q)(s) = −Σ_x p(x|s) log q(x|s) and KL(p‖q)(s) = Σ_x p log(p/q), computed on the first
+  ``min(V_target, V_drafter)`` logits of each model (each renormalised there, so both stay finite
+  when the embedding sizes differ; identical to the full-vocabulary values when they match).
+
+Positions are processed in chunks so that memory is O(chunk · vocab), never O(length · vocab).
+``estimate.jsonl`` holds per-prompt sums; the summary pools positions (see
+:func:`specfair.measure.summary.summarize_estimate`).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from specfair.errors import SpecfairError
+from specfair.measure.io import append_jsonl, read_jsonl
+
+RESPONSES_FILE = "responses.jsonl"
+ESTIMATE_FILE = "estimate.jsonl"
+ESTIMATE_SUMMARY_FILE = "estimate_summary.json"
+
+
+def model_device(model) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:  # pragma: no cover
+        return torch.device("cpu")
+
+
+def _vocab_size(model) -> int:
+    head = None
+    try:
+        head = model.get_output_embeddings()
+    except Exception:  # noqa: BLE001
+        head = None
+    if head is not None and hasattr(head, "out_features"):
+        return int(head.out_features)
+    return int(model.config.vocab_size)
+
+
+# ----------------------------------------------------------------------- teacher forcing
+
+
+def _response_logits_fn(model, ids: torch.Tensor, start: int, n: int) -> Callable:
+    """Run ONE forward of ``model`` over ``ids`` (1, L) and return ``f(a, b)`` giving the float32
+    logits at positions ``start + a .. start + b - 1`` (shape (b - a, V)).
+
+    Fast path (Qwen2/Llama-style models, also PEFT-wrapped ones): run the decoder, keep the
+    final hidden states (L × hidden) and apply the output head chunk by chunk. Otherwise fall
+    back to the full model with ``logits_to_keep`` (n × V logits in memory).
+    """
+    cfg = getattr(model, "config", None)
+    decoder = head = None
+    if (
+        cfg is not None
+        and getattr(cfg, "final_logit_softcapping", None) is None
+        and (getattr(cfg, "logit_scale", None) is None)
+    ):
+        try:
+            decoder = model.get_decoder()
+            head = model.get_output_embeddings()
+        except Exception:  # noqa: BLE001
+            decoder = head = None
+    if decoder is not None and head is not None and decoder is not model:
+        h = decoder(input_ids=ids, use_cache=False).last_hidden_state[0]
+        return lambda a, b: head(h[start + a : start + b]).float()
+    keep_from = ids.shape[1] - (start + n)
+    if keep_from != 0:
+        raise AssertionError("response positions must end the sequence")  # pragma: no cover
+    try:
+        logits = model(input_ids=ids, use_cache=False, logits_to_keep=n).logits[0]
+        logits = logits[-n:]
+    except TypeError:
+        logits = model(input_ids=ids, use_cache=False).logits[0, start : start + n]
+    return lambda a, b: logits[a:b].float()
+
+
+@torch.inference_mode()
+def teacher_forced_positions(
+    target,
+    drafter,
+    prompt_ids: Sequence[int],
+    response_ids: Sequence[int],
+    *,
+    temperature: float = 1.0,
+    chunk_size: int = 32,
+) -> dict[str, torch.Tensor]:
+    """Per-position statistics of the drafter against the target along a fixed response.
+
+    Returns float64 CPU tensors of length ``len(response_ids)``: ``alpha``, ``greedy_match``,
+    ``ce``, ``kl`` (see the module docstring) and ``target_match`` (1 where the target's
+    teacher-forced argmax equals the response token: all ones for the target's own greedy
+    response up to numerical ties).
+    """
+    if temperature <= 0:
+        raise SpecfairError(
+            "the estimate temperature must be > 0 (greedy agreement is always "
+            "reported as greedy_match)"
+        )
+    n = len(response_ids)
+    empty = torch.zeros(0, dtype=torch.float64)
+    if n == 0:
+        return {k: empty for k in ("alpha", "greedy_match", "ce", "kl", "target_match")}
+    if len(prompt_ids) == 0:
+        raise SpecfairError("teacher forcing needs a non-empty prompt")
+    # Feed prompt + response[:-1]: position P-1+j predicts response[j].
+    seq = list(prompt_ids) + list(response_ids[:-1])
+    start = len(prompt_ids) - 1
+    t_ids = torch.tensor([seq], dtype=torch.long, device=model_device(target))
+    d_ids = t_ids.to(model_device(drafter))
+    t_fn = _response_logits_fn(target, t_ids, start, n)
+    d_fn = _response_logits_fn(drafter, d_ids, start, n)
+    resp = torch.tensor(list(response_ids), dtype=torch.long)
+    out: dict[str, list[torch.Tensor]] = {
+        k: [] for k in ("alpha", "greedy_match", "ce", "kl", "target_match")
+    }
+    for a in range(0, n, chunk_size):
+        b = min(n, a + chunk_size)
+        lt = t_fn(a, b).cpu()
+        lq = d_fn(a, b).cpu()
+        vc = min(lt.shape[-1], lq.shape[-1])
+        st, sq = lt / temperature, lq / temperature
+        p = F.softmax(st, dim=-1)
+        q = F.softmax(sq, dim=-1)
+        out["alpha"].append(torch.minimum(p[:, :vc], q[:, :vc]).sum(-1))
+        del p, q
+        t_arg = lt.argmax(-1)
+        out["greedy_match"].append((t_arg == lq.argmax(-1)).float())
+        out["target_match"].append((t_arg == resp[a:b]).float())
+        lpc = F.log_softmax(st[:, :vc], dim=-1)
+        lqc = F.log_softmax(sq[:, :vc], dim=-1)
+        pc = lpc.exp()
+        out["ce"].append(-(pc * lqc).sum(-1))
+        out["kl"].append((pc * (lpc - lqc)).sum(-1).clamp_min(0.0))
+    return {k: torch.cat(v).double() for k, v in out.items()}
+
+
+def teacher_forced_stats(
+    target, drafter, prompt_ids, response_ids, *, temperature: float = 1.0, chunk_size: int = 32
+) -> dict[str, float]:
+    """Sums over the response positions: ``{"n_positions", "alpha_sum", "greedy_match_sum",
+    "ce_sum", "kl_sum", "target_match_sum"}``."""
+    pos = teacher_forced_positions(
+        target,
+        drafter,
+        prompt_ids,
+        response_ids,
+        temperature=temperature,
+        chunk_size=chunk_size,
+    )
+    return {
+        "n_positions": len(response_ids),
+        "alpha_sum": float(pos["alpha"].sum()),
+        "greedy_match_sum": float(pos["greedy_match"].sum()),
+        "ce_sum": float(pos["ce"].sum()),
+        "kl_sum": float(pos["kl"].sum()),
+        "target_match_sum": float(pos["target_match"].sum()),
+    }
+
+
+# ----------------------------------------------------------------------- cost ratio c
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _cache_kwarg(model) -> str:
+    """``"cache"`` (transformers >= 5.2x) or the older ``"past_key_values"``."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        params = inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _crop_to(cache, length: int) -> None:
+    """Cut the KV cache back to ``length`` tokens (a negative ``crop`` removes tokens from the
+    end in both the old and the new transformers API)."""
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)
+
+
+@torch.inference_mode()
+def time_decode_step(
+    model, input_ids: Sequence[int], *, repeats: int = 5, warmup: int = 2
+) -> float:
+    """Median seconds of one single-token forward of ``model`` after ``input_ids[:-1]`` are in
+    its KV cache (the cost of one drafting / decoding step at that context length)."""
+    from transformers import DynamicCache
+
+    dev = model_device(model)
+    ids = torch.tensor([list(input_ids)], dtype=torch.long, device=dev)
+    cache = DynamicCache()
+    kw = {_cache_kwarg(model): cache, "use_cache": True}
+    model(input_ids=ids[:, :-1], **kw)
+    n = ids.shape[1] - 1
+    last = ids[:, -1:]
+    times = []
+    for i in range(warmup + repeats):
+        _sync(dev)
+        t0 = time.perf_counter()
+        model(input_ids=last, **kw)
+        _sync(dev)
+        dt = time.perf_counter() - t0
+        _crop_to(cache, n)
+        if i >= warmup:
+            times.append(dt)
+    return statistics.median(times)
+
+
+def measure_cost_ratio(
+    target,
+    drafter,
+    input_ids: Sequence[int] | None = None,
+    *,
+    context_len: int = 128,
+    repeats: int = 5,
+    warmup: int = 2,
+) -> float:
+    """Leviathan's cost coefficient ``c = t_drafter / t_target``: the median time of one
+    single-token forward of the drafter divided by that of the target, on the same context
+    (``input_ids``, default a fixed pseudo-text of ``context_len`` ids) held in the KV cache."""
+    if input_ids is None:
+        v = min(_vocab_size(target), _vocab_size(drafter), 256)
+        input_ids = [(7 * i + 65) % v for i in range(context_len)]
+    if len(input_ids) < 2:
+        raise SpecfairError("measure_cost_ratio needs a context of at least 2 tokens")
+    t_d = time_decode_step(drafter, input_ids, repeats=repeats, warmup=warmup)
+    t_t = time_decode_step(target, input_ids, repeats=repeats, warmup=warmup)
+    return t_d / t_t
+
+
+# ----------------------------------------------------------------------- responses cache
+
+
+def _eos_id(target, tokenizer):
+    if tokenizer is not None and tokenizer.eos_token_id is not None:
+        return tokenizer.eos_token_id
+    gc = getattr(target, "generation_config", None)
+    return getattr(gc, "eos_token_id", None)
+
+
+def greedy_response(
+    target, drafter, tokenizer, input_ids: list[int], *, max_new_tokens: int, gamma: int = 5
+):
+    """The target's greedy response (a ``GenerationResult``): speculative decoding (lossless)
+    when a drafter is given, else plain autoregressive decoding."""
+    from specfair.decoding import autoregressive_generate, speculative_generate
+
+    eos = _eos_id(target, tokenizer)
+    if drafter is not None:
+        return speculative_generate(
+            target,
+            drafter,
+            input_ids,
+            max_new_tokens=max_new_tokens,
+            gamma=gamma,
+            temperature=0.0,
+            eos_token_id=eos,
+            tokenizer=tokenizer,
+        )
+    return autoregressive_generate(
+        target,
+        input_ids,
+        max_new_tokens=max_new_tokens,
+        temperature=0.0,
+        eos_token_id=eos,
+        tokenizer=tokenizer,
+    )
+
+
+def _check_same(records: Iterable[dict], path: Path, **settings) -> None:
+    for r in records:
+        for k, v in settings.items():
+            if k in r and r[k] != v:
+                raise SpecfairError(
+                    f"{path} was written with {k}={r[k]!r}, this run uses {k}={v!r}; "
+                    "use another output directory (or delete the file)"
+                )
+
+
+def ensure_responses(
+    target,
+    tokenizer,
+    prompt,
+    cache_path: str | Path,
+    *,
+    drafter=None,
+    max_new_tokens: int = 128,
+    gamma: int = 5,
+    cache: dict | None = None,
+) -> list[dict]:
+    """The cached responses of every turn of ``prompt`` (``[{"id", "task", "turn",
+    "prompt_ids", "response_ids", ...}]``), generating and appending the missing ones.
+
+    Turn k > 0 is asked after the target's own earlier answers. ``cache`` (from
+    :func:`load_responses`) avoids re-reading the file.
+    """
+    from specfair.tasks import encode_prompt
+
+    cache_path = Path(cache_path)
+    if cache is None:
+        cache = load_responses(cache_path)
+    out = []
+    history: list[list[int]] = []
+    for turn in range(len(prompt.turns)):
+        rec = cache.get((prompt.id, turn))
+        if rec is not None and rec.get("max_new_tokens", max_new_tokens) != max_new_tokens:
+            raise SpecfairError(
+                f"{cache_path}: response {prompt.id} turn {turn} was generated with "
+                f"max_new_tokens={rec['max_new_tokens']}, this run asks {max_new_tokens}; "
+                "use another output directory"
+            )
+        if rec is None:
+            ids = encode_prompt(tokenizer, prompt, turn=turn, history=history)
+            res = greedy_response(
+                target, drafter, tokenizer, ids, max_new_tokens=max_new_tokens, gamma=gamma
+            )
+            rec = {
+                "id": prompt.id,
+                "task": prompt.task,
+                "turn": turn,
+                "prompt_ids": ids,
+                "response_ids": [int(t) for t in res.tokens],
+                "stop_reason": res.stop_reason,
+                "max_new_tokens": max_new_tokens,
+            }
+            append_jsonl(cache_path, rec)
+            cache[(prompt.id, turn)] = rec
+        out.append(rec)
+        history.append(_strip_eos(rec["response_ids"], tokenizer))
+    return out
+
+
+def _strip_eos(ids: list[int], tokenizer) -> list[int]:
+    eos = getattr(tokenizer, "eos_token_id", None)
+    return ids[:-1] if ids and ids[-1] == eos else list(ids)
+
+
+def load_responses(path: str | Path) -> dict[tuple[str, int], dict]:
+    """``{(id, turn): record}`` from a responses cache (a truncated last line is repaired)."""
+    out = {}
+    for r in read_jsonl(path, repair=True):
+        out.setdefault((r["id"], int(r.get("turn", 0))), r)
+    return out
+
+
+# ----------------------------------------------------------------------- the estimate run
+
+
+def run_estimate(
+    target,
+    drafter,
+    tokenizer,
+    prompts: Sequence,
+    out_dir: str | Path,
+    *,
+    drafter_label: str = "drafter",
+    max_new_tokens: int = 128,
+    temperature: float = 1.0,
+    chunk_size: int = 32,
+    gamma: int = 5,
+    responses_path: str | Path | None = None,
+    generation_drafter="same",
+    progress: bool = True,
+) -> Path:
+    """Write ``out_dir/estimate.jsonl`` (one record per prompt, appended as each finishes;
+    a rerun skips prompts already there) and return its path.
+
+    ``drafter`` is any causal-LM module (a fine-tuned or PEFT-wrapped drafter works): it is
+    only run forward. Responses come from ``responses_path`` (default
+    ``out_dir/responses.jsonl``), generated when missing with ``generation_drafter`` ("same" =
+    ``drafter``; ``None`` = autoregressive) — they depend on the target only, so a cache can be
+    shared between drafters.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    resp_path = Path(responses_path) if responses_path is not None else out_dir / RESPONSES_FILE
+    est_path = out_dir / ESTIMATE_FILE
+    done = read_jsonl(est_path, repair=True)
+    _check_same(done, est_path, drafter=drafter_label, temperature=temperature)
+    done_ids = {r["id"] for r in done}
+    cache = load_responses(resp_path)
+    gen_drafter = drafter if generation_drafter == "same" else generation_drafter
+    todo = [p for p in prompts if p.id not in done_ids]
+
+    from specfair.measure.progress import progress_bar
+
+    with progress_bar(len(todo), "estimate", enabled=progress) as advance:
+        for p in todo:
+            recs = ensure_responses(
+                target,
+                tokenizer,
+                p,
+                resp_path,
+                drafter=gen_drafter,
+                max_new_tokens=max_new_tokens,
+                gamma=gamma,
+                cache=cache,
+            )
+            sums = {
+                "n_positions": 0,
+                "alpha_sum": 0.0,
+                "greedy_match_sum": 0.0,
+                "ce_sum": 0.0,
+                "kl_sum": 0.0,
+                "target_match_sum": 0.0,
+            }
+            for r in recs:
+                s = teacher_forced_stats(
+                    target,
+                    drafter,
+                    r["prompt_ids"],
+                    r["response_ids"],
+                    temperature=temperature,
+                    chunk_size=chunk_size,
+                )
+                for k in sums:
+                    sums[k] += s[k]
+            append_jsonl(
+                est_path,
+                {
+                    "id": p.id,
+                    "task": p.task,
+                    **sums,
+                    "n_turns": len(recs),
+                    "drafter": drafter_label,
+                    "temperature": temperature,
+                },
+            )
+            advance(p.id)
+    return est_path
