@@ -59,7 +59,106 @@ def generate(
     stream_greedy(model, prompt, max_new_tokens=max_new_tokens, dtype=dtype, device=device)
 
 
-# (further commands are registered below by their modules' sections)
+# ----------------------------------------------------------------------------- tasks
+
+tasks_app = typer.Typer(help="Inspect task suites.", no_args_is_help=True)
+app.add_typer(tasks_app, name="tasks")
+
+SuiteOpt = Annotated[
+    str, typer.Option(help="'default' (embedded), a packaged name like 'public', or a TOML file.")
+]
+TargetOpt = Annotated[str, typer.Option(help="Target: short name, HF id, local dir or .gguf.")]
+DrafterOpt = Annotated[
+    str, typer.Option(help="Drafter: short name, HF id, local dir, .gguf or a specfair export.")
+]
+
+
+@tasks_app.command("list")
+def tasks_list(
+    suite: SuiteOpt = "default",
+    data_root: Annotated[Path | None, typer.Option(help="Base for relative paths.")] = None,
+) -> None:
+    """Show a suite's tasks with their train/test sizes and sources."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from specfair.tasks import describe_suite, load_suite
+
+    rows = describe_suite(load_suite(suite, data_root=data_root))
+    table = Table(title=f"suite {suite}")
+    for col in ("task", "train", "test", "sources"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["task"], str(r["n_train"]), str(r["n_test"]), ", ".join(r["sources"]))
+    Console().print(table)
+
+
+# ----------------------------------------------------------------------------- measure
+
+DEFAULT_TARGET = "qwen2.5-coder-1.5b-instruct"
+DEFAULT_DRAFTER = "qwen2.5-coder-0.5b-instruct"
+
+
+@app.command()
+def bench(
+    out: Annotated[Path, typer.Option(help="Output directory (bench.jsonl resumes here).")],
+    target: TargetOpt = DEFAULT_TARGET,
+    drafter: DrafterOpt = DEFAULT_DRAFTER,
+    suite: SuiteOpt = "default",
+    split: Annotated[str, typer.Option(help="train|test|all")] = "test",
+    n_per_task: Annotated[int | None, typer.Option(help="At most this many prompts per task.")] = (
+        None
+    ),
+    gamma: Annotated[int, typer.Option(help="Drafts per step.")] = 5,
+    max_new_tokens: int = 128,
+    temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
+    dtype: str = "auto",
+    device: str = "auto",
+    seed: int = 0,
+) -> None:
+    """Benchmark plain vs speculative decoding per task: speed-ups, acceptance, disparity."""
+    from specfair.measure.commands import bench_command
+
+    bench_command(
+        target, drafter, suite, out, split=split, n_per_task=n_per_task, gamma=gamma,
+        max_new_tokens=max_new_tokens, temperature=temperature, dtype=dtype, device=device,
+        seed=seed,
+    )  # fmt: skip
+
+
+@app.command()
+def estimate(
+    out: Annotated[Path, typer.Option(help="Output directory (estimate.jsonl resumes here).")],
+    target: TargetOpt = DEFAULT_TARGET,
+    drafter: DrafterOpt = DEFAULT_DRAFTER,
+    suite: SuiteOpt = "default",
+    split: Annotated[str, typer.Option(help="train|test|all")] = "test",
+    n_per_task: int | None = None,
+    gamma: Annotated[int, typer.Option(help="γ for the predicted speed-up column.")] = 5,
+    max_new_tokens: int = 128,
+    temperature: Annotated[float, typer.Option(help="Temperature of p and q for α.")] = 1.0,
+    cost_ratio: Annotated[
+        float | None, typer.Option(help="c = drafter step / target step; measured if omitted.")
+    ] = None,
+    responses: Annotated[
+        Path | None, typer.Option(help="responses.jsonl of target answers to reuse.")
+    ] = None,
+    bench_summary: Annotated[
+        Path | None, typer.Option(help="bench_summary.json to compare estimated α with.")
+    ] = None,
+    dtype: str = "auto",
+    device: str = "auto",
+    seed: int = 0,
+) -> None:
+    """Teacher-forced acceptance per task (cheap): α, cross-entropy, KL, predicted speed-up."""
+    from specfair.measure.commands import estimate_command
+
+    estimate_command(
+        target, drafter, suite, out, split=split, n_per_task=n_per_task, gamma=gamma,
+        max_new_tokens=max_new_tokens, temperature=temperature, cost_ratio=cost_ratio,
+        responses=responses, bench_summary=bench_summary, dtype=dtype, device=device, seed=seed,
+    )  # fmt: skip
+
 
 
 def main() -> None:
@@ -72,5 +171,3 @@ def main() -> None:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
 
-
-_ = Path  # used by later commands
