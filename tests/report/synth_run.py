@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-C = 0.3
+C = 0.12
 GAMMA = 4
 TASKS = ("code", "math", "chat")
 
@@ -49,11 +49,11 @@ def estimate_summary(vals, c=C):
             "tasks": tasks, "disparity": {"ce_spread": 0.0}}
 
 
-def train_log(n_steps=40, start_alpha=None):
+def train_log(n_steps=40, start_alpha=None, loss_scale=1.0):
     start_alpha = start_alpha or {t: a for t, (a, _) in BASE_EST.items()}
     recs = [{"step": 0, "event": "estimate", "alpha": start_alpha, "weights": {}}]
     for s in range(1, n_steps + 1):
-        recs.append({"step": s, "loss": 3.0 / (1 + 0.1 * s), "lr": 1e-4, "tokens": 512,
+        recs.append({"step": s, "loss": loss_scale * 3.0 / (1 + 0.1 * s), "lr": 1e-4, "tokens": 512,
                      "tokens_per_s": 300.0, "weights": {t: 1 / 3 for t in TASKS}})
         if s % 10 == 0:
             recs.append({"step": s, "event": "estimate",
@@ -82,6 +82,6 @@ def make_run(root: Path, uniform_bench=UNIFORM_BENCH) -> Path:
     write(root / "variants/uniform/estimate_summary.json", estimate_summary(UNIFORM_EST))
     write(root / "variants/uniform/train_log.jsonl", train_log())
     write(root / "variants/balanced/estimate_summary.json", estimate_summary(BALANCED_EST))
-    write(root / "variants/balanced/train_log.jsonl", train_log(30))
+    write(root / "variants/balanced/train_log.jsonl", train_log(30, loss_scale=1.2))
     return root
 

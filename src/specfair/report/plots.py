@@ -167,9 +167,9 @@ def gamma_curves(run: Run, est: pd.DataFrame, bench: pd.DataFrame) -> bytes | No
         return None
     tasks = run.tasks()
     colors = task_colors(tasks)
-    ncols = min(3, len(arms))
+    ncols = min(2, len(arms))
     nrows = math.ceil(len(arms) / ncols)
-    fig, axes = _new(4.2 * ncols + 1.2, 3.4 * nrows, nrows, ncols, sharey=True)
+    fig, axes = _new(4.4 * ncols + 1.4, 3.3 * nrows, nrows, ncols, sharey=True)
     gmax = max([8] + [a.gamma + 2 for a in run.arms if a.gamma])
     g = np.arange(1, gmax + 1)
     for k, arm in enumerate(arms):
@@ -223,9 +223,9 @@ def training_curves(run: Run) -> bytes | None:
     with_alpha = {n: _alpha_points(lg) for n, lg in logs.items()}
     with_alpha = {n: df for n, df in with_alpha.items() if not df.empty}
     ncols = 1 + len(with_alpha)
-    ncols_grid = min(ncols, 3)
+    ncols_grid = min(ncols, 2)
     nrows = math.ceil(ncols / ncols_grid)
-    fig, axes = _new(4.3 * ncols_grid + 1.0, 3.3 * nrows, nrows, ncols_grid)
+    fig, axes = _new(4.6 * ncols_grid + 0.6, 3.3 * nrows, nrows, ncols_grid)
     ax = axes[0, 0]
     any_loss = False
     for name, lg in logs.items():

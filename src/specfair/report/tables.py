@@ -98,13 +98,14 @@ def alpha_tau_table(run: Run, bench: pd.DataFrame, est: pd.DataFrame) -> Table |
     )
 
 
-def _disparity_table(run: Run, fn, metric_defs, worst_key: str, caption: str) -> Table | None:
+def _disparity_table(run: Run, fn, metric_defs, worst_key: str, caption: str,
+                     absent: str) -> Table | None:
     base = fn(run.baseline) if run.baseline else None
     rows = []
     for arm in run.arms:
         d = fn(arm)
         if d is None:
-            rows.append([arm.name, "not available"] + [""] * len(metric_defs))
+            rows.append([arm.name, absent] + [""] * len(metric_defs))
             continue
         row = [arm.name, str(d.get("worst_task"))]
         for key, _label, _hib in metric_defs:
@@ -116,9 +117,10 @@ def _disparity_table(run: Run, fn, metric_defs, worst_key: str, caption: str) ->
                 cell += f" ({fmt_pct(compare.rel_change(num(base.get(key)), num(d.get(key))))})"
             row.append(cell)
         rows.append(row)
-    if all(r[1] == "not available" for r in rows):
+    if all(r[1] == absent for r in rows):
         return None
-    return Table(["arm", "worst task"] + [lab for _, lab, _ in metric_defs], rows, caption)
+    return Table(["arm", "worst task"] + [lab for _, lab, _ in metric_defs], rows, caption,
+                 ["l", "l"] + ["r"] * len(metric_defs))
 
 
 def speedup_disparity_table(run: Run) -> Table | None:
@@ -126,14 +128,15 @@ def speedup_disparity_table(run: Run) -> Table | None:
         run, compare.speedup_disparity, compare.SPEEDUP_METRICS, "worst_speedup",
         "Disparity of the measured per-task speed-ups; in brackets the change relative to the "
         "baseline (worst-task and mean speed-up: higher is better; max/min, CV, Gini and CE "
-        "spread: lower is fairer)")
+        "spread: lower is fairer)", "not benchmarked")
 
 
 def alpha_disparity_table(run: Run) -> Table | None:
     return _disparity_table(
         run, compare.alpha_disparity, compare.ALPHA_METRICS, "worst_alpha",
         "Disparity of the estimated per-task acceptance α (teacher-forced; available for "
-        "variants that were not benchmarked); change relative to the baseline in brackets")
+        "variants that were not benchmarked); change relative to the baseline in brackets",
+        "not estimated")
 
 
 def kv_table(title: str, d: dict, limit: int = 24) -> Table | None:
