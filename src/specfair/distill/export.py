@@ -73,8 +73,11 @@ def export_drafter(
     The caller's model is not modified (LoRA merges happen on a copy).
     """
     out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)
+    if out.exists():  # replace a previous export, never an unrelated directory
+        if (out / "config.json").is_file() or (out / "router.json").is_file():
+            shutil.rmtree(out)
+        elif any(out.iterdir()):
+            raise SpecfairError(f"export directory {out} exists and is not a drafter export")
     meta = dict(meta or {})
     if not tasks:
         model = copy.deepcopy(student)

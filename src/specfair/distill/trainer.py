@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
 import shutil
 import time
@@ -310,7 +311,17 @@ def make_accelerator(cfg: DistillConfig, cpu: bool | None = None):
     kw = {"mixed_precision": "bf16" if cfg.bf16 else "no", "kwargs_handlers": handlers}
     if cpu is not None:
         kw["cpu"] = cpu
-    return Accelerator(**kw)
+    try:
+        return Accelerator(**kw)
+    except ValueError:
+        # accelerate keeps one process-wide state; a second run in the same (single) process
+        # with another mixed-precision setting must reset it (never done under DDP).
+        from accelerate.state import AcceleratorState
+
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise
+        AcceleratorState._reset_state()
+        return Accelerator(**kw)
 
 
 def _lr_scheduler(optimizer, cfg: DistillConfig):
@@ -457,6 +468,11 @@ def train(
                  "weights": sampler.weights()})
         return est
 
+    if cfg.weighting == "disparity" and not heldout_examples and acc.is_main_process:
+        import warnings
+
+        warnings.warn("disparity weighting without held-back examples (heldout_per_task=0): "
+                      "no alpha estimates, sampling stays balanced", stacklevel=2)
     if step == 0:
         alpha_before = reestimate(0)
 
