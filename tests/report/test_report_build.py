@@ -56,7 +56,8 @@ def test_narrative_numbers_match_inputs(run_dir):
     alpha_b = np.mean([v[1] for v in BASE_BENCH.values()])
     assert f"mean acceptance α from {alpha_b:.3f}" in text
     assert "Best variant by highest measured worst-task speed-up" in text
-    assert "**uniform**" in text and "Yes, measurably" in text
+    assert "**uniform**" in text
+    assert "**Yes**: it lifted the worst-task speed-up from 0.90× (chat) to 1.30×" in text
     assert "did not help" not in text.split("**balanced**")[0]
     # the variant without a benchmark is still compared, by estimated acceptance
     assert "**balanced** (estimated only, not benchmarked)" in text
@@ -149,3 +150,15 @@ def test_report_command_and_screenshot_without_browser(tmp_path, monkeypatch, ca
     cap = capsys.readouterr()
     assert "wrote" in cap.out and "chromium not found" in cap.err
     assert screenshot.screenshot(out["html"], tmp_path / "x.png") is False
+
+
+def test_estimate_only_comparison(tmp_path):
+    root = make_run(tmp_path / "run")
+    for arm in ("baseline", "variants/uniform"):
+        (root / arm / "bench_summary.json").unlink()
+    run = load_run(root)
+    name, crit = compare.best_variant(run)
+    assert name == "balanced" and "estimated" in crit
+    text = _text(narrative.narrative(run))
+    assert "Fine-tuning is predicted to help: the worst estimated α went from 0.420 (chat)" in text
+    assert "Benchmark it to confirm" in text

@@ -4,7 +4,6 @@ self-contained ``report.html``."""
 from __future__ import annotations
 
 import math
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,7 +45,6 @@ class _Builder:
             return fn(*args)
         except Exception as e:  # one broken section must not lose the whole report
             self.problems.append(f"{what} failed: {e.__class__.__name__}: {e}")
-            self.problems.append(traceback.format_exc(limit=3).strip().splitlines()[-1])
             return None
 
     def figure(self, name: str, fn: Callable, caption: str, *args, missing: str = "") -> None:

@@ -120,12 +120,14 @@ def verdict(run: Run) -> str:
         ci_b = compare.task_value(best, vd["worst_task"])
         head = (f"Best variant by {criterion}: **{name}**. ")
         if b > a:
-            s = (head + f"**Yes, measurably**: it lifted the worst-task speed-up from {x(a)} "
-                 f"({bd['worst_task']}) to {x(b)} ({vd['worst_task']}), and max/min went from "
-                 f"{f(bd['max_min_ratio'], 2)} to {f(vd['max_min_ratio'], 2)}.")
-            if overlap(ci_a, ci_b):
+            noisy = overlap(ci_a, ci_b)
+            s = (head + f"**{'Possibly' if noisy else 'Yes'}**: it lifted the worst-task "
+                 f"speed-up from {x(a)} ({bd['worst_task']}) to {x(b)} ({vd['worst_task']}), "
+                 f"and max/min went from {f(bd['max_min_ratio'], 2)} to "
+                 f"{f(vd['max_min_ratio'], 2)}.")
+            if noisy:
                 s += (" The 95% CIs of the two worst-task speed-ups overlap, so the "
-                      "improvement is not yet conclusive.")
+                      "improvement is not conclusive.")
             return s
         return (head + f"**No**: fine-tuning did not help the worst task — no variant raised the "
                 f"worst-task speed-up above the baseline's {x(a)} ({bd['worst_task']}); the best "
