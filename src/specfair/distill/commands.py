@@ -121,8 +121,9 @@ def distill_command(
     except ImportError as e:
         raise SpecfairError("specfair.models is not available") from e
     acc = make_accelerator(cfg, cpu=True if device == "cpu" else None)
-    dev = str(acc.device) if device == "auto" else device
-    pair = load_pair(target or DEFAULT_TARGET, drafter or DEFAULT_DRAFTER, dtype, dev)
+    pair = load_pair(target or DEFAULT_TARGET, drafter or DEFAULT_DRAFTER, dtype, "cpu")
+    pair.target.to(acc.device)  # each DDP rank on its own device
+    pair.drafter.to(acc.device)
     tokenizer = pair.tokenizer
     suite_obj = _load_suite(suite)
     train_ex, held_ex = build_examples(cfg, suite_obj, pair.target, pair.drafter, tokenizer,
