@@ -265,9 +265,7 @@ def speculative_generate(
     tok, _ = _pick(logits[:, -1], sp, gen)
     buf[:, t_len] = tok
     d_input = _drafter_input(drafter)
-    drafter(
-        input_ids=d_input(buf[:, :t_len]), cache=d_cache, use_cache=True, logits_to_keep=1
-    )
+    drafter(input_ids=d_input(buf[:, :t_len]), cache=d_cache, use_cache=True, logits_to_keep=1)
     n, d_len = t_len + 1, t_len
     out.extend([int(tok)])
     sync()

@@ -1,0 +1,389 @@
+"""Benchmark of the decoding engine: our AR and SD against Hugging Face's generate.
+
+For each hard-coded prompt (5 task types, greedy decoding) it times, in one run:
+
+- ``ar``      specfair ``autoregressive_generate`` (the baseline of all speed-ups),
+- ``sd``      specfair ``speculative_generate`` with a fixed gamma (``--gamma``),
+- ``hf_ar``   ``target.generate(do_sample=False)``,
+- ``hf_sd``   ``target.generate(assistant_model=drafter)`` with HF's defaults (20 drafts, confidence
+              threshold 0.4, both adaptive),
+- ``hf_sd_g`` the same with ``num_assistant_tokens=gamma``, schedule "constant", threshold 0,
+
+and reports tokens/s, alpha (accepted/drafted and the geometric MLE), tau, the measured cost
+ratio c = (drafter forward time) / (target AR step time), the Leviathan prediction of the
+speed-up from the measured alpha and c, the greedy match rate of SD vs AR and vs HF, and the
+time split of a step (draft / verify / other overhead).
+
+Run on the real pair (another engineer does):  python benchmarks/engine.py --out engine.json
+Smoke test on tiny models:  python benchmarks/engine.py --target DIR --drafter DIR --dtype fp32 \
+    --limit 2 --max-new-tokens 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from specfair.decoding import (
+    FixedGamma,
+    GenerationResult,
+    autoregressive_generate,
+    expected_speedup,
+    speculative_generate,
+)
+from specfair.errors import SpecfairError
+from specfair.models import DEFAULT_DRAFTER, DEFAULT_TARGET, load_pair
+
+# (id, task, user message): short, written in-house.
+PROMPTS: list[tuple[str, str, str]] = [
+    (
+        "code-1",
+        "code",
+        "Write a Python function that returns the n-th Fibonacci number "
+        "iteratively, with a docstring and type hints.",
+    ),
+    (
+        "code-2",
+        "code",
+        "Write a Python class implementing a stack with push, pop, peek and "
+        "is_empty methods. Raise IndexError when popping an empty stack.",
+    ),
+    (
+        "math-1",
+        "math",
+        "A train travels 180 km in 2 hours and then 120 km in 1.5 hours. What is "
+        "its average speed over the whole trip? Explain step by step.",
+    ),
+    (
+        "math-2",
+        "math",
+        "Solve for x: 3x + 7 = 2x - 5. Then check your answer by substitution, showing each step.",
+    ),
+    (
+        "fr-1",
+        "translation_fr",
+        "Translate into French: The weather was cold this morning, so we "
+        "stayed inside, drank hot chocolate and read books by the window.",
+    ),
+    (
+        "fr-2",
+        "translation_fr",
+        "Translate into French: Please remember to close the windows and "
+        "turn off the lights before you leave the office tonight.",
+    ),
+    (
+        "sum-1",
+        "summarization",
+        "Summarize in two sentences: The city council met on Tuesday to "
+        "discuss the new bicycle lanes. Supporters said the lanes would reduce traffic and "
+        "pollution, while shop owners worried about losing parking spaces for their customers. "
+        "After a long debate, the council agreed to a six-month trial on two main streets.",
+    ),
+    (
+        "sum-2",
+        "summarization",
+        "Summarize in one sentence: Researchers tested a new battery "
+        "design that charges in ten minutes. In the lab it kept 90 percent of its capacity after "
+        "a thousand cycles, but it relies on a rare metal, and the team says cheaper materials "
+        "are needed before it can be sold.",
+    ),
+    (
+        "chat-1",
+        "chat",
+        "I have a job interview tomorrow and I'm nervous. Can you give me a few "
+        "practical tips to prepare tonight?",
+    ),
+    (
+        "chat-2",
+        "chat",
+        "What are some good habits for keeping a small vegetable garden healthy "
+        "during a hot summer?",
+    ),
+]
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    enc = tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
+    )
+    return list(enc["input_ids"] if hasattr(enc, "keys") else enc)
+
+
+def sync(model) -> None:
+    if model.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def hf_generate(target, ids: list[int], max_new_tokens: int, drafter=None, gamma=None):
+    """(new tokens, seconds) of HF's greedy generate, optionally assisted. The models'
+    generation configs are restored afterwards (HF adapts some assistant settings in place)."""
+    saved = [(m, copy.deepcopy(m.generation_config)) for m in (target, drafter) if m is not None]
+    try:
+        kwargs = {}
+        if drafter is not None:
+            kwargs["assistant_model"] = drafter
+            if gamma is not None:
+                drafter.generation_config.num_assistant_tokens = gamma
+                drafter.generation_config.num_assistant_tokens_schedule = "constant"
+                drafter.generation_config.assistant_confidence_threshold = 0.0
+        inp = torch.tensor([ids], device=target.device)
+        sync(target)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = target.generate(
+                inp,
+                attention_mask=torch.ones_like(inp),
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                **kwargs,
+            )
+        sync(target)
+        return out[0, len(ids) :].tolist(), time.perf_counter() - t0
+    finally:
+        for model, cfg in saved:
+            model.generation_config = cfg
+
+
+def match_rate(a: list[int], b: list[int]) -> float:
+    """Fraction of positions (over the longer output) where the two greedy outputs agree,
+    counting up to the first divergence: 1.0 means identical."""
+    n = max(len(a), len(b))
+    if n == 0:
+        return 1.0
+    same = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        same += 1
+    return same / n
+
+
+def split(res: GenerationResult) -> dict:
+    """Mean per-step draft / verify / other seconds (other = wall - prefill - sum(draft+verify))."""
+    n = max(1, len(res.steps))
+    draft = sum(s.draft_s for s in res.steps)
+    verify = sum(s.verify_s for s in res.steps)
+    return {
+        "steps": len(res.steps),
+        "draft_s": draft / n,
+        "verify_s": verify / n,
+        "other_s": (res.wall_s - res.prefill_s - draft - verify) / n,
+        "prefill_s": res.prefill_s,
+    }
+
+
+def run_prompt(pair, pid, task, text, args, console) -> dict:
+    target, drafter, tok = pair.target, pair.drafter, pair.tokenizer
+    ids = encode(tok, text)
+    n = args.max_new_tokens
+    ar = autoregressive_generate(target, ids, max_new_tokens=n)
+    sd = speculative_generate(target, drafter, ids, max_new_tokens=n, gamma=FixedGamma(args.gamma))
+    rec = {
+        "id": pid,
+        "task": task,
+        "prompt_tokens": len(ids),
+        "gamma": args.gamma,
+        "ar": {"tokens": len(ar.tokens), "tps": ar.tokens_per_s, "wall_s": ar.wall_s},
+        "sd": {"tokens": len(sd.tokens), "tps": sd.tokens_per_s, "wall_s": sd.wall_s},
+        "alpha": sd.alpha,
+        "alpha_geometric": sd.alpha_geometric,
+        "tau": sd.tau,
+        "accepted_lengths": sd.accepted_lengths,
+        "split_sd": split(sd),
+        "split_ar": split(ar),
+        "match_sd_ar": match_rate(sd.tokens, ar.tokens),
+    }
+    # c: one drafter forward / one target AR step (medians, robust to stragglers).
+    d_fwd = [s.draft_s / s.drafted for s in sd.steps if s.drafted]
+    t_fwd = [s.verify_s for s in ar.steps]
+    v_fwd = [s.verify_s for s in sd.steps if s.drafted]
+    if d_fwd and t_fwd:
+        rec["c"] = statistics.median(d_fwd) / statistics.median(t_fwd)
+        rec["c_verify"] = statistics.median(d_fwd) / statistics.median(v_fwd)
+        rec["predicted_speedup"] = expected_speedup(sd.alpha_geometric, args.gamma, rec["c"])
+    rec["speedup"] = sd.tokens_per_s / ar.tokens_per_s if ar.tokens_per_s else None
+    if not args.no_hf:
+        hf_tokens, hf_s = hf_generate(target, ids, n)
+        rec["hf_ar"] = {"tokens": len(hf_tokens), "tps": len(hf_tokens) / hf_s, "wall_s": hf_s}
+        rec["match_sd_hf"] = match_rate(sd.tokens, hf_tokens)
+        rec["match_ar_hf"] = match_rate(ar.tokens, hf_tokens)
+        for key, gamma in (("hf_sd", None), ("hf_sd_g", args.gamma)):
+            try:
+                toks, secs = hf_generate(target, ids, n, drafter=drafter, gamma=gamma)
+            except Exception as e:  # e.g. vocabularies of different sizes
+                rec[key] = {"error": f"{type(e).__name__}: {e}"[:200]}
+                console.print(f"[yellow]{pid}: {key} failed: {rec[key]['error']}")
+                continue
+            rec[key] = {
+                "tokens": len(toks),
+                "tps": len(toks) / secs,
+                "wall_s": secs,
+                "match_hf_ar": match_rate(toks, hf_tokens),
+            }
+    return rec
+
+
+def warm_up(pair, args) -> None:
+    ids = encode(pair.tokenizer, PROMPTS[0][2])
+    autoregressive_generate(pair.target, ids, max_new_tokens=8)
+    speculative_generate(pair.target, pair.drafter, ids, max_new_tokens=8, gamma=args.gamma)
+    if not args.no_hf:
+        hf_generate(pair.target, ids, 8)
+        try:
+            hf_generate(pair.target, ids, 8, drafter=pair.drafter, gamma=args.gamma)
+        except Exception:
+            pass
+
+
+def profile(pair, args, console) -> None:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    ids = encode(pair.tokenizer, PROMPTS[0][2])
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with torch_profile(activities=acts) as prof:
+        speculative_generate(
+            pair.target,
+            pair.drafter,
+            ids,
+            max_new_tokens=min(32, args.max_new_tokens),
+            gamma=args.gamma,
+        )
+    console.print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
+def fmt(x, spec=".2f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def report(records: list[dict], args, console) -> None:
+    table = Table(
+        title=f"specfair engine, greedy, gamma={args.gamma}, max_new_tokens={args.max_new_tokens}"
+    )
+    for col in (
+        "id",
+        "task",
+        "AR t/s",
+        "SD t/s",
+        "speed-up",
+        "pred.",
+        "alpha",
+        "alpha_geo",
+        "tau",
+        "c",
+        "HF AR t/s",
+        "HF SD t/s",
+        f"HF SD g={args.gamma}",
+        "SD=AR",
+        "SD=HF",
+    ):
+        table.add_column(col, justify="right" if col not in ("id", "task") else "left")
+    for r in records:
+        table.add_row(
+            r["id"],
+            r["task"],
+            fmt(r["ar"]["tps"]),
+            fmt(r["sd"]["tps"]),
+            fmt(r["speedup"]),
+            fmt(r.get("predicted_speedup")),
+            fmt(r["alpha"]),
+            fmt(r["alpha_geometric"]),
+            fmt(r["tau"]),
+            fmt(r.get("c"), ".3f"),
+            fmt(r.get("hf_ar", {}).get("tps")),
+            fmt(r.get("hf_sd", {}).get("tps")),
+            fmt(r.get("hf_sd_g", {}).get("tps")),
+            fmt(r["match_sd_ar"]),
+            fmt(r.get("match_sd_hf")),
+        )
+    console.print(table)
+
+    over = Table(title="time split per step (ms): other = wall - prefill - sum(draft + verify)")
+    for col in ("mode", "steps", "prefill", "draft", "verify", "other", "other / step %"):
+        over.add_column(col, justify="right")
+    for mode in ("sd", "ar"):
+        sp = [r[f"split_{mode}"] for r in records]
+        steps = sum(s["steps"] for s in sp)
+        mean = {
+            k: statistics.mean(s[k] for s in sp) * 1e3
+            for k in ("prefill_s", "draft_s", "verify_s", "other_s")
+        }
+        total = mean["draft_s"] + mean["verify_s"] + mean["other_s"]
+        over.add_row(
+            mode,
+            str(steps),
+            f"{mean['prefill_s']:.1f}",
+            f"{mean['draft_s']:.2f}",
+            f"{mean['verify_s']:.2f}",
+            f"{mean['other_s']:.3f}",
+            f"{100 * mean['other_s'] / total:.2f}" if total else "-",
+        )
+    console.print(over)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--target", default=DEFAULT_TARGET, help="name, HF id, local dir or .gguf")
+    ap.add_argument("--drafter", default=DEFAULT_DRAFTER)
+    ap.add_argument("--dtype", default="bf16")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--gamma", type=int, default=5)
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--limit", type=int, default=None, help="only the first N prompts")
+    ap.add_argument("--no-hf", action="store_true", help="skip the Hugging Face generate runs")
+    ap.add_argument("--profile", action="store_true", help="torch.profiler table of one SD call")
+    ap.add_argument("--out", type=Path, default=None, help="write the records as JSON")
+    args = ap.parse_args(argv)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)
+    try:
+        if args.gamma < 1:
+            raise SpecfairError(f"--gamma must be >= 1, got {args.gamma}")
+        pair = load_pair(args.target, args.drafter, dtype=args.dtype, device=args.device)
+        console.print(
+            f"target {pair.target_name}, drafter {pair.drafter_name}, "
+            f"{pair.target.dtype} on {pair.target.device}, "
+            f"{torch.get_num_threads()} threads"
+        )
+        warm_up(pair, args)
+        records = []
+        for pid, task, text in PROMPTS[: args.limit]:
+            rec = run_prompt(pair, pid, task, text, args, console)
+            console.print(
+                f"{pid}: AR {rec['ar']['tps']:.2f} t/s, SD {rec['sd']['tps']:.2f} t/s, "
+                f"alpha {rec['alpha']:.2f}, tau {rec['tau']:.2f}"
+            )
+            records.append(rec)
+        report(records, args, console)
+        if args.profile:
+            profile(pair, args, console)
+    except SpecfairError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.out:
+        meta = {
+            "target": pair.target_name,
+            "drafter": pair.drafter_name,
+            "dtype": args.dtype,
+            "device": str(pair.target.device),
+            "gamma": args.gamma,
+            "max_new_tokens": args.max_new_tokens,
+            "threads": torch.get_num_threads(),
+        }
+        args.out.write_text(json.dumps({"meta": meta, "prompts": records}, indent=1))
+        console.print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
