@@ -146,8 +146,10 @@ def test_estimate_vs_bench_on_a_disagreeing_pair(tiny_models, noisy_pair, tmp_pa
         gamma=3,
         progress=False,
     )
-    # the responses cache holds the same greedy answers the bench produced
-    resp = {r["id"]: r["response_ids"] for r in read_jsonl(tmp_path / "responses.jsonl")}
+    # the greedy bench's AR answers were reused as the teacher-forcing responses
+    cache = read_jsonl(tmp_path / "responses.jsonl")
+    assert {r["source"] for r in cache} == {"bench"}
+    resp = {r["id"]: r["response_ids"] for r in cache}
     for r in read_jsonl(bpath):
         assert r["tokens"] == resp[r["id"]]
     est = summarize_estimate(epath, c=0.5, gamma=3)

@@ -233,6 +233,7 @@ def test_run_estimate_generates_with_decoding(tiny_models, tiny_prompts, tmp_pat
     )
     cache = read_jsonl(tmp_path / "responses.jsonl")
     assert [(r["id"], r["turn"]) for r in cache] == [("c1", 0), ("m1", 0), ("w1", 0), ("w1", 1)]
+    assert {r["source"] for r in cache} == {"generated"}
     for r in cache:  # speculative decoding is lossless: the target's greedy answer
         assert r["response_ids"] == greedy_reference(
             target, r["prompt_ids"], len(r["response_ids"])

@@ -312,12 +312,14 @@ def ensure_responses(
     max_new_tokens: int = 128,
     gamma: int = 5,
     cache: dict | None = None,
+    bench_ar: dict[str, dict] | None = None,
 ) -> list[dict]:
     """The cached responses of every turn of ``prompt`` (``[{"id", "task", "turn",
     "prompt_ids", "response_ids", ...}]``), generating and appending the missing ones.
 
     Turn k > 0 is asked after the target's own earlier answers. ``cache`` (from
-    :func:`load_responses`) avoids re-reading the file.
+    :func:`load_responses`) avoids re-reading the file. ``bench_ar`` (from
+    :func:`bench_greedy_answers`) supplies answers already produced by a greedy bench run.
     """
     from specfair.tasks import encode_prompt
 
@@ -336,23 +338,54 @@ def ensure_responses(
             )
         if rec is None:
             ids = encode_prompt(tokenizer, prompt, turn=turn, history=history)
-            res = greedy_response(
-                target, drafter, tokenizer, ids, max_new_tokens=max_new_tokens, gamma=gamma
-            )
+            ar = (bench_ar or {}).get(prompt.id)
+            if ar is not None:  # the greedy AR answer of a bench run with these settings
+                toks, stop, source = _bench_turns(ar)[turn], ar.get("stop_reason"), "bench"
+            else:
+                res = greedy_response(
+                    target, drafter, tokenizer, ids, max_new_tokens=max_new_tokens, gamma=gamma
+                )
+                toks, stop, source = [int(t) for t in res.tokens], res.stop_reason, "generated"
             rec = {
                 "id": prompt.id,
                 "task": prompt.task,
                 "turn": turn,
                 "prompt_ids": ids,
-                "response_ids": [int(t) for t in res.tokens],
-                "stop_reason": res.stop_reason,
+                "response_ids": toks,
+                "stop_reason": stop,
                 "max_new_tokens": max_new_tokens,
+                "source": source,
             }
             append_jsonl(cache_path, rec)
             cache[(prompt.id, turn)] = rec
         out.append(rec)
         history.append(_strip_eos(rec["response_ids"], tokenizer))
     return out
+
+
+def _bench_turns(record: dict) -> list[list[int]]:
+    from specfair.measure.bench import split_turns
+
+    return split_turns(record)
+
+
+def bench_greedy_answers(bench_path: str | Path, max_new_tokens: int) -> dict[str, dict]:
+    """``{id: AR record}`` of a ``bench.jsonl`` made greedily (temperature 0) with the same
+    ``max_new_tokens``: its answers are the target's greedy responses, reusable as the
+    teacher-forcing responses (empty if the file is absent or made otherwise)."""
+    from specfair.measure.bench import load_bench_records
+
+    path = Path(bench_path)
+    if not path.exists():
+        return {}
+    return {
+        r["id"]: r
+        for r in load_bench_records(path)
+        if r.get("mode") == "ar"
+        and r.get("temperature") == 0.0
+        and r.get("max_new_tokens") == max_new_tokens
+        and "turn_lengths" in r
+    }
 
 
 def _strip_eos(ids: list[int], tokenizer) -> list[int]:
@@ -385,6 +418,7 @@ def run_estimate(
     gamma: int = 5,
     responses_path: str | Path | None = None,
     generation_drafter="same",
+    bench_path: str | Path | None = None,
     progress: bool = True,
 ) -> Path:
     """Write ``out_dir/estimate.jsonl`` (one record per prompt, appended as each finishes;
@@ -394,7 +428,9 @@ def run_estimate(
     only run forward. Responses come from ``responses_path`` (default
     ``out_dir/responses.jsonl``), generated when missing with ``generation_drafter`` ("same" =
     ``drafter``; ``None`` = autoregressive) — they depend on the target only, so a cache can be
-    shared between drafters.
+    shared between drafters. Missing responses are first taken from the greedy AR records of
+    ``bench_path`` (default ``out_dir/bench.jsonl``, if it exists and matches
+    ``max_new_tokens``), which saves generating them again.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -405,6 +441,9 @@ def run_estimate(
     done_ids = {r["id"] for r in done}
     cache = load_responses(resp_path)
     gen_drafter = drafter if generation_drafter == "same" else generation_drafter
+    bench_ar = bench_greedy_answers(
+        bench_path if bench_path is not None else out_dir / "bench.jsonl", max_new_tokens
+    )
     todo = [p for p in prompts if p.id not in done_ids]
 
     from specfair.measure.progress import progress_bar
@@ -420,6 +459,7 @@ def run_estimate(
                 max_new_tokens=max_new_tokens,
                 gamma=gamma,
                 cache=cache,
+                bench_ar=bench_ar,
             )
             sums = {
                 "n_positions": 0,
