@@ -161,6 +161,81 @@ def estimate(
 
 
 
+# ----------------------------------------------------------------------------- distill
+
+
+@app.command()
+def distill(
+    out: Annotated[Path, typer.Option(help="Output directory (checkpoints, log, drafter/).")],
+    target: TargetOpt = DEFAULT_TARGET,
+    drafter: DrafterOpt = DEFAULT_DRAFTER,
+    suite: SuiteOpt = "default",
+    config: Annotated[Path | None, typer.Option(help="TOML file of DistillConfig fields.")] = None,
+    weighting: Annotated[
+        str | None, typer.Option(help="uniform|balanced|disparity|per-task")
+    ] = None,
+    loss: Annotated[str | None, typer.Option(help="fkl|rkl|tvd|jsd|ce")] = None,
+    method: Annotated[str | None, typer.Option(help="lora|full")] = None,
+    steps: int | None = None,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    grad_accum: int | None = None,
+    cheap_layers: Annotated[
+        str | None, typer.Option(help="Cheap drafter: 'first:K', 'every:N' or '0,1,5'.")
+    ] = None,
+    data_source: Annotated[str | None, typer.Option(help="target|reference|both")] = None,
+    resume: Annotated[bool, typer.Option(help="Resume from the latest checkpoint.")] = False,
+    dtype: str = "float32",
+    device: str = "auto",
+) -> None:
+    """Fine-tune the drafter on the suite's train split; export an HF directory."""
+    from specfair.distill.commands import distill_command
+
+    distill_command(
+        out, suite=suite, target=target, drafter=drafter, config_file=config, resume=resume,
+        dtype=dtype, device=device, weighting=weighting, loss=loss, method=method, steps=steps,
+        lr=lr, batch_size=batch_size, grad_accum=grad_accum, cheap_layers=cheap_layers,
+        data_source=data_source,
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- experiment
+
+
+@app.command()
+def experiment(
+    config: Annotated[
+        str | None, typer.Argument(help="'default', 'full' or a TOML file (default: default).")
+    ] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Run directory (default runs/NAME).")] = (
+        None
+    ),
+    force: Annotated[
+        list[str] | None, typer.Option(help="Redo this stage (and what depends on it).")
+    ] = None,
+    data_root: Annotated[
+        str | None, typer.Option(help="Base for the suite's relative data paths.")
+    ] = None,
+) -> None:
+    """Run the whole study in cached stages: baseline, fine-tuning variants, report."""
+    from specfair.experiment import run_experiment
+
+    run_experiment(config, run_dir, force=force, data_root=data_root)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="An experiment's run directory.")],
+    screenshot: Annotated[
+        Path | None, typer.Option(help="Also render report.html to this PNG (needs chromium).")
+    ] = None,
+) -> None:
+    """Rebuild report.md and report.html from a run directory's stored records."""
+    from specfair.report.commands import report_command
+
+    report_command(run_dir, screenshot)
+
+
 def main() -> None:
     try:
         app()

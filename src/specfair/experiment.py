@@ -1,0 +1,443 @@
+"""``specfair experiment``: from nothing to a report, in cached stages.
+
+Stages, in order (each writes its outputs under the run directory and a marker
+``stages/<stage>.json`` when it is complete; a completed stage is skipped on the next run, so a
+killed run resumes where it stopped; ``--force STAGE`` redoes one stage and everything that
+depends on it):
+
+1. ``models``            fetch / convert the known models (no-op when cached)
+2. ``baseline-bench``    AR vs SD on the test prompts with the original drafter
+3. ``baseline-estimate`` teacher-forced α, CE, KL per task on the test prompts (greedy target
+                          answers reused from the bench where they exist)
+4. ``data``               target responses for the TRAIN split (cached, resumable)
+5. ``train-<variant>``    fine-tune the drafter (checkpoints; resumes mid-training)
+6. ``eval-<variant>``     estimate (and, for ``report.bench_variants``, benchmark SD) with the
+                          fine-tuned drafter on the same test prompts; AR records are reused
+                          from the baseline bench (the target and prompts are the same)
+7. ``report``             report.md + report.html
+
+Inside a stage, the bench and estimate JSONL files and the training checkpoints resume too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from specfair.errors import SpecfairError
+
+console = Console(stderr=True)
+
+BASE_STAGES = ("models", "baseline-bench", "baseline-estimate", "data")
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "default"
+    target: str = "qwen2.5-coder-1.5b-instruct"
+    drafter: str = "qwen2.5-coder-0.5b-instruct"
+    suite: str = "default"
+    data_root: str | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    gamma: int = 5
+    seed: int = 0
+    bench: dict = field(default_factory=lambda: {"n_per_task": 2, "max_new_tokens": 48})
+    estimate: dict = field(default_factory=lambda: {"n_per_task": 6, "max_new_tokens": 48})
+    distill: dict = field(default_factory=dict)
+    variants: dict = field(default_factory=dict)
+    report: dict = field(default_factory=lambda: {"bench_variants": []})
+
+    @classmethod
+    def load(cls, spec: str | Path | None) -> ExperimentConfig:
+        """``spec``: None/'default', 'full' (packaged) or a TOML file path."""
+        spec = "default" if spec is None else str(spec)
+        if spec in ("default", "full"):
+            text = resources.files("specfair.configs").joinpath(f"experiment_{spec}.toml")
+            raw, origin = tomllib.loads(text.read_text()), f"packaged:{spec}"
+        else:
+            path = Path(spec)
+            if not path.is_file():
+                raise SpecfairError(f"experiment config not found: {path}")
+            try:
+                raw = tomllib.loads(path.read_text())
+            except tomllib.TOMLDecodeError as e:
+                raise SpecfairError(f"{path}: invalid TOML: {e}") from e
+            origin = str(path)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise SpecfairError(f"{origin}: unknown keys {unknown}; known: {sorted(known)}")
+        cfg = cls(**raw)
+        if not cfg.variants:
+            raise SpecfairError(f"{origin}: no [variants.*] defined")
+        from specfair.distill.config import DistillConfig
+
+        for name, over in cfg.variants.items():  # validate every variant up front
+            DistillConfig().with_overrides(**{**cfg.distill, **over})
+            if not name.replace("-", "_").isidentifier():
+                raise SpecfairError(f"{origin}: bad variant name {name!r}")
+        return cfg
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def bench_variants(self) -> list[str]:
+        bv = self.report.get("bench_variants", [])
+        return list(self.variants) if bv == "all" else [v for v in bv if v in self.variants]
+
+
+def stage_names(cfg: ExperimentConfig) -> list[str]:
+    names = list(BASE_STAGES)
+    names += [f"train-{v}" for v in cfg.variants]
+    names += [f"eval-{v}" for v in cfg.variants]
+    return names + ["report"]
+
+
+def _dependents(stage: str, cfg: ExperimentConfig) -> list[str]:
+    """The stage and every later stage whose inputs it produces."""
+    names = stage_names(cfg)
+    if stage not in names:
+        raise SpecfairError(f"unknown stage {stage!r}; stages: {', '.join(names)}")
+    if stage.startswith("train-"):
+        return [stage, "eval-" + stage[6:], "report"]
+    if stage.startswith("eval-"):
+        return [stage, "report"]
+    if stage == "report":
+        return ["report"]
+    return names[names.index(stage):]
+
+
+def environment(cfg: ExperimentConfig) -> dict:
+    import torch
+    import transformers
+
+    from specfair import __version__
+    from specfair.models.registry import KNOWN_MODELS
+
+    env = {
+        "specfair": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "transformers": transformers.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "models": {},
+    }
+    for role, name in (("target", cfg.target), ("drafter", cfg.drafter)):
+        km = KNOWN_MODELS.get(name)
+        env["models"][role] = {"name": name, "gguf_sha256": km.sha256 if km else None}
+    try:
+        import peft
+
+        env["peft"] = peft.__version__
+    except ImportError:
+        pass
+    return env
+
+
+class Run:
+    """The run directory and its stage markers."""
+
+    def __init__(self, run_dir: Path, cfg: ExperimentConfig) -> None:
+        self.dir, self.cfg = run_dir, cfg
+        self._pair = None
+
+    def marker(self, stage: str) -> Path:
+        return self.dir / "stages" / f"{stage}.json"
+
+    def done(self, stage: str) -> bool:
+        return self.marker(stage).is_file()
+
+    def mark(self, stage: str, seconds: float, info: dict | None = None) -> None:
+        from specfair.measure.io import write_json
+
+        self.marker(stage).parent.mkdir(parents=True, exist_ok=True)
+        write_json(self.marker(stage), {"stage": stage, "seconds": round(seconds, 1),
+                                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                        **(info or {})})  # fmt: skip
+
+    # --- paths
+    @property
+    def baseline(self) -> Path:
+        return self.dir / "baseline"
+
+    def variant(self, name: str) -> Path:
+        return self.dir / "variants" / name
+
+    # --- shared, loaded once
+    def pair(self):
+        if self._pair is None:
+            from specfair.models import load_pair
+
+            with console.status("loading the target/drafter pair"):
+                self._pair = load_pair(self.cfg.target, self.cfg.drafter, self.cfg.dtype,
+                                       self.cfg.device)  # fmt: skip
+        return self._pair
+
+    def suite(self):
+        from specfair.tasks import load_suite
+
+        return load_suite(self.cfg.suite, data_root=self.cfg.data_root, seed=self.cfg.seed)
+
+    def test_prompts(self, n_per_task: int | None):
+        from specfair.tasks import sample_per_task
+
+        prompts = self.suite().prompts("test")
+        return sample_per_task(prompts, n_per_task, seed=self.cfg.seed)
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def _stage_models(run: Run) -> dict:
+    from specfair.models.fetch import fetch_model
+    from specfair.models.registry import KNOWN_MODELS
+
+    for name in (run.cfg.target, run.cfg.drafter):
+        if name in KNOWN_MODELS:
+            fetch_model(name)
+    return {}
+
+
+def _bench(run: Run, drafter, out: Path, label: str, prompts=None) -> dict:
+    from specfair.measure.bench import BENCH_SUMMARY_FILE, run_bench
+    from specfair.measure.io import write_json
+    from specfair.measure.summary import summarize_bench
+
+    cfg, pair = run.cfg, run.pair()
+    prompts = prompts if prompts is not None else run.test_prompts(cfg.bench["n_per_task"])
+    kw = dict(gamma=cfg.gamma, max_new_tokens=cfg.bench["max_new_tokens"], seed=cfg.seed,
+              drafter_label=label, target_label=cfg.target)  # fmt: skip
+    if hasattr(drafter, "for_task"):  # per-task router: one drafter per task
+        for task in sorted({p.task for p in prompts}):
+            sub = [p for p in prompts if p.task == task]
+            run_bench((pair.target, drafter.for_task(task), pair.tokenizer), sub, out, **kw)
+    else:
+        run_bench((pair.target, drafter, pair.tokenizer), prompts, out, **kw)
+    summary = summarize_bench(out / "bench.jsonl", seed=cfg.seed)
+    summary["meta"].update({"suite": cfg.suite, "split": "test", "variant": label})
+    write_json(out / BENCH_SUMMARY_FILE, summary)
+    return summary
+
+
+def _estimate(run: Run, drafter, out: Path, label: str, c: float | None) -> dict:
+    from specfair.measure.estimate import ESTIMATE_SUMMARY_FILE, measure_cost_ratio, run_estimate
+    from specfair.measure.io import write_json
+    from specfair.measure.summary import summarize_estimate
+
+    cfg, pair = run.cfg, run.pair()
+    prompts = run.test_prompts(cfg.estimate["n_per_task"])
+    max_new = cfg.estimate["max_new_tokens"]
+    responses = run.baseline / "responses.jsonl"
+    kw = dict(drafter_label=label, max_new_tokens=max_new, gamma=cfg.gamma, temperature=1.0,
+              responses_path=responses)  # fmt: skip
+    if out == run.baseline:
+        kw["bench_path"] = run.baseline / "bench.jsonl"
+    if hasattr(drafter, "for_task"):
+        for task in sorted({p.task for p in prompts}):
+            sub = [p for p in prompts if p.task == task]
+            path = run_estimate(pair.target, drafter.for_task(task), pair.tokenizer, sub, out,
+                                **kw)  # fmt: skip
+    else:
+        path = run_estimate(pair.target, drafter, pair.tokenizer, prompts, out, **kw)
+    c_source = "baseline"
+    if c is None:
+        c = measure_cost_ratio(pair.target, drafter)
+        c_source = "measured"
+    summary = summarize_estimate(path, c=c, gamma=cfg.gamma, seed=cfg.seed,
+                                 meta={"c_source": c_source, "variant": label,
+                                       "suite": cfg.suite})  # fmt: skip
+    write_json(out / ESTIMATE_SUMMARY_FILE, summary)
+    return summary
+
+
+def _stage_baseline_bench(run: Run) -> dict:
+    s = _bench(run, run.pair().drafter, run.baseline, "baseline")
+    return {"overall_speedup": s["overall"]["speedup"]["mean"]}
+
+
+def _stage_baseline_estimate(run: Run) -> dict:
+    s = _estimate(run, run.pair().drafter, run.baseline, "baseline", None)
+    return {"c": s["meta"]["c"]}
+
+
+def _distill_config(run: Run, variant: str | None):
+    from specfair.distill.config import DistillConfig
+
+    over = {**run.cfg.distill, **(run.cfg.variants.get(variant, {}) if variant else {})}
+    return DistillConfig().with_overrides(seed=run.cfg.seed, **over)
+
+
+def _stage_data(run: Run) -> dict:
+    from specfair.distill.commands import build_examples
+
+    pair = run.pair()
+    cfg = _distill_config(run, None)
+    (run.dir / "data").mkdir(parents=True, exist_ok=True)
+    train, held = build_examples(cfg, run.suite(), pair.target, pair.drafter, pair.tokenizer,
+                                 run.dir / "data")  # fmt: skip
+    return {"train_examples": len(train), "heldout_examples": len(held)}
+
+
+def _stage_train(run: Run, variant: str) -> dict:
+    from specfair.distill.commands import build_examples
+    from specfair.distill.export import export_drafter
+    from specfair.distill.trainer import train
+    from specfair.models import load_model
+
+    pair = run.pair()
+    cfg = _distill_config(run, variant)
+    cfg = dataclasses.replace(cfg, responses_path=str(run.dir / "data" / "responses.jsonl"))
+    out = run.variant(variant) / "train"
+    out.mkdir(parents=True, exist_ok=True)
+    train_ex, held_ex = build_examples(cfg, run.suite(), pair.target, pair.drafter,
+                                       pair.tokenizer, out)  # fmt: skip
+    student = load_model(run.cfg.drafter, dtype="float32", device=run.cfg.device)
+    resume = (out / "distill_config.json").is_file()
+    result = train(cfg, pair.target, student, pair.tokenizer, train_ex, held_ex, out,
+                   resume=resume)  # fmt: skip
+    tasks = sorted({e.task for e in train_ex}) if cfg.weighting == "per-task" else None
+    export_drafter(result.student, pair.tokenizer, run.variant(variant) / "drafter",
+                   tasks=tasks, dtype=str(pair.target.dtype).replace("torch.", ""),
+                   meta={"variant": variant, "weighting": cfg.weighting, "loss": cfg.loss})
+    shutil.copy(out / "train_log.jsonl", run.variant(variant) / "train_log.jsonl")
+    return {"steps": result.steps}
+
+
+def _stage_eval(run: Run, variant: str) -> dict:
+    from specfair.distill.export import load_drafter
+    from specfair.measure.bench import load_bench_records
+    from specfair.measure.io import append_jsonl, read_json
+
+    pair = run.pair()
+    dtype = str(pair.target.dtype).replace("torch.", "")
+    drafter = load_drafter(run.variant(variant) / "drafter", dtype=dtype,
+                           device=str(pair.target.device))  # fmt: skip
+    out = run.variant(variant)
+    base_c = read_json(run.baseline / "estimate_summary.json")["meta"].get("c")
+    layers_changed = run.cfg.variants[variant].get("cheap_layers") or run.cfg.distill.get(
+        "cheap_layers")
+    s = _estimate(run, drafter, out, variant, None if layers_changed else base_c)
+    info = {"alpha": {t: v["alpha"]["mean"] for t, v in s["tasks"].items()}}
+    if variant in run.cfg.bench_variants():
+        bench_file = out / "bench.jsonl"
+        if not bench_file.exists():  # reuse the baseline's AR runs: same target, same prompts
+            for r in load_bench_records(run.baseline / "bench.jsonl"):
+                if r["mode"] == "ar":
+                    append_jsonl(bench_file, {**r, "drafter": variant})
+        b = _bench(run, drafter, out, variant)
+        info["overall_speedup"] = b["overall"]["speedup"]["mean"]
+    return info
+
+
+def _stage_report(run: Run) -> dict:
+    from specfair.report import build_report
+
+    md, html = build_report(run.dir)
+    return {"report_md": str(md), "report_html": str(html)}
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def run_experiment(config: str | Path | None, run_dir: str | Path | None = None,
+                   force: list[str] | None = None, data_root: str | None = None) -> Path:
+    cfg = ExperimentConfig.load(config)
+    if data_root:
+        cfg.data_root = data_root
+    run_path = Path(run_dir or Path("runs") / cfg.name)
+    run_path.mkdir(parents=True, exist_ok=True)
+    from specfair.measure.io import read_json, write_json
+
+    cfg_file = run_path / "config.json"
+    if cfg_file.exists():
+        old = read_json(cfg_file)
+        if old != json.loads(json.dumps(cfg.to_dict())):
+            raise SpecfairError(
+                f"{run_path} holds a run with another configuration; use another --run-dir "
+                "or delete it"
+            )
+    else:
+        write_json(cfg_file, cfg.to_dict())
+    write_json(run_path / "environment.json", environment(cfg))
+    run = Run(run_path, cfg)
+    for stage in force or []:
+        for s in _dependents(stage, cfg):
+            run.marker(s).unlink(missing_ok=True)
+            _clear_stage_outputs(run, s)
+    stages = stage_names(cfg)
+    t_all = time.perf_counter()
+    for i, stage in enumerate(stages, start=1):
+        if run.done(stage):
+            console.print(f"[dim][{i}/{len(stages)}] {stage}: done, skipped[/]")
+            continue
+        console.rule(f"[bold][{i}/{len(stages)}] {stage}")
+        t0 = time.perf_counter()
+        info = _run_stage(run, stage)
+        run.mark(stage, time.perf_counter() - t0, info)
+        console.print(f"[green]{stage} finished in {time.perf_counter() - t0:.0f} s[/]")
+    console.print(f"experiment finished in {time.perf_counter() - t_all:.0f} s; "
+                  f"report: {run_path / 'report.html'}")  # fmt: skip
+    return run_path
+
+
+def _run_stage(run: Run, stage: str) -> dict:
+    if stage == "models":
+        return _stage_models(run)
+    if stage == "baseline-bench":
+        return _stage_baseline_bench(run)
+    if stage == "baseline-estimate":
+        return _stage_baseline_estimate(run)
+    if stage == "data":
+        return _stage_data(run)
+    if stage.startswith("train-"):
+        return _stage_train(run, stage[6:])
+    if stage.startswith("eval-"):
+        return _stage_eval(run, stage[5:])
+    if stage == "report":
+        return _stage_report(run)
+    raise SpecfairError(f"unknown stage {stage}")
+
+
+def _clear_stage_outputs(run: Run, stage: str) -> None:
+    """Remove what a forced stage wrote, so it is recomputed rather than resumed."""
+    targets: list[Path] = []
+    if stage == "baseline-bench":
+        targets = [run.baseline / "bench.jsonl", run.baseline / "bench_summary.json"]
+    elif stage == "baseline-estimate":
+        targets = [run.baseline / n for n in ("estimate.jsonl", "estimate_summary.json",
+                                              "responses.jsonl")]  # fmt: skip
+    elif stage == "data":
+        targets = [run.dir / "data"]
+    elif stage.startswith("train-"):
+        v = run.variant(stage[6:])
+        targets = [v / "train", v / "drafter", v / "train_log.jsonl"]
+    elif stage.startswith("eval-"):
+        v = run.variant(stage[5:])
+        targets = [v / n for n in ("bench.jsonl", "bench_summary.json", "estimate.jsonl",
+                                   "estimate_summary.json")]  # fmt: skip
+    for t in targets:
+        if t.is_dir():
+            shutil.rmtree(t)
+        else:
+            t.unlink(missing_ok=True)
+
+
+def describe(cfg: ExperimentConfig) -> dict[str, Any]:
+    return {"stages": stage_names(cfg), "variants": list(cfg.variants)}

@@ -1,0 +1,137 @@
+"""The whole experiment pipeline on tiny models: stages, caching, resume, --force, report."""
+
+import json
+
+import pytest
+
+from specfair.errors import SpecfairError
+from specfair.experiment import ExperimentConfig, run_experiment, stage_names
+
+TASKS = {"alpha": "Say something about {}.", "beta": "Count the letters of {}."}
+
+
+def write_suite(root):
+    rows = []
+    for task, template in TASKS.items():
+        for i in range(12):
+            rows.append({"task": task, "id": f"{task}-{i}", "prompt": template.format(f"w{i}x")})
+    data = root / "prompts.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    suite = root / "suite.toml"
+    suite.write_text(
+        'name = "tiny"\ntest_fraction = 0.4\n[sources.tiny]\nformat = "jsonl"\n'
+        'path = "prompts.jsonl"\n'
+    )
+    return suite
+
+
+def write_config(root, tiny_pair, suite):
+    target, drafter = tiny_pair
+    cfg = root / "exp.toml"
+    cfg.write_text(f"""
+name = "tiny"
+target = "{target}"
+drafter = "{drafter}"
+suite = "{suite}"
+dtype = "float32"
+gamma = 3
+[bench]
+n_per_task = 2
+max_new_tokens = 6
+[estimate]
+n_per_task = 3
+max_new_tokens = 6
+[distill]
+loss = "tvd"
+steps = 2
+batch_size = 2
+lora_rank = 2
+reestimate_every = 1
+heldout_per_task = 1
+max_prompts_per_task = 3
+response_max_new_tokens = 6
+checkpoint_every = 1
+[variants.balanced]
+weighting = "balanced"
+[variants.per-task]
+weighting = "per-task"
+[report]
+bench_variants = ["balanced", "per-task"]
+""")
+    return cfg
+
+
+def test_experiment_end_to_end_resume_and_force(tmp_path, tiny_pair):
+    cfg = write_config(tmp_path, tiny_pair, write_suite(tmp_path))
+    run = tmp_path / "run"
+    run_experiment(str(cfg), run)
+    for f in ["config.json", "environment.json", "report.html", "report.md",
+              "baseline/bench.jsonl", "baseline/estimate_summary.json",
+              "variants/balanced/bench_summary.json", "variants/per-task/estimate_summary.json",
+              "variants/per-task/drafter/router.json", "variants/balanced/train_log.jsonl"]:
+        assert (run / f).exists(), f
+    names = stage_names(ExperimentConfig.load(cfg))
+    assert all((run / "stages" / f"{s}.json").is_file() for s in names)
+    # Variants reuse the baseline's AR records and bench the same prompts.
+    base = [json.loads(x) for x in (run / "baseline/bench.jsonl").read_text().splitlines()]
+    var = [json.loads(x) for x in (run / "variants/balanced/bench.jsonl").read_text().splitlines()]
+    assert sorted((r["id"], r["mode"]) for r in base) == sorted((r["id"], r["mode"]) for r in var)
+    ar = {r["id"]: r["tokens"] for r in base if r["mode"] == "ar"}
+    assert all(r["tokens"] == ar[r["id"]] for r in var if r["mode"] == "sd")  # lossless
+
+    # A rerun does nothing; --force report redoes only the report.
+    before = {p: p.stat().st_mtime_ns for p in (run / "stages").iterdir()}
+    run_experiment(str(cfg), run)
+    assert {p: p.stat().st_mtime_ns for p in (run / "stages").iterdir()} == before
+    run_experiment(str(cfg), run, force=["eval-balanced"])
+    after = {p.name: p.stat().st_mtime_ns for p in (run / "stages").iterdir()}
+    changed = {p.name for p in before if before[p] != after[p.name]}
+    assert changed == {"eval-balanced.json", "report.json"}
+
+
+def test_killed_stage_resumes(tmp_path, tiny_pair, monkeypatch):
+    import specfair.experiment as exp
+
+    cfg = write_config(tmp_path, tiny_pair, write_suite(tmp_path))
+    run = tmp_path / "run"
+    real = exp._stage_train
+
+    def crash(run_, variant):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(exp, "_stage_train", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(str(cfg), run)
+    done = {p.stem for p in (run / "stages").iterdir()}
+    assert done == {"models", "baseline-bench", "baseline-estimate", "data"}
+    n_bench = len((run / "baseline/bench.jsonl").read_text().splitlines())
+    monkeypatch.setattr(exp, "_stage_train", real)
+    run_experiment(str(cfg), run)
+    assert len((run / "baseline/bench.jsonl").read_text().splitlines()) == n_bench
+    assert (run / "report.html").is_file()
+
+
+def test_config_errors(tmp_path, tiny_pair):
+    with pytest.raises(SpecfairError, match="not found"):
+        ExperimentConfig.load(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('nme = "x"\n[variants.a]\nweighting = "uniform"\n')
+    with pytest.raises(SpecfairError, match="unknown keys"):
+        ExperimentConfig.load(bad)
+    bad.write_text('[variants.a]\nweighting = "fancy"\n')
+    with pytest.raises(SpecfairError):
+        ExperimentConfig.load(bad)
+    cfg = write_config(tmp_path, tiny_pair, write_suite(tmp_path))
+    run_dir = tmp_path / "r"
+    with pytest.raises(SpecfairError, match="unknown stage"):
+        run_experiment(str(cfg), run_dir, force=["nope"])
+    other = tmp_path / "other.toml"
+    other.write_text(cfg.read_text().replace("gamma = 3", "gamma = 2"))
+    with pytest.raises(SpecfairError, match="another configuration"):
+        run_experiment(str(other), run_dir)
+
+
+def test_packaged_configs_load():
+    for name in ("default", "full"):
+        cfg = ExperimentConfig.load(name)
+        assert set(cfg.variants) == {"uniform", "balanced", "disparity", "per-task"}
