@@ -7,7 +7,7 @@ from rich.console import Console
 from specfair.errors import SpecfairError
 from specfair.measure.bench import run_bench, split_turns
 from specfair.measure.estimate import run_estimate
-from specfair.measure.io import read_jsonl
+from specfair.measure.io import read_json, read_jsonl, write_json
 from specfair.measure.summary import (
     compare_estimate_to_bench,
     print_bench_table,
@@ -114,6 +114,9 @@ def test_summary_fields_and_table(tiny_models, tiny_prompts, tmp_path):
     out = io.StringIO()
     print_bench_table(s, console=Console(file=out, width=160))
     assert "overall" in out.getvalue() and "worst task" in out.getvalue()
+    # a summary read back from strict JSON (nan -> null) prints too
+    write_json(tmp_path / "s.json", s)
+    print_bench_table(read_json(tmp_path / "s.json"), console=Console(file=io.StringIO()))
 
 
 def test_estimate_vs_bench_on_a_disagreeing_pair(tiny_models, noisy_pair, tmp_path):

@@ -69,13 +69,14 @@ def _generate(
     mode, target, drafter, tokenizer, ids, *, gamma, max_new_tokens, temperature, top_p, top_k, seed
 ):
     from specfair.decoding import autoregressive_generate, speculative_generate
+    from specfair.measure.estimate import _eos_id
 
     kw = dict(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         top_p=top_p,
         top_k=top_k,
-        eos_token_id=tokenizer.eos_token_id if tokenizer is not None else None,
+        eos_token_id=_eos_id(target, tokenizer),
         seed=seed,
         tokenizer=tokenizer,
     )

@@ -257,10 +257,13 @@ def measure_cost_ratio(
 
 
 def _eos_id(target, tokenizer):
-    if tokenizer is not None and tokenizer.eos_token_id is not None:
-        return tokenizer.eos_token_id
+    """The target's generation-config EOS id(s) (Qwen instruct: <|im_end|> and
+    <|endoftext|>), else the tokenizer's."""
     gc = getattr(target, "generation_config", None)
-    return getattr(gc, "eos_token_id", None)
+    eos = getattr(gc, "eos_token_id", None)
+    if eos is None and tokenizer is not None:
+        eos = tokenizer.eos_token_id
+    return eos
 
 
 def greedy_response(

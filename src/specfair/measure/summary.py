@@ -280,12 +280,16 @@ def compare_estimate_to_bench(
             "lo": measured["lo"],
             "hi": measured["hi"],
             "within_ci": _within(est, measured),
-            "diff": est - measured["mean"] if measured["mean"] is not None else None,
+            "diff": (est - measured["mean"])
+            if est is not None and measured["mean"] is not None
+            else None,
         }
         pred = e.get("predicted") if key == "greedy_alpha" else e.get("predicted_sampling")
         if isinstance(gamma, int) and pred and str(gamma) in pred:
             p = pred[str(gamma)]
-            row["predicted_alpha_drafted"] = (p["tau"] - 1.0) / gamma
+            row["predicted_alpha_drafted"] = (
+                (p["tau"] - 1.0) / gamma if p.get("tau") is not None else None
+            )
             row["measured_alpha_drafted"] = b["alpha"]["mean"]
             row["alpha_drafted_within_ci"] = _within(row["predicted_alpha_drafted"], b["alpha"])
             row["predicted_tau"] = p["tau"]
