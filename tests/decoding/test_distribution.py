@@ -6,11 +6,17 @@ after a rejection, bonus tokens); the 1st token comes from the target's prefill 
 
 - One-sample tests: the 1st to 4th tokens of N seeded SD runs against their exact marginals
   under the target (sum over the earlier tokens, by batched forwards).
+- Conditional test: the rank of each SD token under the target's distribution given its own
+  prefix, against the exact expected rank-class counts.
 - Two-sample test: the same tokens of N seeded SD runs against N seeded AR runs.
 
-Every chi-square test runs at alpha = 0.001; with 11 tests in this file a correct decoder
-fails one with probability < 1.1% over random seeds (the seeds are fixed, so the outcome is
+Every chi-square test runs at alpha = 0.001; with 13 tests in this file a correct decoder
+fails one with probability < 1.3% over random seeds (the seeds are fixed, so the outcome is
 deterministic). Bins with an expected count < 5 are pooled.
+
+These are integration checks (which rows of p and q are compared, cache alignment, seeding): a
+position mix-up in q fails them with p < 1e-5, but with N = 200 they cannot see a subtle error
+in the residual distribution; test_rejection.py checks the rule itself exactly.
 """
 
 import numpy as np
@@ -25,14 +31,16 @@ PROMPT = [40, 101, 7, 220, 33, 58]
 ALPHA = 1e-3
 
 
-def exact_marginals(target, prompt, length, sampling, prune=1e-6) -> list[np.ndarray]:
+def exact_marginals(
+    target, prompt, length, sampling, temperature=1.0, prune=1e-6
+) -> list[np.ndarray]:
     """Marginal distribution of each of the first ``length`` sampled tokens (prefixes whose
     probability is below ``prune`` are dropped; the lost mass is checked to be < 1e-3)."""
     prefixes, weights, marginals = [[]], torch.ones(1, dtype=torch.float64), []
     with torch.inference_mode():
         for _ in range(length):
             batch = torch.tensor([prompt + p for p in prefixes])
-            probs = logits_to_probs(target(batch).logits[:, -1], 1.0, **sampling).double()
+            probs = logits_to_probs(target(batch).logits[:, -1], temperature, **sampling).double()
             joint = weights.unsqueeze(1) * probs  # [prefixes, V]
             marginals.append(joint.sum(0).numpy())
             assert marginals[-1].sum() > 1 - 1e-3
@@ -51,6 +59,31 @@ def gof_pvalue(samples: list[int], probs: np.ndarray) -> float:
         counts = np.append(counts[~small], counts[small].sum())
         expected = np.append(expected[~small], expected[small].sum())
     return stats.chisquare(counts, expected * counts.sum() / expected.sum()).pvalue
+
+
+RANK_CLASSES = [(0, 1), (1, 2), (2, 3), (3, 6), (6, None)]
+
+
+def conditional_rank_pvalue(target, runs, positions, sampling, temperature=1.0) -> float:
+    """Each sampled token against the target's distribution given its own prefix: the rank of
+    the token under that distribution (classes 0, 1, 2, 3-5, 6+) is compared with its exact
+    expected class counts (sums of per-sample class probabilities). For independent, not
+    identically distributed trials the chi-square statistic is conservative."""
+    observed = np.zeros(len(RANK_CLASSES))
+    expected = np.zeros(len(RANK_CLASSES))
+    with torch.inference_mode():
+        for pos in positions:
+            batch = torch.tensor([PROMPT + r.tokens[:pos] for r in runs])
+            logits = target(batch).logits[:, -1]
+            probs = logits_to_probs(logits, temperature, **sampling).double()
+            order = probs.argsort(dim=-1, descending=True, stable=True)
+            sorted_p = probs.gather(-1, order)
+            sampled = torch.tensor([r.tokens[pos] for r in runs]).unsqueeze(1)
+            rank = (order == sampled).int().argmax(-1)
+            for k, (lo, hi) in enumerate(RANK_CLASSES):
+                observed[k] += ((rank >= lo) & (rank < (hi or probs.shape[-1]))).sum().item()
+                expected[k] += sorted_p[:, lo:hi].sum().item()
+    return stats.chisquare(observed, expected * observed.sum() / expected.sum()).pvalue
 
 
 def two_sample_pvalue(a: list[int], b: list[int], vocab: int) -> float:
@@ -91,6 +124,7 @@ def test_sampled_speculative_has_target_distribution(noisy_pair, sd_runs, sampli
     for pos in range(4):
         p = gof_pvalue([r.tokens[pos] for r in sd], marginals[pos])
         assert p > ALPHA, (pos, p)
+    assert conditional_rank_pvalue(target, sd, (1, 2, 3), sampling) > ALPHA
 
 
 def test_sampled_speculative_matches_sampled_autoregressive(noisy_pair, sd_runs):
