@@ -52,11 +52,12 @@ def generate(
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
     dtype: Annotated[str, typer.Option(help="auto|bfloat16|float32")] = "auto",
     device: Annotated[str, typer.Option(help="auto|cpu|cuda")] = "auto",
+    kernels: Annotated[str, typer.Option(help="auto|packed|default")] = "auto",
 ) -> None:
     """Apply the chat template and stream a greedy answer (a smoke test of the weights)."""
     from specfair.models.smoke import stream_greedy
 
-    stream_greedy(model, prompt, max_new_tokens=max_new_tokens, dtype=dtype, device=device)
+    stream_greedy(model, prompt, max_new_tokens, dtype=dtype, device=device, kernels=kernels)
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -95,6 +96,10 @@ def tasks_list(
 
 # ----------------------------------------------------------------------------- measure
 
+KernelsOpt = Annotated[
+    str, typer.Option(help="auto|packed|default: packed = oneDNN pre-packed fp32 weights (CPU).")
+]
+
 DEFAULT_TARGET = "qwen2.5-coder-1.5b-instruct"
 DEFAULT_DRAFTER = "qwen2.5-coder-0.5b-instruct"
 
@@ -114,6 +119,7 @@ def bench(
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
     dtype: str = "auto",
     device: str = "auto",
+    kernels: KernelsOpt = "auto",
     seed: int = 0,
 ) -> None:
     """Benchmark plain vs speculative decoding per task: speed-ups, acceptance, disparity."""
@@ -122,7 +128,7 @@ def bench(
     bench_command(
         target, drafter, suite, out, split=split, n_per_task=n_per_task, gamma=gamma,
         max_new_tokens=max_new_tokens, temperature=temperature, dtype=dtype, device=device,
-        seed=seed,
+        seed=seed, kernels=kernels,
     )  # fmt: skip
 
 
@@ -148,6 +154,7 @@ def estimate(
     ] = None,
     dtype: str = "auto",
     device: str = "auto",
+    kernels: KernelsOpt = "auto",
     seed: int = 0,
 ) -> None:
     """Teacher-forced acceptance per task (cheap): α, cross-entropy, KL, predicted speed-up."""
@@ -157,6 +164,7 @@ def estimate(
         target, drafter, suite, out, split=split, n_per_task=n_per_task, gamma=gamma,
         max_new_tokens=max_new_tokens, temperature=temperature, cost_ratio=cost_ratio,
         responses=responses, bench_summary=bench_summary, dtype=dtype, device=device, seed=seed,
+        kernels=kernels,
     )  # fmt: skip
 
 

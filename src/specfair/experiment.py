@@ -156,7 +156,7 @@ class Run:
 
     def __init__(self, run_dir: Path, cfg: ExperimentConfig) -> None:
         self.dir, self.cfg = run_dir, cfg
-        self._pair = None
+        self._pair, self._kernels = None, None
 
     def marker(self, stage: str) -> Path:
         return self.dir / "stages" / f"{stage}.json"
@@ -180,14 +180,22 @@ class Run:
     def variant(self, name: str) -> Path:
         return self.dir / "variants" / name
 
-    # --- shared, loaded once
-    def pair(self):
-        if self._pair is None:
+    # --- shared, loaded once per kind
+    def pair(self, kernels: str = "auto"):
+        """The target/drafter pair; ``kernels="auto"`` (fast inference, see
+        :mod:`specfair.models.cpu_kernels`) for measuring and generating, ``"default"`` where
+        the target's weights are used directly (training). One kind is held at a time."""
+        if self._pair is None or self._kernels != kernels:
+            import gc
+
             from specfair.models import load_pair
 
-            with console.status("loading the target/drafter pair"):
+            self._pair = None
+            gc.collect()
+            with console.status(f"loading the target/drafter pair (kernels={kernels})"):
                 self._pair = load_pair(self.cfg.target, self.cfg.drafter, self.cfg.dtype,
-                                       self.cfg.device)  # fmt: skip
+                                       self.cfg.device, kernels=kernels)  # fmt: skip
+            self._kernels = kernels
         return self._pair
 
     def suite(self):
@@ -301,7 +309,7 @@ def _stage_train(run: Run, variant: str) -> dict:
     from specfair.distill.trainer import train
     from specfair.models import load_model
 
-    pair = run.pair()
+    pair = run.pair(kernels="default")
     cfg = _distill_config(run, variant)
     cfg = dataclasses.replace(cfg, responses_path=str(run.dir / "data" / "responses.jsonl"))
     out = run.variant(variant) / "train"
@@ -329,6 +337,12 @@ def _stage_eval(run: Run, variant: str) -> dict:
     dtype = str(pair.target.dtype).replace("torch.", "")
     drafter = load_drafter(run.variant(variant) / "drafter", dtype=dtype,
                            device=str(pair.target.device))  # fmt: skip
+    if getattr(pair.drafter, "specfair_packed", False):  # as fast as the baseline's drafter
+        from specfair.models.cpu_kernels import pack_linears
+
+        for m in [drafter] if not hasattr(drafter, "for_task") else _router_models(drafter):
+            m.requires_grad_(False)
+            pack_linears(m)
     out = run.variant(variant)
     base_c = read_json(run.baseline / "estimate_summary.json")["meta"].get("c")
     layers_changed = run.cfg.variants[variant].get("cheap_layers") or run.cfg.distill.get(
@@ -344,6 +358,14 @@ def _stage_eval(run: Run, variant: str) -> dict:
         b = _bench(run, drafter, out, variant)
         info["overall_speedup"] = b["overall"]["speedup"]["mean"]
     return info
+
+
+def _router_models(router) -> list:
+    """The plain models behind a per-task router (none for a peft-adapter router, whose LoRA
+    layers need the base layers' weights)."""
+    if getattr(router, "peft", None) is not None:
+        return []
+    return [m for m in [router.base, *router.models.values()] if m is not None]
 
 
 def _stage_report(run: Run) -> dict:

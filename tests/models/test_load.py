@@ -84,3 +84,24 @@ def test_dtype_and_device():
     assert resolve_device("cpu").type == "cpu"
     with pytest.raises(SpecfairError):
         resolve_device("tpu")
+
+
+def test_packed_kernels_same_greedy_and_close_logits(tiny_pair):
+    from specfair.models.cpu_kernels import PackedLinear, packed_linear_available
+
+    if not packed_linear_available():
+        pytest.skip("PyTorch without oneDNN")
+    ref = load_model(tiny_pair[0], dtype="float32")
+    fast = load_model(tiny_pair[0], dtype="float32", kernels="packed")
+    assert isinstance(fast.lm_head, PackedLinear)
+    assert isinstance(fast.model.layers[0].mlp.up_proj, PackedLinear)
+    ids = torch.randint(0, 259, (1, 17))
+    with torch.no_grad():
+        torch.testing.assert_close(ref(ids).logits, fast(ids).logits, rtol=1e-4, atol=1e-4)
+        a = ref.generate(ids, max_new_tokens=12, do_sample=False)
+        b = fast.generate(ids, max_new_tokens=12, do_sample=False)
+    assert torch.equal(a, b)
+    with pytest.raises(SpecfairError, match="unknown kernels"):
+        load_model(tiny_pair[0], kernels="magic")
+    with pytest.raises(SpecfairError, match="needs a CPU, float32"):
+        load_model(tiny_pair[0], dtype="bfloat16", kernels="packed")

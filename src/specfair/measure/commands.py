@@ -44,6 +44,7 @@ def bench_command(
     device: str = "auto",
     seed: int = 0,
     progress: bool = True,
+    kernels: str = "auto",
 ) -> dict:
     """Benchmark AR vs SD on the suite; write ``out_dir/bench.jsonl`` (resumable) and
     ``out_dir/bench_summary.json``; print the table; return the summary."""
@@ -52,7 +53,7 @@ def bench_command(
     if gamma < 1:
         raise SpecfairError(f"gamma must be >= 1, got {gamma}")
     prompts = select_prompts(suite, split, n_per_task, seed)
-    pair = load_pair(target, drafter, dtype=dtype, device=device)
+    pair = load_pair(target, drafter, dtype=dtype, device=device, kernels=kernels)
     out_dir = Path(out_dir)
     path = run_bench(
         pair,
@@ -91,6 +92,7 @@ def estimate_command(
     device: str = "auto",
     seed: int = 0,
     progress: bool = True,
+    kernels: str = "auto",
 ) -> dict:
     """Teacher-forced estimate on the suite; write ``out_dir/estimate.jsonl`` (resumable),
     ``out_dir/responses.jsonl`` (or use ``responses``) and ``out_dir/estimate_summary.json``;
@@ -102,7 +104,7 @@ def estimate_command(
     from specfair.models import load_pair
 
     prompts = select_prompts(suite, split, n_per_task, seed)
-    pair = load_pair(target, drafter, dtype=dtype, device=device)
+    pair = load_pair(target, drafter, dtype=dtype, device=device, kernels=kernels)
     out_dir = Path(out_dir)
     label = getattr(pair, "drafter_name", None) or drafter
     path = run_estimate(

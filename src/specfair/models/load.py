@@ -102,10 +102,24 @@ def _from_pretrained(cls, src: ModelSource, **kwargs):
         raise SpecfairError(f"could not load {src.name!r}: {first}") from e
 
 
-def load_model(spec, dtype: str | torch.dtype = "auto", device: str = "auto"):
-    """Load a causal LM in eval mode on ``device`` with ``dtype``."""
+KERNELS = ("default", "packed", "auto")
+
+
+def load_model(
+    spec, dtype: str | torch.dtype = "auto", device: str = "auto", kernels: str = "default"
+):
+    """Load a causal LM in eval mode on ``device`` with ``dtype``.
+
+    ``kernels``: ``default`` (PyTorch's), ``packed`` (oneDNN pre-packed fp32 weights, CPU,
+    inference only: see :mod:`specfair.models.cpu_kernels`) or ``auto`` (packed where it
+    applies: CPU, float32, oneDNN present). Use ``default`` for a model that will be trained.
+    """
     from transformers import AutoModelForCausalLM
 
+    from specfair.models.cpu_kernels import pack_linears, packed_linear_available
+
+    if kernels not in KERNELS:
+        raise SpecfairError(f"unknown kernels {kernels!r}; use one of {', '.join(KERNELS)}")
     src = resolve_source(spec)
     dev = resolve_device(device)
     kwargs = {"dtype": resolve_dtype(dtype, dev)}
@@ -114,6 +128,12 @@ def load_model(spec, dtype: str | torch.dtype = "auto", device: str = "auto"):
     model = _from_pretrained(AutoModelForCausalLM, src, **kwargs)
     model.to(dev).eval()
     model.specfair_name = src.name
+    fits = dev.type == "cpu" and kwargs["dtype"] == torch.float32
+    if kernels == "packed" and not (fits and packed_linear_available()):
+        raise SpecfairError("--kernels packed needs a CPU, float32 and PyTorch built with oneDNN")
+    if kernels == "packed" or (kernels == "auto" and fits and packed_linear_available()):
+        model.requires_grad_(False)
+        pack_linears(model)
     return model
 
 
@@ -132,7 +152,10 @@ class Pair:
     drafter_name: str
 
 
-def load_pair(target, drafter, dtype: str | torch.dtype = "auto", device: str = "auto") -> Pair:
+def load_pair(
+    target, drafter, dtype: str | torch.dtype = "auto", device: str = "auto",
+    kernels: str = "default",
+) -> Pair:  # fmt: skip
     """Load a target/drafter pair; refuses a pair whose tokenizers disagree.
 
     ``drafter`` may also be an already-built model object (e.g. a fine-tuned drafter), in which
@@ -141,8 +164,8 @@ def load_pair(target, drafter, dtype: str | torch.dtype = "auto", device: str = 
     tok_t = load_tokenizer(target)
     if isinstance(drafter, (str, os.PathLike)):
         check_tokenizers_match(tok_t, load_tokenizer(drafter), "target", "drafter")
-        d_model, d_name = load_model(drafter, dtype, device), str(drafter)
+        d_model, d_name = load_model(drafter, dtype, device, kernels), str(drafter)
     else:
         d_model, d_name = drafter, getattr(drafter, "specfair_name", type(drafter).__name__)
-    t_model = load_model(target, dtype, device)
+    t_model = load_model(target, dtype, device, kernels)
     return Pair(t_model, d_model, tok_t, str(target), d_name)

@@ -7,7 +7,9 @@ import sys
 import torch
 
 
-def stream_greedy(model_spec, prompt: str, max_new_tokens=128, dtype="auto", device="auto"):
+def stream_greedy(
+    model_spec, prompt: str, max_new_tokens=128, dtype="auto", device="auto", kernels="auto"
+):
     from transformers import TextStreamer
 
     from specfair.errors import SpecfairError
@@ -16,7 +18,7 @@ def stream_greedy(model_spec, prompt: str, max_new_tokens=128, dtype="auto", dev
     if not prompt.strip():
         raise SpecfairError("empty prompt")
     tok = load_tokenizer(model_spec)
-    model = load_model(model_spec, dtype, device)
+    model = load_model(model_spec, dtype, device, kernels)
     ids = tok.apply_chat_template(
         [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt",
         return_dict=True,

@@ -1,0 +1,62 @@
+"""Faster CPU inference: pre-packed oneDNN weights for every ``nn.Linear``.
+
+On a CPU without native bf16, PyTorch's default fp32 ``linear`` re-packs the weight matrix on
+every call, so a forward over a few tokens (the target's verification of γ drafts) costs several
+single-token steps, which caps any speculative speed-up. oneDNN can pack the weights once;
+then a (γ+1)-token forward costs little more than a one-token forward. This is an inference-only
+transform (no autograd) that changes results only by floating-point rounding; AR and SD use the
+same transformed model, so speed-ups still compare like with like.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def packed_linear_available() -> bool:
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        w = torch.randn(4, 4)
+        torch.ops.mkldnn._linear_pointwise(
+            torch.randn(1, 4), torch.ops.mkldnn._reorder_linear_weight(w, 1), None, "none", [], ""
+        )
+    except (RuntimeError, AttributeError):
+        return False
+    return True
+
+
+class PackedLinear(nn.Module):
+    """``nn.Linear`` replacement holding oneDNN-packed fp32 weights (inference only)."""
+
+    def __init__(self, linear: nn.Linear, batch_hint: int = 1) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        w = linear.weight.detach().to(torch.float32).contiguous()
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(w, batch_hint)
+        self.bias = None if linear.bias is None else linear.bias.detach().float().contiguous()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, packed"
+
+
+def pack_linears(model: nn.Module, batch_hint: int = 1) -> int:
+    """Replace every fp32 ``nn.Linear`` of ``model`` (on CPU) by a :class:`PackedLinear`, in
+    place; returns how many were replaced. Tied weights are unaffected (the embedding keeps its
+    own tensor; a tied head gets its own packed copy)."""
+    n = 0
+    for module in list(model.modules()):
+        for child_name, child in list(module.named_children()):
+            if (
+                isinstance(child, nn.Linear)
+                and child.weight.device.type == "cpu"
+                and child.weight.dtype == torch.float32
+            ):
+                setattr(module, child_name, PackedLinear(child, batch_hint))
+                n += 1
+    model.specfair_packed = n > 0
+    return n
