@@ -157,6 +157,7 @@ class Run:
     def __init__(self, run_dir: Path, cfg: ExperimentConfig) -> None:
         self.dir, self.cfg = run_dir, cfg
         self._pair, self._kernels = None, None
+        self.teacher_store: dict = {}  # target hidden states, shared by the variants' training
 
     def marker(self, stage: str) -> Path:
         return self.dir / "stages" / f"{stage}.json"
@@ -256,7 +257,16 @@ def _estimate(run: Run, drafter, out: Path, label: str, c: float | None) -> dict
     kw = dict(drafter_label=label, max_new_tokens=max_new, gamma=cfg.gamma, temperature=1.0,
               responses_path=responses)  # fmt: skip
     if out == run.baseline:
-        kw["bench_path"] = run.baseline / "bench.jsonl"
+        from specfair.measure.bench import load_bench_records
+        from specfair.measure.responses import fill_responses_batched
+
+        bench_file = run.baseline / "bench.jsonl"
+        kw["bench_path"] = bench_file
+        benched = {r["id"] for r in load_bench_records(bench_file)} if bench_file.exists() else ()
+        # Prompts without a bench answer get theirs in batches (much faster than one by one).
+        fill_responses_batched(pair.target, pair.tokenizer,
+                               [p for p in prompts if p.id not in benched], responses,
+                               max_new_tokens=max_new)  # fmt: skip
     if hasattr(drafter, "for_task"):
         for task in sorted({p.task for p in prompts}):
             sub = [p for p in prompts if p.task == task]
@@ -276,7 +286,9 @@ def _estimate(run: Run, drafter, out: Path, label: str, c: float | None) -> dict
 
 
 def _stage_baseline_bench(run: Run) -> dict:
-    s = _bench(run, run.pair().drafter, run.baseline, "baseline")
+    # Labelled with the drafter's name, so a `specfair bench` run with the same settings in
+    # this directory is picked up (resumed) rather than redone.
+    s = _bench(run, run.pair().drafter, run.baseline, run.cfg.drafter)
     return {"overall_speedup": s["overall"]["speedup"]["mean"]}
 
 
@@ -294,13 +306,28 @@ def _distill_config(run: Run, variant: str | None):
 
 def _stage_data(run: Run) -> dict:
     from specfair.distill.commands import build_examples
+    from specfair.measure.responses import fill_responses_batched
 
     pair = run.pair()
     cfg = _distill_config(run, None)
     (run.dir / "data").mkdir(parents=True, exist_ok=True)
+    if cfg.data_source in ("target", "both") and cfg.response_temperature == 0.0:
+        fill_responses_batched(pair.target, pair.tokenizer, _train_prompts(run, cfg),
+                               run.dir / "data" / "responses.jsonl",
+                               max_new_tokens=cfg.response_max_new_tokens)  # fmt: skip
     train, held = build_examples(cfg, run.suite(), pair.target, pair.drafter, pair.tokenizer,
                                  run.dir / "data")  # fmt: skip
     return {"train_examples": len(train), "heldout_examples": len(held)}
+
+
+def _train_prompts(run: Run, cfg) -> list:
+    """The train prompts :func:`specfair.distill.commands.build_examples` will use."""
+    kept, count = [], {}
+    for p in run.suite().prompts("train"):
+        if not cfg.max_prompts_per_task or count.get(p.task, 0) < cfg.max_prompts_per_task:
+            kept.append(p)
+            count[p.task] = count.get(p.task, 0) + 1
+    return kept
 
 
 def _stage_train(run: Run, variant: str) -> dict:
@@ -309,7 +336,7 @@ def _stage_train(run: Run, variant: str) -> dict:
     from specfair.distill.trainer import train
     from specfair.models import load_model
 
-    pair = run.pair(kernels="default")
+    pair = run.pair()
     cfg = _distill_config(run, variant)
     cfg = dataclasses.replace(cfg, responses_path=str(run.dir / "data" / "responses.jsonl"))
     out = run.variant(variant) / "train"
@@ -319,7 +346,8 @@ def _stage_train(run: Run, variant: str) -> dict:
     student = load_model(run.cfg.drafter, dtype="float32", device=run.cfg.device)
     resume = (out / "distill_config.json").is_file()
     result = train(cfg, pair.target, student, pair.tokenizer, train_ex, held_ex, out,
-                   resume=resume)  # fmt: skip
+                   resume=resume,
+                   teacher_store=run.teacher_store.setdefault(cfg.max_seq_len, {}))  # fmt: skip
     tasks = sorted({e.task for e in train_ex}) if cfg.weighting == "per-task" else None
     export_drafter(result.student, pair.tokenizer, run.variant(variant) / "drafter",
                    tasks=tasks, dtype=str(pair.target.dtype).replace("torch.", ""),

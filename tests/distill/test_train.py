@@ -192,3 +192,25 @@ def test_distill_command_end_to_end(tiny_pair, suite, tmp_path):
                         drafter=str(tiny_pair[1]), resume=True)
     with pytest.raises(SpecfairError):
         distill_command(tmp_path, suite=suite, loss="nope")
+
+
+def test_packed_target_and_shared_teacher_store(tiny_pair, tok, examples, tmp_path):
+    """A target with pre-packed CPU kernels teaches like the plain one, and a teacher store
+    shared between runs gives the same result as a fresh one."""
+    from specfair.models.cpu_kernels import pack_linears, packed_linear_available
+
+    if not packed_linear_available():
+        pytest.skip("PyTorch without oneDNN")
+    tr, ho = heldout_split(examples, 1)
+    c = cfg(weighting="balanced")
+    plain = train(c, load(tiny_pair[0]), load(tiny_pair[1]), tok, tr, ho, tmp_path / "a")
+    t = load(tiny_pair[0])
+    pack_linears(t)
+    store: dict = {}
+    packed = train(c, t, load(tiny_pair[1]), tok, tr, ho, tmp_path / "b", teacher_store=store)
+    assert 0 < len(store) <= len({e.id for e in tr + ho})
+    again = train(c, t, load(tiny_pair[1]), tok, tr, ho, tmp_path / "c", teacher_store=store)
+    a, b, d = (trainable(r.student) for r in (plain, packed, again))
+    for n in a:
+        assert torch.allclose(a[n], b[n], atol=1e-4), n
+        assert torch.equal(b[n], d[n]), n

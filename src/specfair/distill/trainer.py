@@ -165,13 +165,16 @@ def collate(examples: Sequence[Example], max_seq_len: int, pad_id: int, device) 
 class TeacherCache:
     """The target's final hidden states at each example's loss positions (CPU, float32)."""
 
-    def __init__(self, target, max_seq_len: int, pad_id: int, enabled: bool = True) -> None:
+    def __init__(self, target, max_seq_len: int, pad_id: int, enabled: bool = True,
+                 store: dict | None = None) -> None:
         self.target = target
         self.backbone, self.head = backbone_and_head(target)
         self.max_seq_len = max_seq_len
         self.pad_id = pad_id
         self.enabled = enabled
-        self.store: dict[str, torch.Tensor] = {}
+        # ``store`` may be shared between runs with the same target, data and max_seq_len
+        # (e.g. the variants of one experiment), so each example costs one target forward.
+        self.store: dict[str, torch.Tensor] = {} if store is None else store
 
     @torch.inference_mode()
     def _compute(self, examples: Sequence[Example]) -> list[torch.Tensor]:
@@ -347,12 +350,14 @@ def train(
     resume: bool = False,
     accelerator=None,
     stop_after: int | None = None,
+    teacher_store: dict | None = None,
 ) -> TrainResult:
     """Distil ``target`` into (a copy of) ``drafter`` and return the trained student.
 
     ``drafter`` is modified in place for LoRA (adapters injected) and full fine-tuning; pass a
     fresh model. ``stop_after`` ends the loop after that step (a simulated interruption; the
-    checkpoint at that step, if due, is written first).
+    checkpoint at that step, if due, is written first). ``teacher_store``: a dict shared with
+    other runs on the same target, examples and ``max_seq_len`` (the target's hidden states).
     """
     out_dir = Path(out_dir)
     acc = accelerator or make_accelerator(cfg)
@@ -414,7 +419,7 @@ def train(
         [e.task for e in train_examples], cfg.weighting, seed=cfg.seed,
         temperature=cfg.disparity_temperature, floor=cfg.disparity_floor, tasks=tasks,
     )
-    teacher = TeacherCache(target, cfg.max_seq_len, pad_id)
+    teacher = TeacherCache(target, cfg.max_seq_len, pad_id, store=teacher_store)
     reduce = (lambda t: acc.reduce(t.to(device), reduction="sum").cpu()) if world > 1 else None
 
     def estimate() -> dict:

@@ -30,11 +30,14 @@ def packed_linear_available() -> bool:
 class PackedLinear(nn.Module):
     """``nn.Linear`` replacement holding oneDNN-packed fp32 weights (inference only)."""
 
-    def __init__(self, linear: nn.Linear, batch_hint: int = 1) -> None:
+    def __init__(self, linear: nn.Linear, batch_hint: int = 1, keep_weight: bool = False) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         w = linear.weight.detach().to(torch.float32).contiguous()
         self.packed = torch.ops.mkldnn._reorder_linear_weight(w, batch_hint)
+        # The output head keeps its plain weight too: distillation computes the target's
+        # logits chunk by chunk from hidden states and this matrix.
+        self.weight = w if keep_weight else None
         self.bias = None if linear.bias is None else linear.bias.detach().float().contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -47,8 +50,10 @@ class PackedLinear(nn.Module):
 def pack_linears(model: nn.Module, batch_hint: int = 1) -> int:
     """Replace every fp32 ``nn.Linear`` of ``model`` (on CPU) by a :class:`PackedLinear`, in
     place; returns how many were replaced. Tied weights are unaffected (the embedding keeps its
-    own tensor; a tied head gets its own packed copy)."""
+    own tensor; a tied head gets its own packed copy). The output head keeps its plain
+    ``weight`` as well (used by distillation)."""
     n = 0
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
             if (
@@ -56,7 +61,7 @@ def pack_linears(model: nn.Module, batch_hint: int = 1) -> int:
                 and child.weight.device.type == "cpu"
                 and child.weight.dtype == torch.float32
             ):
-                setattr(module, child_name, PackedLinear(child, batch_hint))
+                setattr(module, child_name, PackedLinear(child, batch_hint, child is head))
                 n += 1
     model.specfair_packed = n > 0
     return n

@@ -25,7 +25,7 @@ def comparisons(run: Run) -> dict[str, list[dict]]:
         if arm.has_bench and arm.has_estimate:
             from specfair.measure.summary import compare_estimate_to_bench
 
-            key = compare.alpha_key(arm.estimate_summary)
+            key = compare.alpha_key(arm)
             out[arm.name] = compare_estimate_to_bench(arm.estimate_summary, arm.bench_summary,
                                                       key=key)
     return out

@@ -48,10 +48,13 @@ def ci(block: Mapping | None) -> tuple[float, float, float]:
     return num(block.get("mean")), num(block.get("lo")), num(block.get("hi"))
 
 
-def alpha_key(estimate_summary: Mapping | None) -> str:
-    """The estimated α that the decoding sees: ``greedy_alpha`` at temperature 0 (or unknown),
-    ``alpha`` when sampling."""
-    t = num((estimate_summary or {}).get("meta", {}).get("temperature"))
+def alpha_key(arm: Arm | None) -> str:
+    """The estimated α that the decoding sees: ``greedy_alpha`` when the arm's benchmark decodes
+    greedily (or has no benchmark: the experiment decodes greedily), ``alpha`` when it samples.
+    The estimate's own ``meta.temperature`` is the temperature of p and q inside α, not the
+    decoding temperature, so it does not decide."""
+    meta = ((arm.bench_summary if arm is not None else None) or {}).get("meta", {})
+    t = num(meta.get("temperature"))
     return "alpha" if finite(t) and t > 0 else "greedy_alpha"
 
 
@@ -74,7 +77,7 @@ def estimate_frame(run: Run) -> pd.DataFrame:
     rows = []
     for arm in run.arms:
         s = arm.estimate_summary or {}
-        key = alpha_key(s)
+        key = alpha_key(arm)
         g = s.get("meta", {}).get("gamma")
         for task, b in (s.get("tasks") or {}).items():
             row = {"arm": arm.name, "task": task, "n": b.get("n"), "alpha_key": key,
@@ -118,7 +121,7 @@ def alpha_disparity(arm: Arm) -> dict | None:
     """The same metrics over the per-task estimated α (None without an estimate summary)."""
     if not arm.has_estimate:
         return None
-    key = alpha_key(arm.estimate_summary)
+    key = alpha_key(arm)
     tasks = arm.estimate_summary["tasks"]
     d = _disp({t: ci(b.get(key))[0] for t, b in tasks.items()})
     d["worst_alpha"], d["best_alpha"] = d.pop("worst_speedup"), d.pop("best_speedup")
@@ -149,7 +152,7 @@ def task_value(arm: Arm | None, task: str | None, kind: str = "speedup") -> tupl
 def task_estimate(arm: Arm | None, task: str | None) -> tuple:
     if arm is None or task is None or not arm.has_estimate:
         return (float("nan"),) * 3
-    key = alpha_key(arm.estimate_summary)
+    key = alpha_key(arm)
     return ci(arm.estimate_summary["tasks"].get(task, {}).get(key))
 
 
