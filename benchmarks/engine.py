@@ -4,6 +4,8 @@ For each hard-coded prompt (5 task types, greedy decoding) it times, in one run:
 
 - ``ar``      specfair ``autoregressive_generate`` (the baseline of all speed-ups),
 - ``sd``      specfair ``speculative_generate`` with a fixed gamma (``--gamma``),
+- ``sd_conf`` specfair with HF's default algorithm: up to ``--conf-gamma`` (20) drafts, a draft
+              stops when the drafter's confidence < ``--draft-threshold`` (0.4),
 - ``hf_ar``   ``target.generate(do_sample=False)``,
 - ``hf_sd``   ``target.generate(assistant_model=drafter)`` with HF's defaults (20 drafts, confidence
               threshold 0.4, both adaptive),
@@ -218,6 +220,14 @@ def run_prompt(pair, pid, task, text, args, console) -> dict:
             args.gamma * rec["c"] + rec["v"]
         )
     rec["speedup"] = sd.tokens_per_s / ar.tokens_per_s if ar.tokens_per_s else None
+    if args.conf_gamma:
+        # HF's default algorithm (up to 20 drafts, stop below 0.4 drafter confidence) in ours.
+        sdc = speculative_generate(target, drafter, ids, max_new_tokens=n,
+                                   gamma=FixedGamma(args.conf_gamma),
+                                   draft_threshold=args.draft_threshold)  # fmt: skip
+        rec["sd_conf"] = {"tokens": len(sdc.tokens), "tps": sdc.tokens_per_s,
+                          "wall_s": sdc.wall_s, "alpha": sdc.alpha, "tau": sdc.tau,
+                          "match_ar": match_rate(sdc.tokens, ar.tokens)}  # fmt: skip
     if not args.no_hf:
         hf_tokens, hf_s = hf_generate(target, ids, n)
         rec["hf_ar"] = {"tokens": len(hf_tokens), "tps": len(hf_tokens) / hf_s, "wall_s": hf_s}
@@ -279,7 +289,7 @@ def overall(records: list[dict]) -> str:
         vals = [r[key]["tps"] for r in records if isinstance(r.get(key), dict) and "tps" in r[key]]
         return statistics.mean(vals) if len(vals) == len(records) else None
 
-    m = {k: mean_tps(k) for k in ("ar", "sd", "hf_ar", "hf_sd", "hf_sd_g")}
+    m = {k: mean_tps(k) for k in ("ar", "sd", "sd_conf", "hf_ar", "hf_sd", "hf_sd_g")}
     meas = [r["speedup"] for r in records if r.get("speedup")]
     pv = [r["predicted_speedup_v"] for r in records if r.get("predicted_speedup_v")]
     lines = ["mean tokens/s: " + ", ".join(f"{k} {fmt(v)}" for k, v in m.items())]
@@ -287,6 +297,11 @@ def overall(records: list[dict]) -> str:
         lines.append(f"specfair SD / HF assisted (defaults): {m['sd'] / m['hf_sd']:.2f}x")
     if m["sd"] and m["hf_sd_g"]:
         lines.append(f"specfair SD / HF assisted (same gamma): {m['sd'] / m['hf_sd_g']:.2f}x")
+    if m["sd_conf"] and m["hf_sd"]:
+        lines.append(
+            f"specfair SD (HF's default algorithm) / HF assisted (defaults): "
+            f"{m['sd_conf'] / m['hf_sd']:.2f}x"
+        )
     if m["sd"] and m["ar"]:
         lines.append(f"specfair SD / specfair AR (Spec-Bench speed-up): {m['sd'] / m['ar']:.2f}x")
     if meas and pv:
@@ -304,6 +319,7 @@ def report(records: list[dict], args, console) -> None:
         "task",
         "AR t/s",
         "SD t/s",
+        "SD conf t/s",
         "speed-up",
         "pred.",
         "pred. v",
@@ -324,6 +340,7 @@ def report(records: list[dict], args, console) -> None:
             r["task"],
             fmt(r["ar"]["tps"]),
             fmt(r["sd"]["tps"]),
+            fmt(r.get("sd_conf", {}).get("tps")),
             fmt(r["speedup"]),
             fmt(r.get("predicted_speedup")),
             fmt(r.get("predicted_speedup_v")),
@@ -375,6 +392,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gamma", type=int, default=5)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--limit", type=int, default=None, help="only the first N prompts")
+    ap.add_argument("--conf-gamma", type=int, default=20,
+                    help="max drafts of the confidence-stopped SD mode (0: skip that mode)")
+    ap.add_argument("--draft-threshold", type=float, default=0.4,
+                    help="drafter confidence below which a draft stops (sd_conf mode)")
     ap.add_argument("--no-hf", action="store_true", help="skip the Hugging Face generate runs")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table of one SD call")
     ap.add_argument("--out", type=Path, default=None, help="write the records as JSON")

@@ -136,3 +136,16 @@ def test_sampled_speculative_matches_sampled_autoregressive(noisy_pair, sd_runs)
     for pos in (1, 2, 3):
         p = two_sample_pvalue([r.tokens[pos] for r in sd], [r.tokens[pos] for r in ar], vocab)
         assert p > ALPHA, (pos, p)
+
+
+def test_sampled_speculative_with_draft_threshold_has_target_distribution(noisy_pair):
+    """Early-stopped drafts (drafter confidence < 0.3) keep the target's distribution
+    (one more chi-square test at ALPHA)."""
+    target, drafter = noisy_pair
+    kw = dict(max_new_tokens=4, temperature=1.0, gamma=3, draft_threshold=0.3)
+    sd = [speculative_generate(target, drafter, PROMPT, seed=s, **kw) for s in range(N)]
+    assert any(0 < s.gamma < 3 for r in sd for s in r.steps[:-1])
+    marginals = exact_marginals(target, PROMPT, 4, {})
+    for pos in range(4):
+        p = gof_pvalue([r.tokens[pos] for r in sd], marginals[pos])
+        assert p > ALPHA, (pos, p)

@@ -199,3 +199,18 @@ def test_bad_policy_arguments():
     for bad in (lambda: FixedGamma(0), lambda: HeuristicGamma(0), lambda: HeuristicGamma(9, 4)):
         with pytest.raises(SpecfairError):
             bad()
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.9])
+def test_draft_threshold_keeps_greedy_output(noisy_pair, references, threshold):
+    """Stopping a draft early on low drafter confidence changes only how much is drafted."""
+    target, drafter = noisy_pair
+    short = 0
+    for prompt, ref in zip(PROMPTS, references, strict=True):
+        res = speculative_generate(
+            target, drafter, prompt, max_new_tokens=MAX_NEW, gamma=6, draft_threshold=threshold
+        )
+        assert res.tokens == ref
+        check_records(res, MAX_NEW)
+        short += sum(1 for s in res.steps if 0 < s.gamma < 6 and s is not res.steps[-1])
+    assert short > 0  # some steps were cut short by the threshold

@@ -238,12 +238,16 @@ def speculative_generate(
     eos_token_id: int | Sequence[int] | None = None,
     seed: int | None = None,
     tokenizer=None,
+    draft_threshold: float = 0.0,
 ) -> GenerationResult:
     """Lossless speculative decoding: the output has the target's distribution (greedy: the
     target's greedy output, token for token).
 
     ``gamma``: drafts per step, an int (``FixedGamma``) or a ``GammaPolicy``. The drafter and
     the target must share a tokenizer; their vocabulary (embedding) sizes may differ.
+    ``draft_threshold``: stop drafting a step early once the drafter's probability of its own
+    draft falls below it (HF's ``assistant_confidence_threshold``); the decision uses the
+    drafter's information only, so the output distribution is unchanged.
     A step never drafts more than the tokens still to produce minus one; a step with nothing to
     draft is a plain target step (``gamma=0``).
     """
@@ -292,6 +296,11 @@ def speculative_generate(
                 q_buf[:, i] = q
             buf[:, n + i] = x
             inp = buf[:, n + i : n + i + 1]
+            if draft_threshold > 0.0 and i < g - 1:
+                conf = q[0, x[0]] if q is not None else torch.softmax(d_logits[0].float(), -1)[x[0]]
+                if float(conf) < draft_threshold:
+                    g = i + 1  # the drafter is unsure: let the target verify what it has
+                    break
         if g > 0:
             d_len = n + g - 1
         sync()
