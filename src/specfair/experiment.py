@@ -168,7 +168,6 @@ class Run:
     def mark(self, stage: str, seconds: float, info: dict | None = None) -> None:
         from specfair.measure.io import write_json
 
-        self.marker(stage).parent.mkdir(parents=True, exist_ok=True)
         write_json(self.marker(stage), {"stage": stage, "seconds": round(seconds, 1),
                                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                         **(info or {})})  # fmt: skip
@@ -310,7 +309,6 @@ def _stage_data(run: Run) -> dict:
 
     pair = run.pair()
     cfg = _distill_config(run, None)
-    (run.dir / "data").mkdir(parents=True, exist_ok=True)
     if cfg.data_source in ("target", "both") and cfg.response_temperature == 0.0:
         fill_responses_batched(pair.target, pair.tokenizer, _train_prompts(run, cfg),
                                run.dir / "data" / "responses.jsonl",
@@ -340,7 +338,6 @@ def _stage_train(run: Run, variant: str) -> dict:
     cfg = _distill_config(run, variant)
     cfg = dataclasses.replace(cfg, responses_path=str(run.dir / "data" / "responses.jsonl"))
     out = run.variant(variant) / "train"
-    out.mkdir(parents=True, exist_ok=True)
     train_ex, held_ex = build_examples(cfg, run.suite(), pair.target, pair.drafter,
                                        pair.tokenizer, out)  # fmt: skip
     student = load_model(run.cfg.drafter, dtype="float32", device=run.cfg.device)

@@ -65,8 +65,11 @@ def build_examples(cfg: DistillConfig, suite, target, drafter, tokenizer, out_di
                 from specfair.measure.io import append_jsonl
 
                 done = read_responses(cache)
+                want = {"max_new_tokens": cfg.response_max_new_tokens,
+                        "temperature": cfg.response_temperature}
                 for key, rec in read_responses(cfg.responses_path).items():
-                    if key not in done and key[0] in train_ids:
+                    same = all(rec.get(k, v) == v for k, v in want.items())
+                    if key not in done and key[0] in train_ids and same:
                         append_jsonl(cache, {**rec, "source": "target", "reused": True})
             if accelerator is not None:
                 accelerator.wait_for_everyone()

@@ -189,7 +189,7 @@ def target_response_examples(
         history: list[list[int]] = []
         for turn in range(len(p.turns)):
             rec = done.get((p.id, turn))
-            if rec is not None and not rec.get("reused"):
+            if rec is not None:  # cached: it must have been made with these settings
                 for key, want in (("max_new_tokens", max_new_tokens),
                                   ("temperature", temperature)):
                     if key in rec and rec[key] != want:

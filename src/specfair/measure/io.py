@@ -77,8 +77,10 @@ def _clean(obj: Any) -> Any:
 
 
 def append_jsonl(path: str | Path, record: dict) -> None:
-    """Append one record as a line, then flush and fsync (durable before returning)."""
+    """Append one record as a line, then flush and fsync (durable before returning); the
+    parent directory is created if needed."""
     line = json.dumps(_clean(record), separators=(",", ":"), allow_nan=False) + "\n"
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:
         f.write(line)
         f.flush()
@@ -86,8 +88,10 @@ def append_jsonl(path: str | Path, record: dict) -> None:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write strict JSON (nan/inf → null) atomically via a temporary file."""
+    """Write strict JSON (nan/inf → null) atomically via a temporary file (parent directory
+    created if needed)."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
