@@ -43,10 +43,11 @@ def test_resume_equals_uninterrupted(tiny_pair, tok, examples, tmp_path, kw):
     c = cfg(**kw)
     t, d = load(tiny_pair[0]), load(tiny_pair[1])
     straight = train(c, t, d, tok, tr, ho, tmp_path / "a")
-    # interrupted after step 3 (its checkpoint written), then resumed with fresh models
+    # interrupted after step 4 (a crash after the step-3 checkpoint: step 4 is logged but not
+    # checkpointed), then resumed with fresh models: step 4 is redone and logged once
     t, d = load(tiny_pair[0]), load(tiny_pair[1])
-    part = train(c, t, d, tok, tr, ho, tmp_path / "b", stop_after=3)
-    assert part.steps == 3 and not (tmp_path / "b" / "distill_summary.json").exists()
+    part = train(c, t, d, tok, tr, ho, tmp_path / "b", stop_after=4)
+    assert part.steps == 4 and not (tmp_path / "b" / "distill_summary.json").exists()
     t, d = load(tiny_pair[0]), load(tiny_pair[1])
     resumed = train(c, t, d, tok, tr, ho, tmp_path / "b", resume=True)
     assert resumed.steps == 6
@@ -60,6 +61,9 @@ def test_resume_equals_uninterrupted(tiny_pair, tok, examples, tmp_path, kw):
     def losses(p):
         return [r["loss"] for r in map(json.loads, open(p / "train_log.jsonl")) if "loss" in r]
     assert losses(tmp_path / "a") == pytest.approx(losses(tmp_path / "b"), abs=1e-6)
+    steps_b = [json.loads(x)["step"] for x in open(tmp_path / "b" / "train_log.jsonl")
+               if "loss" in x]
+    assert steps_b == [1, 2, 3, 4, 5, 6]
     rec = [json.loads(x) for x in open(tmp_path / "a" / "train_log.jsonl")]
     steps = [r for r in rec if "loss" in r]
     assert [r["step"] for r in steps] == [1, 2, 3, 4, 5, 6]

@@ -456,6 +456,15 @@ def train(
     acc.wait_for_everyone()
 
     log_path = out_dir / "train_log.jsonl"
+    if acc.is_main_process:  # a fresh run starts a new log; a resumed one keeps what the
+        # checkpoint covers (records logged after it, before a crash, are redone)
+        from specfair.measure.io import read_jsonl
+
+        kept = [r for r in read_jsonl(log_path, repair=True) if r.get("step", 0) <= step] \
+            if ckpt is not None and log_path.exists() else []
+        tmp = log_path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        os.replace(tmp, log_path)
 
     def log(rec: dict) -> None:
         if acc.is_main_process:
