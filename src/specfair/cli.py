@@ -69,6 +69,9 @@ SuiteOpt = Annotated[
     str, typer.Option(help="'default' (embedded), a packaged name like 'public', or a TOML file.")
 ]
 TargetOpt = Annotated[str, typer.Option(help="Target: short name, HF id, local dir or .gguf.")]
+DataRootOpt = Annotated[
+    Path | None, typer.Option(help="Base for the suite's relative data paths (default: cwd).")
+]
 DrafterOpt = Annotated[
     str, typer.Option(help="Drafter: short name, HF id, local dir, .gguf or a specfair export.")
 ]
@@ -77,7 +80,7 @@ DrafterOpt = Annotated[
 @tasks_app.command("list")
 def tasks_list(
     suite: SuiteOpt = "default",
-    data_root: Annotated[Path | None, typer.Option(help="Base for relative paths.")] = None,
+    data_root: DataRootOpt = None,
 ) -> None:
     """Show a suite's tasks with their train/test sizes and sources."""
     from rich.console import Console
@@ -121,6 +124,7 @@ def bench(
     device: str = "auto",
     kernels: KernelsOpt = "auto",
     seed: int = 0,
+    data_root: DataRootOpt = None,
 ) -> None:
     """Benchmark plain vs speculative decoding per task: speed-ups, acceptance, disparity."""
     from specfair.measure.commands import bench_command
@@ -128,7 +132,7 @@ def bench(
     bench_command(
         target, drafter, suite, out, split=split, n_per_task=n_per_task, gamma=gamma,
         max_new_tokens=max_new_tokens, temperature=temperature, dtype=dtype, device=device,
-        seed=seed, kernels=kernels,
+        seed=seed, kernels=kernels, data_root=data_root,
     )  # fmt: skip
 
 
@@ -156,6 +160,7 @@ def estimate(
     device: str = "auto",
     kernels: KernelsOpt = "auto",
     seed: int = 0,
+    data_root: DataRootOpt = None,
 ) -> None:
     """Teacher-forced acceptance per task (cheap): α, cross-entropy, KL, predicted speed-up."""
     from specfair.measure.commands import estimate_command
@@ -164,7 +169,7 @@ def estimate(
         target, drafter, suite, out, split=split, n_per_task=n_per_task, gamma=gamma,
         max_new_tokens=max_new_tokens, temperature=temperature, cost_ratio=cost_ratio,
         responses=responses, bench_summary=bench_summary, dtype=dtype, device=device, seed=seed,
-        kernels=kernels,
+        kernels=kernels, data_root=data_root,
     )  # fmt: skip
 
 

@@ -18,12 +18,13 @@ from specfair.measure.summary import (
 
 
 def select_prompts(
-    suite: str | Path, split: str = "test", n_per_task: int | None = None, seed: int = 0
-):
+    suite: str | Path, split: str = "test", n_per_task: int | None = None, seed: int = 0,
+    data_root: str | Path | None = None,
+):  # fmt: skip
     """The suite's prompts of ``split``, at most ``n_per_task`` per task (seeded choice)."""
     from specfair.tasks import load_suite, sample_per_task
 
-    prompts = load_suite(suite).prompts(split)
+    prompts = load_suite(suite, data_root=data_root).prompts(split)
     prompts = sample_per_task(prompts, n_per_task, seed=seed)
     if not prompts:
         raise SpecfairError(f"suite {suite}: no prompts in split {split!r}")
@@ -45,6 +46,7 @@ def bench_command(
     seed: int = 0,
     progress: bool = True,
     kernels: str = "auto",
+    data_root: str | Path | None = None,
 ) -> dict:
     """Benchmark AR vs SD on the suite; write ``out_dir/bench.jsonl`` (resumable) and
     ``out_dir/bench_summary.json``; print the table; return the summary."""
@@ -52,7 +54,7 @@ def bench_command(
 
     if gamma < 1:
         raise SpecfairError(f"gamma must be >= 1, got {gamma}")
-    prompts = select_prompts(suite, split, n_per_task, seed)
+    prompts = select_prompts(suite, split, n_per_task, seed, data_root)
     pair = load_pair(target, drafter, dtype=dtype, device=device, kernels=kernels)
     out_dir = Path(out_dir)
     path = run_bench(
@@ -93,6 +95,7 @@ def estimate_command(
     seed: int = 0,
     progress: bool = True,
     kernels: str = "auto",
+    data_root: str | Path | None = None,
 ) -> dict:
     """Teacher-forced estimate on the suite; write ``out_dir/estimate.jsonl`` (resumable),
     ``out_dir/responses.jsonl`` (or use ``responses``) and ``out_dir/estimate_summary.json``;
@@ -103,7 +106,7 @@ def estimate_command(
     """
     from specfair.models import load_pair
 
-    prompts = select_prompts(suite, split, n_per_task, seed)
+    prompts = select_prompts(suite, split, n_per_task, seed, data_root)
     pair = load_pair(target, drafter, dtype=dtype, device=device, kernels=kernels)
     out_dir = Path(out_dir)
     label = getattr(pair, "drafter_name", None) or drafter
