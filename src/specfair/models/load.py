@@ -14,7 +14,7 @@ import torch
 
 from specfair.errors import SpecfairError
 from specfair.models.registry import KNOWN_MODELS, is_cached, model_dir
-from specfair.models.tokenizers import check_tokenizers_match
+from specfair.models.tokenizers import check_tokenizers_match, same_tokenizer_files
 
 DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float32": torch.float32,
           "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16}  # fmt: skip
@@ -105,6 +105,24 @@ def _from_pretrained(cls, src: ModelSource, **kwargs):
 KERNELS = ("default", "packed", "auto")
 
 
+def _fp32_copy(src_dir: Path) -> Path:
+    """The fp32 copy of a cached model (see :mod:`specfair.models.fp32cache`), written once;
+    the bf16 directory itself where the cache cannot be written."""
+    from rich.console import Console
+
+    from specfair.models.fp32cache import ensure_fp32_mirror, is_fresh, mirror_dir
+
+    if is_fresh(src_dir):
+        return mirror_dir(src_dir)
+    console = Console(stderr=True)
+    try:
+        with console.status(f"writing a float32 copy of {src_dir.name} once (no bf16 on this CPU)"):
+            return ensure_fp32_mirror(src_dir)
+    except OSError as e:
+        console.print(f"[yellow]could not write the float32 copy ({e}); upcasting at load[/]")
+        return src_dir
+
+
 def load_model(
     spec, dtype: str | torch.dtype = "auto", device: str = "auto", kernels: str = "default"
 ):
@@ -117,12 +135,15 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     from specfair.models.cpu_kernels import pack_linears, packed_linear_available
+    from specfair.models.fp32cache import wants_fp32_mirror
 
     if kernels not in KERNELS:
         raise SpecfairError(f"unknown kernels {kernels!r}; use one of {', '.join(KERNELS)}")
     src = resolve_source(spec)
     dev = resolve_device(device)
     kwargs = {"dtype": resolve_dtype(dtype, dev)}
+    if src.kind == "known" and wants_fp32_mirror(kwargs["dtype"], dev):
+        src = ModelSource("known", str(_fp32_copy(Path(src.path))), src.name)
     if src.kind != "gguf":
         kwargs["use_safetensors"] = True
     model = _from_pretrained(AutoModelForCausalLM, src, **kwargs)
@@ -163,7 +184,10 @@ def load_pair(
     """
     tok_t = load_tokenizer(target)
     if isinstance(drafter, (str, os.PathLike)):
-        check_tokenizers_match(tok_t, load_tokenizer(drafter), "target", "drafter")
+        src_t, src_d = resolve_source(target), resolve_source(drafter)
+        local = src_t.kind in ("known", "dir") and src_d.kind in ("known", "dir")
+        if not (local and same_tokenizer_files(src_t.path, src_d.path)):
+            check_tokenizers_match(tok_t, load_tokenizer(drafter), "target", "drafter")
         d_model, d_name = load_model(drafter, dtype, device, kernels), str(drafter)
     else:
         d_model, d_name = drafter, getattr(drafter, "specfair_name", type(drafter).__name__)

@@ -51,3 +51,29 @@ def check_tokenizers_match(a, b, name_a: str = "target", name_b: str = "drafter"
                 f"tokenizers differ in special token {t!r}: id {ia!r} in the {name_a} but "
                 f"{ib!r} in the {name_b}"
             )
+
+
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "vocab.json", "merges.txt", "tokenizer.model",
+)  # fmt: skip
+
+
+def same_tokenizer_files(dir_a, dir_b) -> bool:
+    """True when two model directories hold byte-identical tokenizer files (then the full
+    comparison, which needs both tokenizers loaded, can be skipped)."""
+    from pathlib import Path
+
+    a, b = Path(dir_a), Path(dir_b)
+    if not (a.is_dir() and b.is_dir()):
+        return False
+    names = [n for n in TOKENIZER_FILES if (a / n).is_file() or (b / n).is_file()]
+    if "tokenizer.json" not in names:
+        return False
+    for n in names:
+        fa, fb = a / n, b / n
+        if not (fa.is_file() and fb.is_file()) or fa.stat().st_size != fb.stat().st_size:
+            return False
+        if fa.read_bytes() != fb.read_bytes():
+            return False
+    return True

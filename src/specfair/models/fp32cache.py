@@ -1,0 +1,88 @@
+"""An fp32 copy of a cached bf16 model, for CPUs without native bf16.
+
+The cache holds each known model once, in bf16 (half the disk). On a CPU without bf16 support
+``dtype=auto`` means fp32, and upcasting 1.5B parameters at every load costs seconds, so the
+first fp32 load writes ``<model dir>/fp32/`` (safetensors, same config and tokenizer), which
+later loads memory-map directly. The upcast is exact, so the logits are identical. Set
+``SPECFAIR_FP32_CACHE=0`` to turn the copy off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+MIRROR = "fp32"
+STAMP = "specfair-fp32.json"
+
+
+def enabled() -> bool:
+    return os.environ.get("SPECFAIR_FP32_CACHE", "1") not in ("0", "false", "no", "")
+
+
+def _stamp(src_dir: Path) -> dict:
+    """What the copy was made from: name, size and mtime of every source weight file."""
+    files = sorted(src_dir.glob("*.safetensors"))
+    return {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files}
+
+
+def mirror_dir(src_dir: Path) -> Path:
+    return Path(src_dir) / MIRROR
+
+
+def is_fresh(src_dir: Path) -> bool:
+    stamp = mirror_dir(src_dir) / STAMP
+    try:
+        return json.loads(stamp.read_text()) == _stamp(Path(src_dir))
+    except (OSError, ValueError):
+        return False
+
+
+def ensure_fp32_mirror(src_dir: Path) -> Path:
+    """Return ``src_dir/fp32``, writing it first (atomically) if missing or stale."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    src_dir = Path(src_dir)
+    out = mirror_dir(src_dir)
+    if is_fresh(src_dir):
+        return out
+    tmp = Path(tempfile.mkdtemp(prefix=".fp32.", dir=src_dir))
+    try:
+        for f in src_dir.iterdir():
+            if f.is_file() and f.suffix != ".safetensors":
+                shutil.copy2(f, tmp / f.name)
+        for f in sorted(src_dir.glob("*.safetensors")):
+            with safe_open(f, framework="pt") as sf:
+                meta = sf.metadata() or {}
+                tensors = {
+                    k: (t.float() if t.is_floating_point() else t).contiguous()
+                    for k in sf.keys()
+                    for t in [sf.get_tensor(k)]
+                }
+            save_file(tensors, tmp / f.name, metadata={**meta, "format": "pt"})
+            del tensors
+        cfg = tmp / "config.json"
+        if cfg.is_file():
+            c = json.loads(cfg.read_text())
+            for key in ("torch_dtype", "dtype"):
+                if key in c:
+                    c[key] = "float32"
+            cfg.write_text(json.dumps(c, indent=2) + "\n")
+        (tmp / STAMP).write_text(json.dumps(_stamp(src_dir)) + "\n")
+        tmp.chmod(0o755)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.replace(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def wants_fp32_mirror(dtype: torch.dtype, device: torch.device) -> bool:
+    return enabled() and device.type == "cpu" and dtype == torch.float32
