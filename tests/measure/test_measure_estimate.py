@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from transformers import AutoModelForCausalLM
 
 from specfair.measure.estimate import (
     measure_cost_ratio,
@@ -239,3 +240,32 @@ def test_run_estimate_generates_with_decoding(tiny_models, tiny_prompts, tmp_pat
             target, r["prompt_ids"], len(r["response_ids"])
         )
     assert len(read_jsonl(path)) == 3
+
+
+def test_target_hidden_states_are_reused_across_drafters(tiny_pair, tiny_models):
+    import copy
+
+    from specfair.measure.estimate import clear_hidden_memo
+
+    _, drafter, _ = tiny_models
+    target = AutoModelForCausalLM.from_pretrained(tiny_pair[0], dtype=torch.float32).eval()
+    calls = []
+    target.model.register_forward_hook(lambda *a: calls.append(1))
+    clear_hidden_memo()
+    first = teacher_forced_positions(target, drafter, PROMPT, RESPONSE, chunk_size=4)
+    other = copy.deepcopy(drafter)
+    with torch.no_grad():
+        other.model.norm.weight.mul_(0.5)
+    second = teacher_forced_positions(target, other, PROMPT, RESPONSE, chunk_size=4)
+    assert len(calls) == 1  # the target's decoder ran once for both drafters
+    clear_hidden_memo()
+    ref = teacher_forced_positions(target, other, PROMPT, RESPONSE, chunk_size=4)
+    assert len(calls) == 2
+    for k in ref:
+        assert torch.equal(second[k], ref[k]), k
+    assert not torch.equal(first["ce"], second["ce"])
+    with torch.no_grad():  # an in-place change of the target invalidates what was remembered
+        target.model.norm.weight.mul_(2.0)
+    changed = teacher_forced_positions(target, other, PROMPT, RESPONSE, chunk_size=4)
+    assert len(calls) == 3
+    assert not torch.equal(changed["ce"], ref["ce"])

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -58,13 +59,51 @@ def _vocab_size(model) -> int:
 # ----------------------------------------------------------------------- teacher forcing
 
 
-def _response_logits_fn(model, ids: torch.Tensor, start: int, n: int) -> Callable:
+# The target's final hidden states at the response positions, per (target, sequence): every
+# drafter variant is scored against the same target along the same responses, so the target's
+# decoder (the expensive forward) runs once per response, not once per variant. Entries are
+# dropped when the target's parameters change in place (their version counters move).
+_HIDDEN_MEMO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_HIDDEN_MEMO_MAX_BYTES = 2 * 1024**3
+
+
+def _params_version(model) -> int:
+    return sum(p._version for p in model.parameters())
+
+
+def clear_hidden_memo() -> None:
+    _HIDDEN_MEMO.clear()
+
+
+def _memo_hidden(model, ids: torch.Tensor, start: int, n: int, compute: Callable) -> torch.Tensor:
+    """``compute()[start:start+n]``, remembered for ``model`` and the token sequence ``ids``."""
+    version = _params_version(model)
+    memo = _HIDDEN_MEMO.get(model)
+    if memo is None or memo["version"] != version:
+        memo = _HIDDEN_MEMO[model] = {"version": version, "bytes": 0, "h": {}}
+    key = (tuple(ids[0].tolist()), start, n)
+    h = memo["h"].get(key)
+    if h is None:
+        h = compute()[start : start + n].clone()
+        if memo["bytes"] + h.nbytes > _HIDDEN_MEMO_MAX_BYTES:
+            memo["h"].clear()
+            memo["bytes"] = 0
+        memo["h"][key] = h
+        memo["bytes"] += h.nbytes
+    return h
+
+
+def _response_logits_fn(
+    model, ids: torch.Tensor, start: int, n: int, memo: bool = False
+) -> Callable:
     """Run ONE forward of ``model`` over ``ids`` (1, L) and return ``f(a, b)`` giving the float32
     logits at positions ``start + a .. start + b - 1`` (shape (b - a, V)).
 
     Fast path (Qwen2/Llama-style models, also PEFT-wrapped ones): run the decoder, keep the
-    final hidden states (L × hidden) and apply the output head chunk by chunk. Otherwise fall
-    back to the full model with ``logits_to_keep`` (n × V logits in memory).
+    final hidden states (L × hidden) and apply the output head chunk by chunk; with ``memo``
+    (used for the target) the hidden states are remembered, so the same target and sequence
+    are not run twice. Otherwise fall back to the full model with ``logits_to_keep``
+    (n × V logits in memory).
     """
     cfg = getattr(model, "config", None)
     decoder = head = None
@@ -79,7 +118,14 @@ def _response_logits_fn(model, ids: torch.Tensor, start: int, n: int) -> Callabl
         except Exception:  # noqa: BLE001
             decoder = head = None
     if decoder is not None and head is not None and decoder is not model:
-        h = decoder(input_ids=ids, use_cache=False).last_hidden_state[0]
+
+        def hidden() -> torch.Tensor:
+            return decoder(input_ids=ids, use_cache=False).last_hidden_state[0]
+
+        if memo and not model.training:
+            h = _memo_hidden(model, ids, start, n, hidden)
+            return lambda a, b: head(h[a:b]).float()
+        h = hidden()
         return lambda a, b: head(h[start + a : start + b]).float()
     keep_from = ids.shape[1] - (start + n)
     if keep_from != 0:
@@ -125,7 +171,7 @@ def teacher_forced_positions(
     start = len(prompt_ids) - 1
     t_ids = torch.tensor([seq], dtype=torch.long, device=model_device(target))
     d_ids = t_ids.to(model_device(drafter))
-    t_fn = _response_logits_fn(target, t_ids, start, n)
+    t_fn = _response_logits_fn(target, t_ids, start, n, memo=True)
     d_fn = _response_logits_fn(drafter, d_ids, start, n)
     resp = torch.tensor(list(response_ids), dtype=torch.long)
     out: dict[str, list[torch.Tensor]] = {
