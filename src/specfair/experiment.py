@@ -320,12 +320,9 @@ def _stage_data(run: Run) -> dict:
 
 def _train_prompts(run: Run, cfg) -> list:
     """The train prompts :func:`specfair.distill.commands.build_examples` will use."""
-    kept, count = [], {}
-    for p in run.suite().prompts("train"):
-        if not cfg.max_prompts_per_task or count.get(p.task, 0) < cfg.max_prompts_per_task:
-            kept.append(p)
-            count[p.task] = count.get(p.task, 0) + 1
-    return kept
+    from specfair.distill.commands import select_train_prompts
+
+    return select_train_prompts(cfg, run.suite().prompts("train"))
 
 
 def _stage_train(run: Run, variant: str) -> dict:

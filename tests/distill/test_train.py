@@ -240,3 +240,23 @@ def test_reused_responses_are_not_regenerated(tiny_pair, tok, suite, tmp_path, m
     with pytest.raises(AssertionError, match="regenerated"):  # other settings: not reused
         build_examples(cfg(response_max_new_tokens=5, responses_path=shared), suite, t, d, tok,
                        tmp_path / "c")
+
+
+def test_select_train_prompts_per_task_caps(suite):
+    from collections import Counter
+
+    from specfair.distill.commands import select_train_prompts
+
+    prompts = suite.prompts("train")
+    tasks = sorted({p.task for p in prompts})
+    full = Counter(p.task for p in prompts)
+    assert select_train_prompts(DistillConfig(), prompts) == list(prompts)
+    assert select_train_prompts(DistillConfig(max_prompts_per_task=0), prompts) == list(prompts)
+    c = DistillConfig(max_prompts_per_task=2, prompts_per_task={tasks[0]: 1, tasks[1]: 0})
+    got = select_train_prompts(c, prompts)
+    n = Counter(p.task for p in got)
+    assert n[tasks[0]] == 1 and n[tasks[1]] == 0
+    assert all(n[t] == min(2, full[t]) for t in tasks[2:])
+    assert got == [p for p in prompts if p in got]  # suite order kept
+    with pytest.raises(SpecfairError, match="prompts_per_task"):
+        DistillConfig(prompts_per_task={"code": -1})

@@ -29,6 +29,18 @@ def _load_suite(suite):
     return load_suite(suite) if isinstance(suite, str | Path) else suite
 
 
+def select_train_prompts(cfg: DistillConfig, prompts) -> list:
+    """The first ``cfg.prompts_per_task[task]`` (else ``cfg.max_prompts_per_task``; unset or
+    0: all) TRAIN prompts of each task, in suite order."""
+    kept, count = [], {}
+    for p in prompts:
+        cap = cfg.prompts_per_task.get(p.task, cfg.max_prompts_per_task or None)
+        if cap is None or count.get(p.task, 0) < cap:
+            kept.append(p)
+            count[p.task] = count.get(p.task, 0) + 1
+    return kept
+
+
 def build_examples(cfg: DistillConfig, suite, target, drafter, tokenizer, out_dir: Path,
                    accelerator=None):
     """TRAIN-split examples for ``cfg.data_source`` (generating target responses if needed),
@@ -43,16 +55,9 @@ def build_examples(cfg: DistillConfig, suite, target, drafter, tokenizer, out_di
         target_response_examples,
     )
 
-    train_prompts = list(suite.prompts("train"))
+    train_prompts = select_train_prompts(cfg, suite.prompts("train"))
     test_prompts = list(suite.prompts("test"))
     assert_train_only(train_prompts, test_prompts)
-    if cfg.max_prompts_per_task:
-        kept, count = [], {}
-        for p in train_prompts:
-            if count.get(p.task, 0) < cfg.max_prompts_per_task:
-                kept.append(p)
-                count[p.task] = count.get(p.task, 0) + 1
-        train_prompts = kept
     if not train_prompts:
         raise SpecfairError("the suite has no TRAIN-split prompts")
 

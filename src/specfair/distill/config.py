@@ -72,6 +72,9 @@ class DistillConfig:
     response_temperature: float = 0.0  # 0 = greedy target responses
     response_gamma: int = 5
     max_prompts_per_task: int | None = None
+    # per-task caps that override max_prompts_per_task, e.g. an unbalanced mix such as a
+    # deployment's traffic, where `uniform` and `balanced` weighting then differ
+    prompts_per_task: dict[str, int] = field(default_factory=dict)
     on_policy_frac: float = 0.0  # share of examples replaced by drafter samples (DistillSpec)
     on_policy_temperature: float = 1.0
     # --- bookkeeping
@@ -132,6 +135,11 @@ class DistillConfig:
             bad("on_policy_frac must be in [0, 1]")
         if self.export_dtype not in ("auto", "float32", "bfloat16", "float16"):
             bad(f"export_dtype={self.export_dtype!r}")
+        if not isinstance(self.prompts_per_task, dict) or any(
+            not isinstance(v, int) or isinstance(v, bool) or v < 0
+            for v in self.prompts_per_task.values()
+        ):
+            bad("prompts_per_task must map task names to integers >= 0")
         if self.cheap_layers is not None:
             from specfair.distill.cheap import parse_layer_spec
 

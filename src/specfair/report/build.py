@@ -18,16 +18,35 @@ FIGURE_NAMES = ("speedup.png", "alpha_tau.png", "alpha_est_vs_measured.png",
                 "alpha_estimated.png", "gamma_curves.png", "training.png")
 
 
+def matched_estimate(arm) -> dict | None:
+    """The arm's estimate summary over the benchmarked prompts only (the estimate usually
+    covers more prompts than the bench, and per-prompt differences would otherwise blur the
+    estimated-vs-measured comparison); ``None`` where there is nothing to restrict."""
+    from specfair.measure.summary import summarize_estimate
+
+    est, bench = arm.estimate, arm.bench
+    if est is None or bench is None or est.empty or bench.empty or "id" not in est:
+        return None
+    keep = est[est["id"].isin(set(bench["id"]))]
+    if keep.empty or len(keep) == len(est):
+        return None
+    meta = arm.estimate_summary.get("meta", {})
+    return summarize_estimate(keep.to_dict("records"), c=arm.c, gamma=arm.gamma or 5,
+                              seed=meta.get("seed", 0),
+                              meta={**meta, "matched_to_bench": True})  # fmt: skip
+
+
 def comparisons(run: Run) -> dict[str, list[dict]]:
-    """``compare_estimate_to_bench`` rows per arm with both summaries."""
+    """``compare_estimate_to_bench`` rows per arm with both summaries, the estimate taken over
+    the benchmarked prompts (see :func:`matched_estimate`)."""
+    from specfair.measure.summary import compare_estimate_to_bench
+
     out = {}
     for arm in run.arms:
         if arm.has_bench and arm.has_estimate:
-            from specfair.measure.summary import compare_estimate_to_bench
-
-            key = compare.alpha_key(arm)
-            out[arm.name] = compare_estimate_to_bench(arm.estimate_summary, arm.bench_summary,
-                                                      key=key)
+            est = matched_estimate(arm) or arm.estimate_summary
+            out[arm.name] = compare_estimate_to_bench(est, arm.bench_summary,
+                                                      key=compare.alpha_key(arm))
     return out
 
 
@@ -110,8 +129,9 @@ def report_blocks(run: Run) -> tuple[list[Block], list[str]]:
              bench)
     comp = b.safely("estimate-vs-bench comparison", comparisons, run) or {}
     b.figure("alpha_est_vs_measured.png", plots.estimated_vs_measured,
-             "Teacher-forced estimate of α against the α measured per verified draft position "
-             "(points on the dashed line agree); bars: 95% CIs.", comp,
+             "Teacher-forced estimate of α against the α measured per verified draft position, "
+             "both over the benchmarked prompts (points on the dashed line agree); bars: 95% "
+             "CIs.", comp,
              missing="No arm has both an estimate and a benchmark: no estimated-vs-measured "
                      "comparison.")
     b.figure("alpha_estimated.png", plots.estimated_alpha_bars,
