@@ -260,3 +260,30 @@ def test_select_train_prompts_per_task_caps(suite):
     assert got == [p for p in prompts if p in got]  # suite order kept
     with pytest.raises(SpecfairError, match="prompts_per_task"):
         DistillConfig(prompts_per_task={"code": -1})
+
+
+def test_failed_export_leaves_previous_export_and_no_partial_files(tiny_pair, tok, tmp_path,
+                                                                   monkeypatch):
+    import specfair.distill.export as export
+
+    model = load(tiny_pair[1])
+    out = export_drafter(model, tok, tmp_path / "drafter")
+    before = (out / "model.safetensors").read_bytes()
+    real = export._save_hf
+
+    def disk_full(model, tokenizer, path, dtype, meta):
+        real(model, tokenizer, path, dtype, meta)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export, "_save_hf", disk_full)
+    with pytest.raises(OSError):
+        export_drafter(model, tok, tmp_path / "drafter")
+    with pytest.raises(OSError):
+        export_drafter(model, tok, tmp_path / "fresh")
+    assert (out / "model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["drafter"]  # no temp, no "fresh"
+    with pytest.raises(SpecfairError, match="not a drafter export"):
+        (tmp_path / "other").mkdir()
+        (tmp_path / "other" / "notes.txt").write_text("mine")
+        monkeypatch.setattr(export, "_save_hf", real)
+        export_drafter(model, tok, tmp_path / "other")

@@ -73,18 +73,36 @@ def export_drafter(
     The caller's model is not modified (LoRA merges happen on a copy).
     """
     out = Path(out_dir)
-    if out.exists():  # replace a previous export, never an unrelated directory
-        if (out / "config.json").is_file() or (out / "router.json").is_file():
+    if out.exists() and not _is_export(out) and any(out.iterdir()):
+        raise SpecfairError(f"export directory {out} exists and is not a drafter export")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.tmp*"):  # left by a crashed export
+        shutil.rmtree(stale, ignore_errors=True)
+    # Write next to the destination and rename at the end: a crash (or a full disk) never
+    # leaves a half-written export where a finished one is expected.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
+    try:
+        _export_into(student, tokenizer, tmp, tasks, merge_per_task, dtype, dict(meta or {}))
+        tmp.chmod(0o755)
+        if out.exists():
             shutil.rmtree(out)
-        elif any(out.iterdir()):
-            raise SpecfairError(f"export directory {out} exists and is not a drafter export")
-    meta = dict(meta or {})
+        tmp.replace(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _is_export(path: Path) -> bool:
+    return (path / "config.json").is_file() or (path / "router.json").is_file()
+
+
+def _export_into(student, tokenizer, out: Path, tasks, merge_per_task, dtype, meta) -> None:
     if not tasks:
         model = copy.deepcopy(student)
         if _is_peft(model):
             model = model.merge_and_unload()
         _save_hf(model.eval(), tokenizer, out, dtype, meta)
-        return out
+        return
     if not _is_peft(student):
         raise SpecfairError("per-task export needs a peft model with one adapter per task")
     base = copy.deepcopy(student).unload()
@@ -109,7 +127,6 @@ def export_drafter(
         "format": "specfair-task-routed/1", "mode": "merged" if merge_per_task else "adapter",
         "base": "base", "tasks": routes, "meta": meta,
     }, indent=2))
-    return out
 
 
 def load_drafter(path: str | Path, *, dtype: str = "auto", device: str = "cpu"):
