@@ -8,7 +8,6 @@ setup:
 
 demo: setup
 	$(VENV)/specfair models fetch
-	$(VENV)/specfair generate --max-new-tokens 48 "Write a Python function that returns the n-th Fibonacci number."
 	$(VENV)/specfair experiment default
 
 lint: setup

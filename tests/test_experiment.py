@@ -104,6 +104,8 @@ def test_killed_stage_resumes(tmp_path, tiny_pair, monkeypatch):
         run_experiment(str(cfg), run)
     done = {p.stem for p in (run / "stages").iterdir()}
     assert done == {"models", "baseline-bench", "baseline-estimate", "data"}
+    smoke = json.loads((run / "stages" / "models.json").read_text())
+    assert smoke["smoke_prompt"] and isinstance(smoke["smoke_answer"], str)
     n_bench = len((run / "baseline/bench.jsonl").read_text().splitlines())
     monkeypatch.setattr(exp, "_stage_train", real)
     run_experiment(str(cfg), run)

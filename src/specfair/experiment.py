@@ -5,7 +5,8 @@ Stages, in order (each writes its outputs under the run directory and a marker
 killed run resumes where it stopped; ``--force STAGE`` redoes one stage and everything that
 depends on it):
 
-1. ``models``            fetch / convert the known models (no-op when cached)
+1. ``models``            fetch / convert the known models (no-op when cached), a greedy smoke
+                          answer from the target
 2. ``baseline-bench``    AR vs SD on the test prompts with the original drafter
 3. ``baseline-estimate`` teacher-forced α, CE, KL per task on the test prompts (greedy target
                           answers reused from the bench where they exist)
@@ -213,14 +214,23 @@ class Run:
 # ----------------------------------------------------------------------------- stages
 
 
+SMOKE_PROMPT = "Write a Python function that returns the n-th Fibonacci number."
+
+
 def _stage_models(run: Run) -> dict:
     from specfair.models.fetch import fetch_model
     from specfair.models.registry import KNOWN_MODELS
+    from specfair.models.smoke import smoke_answer
 
     for name in (run.cfg.target, run.cfg.drafter):
         if name in KNOWN_MODELS:
             fetch_model(name)
-    return {}
+    # A smoke answer from the target (greedy, streamed): proves the weights are sane before
+    # half an hour of measuring; kept in the stage record.
+    pair = run.pair()
+    console.print(f"[bold]smoke test[/] ({run.cfg.target}, greedy): {SMOKE_PROMPT}")
+    answer = smoke_answer(pair.target, pair.tokenizer, SMOKE_PROMPT, max_new_tokens=40)
+    return {"smoke_prompt": SMOKE_PROMPT, "smoke_answer": answer}
 
 
 def _bench(run: Run, drafter, out: Path, label: str, prompts=None) -> dict:

@@ -10,8 +10,6 @@ import torch
 def stream_greedy(
     model_spec, prompt: str, max_new_tokens=128, dtype="auto", device="auto", kernels="auto"
 ):
-    from transformers import TextStreamer
-
     from specfair.errors import SpecfairError
     from specfair.models.load import load_model, load_tokenizer
 
@@ -19,14 +17,23 @@ def stream_greedy(
         raise SpecfairError("empty prompt")
     tok = load_tokenizer(model_spec)
     model = load_model(model_spec, dtype, device, kernels)
-    ids = tok.apply_chat_template(
+    return smoke_answer(model, tok, prompt, max_new_tokens)
+
+
+def smoke_answer(model, tokenizer, prompt: str, max_new_tokens: int = 40, stream: bool = True):
+    """The greedy answer of a loaded ``model`` to ``prompt`` (chat template applied), streamed
+    to stdout as it is generated; returns the decoded text."""
+    from transformers import TextStreamer
+
+    ids = tokenizer.apply_chat_template(
         [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt",
         return_dict=True,
     )["input_ids"].to(model.device)  # fmt: skip
-    streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     with torch.inference_mode():
-        model.generate(
-            ids, max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer,
-            attention_mask=torch.ones_like(ids),
+        out = model.generate(
+            ids, max_new_tokens=max_new_tokens, do_sample=False,
+            streamer=streamer if stream else None, attention_mask=torch.ones_like(ids),
         )  # fmt: skip
     sys.stdout.flush()
+    return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
