@@ -162,3 +162,18 @@ def test_estimate_only_comparison(tmp_path):
     text = _text(narrative.narrative(run))
     assert "Fine-tuning is predicted to help: the worst estimated α went from 0.420 (chat)" in text
     assert "Benchmark it to confirm" in text
+
+
+def test_estimate_only_rise_within_noise_is_not_called_help(tmp_path):
+    from synth_run import BALANCED_EST, UNIFORM_EST, estimate_summary, write
+
+    root = make_run(tmp_path / "run")
+    for arm in ("baseline", "variants/uniform"):
+        (root / arm / "bench_summary.json").unlink()
+    small = {t: (a if t != "chat" else 0.43, ce) for t, (a, ce) in BALANCED_EST.items()}
+    write(root / "variants/balanced/estimate_summary.json", estimate_summary(small))
+    worse = {t: (a if t != "chat" else 0.40, ce) for t, (a, ce) in UNIFORM_EST.items()}
+    write(root / "variants/uniform/estimate_summary.json", estimate_summary(worse))
+    text = _text(narrative.narrative(load_run(root)))
+    assert "not shown to help (the rise is within the 95% CIs" in text
+    assert "from 0.420 (chat) to 0.430 (chat)" in text

@@ -135,7 +135,14 @@ def verdict(run: Run) -> str:
     if base.has_estimate and best.has_estimate:
         bd, vd = compare.alpha_disparity(base), compare.alpha_disparity(best)
         a, b = num(bd["worst_alpha"]), num(vd["worst_alpha"])
-        word = "predicted to help" if b > a else "not predicted to help"
+        noisy = overlap(compare.task_estimate(base, bd["worst_task"]),
+                        compare.task_estimate(best, vd["worst_task"]))
+        if b > a and not noisy:
+            word = "predicted to help"
+        elif b > a:
+            word = "not shown to help (the rise is within the 95% CIs, which overlap)"
+        else:
+            word = "not predicted to help"
         return (f"Best variant by {criterion}: **{name}**. Fine-tuning is {word}: the worst "
                 f"estimated α went from {f(a)} ({bd['worst_task']}) to {f(b)} "
                 f"({vd['worst_task']}). Benchmark it to confirm.")
