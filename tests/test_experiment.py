@@ -89,7 +89,7 @@ def test_experiment_end_to_end_resume_and_force(tmp_path, tiny_pair):
     assert changed == {"eval-balanced.json", "report.json"}
 
 
-def test_killed_stage_resumes(tmp_path, tiny_pair, monkeypatch):
+def test_killed_stage_resumes(tmp_path, tiny_pair, monkeypatch, capsys):
     import specfair.experiment as exp
 
     cfg = write_config(tmp_path, tiny_pair, write_suite(tmp_path))
@@ -108,7 +108,9 @@ def test_killed_stage_resumes(tmp_path, tiny_pair, monkeypatch):
     assert smoke["smoke_prompt"] and isinstance(smoke["smoke_answer"], str)
     n_bench = len((run / "baseline/bench.jsonl").read_text().splitlines())
     monkeypatch.setattr(exp, "_stage_train", real)
+    capsys.readouterr()
     run_experiment(str(cfg), run)
+    assert f"smoke answer of {tiny_pair[0]}" in capsys.readouterr().err  # ends with it
     assert len((run / "baseline/bench.jsonl").read_text().splitlines()) == n_bench
     assert (run / "report.html").is_file()
 

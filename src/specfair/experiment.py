@@ -446,6 +446,10 @@ def run_experiment(config: str | Path | None, run_dir: str | Path | None = None,
         info = _run_stage(run, stage)
         run.mark(stage, time.perf_counter() - t0, info)
         console.print(f"[green]{stage} finished in {time.perf_counter() - t0:.0f} s[/]")
+    smoke = read_json(run.marker("models")) if run.marker("models").is_file() else {}
+    if smoke.get("smoke_answer"):
+        console.print(f"[bold]smoke answer[/] of {cfg.target} to {smoke['smoke_prompt']!r}:")
+        console.print(smoke["smoke_answer"], markup=False, highlight=False)
     console.print(f"experiment finished in {time.perf_counter() - t_all:.0f} s; "
                   f"report: {run_path / 'report.html'}")  # fmt: skip
     return run_path
