@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from specfair.atomic import atomic_dir
 from specfair.distill.router import TaskRoutedDrafter, adapter_name
 from specfair.errors import SpecfairError
 
@@ -75,20 +76,10 @@ def export_drafter(
     out = Path(out_dir)
     if out.exists() and not _is_export(out) and any(out.iterdir()):
         raise SpecfairError(f"export directory {out} exists and is not a drafter export")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.tmp*"):  # left by a crashed export
-        shutil.rmtree(stale, ignore_errors=True)
     # Write next to the destination and rename at the end: a crash (or a full disk) never
     # leaves a half-written export where a finished one is expected.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         _export_into(student, tokenizer, tmp, tasks, merge_per_task, dtype, dict(meta or {}))
-        tmp.chmod(0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.replace(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from specfair.atomic import atomic_dir
 from specfair.errors import SpecfairError
 from specfair.models.registry import (
     DEFAULT_DRAFTER,
@@ -163,20 +163,12 @@ def convert_gguf_to_safetensors(gguf_file: Path, out_dir: Path, meta: dict | Non
         model.load_state_dict(src.state_dict(), assign=True, strict=False)
         model.tie_weights()
         model.generation_config = src.generation_config
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-        try:
-            tmp.chmod(0o755)
+        with atomic_dir(out_dir) as tmp:
             model.save_pretrained(tmp)
             tok.save_pretrained(tmp)
             for f in tmp.iterdir():
                 f.chmod(0o644)
             (tmp / "specfair.json").write_text(json.dumps(meta or {}, indent=2) + "\n")
-            if out_dir.exists():
-                shutil.rmtree(out_dir)
-            tmp.replace(out_dir)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
+
+from specfair.atomic import atomic_dir
 
 MIRROR = "fp32"
 STAMP = "specfair-fp32.json"
@@ -52,8 +53,7 @@ def ensure_fp32_mirror(src_dir: Path) -> Path:
     out = mirror_dir(src_dir)
     if is_fresh(src_dir):
         return out
-    tmp = Path(tempfile.mkdtemp(prefix=".fp32.", dir=src_dir))
-    try:
+    with atomic_dir(out) as tmp:
         for f in src_dir.iterdir():
             if f.is_file() and f.suffix != ".safetensors":
                 shutil.copy2(f, tmp / f.name)
@@ -75,12 +75,6 @@ def ensure_fp32_mirror(src_dir: Path) -> Path:
                     c[key] = "float32"
             cfg.write_text(json.dumps(c, indent=2) + "\n")
         (tmp / STAMP).write_text(json.dumps(_stamp(src_dir)) + "\n")
-        tmp.chmod(0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.replace(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
