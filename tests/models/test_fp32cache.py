@@ -1,6 +1,7 @@
 import json
 import shutil
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -8,6 +9,14 @@ from specfair.models import load_model, load_pair
 from specfair.models.fp32cache import ensure_fp32_mirror, is_fresh, mirror_dir
 
 NAME = "qwen2.5-coder-0.5b-instruct"
+
+
+@pytest.fixture(autouse=True)
+def no_native_bf16(monkeypatch):
+    """The copy is made on CPUs without native bf16 (like the development machine)."""
+    import specfair.models.load as load
+
+    monkeypatch.setattr(load, "cpu_supports_bf16", lambda: False)
 
 
 def _bf16_cache(src, home):
@@ -72,3 +81,13 @@ def test_pair_with_identical_tokenizer_files_skips_second_tokenizer(tiny_pair, m
     monkeypatch.setattr(load, "load_tokenizer", lambda s: calls.append(s) or real(s))
     load_pair(*tiny_pair)
     assert calls == [tiny_pair[0]]
+
+
+def test_no_copy_on_a_cpu_with_native_bf16(tiny_pair, tmp_path, monkeypatch):
+    import specfair.models.load as load
+
+    monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path))
+    monkeypatch.setattr(load, "cpu_supports_bf16", lambda: True)
+    src = _bf16_cache(tiny_pair[1], tmp_path)
+    load_model(NAME, dtype="float32", device="cpu")
+    assert not mirror_dir(src).exists()

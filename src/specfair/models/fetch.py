@@ -215,7 +215,7 @@ def fetch_models(names: list[str] | None = None) -> list[Path]:
         path, did = fetch_model(name)
         if did:
             console.print(f"[green]fetched[/] {name} -> {path}")
-        if _prepare_fp32_copy(path):
+        if _prepare_fp32_dir(path):
             console.print(f"[green]wrote[/] {name}'s float32 copy (this CPU has no bf16)")
         elif not did:
             console.print(f"{name}: already cached at {path}; nothing to do")
@@ -223,19 +223,19 @@ def fetch_models(names: list[str] | None = None) -> list[Path]:
     return dirs
 
 
-def _prepare_fp32_copy(path: Path) -> bool:
+def _prepare_fp32_dir(path: Path) -> bool:
     """On a CPU without bf16, write the fp32 copy that every load will use (once)."""
     import torch
 
     from specfair.models.fp32cache import is_fresh, wants_fp32_mirror
-    from specfair.models.load import _fp32_copy, resolve_dtype
+    from specfair.models.load import fp32_dir, resolve_dtype
 
     cpu = torch.device("cpu")
     if torch.cuda.is_available() or not wants_fp32_mirror(resolve_dtype("auto", cpu), cpu):
         return False
     if is_fresh(path):
         return False
-    return _fp32_copy(path) != path
+    return fp32_dir(path) != path
 
 
 def _dir_size(path: Path) -> int:

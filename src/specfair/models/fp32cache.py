@@ -79,4 +79,8 @@ def ensure_fp32_mirror(src_dir: Path) -> Path:
 
 
 def wants_fp32_mirror(dtype: torch.dtype, device: torch.device) -> bool:
-    return enabled() and device.type == "cpu" and dtype == torch.float32
+    """An fp32 load on a CPU without native bf16 (where fp32 is what ``dtype=auto`` picks)."""
+    from specfair.models.load import cpu_supports_bf16
+
+    return (enabled() and device.type == "cpu" and dtype == torch.float32
+            and not cpu_supports_bf16())

@@ -105,7 +105,7 @@ def _from_pretrained(cls, src: ModelSource, **kwargs):
 KERNELS = ("default", "packed", "auto")
 
 
-def _fp32_copy(src_dir: Path) -> Path:
+def fp32_dir(src_dir: Path) -> Path:
     """The fp32 copy of a cached model (see :mod:`specfair.models.fp32cache`), written once;
     the bf16 directory itself where the cache cannot be written."""
     from rich.console import Console
@@ -143,7 +143,7 @@ def load_model(
     dev = resolve_device(device)
     kwargs = {"dtype": resolve_dtype(dtype, dev)}
     if src.kind == "known" and wants_fp32_mirror(kwargs["dtype"], dev):
-        src = ModelSource("known", str(_fp32_copy(Path(src.path))), src.name)
+        src = ModelSource("known", str(fp32_dir(Path(src.path))), src.name)
     if src.kind != "gguf":
         kwargs["use_safetensors"] = True
     model = _from_pretrained(AutoModelForCausalLM, src, **kwargs)
