@@ -177,3 +177,27 @@ def test_estimate_only_rise_within_noise_is_not_called_help(tmp_path):
     text = _text(narrative.narrative(load_run(root)))
     assert "not shown to help (the rise is within the 95% CIs" in text
     assert "from 0.420 (chat) to 0.430 (chat)" in text
+
+
+def test_estimate_vs_bench_uses_the_benchmarked_prompts(tmp_path):
+    import pandas as pd
+
+    from specfair.report.build import matched_estimate
+    from specfair.report.load import Arm
+
+    def rec(pid, task, alpha):
+        return {"id": pid, "task": task, "n_positions": 10, "alpha_sum": 10 * alpha,
+                "greedy_match_sum": 10 * alpha, "ce_sum": 5.0, "kl_sum": 2.0,
+                "target_match_sum": 10.0}
+
+    est = pd.DataFrame([rec("a", "code", 0.9), rec("b", "code", 0.8), rec("c", "code", 0.1),
+                        rec("d", "zh", 0.5), rec("e", "zh", 0.3)])
+    arm = Arm("baseline", tmp_path, estimate=est, bench=pd.DataFrame({"id": ["a", "b", "d"]}),
+              estimate_summary={"tasks": {"code": {}}, "meta": {"c": 0.4}},
+              bench_summary={"tasks": {"code": {}}, "meta": {"gamma": 5}})
+    got = matched_estimate(arm)
+    assert got["meta"]["matched_to_bench"] is True
+    assert got["tasks"]["code"]["greedy_alpha"]["mean"] == pytest.approx(0.85)
+    assert got["tasks"]["zh"]["greedy_alpha"]["mean"] == pytest.approx(0.5)
+    arm.bench = pd.DataFrame({"id": ["a", "b", "c", "d", "e"]})
+    assert matched_estimate(arm) is None  # nothing to restrict
