@@ -25,10 +25,14 @@ def smoke_answer(model, tokenizer, prompt: str, max_new_tokens: int = 40, stream
     to stdout as it is generated; returns the decoded text."""
     from transformers import TextStreamer
 
-    ids = tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt",
-        return_dict=True,
-    )["input_ids"].to(model.device)  # fmt: skip
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True,
+            return_tensors="pt", return_dict=True,
+        )["input_ids"]  # fmt: skip
+    else:  # a base model without a chat template: the raw prompt
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    ids = ids.to(model.device)
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     with torch.inference_mode():
         out = model.generate(
