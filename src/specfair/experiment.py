@@ -226,7 +226,7 @@ def _stage_models(run: Run) -> dict:
         if name in KNOWN_MODELS:
             fetch_model(name)
     # A smoke answer from the target (greedy, streamed): proves the weights are sane before
-    # half an hour of measuring; kept in the stage record.
+    # a long run of measuring; kept in the stage record.
     pair = run.pair()
     console.print(f"[bold]smoke test[/] ({run.cfg.target}, greedy): {SMOKE_PROMPT}")
     answer = smoke_answer(pair.target, pair.tokenizer, SMOKE_PROMPT, max_new_tokens=40)
