@@ -27,7 +27,6 @@ def fill_responses_batched(
     from specfair.tasks import encode_prompt
 
     cache_path = Path(cache_path)
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
     have = {(r.get("id"), int(r.get("turn", 0))) for r in read_jsonl(cache_path, repair=True)}
     todo = [p for p in prompts if (p.id, 0) not in have]
     if not todo:
