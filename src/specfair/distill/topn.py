@@ -1,0 +1,185 @@
+"""Train only the drafter's top N decoder layers, on cached signals.
+
+The layers below are frozen, so their output for a training sequence never changes: it is
+computed once (:func:`specfair.measure.signals.lower_hidden`) and the top layers train on it.
+The teacher is the target's cached top-k (:mod:`specfair.distill.topk`), so neither the target
+nor the drafter's lower body runs in the training loop. The output head stays frozen (it is
+tied to the input embeddings in most small drafters, and a third of the 0.5B drafter).
+
+One loop, nanoGPT style: draw a batch (``TaskSampler``), forward each sequence (no padding),
+accumulate the loss, step. The weights are fp32; matmuls run under bf16 autocast where the CPU
+has native bf16.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from specfair.distill.topk import topk_acceptance, topk_loss
+
+
+class TopLayers(nn.Module):
+    """A trainable copy of the drafter's top ``n`` decoder layers and final norm (fp32)."""
+
+    def __init__(self, drafter, n: int) -> None:
+        super().__init__()
+        body = drafter.model
+        if not 1 <= n <= len(body.layers):
+            raise ValueError(f"top layers {n} not in 1..{len(body.layers)}")
+        self.n = n
+        self.layers = nn.ModuleList(copy.deepcopy(x).float() for x in body.layers[-n:])
+        self.norm = copy.deepcopy(body.norm).float()
+        self.rotary = body.rotary_emb
+        self.config = body.config
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``hidden``: ``[1, T, H]`` entering layer ``L - n``; returns the final hidden states."""
+        from transformers.masking_utils import create_causal_mask
+
+        pos = torch.arange(hidden.shape[1], device=hidden.device)[None]
+        mask = create_causal_mask(config=self.config, inputs_embeds=hidden, attention_mask=None,
+                                  cache=None, position_ids=pos)
+        pe = self.rotary(hidden, pos)
+        h = hidden
+        for layer in self.layers:
+            h = layer(h, attention_mask=mask, position_embeddings=pe, position_ids=pos)
+        return self.norm(h)
+
+    def install(self, drafter) -> None:
+        """Copy these weights into ``drafter`` (in its dtype), e.g. before export or bench."""
+        body = drafter.model
+        with torch.no_grad():
+            for mine, theirs in zip(self.layers, body.layers[-self.n:], strict=True):
+                for (_, p), (_, q) in zip(mine.named_parameters(), theirs.named_parameters(),
+                                          strict=True):
+                    q.copy_(p.to(q.dtype))
+            for p, q in zip(self.norm.parameters(), body.norm.parameters(), strict=True):
+                q.copy_(p.to(q.dtype))
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What one sequence needs: the lower hidden states and the teacher's top-k."""
+
+    hidden: torch.Tensor  # [T, H]
+    topk_idx: torch.Tensor  # [R, k]
+    topk_logp: torch.Tensor  # [R, k]
+    n_prompt: int
+
+
+def _logits(top: TopLayers, head: torch.Tensor, s: Signals, bf16: bool) -> torch.Tensor:
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        h = top(s.hidden.float()[None])[0, s.n_prompt - 1 : -1]
+        return h @ head.T
+
+
+def sequence_loss(top, head, s: Signals, kind: str, bf16: bool) -> torch.Tensor:
+    return topk_loss(_logits(top, head, s, bf16), s.topk_idx, s.topk_logp, kind)
+
+
+@torch.inference_mode()
+def evaluate(top: TopLayers, head: torch.Tensor, signals: Sequence[Signals],
+             bf16: bool) -> list[dict[str, float]]:
+    """Per sequence: the means over its response positions of alpha, greedy, ce, resid."""
+    top.eval()
+    out = []
+    for s in signals:
+        m = topk_acceptance(_logits(top, head, s, bf16).float(), s.topk_idx, s.topk_logp)
+        out.append({k: float(v.mean()) for k, v in m.items()} | {"n": int(s.topk_idx.shape[0])})
+    return out
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    tokens: int = 0  # training tokens seen (sequence tokens through the top layers)
+
+
+def make_optimizer(top: TopLayers, lr: float) -> torch.optim.AdamW:
+    return torch.optim.AdamW(top.parameters(), lr=lr, weight_decay=0.0)
+
+
+def lr_at(step: int, lr: float, warmup: int) -> float:
+    """Linear warm-up, then constant: a checkpoint at any step equals a shorter run."""
+    return lr * min(1.0, (step + 1) / max(warmup, 1))
+
+
+def train_until(top: TopLayers, head: torch.Tensor, opt, state: TrainState,
+                draw: Callable[[], Sequence[Signals]], tokens_goal: int, *, lr: float,
+                warmup: int, kind: str, bf16: bool, log: Callable[[dict], None] | None = None,
+                max_grad_norm: float = 1.0) -> TrainState:
+    """Optimizer steps until ``state.tokens >= tokens_goal``. A batch's loss is the mean over
+    its response positions; each sequence is forwarded alone and its gradient accumulated."""
+    import time
+
+    top.train()
+    while state.tokens < tokens_goal:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(state.step, lr, warmup)
+        t0 = time.perf_counter()
+        batch = draw()
+        n_pos = sum(int(s.topk_idx.shape[0]) for s in batch)
+        total = 0.0
+        for s in batch:
+            loss = sequence_loss(top, head, s, kind, bf16) / n_pos
+            loss.backward()
+            total += float(loss.detach())
+        if max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(top.parameters(), max_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        n_tok = sum(int(s.hidden.shape[0]) for s in batch)
+        state.step += 1
+        state.tokens += n_tok
+        if log is not None:
+            dt = time.perf_counter() - t0
+            log({"step": state.step, "tokens": state.tokens, "loss": total,
+                 "lr": opt.param_groups[0]["lr"], "tokens_per_s": n_tok / max(dt, 1e-9)})
+    return state
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: Path, top: TopLayers, opt, state: TrainState, extra: dict) -> None:
+    """Weights and AdamW moments as safetensors, the rest as JSON (no pickle)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in top.state_dict().items()}, str(tmp / "top.st"))
+    names = [n for n, _ in top.named_parameters()]
+    moments, steps = {}, {}
+    for i, p in enumerate(top.parameters()):
+        st = opt.state.get(p)
+        if st:
+            moments[f"{names[i]}.exp_avg"] = st["exp_avg"].contiguous()
+            moments[f"{names[i]}.exp_avg_sq"] = st["exp_avg_sq"].contiguous()
+            steps[names[i]] = float(st["step"])
+    save_file(moments, str(tmp / "adam.st"))
+    (tmp / "state.json").write_text(json.dumps(
+        {"step": state.step, "tokens": state.tokens, "adam_steps": steps} | extra))
+    if path.exists():
+        import shutil
+
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, top: TopLayers, opt) -> tuple[TrainState, dict]:
+    top.load_state_dict(load_file(str(path / "top.st")))
+    meta = json.loads((path / "state.json").read_text())
+    moments = load_file(str(path / "adam.st"))
+    for name, p in top.named_parameters():
+        if name in meta["adam_steps"]:
+            opt.state[p] = {"step": torch.tensor(meta["adam_steps"][name]),
+                            "exp_avg": moments[f"{name}.exp_avg"],
+                            "exp_avg_sq": moments[f"{name}.exp_avg_sq"]}
+    return TrainState(meta["step"], meta["tokens"]), meta

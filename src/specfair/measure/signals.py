@@ -1,0 +1,142 @@
+"""The on-disk store of model signals per token sequence: the target's top-k log-probabilities at
+the response positions (the teacher signal that distillation and acceptance estimates share),
+and the frozen lower layers' hidden states of a drafter (for top-N-layer training).
+
+A :class:`SignalStore` is a directory: ``meta.json`` (what was computed, with which settings),
+``shard-NNNNNN.safetensors`` files (tensors of many sequences concatenated) and ``index.jsonl``
+(one line per sequence: its key and where its rows are). Entries are keyed by the sha1 of the
+token sequence and the response start, so a changed response is recomputed, never mixed up.
+Writing is resumable: a shard is renamed into place before its index lines are appended, and a
+torn last index line is ignored. No pickle: safetensors and JSON only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from specfair.errors import SpecfairError
+
+
+def seq_key(ids: Sequence[int], n_prompt: int) -> str:
+    h = hashlib.sha1(f"{n_prompt}:".encode())
+    h.update(torch.tensor(list(ids), dtype=torch.int32).numpy().tobytes())
+    return h.hexdigest()
+
+
+class SignalStore:
+    """Per-sequence tensors (rows concatenated per shard), keyed by :func:`seq_key`."""
+
+    def __init__(self, root: str | Path, meta: dict) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        meta_path = self.root / "meta.json"
+        if meta_path.is_file():
+            old = json.loads(meta_path.read_text())
+            if old != json.loads(json.dumps(meta)):
+                diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
+                raise SpecfairError(f"signal store {self.root} was made with other settings "
+                                    f"({', '.join(diff)}); use another directory")
+        else:
+            meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True))
+        self.meta = meta
+        self._index: dict[str, dict] = {}
+        self._shards: dict[str, dict[str, torch.Tensor]] = {}
+        idx = self.root / "index.jsonl"
+        if idx.is_file():
+            for line in idx.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a torn last line: that sequence is recomputed
+                if (self.root / rec["shard"]).is_file():
+                    self._index[rec["key"]] = rec
+        self._next = 1 + max((int(r["shard"][6:12]) for r in self._index.values()), default=-1)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def put(self, entries: Sequence[tuple[str, dict[str, torch.Tensor]]]) -> None:
+        """Write one shard with these entries (``key``, ``{name: tensor [rows, ...]}``)."""
+        if not entries:
+            return
+        name = f"shard-{self._next:06d}.safetensors"
+        self._next += 1
+        names = sorted(entries[0][1])
+        tensors, recs, offs = {}, [], dict.fromkeys(names, 0)
+        for key, t in entries:
+            rec = {"key": key, "shard": name}
+            for n in names:
+                rec[n] = [offs[n], int(t[n].shape[0])]
+                offs[n] += int(t[n].shape[0])
+            recs.append(rec)
+        for n in names:
+            tensors[n] = torch.cat([t[n].contiguous().cpu() for _, t in entries])
+        tmp = self.root / (name + ".tmp")
+        save_file(tensors, str(tmp))
+        os.replace(tmp, self.root / name)
+        with open(self.root / "index.jsonl", "a") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in recs))
+        for r in recs:
+            self._index[r["key"]] = r
+
+    def get(self, key: str) -> dict[str, torch.Tensor]:
+        rec = self._index[key]
+        shard = self._shards.get(rec["shard"])
+        if shard is None:
+            shard = self._shards[rec["shard"]] = load_file(str(self.root / rec["shard"]))
+        return {n: shard[n][a : a + k] for n, (a, k) in
+                ((n, rec[n]) for n in shard)}
+
+    def fill(self, items: Sequence[tuple[str, object]],
+             compute: Callable[[list[object]], list[dict[str, torch.Tensor]]],
+             batch: int = 8, progress: Callable[[int], None] | None = None) -> int:
+        """Compute the missing ``(key, item)`` entries ``batch`` at a time (a shard each);
+        returns how many were computed."""
+        todo = [(k, it) for k, it in dict(items).items() if k not in self]
+        for i in range(0, len(todo), batch):
+            part = todo[i : i + batch]
+            self.put(list(zip([k for k, _ in part], compute([it for _, it in part]),
+                              strict=True)))
+            if progress is not None:
+                progress(len(part))
+        return len(todo)
+
+
+@torch.inference_mode()
+def target_topk(target, seqs: Sequence[tuple[Sequence[int], int]], k: int) -> list[dict]:
+    """For each ``(ids, n_prompt)``: the target's top-k log-probs at the positions that predict
+    ``ids[n_prompt:]`` (``topk_idx`` int32 and ``topk_logp`` float32, ``[n_resp, k]``), from
+    one forward pass per sequence (no padding, so an entry never depends on its batch)."""
+    out = []
+    dev = next(target.parameters()).device
+    for ids, n_prompt in seqs:
+        x = torch.tensor([list(ids)], device=dev)
+        n_resp = len(ids) - n_prompt
+        logits = target(input_ids=x, use_cache=False,
+                        logits_to_keep=n_resp + 1).logits[0, :-1].float()
+        logp = torch.log_softmax(logits, -1)
+        val, idx = logp.topk(k, -1)
+        out.append({"topk_idx": idx.to(torch.int32).cpu(), "topk_logp": val.cpu()})
+    return out
+
+
+@torch.inference_mode()
+def lower_hidden(drafter, seqs: Sequence[tuple[Sequence[int], int]], layer: int) -> list[dict]:
+    """The drafter's hidden states entering decoder layer ``layer`` (``[len(ids), H]``, bf16)."""
+    out = []
+    dev = next(drafter.parameters()).device
+    for ids, _ in seqs:
+        x = torch.tensor([list(ids)], device=dev)
+        h = drafter.model(input_ids=x, use_cache=False, output_hidden_states=True)
+        out.append({"hidden": h.hidden_states[layer][0].to(torch.bfloat16).cpu()})
+    return out

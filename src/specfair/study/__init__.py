@@ -1,0 +1,1 @@
+"""The dose-response study: does fine-tuning the drafter close the per-task gap?"""

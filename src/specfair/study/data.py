@@ -1,0 +1,158 @@
+"""The study's sequences: prompts per task and split, the target's greedy test responses, the
+training text, and the two signal stores they are scored into.
+
+A :class:`Seq` is one token sequence ``ids`` whose positions ``n_prompt..`` are the response:
+test sequences are the target's own greedy answers to the full prompt (acceptance is measured on
+the target's trajectories); training sequences are a prompt (its last ``max_prompt_tokens``) and
+a training text (``StudyConfig.train_text``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from specfair.measure.io import append_jsonl, read_jsonl
+from specfair.measure.signals import SignalStore, lower_hidden, seq_key, target_topk
+from specfair.study.config import StudyConfig
+from specfair.tasks import encode_prompt
+from specfair.tasks.prompt import Prompt
+from specfair.tasks.suite import sample_per_task
+
+
+@dataclass(frozen=True)
+class Seq:
+    id: str
+    task: str
+    ids: tuple[int, ...]
+    n_prompt: int
+    text_source: str  # target | reference | drafter
+
+    @property
+    def key(self) -> str:
+        return seq_key(self.ids, self.n_prompt)
+
+    @property
+    def n_resp(self) -> int:
+        return len(self.ids) - self.n_prompt
+
+
+@dataclass
+class StudyPrompts:
+    train: list[Prompt]
+    heldout: list[Prompt]
+    test: list[Prompt]
+
+
+def study_prompts(cfg: StudyConfig, suite) -> StudyPrompts:
+    """Per task: ``n_test`` test prompts, and ``n_train + n_heldout`` train-split prompts of
+    which the last ``n_heldout`` (in the seeded hash order) are held back."""
+    test = sample_per_task(suite.prompts("test", cfg.tasks), cfg.n_test, cfg.seed)
+    pool = sample_per_task(suite.prompts("train", cfg.tasks), cfg.n_train + cfg.n_heldout,
+                           cfg.seed)
+    held_ids: set[str] = set()
+    for task in cfg.tasks:
+        ps = [p for p in pool if p.task == task]
+        held_ids |= {p.id for p in sample_per_task(ps, cfg.n_heldout, cfg.seed + 1)}
+    return StudyPrompts([p for p in pool if p.id not in held_ids],
+                        [p for p in pool if p.id in held_ids], test)
+
+
+def _eos(model, tokenizer) -> list[int]:
+    eos = getattr(model.generation_config, "eos_token_id", None) or tokenizer.eos_token_id
+    return [eos] if isinstance(eos, int) else list(eos)
+
+
+def _generate(model, tokenizer, prompts: Sequence[Prompt], ids: Sequence[list[int]],
+              path: Path, max_new: int, label: str) -> dict[str, list[int]]:
+    """Batched greedy answers of ``model``, appended to ``path`` as they finish (resumable)."""
+    from specfair.decoding.batched import batched_greedy
+    from specfair.measure.progress import progress_bar
+
+    done = {r["id"]: r["response_ids"] for r in read_jsonl(path, repair=True)}
+    todo = [i for i, p in enumerate(prompts) if p.id not in done]
+    if todo:
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        with progress_bar(len(todo), label) as advance:
+            def write(idx, results):
+                for j, (toks, stop) in zip(idx, results, strict=True):
+                    p = prompts[todo[j]]
+                    append_jsonl(path, {"id": p.id, "task": p.task, "response_ids": toks,
+                                        "stop_reason": stop, "max_new_tokens": max_new})
+                    done[p.id] = toks
+                    advance()
+
+            batched_greedy(model, [ids[i] for i in todo], max_new_tokens=max_new,
+                           eos_token_id=_eos(model, tokenizer), pad_token_id=pad,
+                           batch_size=16, on_batch=write)
+    return done
+
+
+def test_sequences(cfg: StudyConfig, target, tokenizer, prompts: Sequence[Prompt],
+                   run_dir: Path) -> list[Seq]:
+    ids = [encode_prompt(tokenizer, p) for p in prompts]
+    resp = _generate(target, tokenizer, prompts, ids, run_dir / "test_responses.jsonl",
+                     cfg.test_response_tokens, "target test responses")
+    return [Seq(p.id, p.task, tuple(i + resp[p.id]), len(i), "target")
+            for p, i in zip(prompts, ids, strict=True) if resp[p.id]]
+
+
+def train_sequences(cfg: StudyConfig, target, drafter, tokenizer, prompts: Sequence[Prompt],
+                    run_dir: Path) -> list[Seq]:
+    """Prompt (last ``max_prompt_tokens``) + training text: the reference where the task's
+    references are answer texts and ``train_text`` allows it, else a greedy continuation by the
+    drafter (or target)."""
+    from specfair.tasks.study import text_reference_tasks
+
+    with_text = text_reference_tasks()
+    ids = [encode_prompt(tokenizer, p)[-cfg.max_prompt_tokens:] for p in prompts]
+    n = cfg.train_response_tokens
+    out: dict[str, Seq] = {}
+    gen_idx = []
+    for k, (p, i) in enumerate(zip(prompts, ids, strict=True)):
+        if cfg.train_text == "reference+drafter" and p.task in with_text and p.reference:
+            ref = tokenizer.encode(p.reference, add_special_tokens=False)[:n]
+            out[p.id] = Seq(p.id, p.task, tuple(i + ref), len(i), "reference")
+        else:
+            gen_idx.append(k)
+    if gen_idx:
+        model, label = (target, "target") if cfg.train_text == "target" else (drafter, "drafter")
+        gp = [prompts[k] for k in gen_idx]
+        resp = _generate(model, tokenizer, gp, [ids[k] for k in gen_idx],
+                         run_dir / f"train_{label}_text.jsonl", n, f"{label} training text")
+        for k in gen_idx:
+            p = prompts[k]
+            out[p.id] = Seq(p.id, p.task, tuple(ids[k] + resp[p.id]), len(ids[k]), label)
+    return [out[p.id] for p in prompts if out[p.id].n_resp > 0]
+
+
+def teacher_store(cfg: StudyConfig, run_dir: Path) -> SignalStore:
+    return SignalStore(run_dir / "signals" / f"target-top{cfg.topk}",
+                       {"kind": "target_topk", "model": cfg.target, "k": cfg.topk})
+
+
+def lower_store(cfg: StudyConfig, n_layers: int, run_dir: Path) -> SignalStore:
+    layer = n_layers - cfg.top_layers
+    return SignalStore(run_dir / "signals" / f"drafter-hidden{layer}",
+                       {"kind": "lower_hidden", "model": cfg.drafter, "layer": layer})
+
+
+def fill_signals(cfg: StudyConfig, target, drafter, seqs: Sequence[Seq], run_dir: Path):
+    """Score every sequence: the target's top-k (teacher) and the drafter's hidden states
+    entering its top ``cfg.top_layers`` layers (frozen below). Resumable, one shard per batch."""
+    from specfair.measure.progress import progress_bar
+
+    items = [(s.key, (s.ids, s.n_prompt)) for s in seqs]
+    teacher = teacher_store(cfg, run_dir)
+    n_layers = drafter.config.num_hidden_layers
+    lower = lower_store(cfg, n_layers, run_dir)
+    missing = sum(k not in teacher for k, _ in items)
+    with progress_bar(missing, "target top-k") as advance:
+        teacher.fill(items, lambda b: target_topk(target, b, cfg.topk),
+                     progress=lambda n: [advance() for _ in range(n)])
+    missing = sum(k not in lower for k, _ in items)
+    with progress_bar(missing, "drafter lower layers") as advance:
+        lower.fill(items, lambda b: lower_hidden(drafter, b, n_layers - cfg.top_layers),
+                   batch=32, progress=lambda n: [advance() for _ in range(n)])
+    return teacher, lower

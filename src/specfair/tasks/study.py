@@ -1,0 +1,169 @@
+"""The ``study`` suite: 8 tasks at a scale that can move acceptance (>= 150 train and >= 40 test
+prompts each), built from real public data fetched by ``specfair data fetch``.
+
+Every task is one :class:`StudyTask` entry: its source (with its license in
+:data:`specfair.tasks.datasets.SOURCES`) and how its prompts are derived. Prompts are picked with
+the suite's seeded hash (:func:`sample_per_task`), and the hash split keeps train and test apart
+(MGSM rows share their English question as split group, so a problem is in one split in every
+language and in the en→fr task).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from specfair.errors import SpecfairError
+from specfair.tasks.datasets import source_path
+from specfair.tasks.prompt import Prompt
+from specfair.tasks.readers import read_gsm8k, read_mgsm
+from specfair.tasks.suite import Suite, sample_per_task
+
+PER_TASK = 250  # prompts per task before the split (test_fraction 0.2: ~200 train, ~50 test)
+TEST_FRACTION = 0.2
+_CODE = re.compile(r"```|\bdef |\bfunction\b|\bpython\b|\bjavascript\b|\bSQL\b|\bcode\b|"
+                   r"\bclass |\breact\b|\bjava\b|\bC\+\+|\bscript\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class StudyTask:
+    name: str
+    source: str
+    derived: str  # how the prompts are made, in words
+    build: Callable[[], list[Prompt]]
+    text_reference: bool = False  # the reference is a full answer text (usable training text)
+
+
+@functools.cache
+def _sharegpt_conversations() -> list[dict]:
+    """The complete conversations of the (truncated) ShareGPT V3 JSON array."""
+    text = source_path("sharegpt", "ShareGPT_V3_unfiltered_cleaned_split.json").read_text(
+        encoding="utf-8", errors="replace")
+    dec, pos, out = json.JSONDecoder(), text.index("[") + 1, []
+    while True:
+        while pos < len(text) and text[pos] in " \r\n\t,":
+            pos += 1
+        try:
+            obj, pos = dec.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            return out  # the truncated tail
+        out.append(obj)
+
+
+def _english(s: str) -> bool:
+    return sum(c.isascii() for c in s) >= 0.97 * len(s)
+
+
+def _turns(conv: dict) -> list[tuple[str, str]]:
+    return [(t.get("from", ""), t.get("value", "") or "") for t in conv.get("conversations", [])]
+
+
+def _sharegpt(kind: str) -> list[Prompt]:
+    out = []
+    for conv in _sharegpt_conversations():
+        turns = _turns(conv)
+        if len(turns) < 2 or turns[0][0] != "human":
+            continue
+        human, answer = turns[0][1].strip(), turns[1][1].strip()
+        if not _english(human):
+            continue
+        code = bool(_CODE.search(human))
+        if kind == "chat" and not code and 30 <= len(human) <= 600:
+            text = human
+        elif kind == "code" and code and 40 <= len(human) <= 1500:
+            text = human
+        elif kind == "summarization" and 800 <= len(answer) <= 1800 and _english(answer) \
+                and not _CODE.search(answer):
+            text = f"Summarize the following text in three sentences.\n\n{answer}"
+        else:
+            continue
+        ref = answer if kind != "summarization" else None
+        out.append(Prompt(f"sharegpt_{kind}-{conv['id']}", kind, (text,), reference=ref,
+                          source="sharegpt"))
+    return out
+
+
+def _hsk_zh_en() -> list[Prompt]:
+    rows = json.loads(source_path("hsk", "sentences.json").read_text(encoding="utf-8"))
+    return [
+        Prompt(f"hsk-{r['id']}", "translation_zh_en",
+               (f"Translate into English:\n{r['chinese']}",),
+               reference=r.get("translation", {}).get("en"), source="hsk")
+        for r in rows if r.get("hsk_level", 0) >= 2 and len(r.get("chinese", "")) >= 10
+    ]
+
+
+def _mgsm(lang: str) -> list[Prompt]:
+    en = source_path("mgsm", "mgsm_en.tsv")
+    return read_mgsm(source_path("mgsm", f"mgsm_{lang}.tsv"), language=lang, task=lang,
+                     english=en)
+
+
+def _en_fr() -> list[Prompt]:
+    en = read_mgsm(source_path("mgsm", "mgsm_en.tsv"), language="en", english=False)
+    fr = read_mgsm(source_path("mgsm", "mgsm_fr.tsv"), language="fr", english=False)
+    return [Prompt(f"mgsm_en_fr-{i}", "translation_en_fr", (f"Translate into French:\n{e.text}",),
+                   reference=f.text, source="mgsm", group=e.text)
+            for i, (e, f) in enumerate(zip(en, fr, strict=True))]
+
+
+def _gsm8k() -> list[Prompt]:
+    """GSM8K train questions; the reference is the worked solution (calculator annotations
+    ``<<...>>`` removed, ``#### N`` written as ``The answer is N.``)."""
+    path = source_path("gsm8k", "train.jsonl")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    out = []
+    for p, row in zip(read_gsm8k(path, source="gsm8k_train", task="math"), rows, strict=True):
+        work, _, final = row["answer"].rpartition("####")
+        text = re.sub(r"<<[^>]*>>", "", work).strip() + f"\nThe answer is {final.strip()}."
+        out.append(Prompt(p.id, p.task, p.turns, reference=text, source=p.source))
+    return out
+
+
+STUDY_TASKS: tuple[StudyTask, ...] = (
+    StudyTask("chat", "sharegpt", "first user turn of an English ShareGPT conversation without "
+              "code markers, 30-600 characters; reference: the conversation's answer",
+              lambda: _sharegpt("chat"), True),
+    StudyTask("code", "sharegpt", "first user turn of an English ShareGPT conversation that "
+              "mentions code (```, def, function, python, SQL, ...), 40-1500 characters; "
+              "reference: the conversation's answer",
+              lambda: _sharegpt("code"), True),
+    StudyTask("summarization", "sharegpt", "'Summarize the following text in three "
+              "sentences.' + an English ShareGPT answer of 800-1800 characters without code",
+              lambda: _sharegpt("summarization")),
+    StudyTask("math", "gsm8k", "a GSM8K train question as is; reference: its worked solution "
+              "(GSM8K test, the source of MGSM, is not used)", _gsm8k, True),
+    StudyTask("translation_en_fr", "mgsm", "'Translate into French:' + an MGSM English "
+              "question; reference: the MGSM French row", _en_fr, True),
+    StudyTask("translation_zh_en", "hsk", "'Translate into English:' + an HSK level >= 2 "
+              "sentence of >= 10 characters; reference: its English translation", _hsk_zh_en, True),
+    StudyTask("zh", "mgsm", "an MGSM Chinese question as is (math word problem in Chinese)",
+              lambda: _mgsm("zh")),
+    StudyTask("ja", "mgsm", "an MGSM Japanese question as is (math word problem in Japanese)",
+              lambda: _mgsm("ja")),
+)
+
+
+def text_reference_tasks() -> set[str]:
+    return {t.name for t in STUDY_TASKS if t.text_reference}
+
+
+def study_sources() -> list[str]:
+    return sorted({t.source for t in STUDY_TASKS})
+
+
+def load_study_suite(n_per_task: int | None = PER_TASK, seed: int = 0) -> Suite:
+    items: list[Prompt] = []
+    sources: dict[str, list[str]] = {}
+    for task in STUDY_TASKS:
+        prompts = sample_per_task(task.build(), n_per_task, seed)
+        if not prompts:
+            raise SpecfairError(f"study suite: task {task.name} has no prompts")
+        items.extend(prompts)
+        sources[task.name] = [task.source]
+    suite = Suite("study", items, TEST_FRACTION, seed, origin="study", sources=sources)
+    suite.check()
+    return suite

@@ -1,0 +1,155 @@
+"""Top-k losses, the signal store and top-N-layer training on tiny random models."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from tiny import tiny_config
+from transformers import Qwen2ForCausalLM
+
+from specfair.distill.losses import acceptance
+from specfair.distill.topk import bucket_probs, topk_acceptance, topk_loss
+from specfair.distill.topn import (
+    Signals,
+    TopLayers,
+    TrainState,
+    evaluate,
+    load_checkpoint,
+    make_optimizer,
+    save_checkpoint,
+    train_until,
+)
+from specfair.errors import SpecfairError
+from specfair.measure.signals import SignalStore, lower_hidden, seq_key, target_topk
+
+V = 300
+
+
+def _model(seed: int, layers: int = 4) -> Qwen2ForCausalLM:
+    """Untied, sharp output heads: teacher and student disagree on most tokens."""
+    torch.manual_seed(seed)
+    cfg = tiny_config(V, layers, 32)
+    cfg.tie_word_embeddings = False
+    m = Qwen2ForCausalLM(cfg).eval()
+    with torch.no_grad():
+        m.lm_head.weight.normal_(0, 1.0)
+    return m
+
+
+def _full_fkl(s_logits, t_logits):
+    p = torch.softmax(t_logits, -1)
+    return (p * (torch.log_softmax(t_logits, -1) - torch.log_softmax(s_logits, -1))).sum()
+
+
+def test_topk_losses_equal_full_vocabulary_when_k_is_v_and_bound_it_otherwise():
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(7, V, generator=g) * 3, torch.randn(7, V, generator=g) * 3
+    logp = torch.log_softmax(t, -1)
+    val, idx = logp.topk(V, -1)
+    assert torch.allclose(topk_loss(s, idx, val, "fkl"), _full_fkl(s, t), atol=1e-4)
+    a_full, g_full = acceptance(s, t)
+    m = topk_acceptance(s, idx, val)
+    assert torch.allclose(m["alpha"], a_full, atol=1e-5)
+    assert torch.equal(m["greedy"], g_full.float())
+    tvd_full = 0.5 * (torch.softmax(s, -1) - torch.softmax(t, -1)).abs().sum()
+    assert torch.allclose(topk_loss(s, idx, val, "tvd"), tvd_full, atol=1e-4)
+    # k < V: KL and TVD are lower bounds, alpha an upper bound by at most the residual mass
+    val, idx = logp.topk(16, -1)
+    assert topk_loss(s, idx, val, "fkl") <= _full_fkl(s, t) + 1e-5
+    assert topk_loss(s, idx, val, "tvd") <= tvd_full + 1e-5
+    m = topk_acceptance(s, idx, val)
+    assert (m["alpha"] >= a_full - 1e-6).all()
+    assert (m["alpha"] <= a_full + m["resid"] + 1e-6).all()
+    assert torch.equal(m["greedy"], g_full.float())
+    p, q = bucket_probs(s, idx, val)
+    assert torch.allclose(p.sum(-1), torch.ones(7)) and torch.allclose(q.sum(-1), torch.ones(7))
+
+
+def test_top_layers_on_cached_lower_hidden_equal_the_full_model():
+    m = _model(1)
+    ids = list(range(5, 40))
+    h = lower_hidden(m, [(ids, 10)], layer=2)[0]["hidden"]
+    top = TopLayers(m, 2)
+    with torch.no_grad():
+        mine = top(h.float()[None])[0] @ m.lm_head.weight.T
+        full = m(input_ids=torch.tensor([ids])).logits[0]
+    # the cache is bf16: small differences, the same argmax nearly everywhere
+    assert (mine.argmax(-1) == full.argmax(-1)).float().mean() > 0.95
+    assert torch.allclose(mine, full, atol=0.5, rtol=0.05)
+
+
+def test_signal_store_resumes_and_refuses_other_settings(tmp_path):
+    t = _model(2)
+    seqs = [(list(range(3, 20 + i)), 8) for i in range(5)]
+    items = [(seq_key(i, n), (i, n)) for i, n in seqs]
+    store = SignalStore(tmp_path / "s", {"k": 4})
+    assert store.fill(items[:3], lambda b: target_topk(t, b, 4), batch=2) == 3
+    with open(tmp_path / "s" / "index.jsonl", "a") as f:
+        f.write('{"key": "torn')  # a crash mid-line
+    again = SignalStore(tmp_path / "s", {"k": 4})
+    assert len(again) == 3
+    assert again.fill(items, lambda b: target_topk(t, b, 4), batch=2) == 2
+    got = again.get(items[4][0])
+    assert got["topk_idx"].shape == (len(seqs[4][0]) - 8, 4)
+    full = torch.log_softmax(t(input_ids=torch.tensor([seqs[4][0]])).logits[0, 7:-1], -1)
+    assert torch.allclose(got["topk_logp"], full.topk(4, -1).values, atol=1e-5)
+    with pytest.raises(SpecfairError, match="other settings"):
+        SignalStore(tmp_path / "s", {"k": 8})
+
+
+def _signals(teacher, drafter, n_layers_top, n=6, seed=0):
+    rng = random.Random(seed)
+    seqs = [([rng.randrange(3, V) for _ in range(24)], 8) for _ in range(n)]
+    tk = target_topk(teacher, seqs, 16)
+    lh = lower_hidden(drafter, seqs, 4 - n_layers_top)
+    return [Signals(h["hidden"], t["topk_idx"], t["topk_logp"], 8)
+            for h, t in zip(lh, tk, strict=True)]
+
+
+def test_top_layer_training_overfits_its_training_sequences():
+    """The fast version of the study's overfit check: greedy alpha on the training sequences
+    rises by far more than 0.15 after a few epochs."""
+    torch.manual_seed(0)
+    teacher, drafter = _model(3), _model(4)
+    sig = _signals(teacher, drafter, 2)
+    top = TopLayers(drafter, 2)
+    head = drafter.lm_head.weight.detach()
+    before = sum(r["greedy"] for r in evaluate(top, head, sig, False)) / len(sig)
+    opt = make_optimizer(top, 3e-3)
+    train_until(top, head, opt, TrainState(), lambda: sig, 60 * 24 * len(sig), lr=3e-3,
+                warmup=2, kind="fkl", bf16=False)
+    after = sum(r["greedy"] for r in evaluate(top, head, sig, False)) / len(sig)
+    assert after >= before + 0.15, (before, after)
+
+
+def test_checkpoint_resume_equals_uninterrupted_training(tmp_path):
+    teacher, drafter = _model(5), _model(6)
+    sig = _signals(teacher, drafter, 1, n=4)
+    head = drafter.lm_head.weight.detach()
+
+    kw = {"lr": 1e-3, "warmup": 2, "kind": "fkl", "bf16": False}
+
+    def run(stop_at: int | None):
+        torch.manual_seed(0)
+        top = TopLayers(drafter, 1)
+        opt = make_optimizer(top, 1e-3)
+        rng = random.Random(0)
+        draw = lambda: rng.sample(sig, 2)  # noqa: E731
+        state = TrainState()
+        if stop_at is None:
+            train_until(top, head, opt, state, draw, 24 * 2 * 6, **kw)
+            return top
+        train_until(top, head, opt, state, draw, 24 * 2 * stop_at, **kw)
+        save_checkpoint(tmp_path / "ck", top, opt, state, {"rng": rng.getstate()[1][:3]})
+        top2 = TopLayers(drafter, 1)
+        opt2 = make_optimizer(top2, 1e-3)
+        state2, _ = load_checkpoint(tmp_path / "ck", top2, opt2)
+        train_until(top2, head, opt2, state2, draw, 24 * 2 * 6, **kw)
+        return top2
+
+    a, b = run(None), run(3)
+    for (n, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.allclose(p, q, atol=1e-6), n
+    assert not any(p.suffix == ".pt" for p in (tmp_path / "ck").iterdir())

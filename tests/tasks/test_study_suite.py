@@ -1,0 +1,112 @@
+"""``specfair data fetch`` and the ``study`` suite, on small files written by the tests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from specfair.errors import SpecfairError
+from specfair.tasks import datasets
+from specfair.tasks.datasets import DataFile, DataSource, fetch_sources, source_path
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SPECFAIR_DATA", raising=False)
+    return tmp_path / "home"
+
+
+def _source(monkeypatch, text: bytes) -> DataSource:
+    src = DataSource("toy", (DataFile("a.txt", hashlib.sha256(text).hexdigest()),),
+                     license="CC0", origin="a test", mirror_dir="toy")
+    monkeypatch.setitem(datasets.SOURCES, "toy", src)
+    return src
+
+
+def test_fetch_from_a_mirror_is_verified_and_idempotent(home, tmp_path, monkeypatch):
+    _source(monkeypatch, b"hello\n")
+    (tmp_path / "mirror" / "toy").mkdir(parents=True)
+    (tmp_path / "mirror" / "toy" / "a.txt").write_bytes(b"hello\n")
+    said: list[str] = []
+    fetch_sources(["toy"], data_root=tmp_path / "mirror", log=said.append)
+    assert source_path("toy", "a.txt").read_bytes() == b"hello\n"
+    meta = json.loads((home / "data" / "toy" / "SOURCE.json").read_text())
+    assert meta["license"] == "CC0"
+    fetch_sources(["toy"], data_root=tmp_path / "mirror", log=said.append)
+    assert "nothing to do" in said[-1]
+
+
+def test_a_wrong_hash_is_refused_and_leaves_nothing(home, tmp_path, monkeypatch):
+    _source(monkeypatch, b"hello\n")
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "mirror" / "a.txt").write_bytes(b"tampered\n")
+    with pytest.raises(SpecfairError, match="sha256"):
+        fetch_sources(["toy"], data_root=tmp_path / "mirror", log=lambda _: None)
+    assert not (home / "data" / "toy").exists()
+    assert not [p for p in (home / "data").iterdir() if p.name.startswith(".toy")]
+
+
+def test_missing_and_unknown_sources_name_the_fetch_command(home):
+    with pytest.raises(SpecfairError, match="specfair data fetch gsm8k"):
+        source_path("gsm8k", "train.jsonl")
+    with pytest.raises(SpecfairError, match="unknown data source"):
+        fetch_sources(["nope"])
+
+
+def _write_sources(data):
+    conv = lambda i, human, answer: {  # noqa: E731
+        "id": f"c{i}", "conversations": [{"from": "human", "value": human},
+                                         {"from": "gpt", "value": answer}]}
+    convs = []
+    for i in range(30):
+        convs.append(conv(i, f"What is a good name for a cat number {i}? Tell me why.",
+                          f"A good name is Tom {i}. " * 60))
+        convs.append(conv(100 + i, f"Write a python function that returns {i} plus one.",
+                          f"def f(): return {i} + 1"))
+    text = json.dumps(convs, indent=1)
+    (data / "sharegpt").mkdir(parents=True)
+    (data / "sharegpt" / "ShareGPT_V3_unfiltered_cleaned_split.json").write_text(
+        text[: len(text) - 40])  # truncated like the packaged file
+    (data / "hsk").mkdir()
+    (data / "hsk" / "sentences.json").write_text(json.dumps(
+        [{"id": f"h{i}", "hsk_level": 3, "chinese": f"我们明天一起去公园散步好吗{i}",
+          "translation": {"en": f"Shall we walk in the park tomorrow {i}?"}} for i in range(30)],
+        ensure_ascii=False))
+    (data / "gsm8k").mkdir()
+    (data / "gsm8k" / "train.jsonl").write_text("".join(
+        json.dumps({"question": f"Tom has {i} apples and buys 2. How many?",
+                    "answer": f"Tom has {i}+2=<<{i}+2={i + 2}>>{i + 2}.\n#### {i + 2}"}) + "\n"
+        for i in range(30)))
+    (data / "mgsm").mkdir()
+    for lang, q in [("en", "Ann has {} pens."), ("fr", "Ann a {} stylos."),
+                    ("zh", "安有{}支笔。"), ("ja", "アンはペンを{}本持っています。")]:
+        (data / "mgsm" / f"mgsm_{lang}.tsv").write_text(
+            "".join(f"{q.format(i)}\t{i}\n" for i in range(30)), encoding="utf-8")
+
+
+def test_the_study_suite_derives_every_task_and_keeps_splits_apart(home):
+    from specfair.tasks.study import STUDY_TASKS, load_study_suite, text_reference_tasks
+
+    _write_sources(home / "data")
+    suite = load_study_suite(n_per_task=20)
+    assert set(suite.tasks) == {t.name for t in STUDY_TASKS}
+    by = suite.by_task()
+    assert all(len(v) == 20 for v in by.values())
+    assert all(p.text.startswith("Summarize the following text") for p in by["summarization"])
+    assert all("python" in p.text for p in by["code"])
+    assert all(p.text.startswith("Translate into French:\nAnn has") for p in
+               by["translation_en_fr"])
+    math = by["math"][0]
+    assert "<<" not in math.reference and "The answer is" in math.reference
+    # one MGSM problem is in the same split in every language and in the en->fr task
+    split = {(p.task, p.id.rsplit("-", 1)[1]): suite.split_of(p) for p in suite.items
+             if p.source == "mgsm"}
+    for (_task, row), s in split.items():
+        assert split.get(("zh", row), s) == s and split.get(("translation_en_fr", row), s) == s
+    assert "zh" not in text_reference_tasks() and "math" in text_reference_tasks()
+    for t in STUDY_TASKS:
+        assert t.derived and t.source in datasets.SOURCES
+        assert datasets.SOURCES[t.source].license
