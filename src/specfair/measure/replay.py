@@ -1,0 +1,104 @@
+"""Replay a drafting policy on a teacher-forced pass, for greedy decoding.
+
+Along the target's own greedy answer, the drafter's teacher-forced prediction at each position
+is exactly what it would draft there as long as its drafts so far matched: so one pass gives,
+per position, ``match`` (the drafter's argmax is the target's token) and ``conf`` (the drafter's
+top probability). A speculative step at position ``i`` drafts tokens ``i, i+1, ...`` until the
+policy stops; the target accepts the drafts up to the first mismatch and adds one token. The
+replay gives the steps and the acceptances of greedy decoding exactly, without running the
+models; so are the drafts of ``fixed`` and ``heuristic``. For ``confidence`` the drafts *after* a
+step's first rejected one are conditioned on the drafter's own wrong token, which a
+teacher-forced pass does not see: their count is estimated from the teacher-forced confidences
+(it changes the price of a step, not its tokens).
+
+Policies (the names of :mod:`specfair.decoding.gamma`):
+
+- ``fixed``: ``gamma`` drafts per step;
+- ``heuristic``: Hugging Face's default schedule: start at ``gamma``, +2 after a step whose
+  drafts were all accepted, -1 (not below 1) otherwise;
+- ``confidence``: up to ``max_gamma`` drafts, stop after a draft whose confidence is below
+  ``threshold`` (Hugging Face's ``assistant_confidence_threshold``; the low-confidence draft is
+  still proposed).
+
+The predicted speed-up prices each step at ``drafts * c + v(drafts)`` target-step units
+(``c``: drafter/target forward cost; ``v(k)``: the cost of verifying k drafts, 1 + slope * k)
+against one target step per token for plain decoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Policy:
+    kind: str = "fixed"  # fixed | heuristic | confidence
+    gamma: int = 5
+    max_gamma: int = 20
+    threshold: float = 0.4
+
+    @property
+    def label(self) -> str:
+        if self.kind == "confidence":
+            return f"confidence<{self.threshold:g} (max {self.max_gamma})"
+        return f"{self.kind} gamma={self.gamma}"
+
+
+@dataclass(frozen=True)
+class Replay:
+    tokens: int
+    steps: int
+    drafted: int
+    accepted: int
+    draft_sizes: tuple[int, ...]
+    accepted_sizes: tuple[int, ...]
+
+    def cost(self, c: float, verify_slope: float) -> float:
+        """Time in target-step units."""
+        return sum(k * c + 1.0 + verify_slope * k for k in self.draft_sizes)
+
+    def speedup(self, c: float, verify_slope: float) -> float:
+        return self.tokens / self.cost(c, verify_slope)
+
+
+def replay(match: Sequence[bool], conf: Sequence[float], policy: Policy) -> Replay:
+    """``match[j]`` / ``conf[j]``: the drafter at the position of the answer's token ``j + 1``
+    (token 0 comes from the prefill). As in the engine, a step drafts at most the tokens still
+    to produce minus one (a step with nothing to draft is a plain target step)."""
+    n = len(match)
+    i = steps = drafted = accepted = 0
+    gamma = policy.gamma
+    sizes, acc = [], []
+    while i < n:
+        room = n - i - 1
+        if policy.kind == "confidence":
+            k = 0
+            while k < min(policy.max_gamma, room):
+                k += 1
+                if conf[i + k - 1] < policy.threshold:
+                    break
+        else:
+            k = min(gamma, room)
+        a = 0
+        while a < k and match[i + a]:
+            a += 1
+        steps += 1
+        drafted += k
+        accepted += a
+        sizes.append(k)
+        acc.append(a)
+        if policy.kind == "heuristic" and k > 0:
+            gamma = min(gamma + 2, policy.max_gamma) if a == k else max(1, gamma - 1)
+        i += a + 1  # the accepted drafts and the target's own token
+    return Replay(n, steps, drafted, accepted, tuple(sizes), tuple(acc))
+
+
+def replay_all(passes: Sequence[tuple[Sequence[bool], Sequence[float]]], policy: Policy,
+               c: float, verify_slope: float) -> dict:
+    """Pooled over passes (one prompt each): tokens / time, alpha = accepted / drafted."""
+    rs = [replay(m, q, policy) for m, q in passes]
+    tokens = sum(r.tokens for r in rs)
+    return {"policy": policy.label, "speedup": tokens / sum(r.cost(c, verify_slope) for r in rs),
+            "alpha": sum(r.accepted for r in rs) / max(1, sum(r.drafted for r in rs)),
+            "tokens_per_step": tokens / max(1, sum(r.steps for r in rs))}
