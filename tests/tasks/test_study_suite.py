@@ -6,6 +6,7 @@ import hashlib
 import json
 
 import pytest
+from study_data import write_study_sources
 
 from specfair.errors import SpecfairError
 from specfair.tasks import datasets
@@ -56,41 +57,10 @@ def test_missing_and_unknown_sources_name_the_fetch_command(home):
         fetch_sources(["nope"])
 
 
-def _write_sources(data):
-    conv = lambda i, human, answer: {  # noqa: E731
-        "id": f"c{i}", "conversations": [{"from": "human", "value": human},
-                                         {"from": "gpt", "value": answer}]}
-    convs = []
-    for i in range(30):
-        convs.append(conv(i, f"What is a good name for a cat number {i}? Tell me why.",
-                          f"A good name is Tom {i}. " * 60))
-        convs.append(conv(100 + i, f"Write a python function that returns {i} plus one.",
-                          f"def f(): return {i} + 1"))
-    text = json.dumps(convs, indent=1)
-    (data / "sharegpt").mkdir(parents=True)
-    (data / "sharegpt" / "ShareGPT_V3_unfiltered_cleaned_split.json").write_text(
-        text[: len(text) - 40])  # truncated like the packaged file
-    (data / "hsk").mkdir()
-    (data / "hsk" / "sentences.json").write_text(json.dumps(
-        [{"id": f"h{i}", "hsk_level": 3, "chinese": f"我们明天一起去公园散步好吗{i}",
-          "translation": {"en": f"Shall we walk in the park tomorrow {i}?"}} for i in range(30)],
-        ensure_ascii=False))
-    (data / "gsm8k").mkdir()
-    (data / "gsm8k" / "train.jsonl").write_text("".join(
-        json.dumps({"question": f"Tom has {i} apples and buys 2. How many?",
-                    "answer": f"Tom has {i}+2=<<{i}+2={i + 2}>>{i + 2}.\n#### {i + 2}"}) + "\n"
-        for i in range(30)))
-    (data / "mgsm").mkdir()
-    for lang, q in [("en", "Ann has {} pens."), ("fr", "Ann a {} stylos."),
-                    ("zh", "安有{}支笔。"), ("ja", "アンはペンを{}本持っています。")]:
-        (data / "mgsm" / f"mgsm_{lang}.tsv").write_text(
-            "".join(f"{q.format(i)}\t{i}\n" for i in range(30)), encoding="utf-8")
-
-
 def test_the_study_suite_derives_every_task_and_keeps_splits_apart(home):
     from specfair.tasks.study import STUDY_TASKS, load_study_suite, text_reference_tasks
 
-    _write_sources(home / "data")
+    write_study_sources(home / "data")
     suite = load_study_suite(n_per_task=20)
     assert set(suite.tasks) == {t.name for t in STUDY_TASKS}
     by = suite.by_task()

@@ -26,6 +26,9 @@ def bucket_probs(student_logits: torch.Tensor, topk_idx: torch.Tensor,
     """``(p, q)``, each ``[N, k + 1]``: teacher and student probabilities on the teacher's top-k
     tokens, the last column the rest of the vocabulary. ``student_logits``: ``[N, V]``."""
     logq = torch.log_softmax(student_logits.float(), dim=-1)
+    beyond = int(topk_idx.max()) + 1 - logq.shape[-1]
+    if beyond > 0:  # a smaller drafter vocabulary: no mass on the target's extra tokens
+        logq = torch.nn.functional.pad(logq, (0, beyond), value=float("-inf"))
     q_top = logq.gather(-1, topk_idx.long()).exp()
     p_top = topk_logp.float().exp()
     q_rest = (1.0 - q_top.sum(-1, keepdim=True)).clamp_min(0.0)

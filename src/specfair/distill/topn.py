@@ -89,12 +89,18 @@ def sequence_loss(top, head, s: Signals, kind: str, bf16: bool) -> torch.Tensor:
 @torch.inference_mode()
 def evaluate(top: TopLayers, head: torch.Tensor, signals: Sequence[Signals],
              bf16: bool) -> list[dict[str, float]]:
-    """Per sequence: the means over its response positions of alpha, greedy, ce, resid."""
+    """Per sequence: the means over its response positions of alpha, greedy, ce, resid, and per
+    position ``match`` (greedy agreement) and ``conf`` (the drafter's top probability): what a
+    drafting policy replay needs (:mod:`specfair.measure.replay`)."""
     top.eval()
     out = []
     for s in signals:
-        m = topk_acceptance(_logits(top, head, s, bf16).float(), s.topk_idx, s.topk_logp)
-        out.append({k: float(v.mean()) for k, v in m.items()} | {"n": int(s.topk_idx.shape[0])})
+        logits = _logits(top, head, s, bf16).float()
+        m = topk_acceptance(logits, s.topk_idx, s.topk_logp)
+        conf = torch.softmax(logits, -1).max(-1).values
+        out.append({k: float(v.mean()) for k, v in m.items()} | {
+            "n": int(s.topk_idx.shape[0]), "match": [int(x) for x in m["greedy"].tolist()],
+            "conf": [round(float(x), 4) for x in conf]})
     return out
 
 

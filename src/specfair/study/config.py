@@ -55,16 +55,14 @@ class StudyConfig:
     lr: float = 1e-4
     warmup_steps: int = 10
     batch_size: int = 8
-    epochs: float = 1.0  # passes over the training sequences at the largest budget
+    epochs: float = 2.0  # passes over the training sequences at the largest budget
+    overfit_epochs: float = 4.0  # the overfit check: one task's train sequences, this many
+    overfit_lr: float = 3e-4  # passes, at this learning rate
     budgets: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])
     arms: list[str] = field(default_factory=lambda: list(ARMS))
     disparity_temperature: float = 0.05
     disparity_floor: float = 0.2
     bootstrap: int = 2000
-    # predicted speed-ups (Leviathan): gamma and the drafter/target cost ratio c; 0.40 is the
-    # measured transformers bf16 ratio of this pair on a 2-core bf16 CPU (9.4 vs 3.8 tok/s)
-    gamma: int = 5
-    cost_ratio: float = 0.40
 
     def validate(self, origin: str = "study config") -> None:
         if bad := [a for a in self.arms if a not in ARMS]:

@@ -81,6 +81,13 @@ class Run:
         self.teacher, self.lower = fill_signals(cfg, target, self.drafter,
                                                 self.test + self.train + self.heldout, run_dir)
         _say(f"signals ready ({time.perf_counter() - t0:.0f} s)")
+        costs = run_dir / "costs.json"
+        if not costs.is_file():
+            from specfair.measure.costs import measure_costs
+
+            c = measure_costs(target, self.drafter, self.test[0].ids[: self.test[0].n_prompt])
+            costs.write_text(json.dumps(c, indent=2))
+            _say(f"measured costs: c={c['c']:.3f}, v(k)=1+{c['verify_slope']:.3f}(k-1)")
         del target
         self.head = self.drafter.get_output_embeddings().weight.detach()
         self.head.requires_grad_(False)
@@ -121,7 +128,7 @@ def stage_base(run: Run, out: Path) -> None:
     _write(out, run.eval_records(run.fresh_top(), run.test, arm="base", budget=0.0, tokens=0))
 
 
-def stage_overfit(run: Run, path: Path, epochs: float = 3.0) -> dict:
+def stage_overfit(run: Run, path: Path) -> dict:
     """Train on one task's train sequences; greedy alpha on those same sequences before and
     after. The task is the test-worst task of the base drafter."""
     if path.is_file():
@@ -130,21 +137,23 @@ def stage_overfit(run: Run, path: Path, epochs: float = 3.0) -> dict:
     by_task = {t: sum(r["alpha"] for r in base if r["task"] == t) for t in run.cfg.tasks}
     task = min(by_task, key=lambda t: by_task[t] / max(1, sum(r["task"] == t for r in base)))
     seqs = [s for s in run.train if s.task == task]
+    epochs, lr = run.cfg.overfit_epochs, run.cfg.overfit_lr
     _say(f"overfit check on {task}: {len(seqs)} train sequences, {epochs} epochs")
     top = run.fresh_top()
     before = run.eval_records(top, seqs)
-    opt = make_optimizer(top, run.cfg.lr)
+    opt = make_optimizer(top, lr)
     rng = random.Random(run.cfg.seed)
     sig = [run.signals(s) for s in seqs]
     t0 = time.perf_counter()
     state = train_until(top, run.head, opt, TrainState(),
                         lambda: rng.sample(sig, min(run.cfg.batch_size, len(sig))),
-                        int(epochs * sum(len(s.ids) for s in seqs)), lr=run.cfg.lr,
+                        int(epochs * sum(len(s.ids) for s in seqs)), lr=lr,
                         warmup=run.cfg.warmup_steps, kind=run.cfg.loss, bf16=run.bf16)
     secs = time.perf_counter() - t0
     after = run.eval_records(top, seqs)
     mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
-    res = {"task": task, "n_sequences": len(seqs), "epochs": epochs, "tokens": state.tokens,
+    res = {"task": task, "n_sequences": len(seqs), "epochs": epochs, "lr": lr,
+           "tokens": state.tokens,
            "seconds": secs, "tokens_per_s": state.tokens / secs,
            "greedy_before": mean(before, "greedy"), "greedy_after": mean(after, "greedy"),
            "alpha_before": mean(before, "alpha"), "alpha_after": mean(after, "alpha")}

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from specfair.measure.io import read_jsonl
-from specfair.measure.metrics import expected_speedup
+from specfair.measure.replay import Policy, replay_all
 from specfair.study.config import StudyConfig
 
-METRICS = ("alpha", "greedy", "ce")
+POLICIES = (Policy("fixed", 5), Policy("heuristic", 5, max_gamma=32),
+            Policy("confidence", max_gamma=20, threshold=0.4))
 
 
 def _by_prompt(records: list[dict], arm: str, budget: float) -> dict[str, dict[str, dict]]:
@@ -55,14 +56,20 @@ def _u(ce: np.ndarray) -> np.ndarray:
     return ce.var(-1)
 
 
-def compare(records, arm, budget, tasks, cfg: StudyConfig) -> dict:
+def compare(records, arm, budget, tasks, cfg: StudyConfig, costs: dict) -> dict:
+    """One arm at one budget against the base drafter, on the same test prompts. Predicted
+    speed-ups replay each drafting policy on the teacher-forced passes with the measured c
+    and v(k) (:mod:`specfair.measure.replay`); the first policy is the headline one."""
     base, mine = _by_prompt(records, "base", 0.0), _by_prompt(records, arm, budget)
     B, seed = cfg.bootstrap, cfg.seed
     a_pb, a_pa, a_bb, a_ba = _resampled_means(base, mine, tasks, "alpha", B, seed)
     c_pb, c_pa, c_bb, c_ba = _resampled_means(base, mine, tasks, "ce", B, seed)
     g_pb, g_pa, _, _ = _resampled_means(base, mine, tasks, "greedy", 1, seed)
     worst = int(np.argmin(a_pb))
-    sp = [expected_speedup(a, cfg.gamma, cfg.cost_ratio) for a in a_pa]
+    policies = {p.label: {t: replay_all([(r["match"], r["conf"]) for r in mine[t].values()],
+                                        p, costs["c"], costs["verify_slope"])
+                          for t in tasks} for p in POLICIES}
+    sp = [policies[POLICIES[0].label][t]["speedup"] for t in tasks]
     return {
         "arm": arm, "budget": budget,
         "tokens": next(r["tokens"] for r in records if r["arm"] == arm and r["budget"] == budget),
@@ -79,6 +86,7 @@ def compare(records, arm, budget, tasks, cfg: StudyConfig) -> dict:
         "U": _ci(float(_u(c_pa)), _u(c_ba)),
         "U_change": _ci(float(_u(c_pa) / _u(c_pb) - 1), _u(c_ba) / _u(c_bb) - 1),
         "max_min_speedup": float(max(sp) / min(sp)),
+        "policies": policies,
     }
 
 
@@ -108,20 +116,22 @@ def dose_response(rows: list[dict], base: dict, tasks: list[str]) -> dict:
 
 def write_summary(run_dir: Path, cfg: StudyConfig) -> Path:
     records = read_jsonl(run_dir / "eval.jsonl")
+    costs = json.loads((run_dir / "costs.json").read_text())
     tasks = list(cfg.tasks)
-    base = compare(records, "base", 0.0, tasks, cfg)
+    base = compare(records, "base", 0.0, tasks, cfg, costs)
     arms = {}
     for arm in cfg.arms:
-        rows = [compare(records, arm, b, tasks, cfg) for b in cfg.budgets
+        rows = [compare(records, arm, b, tasks, cfg, costs) for b in cfg.budgets
                 if any(r["arm"] == arm and r["budget"] == b for r in records)]
         if rows:
             arms[arm] = {"budgets": rows, "dose_response": dose_response(rows, base, tasks)}
     overfit = run_dir / "overfit.json"
-    summary = {"config": cfg.to_dict(), "base": base, "arms": arms,
+    summary = {"config": cfg.to_dict(), "costs": costs, "base": base, "arms": arms,
                "overfit": json.loads(overfit.read_text()) if overfit.is_file() else None}
     path = run_dir / "summary.json"
     path.write_text(json.dumps(summary, indent=2, allow_nan=False,
                                default=lambda x: None))
+    plot(summary, run_dir / "dose_response.png")
     (run_dir / "report.md").write_text(render(summary))
     return path
 
@@ -167,8 +177,64 @@ def render(s: dict) -> str:
         lines.append(f"- **{name}**: worst task {w} {d['alpha_per_10k'][w]:+.4f} alpha/10k"
                      f", mean {d['mean_alpha_per_10k']:+.4f}/10k, U "
                      f"{d['U_per_10k']:+.5f}/10k; worst reaches the mean: {proj_s}.")
-    lines += ["", answer(s), ""]
+    lines += policy_table(s, tasks)
+    lines += ["", "![dose-response](dose_response.png)", "", answer(s), ""]
     return "\n".join(lines)
+
+
+def policy_table(s: dict, tasks: list[str]) -> list[str]:
+    """Predicted speed-ups per drafting policy: the base drafter and each arm's largest
+    budget (replayed on the teacher-forced passes with the measured c and v)."""
+    c = s["costs"]
+    lines = ["", "## Drafting policy against fine-tuning: predicted speed-ups",
+             "", f"Measured c = {c['c']:.3f}, v(k) = 1 + {c['verify_slope']:.3f} (k - 1).", "",
+             "| drafter | policy | " + " | ".join(tasks) + " | max/min |",
+             "|" + " --- |" * (len(tasks) + 3)]
+    rows = [s["base"]] + [a["budgets"][-1] for a in s["arms"].values()]
+    for r in rows:
+        for label, per in r["policies"].items():
+            sp = [per[t]["speedup"] for t in tasks]
+            lines.append(f"| {r['arm']} {r['budget']:.2f} | {label} | "
+                         + " | ".join(f"{x:.2f}" for x in sp) + f" | {max(sp) / min(sp):.2f} |")
+    return lines
+
+
+def plot(s: dict, path: Path) -> None:
+    """Per-task alpha, worst-task alpha and U against training tokens, one panel row per arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks, arms = list(s["config"]["tasks"]), s["arms"]
+    fig, axes = plt.subplots(max(1, len(arms)), 2, figsize=(11, 3.2 * max(1, len(arms))),
+                             squeeze=False)
+    base = s["base"]
+    for row, (name, a) in zip(axes, arms.items(), strict=False):
+        xs = [0] + [r["tokens"] for r in a["budgets"]]
+        for t in tasks:
+            row[0].plot(xs, [base["tasks"][t]["alpha"]] + [r["tasks"][t]["alpha"]
+                                                           for r in a["budgets"]], marker="o",
+                        label=t)
+        row[0].set_title(f"{name}: alpha per task")
+        row[0].set_xlabel("training tokens")
+        row[1].plot(xs, [base["worst_alpha"]["value"]] + [r["worst_alpha"]["value"]
+                                                           for r in a["budgets"]], "k-o",
+                    label="worst-task alpha")
+        row[1].plot(xs, [base["mean_alpha"]["value"]] + [r["mean_alpha"]["value"]
+                                                          for r in a["budgets"]], "b-o",
+                    label="mean alpha")
+        ax2 = row[1].twinx()
+        ax2.plot(xs, [base["U"]["value"]] + [r["U"]["value"] for r in a["budgets"]], "r--s",
+                 label="U (CE spread)")
+        ax2.set_ylabel("U", color="r")
+        row[1].set_title(f"{name}: worst, mean alpha and U")
+        row[1].set_xlabel("training tokens")
+        row[1].legend(loc="lower left", fontsize=7)
+    axes[0][0].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def answer(s: dict) -> str:

@@ -1,0 +1,63 @@
+"""The dose-response study end to end on a tiny pair and small data files: every stage runs,
+the records are complete and paired, a rerun resumes without redoing anything, and another
+config in the same directory is refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from study_data import write_study_sources
+
+from specfair.errors import SpecfairError
+from specfair.study.config import StudyConfig
+from specfair.study.run import run_study
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _cfg(tiny_pair, **kw) -> StudyConfig:
+    target, drafter = tiny_pair
+    base = dict(target=str(target), drafter=str(drafter), n_train=4, n_test=3, n_heldout=2,
+                max_prompt_tokens=24, train_response_tokens=6, test_response_tokens=6, topk=8,
+                top_layers=1, batch_size=2, epochs=1.0, budgets=[0.5, 1.0], lr=1e-3,
+                overfit_epochs=2.0, bootstrap=50)
+    return StudyConfig(**(base | kw))
+
+
+def test_the_study_runs_resumes_and_refuses_other_settings(tiny_pair, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path / "home"))
+    write_study_sources(tmp_path / "home" / "data")
+    cfg = _cfg(tiny_pair)
+    out = tmp_path / "run"
+    summary = json.loads(run_study(cfg, out).read_text())
+    recs = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
+    base_ids = {r["id"] for r in recs if r["arm"] == "base"}
+    assert len(base_ids) == 3 * len(cfg.tasks)
+    for arm in cfg.arms:
+        for b in cfg.budgets:
+            ids = [r["id"] for r in recs if r["arm"] == arm and r["budget"] == b]
+            assert sorted(ids) == sorted(base_ids), (arm, b)  # paired, complete, no duplicate
+    assert set(summary["arms"]) == set(cfg.arms)
+    largest = summary["arms"]["uniform"]["budgets"][-1]
+    assert largest["tokens"] >= int(cfg.epochs * 0.9 * largest["tokens"])
+    assert set(largest["policies"]) and largest["d_base_worst_alpha"]["lo"] <= \
+        largest["d_base_worst_alpha"]["value"] <= largest["d_base_worst_alpha"]["hi"]
+    assert summary["overfit"]["greedy_after"] >= 0.0
+    report = (out / "report.md").read_text()
+    assert "## Answer" in report and "dose_response.png" in report
+    assert (out / "dose_response.png").stat().st_size > 1000
+    # a rerun redoes nothing
+    before = (out / "eval.jsonl").read_text()
+    run_study(cfg, out)
+    assert (out / "eval.jsonl").read_text() == before
+    with pytest.raises(SpecfairError, match="other settings.*lr"):
+        run_study(_cfg(tiny_pair, lr=5e-4), out)
+    assert not list(out.rglob("*.pt")) and not list(out.rglob("*.pkl"))
