@@ -102,7 +102,8 @@ def train_sequences(cfg: StudyConfig, target, drafter, tokenizer, prompts: Seque
                     run_dir: Path) -> list[Seq]:
     """Prompt (last ``max_prompt_tokens``) + training text: the reference where the task's
     references are answer texts and ``train_text`` allows it, else a greedy continuation by the
-    drafter (or target)."""
+    drafter (of the truncated prompt) or, with ``train_text="target"``, the target's greedy
+    answer to the whole prompt."""
     from specfair.tasks.study import text_reference_tasks
 
     with_text = text_reference_tasks()
@@ -119,7 +120,11 @@ def train_sequences(cfg: StudyConfig, target, drafter, tokenizer, prompts: Seque
     if gen_idx:
         model, label = (target, "target") if cfg.train_text == "target" else (drafter, "drafter")
         gp = [prompts[k] for k in gen_idx]
-        resp = _generate(model, tokenizer, gp, [ids[k] for k in gen_idx],
+        # the target answers the whole prompt, as at test time; the drafter continues the
+        # truncated prompt it trains on (its own on-policy text)
+        gen_ids = ([encode_prompt(tokenizer, p) for p in gp] if label == "target"
+                   else [ids[k] for k in gen_idx])
+        resp = _generate(model, tokenizer, gp, gen_ids,
                          run_dir / f"train_{label}_text.jsonl", n, f"{label} training text")
         for k in gen_idx:
             p = prompts[k]
