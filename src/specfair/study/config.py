@@ -44,7 +44,8 @@ class StudyConfig:
     n_train: int = 150  # train prompts per task (the largest budget sees all of them)
     n_test: int = 40  # test prompts per task (paired: the same prompts for every arm)
     n_heldout: int = 8  # train prompts per task held back for early stopping / disparity weights
-    max_prompt_tokens: int = 96  # prompts are cut to their last tokens (training and teacher)
+    max_prompt_tokens: int = 96  # training prompts are cut to this many tokens: the first
+    prompt_head_tokens: int = 0  # of them (the chat template's start) and the last ones
     train_response_tokens: int = 48
     test_response_tokens: int = 32
     train_text: str = "reference+drafter"  # reference+drafter | drafter | target
@@ -73,6 +74,8 @@ class StudyConfig:
             raise SpecfairError(f"{origin}: loss={self.loss!r} (fkl, tvd or jsd)")
         if not self.budgets or any(not 0 < b <= 1 for b in self.budgets):
             raise SpecfairError(f"{origin}: budgets must be fractions in (0, 1]")
+        if not 0 <= self.prompt_head_tokens < self.max_prompt_tokens:
+            raise SpecfairError(f"{origin}: prompt_head_tokens must be in [0, max_prompt_tokens)")
         for k in ("n_train", "n_test", "topk", "top_layers", "batch_size"):
             if int(getattr(self, k)) < 1:
                 raise SpecfairError(f"{origin}: {k} must be >= 1")

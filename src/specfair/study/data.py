@@ -3,7 +3,7 @@ training text, and the two signal stores they are scored into.
 
 A :class:`Seq` is one token sequence ``ids`` whose positions ``n_prompt..`` are the response:
 test sequences are the target's own greedy answers to the full prompt (acceptance is measured on
-the target's trajectories); training sequences are a prompt (its last ``max_prompt_tokens``) and
+the target's trajectories); training sequences are a prompt (cut by :func:`cut_prompt`) and
 a training text (``StudyConfig.train_text``).
 """
 
@@ -70,7 +70,9 @@ def _generate(model, tokenizer, prompts: Sequence[Prompt], ids: Sequence[list[in
     from specfair.decoding.batched import batched_greedy
     from specfair.measure.progress import progress_bar
 
-    done = {r["id"]: r["response_ids"] for r in read_jsonl(path, repair=True)}
+    keys = {p.id: seq_key(i, 0) for p, i in zip(prompts, ids, strict=True)}
+    done = {r["id"]: r["response_ids"] for r in read_jsonl(path, repair=True)
+            if r.get("prompt_key", keys.get(r["id"])) == keys.get(r["id"])}
     todo = [i for i, p in enumerate(prompts) if p.id not in done]
     if todo:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -79,7 +81,8 @@ def _generate(model, tokenizer, prompts: Sequence[Prompt], ids: Sequence[list[in
                 for j, (toks, stop) in zip(idx, results, strict=True):
                     p = prompts[todo[j]]
                     append_jsonl(path, {"id": p.id, "task": p.task, "response_ids": toks,
-                                        "stop_reason": stop, "max_new_tokens": max_new})
+                                        "stop_reason": stop, "max_new_tokens": max_new,
+                                        "prompt_key": keys[p.id]})
                     done[p.id] = toks
                     advance()
 
@@ -87,6 +90,13 @@ def _generate(model, tokenizer, prompts: Sequence[Prompt], ids: Sequence[list[in
                            eos_token_id=_eos(model, tokenizer), pad_token_id=pad,
                            batch_size=16, on_batch=write)
     return done
+
+
+def cut_prompt(ids: list[int], n: int, head: int) -> list[int]:
+    """At most ``n`` tokens: the first ``head`` (the chat template's start) and the last ones."""
+    if len(ids) <= n:
+        return ids
+    return ids[:head] + ids[len(ids) - (n - head):]
 
 
 def test_sequences(cfg: StudyConfig, target, tokenizer, prompts: Sequence[Prompt],
@@ -100,14 +110,15 @@ def test_sequences(cfg: StudyConfig, target, tokenizer, prompts: Sequence[Prompt
 
 def train_sequences(cfg: StudyConfig, target, drafter, tokenizer, prompts: Sequence[Prompt],
                     run_dir: Path) -> list[Seq]:
-    """Prompt (last ``max_prompt_tokens``) + training text: the reference where the task's
+    """Prompt (cut to ``max_prompt_tokens``) + training text: the reference where the task's
     references are answer texts and ``train_text`` allows it, else a greedy continuation by the
     drafter (of the truncated prompt) or, with ``train_text="target"``, the target's greedy
     answer to the whole prompt."""
     from specfair.tasks.study import text_reference_tasks
 
     with_text = text_reference_tasks()
-    ids = [encode_prompt(tokenizer, p)[-cfg.max_prompt_tokens:] for p in prompts]
+    ids = [cut_prompt(encode_prompt(tokenizer, p), cfg.max_prompt_tokens,
+                      cfg.prompt_head_tokens) for p in prompts]
     n = cfg.train_response_tokens
     out: dict[str, Seq] = {}
     gen_idx = []
