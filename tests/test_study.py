@@ -61,3 +61,24 @@ def test_the_study_runs_resumes_and_refuses_other_settings(tiny_pair, tmp_path, 
     with pytest.raises(SpecfairError, match="other settings.*lr"):
         run_study(_cfg(tiny_pair, lr=5e-4), out)
     assert not list(out.rglob("*.pt")) and not list(out.rglob("*.pkl"))
+
+
+def test_study_without_data_is_one_error_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from specfair import cli
+
+    monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr("sys.argv", ["specfair", "experiment", "study", "--run-dir",
+                                     str(tmp_path / "run")])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "specfair data fetch" in err[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_study_key_suggests_the_closest(tmp_path):
+    bad = tmp_path / "s.toml"
+    bad.write_text('kind = "study"\nepoch = 2.0\n')
+    with pytest.raises(SpecfairError, match="unknown key 'epoch'.*'epochs'"):
+        StudyConfig.load(bad)

@@ -54,22 +54,15 @@ class Run:
         from specfair.tasks.study import load_study_suite
 
         self.cfg, self.dir = cfg, run_dir
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg_path = run_dir / "study_config.json"
-        if cfg_path.is_file() and json.loads(cfg_path.read_text()) != cfg.to_dict():
-            old = json.loads(cfg_path.read_text())
-            diff = sorted(k for k in cfg.to_dict() if old.get(k) != cfg.to_dict()[k])
-            from specfair.errors import SpecfairError
-
-            raise SpecfairError(f"{run_dir} holds a study with other settings ({', '.join(diff)}); "
-                                "use another --out")
-        cfg_path.write_text(json.dumps(cfg.to_dict(), indent=2))
-        self.bf16 = cpu_supports_bf16() or torch.cuda.is_available()
-        _say(f"CPU native bf16: {self.bf16}; loading the suite and models")
-        prompts = study_prompts(cfg, load_study_suite(seed=cfg.seed))
+        _check_settings(cfg, run_dir)
+        prompts = study_prompts(cfg, load_study_suite(seed=cfg.seed))  # data checked first
         self.tok = load_tokenizer(cfg.target)
         target = load_model(cfg.target, "auto", "auto")
         self.drafter = load_model(cfg.drafter, "auto", "auto")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "study_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        self.bf16 = cpu_supports_bf16() or torch.cuda.is_available()
+        _say(f"CPU native bf16: {self.bf16}")
         t0 = time.perf_counter()
         self.test = test_sequences(cfg, target, self.tok, prompts.test, run_dir)
         self.train = train_sequences(cfg, target, self.drafter, self.tok, prompts.train, run_dir)
@@ -81,13 +74,7 @@ class Run:
         self.teacher, self.lower = fill_signals(cfg, target, self.drafter,
                                                 self.test + self.train + self.heldout, run_dir)
         _say(f"signals ready ({time.perf_counter() - t0:.0f} s)")
-        costs = run_dir / "costs.json"
-        if not costs.is_file():
-            from specfair.measure.costs import measure_costs
-
-            c = measure_costs(target, self.drafter, self.test[0].ids[: self.test[0].n_prompt])
-            costs.write_text(json.dumps(c, indent=2))
-            _say(f"measured costs: c={c['c']:.3f}, v(k)=1+{c['verify_slope']:.3f}(k-1)")
+        _measure_costs(target, self.drafter, self.test[0], run_dir / "costs.json")
         del target
         self.head = self.drafter.get_output_embeddings().weight.detach()
         self.head.requires_grad_(False)
@@ -102,6 +89,28 @@ class Run:
     def eval_records(self, top: TopLayers, seqs: list[Seq], **tags) -> list[dict]:
         res = evaluate(top, self.head, [self.signals(s) for s in seqs], self.bf16)
         return [tags | {"id": s.id, "task": s.task} | r for s, r in zip(seqs, res, strict=True)]
+
+
+def _check_settings(cfg: StudyConfig, run_dir: Path) -> None:
+    """A run directory holds one study: other settings are refused before anything runs."""
+    path = run_dir / "study_config.json"
+    if path.is_file():
+        old, new = json.loads(path.read_text()), cfg.to_dict()
+        if diff := sorted(k for k in new if old.get(k) != new[k]):
+            from specfair.errors import SpecfairError
+
+            raise SpecfairError(f"{run_dir} holds a study with other settings "
+                                f"({', '.join(diff)}); use another --run-dir")
+
+
+def _measure_costs(target, drafter, seq: Seq, path: Path) -> None:
+    if path.is_file():
+        return
+    from specfair.measure.costs import measure_costs
+
+    c = measure_costs(target, drafter, seq.ids[: seq.n_prompt])
+    path.write_text(json.dumps(c, indent=2))
+    _say(f"measured costs: c={c['c']:.3f}, v(k)=1+{c['verify_slope']:.3f}(k-1)")
 
 
 # ---------------------------------------------------------------------------- stages
