@@ -108,7 +108,9 @@ def dose_response(rows: list[dict], base: dict, tasks: list[str]) -> dict:
     w = base["base_worst_task"]
     gap = base["mean_alpha"]["value"] - base["tasks"][w]["alpha"]
     closing = per_task[w] - mean_s
-    proj = gap / closing * 1e4 if closing > 0 else None
+    # only a rising worst task that gains on the mean is projected (a falling one "closes" the
+    # gap only when the mean falls faster: no budget makes it reach the base mean)
+    proj = gap / closing * 1e4 if closing > 0 and per_task[w] > 0 else None
     return {"alpha_per_10k": per_task, "mean_alpha_per_10k": mean_s, "U_per_10k": u_s,
             "worst_task": w, "gap": gap,
             "projected_tokens_worst_reaches_mean": proj}
@@ -172,7 +174,8 @@ def render(s: dict) -> str:
         d = a["dose_response"]
         proj = d["projected_tokens_worst_reaches_mean"]
         proj_s = (f"~{proj:,.0f} training tokens (extrapolation)" if proj is not None
-                  else "never at the measured slopes (the worst task does not gain on the mean)")
+                  else "never at the measured slopes (the worst task does not rise, or does "
+                       "not gain on the mean)")
         w = d["worst_task"]
         lines.append(f"- **{name}**: worst task {w} {d['alpha_per_10k'][w]:+.4f} alpha/10k"
                      f", mean {d['mean_alpha_per_10k']:+.4f}/10k, U "
@@ -243,12 +246,13 @@ def answer(s: dict) -> str:
     for name, a in s["arms"].items():
         r = a["budgets"][-1]
         w = r["d_base_worst_alpha"]
-        rises = w["lo"] > 0
+        verdict = ("rises (its paired 95% CI is above 0)" if w["lo"] > 0 else
+                   "falls (its paired 95% CI is below 0)" if w["hi"] < 0 else
+                   "does not change beyond its paired 95% CI")
         u = r["U_change"]
         out.append(
             f"- {name} at {r['tokens']} tokens: the base-worst task ({r['base_worst_task']}) "
-            f"alpha {'rises beyond' if rises else 'does not rise beyond'} its paired 95% CI "
-            f"({_fmt(w)}); U changes by {u['value']:+.0%} [{u['lo']:+.0%}, {u['hi']:+.0%}]"
-            f"{' (a fall of 30% or more)' if u['hi'] <= -0.30 else ''}; mean alpha "
-            f"{_fmt(r['d_mean_alpha'])}.")
+            f"alpha {verdict}: {_fmt(w)}; U changes by {u['value']:+.0%} [{u['lo']:+.0%}, "
+            f"{u['hi']:+.0%}]{' (a fall of 30% or more)' if u['hi'] <= -0.30 else ''}; "
+            f"mean alpha {_fmt(r['d_mean_alpha'])}.")
     return "\n".join(out)
