@@ -129,6 +129,9 @@ def test_config_errors(tmp_path, tiny_pair):
     run_dir = tmp_path / "r"
     with pytest.raises(SpecfairError, match="unknown stage"):
         run_experiment(str(cfg), run_dir, force=["nope"])
+    assert not run_dir.exists()  # refused before anything was written
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps(ExperimentConfig.load(cfg).to_dict()))
     other = tmp_path / "other.toml"
     other.write_text(cfg.read_text().replace("gamma = 3", "gamma = 2"))
     with pytest.raises(SpecfairError, match="another configuration"):

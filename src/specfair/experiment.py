@@ -38,6 +38,7 @@ from typing import Any
 from rich.console import Console
 
 from specfair.errors import SpecfairError
+from specfair.rundir import check_out_dir, dir_lock
 
 console = Console(stderr=True)
 
@@ -204,6 +205,11 @@ class Run:
 
         return load_suite(self.cfg.suite, data_root=self.cfg.data_root, seed=self.cfg.seed)
 
+    def record_settings(self) -> dict:
+        """The suite settings every bench/estimate record of this run carries."""
+        suite = self.suite()
+        return {"suite": self.cfg.suite, "data_hash": suite.content_hash(), "split": "test"}
+
     def test_prompts(self, n_per_task: int | None):
         from specfair.tasks import sample_per_task
 
@@ -241,7 +247,8 @@ def _bench(run: Run, drafter, out: Path, label: str, prompts=None) -> dict:
     cfg, pair = run.cfg, run.pair()
     prompts = prompts if prompts is not None else run.test_prompts(cfg.bench["n_per_task"])
     kw = dict(gamma=cfg.gamma, max_new_tokens=cfg.bench["max_new_tokens"], seed=cfg.seed,
-              drafter_label=label, target_label=cfg.target)  # fmt: skip
+              drafter_label=label, target_label=cfg.target,
+              extra_settings=run.record_settings())  # fmt: skip
     if hasattr(drafter, "for_task"):  # per-task router: one drafter per task
         for task in sorted({p.task for p in prompts}):
             sub = [p for p in prompts if p.task == task]
@@ -264,7 +271,8 @@ def _estimate(run: Run, drafter, out: Path, label: str, c: float | None) -> dict
     max_new = cfg.estimate["max_new_tokens"]
     responses = run.baseline / "responses.jsonl"
     kw = dict(drafter_label=label, max_new_tokens=max_new, gamma=cfg.gamma, temperature=1.0,
-              responses_path=responses)  # fmt: skip
+              responses_path=responses, target_label=cfg.target,
+              extra_settings=run.record_settings())  # fmt: skip
     if out == run.baseline:
         from specfair.measure.bench import load_bench_records
         from specfair.measure.responses import fill_responses_batched
@@ -386,7 +394,8 @@ def _stage_eval(run: Run, variant: str) -> dict:
         if not bench_file.exists():  # reuse the baseline's AR runs: same target, same prompts
             for r in load_bench_records(run.baseline / "bench.jsonl"):
                 if r["mode"] == "ar":
-                    append_jsonl(bench_file, {**r, "drafter": variant})
+                    settings = {**r.get("settings", {}), "drafter": variant}
+                    append_jsonl(bench_file, {**r, "drafter": variant, "settings": settings})
         b = _bench(run, drafter, out, variant)
         info["overall_speedup"] = b["overall"]["speedup"]["mean"]
     return info
@@ -415,8 +424,14 @@ def run_experiment(config: str | Path | None, run_dir: str | Path | None = None,
     cfg = ExperimentConfig.load(config)
     if data_root:
         cfg.data_root = data_root
-    run_path = Path(run_dir or Path("runs") / cfg.name)
-    run_path.mkdir(parents=True, exist_ok=True)
+    for stage in force or []:
+        _dependents(stage, cfg)  # an unknown stage is refused before anything is written
+    run_path = check_out_dir(Path(run_dir or Path("runs") / cfg.name), "--run-dir")
+    with dir_lock(run_path, "specfair experiment"):
+        return _run_locked(cfg, run_path, force)
+
+
+def _run_locked(cfg: ExperimentConfig, run_path: Path, force: list[str] | None) -> Path:
     from specfair.measure.io import read_json, write_json
 
     cfg_file = run_path / "config.json"

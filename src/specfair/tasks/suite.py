@@ -50,6 +50,7 @@ independent of sampling, so a prompt is in the same split in every suite that co
 from __future__ import annotations
 
 import hashlib
+import json
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -168,6 +169,14 @@ class Suite:
             return self._by_id[prompt_id]
         except KeyError:
             raise SpecfairError(f"suite {self.name} has no prompt {prompt_id!r}") from None
+
+    def content_hash(self) -> str:
+        """A short hash of the prompts (ids, tasks, turns, references) and the split: two
+        suites with the same hash give the same prompts in every split."""
+        h = hashlib.sha256(repr(self.test_fraction).encode())
+        for p in self.items:
+            h.update(json.dumps([p.id, p.task, list(p.turns), p.reference, p.group]).encode())
+        return h.hexdigest()[:16]
 
     def check(self) -> None:
         """Raise if a train prompt's text is also in the test split."""
