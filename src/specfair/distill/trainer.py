@@ -571,6 +571,9 @@ def _on_policy(exs, student, cfg, step, micro, rank, eos_id, device) -> list[Exa
 
 
 def _progress(cfg: DistillConfig, acc, start: int):
+    if start >= cfg.steps and acc.is_main_process:  # a resumed run that had finished
+        print(f"distill: already trained ({start} of {cfg.steps} steps), nothing to do")
+        return None
     if not cfg.progress or not acc.is_main_process:
         return None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
