@@ -129,6 +129,7 @@ def distill_command(
 
     resolve_dtype(dtype, resolve_device(device))  # refuse a bad --dtype/--device now
     suite_obj = _load_suite(suite)
+    cfg.check_tasks(suite_obj.tasks, str(config_file or "distill config"))
     acc = make_accelerator(cfg, cpu=True if device == "cpu" else None)
     with contextlib.ExitStack() as stack:
         if acc.is_main_process:

@@ -468,4 +468,29 @@ def _read_source(
         kwargs["language"] = lang
     if lang is not None and "task" in kwargs and "{lang}" in str(kwargs["task"]):
         kwargs["task"] = str(kwargs["task"]).replace("{lang}", lang)
-    return read_prompts(target, canonical, source=str(opts.get("source", name)), **kwargs)
+    source = str(opts.get("source", name))
+    prompts = read_prompts(target, canonical, source=source, **kwargs)
+    if "include" in kwargs:
+        _check_include(kwargs, prompts, target, canonical, source, where)
+    return prompts
+
+
+def _check_include(kwargs: dict, prompts: list, target, fmt: str, source: str,
+                   where: str) -> None:
+    """Refuse an ``include`` entry that matches no category of the source."""
+    from specfair.schema import suggest
+
+    include = _expect(kwargs["include"], list, "include", where)
+    plain = {k: v for k, v in kwargs.items() if k not in ("include", "task", "task_map",
+                                                          "task_prefix")}
+    try:
+        categories = {p.task for p in read_prompts(target, fmt, source=source, **plain)}
+    except SpecfairError:  # rows without a category: only an empty result can be told
+        if not prompts:
+            raise SpecfairError(f"{where}: include {include} matches no row of {target}"
+                                ) from None
+        return
+    for c in include:
+        if c not in categories:
+            raise SpecfairError(f"{where}: include entry {c!r} matches no category of "
+                                f"{target}{suggest(c, categories)}")
