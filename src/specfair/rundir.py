@@ -68,8 +68,10 @@ def _holder(fd: int) -> str:
 @contextmanager
 def dir_lock(out: str | Path, command: str | None = None) -> Iterator[Path]:
     """Create ``out`` and hold its writer lock for the block; refuse if another process holds
-    it."""
+    it. Directories created here that are still empty at the end (the run failed before writing
+    anything, e.g. a model that does not load) are removed again."""
     out = Path(out)
+    created = [p for p in (out, *out.parents) if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_FILE
     while True:
@@ -99,6 +101,16 @@ def dir_lock(out: str | Path, command: str | None = None) -> Iterator[Path]:
         except FileNotFoundError:
             pass
         os.close(fd)
+        _remove_if_empty(created)
+
+
+def _remove_if_empty(dirs: list[Path]) -> None:
+    """Remove ``dirs`` (innermost first) while they are empty."""
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:
+            return
 
 
 # ---------------------------------------------------------------------------- settings

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,9 +98,14 @@ def _from_pretrained(cls, src: ModelSource, **kwargs):
         return cls.from_pretrained(src.path, **kwargs)
     except SpecfairError:
         raise
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError, struct.error) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SpecfairError(f"could not load {src.name!r}: {first}") from e
+    except (IndexError, KeyError, TypeError) as e:
+        if src.kind != "gguf":
+            raise
+        raise SpecfairError(f"could not load {src.name!r}: not a valid GGUF file "
+                            f"({type(e).__name__}: {e})") from e
 
 
 def context_length(spec) -> int | None:

@@ -293,7 +293,12 @@ def load_suite(
         )
     path = Path(spec)
     if path.is_file():
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise SpecfairError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        except OSError as e:
+            raise SpecfairError(f"{path}: cannot read ({e.strerror or e})") from None
         origin, base, packaged, default_name = str(path), path.resolve().parent, False, _stem(path)
     elif isinstance(spec, str) and "/" not in spec and (res := _packaged(spec)) is not None:
         text = res.read_text(encoding="utf-8")
