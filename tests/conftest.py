@@ -16,3 +16,21 @@ def tiny_pair(tmp_path_factory):
 @pytest.fixture(scope="session")
 def mismatched_pair(tmp_path_factory):
     return make_tiny_pair(tmp_path_factory.mktemp("mismatched_pair"), mismatched=True)
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``specfair ARGV...`` in this process: returns ``(exit_code, stdout, stderr)``."""
+    from specfair.cli import main
+
+    def run(*argv):
+        capsys.readouterr()
+        try:
+            main([str(a) for a in argv])
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -120,7 +120,8 @@ def test_config_errors(tmp_path, tiny_pair):
         ExperimentConfig.load(tmp_path / "missing.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text('nme = "x"\n[variants.a]\nweighting = "uniform"\n')
-    with pytest.raises(SpecfairError, match="unknown keys"):
+    with pytest.raises(SpecfairError, match="unknown key 'nme' in the top level; did you mean "
+                                            "'name'"):
         ExperimentConfig.load(bad)
     bad.write_text('[variants.a]\nweighting = "fancy"\n')
     with pytest.raises(SpecfairError):
@@ -129,6 +130,10 @@ def test_config_errors(tmp_path, tiny_pair):
     run_dir = tmp_path / "r"
     with pytest.raises(SpecfairError, match="unknown stage"):
         run_experiment(str(cfg), run_dir, force=["nope"])
+    assert not run_dir.exists()  # refused before anything was written
+    (run_dir / "stages").mkdir(parents=True)
+    (run_dir / "stages" / "models.json").write_text("{}")
+    (run_dir / "config.json").write_text(json.dumps(ExperimentConfig.load(cfg).to_dict()))
     other = tmp_path / "other.toml"
     other.write_text(cfg.read_text().replace("gamma = 3", "gamma = 2"))
     with pytest.raises(SpecfairError, match="another configuration"):
@@ -139,3 +144,41 @@ def test_packaged_configs_load():
     for name in ("default", "full"):
         cfg = ExperimentConfig.load(name)
         assert set(cfg.variants) == {"uniform", "balanced", "disparity", "per-task"}
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("[bench]\nn_per_task = 2", "[bench]\nn_per_tsk = 2"),
+     r"unknown key 'n_per_tsk' in \[bench\]; did you mean 'n_per_task'\?"),
+    (("[estimate]\nn_per_task = 3", "[estimate]\nn_per_task = 3\nmax_new_token = 2"),
+     r"unknown key 'max_new_token' in \[estimate\]; did you mean 'max_new_tokens'\?"),
+    (("[report]\nbench_variants", "[report]\nbench_variant"),
+     r"unknown key 'bench_variant' in \[report\]; did you mean 'bench_variants'\?"),
+    (("[report]\nbench_variants = [\"balanced\", ", "[report]\nbench_variants = [\"balancd\", "),
+     r"names 'balancd', not a variant; did you mean 'balanced'\?"),
+    (("[distill]\n", "[distill.prompts_per_task]\nalpah = 2\n[distill]\n"),
+     r"unknown task 'alpah' in \[distill.prompts_per_task\]; did you mean 'alpha'\?"),
+    (("[variants.balanced]\n", "[variants.balanced]\nlora_rnk = 3\n"),
+     r"unknown key 'lora_rnk' in \[variants.balanced\]; did you mean 'lora_rank'\?"),
+    (("steps = 2", "steps = \"two\""), r"steps = 'two' in \[distill\] should be an integer"),
+    (("gamma = 3", "gamma = true"), r"gamma = True in the top level should be an integer"),
+    (("max_new_tokens = 6", "max_new_tokens = 0"), r"max_new_tokens in \[bench\] must be >= 1"),
+])
+def test_whole_config_checked_before_anything_is_written(tmp_path, tiny_pair, edit, message):
+    cfg = write_config(tmp_path, tiny_pair, write_suite(tmp_path))
+    text = cfg.read_text()
+    assert edit[0] in text
+    cfg.write_text(text.replace(edit[0], edit[1], 1))
+    with pytest.raises(SpecfairError, match=message) as e:
+        run_experiment(str(cfg), tmp_path / "run")
+    assert str(e.value).startswith(str(cfg))
+    assert not (tmp_path / "run").exists()
+
+
+def test_suite_include_matching_nothing_is_refused(tmp_path, tiny_pair):
+    suite = write_suite(tmp_path)
+    suite.write_text(suite.read_text() + 'include = ["alpha", "betta"]\n')
+    cfg = write_config(tmp_path, tiny_pair, suite)
+    with pytest.raises(SpecfairError, match=r"include entry 'betta' matches no category .*"
+                                            r"did you mean 'beta'\?"):
+        run_experiment(str(cfg), tmp_path / "run")
+    assert not (tmp_path / "run").exists()

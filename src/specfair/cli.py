@@ -290,13 +290,30 @@ def report(
     report_command(run_dir, screenshot)
 
 
-def main() -> None:
+def _usage_error(e) -> str:
+    """A click usage error on one line: the message and where to find help."""
+    msg = " ".join(e.format_message().split())
+    ctx = getattr(e, "ctx", None)
+    where = f"{ctx.command_path} --help" if ctx is not None else "specfair --help"
+    return f"error: {msg} (see {where})"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``specfair`` entry point: bad input of any kind (options, files, models) ends with
+    one ``error:`` line on stderr and exit status 2."""
     try:
-        app()
+        code = app(args=argv, prog_name="specfair", standalone_mode=False)
     except SpecfairError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except typer.TyperException as e:  # usage errors (typer's bundled click)
+        if type(e).__name__ == "NoArgsIsHelpError":
+            print(e.format_message(), file=sys.stderr)
+        else:
+            print(_usage_error(e), file=sys.stderr)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -30,6 +30,7 @@ import shutil
 import sys
 import time
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -38,10 +39,24 @@ from typing import Any
 from rich.console import Console
 
 from specfair.errors import SpecfairError
+from specfair.rundir import check_out_dir, dir_lock
 
 console = Console(stderr=True)
 
 BASE_STAGES = ("models", "baseline-bench", "baseline-estimate", "data")
+
+
+# The [bench], [estimate] and [report] tables: their keys, types and defaults (one place).
+SECTIONS: dict[str, dict[str, tuple[Any, Any]]] = {
+    "bench": {"n_per_task": (int | None, 2), "max_new_tokens": (int, 48)},
+    "estimate": {"n_per_task": (int | None, 6), "max_new_tokens": (int, 48)},
+    "report": {"bench_variants": (list[str] | str, [])},
+}
+DTYPES = ("auto", "bfloat16", "float32", "float16")
+
+
+def _section_defaults(name: str) -> dict:
+    return {k: default for k, (_, default) in SECTIONS[name].items()}
 
 
 @dataclass
@@ -55,42 +70,95 @@ class ExperimentConfig:
     device: str = "auto"
     gamma: int = 5
     seed: int = 0
-    bench: dict = field(default_factory=lambda: {"n_per_task": 2, "max_new_tokens": 48})
-    estimate: dict = field(default_factory=lambda: {"n_per_task": 6, "max_new_tokens": 48})
+    bench: dict = field(default_factory=lambda: _section_defaults("bench"))
+    estimate: dict = field(default_factory=lambda: _section_defaults("estimate"))
     distill: dict = field(default_factory=dict)
     variants: dict = field(default_factory=dict)
-    report: dict = field(default_factory=lambda: {"bench_variants": []})
+    report: dict = field(default_factory=lambda: _section_defaults("report"))
 
     @classmethod
     def load(cls, spec: str | Path | None) -> ExperimentConfig:
-        """``spec``: None/'default', 'full' (packaged) or a TOML file path."""
+        """``spec``: None/'default', 'full' (packaged) or a TOML file path. The whole file is
+        checked (keys, types, values; errors name the file, section and key)."""
         spec = "default" if spec is None else str(spec)
         if spec in ("default", "full"):
             text = resources.files("specfair.configs").joinpath(f"experiment_{spec}.toml")
-            raw, origin = tomllib.loads(text.read_text()), f"packaged:{spec}"
+            raw, origin = tomllib.loads(text.read_text(encoding="utf-8")), f"packaged:{spec}"
         else:
             path = Path(spec)
             if not path.is_file():
                 raise SpecfairError(f"experiment config not found: {path}")
             try:
-                raw = tomllib.loads(path.read_text())
+                raw = tomllib.loads(path.read_text(encoding="utf-8"))
+            except UnicodeDecodeError as e:
+                raise SpecfairError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})"
+                                    ) from None
             except tomllib.TOMLDecodeError as e:
                 raise SpecfairError(f"{path}: invalid TOML: {e}") from e
             origin = str(path)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise SpecfairError(f"{origin}: unknown keys {unknown}; known: {sorted(known)}")
-        cfg = cls(**raw)
+        return cls.from_dict(raw, origin)
+
+    @classmethod
+    def from_dict(cls, raw: dict, origin: str = "experiment config") -> ExperimentConfig:
+        from specfair.distill.config import DistillConfig
+        from specfair.schema import check_table, suggest
+
+        hints = typing.get_type_hints(cls)
+        check_table(origin, "", raw, {f.name: hints[f.name] for f in dataclasses.fields(cls)})
+        over = {}
+        for name, spec in SECTIONS.items():
+            table = raw.get(name, {})
+            check_table(origin, name, table, {k: t for k, (t, _) in spec.items()})
+            over[name] = {**_section_defaults(name), **table}
+        cfg = cls(**{**raw, **over})
         if not cfg.variants:
             raise SpecfairError(f"{origin}: no [variants.*] defined")
-        from specfair.distill.config import DistillConfig
-
-        for name, over in cfg.variants.items():  # validate every variant up front
-            DistillConfig().with_overrides(**{**cfg.distill, **over})
+        DistillConfig.from_dict(dict(cfg.distill), origin, "distill")
+        for name, table in cfg.variants.items():  # every variant checked up front
             if not name.replace("-", "_").isidentifier():
                 raise SpecfairError(f"{origin}: bad variant name {name!r}")
+            if not isinstance(table, dict):
+                raise SpecfairError(f"{origin}: [variants.{name}] should be a table")
+            DistillConfig.from_dict(dict(table), origin, f"variants.{name}")
+            DistillConfig().with_overrides(**{**cfg.distill, **table})
+        bv = cfg.report["bench_variants"]
+        if isinstance(bv, str) and bv != "all":
+            raise SpecfairError(f"{origin}: bench_variants = {bv!r} in [report] should be "
+                                "'all' or a list of variant names")
+        for v in [] if isinstance(bv, str) else bv:
+            if v not in cfg.variants:
+                raise SpecfairError(f"{origin}: bench_variants in [report] names {v!r}, not a "
+                                    f"variant{suggest(v, cfg.variants)}")
+        cfg.check_values(origin)
         return cfg
+
+    def check_suite(self, origin: str) -> None:
+        """Load the suite (its own errors surface now) and refuse task names it lacks."""
+        from specfair.distill.config import DistillConfig
+        from specfair.tasks import load_suite
+
+        tasks = load_suite(self.suite, data_root=self.data_root, seed=self.seed).tasks
+        for name, table in [("distill", self.distill), *self.variants.items()]:
+            over = {**self.distill, **table} if name != "distill" else table
+            DistillConfig().with_overrides(**over).check_tasks(tasks, origin)
+
+    def check_values(self, origin: str) -> None:
+        def bad(section: str, key: str, why: str) -> None:
+            where = f"[{section}]" if section else "the top level"
+            raise SpecfairError(f"{origin}: {key} in {where} {why}")
+
+        if self.gamma < 1:
+            bad("", "gamma", "must be >= 1")
+        if self.dtype not in DTYPES:
+            bad("", "dtype", f"must be one of {', '.join(DTYPES)}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            bad("", "device", "must be auto, cpu or cuda")
+        for section in ("bench", "estimate"):
+            table = getattr(self, section)
+            if table["max_new_tokens"] < 1:
+                bad(section, "max_new_tokens", "must be >= 1")
+            if table["n_per_task"] is not None and table["n_per_task"] < 1:
+                bad(section, "n_per_task", "must be >= 1")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -204,6 +272,11 @@ class Run:
 
         return load_suite(self.cfg.suite, data_root=self.cfg.data_root, seed=self.cfg.seed)
 
+    def record_settings(self) -> dict:
+        """The suite settings every bench/estimate record of this run carries."""
+        suite = self.suite()
+        return {"suite": self.cfg.suite, "data_hash": suite.content_hash(), "split": "test"}
+
     def test_prompts(self, n_per_task: int | None):
         from specfair.tasks import sample_per_task
 
@@ -241,7 +314,8 @@ def _bench(run: Run, drafter, out: Path, label: str, prompts=None) -> dict:
     cfg, pair = run.cfg, run.pair()
     prompts = prompts if prompts is not None else run.test_prompts(cfg.bench["n_per_task"])
     kw = dict(gamma=cfg.gamma, max_new_tokens=cfg.bench["max_new_tokens"], seed=cfg.seed,
-              drafter_label=label, target_label=cfg.target)  # fmt: skip
+              drafter_label=label, target_label=cfg.target,
+              extra_settings=run.record_settings())  # fmt: skip
     if hasattr(drafter, "for_task"):  # per-task router: one drafter per task
         for task in sorted({p.task for p in prompts}):
             sub = [p for p in prompts if p.task == task]
@@ -264,7 +338,8 @@ def _estimate(run: Run, drafter, out: Path, label: str, c: float | None) -> dict
     max_new = cfg.estimate["max_new_tokens"]
     responses = run.baseline / "responses.jsonl"
     kw = dict(drafter_label=label, max_new_tokens=max_new, gamma=cfg.gamma, temperature=1.0,
-              responses_path=responses)  # fmt: skip
+              responses_path=responses, target_label=cfg.target,
+              extra_settings=run.record_settings())  # fmt: skip
     if out == run.baseline:
         from specfair.measure.bench import load_bench_records
         from specfair.measure.responses import fill_responses_batched
@@ -386,7 +461,8 @@ def _stage_eval(run: Run, variant: str) -> dict:
         if not bench_file.exists():  # reuse the baseline's AR runs: same target, same prompts
             for r in load_bench_records(run.baseline / "bench.jsonl"):
                 if r["mode"] == "ar":
-                    append_jsonl(bench_file, {**r, "drafter": variant})
+                    settings = {**r.get("settings", {}), "drafter": variant}
+                    append_jsonl(bench_file, {**r, "drafter": variant, "settings": settings})
         b = _bench(run, drafter, out, variant)
         info["overall_speedup"] = b["overall"]["speedup"]["mean"]
     return info
@@ -415,20 +491,24 @@ def run_experiment(config: str | Path | None, run_dir: str | Path | None = None,
     cfg = ExperimentConfig.load(config)
     if data_root:
         cfg.data_root = data_root
-    run_path = Path(run_dir or Path("runs") / cfg.name)
-    run_path.mkdir(parents=True, exist_ok=True)
+    cfg.check_suite(str(config or "default"))
+    for stage in force or []:
+        _dependents(stage, cfg)  # an unknown stage is refused before anything is written
+    run_path = check_out_dir(Path(run_dir or Path("runs") / cfg.name), "--run-dir")
+    with dir_lock(run_path, "specfair experiment"):
+        return _run_locked(cfg, run_path, force)
+
+
+def _run_locked(cfg: ExperimentConfig, run_path: Path, force: list[str] | None) -> Path:
     from specfair.measure.io import read_json, write_json
 
     cfg_file = run_path / "config.json"
-    if cfg_file.exists():
-        old = read_json(cfg_file)
-        if old != json.loads(json.dumps(cfg.to_dict())):
-            raise SpecfairError(
-                f"{run_path} holds a run with another configuration; use another --run-dir "
-                "or delete it"
-            )
-    else:
-        write_json(cfg_file, cfg.to_dict())
+    started = any((run_path / "stages").glob("*.json"))  # a run with nothing done is replaced
+    if started and cfg_file.exists() and read_json(cfg_file) != json.loads(
+            json.dumps(cfg.to_dict())):
+        raise SpecfairError(f"{run_path} holds a run with another configuration; use another "
+                            "--run-dir or delete it")
+    write_json(cfg_file, cfg.to_dict())
     write_json(run_path / "environment.json", environment(cfg))
     run = Run(run_path, cfg)
     for stage in force or []:

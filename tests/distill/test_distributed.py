@@ -64,4 +64,4 @@ def test_two_process_gloo(tmp_path, weighting):
     assert (tmp_path / "responses.jsonl").is_file()
     assert (tmp_path / "responses.rank1.jsonl").is_file()
     ckpt = tmp_path / f"out-{weighting}" / "checkpoints" / "step-000002"
-    assert (ckpt / "rng.rank0.pt").is_file() and (ckpt / "rng.rank1.pt").is_file()
+    assert (ckpt / "rng.rank0.safetensors").is_file() and (ckpt / "rng.rank1.json").is_file()

@@ -287,3 +287,15 @@ def test_failed_export_leaves_previous_export_and_no_partial_files(tiny_pair, to
         (tmp_path / "other" / "notes.txt").write_text("mine")
         monkeypatch.setattr(export, "_save_hf", real)
         export_drafter(model, tok, tmp_path / "other")
+
+
+def test_resuming_a_finished_run_says_so(tiny_pair, tok, examples, tmp_path, capsys):
+    tr, ho = heldout_split(examples, 1)
+    train(cfg(steps=2), load(tiny_pair[0]), load(tiny_pair[1]), tok, tr, ho, tmp_path)
+    capsys.readouterr()
+    res = train(cfg(steps=2, progress=True), load(tiny_pair[0]), load(tiny_pair[1]), tok, tr,
+                ho, tmp_path, resume=True)
+    out = capsys.readouterr()
+    assert res.steps == 2
+    assert "already trained (2 of 2 steps)" in out.out
+    assert "nan" not in out.out + out.err and "tok/s" not in out.out + out.err

@@ -14,6 +14,7 @@ Run it on several processes / GPUs with ``accelerate launch -m specfair distill 
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -115,25 +116,40 @@ def distill_command(
     ``drafter`` default to the registry's default pair. ``dtype`` is the training dtype of both
     models (float32 recommended on CPU; the target may be loaded in bfloat16 on GPU).
     """
-    from specfair.distill.export import export_drafter
-    from specfair.distill.trainer import make_accelerator, train
+    from specfair.distill.trainer import make_accelerator
+    from specfair.rundir import check_out_dir
 
-    out_dir = Path(out_dir)
     cfg = (DistillConfig.load(config_file, **overrides) if config_file
            else DistillConfig().with_overrides(**overrides))
+    out_dir = check_out_dir(out_dir)
     if resume and not (out_dir / "distill_config.json").is_file():
         raise SpecfairError(f"--resume: no previous run in {out_dir}")
-    try:
-        from specfair.models import load_pair
-        from specfair.models.registry import DEFAULT_DRAFTER, DEFAULT_TARGET
-    except ImportError as e:
-        raise SpecfairError("specfair.models is not available") from e
+    from specfair.models.load import resolve_device, resolve_dtype
+    from specfair.models.registry import DEFAULT_DRAFTER, DEFAULT_TARGET
+
+    resolve_dtype(dtype, resolve_device(device))  # refuse a bad --dtype/--device now
+    suite_obj = _load_suite(suite)
+    cfg.check_tasks(suite_obj.tasks, str(config_file or "distill config"))
     acc = make_accelerator(cfg, cpu=True if device == "cpu" else None)
-    pair = load_pair(target or DEFAULT_TARGET, drafter or DEFAULT_DRAFTER, dtype, "cpu")
+    with contextlib.ExitStack() as stack:
+        if acc.is_main_process:
+            from specfair.rundir import dir_lock
+
+            stack.enter_context(dir_lock(out_dir, "specfair distill"))
+        return _distill(cfg, out_dir, acc, suite_obj, target or DEFAULT_TARGET,
+                        drafter or DEFAULT_DRAFTER, dtype, resume)
+
+
+def _distill(cfg, out_dir: Path, acc, suite_obj, target, drafter, dtype, resume) -> Path:
+    """Load the pair, build the examples, train and export (under the writer lock)."""
+    from specfair.distill.export import export_drafter
+    from specfair.distill.trainer import train
+    from specfair.models import load_pair
+
+    pair = load_pair(target, drafter, dtype, "cpu")
     pair.target.to(acc.device)  # each DDP rank on its own device
     pair.drafter.to(acc.device)
     tokenizer = pair.tokenizer
-    suite_obj = _load_suite(suite)
     train_ex, held_ex = build_examples(cfg, suite_obj, pair.target, pair.drafter, tokenizer,
                                        out_dir, acc)
     if acc.is_main_process:

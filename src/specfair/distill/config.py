@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,12 +152,28 @@ class DistillConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DistillConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise SpecfairError(f"distill config: unknown option(s) {', '.join(unknown)}")
+    def field_types(cls) -> dict[str, Any]:
+        """The type of every field as accepted from a file (``lora_targets`` may also be a
+        comma-separated string)."""
+        hints = typing.get_type_hints(cls)
+        hints["lora_targets"] = str | list[str] | tuple[str, ...]
+        return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], origin: str = "distill config",
+                  section: str = "distill") -> DistillConfig:
+        """Build from a table, refusing unknown keys (with the closest valid name) and values
+        of the wrong type; the error names ``origin`` and ``section``."""
+        from specfair.schema import check_table
+
+        check_table(origin, section, d, cls.field_types())
         return cls(**d)
+
+    def check_tasks(self, tasks: list[str], origin: str = "distill config") -> None:
+        """Refuse ``prompts_per_task`` keys that are not tasks of the suite."""
+        from specfair.schema import check_keys
+
+        check_keys(origin, "distill.prompts_per_task", self.prompts_per_task, tasks, "task")
 
     @classmethod
     def load(cls, path: str | Path, **overrides: Any) -> DistillConfig:
@@ -167,14 +184,15 @@ class DistillConfig:
             raise SpecfairError(f"distill config file not found: {path}")
         try:
             if path.suffix == ".json":
-                d = json.loads(path.read_text())
+                d = json.loads(path.read_text(encoding="utf-8"))
             else:
-                d = tomllib.loads(path.read_text())
+                d = tomllib.loads(path.read_text(encoding="utf-8"))
         except (ValueError, tomllib.TOMLDecodeError) as e:
             raise SpecfairError(f"cannot parse {path}: {e}") from e
+        section = "distill" if isinstance(d.get("distill"), dict) else ""
         d = d.get("distill", d)
         d.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(d)
+        return cls.from_dict(d, str(path), section)
 
     def with_overrides(self, **overrides: Any) -> DistillConfig:
         d = self.to_dict()

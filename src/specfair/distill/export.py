@@ -120,6 +120,13 @@ def _export_into(student, tokenizer, out: Path, tasks, merge_per_task, dtype, me
     }, indent=2))
 
 
+def _require_safetensors(folder: Path, stem: str) -> None:
+    """Weights are read from safetensors only: a directory with pickled weights (``.bin``,
+    ``.pt``) and no safetensors is refused before anything reads it."""
+    if not any(folder.glob(f"{stem}*.safetensors")):
+        raise SpecfairError(f"{folder}: no {stem}.safetensors (pickled weights are never loaded)")
+
+
 def load_drafter(path: str | Path, *, dtype: str = "auto", device: str = "cpu"):
     """A drafter exported by :func:`export_drafter`: a ``*ForCausalLM`` (eval mode), or a
     :class:`TaskRoutedDrafter` for a per-task directory (``router.json``)."""
@@ -129,7 +136,10 @@ def load_drafter(path: str | Path, *, dtype: str = "auto", device: str = "cpu"):
     torch_dtype = "auto" if dtype == "auto" else _DTYPES[dtype]
 
     def load(p: Path):
-        return AutoModelForCausalLM.from_pretrained(p, dtype=torch_dtype).to(device).eval()
+        _require_safetensors(p, "model")
+        return AutoModelForCausalLM.from_pretrained(
+            p, dtype=torch_dtype, use_safetensors=True, trust_remote_code=False
+        ).to(device).eval()
 
     router_file = path / "router.json"
     if not router_file.is_file():
@@ -147,6 +157,8 @@ def load_drafter(path: str | Path, *, dtype: str = "auto", device: str = "cpu"):
     items = list(tasks.items())
     if not items:
         return base
+    for _, sub in items:
+        _require_safetensors(path / sub, "adapter_model")
     t0, sub0 = items[0]
     peft = PeftModel.from_pretrained(base, path / sub0, adapter_name=adapter_name(t0))
     for t, sub in items[1:]:

@@ -11,11 +11,12 @@ computed chunk by chunk from the two output heads (see ``losses.distill_loss_fro
 
 Every ``reestimate_every`` steps (and at the start and the end) the per-task acceptance alpha is
 measured teacher-forced on the held-back examples (for ``disparity`` it drives the sampler) and
-logged. Checkpoints (trainable parameters, optimizer, scheduler, sampler and RNG states, step) go
-to ``<out>/checkpoints/step-XXXXXX`` every ``checkpoint_every`` steps; ``resume=True`` continues
-from the latest one and reproduces the uninterrupted run. Metrics: ``<out>/train_log.jsonl``, one
-record per logged step: ``{"step", "loss", "lr", "tokens", "tokens_per_s", "step_s", "tasks",
-"weights": {task: w}}`` plus ``"alpha": {task: a}``, ``"greedy_alpha"`` when re-estimated.
+logged. Checkpoints (trainable parameters, optimizer, scheduler, sampler and RNG states, step; no
+pickle, see :mod:`specfair.distill.checkpoint`) go to ``<out>/checkpoints/step-XXXXXX`` every
+``checkpoint_every`` steps; ``resume=True`` continues from the latest one and reproduces the
+uninterrupted run. Metrics: ``<out>/train_log.jsonl``, one record per logged step:
+``{"step", "loss", "lr", "tokens", "tokens_per_s", "step_s", "tasks", "weights": {task: w}}``
+plus ``"alpha": {task: a}``, ``"greedy_alpha"`` when re-estimated.
 """
 
 from __future__ import annotations
@@ -24,17 +25,15 @@ import contextlib
 import json
 import math
 import os
-import random
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
+from specfair.distill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from specfair.distill.config import DistillConfig
 from specfair.distill.data import Example
 from specfair.distill.losses import acceptance, distill_loss_from_hidden
@@ -284,12 +283,6 @@ def sample_drafter(model, prompt_ids: Sequence[int], n: int, temperature: float,
 # ---------------------------------------------------------------------------- checkpoints
 
 
-def latest_checkpoint(out_dir: Path) -> Path | None:
-    ckpts = sorted((out_dir / "checkpoints").glob("step-[0-9]*"))
-    ckpts = [c for c in ckpts if (c / "state.json").is_file() and not c.name.endswith(".tmp")]
-    return ckpts[-1] if ckpts else None
-
-
 @dataclass
 class TrainResult:
     student: object  # the trained drafter (peft model for LoRA)
@@ -436,23 +429,8 @@ def train(
     alpha_before: dict = {}
     ckpt = latest_checkpoint(out_dir) if resume else None
     if ckpt is not None:
-        state = json.loads((ckpt / "state.json").read_text())
-        params = torch.load(ckpt / "trainable.pt", map_location="cpu", weights_only=True)
-        named = dict(student.named_parameters())
-        with torch.no_grad():
-            for n in trainable_names:
-                named[n].copy_(params[n])
-        optimizer.load_state_dict(
-            torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=False))
-        scheduler.load_state_dict(
-            torch.load(ckpt / "scheduler.pt", map_location="cpu", weights_only=False))
-        sampler.load_state_dict(state["sampler"])
-        rng_file = ckpt / f"rng.rank{rank}.pt"
-        if not rng_file.is_file():
-            rng_file = ckpt / "rng.rank0.pt"
-        _set_rng(torch.load(rng_file, map_location="cpu", weights_only=False))
-        step = int(state["step"])
-        alpha_before = state.get("alpha_before", {})
+        step, alpha_before = load_checkpoint(ckpt, rank, student, trainable_names, optimizer,
+                                             scheduler, sampler)
     acc.wait_for_everyone()
 
     log_path = out_dir / "train_log.jsonl"
@@ -550,7 +528,7 @@ def train(
             if step % cfg.reestimate_every == 0 and step < cfg.steps:
                 reestimate(step)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                _save_checkpoint(out_dir, step, acc, student, trainable_names, optimizer,
+                save_checkpoint(out_dir, step, acc, student, trainable_names, optimizer,
                                  scheduler, sampler, alpha_before, cfg.keep_checkpoints)
             if stop_after is not None and step >= stop_after:
                 break
@@ -592,48 +570,10 @@ def _on_policy(exs, student, cfg, step, micro, rank, eos_id, device) -> list[Exa
     return out
 
 
-def _get_rng() -> dict:
-    return {"torch": torch.get_rng_state(), "python": random.getstate(),
-            "numpy": np.random.get_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def _set_rng(s: dict) -> None:
-    torch.set_rng_state(s["torch"])
-    random.setstate(s["python"])
-    np.random.set_state(s["numpy"])
-    if s.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
-
-
-def _save_checkpoint(out_dir, step, acc, student, trainable_names, optimizer, scheduler,
-                     sampler, alpha_before, keep) -> None:
-    root = out_dir / "checkpoints"
-    final = root / f"step-{step:06d}"
-    tmp = root / f"step-{step:06d}.tmp"
-    if acc.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    acc.wait_for_everyone()
-    torch.save(_get_rng(), tmp / f"rng.rank{acc.process_index}.pt")
-    if acc.is_main_process:
-        named = dict(student.named_parameters())
-        torch.save({n: named[n].detach().cpu() for n in trainable_names}, tmp / "trainable.pt")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        (tmp / "state.json").write_text(json.dumps(
-            {"step": step, "sampler": sampler.state_dict(), "alpha_before": alpha_before}))
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        done = sorted(c for c in root.glob("step-[0-9]*") if not c.name.endswith(".tmp"))
-        for old in done[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    acc.wait_for_everyone()
-
-
 def _progress(cfg: DistillConfig, acc, start: int):
+    if start >= cfg.steps and acc.is_main_process:  # a resumed run that had finished
+        print(f"distill: already trained ({start} of {cfg.steps} steps), nothing to do")
+        return None
     if not cfg.progress or not acc.is_main_process:
         return None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

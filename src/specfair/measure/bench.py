@@ -27,6 +27,7 @@ from pathlib import Path
 from specfair.errors import SpecfairError
 from specfair.measure.io import append_jsonl, read_jsonl
 from specfair.measure.progress import progress_bar
+from specfair.rundir import check_settings, run_settings
 
 BENCH_FILE = "bench.jsonl"
 BENCH_SUMMARY_FILE = "bench_summary.json"
@@ -58,6 +59,16 @@ def _label(model, given: str | None) -> str:
         return given
     path = getattr(getattr(model, "config", None), "_name_or_path", None)
     return str(path) if path else type(model).__name__
+
+
+def model_dtype(model) -> str:
+    """``"float32"``, ``"bfloat16"``...: the dtype of ``model``'s parameters."""
+    import torch
+
+    try:
+        return str(next(model.parameters()).dtype).replace("torch.", "")
+    except (StopIteration, AttributeError):
+        return str(getattr(model, "dtype", torch.float32)).replace("torch.", "")
 
 
 def prompt_seed(seed: int, prompt_id: str, turn: int = 0) -> int:
@@ -192,12 +203,15 @@ def run_bench(
     seed: int = 0,
     warmup: bool = True,
     progress: bool = True,
+    extra_settings: dict | None = None,
 ) -> Path:
     """Benchmark AR vs SD on ``prompts``, appending to ``out_dir/bench.jsonl``; returns its path.
 
     ``pair_or_models``: a :class:`specfair.models.Pair` or ``(target, drafter, tokenizer)``;
     the drafter may be any causal-LM module (fine-tuned, PEFT-wrapped...). Resumable (see the
-    module docstring).
+    module docstring). Every record carries a ``settings`` block (these arguments, the target's
+    dtype, the specfair version and ``extra_settings``, e.g. the suite and its data hash); a
+    file written with other settings is refused (:func:`specfair.rundir.check_settings`).
     """
     target, drafter, tok, t_name, d_name = unpack_models(pair_or_models, tokenizer)
     if tok is None:
@@ -215,17 +229,12 @@ def run_bench(
         "top_k": top_k,
         "seed": seed,
     }
+    block = run_settings(**{**settings, "dtype": model_dtype(target), **(extra_settings or {})})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / BENCH_FILE
     done_recs = load_bench_records(path, repair=True)
-    for r in done_recs:
-        for k in ("drafter", "gamma", "max_new_tokens", "temperature", "top_p", "top_k", "seed"):
-            if k in r and r[k] != settings[k]:
-                raise SpecfairError(
-                    f"{path} was written with {k}={r[k]!r}, this run uses {k}={settings[k]!r}; "
-                    "use another output directory (or delete the file)"
-                )
+    check_settings(path, done_recs, block)
     done = {(r["id"], r["mode"]): r for r in done_recs}
     todo = [(p, m) for p in prompts for m in MODES if (p.id, m) not in done]
     gen_kw = dict(
@@ -269,6 +278,7 @@ def run_bench(
                 "task": p.task,
                 "mode": mode,
                 **settings,
+                "settings": block,
                 **body,
                 "turns": len(p.turns),
                 "time": time.time(),

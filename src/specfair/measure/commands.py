@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from specfair.errors import SpecfairError
@@ -15,20 +16,54 @@ from specfair.measure.summary import (
     summarize_bench,
     summarize_estimate,
 )
+from specfair.rundir import check_out_dir, check_settings, dir_lock, run_settings
+
+SPLITS = ("train", "test", "all")
+
+
+def check_run_args(*, split: str, n_per_task: int | None, gamma: int, max_new_tokens: int,
+                   temperature: float, cost_ratio: float | None = None) -> None:
+    """Refuse bad bench/estimate arguments before anything is loaded or written."""
+    if split not in SPLITS:
+        raise SpecfairError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if n_per_task is not None and n_per_task < 1:
+        raise SpecfairError(f"--n-per-task must be >= 1, got {n_per_task}")
+    if gamma < 1:
+        raise SpecfairError(f"--gamma must be >= 1, got {gamma}")
+    if max_new_tokens < 1:
+        raise SpecfairError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise SpecfairError(f"--temperature must be a finite number >= 0, got {temperature}")
+    if cost_ratio is not None and not (math.isfinite(cost_ratio) and cost_ratio > 0):
+        raise SpecfairError(f"--cost-ratio must be a finite number > 0, got {cost_ratio}")
 
 
 def select_prompts(
-    suite: str | Path, split: str = "test", n_per_task: int | None = None, seed: int = 0,
+    suite, split: str = "test", n_per_task: int | None = None, seed: int = 0,
     data_root: str | Path | None = None,
 ):  # fmt: skip
-    """The suite's prompts of ``split``, at most ``n_per_task`` per task (seeded choice)."""
-    from specfair.tasks import load_suite, sample_per_task
+    """The suite's prompts of ``split``, at most ``n_per_task`` per task (seeded choice), and
+    the suite's settings (``suite``, ``data_hash``, ``split``) for the records.
+    ``suite``: a spec for :func:`specfair.tasks.load_suite` or a loaded suite."""
+    from specfair.tasks import Suite, load_suite, sample_per_task
 
-    prompts = load_suite(suite, data_root=data_root).prompts(split)
-    prompts = sample_per_task(prompts, n_per_task, seed=seed)
+    suite_obj = suite if isinstance(suite, Suite) else load_suite(suite, data_root=data_root)
+    prompts = sample_per_task(suite_obj.prompts(split), n_per_task, seed=seed)
     if not prompts:
-        raise SpecfairError(f"suite {suite}: no prompts in split {split!r}")
-    return prompts
+        raise SpecfairError(f"suite {suite_obj.name}: no prompts in split {split!r}")
+    name = suite_obj.name if isinstance(suite, Suite) else str(suite)
+    return prompts, {"suite": name, "data_hash": suite_obj.content_hash(), "split": split}
+
+
+def _prepare(out_dir, target, drafter, max_new_tokens, dtype, device) -> tuple[Path, str]:
+    """Checks that need no model: ``out_dir`` writable, ``max_new_tokens`` within both contexts;
+    returns the output directory and the dtype the models will be loaded in."""
+    from specfair.models.load import check_max_new_tokens, resolve_device, resolve_dtype
+
+    out_dir = check_out_dir(out_dir)
+    check_max_new_tokens(max_new_tokens, target, drafter)
+    resolved = resolve_dtype(dtype, resolve_device(device))
+    return out_dir, str(resolved).replace("torch.", "")
 
 
 def bench_command(
@@ -49,29 +84,32 @@ def bench_command(
     data_root: str | Path | None = None,
 ) -> dict:
     """Benchmark AR vs SD on the suite; write ``out_dir/bench.jsonl`` (resumable) and
-    ``out_dir/bench_summary.json``; print the table; return the summary."""
+    ``out_dir/bench_summary.json``; print the table; return the summary. Everything that can
+    be checked without the models is checked before anything is written."""
+    from specfair.measure.bench import BENCH_FILE, load_bench_records
     from specfair.models import load_pair
 
-    if gamma < 1:
-        raise SpecfairError(f"gamma must be >= 1, got {gamma}")
-    prompts = select_prompts(suite, split, n_per_task, seed, data_root)
-    pair = load_pair(target, drafter, dtype=dtype, device=device, kernels=kernels)
-    out_dir = Path(out_dir)
-    path = run_bench(
-        pair,
-        prompts,
-        out_dir,
-        gamma=gamma,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        drafter_label=getattr(pair, "drafter_name", None) or drafter,
-        target_label=getattr(pair, "target_name", None) or target,
-        seed=seed,
-        progress=progress,
-    )
-    summary = summarize_bench(path, seed=seed)
-    summary["meta"].update({"suite": str(suite), "split": split, "n_per_task": n_per_task})
-    write_json(out_dir / BENCH_SUMMARY_FILE, summary)
+    check_run_args(split=split, n_per_task=n_per_task, gamma=gamma,
+                   max_new_tokens=max_new_tokens, temperature=temperature)
+    out_dir, dt = _prepare(out_dir, target, drafter, max_new_tokens, dtype, device)
+    prompts, suite_settings = select_prompts(suite, split, n_per_task, seed, data_root)
+    extra = {**suite_settings, "dtype": dt}
+    expected = run_settings(target=str(target), drafter=str(drafter), gamma=gamma,
+                            max_new_tokens=max_new_tokens, temperature=temperature, top_p=1.0,
+                            top_k=0, seed=seed, **extra)
+    with dir_lock(out_dir, "specfair bench"):
+        path = out_dir / BENCH_FILE
+        check_settings(path, load_bench_records(path), expected)  # before loading models
+        pair = load_pair(target, drafter, dtype=dtype, device=device, kernels=kernels)
+        path = run_bench(
+            pair, prompts, out_dir, gamma=gamma, max_new_tokens=max_new_tokens,
+            temperature=temperature, drafter_label=str(drafter), target_label=str(target),
+            seed=seed, progress=progress, extra_settings=extra,
+        )
+        summary = summarize_bench(path, seed=seed)
+        summary["meta"].update({"suite": suite_settings["suite"], "split": split,
+                                "n_per_task": n_per_task, "settings": expected})
+        write_json(out_dir / BENCH_SUMMARY_FILE, summary)
     print_bench_table(summary)
     return summary
 
@@ -104,44 +142,40 @@ def estimate_command(
 
     ``cost_ratio`` (c) None = measured with :func:`measure_cost_ratio`.
     """
+    from specfair.measure.estimate import ESTIMATE_FILE
+    from specfair.measure.io import read_jsonl
     from specfair.models import load_pair
 
-    prompts = select_prompts(suite, split, n_per_task, seed, data_root)
-    pair = load_pair(target, drafter, dtype=dtype, device=device, kernels=kernels)
-    out_dir = Path(out_dir)
-    label = getattr(pair, "drafter_name", None) or drafter
-    path = run_estimate(
-        pair.target,
-        pair.drafter,
-        pair.tokenizer,
-        prompts,
-        out_dir,
-        drafter_label=label,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        chunk_size=chunk_size,
-        gamma=gamma,
-        responses_path=responses,
-        progress=progress,
-    )
-    c_source = "given"
-    if cost_ratio is None:
-        cost_ratio = measure_cost_ratio(pair.target, pair.drafter)
-        c_source = "measured (median single-token forward, 128-token context)"
-    summary = summarize_estimate(
-        path,
-        c=cost_ratio,
-        gamma=gamma,
-        seed=seed,
-        meta={
-            "c_source": c_source,
-            "suite": str(suite),
-            "split": split,
-            "n_per_task": n_per_task,
-            "target": getattr(pair, "target_name", target),
-        },
-    )
-    write_json(out_dir / ESTIMATE_SUMMARY_FILE, summary)
+    check_run_args(split=split, n_per_task=n_per_task, gamma=gamma,
+                   max_new_tokens=max_new_tokens, temperature=temperature,
+                   cost_ratio=cost_ratio)
+    out_dir, dt = _prepare(out_dir, target, drafter, max_new_tokens, dtype, device)
+    for f, flag in ((responses, "--responses"), (bench_summary, "--bench-summary")):
+        if f is not None and not Path(f).is_file():
+            raise SpecfairError(f"{flag} {f}: no such file")
+    prompts, suite_settings = select_prompts(suite, split, n_per_task, seed, data_root)
+    extra = {**suite_settings, "dtype": dt}
+    expected = run_settings(target=str(target), drafter=str(drafter), temperature=temperature,
+                            max_new_tokens=max_new_tokens, **extra)
+    with dir_lock(out_dir, "specfair estimate"):
+        check_settings(out_dir / ESTIMATE_FILE, read_jsonl(out_dir / ESTIMATE_FILE), expected)
+        pair = load_pair(target, drafter, dtype=dtype, device=device, kernels=kernels)
+        path = run_estimate(
+            pair.target, pair.drafter, pair.tokenizer, prompts, out_dir,
+            drafter_label=str(drafter), target_label=str(target),
+            max_new_tokens=max_new_tokens, temperature=temperature, chunk_size=chunk_size,
+            gamma=gamma, responses_path=responses, progress=progress, extra_settings=extra,
+        )
+        c_source = "given"
+        if cost_ratio is None:
+            cost_ratio = measure_cost_ratio(pair.target, pair.drafter)
+            c_source = "measured (median single-token forward, 128-token context)"
+        summary = summarize_estimate(
+            path, c=cost_ratio, gamma=gamma, seed=seed,
+            meta={"c_source": c_source, "suite": suite_settings["suite"], "split": split,
+                  "n_per_task": n_per_task, "target": str(target), "settings": expected},
+        )
+        write_json(out_dir / ESTIMATE_SUMMARY_FILE, summary)
     comparison = None
     bpath = Path(bench_summary) if bench_summary else out_dir / BENCH_SUMMARY_FILE
     if bpath.exists():

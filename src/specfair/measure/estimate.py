@@ -24,7 +24,7 @@ from __future__ import annotations
 import statistics
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -341,16 +341,6 @@ def greedy_response(
     )
 
 
-def _check_same(records: Iterable[dict], path: Path, **settings) -> None:
-    for r in records:
-        for k, v in settings.items():
-            if k in r and r[k] != v:
-                raise SpecfairError(
-                    f"{path} was written with {k}={r[k]!r}, this run uses {k}={v!r}; "
-                    "use another output directory (or delete the file)"
-                )
-
-
 def ensure_responses(
     target,
     tokenizer,
@@ -469,6 +459,8 @@ def run_estimate(
     generation_drafter="same",
     bench_path: str | Path | None = None,
     progress: bool = True,
+    target_label: str | None = None,
+    extra_settings: dict | None = None,
 ) -> Path:
     """Write ``out_dir/estimate.jsonl`` (one record per prompt, appended as each finishes;
     a rerun skips prompts already there) and return its path.
@@ -479,14 +471,23 @@ def run_estimate(
     ``drafter``; ``None`` = autoregressive) — they depend on the target only, so a cache can be
     shared between drafters. Missing responses are first taken from the greedy AR records of
     ``bench_path`` (default ``out_dir/bench.jsonl``, if it exists and matches
-    ``max_new_tokens``), which saves generating them again.
+    ``max_new_tokens``), which saves generating them again. Every record carries a
+    ``settings`` block (target, drafter, temperature, max_new_tokens, dtype, the specfair
+    version and ``extra_settings``); a file written with other settings is refused.
     """
+    from specfair.measure.bench import _label, model_dtype
+    from specfair.rundir import check_settings, run_settings
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     resp_path = Path(responses_path) if responses_path is not None else out_dir / RESPONSES_FILE
     est_path = out_dir / ESTIMATE_FILE
     done = read_jsonl(est_path, repair=True)
-    _check_same(done, est_path, drafter=drafter_label, temperature=temperature)
+    block = run_settings(**{
+        "target": _label(target, target_label), "drafter": drafter_label,
+        "temperature": temperature, "max_new_tokens": max_new_tokens,
+        "dtype": model_dtype(target), **(extra_settings or {})})
+    check_settings(est_path, done, block)
     done_ids = {r["id"] for r in done}
     cache = load_responses(resp_path)
     gen_drafter = drafter if generation_drafter == "same" else generation_drafter
@@ -537,7 +538,9 @@ def run_estimate(
                     **sums,
                     "n_turns": len(recs),
                     "drafter": drafter_label,
+                    "target": block["target"],
                     "temperature": temperature,
+                    "settings": block,
                 },
             )
             advance(p.id)

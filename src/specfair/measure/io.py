@@ -5,19 +5,24 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
+import sys
 from pathlib import Path
 from typing import Any
 
 from specfair.errors import SpecfairError
 
 
+def notice(message: str) -> None:
+    """A plain one-line notice on stderr (no warning category, no source line)."""
+    print(f"notice: {message}", file=sys.stderr, flush=True)
+
+
 def read_jsonl(path: str | Path, *, repair: bool = False) -> list[dict]:
     """Read a JSONL file written by :func:`append_jsonl`.
 
     A last line that is incomplete (a crash mid-write: no newline or unparsable) is ignored
-    with a warning; with ``repair=True`` the file is also truncated back to the last complete
-    line so that later appends stay valid. An unparsable line *before* the last one is a
+    with a notice on stderr; with ``repair=True`` the file is also truncated back to the last
+    complete line so that later appends stay valid. An unparsable line *before* the last one is a
     :class:`SpecfairError` (the file was edited or corrupted, not merely cut short).
     """
     path = Path(path)
@@ -47,11 +52,8 @@ def read_jsonl(path: str | Path, *, repair: bool = False) -> list[dict]:
             except ValueError as e:
                 if not is_last:
                     raise SpecfairError(f"{path}: line {i + 1} is not valid JSON ({e})") from e
-                warnings.warn(
-                    f"{path}: ignoring an incomplete last line ({len(raw)} bytes), "
-                    "probably left by an interrupted run",
-                    stacklevel=2,
-                )
+                notice(f"{path}: ignoring an incomplete last line ({len(raw)} bytes), "
+                       "probably left by an interrupted run")
                 if repair:
                     with open(path, "r+b") as f:
                         f.truncate(good_end)

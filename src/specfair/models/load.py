@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,9 +98,46 @@ def _from_pretrained(cls, src: ModelSource, **kwargs):
         return cls.from_pretrained(src.path, **kwargs)
     except SpecfairError:
         raise
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError, struct.error) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SpecfairError(f"could not load {src.name!r}: {first}") from e
+    except (IndexError, KeyError, TypeError) as e:
+        if src.kind != "gguf":
+            raise
+        raise SpecfairError(f"could not load {src.name!r}: not a valid GGUF file "
+                            f"({type(e).__name__}: {e})") from e
+
+
+def context_length(spec) -> int | None:
+    """The context window (``max_position_embeddings``) of a model, read from its config
+    without loading weights; None where it cannot be known beforehand (GGUF, hub ids)."""
+    import json
+
+    src = resolve_source(spec)
+    if src.kind not in ("known", "dir"):
+        return None
+    try:
+        cfg = json.loads((Path(src.path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise SpecfairError(f"{src.name}: unreadable config.json ({e})") from None
+    cfg = cfg.get("text_config", cfg) if isinstance(cfg, dict) else {}
+    n = cfg.get("max_position_embeddings")
+    return n if isinstance(n, int) and not isinstance(n, bool) else None
+
+
+def check_max_new_tokens(max_new_tokens: int, *specs) -> None:
+    """Refuse ``max_new_tokens`` that no prompt could fit in a model's context (before any
+    model is loaded)."""
+    if max_new_tokens < 1:
+        raise SpecfairError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+    for spec in specs:
+        if not isinstance(spec, (str, os.PathLike)):
+            continue
+        limit = context_length(spec)
+        if limit is not None and max_new_tokens >= limit:
+            raise SpecfairError(
+                f"--max-new-tokens {max_new_tokens} does not fit the context of {spec} "
+                f"({limit} tokens, prompt included)")
 
 
 KERNELS = ("default", "packed", "auto")

@@ -11,12 +11,27 @@ def stream_greedy(
     model_spec, prompt: str, max_new_tokens=128, dtype="auto", device="auto", kernels="auto"
 ):
     from specfair.errors import SpecfairError
-    from specfair.models.load import load_model, load_tokenizer
+    from specfair.models.load import (
+        check_max_new_tokens,
+        load_model,
+        load_tokenizer,
+        resolve_device,
+        resolve_dtype,
+    )
 
     if not prompt.strip():
         raise SpecfairError("empty prompt")
+    check_max_new_tokens(max_new_tokens, model_spec)
+    resolve_dtype(dtype, resolve_device(device))
     tok = load_tokenizer(model_spec)
     model = load_model(model_spec, dtype, device, kernels)
+    limit = getattr(model.config, "max_position_embeddings", None)  # GGUF: known only now
+    n_prompt = len(tok.apply_chat_template([{"role": "user", "content": prompt}],
+                                           add_generation_prompt=True, tokenize=True)["input_ids"]
+                   if getattr(tok, "chat_template", None) else tok(prompt)["input_ids"])
+    if limit is not None and n_prompt + max_new_tokens > limit:
+        raise SpecfairError(f"prompt ({n_prompt} tokens) + --max-new-tokens ({max_new_tokens}) "
+                            f"does not fit the context of {model_spec} ({limit} tokens)")
     return smoke_answer(model, tok, prompt, max_new_tokens)
 
 

@@ -50,6 +50,7 @@ independent of sampling, so a prompt is in the same split in every suite that co
 from __future__ import annotations
 
 import hashlib
+import json
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -169,6 +170,14 @@ class Suite:
         except KeyError:
             raise SpecfairError(f"suite {self.name} has no prompt {prompt_id!r}") from None
 
+    def content_hash(self) -> str:
+        """A short hash of the prompts (ids, tasks, turns, references) and the split: two
+        suites with the same hash give the same prompts in every split."""
+        h = hashlib.sha256(repr(self.test_fraction).encode())
+        for p in self.items:
+            h.update(json.dumps([p.id, p.task, list(p.turns), p.reference, p.group]).encode())
+        return h.hexdigest()[:16]
+
     def check(self) -> None:
         """Raise if a train prompt's text is also in the test split."""
         check_no_overlap(self.prompts("train"), self.prompts("test"))
@@ -284,7 +293,12 @@ def load_suite(
         )
     path = Path(spec)
     if path.is_file():
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise SpecfairError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        except OSError as e:
+            raise SpecfairError(f"{path}: cannot read ({e.strerror or e})") from None
         origin, base, packaged, default_name = str(path), path.resolve().parent, False, _stem(path)
     elif isinstance(spec, str) and "/" not in spec and (res := _packaged(spec)) is not None:
         text = res.read_text(encoding="utf-8")
@@ -459,4 +473,29 @@ def _read_source(
         kwargs["language"] = lang
     if lang is not None and "task" in kwargs and "{lang}" in str(kwargs["task"]):
         kwargs["task"] = str(kwargs["task"]).replace("{lang}", lang)
-    return read_prompts(target, canonical, source=str(opts.get("source", name)), **kwargs)
+    source = str(opts.get("source", name))
+    prompts = read_prompts(target, canonical, source=source, **kwargs)
+    if "include" in kwargs:
+        _check_include(kwargs, prompts, target, canonical, source, where)
+    return prompts
+
+
+def _check_include(kwargs: dict, prompts: list, target, fmt: str, source: str,
+                   where: str) -> None:
+    """Refuse an ``include`` entry that matches no category of the source."""
+    from specfair.schema import suggest
+
+    include = _expect(kwargs["include"], list, "include", where)
+    plain = {k: v for k, v in kwargs.items() if k not in ("include", "task", "task_map",
+                                                          "task_prefix")}
+    try:
+        categories = {p.task for p in read_prompts(target, fmt, source=source, **plain)}
+    except SpecfairError:  # rows without a category: only an empty result can be told
+        if not prompts:
+            raise SpecfairError(f"{where}: include {include} matches no row of {target}"
+                                ) from None
+        return
+    for c in include:
+        if c not in categories:
+            raise SpecfairError(f"{where}: include entry {c!r} matches no category of "
+                                f"{target}{suggest(c, categories)}")

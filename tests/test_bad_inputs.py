@@ -1,0 +1,164 @@
+"""Every CLI command against the classes of bad input: each row must end with ONE ``error:``
+line on stderr, exit status 2, no traceback, and no new file or directory. The next bad input
+someone finds becomes one more row.
+
+Placeholders: {t}/{d} the tiny target/drafter, {in} a directory of prepared bad files
+(see ``inputs``), {w} the (watched) working directory, also the current directory.
+"""
+
+from __future__ import annotations
+
+import shlex
+import struct
+
+import pytest
+
+PAIR = "--target {t} --drafter {d} --dtype float32 --device cpu"
+BENCH = f"bench --out {{w}}/out {PAIR} --n-per-task 1 --max-new-tokens 4"
+ESTIMATE = f"estimate --out {{w}}/out {PAIR} --n-per-task 1 --max-new-tokens 4"
+DISTILL = f"distill --out {{w}}/out {PAIR} --steps 1"
+EXPERIMENT = "experiment {in}/exp.toml --run-dir {w}/run"
+
+ROWS = [
+    # --- generate
+    ("generate hi --model {t} --max-new-tokens 100000", "does not fit the context"),
+    ("generate hi --model {t} --max-new-tokens 0", "--max-new-tokens"),
+    ("generate hi --model {w}/nope", "not found"),
+    ("generate hi --model {in}/truncated.gguf", "truncated.gguf"),
+    ("generate hi --model {in}/afile", "not a Hugging Face model directory"),
+    ("generate hi --model {in}/pickled", "safetensors"),
+    ("generate '  ' --model {t}", "empty prompt"),
+    ("generate hi --model {t} --dtype float8", "unknown dtype"),
+    ("generate hi --model {t} --device tpu", "unknown device"),
+    ("generate hi --model {t} --kernels fast", "unknown kernels"),
+    ("generat hi", "No such command 'generat'. Did you mean 'generate'"),
+    # --- bench
+    (BENCH.replace("{w}/out", "{in}/afile"), "is an existing file"),
+    (BENCH.replace("{w}/out", "{in}/afile/sub"), "is a file, not a directory"),
+    (BENCH.replace("{w}/out", "/proc/specfair-out"), "cannot write"),
+    (BENCH + " --temperature -1", "--temperature must be a finite number >= 0"),
+    (BENCH + " --temperature nan", "--temperature must be a finite number >= 0"),
+    (BENCH + " --max-new-tokens 100000", "does not fit the context"),
+    (BENCH + " --max-new-tokens 0", "--max-new-tokens must be >= 1"),
+    (BENCH + " --gamma 0", "--gamma must be >= 1"),
+    (BENCH + " --gamma two", "Invalid value for '--gamma'"),
+    (BENCH + " --split dev", "--split must be one of"),
+    (BENCH + " --n-per-task 0", "--n-per-task must be >= 1"),
+    (BENCH + " --suite {in}/latin1.toml", "not UTF-8"),
+    (BENCH + " --suite {in}/invalid.toml", "invalid TOML"),
+    (BENCH + " --suite {w}/nosuch.toml", "suite not found"),
+    (BENCH + " --suite {in}/suite_include.toml", "include entry 'betta'"),
+    (BENCH + " --target {w}/nope", "not found"),
+    (BENCH + " --target {in}/truncated.gguf", "truncated.gguf"),
+    (BENCH + " --drafter {in}/pickled", "safetensors"),
+    (BENCH + " --dtype float8", "unknown dtype"),
+    (BENCH + " --device tpu", "unknown device"),
+    (BENCH + " --kernels fast", "unknown kernels"),
+    # --- estimate
+    (ESTIMATE + " --temperature -1", "--temperature must be a finite number >= 0"),
+    (ESTIMATE + " --cost-ratio 0", "--cost-ratio must be a finite number > 0"),
+    (ESTIMATE + " --responses {w}/none.jsonl", "--responses"),
+    (ESTIMATE + " --bench-summary {w}/none.json", "--bench-summary"),
+    (ESTIMATE.replace("{w}/out", "{in}/afile"), "is an existing file"),
+    (ESTIMATE + " --max-new-tokens 100000", "does not fit the context"),
+    (ESTIMATE + " --suite {in}/latin1.toml", "not UTF-8"),
+    (ESTIMATE + " --drafter {in}/truncated.gguf", "truncated.gguf"),
+    # --- distill
+    (DISTILL.replace("{w}/out", "{in}/afile"), "is an existing file"),
+    (DISTILL + " --config {in}/latin1.toml", "latin1.toml"),
+    (DISTILL + " --config {in}/distill_task.toml",
+     "unknown task 'cod' in [distill.prompts_per_task]; did you mean 'code'"),
+    (DISTILL + " --config {in}/distill_key.toml",
+     "unknown key 'lora_rnk' in [distill]; did you mean 'lora_rank'"),
+    (DISTILL + " --config {in}/distill_type.toml", "lr = 'fast' in [distill] should be a number"),
+    (DISTILL + " --config {w}/none.toml", "not found"),
+    (DISTILL + " --loss nope", "loss='nope'"),
+    (DISTILL + " --steps 0", "steps must be >= 1"),
+    (DISTILL + " --cheap-layers first:x", "first:x"),
+    (DISTILL + " --resume", "no previous run"),
+    (DISTILL + " --dtype float8", "unknown dtype"),
+    (DISTILL + " --suite {in}/latin1.toml", "not UTF-8"),
+    (DISTILL + " --drafter {in}/pickled", "safetensors"),
+    # --- experiment
+    ("experiment {in}/latin1.toml --run-dir {w}/run", "not UTF-8"),
+    ("experiment {in}/invalid.toml --run-dir {w}/run", "invalid TOML"),
+    ("experiment {w}/none.toml --run-dir {w}/run", "not found"),
+    ("experiment {in}/exp_key.toml --run-dir {w}/run",
+     "unknown key 'n_per_tsk' in [bench]; did you mean 'n_per_task'"),
+    ("experiment {in}/exp_task.toml --run-dir {w}/run",
+     "unknown task 'cod' in [distill.prompts_per_task]; did you mean 'code'"),
+    (EXPERIMENT.replace("{w}/run", "{in}/afile"), "is an existing file"),
+    (EXPERIMENT + " --force nope", "unknown stage 'nope'"),
+    # --- report, tasks, models
+    ("report {w}/nope", "nope"),
+    ("report {in}/afile", "afile"),
+    ("tasks list --suite {in}/latin1.toml", "not UTF-8"),
+    ("tasks list --suite {w}/nosuch.toml", "suite not found"),
+    ("tasks list --suite {in}/suite_include.toml", "include entry 'betta'"),
+    ("models fetch no-such-model", "no-such-model"),
+]
+
+EXPERIMENT_TOML = """
+target = "{t}"
+drafter = "{d}"
+dtype = "float32"
+[bench]
+n_per_task = 1
+[distill]
+steps = 1
+[variants.a]
+weighting = "uniform"
+"""
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, tiny_pair):
+    import torch
+
+    d = tmp_path_factory.mktemp("bad_inputs")
+    t, dr = (str(p) for p in tiny_pair)
+    (d / "afile").write_text("not a directory\n")
+    (d / "latin1.toml").write_bytes(b'name = "caf\xe9"\n[variants.a]\nweighting = "uniform"\n')
+    (d / "invalid.toml").write_text("name = \n")
+    # GGUF magic, version 3, then a header cut short
+    (d / "truncated.gguf").write_bytes(b"GGUF" + struct.pack("<I", 3) + b"\x02\x00")
+    pickled = d / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text((tiny_pair[1] / "config.json").read_text())
+    torch.save({"x": torch.zeros(1)}, pickled / "pytorch_model.bin")
+    for f in tiny_pair[1].iterdir():
+        if f.name.startswith(("tokenizer", "special", "vocab", "merges", "chat")):
+            (pickled / f.name).write_bytes(f.read_bytes())
+    (d / "data.jsonl").write_text('{"task": "alpha", "prompt": "a b"}\n'
+                                  '{"task": "beta", "prompt": "c d"}\n')
+    (d / "suite_include.toml").write_text(
+        '[sources.s]\nformat = "jsonl"\npath = "data.jsonl"\ninclude = ["alpha", "betta"]\n')
+    (d / "distill_task.toml").write_text("[distill.prompts_per_task]\ncod = 2\n")
+    (d / "distill_key.toml").write_text("[distill]\nlora_rnk = 2\n")
+    (d / "distill_type.toml").write_text('[distill]\nlr = "fast"\n')
+    exp = EXPERIMENT_TOML.format(t=t, d=dr)
+    (d / "exp.toml").write_text(exp)
+    (d / "exp_key.toml").write_text(exp.replace("n_per_task = 1", "n_per_tsk = 1"))
+    (d / "exp_task.toml").write_text(exp + "[distill.prompts_per_task]\ncod = 1\n")
+    return d
+
+
+def tree(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("line, fragment", ROWS,
+                         ids=[f"{i:02d}-{r[0].split()[0]}-{r[1][:40]}" for i, r in enumerate(ROWS)])
+def test_bad_input(cli, inputs, tiny_pair, tmp_path, monkeypatch, line, fragment):
+    monkeypatch.chdir(tmp_path)
+    argv = [a.format(t=tiny_pair[0], d=tiny_pair[1], w=tmp_path, **{"in": inputs})
+            for a in shlex.split(line)]
+    before = tree(tmp_path), tree(inputs)
+    code, out, err = cli(*argv)
+    assert "Traceback" not in out + err
+    lines = err.strip().splitlines()
+    assert lines and lines[-1].startswith("error: "), err
+    assert len([x for x in lines if x.startswith("error:")]) == 1, err
+    assert fragment.format(**{"in": inputs}) in lines[-1], lines[-1]
+    assert code == 2
+    assert (tree(tmp_path), tree(inputs)) == before  # nothing created
