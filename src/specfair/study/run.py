@@ -246,9 +246,18 @@ def stage_arm(run: Run, arm: str, out: Path) -> None:
 
 def run_study(cfg: StudyConfig, run_dir: str | Path) -> Path:
     """Run (or resume) the study into ``run_dir``; returns the summary path."""
+
+    from specfair.rundir import check_out_dir, dir_lock
+
+    run_dir = check_out_dir(run_dir, "--run-dir")
+    _check_settings(cfg, run_dir)
+    with dir_lock(run_dir, "specfair experiment study"):
+        return _run_study(cfg, run_dir)
+
+
+def _run_study(cfg: StudyConfig, run_dir: Path) -> Path:
     from specfair.study.summary import write_summary
 
-    run_dir = Path(run_dir)
     t0 = time.perf_counter()
     run = Run(cfg, run_dir)
     out = run_dir / "eval.jsonl"
