@@ -47,30 +47,52 @@ def bench_command(
     progress: bool = True,
     kernels: str = "auto",
     data_root: str | Path | None = None,
+    backend: str = "hf",
+    backend_options: dict | None = None,
 ) -> dict:
     """Benchmark AR vs SD on the suite; write ``out_dir/bench.jsonl`` (resumable) and
-    ``out_dir/bench_summary.json``; print the table; return the summary."""
+    ``out_dir/bench_summary.json``; print the table; return the summary.
+
+    ``backend``: "hf" (specfair's transformers loop), "llamacpp" or "vllm" (see
+    :mod:`specfair.backends`; ``backend_options`` go to its constructor)."""
     from specfair.models import load_pair
 
     if gamma < 1:
         raise SpecfairError(f"gamma must be >= 1, got {gamma}")
     prompts = select_prompts(suite, split, n_per_task, seed, data_root)
-    pair = load_pair(target, drafter, dtype=dtype, device=device, kernels=kernels)
     out_dir = Path(out_dir)
-    path = run_bench(
-        pair,
-        prompts,
-        out_dir,
-        gamma=gamma,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        drafter_label=getattr(pair, "drafter_name", None) or drafter,
-        target_label=getattr(pair, "target_name", None) or target,
-        seed=seed,
-        progress=progress,
-    )
+    engine_info = None
+    if backend == "hf":
+        pair = load_pair(target, drafter, dtype=dtype, device=device, kernels=kernels)
+        path = run_bench(
+            pair,
+            prompts,
+            out_dir,
+            gamma=gamma,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            drafter_label=getattr(pair, "drafter_name", None) or drafter,
+            target_label=getattr(pair, "target_name", None) or target,
+            seed=seed,
+            progress=progress,
+        )
+    else:
+        from specfair.backends import open_backend
+
+        engine = open_backend(backend, target, drafter, gamma=gamma, **(backend_options or {}))
+        try:  # the engine (servers) is always released, also on errors and Ctrl-C
+            engine_info = engine.info()
+            path = run_bench(
+                None, prompts, out_dir, gamma=gamma, max_new_tokens=max_new_tokens,
+                temperature=temperature, seed=seed, progress=progress, backend=engine,
+            )  # fmt: skip
+        finally:
+            engine.close()
     summary = summarize_bench(path, seed=seed)
     summary["meta"].update({"suite": str(suite), "split": split, "n_per_task": n_per_task})
+    summary["meta"]["backend"] = backend
+    if engine_info is not None:
+        summary["meta"]["engine"] = engine_info
     write_json(out_dir / BENCH_SUMMARY_FILE, summary)
     print_bench_table(summary)
     return summary
