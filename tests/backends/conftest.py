@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 HERE = Path(__file__).parent
 
@@ -35,3 +36,24 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return False
+
+
+@pytest.fixture(scope="session")
+def lora_drafter(tiny_pair, tmp_path_factory):
+    """A 'fine-tuned' tiny drafter: a LoRA with non-zero weights, merged by specfair's export."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from specfair.distill.export import export_drafter
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_pair[1], dtype=torch.float32)
+    peft = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "up_proj"]))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for n, p in peft.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    out = tmp_path_factory.mktemp("lora") / "drafter"
+    export_drafter(peft, AutoTokenizer.from_pretrained(tiny_pair[1]), out, dtype="float32")
+    return out
+

@@ -70,3 +70,10 @@ def test_bad_inputs(tiny_pair, tmp_path):
         export_gguf(tiny_pair[1], tmp_path / "x.gguf", outtype="q4_k_m")
     with pytest.raises(SpecfairError, match="config.json"):
         export_gguf(tmp_path, tmp_path / "x.gguf")
+
+
+def test_merged_lora_drafter_roundtrip(lora_drafter, tiny_pair, tmp_path):
+    out = export_gguf(lora_drafter, tmp_path / "ft.gguf", outtype="f32")
+    ref, got = _logits(lora_drafter), _logits(None, out)
+    assert (got - ref).abs().max() < 1e-4
+    assert (ref - _logits(tiny_pair[1])).abs().max() > 0.1  # the LoRA changed the drafter
