@@ -41,6 +41,9 @@ def test_draft_flags_new_and_old_names():
     f = draft_flags(new)
     assert (f["model"], f["n_max"], f["n_min"], f["p_min"]) == (
         "--spec-draft-model", "--spec-draft-n-max", "--spec-draft-n-min", "--spec-draft-p-min")
+    assert "type" not in f
+    typed = new + "--spec-type none,draft-simple,draft-eagle3,ngram-simple\n"
+    assert draft_flags(typed)["type"] == "--spec-type"
     f = draft_flags(old)
     assert (f["model"], f["n_max"], f["n_min"], f["p_min"], f["threads"]) == (
         "--model-draft", "--draft-max", "--draft-min", "--draft-p-min", "--threads-draft")

@@ -105,6 +105,10 @@ def draft_flags(help_text: str) -> dict[str, str]:
         "threads": pick("--spec-draft-threads", "--threads-draft", "-td"),
         "ngl": pick("--spec-draft-ngl", "--gpu-layers-draft", "-ngld"),
     }
+    # builds with several speculative methods (2026 on) need the method named, else none runs
+    m = re.search(r"--spec-type\s+(\S+)", help_text)
+    if m and "draft-simple" in m.group(1).split(","):
+        flags["type"] = "--spec-type"
     missing = [k for k in ("model", "n_max") if flags[k] is None]
     if missing:
         raise SpecfairError(
@@ -174,6 +178,8 @@ class LlamaServer:
         if self.draft is not None:
             f = draft_flags(server_help(self.binary))
             cmd += [f["model"], str(self.draft), f["n_max"], str(self.gamma)]
+            if "type" in f:
+                cmd += [f["type"], "draft-simple"]
             if "n_min" in f:
                 cmd += [f["n_min"], "0"]
             if "p_min" in f:
@@ -420,9 +426,11 @@ class LlamaCppBackend:
 
     def info(self) -> dict:
         s = self.servers["sd"]
+        stamp = Path(self.binary).parent.parent / "VERSION.txt"  # written by the installer
         return {
             "backend": self.name,
             "engine": f"llama.cpp llama-server {server_version(self.binary)}",
+            "build": stamp.read_text().strip() if stamp.is_file() else None,
             "binary": self.binary,
             "target_gguf": str(self.target_gguf),
             "drafter_gguf": str(self.drafter_gguf),
