@@ -306,7 +306,14 @@ def report(
     report_command(run_dir, screenshot)
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds: `finally` blocks stop servers, files are closed
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         app()
     except SpecfairError as e:

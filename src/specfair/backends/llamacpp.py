@@ -152,6 +152,8 @@ class LlamaServer:
         ctx_size: int = 4096, startup_timeout: float = 300.0, extra_args: Sequence[str] = (),
         log_dir: str | os.PathLike | None = None,
     ):  # fmt: skip
+        """``log_dir``: keep the server's log there (default: a temporary file, removed on
+        stop; its tail is in the error message when the server fails)."""
         self.binary = str(find_llama_server(binary))
         self.model, self.draft = Path(model), Path(draft) if draft else None
         for p in filter(None, (self.model, self.draft)):
@@ -203,6 +205,7 @@ class LlamaServer:
         self.proc = subprocess.Popen(
             cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C goes to us; we stop it (see stop())
+            preexec_fn=_die_with_parent,
         )  # fmt: skip
         _LIVE.add(self)
         try:
@@ -256,6 +259,8 @@ class LlamaServer:
         if self._log is not None:
             self._log.close()
             self._log = None
+            if self.log_dir is None and self.log_path is not None:  # a temporary log
+                self.log_path.unlink(missing_ok=True)
 
     @property
     def running(self) -> bool:
@@ -290,6 +295,21 @@ class LlamaServer:
 
     def metrics(self) -> dict:
         return parse_metrics(self.request("/metrics", timeout=30))
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when specfair's process dies, even by SIGKILL (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _drop_port(args: list[str]) -> list[str]:
+    i = args.index("--port")
+    return args[:i] + args[i + 2 :]
 
 
 def _stop_all() -> None:
@@ -338,7 +358,7 @@ class LlamaCppBackend:
         self, target: str, drafter: str, *, gamma: int = 5, tokenizer: str | None = None,
         binary: str | None = None, threads: int | None = None, ctx_size: int = 4096,
         request_timeout: float = 600.0, log_dir: str | None = None,
-        extra_args: Sequence[str] = (),
+        extra_args: Sequence[str] = (), startup_timeout: float = 600.0,
     ):  # fmt: skip
         from specfair.models.load import load_tokenizer
 
@@ -348,7 +368,7 @@ class LlamaCppBackend:
         self.tokenizer = load_tokenizer(tokenizer or target)
         self.gamma, self.request_timeout = gamma, request_timeout
         kw = dict(binary=self.binary, threads=threads, ctx_size=ctx_size, log_dir=log_dir,
-                  extra_args=extra_args)  # fmt: skip
+                  extra_args=extra_args, startup_timeout=startup_timeout)  # fmt: skip
         self.servers = {
             "ar": LlamaServer(self.target_gguf, **kw),
             "sd": LlamaServer(self.target_gguf, draft=self.drafter_gguf, gamma=gamma, **kw),
@@ -434,7 +454,8 @@ class LlamaCppBackend:
             "binary": self.binary,
             "target_gguf": str(self.target_gguf),
             "drafter_gguf": str(self.drafter_gguf),
-            "server_args": s.command(0)[1:] if s else None,
+            "server_args": _drop_port(s.command(0)[1:]),
+            "threads": s.threads,
         }
 
     def close(self) -> None:
