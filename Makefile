@@ -1,5 +1,5 @@
 # The two set-up commands of the README: `make demo` (the main job) and `make test`.
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint llamacpp
 
 VENV := .venv/bin
 
@@ -16,3 +16,7 @@ lint: setup
 # pytest exits 5 when it collects no test: that fails here like any other non-zero status.
 test: setup lint
 	$(VENV)/python -m pytest -p no:cacheprovider tests
+
+# Build llama.cpp's llama-server for `specfair bench --backend llamacpp` (cached; ~17 min on 2 cores).
+llamacpp: setup
+	$(VENV)/specfair backends install llamacpp

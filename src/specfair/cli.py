@@ -127,15 +127,72 @@ def bench(
     kernels: KernelsOpt = "auto",
     seed: int = 0,
     data_root: DataRootOpt = None,
+    backend: Annotated[
+        str, typer.Option(help="hf (transformers loop) | llamacpp (llama-server) | vllm (GPU).")
+    ] = "hf",
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(help="llamacpp/vllm: HF tokenizer for the chat template (default: target's)."),
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="llamacpp: threads per server.")] = None,
+    llama_server: Annotated[
+        str | None, typer.Option(help="llamacpp: the llama-server binary (default: cached build).")
+    ] = None,
 ) -> None:
-    """Benchmark plain vs speculative decoding per task: speed-ups, acceptance, disparity."""
+    """Benchmark plain vs speculative decoding per task: speed-ups, acceptance, disparity.
+
+    With --backend llamacpp, --target/--drafter are known names (their cached GGUFs) or .gguf
+    files (export a fine-tuned drafter with `specfair export-gguf`)."""
     from specfair.measure.commands import bench_command
 
+    opts: dict = {}
+    if backend in ("llamacpp", "vllm") and tokenizer:
+        opts["tokenizer"] = tokenizer
+    if backend == "llamacpp":
+        opts.update({"threads": threads, "binary": llama_server})
     bench_command(
         target, drafter, suite, out, split=split, n_per_task=n_per_task, gamma=gamma,
         max_new_tokens=max_new_tokens, temperature=temperature, dtype=dtype, device=device,
-        seed=seed, kernels=kernels, data_root=data_root,
+        seed=seed, kernels=kernels, data_root=data_root, backend=backend, backend_options=opts,
     )  # fmt: skip
+
+
+@app.command("export-gguf")
+def export_gguf_cmd(
+    drafter_dir: Annotated[Path, typer.Argument(help="HF drafter directory or per-task export.")],
+    out: Annotated[Path, typer.Argument(help="The .gguf file to write.")],
+    outtype: Annotated[str, typer.Option(help="f32|f16|bf16|q8_0|q5_0|q4_0")] = "q8_0",
+    task: Annotated[
+        str | None, typer.Option(help="Per-task export: the task whose drafter to export.")
+    ] = None,
+) -> None:
+    """Write a (fine-tuned) drafter as a GGUF file for llama.cpp (Qwen2 architecture)."""
+    from specfair.backends.gguf_export import export_gguf
+
+    path = export_gguf(drafter_dir, out, outtype=outtype, task=task)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+backends_app = typer.Typer(help="Install and inspect inference engines.", no_args_is_help=True)
+app.add_typer(backends_app, name="backends")
+
+
+@backends_app.command("install")
+def backends_install(
+    name: Annotated[str, typer.Argument(help="llamacpp")] = "llamacpp",
+) -> None:
+    """Build and cache llama.cpp's llama-server (from the pinned llama-cpp-python sdist)."""
+    from specfair.backends.install import install
+
+    install(name)
+
+
+@backends_app.command("info")
+def backends_info() -> None:
+    """Show which engines are available here."""
+    from specfair.backends.install import print_info
+
+    print_info()
 
 
 @app.command()
@@ -298,9 +355,16 @@ def _usage_error(e) -> str:
     return f"error: {msg} (see {where})"
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds: `finally` blocks stop servers, files are closed
+
+
 def main(argv: list[str] | None = None) -> None:
     """The ``specfair`` entry point: bad input of any kind (options, files, models) ends with
     one ``error:`` line on stderr and exit status 2."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         code = app(args=argv, prog_name="specfair", standalone_mode=False)
     except SpecfairError as e:

@@ -77,8 +77,14 @@ def prompt_seed(seed: int, prompt_id: str, turn: int = 0) -> int:
 
 
 def _generate(
-    mode, target, drafter, tokenizer, ids, *, gamma, max_new_tokens, temperature, top_p, top_k, seed
-):
+    mode, target, drafter, tokenizer, ids, *, gamma, max_new_tokens, temperature, top_p, top_k,
+    seed, backend=None,
+):  # fmt: skip
+    if backend is not None:  # another engine (specfair.backends): same call, same result fields
+        return backend.generate(
+            mode, ids, gamma=gamma, max_new_tokens=max_new_tokens, temperature=temperature,
+            top_p=top_p, top_k=top_k, seed=seed,
+        )  # fmt: skip
     from specfair.decoding import autoregressive_generate, speculative_generate
     from specfair.measure.estimate import _eos_id
 
@@ -110,10 +116,12 @@ def run_prompt(
     top_p: float = 1.0,
     top_k: int = 0,
     seed: int = 0,
+    backend=None,
 ) -> dict:
     """Run every turn of ``prompt`` in ``mode`` and return the summed record (without the
     run-settings fields). ``history[k]`` are the tokens to use as the answer to turn k when
-    asking later turns; ``None`` = this run's own answers."""
+    asking later turns; ``None`` = this run's own answers. ``backend``: a
+    :class:`specfair.backends.Backend` to generate with instead of ``target``/``drafter``."""
     from specfair.tasks import encode_prompt
 
     if mode not in MODES:
@@ -146,6 +154,7 @@ def run_prompt(
             top_p=top_p,
             top_k=top_k,
             seed=prompt_seed(seed, prompt.id, turn),
+            backend=backend,
         )
         toks = [int(t) for t in res.tokens]
         own.append(toks)
@@ -155,7 +164,11 @@ def run_prompt(
         rec["tokens"] += toks
         rec["turn_lengths"].append(len(toks))
         rec["stop_reason"] = res.stop_reason
-        if mode == "sd":
+        if mode == "sd" and getattr(res, "steps", None) is None:  # an engine's counts
+            from specfair.backends import add_engine_counts
+
+            add_engine_counts(rec, res)
+        elif mode == "sd":
             # steps that drafted (a step may draft nothing near max_new_tokens)
             steps = [s for s in res.steps if s.drafted > 0]
             rec["drafted"] += sum(int(s.drafted) for s in steps)
@@ -204,6 +217,7 @@ def run_bench(
     warmup: bool = True,
     progress: bool = True,
     extra_settings: dict | None = None,
+    backend=None,
 ) -> Path:
     """Benchmark AR vs SD on ``prompts``, appending to ``out_dir/bench.jsonl``; returns its path.
 
@@ -212,8 +226,14 @@ def run_bench(
     module docstring). Every record carries a ``settings`` block (these arguments, the target's
     dtype, the specfair version and ``extra_settings``, e.g. the suite and its data hash); a
     file written with other settings is refused (:func:`specfair.rundir.check_settings`).
+    ``backend`` (a :class:`specfair.backends.Backend`, e.g. llama.cpp): run on that engine
+    instead; ``pair_or_models`` is then ignored (may be None).
     """
-    target, drafter, tok, t_name, d_name = unpack_models(pair_or_models, tokenizer)
+    if backend is not None:
+        target = drafter = None
+        tok, t_name, d_name = backend.tokenizer, backend.target_label, backend.drafter_label
+    else:
+        target, drafter, tok, t_name, d_name = unpack_models(pair_or_models, tokenizer)
     if tok is None:
         raise SpecfairError("run_bench needs a tokenizer")
     ids = [p.id for p in prompts]
@@ -228,13 +248,14 @@ def run_bench(
         "top_p": top_p,
         "top_k": top_k,
         "seed": seed,
+        "backend": backend.name if backend is not None else "hf",
     }
     block = run_settings(**{**settings, "dtype": model_dtype(target), **(extra_settings or {})})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / BENCH_FILE
     done_recs = load_bench_records(path, repair=True)
-    check_settings(path, done_recs, block)
+    check_settings(path, done_recs, block)  # records from before the backends: no "backend"
     done = {(r["id"], r["mode"]): r for r in done_recs}
     todo = [(p, m) for p in prompts for m in MODES if (p.id, m) not in done]
     gen_kw = dict(
@@ -244,6 +265,7 @@ def run_bench(
         top_p=top_p,
         top_k=top_k,
         seed=seed,
+        backend=backend,
     )
     if todo and warmup:
         from specfair.tasks import encode_prompt
@@ -262,6 +284,7 @@ def run_bench(
                 top_p=top_p,
                 top_k=top_k,
                 seed=seed,
+                backend=backend,
             )
 
     with progress_bar(len(todo), "bench", enabled=progress) as advance:

@@ -82,10 +82,15 @@ def bench_command(
     progress: bool = True,
     kernels: str = "auto",
     data_root: str | Path | None = None,
+    backend: str = "hf",
+    backend_options: dict | None = None,
 ) -> dict:
     """Benchmark AR vs SD on the suite; write ``out_dir/bench.jsonl`` (resumable) and
     ``out_dir/bench_summary.json``; print the table; return the summary. Everything that can
-    be checked without the models is checked before anything is written."""
+    be checked without the models is checked before anything is written.
+
+    ``backend``: "hf" (specfair's transformers loop), "llamacpp" or "vllm" (see
+    :mod:`specfair.backends`; ``backend_options`` go to its constructor)."""
     from specfair.measure.bench import BENCH_FILE, load_bench_records
     from specfair.models import load_pair
 
@@ -93,22 +98,42 @@ def bench_command(
                    max_new_tokens=max_new_tokens, temperature=temperature)
     out_dir, dt = _prepare(out_dir, target, drafter, max_new_tokens, dtype, device)
     prompts, suite_settings = select_prompts(suite, split, n_per_task, seed, data_root)
-    extra = {**suite_settings, "dtype": dt}
+    extra = {**suite_settings, "dtype": dt if backend == "hf" else backend}
     expected = run_settings(target=str(target), drafter=str(drafter), gamma=gamma,
                             max_new_tokens=max_new_tokens, temperature=temperature, top_p=1.0,
-                            top_k=0, seed=seed, **extra)
+                            top_k=0, seed=seed, backend=backend, **extra)
+    labels = {"target_label": str(target), "drafter_label": str(drafter)}
+    engine_info = None
     with dir_lock(out_dir, "specfair bench"):
         path = out_dir / BENCH_FILE
         check_settings(path, load_bench_records(path), expected)  # before loading models
-        pair = load_pair(target, drafter, dtype=dtype, device=device, kernels=kernels)
-        path = run_bench(
-            pair, prompts, out_dir, gamma=gamma, max_new_tokens=max_new_tokens,
-            temperature=temperature, drafter_label=str(drafter), target_label=str(target),
-            seed=seed, progress=progress, extra_settings=extra,
-        )
+        if backend == "hf":
+            pair = load_pair(target, drafter, dtype=dtype, device=device, kernels=kernels)
+            path = run_bench(
+                pair, prompts, out_dir, gamma=gamma, max_new_tokens=max_new_tokens,
+                temperature=temperature, seed=seed, progress=progress, extra_settings=extra,
+                **labels,
+            )
+        else:
+            from specfair.backends import open_backend
+
+            engine = open_backend(backend, target, drafter, gamma=gamma,
+                                  **(backend_options or {}))
+            try:  # the engine (servers) is always released, also on errors and Ctrl-C
+                engine_info = engine.info()
+                path = run_bench(
+                    None, prompts, out_dir, gamma=gamma, max_new_tokens=max_new_tokens,
+                    temperature=temperature, seed=seed, progress=progress, backend=engine,
+                    extra_settings=extra, **labels,
+                )
+            finally:
+                engine.close()
         summary = summarize_bench(path, seed=seed)
         summary["meta"].update({"suite": suite_settings["suite"], "split": split,
-                                "n_per_task": n_per_task, "settings": expected})
+                                "n_per_task": n_per_task, "settings": expected,
+                                "backend": backend})
+        if engine_info is not None:
+            summary["meta"]["engine"] = engine_info
         write_json(out_dir / BENCH_SUMMARY_FILE, summary)
     print_bench_table(summary)
     return summary

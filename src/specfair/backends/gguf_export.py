@@ -1,0 +1,193 @@
+"""Export a (fine-tuned) drafter to GGUF so llama.cpp can serve it: ``specfair export-gguf``.
+
+Written with the ``gguf`` package, laid out as llama.cpp's ``convert_hf_to_gguf.py`` writes a
+Qwen2 model (arch ``qwen2``; gpt2-style BPE tokenizer with pre-tokenizer ``qwen2``, merges,
+special ids and chat template from the tokenizer files; token types CONTROL for special added
+tokens, USER_DEFINED for other added tokens and for the ``[PADi]`` fillers up to the embedding
+size). Norms and biases stay float32; matrices are written as ``outtype``
+(f32 | f16 | bf16 | q8_0 | q5_0 | q4_0, quantized by ``gguf.quants``; a matrix whose rows are
+not a multiple of the block size falls back to f16). ``output.weight`` is written only when the
+model does not tie it to the embeddings (llama.cpp then reuses ``token_embd``).
+
+Inputs: an HF directory (``config.json`` + safetensors: a merged LoRA export, ``base/``, a
+merged per-task directory), or a per-task export (``router.json``) with ``task=`` — the task's
+LoRA adapter is merged into ``base/`` first.
+
+Only Qwen2-architecture models (the default pair) are supported; for others use llama.cpp's own
+``convert_hf_to_gguf.py`` (in the llama.cpp sources the installer unpacks).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from specfair.errors import SpecfairError
+
+OUTTYPES = ("f32", "f16", "bf16", "q8_0", "q5_0", "q4_0")
+_LAYER = {
+    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+}  # fmt: skip
+
+
+def _load(src: Path, task: str | None):
+    """(model in float32, tokenizer directory, description) of an export or HF directory."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    router = src / "router.json"
+    if router.is_file():
+        spec = json.loads(router.read_text())
+        base_dir = src / spec.get("base", "base")
+        if task is None:
+            tasks = ", ".join(spec.get("tasks", {}))
+            raise SpecfairError(
+                f"{src} holds one drafter per task; pick one with --task (one of: {tasks}), "
+                f"or export the shared drafter {base_dir}"
+            )
+        if task not in spec.get("tasks", {}):
+            raise SpecfairError(f"{src}: no drafter for task {task!r}")
+        sub = src / spec["tasks"][task]
+        if (sub / "config.json").is_file():  # merged per-task directory
+            model = AutoModelForCausalLM.from_pretrained(sub, dtype=torch.float32)
+            return model, sub, f"{src} task {task} (merged)"
+        from peft import PeftModel
+
+        base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        model = PeftModel.from_pretrained(base, sub).merge_and_unload()
+        return model, base_dir, f"{src} task {task} (LoRA merged into base)"
+    if not (src / "config.json").is_file():
+        raise SpecfairError(f"not a Hugging Face model directory (no config.json): {src}")
+    if task is not None:
+        raise SpecfairError(f"{src} is a single drafter; --task applies to per-task exports")
+    return AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32), src, str(src)
+
+
+def _matrix(w: np.ndarray, outtype: str):
+    """(data, raw_dtype or None) of a weight matrix in ``outtype``."""
+    import gguf
+
+    if outtype == "f32":
+        return w.astype(np.float32), None
+    if outtype == "f16":
+        return w.astype(np.float16), None
+    qtype = {
+        "bf16": gguf.GGMLQuantizationType.BF16, "q8_0": gguf.GGMLQuantizationType.Q8_0,
+        "q5_0": gguf.GGMLQuantizationType.Q5_0, "q4_0": gguf.GGMLQuantizationType.Q4_0,
+    }[outtype]  # fmt: skip
+    block = gguf.GGML_QUANT_SIZES[qtype][0]
+    if w.shape[-1] % block:
+        return w.astype(np.float16), None
+    return gguf.quants.quantize(w.astype(np.float32), qtype), qtype
+
+
+def _file_type(outtype: str):
+    import gguf
+
+    return {
+        "f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+        "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+        "q5_0": gguf.LlamaFileType.MOSTLY_Q5_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
+    }[outtype]  # fmt: skip
+
+
+def export_gguf(
+    src: str | Path, out: str | Path, *, outtype: str = "q8_0", task: str | None = None,
+    name: str | None = None,
+) -> Path:  # fmt: skip
+    """Write ``src`` (see module doc) as a GGUF file ``out`` (atomically); returns ``out``."""
+    import gguf
+    from transformers import AutoTokenizer
+
+    if outtype not in OUTTYPES:
+        raise SpecfairError(f"outtype must be one of {', '.join(OUTTYPES)}, got {outtype!r}")
+    src, out = Path(src).expanduser(), Path(out).expanduser()
+    if out.suffix != ".gguf":
+        raise SpecfairError(f"output file must end in .gguf: {out}")
+    model, tok_dir, desc = _load(src, task)
+    cfg = model.config
+    if cfg.model_type != "qwen2":
+        raise SpecfairError(
+            f"export-gguf supports Qwen2 models only (this is {cfg.model_type!r}); use llama.cpp's "
+            "convert_hf_to_gguf.py for other architectures"
+        )
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    n_vocab = int(cfg.vocab_size)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    w = gguf.GGUFWriter(str(tmp), "qwen2")
+    try:
+        w.add_name(name or desc)
+        w.add_block_count(cfg.num_hidden_layers)
+        w.add_context_length(cfg.max_position_embeddings)
+        w.add_embedding_length(cfg.hidden_size)
+        w.add_feed_forward_length(cfg.intermediate_size)
+        w.add_head_count(cfg.num_attention_heads)
+        w.add_head_count_kv(cfg.num_key_value_heads)
+        rope = getattr(cfg, "rope_parameters", None) or {}
+        w.add_rope_freq_base(float(rope.get("rope_theta", getattr(cfg, "rope_theta", 1e6))))
+        w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+        w.add_file_type(_file_type(outtype))
+
+        vocab = tok.get_vocab()
+        by_id = {i: t for t, i in vocab.items()}
+        if max(by_id) >= n_vocab:
+            raise SpecfairError(f"tokenizer has ids beyond the embedding size {n_vocab}")
+        added = {i: t for i, t in tok.added_tokens_decoder.items()}
+        tokens, types = [], []
+        for i in range(n_vocab):
+            if i not in by_id:
+                tokens.append(f"[PAD{i}]")
+                types.append(gguf.TokenType.USER_DEFINED)
+            elif i in added:
+                tokens.append(by_id[i])
+                types.append(
+                    gguf.TokenType.CONTROL if added[i].special else gguf.TokenType.USER_DEFINED
+                )
+            else:
+                tokens.append(by_id[i])
+                types.append(gguf.TokenType.NORMAL)
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("qwen2")
+        w.add_token_list(tokens)
+        w.add_token_types(types)
+        special = gguf.SpecialVocab(tok_dir, load_merges=True, n_vocab=n_vocab)
+        if tok.eos_token_id is not None:  # the tokenizer's EOS (<|im_end|> for chat models)
+            special.special_token_ids["eos"] = int(tok.eos_token_id)
+        if tok.chat_template and not special.chat_template:
+            special.chat_template = tok.chat_template
+        special.add_to_gguf(w)
+
+        sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+        data, qt = _matrix(sd["model.embed_tokens.weight"], outtype)
+        w.add_tensor("token_embd.weight", data, raw_dtype=qt)
+        w.add_tensor("output_norm.weight", sd["model.norm.weight"].astype(np.float32))
+        if not getattr(cfg, "tie_word_embeddings", False):
+            data, qt = _matrix(sd["lm_head.weight"], outtype)
+            w.add_tensor("output.weight", data, raw_dtype=qt)
+        for i in range(cfg.num_hidden_layers):
+            for hf, gg in _LAYER.items():
+                for kind in ("weight", "bias"):
+                    key = f"model.layers.{i}.{hf}.{kind}"
+                    if key not in sd:
+                        continue
+                    arr = sd[key]
+                    if arr.ndim == 2:
+                        data, qt = _matrix(arr, outtype)
+                        w.add_tensor(f"blk.{i}.{gg}.{kind}", data, raw_dtype=qt)
+                    else:
+                        w.add_tensor(f"blk.{i}.{gg}.{kind}", arr.astype(np.float32))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out

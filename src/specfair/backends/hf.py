@@ -1,0 +1,60 @@
+"""The ``hf`` backend: specfair's own transformers decoding loop (per-step records)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class HFBackend:
+    """Target and drafter as transformers modules, decoded by :mod:`specfair.decoding`."""
+
+    name = "hf"
+
+    def __init__(self, target, drafter, tokenizer, target_label: str, drafter_label: str):
+        self.target, self.drafter, self.tokenizer = target, drafter, tokenizer
+        self.target_label, self.drafter_label = target_label, drafter_label
+
+    @classmethod
+    def load(cls, target: str, drafter: str, *, dtype="auto", device="auto", kernels="auto"):
+        from specfair.models import load_pair
+
+        pair = load_pair(target, drafter, dtype=dtype, device=device, kernels=kernels)
+        self = cls(
+            pair.target, pair.drafter, pair.tokenizer,
+            getattr(pair, "target_name", None) or target,
+            getattr(pair, "drafter_name", None) or drafter,
+        )  # fmt: skip
+        self._settings = {"dtype": dtype, "device": device, "kernels": kernels}
+        return self
+
+    def generate(
+        self, mode: str, ids: Sequence[int], *, gamma: int, max_new_tokens: int,
+        temperature: float, top_p: float, top_k: int, seed: int,
+    ):  # fmt: skip
+        from specfair.measure.bench import _generate
+
+        return _generate(
+            mode, self.target, self.drafter, self.tokenizer, list(ids), gamma=gamma,
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+            seed=seed,
+        )  # fmt: skip
+
+    def info(self) -> dict:
+        import torch
+        import transformers
+
+        return {
+            "backend": self.name,
+            "engine": f"specfair decoding, transformers {transformers.__version__}, "
+            f"torch {torch.__version__}",
+            **getattr(self, "_settings", {}),
+        }
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
