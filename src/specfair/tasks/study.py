@@ -151,10 +151,6 @@ def text_reference_tasks() -> set[str]:
     return {t.name for t in STUDY_TASKS if t.text_reference}
 
 
-def study_sources() -> list[str]:
-    return sorted({t.source for t in STUDY_TASKS})
-
-
 def load_study_suite(n_per_task: int | None = PER_TASK, seed: int = 0) -> Suite:
     items: list[Prompt] = []
     sources: dict[str, list[str]] = {}
