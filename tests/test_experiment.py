@@ -55,8 +55,13 @@ checkpoint_every = 1
 weighting = "balanced"
 [variants.per-task]
 weighting = "per-task"
+[variants.topn-per-task]
+weighting = "per-task"
+method = "topn"
+top_layers = 1
+topk = 8
 [report]
-bench_variants = ["balanced", "per-task"]
+bench_variants = ["balanced", "per-task", "topn-per-task"]
 """)
     return cfg
 
@@ -68,8 +73,11 @@ def test_experiment_end_to_end_resume_and_force(tmp_path, tiny_pair):
     for f in ["config.json", "environment.json", "report.html", "report.md",
               "baseline/bench.jsonl", "baseline/estimate_summary.json",
               "variants/balanced/bench_summary.json", "variants/per-task/estimate_summary.json",
-              "variants/per-task/drafter/router.json", "variants/balanced/train_log.jsonl"]:
+              "variants/per-task/drafter/router.json", "variants/balanced/train_log.jsonl",
+              "variants/topn-per-task/bench_summary.json", "data/signals/target-top8/meta.json"]:
         assert (run / f).exists(), f
+    routed = json.loads((run / "variants/topn-per-task/drafter/router.json").read_text())
+    assert routed["mode"] == "top-layers" and routed["top_layers"] == 1
     names = stage_names(ExperimentConfig.load(cfg))
     assert all((run / "stages" / f"{s}.json").is_file() for s in names)
     # Variants reuse the baseline's AR records and bench the same prompts.

@@ -422,15 +422,27 @@ def _stage_train(run: Run, variant: str) -> dict:
     out = run.variant(variant) / "train"
     train_ex, held_ex = build_examples(cfg, run.suite(), pair.target, pair.drafter,
                                        pair.tokenizer, out)  # fmt: skip
-    student = load_model(run.cfg.drafter, dtype="float32", device=run.cfg.device)
-    resume = (out / "distill_config.json").is_file()
-    result = train(cfg, pair.target, student, pair.tokenizer, train_ex, held_ex, out,
-                   resume=resume,
-                   teacher_store=run.teacher_store.setdefault(cfg.max_seq_len, {}))  # fmt: skip
+    dtype = str(pair.target.dtype).replace("torch.", "")
+    if cfg.method == "topn":  # the drafter's top layers on cached target signals
+        from specfair.distill.cached import train_cached
+        from specfair.models.load import cpu_supports_bf16
+
+        student = load_model(run.cfg.drafter, dtype=dtype, device=run.cfg.device)
+        result = train_cached(cfg, pair.target, student, train_ex, held_ex, out,
+                              names=(run.cfg.target, run.cfg.drafter),
+                              store_root=run.dir / "data" / "signals",
+                              bf16=cpu_supports_bf16())
+    else:
+        student = load_model(run.cfg.drafter, dtype="float32", device=run.cfg.device)
+        resume = (out / "distill_config.json").is_file()
+        result = train(cfg, pair.target, student, pair.tokenizer, train_ex, held_ex, out,
+                       resume=resume,
+                       teacher_store=run.teacher_store.setdefault(cfg.max_seq_len, {}))
     tasks = sorted({e.task for e in train_ex}) if cfg.weighting == "per-task" else None
     export_drafter(result.student, pair.tokenizer, run.variant(variant) / "drafter",
-                   tasks=tasks, dtype=str(pair.target.dtype).replace("torch.", ""),
-                   meta={"variant": variant, "weighting": cfg.weighting, "loss": cfg.loss})
+                   tasks=tasks, dtype=dtype,
+                   meta={"variant": variant, "weighting": cfg.weighting, "loss": cfg.loss,
+                         "method": cfg.method, "top_layers": cfg.top_layers})
     shutil.copy(out / "train_log.jsonl", run.variant(variant) / "train_log.jsonl")
     return {"steps": result.steps}
 

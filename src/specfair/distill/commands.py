@@ -159,8 +159,19 @@ def _distill(cfg, out_dir: Path, acc, suite_obj, target, drafter, dtype, resume)
         print(f"distill: {len(train_ex)} training examples over {len(counts)} tasks, "
               f"{len(held_ex)} held back for alpha; weighting={cfg.weighting}, loss={cfg.loss}, "
               f"method={cfg.method}, steps={cfg.steps}")
-    result = train(cfg, pair.target, pair.drafter, tokenizer, train_ex, held_ex, out_dir,
-                   resume=resume, accelerator=acc)
+    if cfg.method == "topn":  # top layers on cached target signals (one process)
+        from specfair.distill.cached import train_cached
+        from specfair.models.load import cpu_supports_bf16
+
+        if acc.num_processes > 1:
+            raise SpecfairError("method='topn' runs in one process (no accelerate launch)")
+        result = train_cached(cfg, pair.target, pair.drafter, train_ex, held_ex, out_dir,
+                              names=(pair.target_name, pair.drafter_name),
+                              store_root=out_dir / "signals",
+                              bf16=cpu_supports_bf16())
+    else:
+        result = train(cfg, pair.target, pair.drafter, tokenizer, train_ex, held_ex, out_dir,
+                       resume=resume, accelerator=acc)
     export = out_dir / "drafter"
     if acc.is_main_process:
         export_drafter(
@@ -168,6 +179,7 @@ def _distill(cfg, out_dir: Path, acc, suite_obj, target, drafter, dtype, resume)
             tasks=sorted({e.task for e in train_ex}) if cfg.weighting == "per-task" else None,
             merge_per_task=cfg.merge_per_task, dtype=cfg.export_dtype,
             meta={"target": pair.target_name, "drafter": pair.drafter_name,
+                  "top_layers": cfg.top_layers,
                   "config": cfg.to_dict(), "steps": result.steps,
                   "alpha_before": result.alpha_before, "alpha_after": result.alpha_after},
         )

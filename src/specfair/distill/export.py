@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from specfair.atomic import atomic_dir
-from specfair.distill.router import TaskRoutedDrafter, adapter_name
+from specfair.distill.router import TaskRoutedDrafter, adapter_name, copy_top
 from specfair.errors import SpecfairError
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -94,6 +94,9 @@ def _export_into(student, tokenizer, out: Path, tasks, merge_per_task, dtype, me
             model = model.merge_and_unload()
         _save_hf(model.eval(), tokenizer, out, dtype, meta)
         return
+    if isinstance(student, TaskRoutedDrafter) and student.models:
+        _export_top_layers(student, tokenizer, out, merge_per_task, dtype, meta)
+        return
     if not _is_peft(student):
         raise SpecfairError("per-task export needs a peft model with one adapter per task")
     base = copy.deepcopy(student).unload()
@@ -120,11 +123,58 @@ def _export_into(student, tokenizer, out: Path, tasks, merge_per_task, dtype, me
     }, indent=2))
 
 
+def _top_keys(model, n: int) -> list[str]:
+    first = model.config.num_hidden_layers - n
+    return [k for k in model.state_dict() if k.startswith("model.norm.") or (
+        k.startswith("model.layers.") and int(k.split(".")[2]) >= first)]
+
+
+def _export_top_layers(router, tokenizer, out: Path, merged: bool, dtype: str,
+                       meta: dict) -> None:
+    """Per-task copies of the top layers (``method = "topn"``): ``base/`` and, per task, only
+    the top layers' tensors (``mode: "top-layers"``), or full models (``merged``)."""
+    from safetensors.torch import save_file
+
+    n = meta.get("top_layers") or len(next(iter(router.models.values())).model.layers)
+    _save_hf(copy.deepcopy(router.base).eval(), tokenizer, out / "base", dtype, meta)
+    routes = {}
+    for t, model in router.models.items():
+        dest = out / "tasks" / adapter_name(t)
+        if merged:
+            _save_hf(copy.deepcopy(model).eval(), tokenizer, dest, dtype, {**meta, "task": t})
+        else:
+            dest.mkdir(parents=True, exist_ok=True)
+            sd = model.state_dict()
+            cast = (lambda x: x) if dtype == "auto" else (lambda x: x.to(_DTYPES[dtype]))
+            save_file({k: cast(sd[k]).contiguous() for k in _top_keys(model, n)},
+                      str(dest / "model.safetensors"))
+        routes[t] = f"tasks/{adapter_name(t)}"
+    (out / "router.json").write_text(json.dumps({
+        "format": "specfair-task-routed/1", "mode": "merged" if merged else "top-layers",
+        "base": "base", "top_layers": n, "tasks": routes, "meta": meta}, indent=2))
+
+
 def _require_safetensors(folder: Path, stem: str) -> None:
     """Weights are read from safetensors only: a directory with pickled weights (``.bin``,
     ``.pt``) and no safetensors is refused before anything reads it."""
     if not any(folder.glob(f"{stem}*.safetensors")):
         raise SpecfairError(f"{folder}: no {stem}.safetensors (pickled weights are never loaded)")
+
+
+def _load_top_layers(path: Path, base, tasks: dict, n: int) -> TaskRoutedDrafter:
+    """Per task: ``base`` with the task's top ``n`` layers (the rest shared, not copied)."""
+    from safetensors.torch import load_file
+
+    models = {}
+    for t, sub in tasks.items():
+        _require_safetensors(path / sub, "model")
+        model = copy_top(base, n)
+        sd = load_file(str(path / sub / "model.safetensors"))
+        if sorted(sd) != sorted(_top_keys(model, n)):
+            raise SpecfairError(f"{path / sub}: not the top {n} layers of the base drafter")
+        model.load_state_dict(sd, strict=False)
+        models[t] = model.eval()
+    return TaskRoutedDrafter(None, base=base, models=models)
 
 
 def load_drafter(path: str | Path, *, dtype: str = "auto", device: str = "cpu"):
@@ -152,6 +202,8 @@ def load_drafter(path: str | Path, *, dtype: str = "auto", device: str = "cpu"):
     if spec.get("mode") == "merged":
         models = {t: load(path / sub) for t, sub in tasks.items()}
         return TaskRoutedDrafter(None, base=base, models=models)
+    if spec.get("mode") == "top-layers":
+        return _load_top_layers(path, base, tasks, int(spec["top_layers"]))
     from peft import PeftModel
 
     items = list(tasks.items())

@@ -13,6 +13,7 @@ a mapping ``task -> model`` of merged models plus a base model.
 from __future__ import annotations
 
 import contextlib
+import copy
 import re
 from collections.abc import Mapping
 
@@ -52,6 +53,15 @@ class _Routed:
 
     def __repr__(self) -> str:
         return f"<drafter for task {self.task!r} (base if None)>"
+
+
+def copy_top(model, n_top: int):
+    """A copy of a ``*ForCausalLM`` that shares every module with ``model`` except its top
+    ``n_top`` decoder layers and final norm: a per-task drafter then costs only those layers."""
+    body = model.model
+    shared = [body.embed_tokens, body.rotary_emb, model.get_output_embeddings(),
+              *body.layers[: len(body.layers) - n_top]]
+    return copy.deepcopy(model, memo={id(m): m for m in shared})
 
 
 class TaskRoutedDrafter:

@@ -140,3 +140,34 @@ def lower_hidden(drafter, seqs: Sequence[tuple[Sequence[int], int]], layer: int)
         h = drafter.model(input_ids=x, use_cache=False, output_hidden_states=True)
         out.append({"hidden": h.hidden_states[layer][0].to(torch.bfloat16).cpu()})
     return out
+
+
+def signal_stores(root: str | Path, *, target: str, drafter: str, topk: int,
+                  layer: int) -> tuple[SignalStore, SignalStore]:
+    """The two stores under ``root``: the target's top-``topk`` (``target-topK``) and the
+    drafter's hidden states entering layer ``layer`` (``drafter-hiddenL``)."""
+    root = Path(root)
+    return (SignalStore(root / f"target-top{topk}",
+                        {"kind": "target_topk", "model": target, "k": topk}),
+            SignalStore(root / f"drafter-hidden{layer}",
+                        {"kind": "lower_hidden", "model": drafter, "layer": layer}))
+
+
+def fill_signals(target, drafter, items: Sequence[tuple[str, tuple[Sequence[int], int]]],
+                 root: str | Path, *, target_name: str, drafter_name: str, topk: int,
+                 layer: int) -> tuple[SignalStore, SignalStore]:
+    """Score every ``(key, (ids, n_prompt))`` not yet stored under ``root`` (resumable, a shard
+    per batch, progress bars): the teacher's top-k and the drafter's frozen lower hidden states.
+    The only target forward passes that top-N-layer distillation needs."""
+    from specfair.measure.progress import progress_bar
+
+    teacher, lower = signal_stores(root, target=target_name, drafter=drafter_name, topk=topk,
+                                   layer=layer)
+    for store, label, compute, batch in (
+            (teacher, "target top-k", lambda b: target_topk(target, b, topk), 8),
+            (lower, "drafter lower layers", lambda b: lower_hidden(drafter, b, layer), 32)):
+        missing = sum(k not in store for k, _ in dict(items).items())
+        with progress_bar(missing, label) as advance:
+            store.fill(items, compute, batch=batch,
+                       progress=lambda n, adv=advance: [adv() for _ in range(n)])
+    return teacher, lower

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from specfair.measure.io import append_jsonl, read_jsonl
-from specfair.measure.signals import SignalStore, lower_hidden, seq_key, target_topk
+from specfair.measure.signals import fill_signals as _fill
+from specfair.measure.signals import seq_key
 from specfair.study.config import StudyConfig
 from specfair.tasks import encode_prompt
 from specfair.tasks.prompt import Prompt
@@ -143,32 +144,9 @@ def train_sequences(cfg: StudyConfig, target, drafter, tokenizer, prompts: Seque
     return [out[p.id] for p in prompts if out[p.id].n_resp > 0]
 
 
-def teacher_store(cfg: StudyConfig, run_dir: Path) -> SignalStore:
-    return SignalStore(run_dir / "signals" / f"target-top{cfg.topk}",
-                       {"kind": "target_topk", "model": cfg.target, "k": cfg.topk})
-
-
-def lower_store(cfg: StudyConfig, n_layers: int, run_dir: Path) -> SignalStore:
-    layer = n_layers - cfg.top_layers
-    return SignalStore(run_dir / "signals" / f"drafter-hidden{layer}",
-                       {"kind": "lower_hidden", "model": cfg.drafter, "layer": layer})
-
-
 def fill_signals(cfg: StudyConfig, target, drafter, seqs: Sequence[Seq], run_dir: Path):
     """Score every sequence: the target's top-k (teacher) and the drafter's hidden states
     entering its top ``cfg.top_layers`` layers (frozen below). Resumable, one shard per batch."""
-    from specfair.measure.progress import progress_bar
-
-    items = [(s.key, (s.ids, s.n_prompt)) for s in seqs]
-    teacher = teacher_store(cfg, run_dir)
-    n_layers = drafter.config.num_hidden_layers
-    lower = lower_store(cfg, n_layers, run_dir)
-    missing = sum(k not in teacher for k, _ in items)
-    with progress_bar(missing, "target top-k") as advance:
-        teacher.fill(items, lambda b: target_topk(target, b, cfg.topk),
-                     progress=lambda n: [advance() for _ in range(n)])
-    missing = sum(k not in lower for k, _ in items)
-    with progress_bar(missing, "drafter lower layers") as advance:
-        lower.fill(items, lambda b: lower_hidden(drafter, b, n_layers - cfg.top_layers),
-                   batch=32, progress=lambda n: [advance() for _ in range(n)])
-    return teacher, lower
+    return _fill(target, drafter, [(s.key, (s.ids, s.n_prompt)) for s in seqs],
+                 run_dir / "signals", target_name=cfg.target, drafter_name=cfg.drafter,
+                 topk=cfg.topk, layer=drafter.config.num_hidden_layers - cfg.top_layers)

@@ -1,0 +1,169 @@
+"""Distillation on cached target signals (``method = "topn"``): the CPU path.
+
+The target runs once per training sequence (its top-k log-probs, stored with the drafter's
+frozen lower-layer hidden states in a :class:`~specfair.measure.signals.SignalStore`), then a
+trainable copy of the drafter's top ``top_layers`` layers (:mod:`specfair.distill.topn`) trains
+on them: neither the target nor the drafter's lower body is in the loop (the study measured
+4-7x the tokens/s of LoRA on all layers, docs/RESULTS.md).
+
+Records, as :func:`specfair.distill.trainer.train` writes them: ``train_log.jsonl`` (per step:
+step, loss, lr, tokens, tokens_per_s, tasks, weights; ``event: estimate`` records with the
+held-back alpha and greedy alpha per task) and ``distill_summary.json``. ``steps`` optimizer
+steps of ``batch_size`` sequences; ``per-task`` trains one copy per task, the steps split evenly
+(equal token budget). A stage is short (minutes): it restarts rather than resumes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from specfair.distill.config import DistillConfig
+from specfair.distill.data import Example
+from specfair.distill.router import TaskRoutedDrafter, copy_top
+from specfair.distill.topn import (
+    Signals,
+    TopLayers,
+    TrainState,
+    evaluate,
+    make_optimizer,
+    train_until,
+)
+from specfair.distill.trainer import TrainResult, truncate
+from specfair.distill.weighting import TaskSampler
+from specfair.measure.io import append_jsonl
+from specfair.measure.signals import fill_signals, seq_key
+
+
+def _seq(cfg: DistillConfig, e: Example) -> tuple[str, tuple] | None:
+    """``(key, (ids, n_prompt))`` of an example cut to ``max_seq_len`` (None: no response)."""
+    prompt, resp = truncate(e, cfg.max_seq_len)
+    if not resp:
+        return None
+    ids = tuple(prompt + resp)
+    return seq_key(ids, len(prompt)), (ids, len(prompt))
+
+
+def with_top(drafter, top: TopLayers):
+    """A copy of ``drafter`` whose top layers are ``top``'s; every other module (embeddings,
+    lower layers, head) is shared with ``drafter``, so a copy per task costs only its layers."""
+    model = copy_top(drafter, top.n)
+    top.install(model)
+    return model.eval()
+
+
+def _estimate_record(step: int, est: dict, weights: dict) -> dict:
+    return {"step": step, "event": "estimate", "alpha": {t: v["alpha"] for t, v in est.items()},
+            "greedy_alpha": {t: v["greedy"] for t, v in est.items()}, "weights": weights}
+
+
+class _Trainer:
+    """The signals of the examples, and one training run of a copy of the top layers."""
+
+    def __init__(self, cfg: DistillConfig, target, drafter, train_ex, held_ex, out_dir: Path,
+                 names: tuple[str, str], store_root: Path, bf16: bool) -> None:
+        self.cfg, self.drafter, self.out_dir, self.bf16 = cfg, drafter, out_dir, bf16
+        layer = drafter.config.num_hidden_layers - cfg.top_layers
+        items = [x for e in [*train_ex, *held_ex] if (x := _seq(cfg, e)) is not None]
+        self.teacher, self.lower = fill_signals(
+            target, drafter, items, store_root, target_name=names[0], drafter_name=names[1],
+            topk=cfg.topk, layer=layer)
+        self.head = drafter.get_output_embeddings().weight.detach()
+        self.train = self._signals(train_ex)
+        self.held = self._signals(held_ex)
+
+    def _signals(self, examples) -> list[tuple[str, Signals]]:
+        out = []
+        for e in examples:
+            if (x := _seq(self.cfg, e)) is not None:
+                key, (_, n_prompt) = x
+                t, h = self.teacher.get(key), self.lower.get(key)
+                out.append((e.task, Signals(h["hidden"], t["topk_idx"], t["topk_logp"],
+                                            n_prompt)))
+        return out
+
+    def alphas(self, top: TopLayers, tasks: Sequence[str]) -> dict[str, dict[str, float]]:
+        """Held-back alpha and greedy alpha per task: the mean over sequences of the mean over
+        response positions (as :func:`specfair.distill.trainer.estimate_alphas`)."""
+        held = [(t, s) for t, s in self.held if t in tasks]
+        res = evaluate(top, self.head, [s for _, s in held], self.bf16)
+        out = {}
+        for task in tasks:
+            rs = [r for (t, _), r in zip(held, res, strict=True) if t == task]
+            if rs:
+                out[task] = {k: sum(r[k] for r in rs) / len(rs) for k in ("alpha", "greedy")}
+        return out
+
+    def run(self, tasks: Sequence[str], steps: int, rule: str, log,
+            log_estimates: bool = True) -> tuple[TopLayers, dict, dict]:
+        """Train a fresh copy for ``steps`` steps on the examples of ``tasks``; returns it and
+        the held-back alphas before and after."""
+        cfg = self.cfg
+        pool = [(t, s) for t, s in self.train if t in tasks]
+        sampler = TaskSampler([t for t, _ in pool], rule, seed=cfg.seed,
+                              temperature=cfg.disparity_temperature, floor=cfg.disparity_floor)
+        top = TopLayers(self.drafter, cfg.top_layers)
+        opt = make_optimizer(top, cfg.learning_rate)
+        state = TrainState()
+
+        def estimate(step: int) -> dict:
+            est = self.alphas(top, tasks)
+            if est:
+                key = "alpha" if cfg.alpha_metric == "alpha" else "greedy"
+                sampler.update({t: v[key] for t, v in est.items()})
+                if log_estimates:
+                    log(_estimate_record(step, est, sampler.weights()))
+            return est
+
+        before = estimate(0)
+        for step in range(1, steps + 1):
+            idx = sampler.sample(cfg.batch_size)
+            batch = [pool[i][1] for i in idx]
+            step_log = lambda r, b=idx: log(r | {  # noqa: E731
+                "tasks": sorted({pool[i][0] for i in b}), "weights": sampler.weights()})
+            train_until(top, self.head, opt, state, lambda b=batch: b, state.tokens + 1,
+                        lr=cfg.learning_rate, warmup=cfg.warmup_steps, kind=cfg.loss,
+                        bf16=self.bf16, log=step_log, max_grad_norm=cfg.max_grad_norm)
+            if step % cfg.reestimate_every == 0 and step < steps:
+                estimate(step)
+        return top, before, estimate(steps)
+
+
+def train_cached(cfg: DistillConfig, target, drafter, train_ex: Sequence[Example],
+                 held_ex: Sequence[Example], out_dir: str | Path, *, names: tuple[str, str],
+                 store_root: str | Path, bf16: bool) -> TrainResult:
+    """Train ``drafter``'s top layers on cached signals (stored under ``store_root``, shared by
+    every variant of an experiment); ``names`` are the target's and drafter's names (the
+    stores' keys). Returns the trained drafter (a copy; ``drafter`` is unchanged), or for
+    ``per-task`` a :class:`TaskRoutedDrafter` of per-task copies."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_path = out_dir / "train_log.jsonl"
+    log_path.unlink(missing_ok=True)  # a stage restarts, it does not resume
+    (out_dir / "distill_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    tr = _Trainer(cfg, target, drafter, train_ex, held_ex, out_dir, names, Path(store_root),
+                  bf16)
+    tasks = sorted({e.task for e in train_ex})
+    if cfg.weighting == "per-task":
+        even = {t: 1 / len(tasks) for t in tasks}
+        append_jsonl(log_path, _estimate_record(
+            0, before := tr.alphas(TopLayers(drafter, cfg.top_layers), tasks), even))
+        models, after = {}, {}
+        for task in tasks:
+            top, _, a = tr.run([task], max(1, cfg.steps // len(tasks)), "uniform",
+                               lambda r, t=task: append_jsonl(log_path, r | {"task": t}),
+                               log_estimates=False)
+            models[task] = with_top(drafter, top)
+            after |= a
+        append_jsonl(log_path, _estimate_record(cfg.steps, after, even))
+        student = TaskRoutedDrafter(None, base=drafter, models=models)
+    else:
+        top, before, after = tr.run(tasks, cfg.steps, cfg.weighting,
+                                    lambda r: append_jsonl(log_path, r))
+        student = with_top(drafter, top)
+    (out_dir / "distill_summary.json").write_text(json.dumps({
+        "steps": cfg.steps, "alpha_before": before, "alpha_after": after, "tasks": tasks,
+        "method": "topn"}, indent=2))
+    return TrainResult(student, cfg.steps, out_dir, before, after,
+                       student if cfg.weighting == "per-task" else None)
