@@ -77,3 +77,27 @@ def test_merged_lora_drafter_roundtrip(lora_drafter, tiny_pair, tmp_path):
     ref, got = _logits(lora_drafter), _logits(None, out)
     assert (got - ref).abs().max() < 1e-4
     assert (ref - _logits(tiny_pair[1])).abs().max() > 0.1  # the LoRA changed the drafter
+
+
+def test_top_layer_per_task_export_roundtrip(tiny_pair, tmp_path):
+    """A per-task export of top-layer copies (``method = "topn"``): the task's GGUF gives the
+    task's model's logits, not the base's."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from specfair.distill.export import export_drafter
+    from specfair.distill.router import TaskRoutedDrafter, copy_top
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_pair[1], dtype=torch.float32).eval()
+    task = copy_top(base, 1)
+    with torch.no_grad():
+        for p in task.model.layers[-1].parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    root = export_drafter(TaskRoutedDrafter(None, base=base, models={"code": task}),
+                          AutoTokenizer.from_pretrained(tiny_pair[1]), tmp_path / "exp",
+                          tasks=["code"], meta={"top_layers": 1})
+    out = export_gguf(root, tmp_path / "code.gguf", task="code", outtype="f32")
+    ids = torch.tensor([[257, 40, 41, 42, 10, 258, 257, 100, 101]])
+    with torch.no_grad():
+        want, base_logits = task(ids).logits[0], base(ids).logits[0]
+    got = _logits(None, out)
+    assert (got - want).abs().max() < 1e-4 and (got - base_logits).abs().max() > 1e-3

@@ -56,6 +56,11 @@ def _load(src: Path, task: str | None):
         if (sub / "config.json").is_file():  # merged per-task directory
             model = AutoModelForCausalLM.from_pretrained(sub, dtype=torch.float32)
             return model, sub, f"{src} task {task} (merged)"
+        if spec.get("mode") == "top-layers":  # the task's top layers over the shared base
+            from specfair.distill.export import load_drafter
+
+            model = load_drafter(src, dtype="float32").models[task]
+            return model, base_dir, f"{src} task {task} (top layers over the base)"
         from peft import PeftModel
 
         base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)

@@ -94,6 +94,13 @@ def replay(match: Sequence[bool], conf: Sequence[float], policy: Policy) -> Repl
     return Replay(n, steps, drafted, accepted, tuple(sizes), tuple(acc))
 
 
+def pass_of(record: dict) -> tuple[list, list]:
+    """The replay input of a teacher-forced record (``match``/``conf`` per response position,
+    as :func:`specfair.distill.topn.evaluate` writes them): its first entry predicts the
+    answer's token 0, which the engine takes from the prefill, so it is dropped."""
+    return record["match"][1:], record["conf"][1:]
+
+
 def replay_all(passes: Sequence[tuple[Sequence[bool], Sequence[float]]], policy: Policy,
                c: float, verify_slope: float) -> dict:
     """Pooled over passes (one prompt each): tokens / time, alpha = accepted / drafted."""

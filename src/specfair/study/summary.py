@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from specfair.measure.io import read_jsonl
-from specfair.measure.replay import Policy, replay_all
+from specfair.measure.replay import Policy, pass_of, replay_all
 from specfair.study.config import StudyConfig
 
 POLICIES = (Policy("fixed", 5), Policy("heuristic", 5, max_gamma=32),
@@ -66,7 +66,7 @@ def compare(records, arm, budget, tasks, cfg: StudyConfig, costs: dict) -> dict:
     c_pb, c_pa, c_bb, c_ba = _resampled_means(base, mine, tasks, "ce", B, seed)
     g_pb, g_pa, _, _ = _resampled_means(base, mine, tasks, "greedy", 1, seed)
     worst = int(np.argmin(a_pb))
-    policies = {p.label: {t: replay_all([(r["match"], r["conf"]) for r in mine[t].values()],
+    policies = {p.label: {t: replay_all([pass_of(r) for r in mine[t].values()],
                                         p, costs["c"], costs["verify_slope"])
                           for t in tasks} for p in POLICIES}
     sp = [policies[POLICIES[0].label][t]["speedup"] for t in tasks]
