@@ -22,6 +22,17 @@ POLICIES = (Policy("fixed", 5), Policy("heuristic", 5, max_gamma=32),
             Policy("confidence", max_gamma=20, threshold=0.4))
 
 
+PER_TASK_GAMMA = "per-task gamma (best fixed 1-10, oracle)"
+
+
+def _best_fixed(passes, costs: dict) -> dict:
+    """The fixed gamma in 1..10 with the highest predicted speed-up on ``passes`` (chosen on
+    the passes it is scored on: an upper bound for a per-task gamma)."""
+    return max(({"gamma": g} | replay_all(passes, Policy("fixed", g), costs["c"],
+                                          costs["verify_slope"]) for g in range(1, 11)),
+               key=lambda r: r["speedup"])
+
+
 def _by_prompt(records: list[dict], arm: str, budget: float) -> dict[str, dict[str, dict]]:
     out: dict[str, dict[str, dict]] = {}
     for r in records:
@@ -66,9 +77,10 @@ def compare(records, arm, budget, tasks, cfg: StudyConfig, costs: dict) -> dict:
     c_pb, c_pa, c_bb, c_ba = _resampled_means(base, mine, tasks, "ce", B, seed)
     g_pb, g_pa, _, _ = _resampled_means(base, mine, tasks, "greedy", 1, seed)
     worst = int(np.argmin(a_pb))
-    policies = {p.label: {t: replay_all([pass_of(r) for r in mine[t].values()],
-                                        p, costs["c"], costs["verify_slope"])
+    passes = {t: [pass_of(r) for r in mine[t].values()] for t in tasks}
+    policies = {p.label: {t: replay_all(passes[t], p, costs["c"], costs["verify_slope"])
                           for t in tasks} for p in POLICIES}
+    policies[PER_TASK_GAMMA] = {t: _best_fixed(passes[t], costs) for t in tasks}
     sp = [policies[POLICIES[0].label][t]["speedup"] for t in tasks]
     return {
         "arm": arm, "budget": budget,
@@ -255,4 +267,31 @@ def answer(s: dict) -> str:
             f"alpha {verdict}: {_fmt(w)}; U changes by {u['value']:+.0%} [{u['lo']:+.0%}, "
             f"{u['hi']:+.0%}]{' (a fall of 30% or more)' if u['hi'] <= -0.30 else ''}; "
             f"mean alpha {_fmt(r['d_mean_alpha'])}.")
-    return "\n".join(out)
+    return "\n".join(out + policy_answer(s))
+
+
+def _spread(r: dict, label: str, task: str) -> tuple[float, float]:
+    sp = [v["speedup"] for v in r["policies"][label].values()]
+    return r["policies"][label][task]["speedup"], max(sp) / min(sp)
+
+
+def policy_answer(s: dict) -> list[str]:
+    """Drafting policy alone, fine-tuning alone and both, on the base-worst task's predicted
+    speed-up and the max/min speed-up ratio across tasks."""
+    base, fixed = s["base"], POLICIES[0].label
+    w = base["base_worst_task"]
+    w0, m0 = _spread(base, fixed, w)
+    out = ["", f"Drafting policy against fine-tuning (predicted speed-ups; {w} is the "
+               f"base-worst task; base drafter with {fixed}: {w} {w0:.2f}x, max/min {m0:.2f}):"]
+    for label in base["policies"]:
+        if label != fixed:
+            wt, mm = _spread(base, label, w)
+            out.append(f"- policy alone, {label}: {w} {wt:.2f}x, max/min {mm:.2f} (no training)")
+    for name, a in s["arms"].items():
+        r = a["budgets"][-1]
+        best = max(r["policies"], key=lambda lab: _spread(r, lab, w)[0])
+        (wt, mm), (wb, mb) = _spread(r, fixed, w), _spread(r, best, w)
+        out.append(f"- fine-tuning, {name} ({r['tokens']} tokens), with {fixed}: {w} "
+                   f"{wt:.2f}x, max/min {mm:.2f}; combined with {best}: {w} {wb:.2f}x, "
+                   f"max/min {mb:.2f}")
+    return out
