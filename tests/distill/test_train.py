@@ -299,3 +299,28 @@ def test_resuming_a_finished_run_says_so(tiny_pair, tok, examples, tmp_path, cap
     assert res.steps == 2
     assert "already trained (2 of 2 steps)" in out.out
     assert "nan" not in out.out + out.err and "tok/s" not in out.out + out.err
+
+
+def _drawn_tasks(tr, tasks, seed, n_micro):
+    """The tasks the trainer's sampler draws in the first step (one per micro-batch)."""
+    from specfair.distill.weighting import TaskSampler
+
+    s = TaskSampler([e.task for e in tr], "per-task", seed=seed, tasks=tasks)
+    return {tr[s.sample(2)[0]].task for _ in range(n_micro)}
+
+
+def test_per_task_grad_accum_trains_every_drawn_adapter(tiny_pair, tok, examples, tmp_path):
+    """Per-task adapters with grad_accum > 1: each micro-batch draws its own task, and every
+    adapter drawn in a step gets its micro-batch's gradient (none is dropped)."""
+    from specfair.distill.router import adapter_name
+
+    tr, ho = heldout_split(examples, 1)
+    tasks = sorted({e.task for e in tr})
+    seed = next(s for s in range(50) if len(_drawn_tasks(tr, tasks, s, 2)) == 2)
+    c = cfg(steps=1, warmup_steps=0, weighting="per-task", grad_accum=2, lr=1e-2, seed=seed,
+            checkpoint_every=1, reestimate_every=1)
+    res = train(c, load(tiny_pair[0]), load(tiny_pair[1]), tok, tr, ho, tmp_path / "run")
+    moved = {t for t in tasks  # lora_B starts at zero and moves only with a gradient
+             if any(f".{adapter_name(t)}." in n and "lora_B" in n and bool(p.abs().sum() > 0)
+                    for n, p in res.student.named_parameters())}
+    assert moved == _drawn_tasks(tr, tasks, seed, 2)
