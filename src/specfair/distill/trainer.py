@@ -8,6 +8,9 @@ and we keep its **final hidden states at the response positions** (not logits: 1
 of 151,936 per position) in an in-memory cache keyed by example id, so each training example costs
 one target forward per run (on-policy samples are scored afresh). The vocabulary-sized loss is then
 computed chunk by chunk from the two output heads (see ``losses.distill_loss_from_hidden``).
+Per-task adapters: each micro-batch is drawn from one task and trains that task's adapter; with
+``grad_accum > 1`` one step may train several adapters, each on its own micro-batches, while
+the adapters of tasks not drawn keep no gradient (so AdamW does not move them).
 
 Every ``reestimate_every`` steps (and at the start and the end) the per-task acceptance alpha is
 measured teacher-forced on the held-back examples (for ``disparity`` it drives the sampler) and
@@ -26,6 +29,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +41,10 @@ from specfair.distill.checkpoint import latest_checkpoint, load_checkpoint, save
 from specfair.distill.config import DistillConfig
 from specfair.distill.data import Example
 from specfair.distill.losses import acceptance, distill_loss_from_hidden
-from specfair.distill.router import adapter_name
+from specfair.distill.router import TaskRoutedDrafter, adapter_name
 from specfair.distill.weighting import TaskSampler
 from specfair.errors import SpecfairError
+from specfair.measure.io import read_jsonl
 
 # ---------------------------------------------------------------------------- model helpers
 
@@ -352,16 +357,56 @@ def train(
     checkpoint at that step, if due, is written first). ``teacher_store``: a dict shared with
     other runs on the same target, examples and ``max_seq_len`` (the target's hidden states).
     """
-    out_dir = Path(out_dir)
-    acc = accelerator or make_accelerator(cfg)
-    rank, world = acc.process_index, acc.num_processes
-    device = acc.device
     if not train_examples:
         raise SpecfairError("distill: no training examples")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    eos_id = tokenizer.eos_token_id
-    tasks = sorted({e.task for e in train_examples})
+    out_dir = Path(out_dir)
+    acc = accelerator or make_accelerator(cfg)
+    _write_config(cfg, out_dir, acc, resume)
+    run = _Run.build(cfg, acc, target, drafter, tokenizer, train_examples, heldout_examples,
+                     out_dir, teacher_store)
+    step, alpha_before, resumed = run.restore(resume)
+    run.start_log(step, resumed)
+    if step == 0:
+        alpha_before = run.reestimate(0)
 
+    progress = _progress(cfg, acc, step)
+    last_loss = float("nan")
+    try:
+        while step < cfg.steps:
+            rec = run.train_step(step)
+            step += 1
+            last_loss = rec["loss"]
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                run.log({"step": step, **rec})
+            if progress is not None:
+                progress.update(progress.task_ids[0], advance=1, loss=rec["loss"],
+                                tps=rec["tokens_per_s"])
+            if step % cfg.reestimate_every == 0 and step < cfg.steps:
+                run.reestimate(step)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                save_checkpoint(out_dir, step, acc, run.student, run.trainable_names,
+                                run.optimizer, run.scheduler, run.sampler, alpha_before,
+                                cfg.keep_checkpoints)
+            if stop_after is not None and step >= stop_after:
+                break
+    finally:
+        if progress is not None:
+            progress.stop()
+
+    alpha_after = run.reestimate(step) if step >= cfg.steps else {}
+    if acc.is_main_process and step >= cfg.steps:
+        (out_dir / "distill_summary.json").write_text(json.dumps({
+            "steps": step, "final_loss": last_loss, "alpha_before": alpha_before,
+            "alpha_after": alpha_after, "tasks": run.tasks,
+        }, indent=2))
+    acc.wait_for_everyone()
+    router = TaskRoutedDrafter(run.student, run.tasks) if run.per_task else None
+    run.student.eval()
+    return TrainResult(run.student, step, out_dir, alpha_before, alpha_after, router)
+
+
+def _write_config(cfg: DistillConfig, out_dir: Path, acc, resume: bool) -> None:
+    """``distill_config.json``; a resumed run must not change any of ``RESUME_KEYS``."""
     if acc.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         cfg_path = out_dir / "distill_config.json"
@@ -374,181 +419,203 @@ def train(
         cfg_path.write_text(json.dumps(cfg.to_dict(), indent=2))
     acc.wait_for_everyone()
 
-    # --- models
-    target.eval().to(device)
-    for p in target.parameters():
-        p.requires_grad_(False)
-    student = prepare_student(drafter, cfg, tasks).to(device)
-    student.train()
-    trainable = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
-    trainable_names = [n for n, _ in trainable]
-    task_of_param: dict[str, str | None] = {}
-    if cfg.weighting == "per-task":
-        for n in trainable_names:
-            task_of_param[n] = next((t for t in tasks if f".{adapter_name(t)}." in n), None)
-    decay = [p for n, p in trainable if p.ndim >= 2]
-    no_decay = [p for n, p in trainable if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
+
+def _optimizer(trainable, cfg: DistillConfig):
+    decay = [p for _, p in trainable if p.ndim >= 2]
+    no_decay = [p for _, p in trainable if p.ndim < 2]
+    return torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay},
          {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.learning_rate,
     )
-    scheduler = _lr_scheduler(optimizer, cfg)
-    wrapped = _StudentLoss(student, cfg)
-    wrapped, optimizer = acc.prepare(wrapped, optimizer)
 
-    def activate(task: str | None):
-        """Make ``task``'s adapter the active one (per-task); other labels: the base drafter."""
-        if cfg.weighting != "per-task":
-            return contextlib.nullcontext()
-        if task in tasks:
-            student.set_adapter(adapter_name(task))
-            return contextlib.nullcontext()
-        return student.disable_adapter()
 
-    router_ctx = activate if cfg.weighting == "per-task" else None
+@dataclass
+class _Run:
+    """What one training run holds, and its steps: one optimizer step, one alpha estimate."""
 
-    sampler = TaskSampler(
-        [e.task for e in train_examples], cfg.weighting, seed=cfg.seed,
-        temperature=cfg.disparity_temperature, floor=cfg.disparity_floor, tasks=tasks,
-    )
-    teacher = TeacherCache(target, cfg.max_seq_len, pad_id, store=teacher_store)
-    reduce = (lambda t: acc.reduce(t.to(device), reduction="sum").cpu()) if world > 1 else None
+    cfg: DistillConfig
+    acc: object
+    student: nn.Module
+    wrapped: nn.Module  # the student and its loss, prepared by accelerate
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    sampler: TaskSampler
+    teacher: TeacherCache
+    trainable: list  # (name, parameter) of the trainable parameters
+    task_of_param: dict  # per-task: trainable parameter name -> its adapter's task (or None)
+    tasks: list[str]
+    train_examples: Sequence[Example]
+    heldout_examples: Sequence[Example]
+    pad_id: int
+    eos_id: int | None
+    log_path: Path
 
-    def estimate() -> dict:
-        if not heldout_examples:
-            return {}
-        return estimate_alphas(
-            student, teacher, heldout_examples, batch_size=cfg.batch_size,
-            max_seq_len=cfg.max_seq_len, pad_id=pad_id, device=device, router=router_ctx,
-            rank=rank, world_size=world, reduce=reduce, chunk=cfg.loss_chunk,
+    @classmethod
+    def build(cls, cfg, acc, target, drafter, tokenizer, train_examples, heldout_examples,
+              out_dir, teacher_store) -> _Run:
+        device = acc.device
+        tasks = sorted({e.task for e in train_examples})
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        target.eval().to(device)
+        for p in target.parameters():
+            p.requires_grad_(False)
+        student = prepare_student(drafter, cfg, tasks).to(device)
+        student.train()
+        trainable = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
+        task_of_param = {}
+        if cfg.weighting == "per-task":
+            task_of_param = {n: next((t for t in tasks if f".{adapter_name(t)}." in n), None)
+                             for n, _ in trainable}
+        optimizer = _optimizer(trainable, cfg)
+        scheduler = _lr_scheduler(optimizer, cfg)
+        wrapped, optimizer = acc.prepare(_StudentLoss(student, cfg), optimizer)
+        sampler = TaskSampler(
+            [e.task for e in train_examples], cfg.weighting, seed=cfg.seed,
+            temperature=cfg.disparity_temperature, floor=cfg.disparity_floor, tasks=tasks,
         )
+        teacher = TeacherCache(target, cfg.max_seq_len, pad_id, store=teacher_store)
+        return cls(cfg, acc, student, wrapped, optimizer, scheduler, sampler, teacher, trainable,
+                   task_of_param, tasks, train_examples, heldout_examples, pad_id,
+                   tokenizer.eos_token_id, out_dir / "train_log.jsonl")
 
-    # --- resume
-    step = 0
-    alpha_before: dict = {}
-    ckpt = latest_checkpoint(out_dir) if resume else None
-    if ckpt is not None:
-        step, alpha_before = load_checkpoint(ckpt, rank, student, trainable_names, optimizer,
-                                             scheduler, sampler)
-    acc.wait_for_everyone()
+    # ------------------------------------------------------------------ bookkeeping
+    @property
+    def per_task(self) -> bool:
+        return self.cfg.weighting == "per-task"
 
-    log_path = out_dir / "train_log.jsonl"
-    if acc.is_main_process:  # a fresh run starts a new log; a resumed one keeps what the
-        # checkpoint covers (records logged after it, before a crash, are redone)
-        from specfair.measure.io import read_jsonl
+    @property
+    def trainable_names(self) -> list[str]:
+        return [n for n, _ in self.trainable]
 
-        kept = [r for r in read_jsonl(log_path, repair=True) if r.get("step", 0) <= step] \
-            if ckpt is not None and log_path.exists() else []
-        tmp = log_path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, log_path)
+    def restore(self, resume: bool) -> tuple[int, dict, bool]:
+        """``(step, alpha_before, resumed)`` from the latest checkpoint (``resume``), else 0."""
+        ckpt = latest_checkpoint(self.log_path.parent) if resume else None
+        step, alpha_before = 0, {}
+        if ckpt is not None:
+            step, alpha_before = load_checkpoint(
+                ckpt, self.acc.process_index, self.student, self.trainable_names,
+                self.optimizer, self.scheduler, self.sampler)
+        self.acc.wait_for_everyone()
+        return step, alpha_before, ckpt is not None
 
-    def log(rec: dict) -> None:
-        if acc.is_main_process:
-            with open(log_path, "a") as f:
+    def start_log(self, step: int, resumed: bool) -> None:
+        """A fresh run starts a new log; a resumed one keeps what its checkpoint covers
+        (records logged after it, before a crash, are redone)."""
+        if self.acc.is_main_process:
+            kept = []
+            if resumed and self.log_path.exists():
+                kept = [r for r in read_jsonl(self.log_path, repair=True)
+                        if r.get("step", 0) <= step]
+            tmp = self.log_path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            os.replace(tmp, self.log_path)
+        if (self.cfg.weighting == "disparity" and not self.heldout_examples
+                and self.acc.is_main_process):
+            warnings.warn("disparity weighting without held-back examples (heldout_per_task=0): "
+                          "no alpha estimates, sampling stays balanced", stacklevel=3)
+
+    def log(self, rec: dict) -> None:
+        if self.acc.is_main_process:
+            with open(self.log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
 
-    def reestimate(at_step: int) -> dict:
-        est = estimate()
+    def activate(self, task: str | None):
+        """Make ``task``'s adapter the active one (per-task); other labels: the base drafter."""
+        if not self.per_task:
+            return contextlib.nullcontext()
+        if task in self.tasks:
+            self.student.set_adapter(adapter_name(task))
+            return contextlib.nullcontext()
+        return self.student.disable_adapter()
+
+    # ------------------------------------------------------------------ alpha
+    def reestimate(self, at_step: int) -> dict:
+        """Measure alpha on the held-back examples, feed it to the sampler and log it."""
+        if not self.heldout_examples:
+            return {}
+        acc, cfg = self.acc, self.cfg
+        world = acc.num_processes
+        reduce = ((lambda t: acc.reduce(t.to(acc.device), reduction="sum").cpu())
+                  if world > 1 else None)
+        est = estimate_alphas(
+            self.student, self.teacher, self.heldout_examples, batch_size=cfg.batch_size,
+            max_seq_len=cfg.max_seq_len, pad_id=self.pad_id, device=acc.device,
+            router=self.activate if self.per_task else None, rank=acc.process_index,
+            world_size=world, reduce=reduce, chunk=cfg.loss_chunk,
+        )
         if est:
             key = "alpha" if cfg.alpha_metric == "alpha" else "greedy"
-            sampler.update({t: v[key] for t, v in est.items()})
-            log({"step": at_step, "event": "estimate",
-                 "alpha": {t: v["alpha"] for t, v in est.items()},
-                 "greedy_alpha": {t: v["greedy"] for t, v in est.items()},
-                 "weights": sampler.weights()})
+            self.sampler.update({t: v[key] for t, v in est.items()})
+            self.log({"step": at_step, "event": "estimate",
+                      "alpha": {t: v["alpha"] for t, v in est.items()},
+                      "greedy_alpha": {t: v["greedy"] for t, v in est.items()},
+                      "weights": self.sampler.weights()})
         return est
 
-    if cfg.weighting == "disparity" and not heldout_examples and acc.is_main_process:
-        import warnings
+    # ------------------------------------------------------------------ one step
+    def train_step(self, step: int) -> dict:
+        """Optimizer step ``step + 1``: ``grad_accum`` micro-batches, then one update; returns
+        the log record (without ``"step"``)."""
+        cfg, acc = self.cfg, self.acc
+        t0 = time.perf_counter()
+        weights = self.sampler.weights()
+        loss_sum, tokens, drawn, step_tasks = 0.0, 0, set(), []
+        for micro in range(cfg.grad_accum):
+            idx = self.sampler.sample(cfg.batch_size * acc.num_processes)
+            step_tasks += [self.train_examples[i].task for i in idx]
+            loss, n_tokens, task = self._micro_batch(idx, step, micro)
+            loss_sum += loss
+            tokens += n_tokens
+            drawn.add(task)
+        self._optimizer_step(drawn)
+        dt = time.perf_counter() - t0
+        loss_val = loss_sum / cfg.grad_accum
+        if acc.num_processes > 1:
+            lt = acc.reduce(torch.tensor([loss_val, tokens], dtype=torch.float64,
+                                         device=acc.device), reduction="sum").cpu()
+            loss_val, tokens = float(lt[0]) / acc.num_processes, int(lt[1])
+        return {"loss": loss_val, "lr": self.scheduler.get_last_lr()[0], "tokens": tokens,
+                "tokens_per_s": tokens / max(dt, 1e-9), "step_s": dt,
+                "tasks": sorted(set(step_tasks)), "weights": weights}
 
-        warnings.warn("disparity weighting without held-back examples (heldout_per_task=0): "
-                      "no alpha estimates, sampling stays balanced", stacklevel=2)
-    if step == 0:
-        alpha_before = reestimate(0)
+    def _micro_batch(self, idx: list[int], step: int, micro: int) -> tuple[float, int, str]:
+        """Forward and backward on this process's slice of the global batch ``idx``; returns
+        ``(loss, tokens, task of its first example)``."""
+        cfg, acc = self.cfg, self.acc
+        rank = acc.process_index
+        exs = [self.train_examples[i]
+               for i in idx[rank * cfg.batch_size : (rank + 1) * cfg.batch_size]]
+        task = exs[0].task
+        self.activate(task)
+        if cfg.on_policy_frac > 0:
+            exs = _on_policy(exs, self.student, cfg, step, micro, rank, self.eos_id, acc.device)
+        batch = collate(exs, cfg.max_seq_len, self.pad_id, acc.device)
+        t_h = None if cfg.loss == "ce" else self.teacher.hidden(exs, acc.device)
+        n_loss = max(int(batch.labels.numel()), 1)
+        sync = (acc.no_sync(self.wrapped) if micro < cfg.grad_accum - 1
+                else contextlib.nullcontext())
+        with sync, acc.autocast():
+            loss_sum = self.wrapped(batch.input_ids, batch.attention_mask, batch.rows,
+                                    batch.cols, batch.labels, t_h,
+                                    None if t_h is None else self.teacher.head)
+            loss = loss_sum / n_loss / cfg.grad_accum
+            acc.backward(loss)
+        return float(loss.detach()) * cfg.grad_accum, batch.n_tokens, task
 
-    progress = _progress(cfg, acc, step)
-    global_bs = cfg.batch_size * world
-    last_loss = float("nan")
-    try:
-        while step < cfg.steps:
-            t0 = time.perf_counter()
-            tokens = 0
-            loss_acc = 0.0
-            step_tasks: list[str] = []
-            weights = sampler.weights()
-            for micro in range(cfg.grad_accum):
-                idx = sampler.sample(global_bs)
-                exs = [train_examples[i] for i in idx[rank * cfg.batch_size :
-                                                      (rank + 1) * cfg.batch_size]]
-                step_tasks += [train_examples[i].task for i in idx]
-                task = exs[0].task
-                activate(task)
-                if cfg.on_policy_frac > 0:
-                    exs = _on_policy(exs, student, cfg, step, micro, rank, eos_id, device)
-                batch = collate(exs, cfg.max_seq_len, pad_id, device)
-                t_h = None if cfg.loss == "ce" else teacher.hidden(exs, device)
-                n_loss = max(int(batch.labels.numel()), 1)
-                sync = (acc.no_sync(wrapped) if micro < cfg.grad_accum - 1
-                        else contextlib.nullcontext())
-                with sync, acc.autocast():
-                    loss_sum = wrapped(batch.input_ids, batch.attention_mask, batch.rows,
-                                       batch.cols, batch.labels, t_h,
-                                       None if t_h is None else teacher.head)
-                    loss = loss_sum / n_loss / cfg.grad_accum
-                    acc.backward(loss)
-                loss_acc += float(loss.detach()) * cfg.grad_accum
-                tokens += batch.n_tokens
-            if cfg.weighting == "per-task":  # inactive adapters must not move (AdamW momentum)
-                for n, p in student.named_parameters():
-                    if task_of_param.get(n, task) != task:
-                        p.grad = None
-            if cfg.max_grad_norm > 0:
-                acc.clip_grad_norm_([p for _, p in trainable if p.grad is not None],
-                                    cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            dt = time.perf_counter() - t0
-            loss_val = loss_acc / cfg.grad_accum
-            if world > 1:
-                lt = acc.reduce(torch.tensor([loss_val, tokens], dtype=torch.float64,
-                                             device=device), reduction="sum").cpu()
-                loss_val, tokens = float(lt[0]) / world, int(lt[1])
-            last_loss = loss_val
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                log({"step": step, "loss": loss_val, "lr": scheduler.get_last_lr()[0],
-                     "tokens": tokens, "tokens_per_s": tokens / max(dt, 1e-9), "step_s": dt,
-                     "tasks": sorted(set(step_tasks)), "weights": weights})
-            if progress is not None:
-                progress.update(progress.task_ids[0], advance=1,
-                                loss=loss_val, tps=tokens / max(dt, 1e-9))
-            if step % cfg.reestimate_every == 0 and step < cfg.steps:
-                reestimate(step)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                save_checkpoint(out_dir, step, acc, student, trainable_names, optimizer,
-                                 scheduler, sampler, alpha_before, cfg.keep_checkpoints)
-            if stop_after is not None and step >= stop_after:
-                break
-    finally:
-        if progress is not None:
-            progress.stop()
-    alpha_after = reestimate(step) if step >= cfg.steps else {}
-    if acc.is_main_process and step >= cfg.steps:
-        (out_dir / "distill_summary.json").write_text(json.dumps({
-            "steps": step, "final_loss": last_loss, "alpha_before": alpha_before,
-            "alpha_after": alpha_after, "tasks": tasks,
-        }, indent=2))
-    acc.wait_for_everyone()
-    router = None
-    if cfg.weighting == "per-task":
-        from specfair.distill.router import TaskRoutedDrafter
-
-        router = TaskRoutedDrafter(student, tasks)
-    student.eval()
-    return TrainResult(student, step, out_dir, alpha_before, alpha_after, router)
+    def _optimizer_step(self, drawn: set[str]) -> None:
+        """Clip and step. Per-task: the adapters of tasks not drawn in this step keep no
+        gradient, so they do not move (AdamW momentum); every drawn adapter keeps its own."""
+        if self.per_task:
+            for n, p in self.student.named_parameters():
+                if n in self.task_of_param and self.task_of_param[n] not in drawn:
+                    p.grad = None
+        if self.cfg.max_grad_norm > 0:
+            self.acc.clip_grad_norm_([p for _, p in self.trainable if p.grad is not None],
+                                     self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
 
 def _on_policy(exs, student, cfg, step, micro, rank, eos_id, device) -> list[Example]:
