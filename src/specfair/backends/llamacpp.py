@@ -37,7 +37,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from specfair.backends import EngineResult
+from specfair.backends.base import EngineResult
 from specfair.errors import SpecfairError
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"  # the sdist whose vendored llama.cpp the installer builds

@@ -29,7 +29,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from specfair.backends import EngineResult
+from specfair.backends.base import EngineResult
 from specfair.errors import SpecfairError
 
 SUPPORTED = ">=0.12"

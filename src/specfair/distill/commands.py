@@ -90,7 +90,7 @@ def build_examples(cfg: DistillConfig, suite, target, drafter, tokenizer, out_di
             accelerator.wait_for_everyone()
         examples += examples_from_records(read_responses(cache), train_prompts)
     if cfg.data_source in ("reference", "both"):
-        examples += reference_examples(train_prompts, tokenizer)
+        examples += reference_examples(train_prompts, tokenizer, target)
     if not examples:
         raise SpecfairError(f"no training examples for data_source={cfg.data_source!r}")
     check_examples(examples, train_prompts)

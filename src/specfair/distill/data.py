@@ -10,7 +10,8 @@ positions only. Sources:
     prompts give one example per turn, conditioned on the target's own earlier answers
     (id ``"<prompt id>"`` for turn 0, ``"<prompt id>#<turn>"`` after).
 (b) ``reference``: the dataset's reference answer where present (first turn of single-turn
-    prompts), tokenised and closed with ``<|im_end|>`` -- fixed-data distillation. The loss
+    prompts), tokenised and closed with the end-of-turn id (``<|im_end|>`` for Qwen instruct,
+    :func:`specfair.models.eos.closing_id`) -- fixed-data distillation. The loss
     still matches the target's *distribution* on these positions (or CE on the reference tokens).
 (c) on-policy drafter samples (DistillSpec) are drawn during training (``on_policy_frac``), see
     the trainer; the target scores them in the loss.
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from specfair.errors import SpecfairError
+from specfair.models.eos import closing_id, eos_ids, strip_eos
 
 
 @dataclass(frozen=True)
@@ -80,10 +82,9 @@ def check_examples(examples: Iterable[Example], train_prompts: Sequence) -> None
 
 
 # ---------------------------------------------------------------------- reference answers
-def reference_examples(prompts: Sequence, tokenizer) -> list[Example]:
-    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    if eos is None or eos == tokenizer.unk_token_id:
-        eos = tokenizer.eos_token_id
+def reference_examples(prompts: Sequence, tokenizer, target=None) -> list[Example]:
+    """Reference answers closed like the target's responses (:func:`closing_id`)."""
+    eos = closing_id(target, tokenizer)
     out = []
     for p in prompts:
         if not p.reference or len(p.turns) != 1:
@@ -125,7 +126,7 @@ def _generate(target, drafter, ids: list[int], tokenizer, *, max_new_tokens, tem
               gamma, seed) -> tuple[list[int], str]:
     import torch
 
-    eos = tokenizer.eos_token_id
+    eos = eos_ids(target, tokenizer)
     try:
         from specfair.decoding import speculative_generate
     except ImportError:
@@ -149,7 +150,7 @@ def _generate(target, drafter, ids: list[int], tokenizer, *, max_new_tokens, tem
             eos_token_id=eos, pad_token_id=tokenizer.pad_token_id, **kw
         )
     toks = [int(t) for t in out[0, len(ids):]]
-    return toks, "eos" if toks and toks[-1] == eos else "max_tokens"
+    return toks, "eos" if toks and toks[-1] in eos else "max_tokens"
 
 
 def target_response_examples(
@@ -182,7 +183,7 @@ def target_response_examples(
     cache.parent.mkdir(parents=True, exist_ok=True)
     shard = cache if rank == 0 else cache.with_name(f"{cache.stem}.rank{rank}{cache.suffix}")
     done = read_responses(cache)
-    eos = tokenizer.eos_token_id
+    eos = eos_ids(target, tokenizer)
     for k, p in enumerate(prompts):
         if k % world_size != rank:
             continue
@@ -209,8 +210,7 @@ def target_response_examples(
                        "source": "target"}
                 append_jsonl(shard, rec)
                 done[(p.id, turn)] = rec
-            r = list(rec["response_ids"])
-            history.append(r[:-1] if r and r[-1] == eos else r)
+            history.append(strip_eos(rec["response_ids"], eos))
     return examples_from_records(done, prompts)
 
 

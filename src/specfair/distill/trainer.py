@@ -45,6 +45,7 @@ from specfair.distill.router import TaskRoutedDrafter, adapter_name
 from specfair.distill.weighting import TaskSampler
 from specfair.errors import SpecfairError
 from specfair.measure.io import read_jsonl
+from specfair.models.eos import eos_ids
 
 # ---------------------------------------------------------------------------- model helpers
 
@@ -264,8 +265,9 @@ def estimate_alphas(
 
 @torch.no_grad()
 def sample_drafter(model, prompt_ids: Sequence[int], n: int, temperature: float,
-                   generator: torch.Generator, eos_id: int | None, device) -> list[int]:
-    """``n`` tokens sampled from the drafter (stops at eos); DistillSpec's on-policy data."""
+                   generator: torch.Generator, eos: Sequence[int], device) -> list[int]:
+    """``n`` tokens sampled from the drafter (stops at an ``eos`` id); DistillSpec's on-policy
+    data."""
     lm = base_lm(model)
     V = lm.get_output_embeddings().weight.shape[0]
     from transformers import DynamicCache
@@ -278,7 +280,7 @@ def sample_drafter(model, prompt_ids: Sequence[int], n: int, temperature: float,
         probs = torch.softmax(logits.float()[:V] / max(temperature, 1e-6), -1).cpu()
         t = int(torch.multinomial(probs, 1, generator=generator))
         toks.append(t)
-        if eos_id is not None and t == eos_id:
+        if t in eos:
             break
         logits = lm(input_ids=torch.tensor([[t]], device=device), cache=cache,
                     use_cache=True).logits[0, -1]
@@ -448,7 +450,7 @@ class _Run:
     train_examples: Sequence[Example]
     heldout_examples: Sequence[Example]
     pad_id: int
-    eos_id: int | None
+    eos: list[int]  # the target's end-of-sequence ids (on-policy samples stop there)
     log_path: Path
 
     @classmethod
@@ -477,7 +479,7 @@ class _Run:
         teacher = TeacherCache(target, cfg.max_seq_len, pad_id, store=teacher_store)
         return cls(cfg, acc, student, wrapped, optimizer, scheduler, sampler, teacher, trainable,
                    task_of_param, tasks, train_examples, heldout_examples, pad_id,
-                   tokenizer.eos_token_id, out_dir / "train_log.jsonl")
+                   eos_ids(target, tokenizer), out_dir / "train_log.jsonl")
 
     # ------------------------------------------------------------------ bookkeeping
     @property
@@ -589,7 +591,7 @@ class _Run:
         task = exs[0].task
         self.activate(task)
         if cfg.on_policy_frac > 0:
-            exs = _on_policy(exs, self.student, cfg, step, micro, rank, self.eos_id, acc.device)
+            exs = _on_policy(exs, self.student, cfg, step, micro, rank, self.eos, acc.device)
         batch = collate(exs, cfg.max_seq_len, self.pad_id, acc.device)
         t_h = None if cfg.loss == "ce" else self.teacher.hidden(exs, acc.device)
         n_loss = max(int(batch.labels.numel()), 1)
@@ -618,7 +620,7 @@ class _Run:
         self.optimizer.zero_grad(set_to_none=True)
 
 
-def _on_policy(exs, student, cfg, step, micro, rank, eos_id, device) -> list[Example]:
+def _on_policy(exs, student, cfg, step, micro, rank, eos, device) -> list[Example]:
     g = torch.Generator().manual_seed(
         (cfg.seed * 1_000_003 + step * 1009 + micro * 31 + rank) % (2**63))
     out = []
@@ -628,7 +630,7 @@ def _on_policy(exs, student, cfg, step, micro, rank, eos_id, device) -> list[Exa
         if float(torch.rand((), generator=g)) < cfg.on_policy_frac:
             n = max(1, min(len(e.response_ids), cfg.response_max_new_tokens))
             resp = sample_drafter(student, e.prompt_ids, n, cfg.on_policy_temperature, g,
-                                  eos_id, device)
+                                  eos, device)
             e = Example(f"{e.id}@op{step}.{micro}", e.task, e.prompt_ids, tuple(resp),
                         "onpolicy", e.base_id)
         out.append(e)

@@ -24,6 +24,8 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
+from specfair.backends.base import add_engine_counts
+from specfair.backends.hf import hf_generate
 from specfair.errors import SpecfairError
 from specfair.measure.io import append_jsonl, read_jsonl
 from specfair.measure.progress import progress_bar
@@ -80,26 +82,11 @@ def _generate(
     mode, target, drafter, tokenizer, ids, *, gamma, max_new_tokens, temperature, top_p, top_k,
     seed, backend=None,
 ):  # fmt: skip
+    kw = dict(gamma=gamma, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+              top_k=top_k, seed=seed)
     if backend is not None:  # another engine (specfair.backends): same call, same result fields
-        return backend.generate(
-            mode, ids, gamma=gamma, max_new_tokens=max_new_tokens, temperature=temperature,
-            top_p=top_p, top_k=top_k, seed=seed,
-        )  # fmt: skip
-    from specfair.decoding import autoregressive_generate, speculative_generate
-    from specfair.measure.estimate import _eos_id
-
-    kw = dict(
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        eos_token_id=_eos_id(target, tokenizer),
-        seed=seed,
-        tokenizer=tokenizer,
-    )
-    if mode == "ar":
-        return autoregressive_generate(target, ids, **kw)
-    return speculative_generate(target, drafter, ids, gamma=gamma, **kw)
+        return backend.generate(mode, ids, **kw)
+    return hf_generate(mode, target, drafter, tokenizer, ids, **kw)
 
 
 def run_prompt(
@@ -165,8 +152,6 @@ def run_prompt(
         rec["turn_lengths"].append(len(toks))
         rec["stop_reason"] = res.stop_reason
         if mode == "sd" and getattr(res, "steps", None) is None:  # an engine's counts
-            from specfair.backends import add_engine_counts
-
             add_engine_counts(rec, res)
         elif mode == "sd":
             # steps that drafted (a step may draft nothing near max_new_tokens)

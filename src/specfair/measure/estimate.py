@@ -30,8 +30,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from specfair.decoding import autoregressive_generate, speculative_generate
 from specfair.errors import SpecfairError
 from specfair.measure.io import append_jsonl, read_jsonl
+from specfair.models.eos import eos_ids, strip_eos
 
 RESPONSES_FILE = "responses.jsonl"
 ESTIMATE_FILE = "estimate.jsonl"
@@ -302,24 +304,12 @@ def measure_cost_ratio(
 # ----------------------------------------------------------------------- responses cache
 
 
-def _eos_id(target, tokenizer):
-    """The target's generation-config EOS id(s) (Qwen instruct: <|im_end|> and
-    <|endoftext|>), else the tokenizer's."""
-    gc = getattr(target, "generation_config", None)
-    eos = getattr(gc, "eos_token_id", None)
-    if eos is None and tokenizer is not None:
-        eos = tokenizer.eos_token_id
-    return eos
-
-
 def greedy_response(
     target, drafter, tokenizer, input_ids: list[int], *, max_new_tokens: int, gamma: int = 5
 ):
     """The target's greedy response (a ``GenerationResult``): speculative decoding (lossless)
     when a drafter is given, else plain autoregressive decoding."""
-    from specfair.decoding import autoregressive_generate, speculative_generate
-
-    eos = _eos_id(target, tokenizer)
+    eos = eos_ids(target, tokenizer)
     if drafter is not None:
         return speculative_generate(
             target,
@@ -398,7 +388,7 @@ def ensure_responses(
             append_jsonl(cache_path, rec)
             cache[(prompt.id, turn)] = rec
         out.append(rec)
-        history.append(_strip_eos(rec["response_ids"], tokenizer))
+        history.append(strip_eos(rec["response_ids"], eos_ids(target, tokenizer)))
     return out
 
 
@@ -425,11 +415,6 @@ def bench_greedy_answers(bench_path: str | Path, max_new_tokens: int) -> dict[st
         and r.get("max_new_tokens") == max_new_tokens
         and "turn_lengths" in r
     }
-
-
-def _strip_eos(ids: list[int], tokenizer) -> list[int]:
-    eos = getattr(tokenizer, "eos_token_id", None)
-    return ids[:-1] if ids and ids[-1] == eos else list(ids)
 
 
 def load_responses(path: str | Path) -> dict[tuple[str, int], dict]:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from specfair.measure.io import append_jsonl, read_jsonl
+from specfair.models.eos import eos_ids
 
 
 def fill_responses_batched(
@@ -32,7 +33,7 @@ def fill_responses_batched(
     if not todo:
         return 0
     ids = [encode_prompt(tokenizer, p) for p in todo]
-    eos = target.generation_config.eos_token_id or tokenizer.eos_token_id
+    eos = eos_ids(target, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with progress_bar(len(todo), "responses (batched)", enabled=progress) as advance:
 

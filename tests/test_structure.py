@@ -1,0 +1,119 @@
+"""The shape of the code: no import cycles among specfair's modules (function-local imports
+included), and one owner for the end-of-sequence rule."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import specfair
+
+ROOT = Path(specfair.__file__).parent
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for p in ROOT.rglob("*.py"):
+        parts = list(p.relative_to(ROOT.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = p
+    return out
+
+
+MODULES = _modules()
+
+
+def _resolve(name: str) -> str | None:
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def _imports(mod: str, path: Path) -> list[tuple[str, int, bool]]:
+    """``(imported specfair module, line, local)`` for every import in ``path``; ``local``:
+    inside a function. Imports under ``if TYPE_CHECKING:`` are skipped."""
+    out = []
+
+    def visit(node, local):
+        for ch in ast.iter_child_nodes(node):
+            if isinstance(ch, ast.If) and "TYPE_CHECKING" in ast.unparse(ch.test):
+                continue
+            if isinstance(ch, ast.Import):
+                names = [a.name for a in ch.names]
+            elif isinstance(ch, ast.ImportFrom):
+                base = ch.module or ""
+                if ch.level:
+                    pkg = mod.split(".") if path.name == "__init__.py" else mod.split(".")[:-1]
+                    pkg = pkg[: len(pkg) - ch.level + 1]
+                    base = ".".join(pkg + ([base] if base else []))
+                names = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base
+                         for a in ch.names]
+            else:
+                visit(ch, local or isinstance(ch, ast.FunctionDef | ast.AsyncFunctionDef))
+                continue
+            for n in names:
+                r = _resolve(n) if n.startswith("specfair") else None
+                if r and r != mod:
+                    out.append((r, ch.lineno, local))
+
+    visit(ast.parse(path.read_text(encoding="utf-8")), False)
+    return out
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, comps = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                comps.append(sorted(comp))
+
+    for v in edges:
+        if v not in index:
+            visit(v)
+    return comps
+
+
+def test_no_import_cycles_even_through_local_imports():
+    edges = {m: {r for r, _, _ in _imports(m, p)} for m, p in MODULES.items()}
+    assert _cycles(edges) == []
+
+
+def _attribute_reads(path: Path, attr: str) -> list[int]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [n.lineno for n in ast.walk(tree)
+            if isinstance(n, ast.Attribute) and n.attr == attr]
+
+
+def test_one_end_of_sequence_rule():
+    """Only :mod:`specfair.models.eos` reads a model's or tokenizer's ``eos_token_id`` to decide
+    where a response ends. Allowed elsewhere: comparing two tokenizers, writing a GGUF's
+    metadata, reading an external engine's output, and a pad-id fallback."""
+    allowed = {"specfair.models.eos", "specfair.models.tokenizers",
+               "specfair.backends.gguf_export", "specfair.backends.llamacpp",
+               "specfair.measure.responses"}
+    found = {m: lines for m, p in MODULES.items() if m not in allowed
+             for lines in [_attribute_reads(p, "eos_token_id")] if lines}
+    assert found == {}
+    hard_coded = {m for m, p in MODULES.items()
+                  for n in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+                  if isinstance(n, ast.Constant) and n.value == "<|im_end|>"}
+    assert hard_coded == set()
