@@ -7,13 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from specfair.backends.llamacpp import LLAMA_CPP_PYTHON_VERSION, find_llama_server
 from specfair.errors import SpecfairError
 
 
 def install(name: str = "llamacpp") -> Path:
     """Build and cache ``llama-server`` (idempotent; see install_llamacpp.sh)."""
-    from specfair.backends.llamacpp import LLAMA_CPP_PYTHON_VERSION, find_llama_server
-
     if name != "llamacpp":
         raise SpecfairError(
             f"nothing to install for {name!r}: only llamacpp is built by specfair "

@@ -39,6 +39,9 @@ from pathlib import Path
 
 from specfair.backends.base import EngineResult
 from specfair.errors import SpecfairError
+from specfair.models.fetch import gguf_path
+from specfair.models.load import load_tokenizer
+from specfair.models.registry import KNOWN_MODELS, cache_root
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"  # the sdist whose vendored llama.cpp the installer builds
 INSTALL_HINT = "specfair backends install llamacpp"
@@ -46,8 +49,6 @@ _LIVE: set[LlamaServer] = set()
 
 
 def llamacpp_home() -> Path:
-    from specfair.models.registry import cache_root
-
     return cache_root() / "llamacpp"
 
 
@@ -322,9 +323,6 @@ atexit.register(_stop_all)
 
 def resolve_gguf(spec: str | os.PathLike) -> Path:
     """A known model's cached GGUF (``specfair models fetch``) or a ``.gguf`` path."""
-    from specfair.models.fetch import gguf_path
-    from specfair.models.registry import KNOWN_MODELS
-
     spec = str(spec)
     if spec in KNOWN_MODELS:
         p = gguf_path(spec)
@@ -360,7 +358,6 @@ class LlamaCppBackend:
         request_timeout: float = 600.0, log_dir: str | None = None,
         extra_args: Sequence[str] = (), startup_timeout: float = 600.0,
     ):  # fmt: skip
-        from specfair.models.load import load_tokenizer
 
         self.binary = str(find_llama_server(binary))
         self.target_gguf, self.drafter_gguf = resolve_gguf(target), resolve_gguf(drafter)

@@ -31,6 +31,8 @@ from collections.abc import Callable, Sequence
 
 from specfair.backends.base import EngineResult
 from specfair.errors import SpecfairError
+from specfair.models.load import load_tokenizer
+from specfair.models.registry import KNOWN_MODELS, model_dir
 
 SUPPORTED = ">=0.12"
 _NAMES = {
@@ -143,8 +145,6 @@ class VLLMBackend:
         if tokenizer is None and hasattr(self.engines["ar"], "get_tokenizer"):
             self.tokenizer = self.engines["ar"].get_tokenizer()
         else:
-            from specfair.models.load import load_tokenizer
-
             self.tokenizer = load_tokenizer(tokenizer or target)
         self._paths = {"target": t_path, "drafter": d_path}
 
@@ -203,6 +203,4 @@ class VLLMBackend:
 
 def _hf_path(spec: str) -> str:
     """vLLM loads HF directories (or hub ids); a known name → its cached HF directory."""
-    from specfair.models.registry import KNOWN_MODELS, model_dir
-
     return str(model_dir(spec)) if spec in KNOWN_MODELS else str(spec)

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from specfair.distill.cheap import parse_layer_spec
 from specfair.errors import SpecfairError
+from specfair.schema import check_keys, check_table
 
 WEIGHTINGS = ("uniform", "balanced", "disparity", "per-task")
 LOSSES = ("fkl", "rkl", "tvd", "jsd", "ce")
@@ -142,8 +144,6 @@ class DistillConfig:
         ):
             bad("prompts_per_task must map task names to integers >= 0")
         if self.cheap_layers is not None:
-            from specfair.distill.cheap import parse_layer_spec
-
             parse_layer_spec(self.cheap_layers, 10**6)  # syntax check only
 
     def to_dict(self) -> dict[str, Any]:
@@ -164,15 +164,11 @@ class DistillConfig:
                   section: str = "distill") -> DistillConfig:
         """Build from a table, refusing unknown keys (with the closest valid name) and values
         of the wrong type; the error names ``origin`` and ``section``."""
-        from specfair.schema import check_table
-
         check_table(origin, section, d, cls.field_types())
         return cls(**d)
 
     def check_tasks(self, tasks: list[str], origin: str = "distill config") -> None:
         """Refuse ``prompts_per_task`` keys that are not tasks of the suite."""
-        from specfair.schema import check_keys
-
         check_keys(origin, "distill.prompts_per_task", self.prompts_per_task, tasks, "task")
 
     @classmethod

@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from specfair.errors import SpecfairError
+from specfair.measure.io import append_jsonl, read_jsonl
 from specfair.models.eos import closing_id, eos_ids, strip_eos
+from specfair.tasks import encode_prompt
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,6 @@ class Example:
 # ---------------------------------------------------------------------- tasks module glue
 def encode(tokenizer, prompt, turn: int = 0, history: Sequence = ()) -> list[int]:
     """``specfair.tasks.encode_prompt`` (history: earlier answers, text or token ids)."""
-    from specfair.tasks import encode_prompt
-
     return list(encode_prompt(tokenizer, prompt, turn=turn, history=tuple(history)))
 
 
@@ -107,8 +107,6 @@ def read_responses(path: str | Path) -> dict[tuple[str, int], dict]:
     the prompt id, ``"turn"`` defaults to 0) and of its ``<stem>.rank<r>.jsonl`` shards; a
     truncated last line (interrupted run) is ignored."""
     import warnings
-
-    from specfair.measure.io import read_jsonl
 
     path = Path(path)
     recs: dict[tuple[str, int], dict] = {}
@@ -177,8 +175,6 @@ def target_response_examples(
     ``<cache>.rank<r>.jsonl`` (rank 0 into ``cache``); after a barrier, ``read_responses`` /
     :func:`examples_from_records` collect all shards.
     """
-    from specfair.measure.io import append_jsonl
-
     cache = Path(cache)
     cache.parent.mkdir(parents=True, exist_ok=True)
     shard = cache if rank == 0 else cache.with_name(f"{cache.stem}.rank{rank}{cache.suffix}")

@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from specfair.distill.cheap import make_cheap_drafter
 from specfair.distill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from specfair.distill.config import DistillConfig
 from specfair.distill.data import Example
@@ -73,8 +74,6 @@ def backbone_and_head(model) -> tuple[nn.Module, torch.Tensor]:
 def prepare_student(drafter, cfg: DistillConfig, tasks: Sequence[str]):
     """Cheap-drafter truncation, then LoRA (one adapter, or one per task) or full fine-tuning.
     Returns the trainable model; its trainable parameters have ``requires_grad=True``."""
-    from specfair.distill.cheap import make_cheap_drafter
-
     model = drafter
     if cfg.cheap_layers:
         model = make_cheap_drafter(model, cfg.cheap_layers)

@@ -30,6 +30,7 @@ from specfair.errors import SpecfairError
 from specfair.measure.io import append_jsonl, read_jsonl
 from specfair.measure.progress import progress_bar
 from specfair.rundir import check_settings, run_settings
+from specfair.tasks import encode_prompt
 
 BENCH_FILE = "bench.jsonl"
 BENCH_SUMMARY_FILE = "bench_summary.json"
@@ -109,8 +110,6 @@ def run_prompt(
     run-settings fields). ``history[k]`` are the tokens to use as the answer to turn k when
     asking later turns; ``None`` = this run's own answers. ``backend``: a
     :class:`specfair.backends.Backend` to generate with instead of ``target``/``drafter``."""
-    from specfair.tasks import encode_prompt
-
     if mode not in MODES:
         raise SpecfairError(f"mode must be one of {MODES}, got {mode!r}")
     rec = {
@@ -253,8 +252,6 @@ def run_bench(
         backend=backend,
     )
     if todo and warmup:
-        from specfair.tasks import encode_prompt
-
         wids = encode_prompt(tok, todo[0][0], turn=0)
         for m in MODES:
             _generate(

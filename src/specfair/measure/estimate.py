@@ -32,8 +32,12 @@ import torch.nn.functional as F
 
 from specfair.decoding import autoregressive_generate, speculative_generate
 from specfair.errors import SpecfairError
+from specfair.measure.bench import _label, load_bench_records, model_dtype, split_turns
 from specfair.measure.io import append_jsonl, read_jsonl
+from specfair.measure.progress import progress_bar
 from specfair.models.eos import eos_ids, strip_eos
+from specfair.rundir import check_settings, run_settings
+from specfair.tasks import encode_prompt
 
 RESPONSES_FILE = "responses.jsonl"
 ESTIMATE_FILE = "estimate.jsonl"
@@ -350,8 +354,6 @@ def ensure_responses(
     :func:`load_responses`) avoids re-reading the file. ``bench_ar`` (from
     :func:`bench_greedy_answers`) supplies answers already produced by a greedy bench run.
     """
-    from specfair.tasks import encode_prompt
-
     cache_path = Path(cache_path)
     if cache is None:
         cache = load_responses(cache_path)
@@ -393,8 +395,6 @@ def ensure_responses(
 
 
 def _bench_turns(record: dict) -> list[list[int]]:
-    from specfair.measure.bench import split_turns
-
     return split_turns(record)
 
 
@@ -402,8 +402,6 @@ def bench_greedy_answers(bench_path: str | Path, max_new_tokens: int) -> dict[st
     """``{id: AR record}`` of a ``bench.jsonl`` made greedily (temperature 0) with the same
     ``max_new_tokens``: its answers are the target's greedy responses, reusable as the
     teacher-forcing responses (empty if the file is absent or made otherwise)."""
-    from specfair.measure.bench import load_bench_records
-
     path = Path(bench_path)
     if not path.exists():
         return {}
@@ -460,9 +458,6 @@ def run_estimate(
     ``settings`` block (target, drafter, temperature, max_new_tokens, dtype, the specfair
     version and ``extra_settings``); a file written with other settings is refused.
     """
-    from specfair.measure.bench import _label, model_dtype
-    from specfair.rundir import check_settings, run_settings
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     resp_path = Path(responses_path) if responses_path is not None else out_dir / RESPONSES_FILE
@@ -480,8 +475,6 @@ def run_estimate(
         bench_path if bench_path is not None else out_dir / "bench.jsonl", max_new_tokens
     )
     todo = [p for p in prompts if p.id not in done_ids]
-
-    from specfair.measure.progress import progress_bar
 
     with progress_bar(len(todo), "estimate", enabled=progress) as advance:
         for p in todo:

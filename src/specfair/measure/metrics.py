@@ -47,6 +47,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from specfair.decoding.theory import expected_speedup as _speedup
+from specfair.decoding.theory import expected_tokens_per_step
+
 
 def _arr(x: Sequence[float]) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
@@ -155,7 +158,6 @@ def expected_tau(alpha: float, gamma: int) -> float:
     Delegates to :func:`specfair.decoding.theory.expected_tokens_per_step`."""
     if alpha is None or not math.isfinite(alpha):
         return float("nan")
-    from specfair.decoding.theory import expected_tokens_per_step
 
     return float(expected_tokens_per_step(alpha, gamma))
 
@@ -166,6 +168,5 @@ def expected_speedup(alpha: float, gamma: int, c: float) -> float:
     Delegates to :func:`specfair.decoding.theory.expected_speedup`."""
     if alpha is None or c is None or not (math.isfinite(alpha) and math.isfinite(c)):
         return float("nan")
-    from specfair.decoding.theory import expected_speedup as _speedup
 
     return float(_speedup(alpha, gamma, c))

@@ -6,8 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from specfair.decoding.batched import batched_greedy
 from specfair.measure.io import append_jsonl, read_jsonl
+from specfair.measure.progress import progress_bar
 from specfair.models.eos import eos_ids
+from specfair.tasks import encode_prompt
 
 
 def fill_responses_batched(
@@ -23,10 +26,6 @@ def fill_responses_batched(
     """Generate the missing first-turn greedy answers of ``prompts`` into ``cache_path``
     (appended batch by batch, so an interrupted fill resumes); returns how many were added.
     Later turns of multi-turn prompts are left to the one-at-a-time path."""
-    from specfair.decoding.batched import batched_greedy
-    from specfair.measure.progress import progress_bar
-    from specfair.tasks import encode_prompt
-
     cache_path = Path(cache_path)
     have = {(r.get("id"), int(r.get("turn", 0))) for r in read_jsonl(cache_path, repair=True)}
     todo = [p for p in prompts if (p.id, 0) not in have]
