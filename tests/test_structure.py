@@ -106,10 +106,9 @@ def _attribute_reads(path: Path, attr: str) -> list[int]:
 def test_one_end_of_sequence_rule():
     """Only :mod:`specfair.models.eos` reads a model's or tokenizer's ``eos_token_id`` to decide
     where a response ends. Allowed elsewhere: comparing two tokenizers, writing a GGUF's
-    metadata, reading an external engine's output, and a pad-id fallback."""
+    metadata and reading an external engine's output."""
     allowed = {"specfair.models.eos", "specfair.models.tokenizers",
-               "specfair.backends.gguf_export", "specfair.backends.llamacpp",
-               "specfair.measure.responses"}
+               "specfair.backends.gguf_export", "specfair.backends.llamacpp"}
     found = {m: lines for m, p in MODULES.items() if m not in allowed
              for lines in [_attribute_reads(p, "eos_token_id")] if lines}
     assert found == {}
@@ -117,3 +116,16 @@ def test_one_end_of_sequence_rule():
                   for n in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
                   if isinstance(n, ast.Constant) and n.value == "<|im_end|>"}
     assert hard_coded == set()
+
+
+
+def test_one_owner_of_the_responses_cache():
+    """Only :mod:`specfair.measure.responses` builds responses records and defines their file
+    and reader; every other module goes through its functions."""
+    owner = "specfair.measure.responses"
+    for m, p in MODULES.items():
+        text = p.read_text(encoding="utf-8")
+        if m == owner or m.startswith("specfair.study"):  # the study has its own signal store
+            continue
+        assert '"response_ids":' not in text, m  # builds a record
+        assert 'RESPONSES_FILE = ' not in text and "def read_responses" not in text, m

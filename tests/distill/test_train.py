@@ -223,8 +223,8 @@ def test_packed_target_and_shared_teacher_store(tiny_pair, tok, examples, tmp_pa
 def test_reused_responses_are_not_regenerated(tiny_pair, tok, suite, tmp_path, monkeypatch):
     """A responses cache given as responses_path (e.g. an experiment's shared data) is used as
     is when its settings match, and ignored (regenerated) when they do not."""
-    from specfair.distill import data as data_mod
     from specfair.distill.commands import build_examples
+    from specfair.measure import responses as responses_mod
 
     t, d = load(tiny_pair[0]), load(tiny_pair[1])
     first, _ = build_examples(cfg(response_max_new_tokens=4), suite, t, d, tok, tmp_path / "a")
@@ -233,7 +233,7 @@ def test_reused_responses_are_not_regenerated(tiny_pair, tok, suite, tmp_path, m
     def no_generation(*a, **k):
         raise AssertionError("regenerated a cached response")
 
-    monkeypatch.setattr(data_mod, "_generate", no_generation)
+    monkeypatch.setattr(responses_mod, "generate_response", no_generation)
     c = cfg(response_max_new_tokens=4, responses_path=shared)
     again, _ = build_examples(c, suite, t, d, tok, tmp_path / "b")
     assert sorted(e.id for e in again) == sorted(e.id for e in first)

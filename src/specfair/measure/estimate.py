@@ -30,16 +30,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from specfair.decoding import autoregressive_generate, speculative_generate
 from specfair.errors import SpecfairError
-from specfair.measure.bench import _label, load_bench_records, model_dtype, split_turns
+from specfair.measure.bench import _label, model_dtype
 from specfair.measure.io import append_jsonl, read_jsonl
 from specfair.measure.progress import progress_bar
-from specfair.models.eos import eos_ids, strip_eos
+from specfair.measure.responses import (
+    RESPONSES_FILE,
+    bench_greedy_answers,
+    ensure_responses,
+    read_responses,
+)
 from specfair.rundir import check_settings, run_settings
-from specfair.tasks import encode_prompt
 
-RESPONSES_FILE = "responses.jsonl"
 ESTIMATE_FILE = "estimate.jsonl"
 ESTIMATE_SUMMARY_FILE = "estimate_summary.json"
 
@@ -305,124 +307,6 @@ def measure_cost_ratio(
     return t_d / t_t
 
 
-# ----------------------------------------------------------------------- responses cache
-
-
-def greedy_response(
-    target, drafter, tokenizer, input_ids: list[int], *, max_new_tokens: int, gamma: int = 5
-):
-    """The target's greedy response (a ``GenerationResult``): speculative decoding (lossless)
-    when a drafter is given, else plain autoregressive decoding."""
-    eos = eos_ids(target, tokenizer)
-    if drafter is not None:
-        return speculative_generate(
-            target,
-            drafter,
-            input_ids,
-            max_new_tokens=max_new_tokens,
-            gamma=gamma,
-            temperature=0.0,
-            eos_token_id=eos,
-            tokenizer=tokenizer,
-        )
-    return autoregressive_generate(
-        target,
-        input_ids,
-        max_new_tokens=max_new_tokens,
-        temperature=0.0,
-        eos_token_id=eos,
-        tokenizer=tokenizer,
-    )
-
-
-def ensure_responses(
-    target,
-    tokenizer,
-    prompt,
-    cache_path: str | Path,
-    *,
-    drafter=None,
-    max_new_tokens: int = 128,
-    gamma: int = 5,
-    cache: dict | None = None,
-    bench_ar: dict[str, dict] | None = None,
-) -> list[dict]:
-    """The cached responses of every turn of ``prompt`` (``[{"id", "task", "turn",
-    "prompt_ids", "response_ids", ...}]``), generating and appending the missing ones.
-
-    Turn k > 0 is asked after the target's own earlier answers. ``cache`` (from
-    :func:`load_responses`) avoids re-reading the file. ``bench_ar`` (from
-    :func:`bench_greedy_answers`) supplies answers already produced by a greedy bench run.
-    """
-    cache_path = Path(cache_path)
-    if cache is None:
-        cache = load_responses(cache_path)
-    out = []
-    history: list[list[int]] = []
-    for turn in range(len(prompt.turns)):
-        rec = cache.get((prompt.id, turn))
-        if rec is not None and rec.get("max_new_tokens", max_new_tokens) != max_new_tokens:
-            raise SpecfairError(
-                f"{cache_path}: response {prompt.id} turn {turn} was generated with "
-                f"max_new_tokens={rec['max_new_tokens']}, this run asks {max_new_tokens}; "
-                "use another output directory"
-            )
-        if rec is None:
-            ids = encode_prompt(tokenizer, prompt, turn=turn, history=history)
-            ar = (bench_ar or {}).get(prompt.id)
-            if ar is not None:  # the greedy AR answer of a bench run with these settings
-                toks, stop, source = _bench_turns(ar)[turn], ar.get("stop_reason"), "bench"
-            else:
-                res = greedy_response(
-                    target, drafter, tokenizer, ids, max_new_tokens=max_new_tokens, gamma=gamma
-                )
-                toks, stop, source = [int(t) for t in res.tokens], res.stop_reason, "generated"
-            rec = {
-                "id": prompt.id,
-                "task": prompt.task,
-                "turn": turn,
-                "prompt_ids": ids,
-                "response_ids": toks,
-                "stop_reason": stop,
-                "max_new_tokens": max_new_tokens,
-                "source": source,
-            }
-            append_jsonl(cache_path, rec)
-            cache[(prompt.id, turn)] = rec
-        out.append(rec)
-        history.append(strip_eos(rec["response_ids"], eos_ids(target, tokenizer)))
-    return out
-
-
-def _bench_turns(record: dict) -> list[list[int]]:
-    return split_turns(record)
-
-
-def bench_greedy_answers(bench_path: str | Path, max_new_tokens: int) -> dict[str, dict]:
-    """``{id: AR record}`` of a ``bench.jsonl`` made greedily (temperature 0) with the same
-    ``max_new_tokens``: its answers are the target's greedy responses, reusable as the
-    teacher-forcing responses (empty if the file is absent or made otherwise)."""
-    path = Path(bench_path)
-    if not path.exists():
-        return {}
-    return {
-        r["id"]: r
-        for r in load_bench_records(path)
-        if r.get("mode") == "ar"
-        and r.get("temperature") == 0.0
-        and r.get("max_new_tokens") == max_new_tokens
-        and "turn_lengths" in r
-    }
-
-
-def load_responses(path: str | Path) -> dict[tuple[str, int], dict]:
-    """``{(id, turn): record}`` from a responses cache (a truncated last line is repaired)."""
-    out = {}
-    for r in read_jsonl(path, repair=True):
-        out.setdefault((r["id"], int(r.get("turn", 0))), r)
-    return out
-
-
 # ----------------------------------------------------------------------- the estimate run
 
 
@@ -469,7 +353,7 @@ def run_estimate(
         "dtype": model_dtype(target), **(extra_settings or {})})
     check_settings(est_path, done, block)
     done_ids = {r["id"] for r in done}
-    cache = load_responses(resp_path)
+    cache = read_responses(resp_path)
     gen_drafter = drafter if generation_drafter == "same" else generation_drafter
     bench_ar = bench_greedy_answers(
         bench_path if bench_path is not None else out_dir / "bench.jsonl", max_new_tokens
