@@ -129,3 +129,12 @@ def test_one_owner_of_the_responses_cache():
             continue
         assert '"response_ids":' not in text, m  # builds a record
         assert 'RESPONSES_FILE = ' not in text and "def read_responses" not in text, m
+
+
+def test_one_alpha_family():
+    """``Σ min(p, q)`` is computed in :mod:`specfair.measure.acceptance`; elsewhere only as the
+    TVD loss (1 - alpha) and the top-k approximation of the distillation study."""
+    found = {m for m, p in MODULES.items() if "torch.minimum(" in p.read_text(encoding="utf-8")}
+    assert found <= {"specfair.measure.acceptance", "specfair.distill.losses",
+                     "specfair.distill.topk"}
+    assert "def acceptance(" not in (ROOT / "distill" / "losses.py").read_text(encoding="utf-8")

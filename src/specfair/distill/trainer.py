@@ -41,10 +41,11 @@ from specfair.distill.cheap import make_cheap_drafter
 from specfair.distill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from specfair.distill.config import DistillConfig
 from specfair.distill.data import Example
-from specfair.distill.losses import acceptance, distill_loss_from_hidden
+from specfair.distill.losses import distill_loss_from_hidden
 from specfair.distill.router import TaskRoutedDrafter, adapter_name
 from specfair.distill.weighting import TaskSampler
 from specfair.errors import SpecfairError
+from specfair.measure.acceptance import position_alpha
 from specfair.measure.io import read_jsonl
 from specfair.models.eos import eos_ids
 
@@ -212,8 +213,9 @@ def estimate_alphas(
     max_seq_len: int, pad_id: int, device, router=None, rank: int = 0, world_size: int = 1,
     reduce=None, chunk: int = 64,
 ) -> dict[str, dict[str, float]]:
-    """Teacher-forced acceptance per task on ``examples``: mean over examples of the mean over
-    response positions of ``sum min(p, q)`` (``alpha``) and of argmax agreement (``greedy``).
+    """Teacher-forced acceptance per task on ``examples``, the *per-example mean* aggregate of
+    :mod:`specfair.measure.acceptance` (mean over examples of the mean over response positions)
+    of ``alpha`` and ``greedy`` -- not the pooled one of ``estimate_summary.json``.
     ``router(task)`` gives a context that activates the task's adapter (per-task drafters)."""
     tasks = sorted({e.task for e in examples})
     sums = torch.zeros(len(tasks), 3, dtype=torch.float64)  # alpha, greedy, n_examples
@@ -235,7 +237,7 @@ def estimate_alphas(
                 ).last_hidden_state[batch.rows, batch.cols]
                 a_all, g_all = [], []
                 for j in range(0, s_h.shape[0], chunk):
-                    a, g = acceptance(
+                    a, g = position_alpha(
                         s_h[j : j + chunk] @ head.T,
                         t_h[j : j + chunk].to(teacher_cache.head.dtype) @ teacher_cache.head.T,
                     )

@@ -9,7 +9,8 @@ target distribution p(·|s) and the drafter distribution q(·|s) at temperature 
   speculative *sampling* (Leviathan et al., 2023), over the common vocabulary: the drafter's
   probability of ids beyond its vocabulary is 0 (and the target's likewise);
 * g(s) = 1[argmax p(·|s) = argmax q(·|s)] — whether a *greedy* drafter's token is accepted by
-  greedy verification (independent of T);
+  greedy verification (independent of T) -- α and g are
+  :func:`specfair.measure.acceptance.position_alpha`;
 * H(p, q)(s) = −Σ_x p(x|s) log q(x|s) and KL(p‖q)(s) = Σ_x p log(p/q), computed on the first
   ``min(V_target, V_drafter)`` logits of each model (each renormalised there, so both stay finite
   when the embedding sizes differ; identical to the full-vocabulary values when they match).
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from specfair.errors import SpecfairError
+from specfair.measure.acceptance import position_alpha
 from specfair.measure.bench import _label, model_dtype
 from specfair.measure.io import append_jsonl, read_jsonl
 from specfair.measure.progress import progress_bar
@@ -191,13 +193,10 @@ def teacher_forced_positions(
         lq = d_fn(a, b).cpu()
         vc = min(lt.shape[-1], lq.shape[-1])
         st, sq = lt / temperature, lq / temperature
-        p = F.softmax(st, dim=-1)
-        q = F.softmax(sq, dim=-1)
-        out["alpha"].append(torch.minimum(p[:, :vc], q[:, :vc]).sum(-1))
-        del p, q
-        t_arg = lt.argmax(-1)
-        out["greedy_match"].append((t_arg == lq.argmax(-1)).float())
-        out["target_match"].append((t_arg == resp[a:b]).float())
+        alpha, greedy = position_alpha(lq, lt, temperature)
+        out["alpha"].append(alpha)
+        out["greedy_match"].append(greedy)
+        out["target_match"].append((lt.argmax(-1) == resp[a:b]).float())
         lpc = F.log_softmax(st[:, :vc], dim=-1)
         lqc = F.log_softmax(sq[:, :vc], dim=-1)
         pc = lpc.exp()
