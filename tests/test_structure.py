@@ -138,3 +138,14 @@ def test_one_alpha_family():
     assert found <= {"specfair.measure.acceptance", "specfair.distill.losses",
                      "specfair.distill.topk"}
     assert "def acceptance(" not in (ROOT / "distill" / "losses.py").read_text(encoding="utf-8")
+
+
+def test_defaults_defined_once():
+    """The default pair and gamma are defined in :mod:`specfair.defaults` only."""
+    for m, p in MODULES.items():
+        if m in ("specfair.defaults", "specfair.models.registry", "specfair.measure.replay") \
+                or m.startswith("specfair.study"):
+            continue  # the registry lists the known models by name; replay/study: to do
+        text = p.read_text(encoding="utf-8")
+        assert '"qwen2.5-coder-1.5b-instruct"' not in text, m
+        assert "DEFAULT_TARGET = " not in text and "gamma: int = 5" not in text, m

@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from specfair.backends.base import EngineResult
+from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
 from specfair.models.fetch import gguf_path
 from specfair.models.load import load_tokenizer
@@ -149,7 +150,8 @@ class LlamaServer:
 
     def __init__(
         self, model: str | os.PathLike, *, draft: str | os.PathLike | None = None,
-        gamma: int = 5, binary: str | os.PathLike | None = None, threads: int | None = None,
+        gamma: int = DEFAULT_GAMMA, binary: str | os.PathLike | None = None,
+        threads: int | None = None,
         ctx_size: int = 4096, startup_timeout: float = 300.0, extra_args: Sequence[str] = (),
         log_dir: str | os.PathLike | None = None,
     ):  # fmt: skip
@@ -353,8 +355,9 @@ class LlamaCppBackend:
     name = "llamacpp"
 
     def __init__(
-        self, target: str, drafter: str, *, gamma: int = 5, tokenizer: str | None = None,
-        binary: str | None = None, threads: int | None = None, ctx_size: int = 4096,
+        self, target: str, drafter: str, *, gamma: int = DEFAULT_GAMMA,
+        tokenizer: str | None = None, binary: str | None = None, threads: int | None = None,
+        ctx_size: int = 4096,
         request_timeout: float = 600.0, log_dir: str | None = None,
         extra_args: Sequence[str] = (), startup_timeout: float = 600.0,
     ):  # fmt: skip

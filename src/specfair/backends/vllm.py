@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from specfair.backends.base import EngineResult
+from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
 from specfair.models.load import load_tokenizer
 from specfair.models.registry import KNOWN_MODELS, model_dir
@@ -112,7 +113,8 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(
-        self, target: str, drafter: str, *, gamma: int = 5, tokenizer: str | None = None,
+        self, target: str, drafter: str, *, gamma: int = DEFAULT_GAMMA,
+        tokenizer: str | None = None,
         gpu_memory_utilization: float = 0.4, max_model_len: int = 4096, dtype: str = "auto",
         llm_factory: Callable | None = None, sampling_params: Callable | None = None,
         engine_kwargs: dict | None = None,

@@ -25,6 +25,7 @@ from specfair.decoding.gamma import GammaPolicy, as_policy
 from specfair.decoding.rejection import greedy_verify, rejection_sample
 from specfair.decoding.result import GenerationResult, StepRecord
 from specfair.decoding.sampling import SamplingParams, fit_vocab, logits_to_probs
+from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
 from specfair.models.eos import as_ids, eos_ids
 
@@ -226,7 +227,7 @@ def speculative_generate(
     input_ids,
     *,
     max_new_tokens: int,
-    gamma: int | GammaPolicy = 5,
+    gamma: int | GammaPolicy = DEFAULT_GAMMA,
     temperature: float = 0.0,
     top_p: float = 1.0,
     top_k: int = 0,

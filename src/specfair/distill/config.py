@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from specfair.defaults import DEFAULT_GAMMA
 from specfair.distill.cheap import parse_layer_spec
 from specfair.errors import SpecfairError
 from specfair.schema import check_keys, check_table
@@ -73,7 +74,7 @@ class DistillConfig:
     responses_path: str | None = None  # an existing responses.jsonl to reuse (train ids only)
     response_max_new_tokens: int = 64
     response_temperature: float = 0.0  # 0 = greedy target responses
-    response_gamma: int = 5
+    response_gamma: int = DEFAULT_GAMMA
     max_prompts_per_task: int | None = None
     # per-task caps that override max_prompts_per_task, e.g. an unbalanced mix such as a
     # deployment's traffic, where `uniform` and `balanced` weighting then differ

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
 from specfair.measure.responses import (  # noqa: F401 (read_responses: re-exported)
     ensure_responses,
@@ -107,7 +108,7 @@ def target_response_examples(
     *,
     max_new_tokens: int = 64,
     temperature: float = 0.0,
-    gamma: int = 5,
+    gamma: int = DEFAULT_GAMMA,
     seed: int = 0,
     rank: int = 0,
     world_size: int = 1,

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from specfair.backends.base import add_engine_counts
 from specfair.backends.hf import hf_generate
+from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
 from specfair.measure.io import append_jsonl, read_jsonl
 from specfair.measure.progress import progress_bar
@@ -98,7 +99,7 @@ def run_prompt(
     prompt,
     *,
     history: Sequence[Sequence[int]] | None = None,
-    gamma: int = 5,
+    gamma: int = DEFAULT_GAMMA,
     max_new_tokens: int = 128,
     temperature: float = 0.0,
     top_p: float = 1.0,
@@ -189,7 +190,7 @@ def run_bench(
     prompts: Sequence,
     out_dir: str | Path,
     *,
-    gamma: int = 5,
+    gamma: int = DEFAULT_GAMMA,
     max_new_tokens: int = 128,
     temperature: float = 0.0,
     top_p: float = 1.0,

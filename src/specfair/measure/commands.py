@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 from specfair.backends import open_backend
+from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
 from specfair.measure.bench import BENCH_FILE, BENCH_SUMMARY_FILE, load_bench_records, run_bench
 from specfair.measure.estimate import (
@@ -78,7 +79,7 @@ def bench_command(
     out_dir: str | Path,
     split: str = "test",
     n_per_task: int | None = None,
-    gamma: int = 5,
+    gamma: int = DEFAULT_GAMMA,
     max_new_tokens: int = 128,
     temperature: float = 0.0,
     dtype: str = "auto",
@@ -146,7 +147,7 @@ def estimate_command(
     out_dir: str | Path,
     split: str = "test",
     n_per_task: int | None = None,
-    gamma: int = 5,
+    gamma: int = DEFAULT_GAMMA,
     max_new_tokens: int = 128,
     temperature: float = 1.0,
     cost_ratio: float | None = None,

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
 from specfair.measure.acceptance import position_alpha
 from specfair.measure.bench import _label, model_dtype
@@ -320,7 +321,7 @@ def run_estimate(
     max_new_tokens: int = 128,
     temperature: float = 1.0,
     chunk_size: int = 32,
-    gamma: int = 5,
+    gamma: int = DEFAULT_GAMMA,
     responses_path: str | Path | None = None,
     generation_drafter="same",
     bench_path: str | Path | None = None,

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from specfair.decoding import autoregressive_generate, speculative_generate
 from specfair.decoding.batched import batched_greedy
+from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
 from specfair.measure.bench import load_bench_records, split_turns
 from specfair.measure.io import append_jsonl, read_jsonl
@@ -95,7 +96,8 @@ def bench_greedy_answers(bench_path: str | Path, max_new_tokens: int) -> dict[st
 
 
 def generate_response(target, drafter, tokenizer, ids: list[int], *, max_new_tokens: int,
-                      temperature: float = 0.0, gamma: int = 5, seed: int | None = None):
+                      temperature: float = 0.0, gamma: int = DEFAULT_GAMMA,
+                      seed: int | None = None):
     """The target's response (a ``GenerationResult``): speculative decoding (lossless) when a
     drafter is given, else the target alone; it stops at :func:`eos_ids`."""
     kw = dict(max_new_tokens=max_new_tokens, temperature=temperature,
@@ -107,7 +109,7 @@ def generate_response(target, drafter, tokenizer, ids: list[int], *, max_new_tok
 
 def ensure_responses(
     target, tokenizer, prompt, cache_path: str | Path, *, drafter=None,
-    max_new_tokens: int = 128, temperature: float = 0.0, gamma: int = 5,
+    max_new_tokens: int = 128, temperature: float = 0.0, gamma: int = DEFAULT_GAMMA,
     seed: int | None = None, cache: dict | None = None, bench_ar: dict[str, dict] | None = None,
     source: str = "generated", rank: int = 0,
 ) -> list[dict]:
