@@ -577,6 +577,3 @@ def _clear_stage_outputs(run: Run, stage: str) -> None:
         else:
             t.unlink(missing_ok=True)
 
-
-def describe(cfg: ExperimentConfig) -> dict[str, Any]:
-    return {"stages": stage_names(cfg), "variants": list(cfg.variants)}

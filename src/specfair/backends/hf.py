@@ -33,11 +33,8 @@ class HFBackend:
     @classmethod
     def load(cls, target: str, drafter: str, *, dtype="auto", device="auto", kernels="auto"):
         pair = load_pair(target, drafter, dtype=dtype, device=device, kernels=kernels)
-        self = cls(
-            pair.target, pair.drafter, pair.tokenizer,
-            getattr(pair, "target_name", None) or target,
-            getattr(pair, "drafter_name", None) or drafter,
-        )  # fmt: skip
+        self = cls(pair.target, pair.drafter, pair.tokenizer, pair.target_name,
+                   pair.drafter_name)
         self._settings = {"dtype": dtype, "device": device, "kernels": kernels}
         return self
 

@@ -1,17 +1,10 @@
-"""``DistillConfig``: every knob of drafter distillation, with CPU-sized defaults.
+"""``DistillConfig``: every knob of drafter distillation, with CPU-sized defaults (the one place
+for them; files are checked against these typed fields by :mod:`specfair.schema`).
 
-Default cost (2 shared CPU cores, Qwen2.5-Coder-1.5B target / 0.5B drafter, float32, LoRA r=16):
-a training step is a batch of 4 sequences of ~160-200 tokens (prompt + 64-token response).
-Per sequence the target forward (no grad, once per example: its final hidden states at the
-response positions are cached in RAM, ~0.4 MB per example) and the drafter forward+backward cost
-a few seconds each, so we expect **~30-60 training tokens/s** (prompt+response tokens through the
-drafter), i.e. ~15-25 s per step; the default 40 steps + 5 re-estimations of alpha on the
-held-back slice (2 prompts x 8 tasks) therefore take roughly 10-15 minutes. These are estimates
-from FLOP counts and the measured drafter/target cost ratio, not measurements (never run the real
-models in tests). Generating the target's responses (``data_source="target"``) is extra: ~64
-tokens x 240 prompts with speculative decoding, i.e. tens of minutes on CPU, done once and cached
-in ``responses.jsonl`` (resumable); pass ``responses_path`` to reuse an existing cache or use
-``data_source="reference"`` to skip generation.
+Target responses (``data_source="target"``) are generated once and cached in
+``responses.jsonl`` (resumable, :mod:`specfair.measure.responses`); pass ``responses_path`` to
+reuse an existing cache or use ``data_source="reference"`` to skip generation. Measured costs of
+training and generation: docs/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -89,7 +82,6 @@ class DistillConfig:
     export_dtype: str = "auto"  # auto (training dtype) | float32 | bfloat16 | float16
     merge_per_task: bool = False  # per-task export: merged full models instead of adapters
     progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.lora_targets, list | str):

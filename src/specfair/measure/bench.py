@@ -30,6 +30,7 @@ from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
 from specfair.measure.io import append_jsonl, read_jsonl
 from specfair.measure.progress import progress_bar
+from specfair.models.load import Pair
 from specfair.rundir import check_settings, run_settings
 from specfair.tasks import encode_prompt
 
@@ -41,15 +42,9 @@ MODES = ("ar", "sd")
 def unpack_models(pair_or_models, tokenizer=None):
     """``(target, drafter, tokenizer, target_label, drafter_label)`` from a
     :class:`specfair.models.Pair` or a ``(target, drafter, tokenizer)`` tuple."""
-    if hasattr(pair_or_models, "target") and hasattr(pair_or_models, "drafter"):
+    if isinstance(pair_or_models, Pair):
         p = pair_or_models
-        return (
-            p.target,
-            p.drafter,
-            tokenizer or getattr(p, "tokenizer", None),
-            getattr(p, "target_name", None),
-            getattr(p, "drafter_name", None),
-        )
+        return p.target, p.drafter, tokenizer or p.tokenizer, p.target_name, p.drafter_name
     try:
         target, drafter, *rest = pair_or_models
     except (TypeError, ValueError) as e:

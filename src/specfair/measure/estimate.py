@@ -237,21 +237,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _cache_kwarg(model) -> str:
-    """``"cache"`` (transformers >= 5.2x) or the older ``"past_key_values"``."""
-    import inspect
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    try:
-        params = inspect.signature(base.forward).parameters
-    except (TypeError, ValueError):  # pragma: no cover
-        return "past_key_values"
-    return "cache" if "cache" in params else "past_key_values"
-
-
 def _crop_to(cache, length: int) -> None:
-    """Cut the KV cache back to ``length`` tokens (a negative ``crop`` removes tokens from the
-    end in both the old and the new transformers API)."""
+    """Cut the KV cache back to ``length`` tokens (a negative ``crop`` removes from the end)."""
     extra = cache.get_seq_length() - length
     if extra > 0:
         cache.crop(-extra)
@@ -268,7 +255,7 @@ def time_decode_step(
     dev = model_device(model)
     ids = torch.tensor([list(input_ids)], dtype=torch.long, device=dev)
     cache = DynamicCache()
-    kw = {_cache_kwarg(model): cache, "use_cache": True}
+    kw = {"cache": cache, "use_cache": True}
     model(input_ids=ids[:, :-1], **kw)
     n = ids.shape[1] - 1
     last = ids[:, -1:]
