@@ -149,3 +149,26 @@ def test_defaults_defined_once():
         text = p.read_text(encoding="utf-8")
         assert '"qwen2.5-coder-1.5b-instruct"' not in text, m
         assert "DEFAULT_TARGET = " not in text and "gamma: int = 5" not in text, m
+
+
+LAYERS = {"defaults": 0, "errors": 0, "schema": 0, "rundir": 0, "atomic": 0,
+          "tasks": 1, "models": 1, "decoding": 1, "measure": 2, "backends": 2, "distill": 3,
+          "report": 4, "cli": 5, "experiment": 5, "study": 5, "__main__": 5}
+BOTTOM = {"specfair.models.hardware", "specfair.models.eos"}  # layer 0 inside models
+
+
+def _layer(mod: str) -> int:
+    parts = mod.split(".")
+    if mod in BOTTOM or len(parts) == 1:
+        return 0
+    if len(parts) > 2 and parts[2] == "commands":  # a layer's command lines sit on top
+        return 5
+    return LAYERS[parts[1]]
+
+
+def test_layers_import_downwards():
+    """docs/ARCHITECTURE.md: a module imports from its own layer or below (a package's
+    ``__init__`` may re-export its own ``commands``)."""
+    up = [(m, r, line) for m, p in MODULES.items() for r, line, _ in _imports(m, p)
+          if _layer(r) > _layer(m) and not r.startswith(m + ".")]
+    assert up == []
