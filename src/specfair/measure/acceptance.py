@@ -15,7 +15,7 @@ Two aggregates, never mixed:
   the number of positions (long answers weigh more);
 * **per-example mean** (``train_log.jsonl``'s and ``distill_summary.json``'s ``alpha`` /
   ``greedy_alpha``, the held-back estimate that drives ``disparity`` weighting, see
-  :func:`specfair.distill.trainer.estimate_alphas`): the mean over examples of each example's
+  :func:`specfair.distill.student.estimate_alphas`): the mean over examples of each example's
   mean over its positions (every example weighs the same).
 
 The *measured* acceptance of a benchmark (``bench_summary.json``: ``alpha`` = Σ accepted /
