@@ -238,32 +238,13 @@ def run_bench(
     check_settings(path, done_recs, block)  # records from before the backends: no "backend"
     done = {(r["id"], r["mode"]): r for r in done_recs}
     todo = [(p, m) for p in prompts for m in MODES if (p.id, m) not in done]
-    gen_kw = dict(
-        gamma=gamma,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        seed=seed,
-        backend=backend,
-    )
-    if todo and warmup:
+    gen_kw = dict(gamma=gamma, max_new_tokens=max_new_tokens, temperature=temperature,
+                  top_p=top_p, top_k=top_k, seed=seed, backend=backend)
+    if todo and warmup:  # one short untimed AR and SD generation warms up the kernels
         wids = encode_prompt(tok, todo[0][0], turn=0)
         for m in MODES:
-            _generate(
-                m,
-                target,
-                drafter,
-                tok,
-                wids,
-                gamma=gamma,
-                max_new_tokens=min(8, max_new_tokens),
-                temperature=temperature,
-                top_p=top_p,
-                top_k=top_k,
-                seed=seed,
-                backend=backend,
-            )
+            _generate(m, target, drafter, tok, wids,
+                      **{**gen_kw, "max_new_tokens": min(8, max_new_tokens)})
 
     with progress_bar(len(todo), "bench", enabled=progress) as advance:
         for p, mode in todo:
@@ -274,20 +255,10 @@ def run_bench(
                     raise SpecfairError(f"{p.id}: the SD run needs the AR record first")
                 history = split_turns(ar)
             body = run_prompt(mode, target, drafter, tok, p, history=history, **gen_kw)
-            rec = {
-                "id": p.id,
-                "task": p.task,
-                "mode": mode,
-                **settings,
-                "settings": block,
-                **body,
-                "turns": len(p.turns),
-                "time": time.time(),
-            }
-            if mode == "sd":
-                rec["matches_ar"] = (ar["tokens"] == rec["tokens"]) if ar is not None else None
-            else:
-                rec["matches_ar"] = None
+            rec = {"id": p.id, "task": p.task, "mode": mode, **settings, "settings": block,
+                   **body, "turns": len(p.turns), "time": time.time()}
+            rec["matches_ar"] = (ar["tokens"] == rec["tokens"]
+                                 if mode == "sd" and ar is not None else None)
             append_jsonl(path, rec)
             done[(p.id, mode)] = rec
             advance(f"{p.id} {mode}")

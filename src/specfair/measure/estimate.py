@@ -349,48 +349,27 @@ def run_estimate(
 
     with progress_bar(len(todo), "estimate", enabled=progress) as advance:
         for p in todo:
-            recs = ensure_responses(
-                target,
-                tokenizer,
-                p,
-                resp_path,
-                drafter=gen_drafter,
-                max_new_tokens=max_new_tokens,
-                gamma=gamma,
-                cache=cache,
-                bench_ar=bench_ar,
-            )
-            sums = {
-                "n_positions": 0,
-                "alpha_sum": 0.0,
-                "greedy_match_sum": 0.0,
-                "ce_sum": 0.0,
-                "kl_sum": 0.0,
-                "target_match_sum": 0.0,
-            }
-            for r in recs:
-                s = teacher_forced_stats(
-                    target,
-                    drafter,
-                    r["prompt_ids"],
-                    r["response_ids"],
-                    temperature=temperature,
-                    chunk_size=chunk_size,
-                )
-                for k in sums:
-                    sums[k] += s[k]
-            append_jsonl(
-                est_path,
-                {
-                    "id": p.id,
-                    "task": p.task,
-                    **sums,
-                    "n_turns": len(recs),
-                    "drafter": drafter_label,
-                    "target": block["target"],
-                    "temperature": temperature,
-                    "settings": block,
-                },
-            )
+            recs = ensure_responses(target, tokenizer, p, resp_path, drafter=gen_drafter,
+                                    max_new_tokens=max_new_tokens, gamma=gamma, cache=cache,
+                                    bench_ar=bench_ar)
+            sums = _summed_stats(target, drafter, recs, temperature, chunk_size)
+            append_jsonl(est_path, {
+                "id": p.id, "task": p.task, **sums, "n_turns": len(recs),
+                "drafter": drafter_label, "target": block["target"], "temperature": temperature,
+                "settings": block,
+            })  # fmt: skip
             advance(p.id)
     return est_path
+
+
+def _summed_stats(target, drafter, recs: Sequence[dict], temperature: float,
+                  chunk_size: int) -> dict:
+    """:func:`teacher_forced_stats` summed over the turns (response records) of one prompt."""
+    sums = {"n_positions": 0, "alpha_sum": 0.0, "greedy_match_sum": 0.0, "ce_sum": 0.0,
+            "kl_sum": 0.0, "target_match_sum": 0.0}
+    for r in recs:
+        s = teacher_forced_stats(target, drafter, r["prompt_ids"], r["response_ids"],
+                                 temperature=temperature, chunk_size=chunk_size)
+        for k in sums:
+            sums[k] += s[k]
+    return sums
