@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from specfair.backends.llamacpp import LLAMA_CPP_PYTHON_VERSION, find_llama_server
+from specfair.backends.llamacpp import LLAMA_CPP_PYTHON_VERSION, find_llama_server, server_version
 from specfair.errors import SpecfairError
 
 
@@ -32,8 +32,6 @@ def print_info() -> None:
 
     print(f"hf: transformers {transformers.__version__}")
     try:
-        from specfair.backends.llamacpp import find_llama_server, server_version
-
         binary = find_llama_server()
         print(f"llamacpp: {binary} ({server_version(str(binary))})")
     except SpecfairError as e:
