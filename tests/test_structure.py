@@ -155,13 +155,15 @@ LAYERS = {"defaults": 0, "errors": 0, "schema": 0, "rundir": 0, "atomic": 0,
           "tasks": 1, "models": 1, "decoding": 1, "measure": 2, "backends": 2, "distill": 3,
           "report": 4, "cli": 5, "experiment": 5, "study": 5, "__main__": 5}
 BOTTOM = {"specfair.models.hardware", "specfair.models.eos"}  # layer 0 inside models
+# command-level modules inside lower packages: export-gguf converts distill's exports
+TOP = {"specfair.backends.gguf_export"}
 
 
 def _layer(mod: str) -> int:
     parts = mod.split(".")
     if mod in BOTTOM or len(parts) == 1:
         return 0
-    if len(parts) > 2 and parts[2] == "commands":  # a layer's command lines sit on top
+    if (len(parts) > 2 and parts[2] == "commands") or mod in TOP:  # command lines sit on top
         return 5
     return LAYERS[parts[1]]
 
