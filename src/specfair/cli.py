@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from specfair.defaults import DEFAULT_DRAFTER, DEFAULT_GAMMA, DEFAULT_TARGET
 from specfair.errors import SpecfairError
 
 app = typer.Typer(
@@ -48,9 +49,9 @@ def models_fetch(
 @app.command()
 def generate(
     prompt: Annotated[str, typer.Argument(help="The user message.")],
-    model: Annotated[str, typer.Option(help="Short name, HF id, local dir or .gguf file.")] = (
-        "qwen2.5-coder-1.5b-instruct"
-    ),
+    model: Annotated[
+        str, typer.Option(help="Short name, HF id, local dir or .gguf file.")
+    ] = DEFAULT_TARGET,
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
     dtype: Annotated[str, typer.Option(help="auto|bfloat16|float32")] = "auto",
     device: Annotated[str, typer.Option(help="auto|cpu|cuda")] = "auto",
@@ -105,8 +106,6 @@ KernelsOpt = Annotated[
     str, typer.Option(help="auto|packed|default: packed = oneDNN pre-packed fp32 weights (CPU).")
 ]
 
-DEFAULT_TARGET = "qwen2.5-coder-1.5b-instruct"
-DEFAULT_DRAFTER = "qwen2.5-coder-0.5b-instruct"
 
 
 @app.command()
@@ -119,7 +118,7 @@ def bench(
     n_per_task: Annotated[int | None, typer.Option(help="At most this many prompts per task.")] = (
         None
     ),
-    gamma: Annotated[int, typer.Option(help="Drafts per step.")] = 5,
+    gamma: Annotated[int, typer.Option(help="Drafts per step.")] = DEFAULT_GAMMA,
     max_new_tokens: int = 128,
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
     dtype: str = "auto",
@@ -203,7 +202,9 @@ def estimate(
     suite: SuiteOpt = "default",
     split: Annotated[str, typer.Option(help="train|test|all")] = "test",
     n_per_task: int | None = None,
-    gamma: Annotated[int, typer.Option(help="γ for the predicted speed-up column.")] = 5,
+    gamma: Annotated[
+        int, typer.Option(help="γ for the predicted speed-up column.")
+    ] = DEFAULT_GAMMA,
     max_new_tokens: int = 128,
     temperature: Annotated[float, typer.Option(help="Temperature of p and q for α.")] = 1.0,
     cost_ratio: Annotated[

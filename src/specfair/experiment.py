@@ -38,6 +38,7 @@ from typing import Any
 
 from rich.console import Console
 
+from specfair.defaults import DEFAULT_DRAFTER, DEFAULT_GAMMA, DEFAULT_TARGET
 from specfair.errors import SpecfairError
 from specfair.rundir import check_out_dir, dir_lock
 
@@ -62,13 +63,13 @@ def _section_defaults(name: str) -> dict:
 @dataclass
 class ExperimentConfig:
     name: str = "default"
-    target: str = "qwen2.5-coder-1.5b-instruct"
-    drafter: str = "qwen2.5-coder-0.5b-instruct"
+    target: str = DEFAULT_TARGET
+    drafter: str = DEFAULT_DRAFTER
     suite: str = "default"
     data_root: str | None = None
     dtype: str = "auto"
     device: str = "auto"
-    gamma: int = 5
+    gamma: int = DEFAULT_GAMMA
     seed: int = 0
     bench: dict = field(default_factory=lambda: _section_defaults("bench"))
     estimate: dict = field(default_factory=lambda: _section_defaults("estimate"))
@@ -588,6 +589,3 @@ def _clear_stage_outputs(run: Run, stage: str) -> None:
         else:
             t.unlink(missing_ok=True)
 
-
-def describe(cfg: ExperimentConfig) -> dict[str, Any]:
-    return {"stages": stage_names(cfg), "variants": list(cfg.variants)}

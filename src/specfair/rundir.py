@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from specfair import __version__
 from specfair.errors import SpecfairError
 
 LOCK_FILE = ".specfair.lock"
@@ -118,8 +119,6 @@ def _remove_if_empty(dirs: list[Path]) -> None:
 
 def run_settings(**settings) -> dict:
     """The settings block of a run's records: the given settings plus the specfair version."""
-    from specfair import __version__
-
     return {**settings, "specfair": __version__}
 
 

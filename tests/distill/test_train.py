@@ -223,8 +223,8 @@ def test_packed_target_and_shared_teacher_store(tiny_pair, tok, examples, tmp_pa
 def test_reused_responses_are_not_regenerated(tiny_pair, tok, suite, tmp_path, monkeypatch):
     """A responses cache given as responses_path (e.g. an experiment's shared data) is used as
     is when its settings match, and ignored (regenerated) when they do not."""
-    from specfair.distill import data as data_mod
     from specfair.distill.commands import build_examples
+    from specfair.measure import responses as responses_mod
 
     t, d = load(tiny_pair[0]), load(tiny_pair[1])
     first, _ = build_examples(cfg(response_max_new_tokens=4), suite, t, d, tok, tmp_path / "a")
@@ -233,7 +233,7 @@ def test_reused_responses_are_not_regenerated(tiny_pair, tok, suite, tmp_path, m
     def no_generation(*a, **k):
         raise AssertionError("regenerated a cached response")
 
-    monkeypatch.setattr(data_mod, "_generate", no_generation)
+    monkeypatch.setattr(responses_mod, "generate_response", no_generation)
     c = cfg(response_max_new_tokens=4, responses_path=shared)
     again, _ = build_examples(c, suite, t, d, tok, tmp_path / "b")
     assert sorted(e.id for e in again) == sorted(e.id for e in first)
@@ -299,3 +299,28 @@ def test_resuming_a_finished_run_says_so(tiny_pair, tok, examples, tmp_path, cap
     assert res.steps == 2
     assert "already trained (2 of 2 steps)" in out.out
     assert "nan" not in out.out + out.err and "tok/s" not in out.out + out.err
+
+
+def _drawn_tasks(tr, tasks, seed, n_micro):
+    """The tasks the trainer's sampler draws in the first step (one per micro-batch)."""
+    from specfair.distill.weighting import TaskSampler
+
+    s = TaskSampler([e.task for e in tr], "per-task", seed=seed, tasks=tasks)
+    return {tr[s.sample(2)[0]].task for _ in range(n_micro)}
+
+
+def test_per_task_grad_accum_trains_every_drawn_adapter(tiny_pair, tok, examples, tmp_path):
+    """Per-task adapters with grad_accum > 1: each micro-batch draws its own task, and every
+    adapter drawn in a step gets its micro-batch's gradient (none is dropped)."""
+    from specfair.distill.router import adapter_name
+
+    tr, ho = heldout_split(examples, 1)
+    tasks = sorted({e.task for e in tr})
+    seed = next(s for s in range(50) if len(_drawn_tasks(tr, tasks, s, 2)) == 2)
+    c = cfg(steps=1, warmup_steps=0, weighting="per-task", grad_accum=2, lr=1e-2, seed=seed,
+            checkpoint_every=1, reestimate_every=1)
+    res = train(c, load(tiny_pair[0]), load(tiny_pair[1]), tok, tr, ho, tmp_path / "run")
+    moved = {t for t in tasks  # lora_B starts at zero and moves only with a gradient
+             if any(f".{adapter_name(t)}." in n and "lora_B" in n and bool(p.abs().sum() > 0)
+                    for n, p in res.student.named_parameters())}
+    assert moved == _drawn_tasks(tr, tasks, seed, 2)

@@ -17,8 +17,6 @@ from specfair.measure.summary import (
 )
 from specfair.tasks import Prompt
 
-pytest.importorskip("specfair.decoding")
-
 CONTRACT = {
     "id",
     "task",

@@ -5,8 +5,6 @@ import pytest
 from specfair.measure.commands import bench_command, estimate_command
 from specfair.measure.io import read_jsonl
 
-pytest.importorskip("specfair.decoding")
-
 
 def test_commands_end_to_end(tiny_pair, tmp_path, capsys):
     t_dir, d_dir = tiny_pair

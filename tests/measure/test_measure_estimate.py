@@ -220,7 +220,6 @@ def test_run_estimate_from_cache_resumes_and_summarises(
 
 
 def test_run_estimate_generates_with_decoding(tiny_models, tiny_prompts, tmp_path):
-    pytest.importorskip("specfair.decoding")
     target, drafter, tok = tiny_models
     path = run_estimate(
         target,

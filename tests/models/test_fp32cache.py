@@ -14,9 +14,9 @@ NAME = "qwen2.5-coder-0.5b-instruct"
 @pytest.fixture(autouse=True)
 def no_native_bf16(monkeypatch):
     """The copy is made on CPUs without native bf16 (like the development machine)."""
-    import specfair.models.load as load
+    import specfair.models.hardware as hardware
 
-    monkeypatch.setattr(load, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: False)
 
 
 def _bf16_cache(src, home):
@@ -84,10 +84,10 @@ def test_pair_with_identical_tokenizer_files_skips_second_tokenizer(tiny_pair, m
 
 
 def test_no_copy_on_a_cpu_with_native_bf16(tiny_pair, tmp_path, monkeypatch):
-    import specfair.models.load as load
+    import specfair.models.hardware as hardware
 
     monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path))
-    monkeypatch.setattr(load, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: True)
     src = _bf16_cache(tiny_pair[1], tmp_path)
     load_model(NAME, dtype="float32", device="cpu")
     assert not mirror_dir(src).exists()

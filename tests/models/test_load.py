@@ -11,7 +11,7 @@ from specfair.models import (
     resolve_dtype,
     resolve_source,
 )
-from specfair.models.load import resolve_device
+from specfair.models.hardware import resolve_device
 
 
 def test_load_hf_dir(tiny_pair):

@@ -4,6 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from specfair.decoding import autoregressive_generate, speculative_generate
+from specfair.models import load_pair
+from specfair.models.eos import eos_ids
+
+
+def hf_generate(
+    mode: str, target, drafter, tokenizer, ids: Sequence[int], *, gamma: int,
+    max_new_tokens: int, temperature: float, top_p: float, top_k: int, seed: int,
+):  # fmt: skip
+    """One generation by specfair's decoders: ``mode`` "ar" (the target alone) or "sd"."""
+    kw = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+              eos_token_id=eos_ids(target, tokenizer), seed=seed, tokenizer=tokenizer)
+    if mode == "ar":
+        return autoregressive_generate(target, ids, **kw)
+    return speculative_generate(target, drafter, ids, gamma=gamma, **kw)
+
 
 class HFBackend:
     """Target and drafter as transformers modules, decoded by :mod:`specfair.decoding`."""
@@ -16,14 +32,9 @@ class HFBackend:
 
     @classmethod
     def load(cls, target: str, drafter: str, *, dtype="auto", device="auto", kernels="auto"):
-        from specfair.models import load_pair
-
         pair = load_pair(target, drafter, dtype=dtype, device=device, kernels=kernels)
-        self = cls(
-            pair.target, pair.drafter, pair.tokenizer,
-            getattr(pair, "target_name", None) or target,
-            getattr(pair, "drafter_name", None) or drafter,
-        )  # fmt: skip
+        self = cls(pair.target, pair.drafter, pair.tokenizer, pair.target_name,
+                   pair.drafter_name)
         self._settings = {"dtype": dtype, "device": device, "kernels": kernels}
         return self
 
@@ -31,9 +42,7 @@ class HFBackend:
         self, mode: str, ids: Sequence[int], *, gamma: int, max_new_tokens: int,
         temperature: float, top_p: float, top_k: int, seed: int,
     ):  # fmt: skip
-        from specfair.measure.bench import _generate
-
-        return _generate(
+        return hf_generate(
             mode, self.target, self.drafter, self.tokenizer, list(ids), gamma=gamma,
             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
             seed=seed,

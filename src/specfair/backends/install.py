@@ -7,13 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from specfair.backends.llamacpp import LLAMA_CPP_PYTHON_VERSION, find_llama_server, server_version
 from specfair.errors import SpecfairError
 
 
 def install(name: str = "llamacpp") -> Path:
     """Build and cache ``llama-server`` (idempotent; see install_llamacpp.sh)."""
-    from specfair.backends.llamacpp import LLAMA_CPP_PYTHON_VERSION, find_llama_server
-
     if name != "llamacpp":
         raise SpecfairError(
             f"nothing to install for {name!r}: only llamacpp is built by specfair "
@@ -33,8 +32,6 @@ def print_info() -> None:
 
     print(f"hf: transformers {transformers.__version__}")
     try:
-        from specfair.backends.llamacpp import find_llama_server, server_version
-
         binary = find_llama_server()
         print(f"llamacpp: {binary} ({server_version(str(binary))})")
     except SpecfairError as e:

@@ -37,8 +37,12 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from specfair.backends import EngineResult
+from specfair.backends.base import EngineResult
+from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
+from specfair.models.fetch import gguf_path
+from specfair.models.load import load_tokenizer
+from specfair.models.registry import KNOWN_MODELS, cache_root
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"  # the sdist whose vendored llama.cpp the installer builds
 INSTALL_HINT = "specfair backends install llamacpp"
@@ -46,8 +50,6 @@ _LIVE: set[LlamaServer] = set()
 
 
 def llamacpp_home() -> Path:
-    from specfair.models.registry import cache_root
-
     return cache_root() / "llamacpp"
 
 
@@ -148,7 +150,8 @@ class LlamaServer:
 
     def __init__(
         self, model: str | os.PathLike, *, draft: str | os.PathLike | None = None,
-        gamma: int = 5, binary: str | os.PathLike | None = None, threads: int | None = None,
+        gamma: int = DEFAULT_GAMMA, binary: str | os.PathLike | None = None,
+        threads: int | None = None,
         ctx_size: int = 4096, startup_timeout: float = 300.0, extra_args: Sequence[str] = (),
         log_dir: str | os.PathLike | None = None,
     ):  # fmt: skip
@@ -322,9 +325,6 @@ atexit.register(_stop_all)
 
 def resolve_gguf(spec: str | os.PathLike) -> Path:
     """A known model's cached GGUF (``specfair models fetch``) or a ``.gguf`` path."""
-    from specfair.models.fetch import gguf_path
-    from specfair.models.registry import KNOWN_MODELS
-
     spec = str(spec)
     if spec in KNOWN_MODELS:
         p = gguf_path(spec)
@@ -355,12 +355,12 @@ class LlamaCppBackend:
     name = "llamacpp"
 
     def __init__(
-        self, target: str, drafter: str, *, gamma: int = 5, tokenizer: str | None = None,
-        binary: str | None = None, threads: int | None = None, ctx_size: int = 4096,
+        self, target: str, drafter: str, *, gamma: int = DEFAULT_GAMMA,
+        tokenizer: str | None = None, binary: str | None = None, threads: int | None = None,
+        ctx_size: int = 4096,
         request_timeout: float = 600.0, log_dir: str | None = None,
         extra_args: Sequence[str] = (), startup_timeout: float = 600.0,
     ):  # fmt: skip
-        from specfair.models.load import load_tokenizer
 
         self.binary = str(find_llama_server(binary))
         self.target_gguf, self.drafter_gguf = resolve_gguf(target), resolve_gguf(drafter)

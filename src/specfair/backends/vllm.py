@@ -29,8 +29,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from specfair.backends import EngineResult
+from specfair.backends.base import EngineResult
+from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
+from specfair.models.load import load_tokenizer
+from specfair.models.registry import KNOWN_MODELS, model_dir
 
 SUPPORTED = ">=0.12"
 _NAMES = {
@@ -110,7 +113,8 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(
-        self, target: str, drafter: str, *, gamma: int = 5, tokenizer: str | None = None,
+        self, target: str, drafter: str, *, gamma: int = DEFAULT_GAMMA,
+        tokenizer: str | None = None,
         gpu_memory_utilization: float = 0.4, max_model_len: int = 4096, dtype: str = "auto",
         llm_factory: Callable | None = None, sampling_params: Callable | None = None,
         engine_kwargs: dict | None = None,
@@ -143,8 +147,6 @@ class VLLMBackend:
         if tokenizer is None and hasattr(self.engines["ar"], "get_tokenizer"):
             self.tokenizer = self.engines["ar"].get_tokenizer()
         else:
-            from specfair.models.load import load_tokenizer
-
             self.tokenizer = load_tokenizer(tokenizer or target)
         self._paths = {"target": t_path, "drafter": d_path}
 
@@ -203,6 +205,4 @@ class VLLMBackend:
 
 def _hf_path(spec: str) -> str:
     """vLLM loads HF directories (or hub ids); a known name → its cached HF directory."""
-    from specfair.models.registry import KNOWN_MODELS, model_dir
-
     return str(model_dir(spec)) if spec in KNOWN_MODELS else str(spec)

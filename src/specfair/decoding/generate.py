@@ -1,9 +1,10 @@
 """The decoders: ``speculative_generate`` and its baseline ``autoregressive_generate``.
 
 One readable loop each, in the style of gpt-fast's generate.py, with the split of vLLM's
-spec_decode: the drafter proposes (``_draft``), the target scores (one forward over the last
-token and the drafts), ``rejection.py`` decides. Both decoders share the prefill, the cache
-set-up, the sampling code and the stopping rules, so that a speed-up compares like with like.
+spec_decode: the drafter proposes (the "Propose" block of ``speculative_generate``), the target
+scores (one forward over the last token and the drafts), ``rejection.py`` decides. Both decoders
+share the prefill, the cache set-up, the sampling code and the stopping rules, so that a
+speed-up compares like with like.
 
 Invariants of the speculative loop (batch 1, shapes kept [1, T]):
 ``buf[:, :n]`` holds prompt + output; the target's KV cache holds the first ``n - 1`` tokens
@@ -24,7 +25,9 @@ from specfair.decoding.gamma import GammaPolicy, as_policy
 from specfair.decoding.rejection import greedy_verify, rejection_sample
 from specfair.decoding.result import GenerationResult, StepRecord
 from specfair.decoding.sampling import SamplingParams, fit_vocab, logits_to_probs
+from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
+from specfair.models.eos import as_ids, eos_ids
 
 
 def _prompt_tensor(input_ids, device: torch.device) -> torch.Tensor:
@@ -49,15 +52,8 @@ def _prompt_tensor(input_ids, device: torch.device) -> torch.Tensor:
 
 
 def _eos_set(model, eos_token_id) -> frozenset[int]:
-    if eos_token_id is None:
-        eos_token_id = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if eos_token_id is None:
-        return frozenset()
-    if isinstance(eos_token_id, torch.Tensor):
-        eos_token_id = eos_token_id.flatten().tolist()
-    if isinstance(eos_token_id, int):
-        return frozenset([eos_token_id])
-    return frozenset(int(e) for e in eos_token_id)
+    """``eos_token_id`` if given, else the model's rule (:func:`specfair.models.eos.eos_ids`)."""
+    return frozenset(eos_ids(model) if eos_token_id is None else as_ids(eos_token_id))
 
 
 def _context_limit(model) -> int | None:
@@ -231,7 +227,7 @@ def speculative_generate(
     input_ids,
     *,
     max_new_tokens: int,
-    gamma: int | GammaPolicy = 5,
+    gamma: int | GammaPolicy = DEFAULT_GAMMA,
     temperature: float = 0.0,
     top_p: float = 1.0,
     top_k: int = 0,

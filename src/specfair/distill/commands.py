@@ -55,6 +55,7 @@ def build_examples(cfg: DistillConfig, suite, target, drafter, tokenizer, out_di
         reference_examples,
         target_response_examples,
     )
+    from specfair.measure.responses import write_response
 
     train_prompts = select_train_prompts(cfg, suite.prompts("train"))
     test_prompts = list(suite.prompts("test"))
@@ -68,15 +69,13 @@ def build_examples(cfg: DistillConfig, suite, target, drafter, tokenizer, out_di
         cache = out_dir / "responses.jsonl"
         if cfg.responses_path:  # reuse e.g. specfair estimate's cache (train prompts only)
             if accelerator is None or accelerator.is_main_process:
-                from specfair.measure.io import append_jsonl
-
                 done = read_responses(cache)
                 want = {"max_new_tokens": cfg.response_max_new_tokens,
                         "temperature": cfg.response_temperature}
                 for key, rec in read_responses(cfg.responses_path).items():
                     same = all(rec.get(k, v) == v for k, v in want.items())
                     if key not in done and key[0] in train_ids and same:
-                        append_jsonl(cache, {**rec, "source": "target", "reused": True})
+                        write_response(cache, {**rec, "source": "target", "reused": True})
             if accelerator is not None:
                 accelerator.wait_for_everyone()
         rank = accelerator.process_index if accelerator is not None else 0
@@ -90,7 +89,7 @@ def build_examples(cfg: DistillConfig, suite, target, drafter, tokenizer, out_di
             accelerator.wait_for_everyone()
         examples += examples_from_records(read_responses(cache), train_prompts)
     if cfg.data_source in ("reference", "both"):
-        examples += reference_examples(train_prompts, tokenizer)
+        examples += reference_examples(train_prompts, tokenizer, target)
     if not examples:
         raise SpecfairError(f"no training examples for data_source={cfg.data_source!r}")
     check_examples(examples, train_prompts)

@@ -1,17 +1,10 @@
-"""``DistillConfig``: every knob of drafter distillation, with CPU-sized defaults.
+"""``DistillConfig``: every knob of drafter distillation, with CPU-sized defaults (the one place
+for them; files are checked against these typed fields by :mod:`specfair.schema`).
 
-Default cost (2 shared CPU cores, Qwen2.5-Coder-1.5B target / 0.5B drafter, float32, LoRA r=16):
-a training step is a batch of 4 sequences of ~160-200 tokens (prompt + 64-token response).
-Per sequence the target forward (no grad, once per example: its final hidden states at the
-response positions are cached in RAM, ~0.4 MB per example) and the drafter forward+backward cost
-a few seconds each, so we expect **~30-60 training tokens/s** (prompt+response tokens through the
-drafter), i.e. ~15-25 s per step; the default 40 steps + 5 re-estimations of alpha on the
-held-back slice (2 prompts x 8 tasks) therefore take roughly 10-15 minutes. These are estimates
-from FLOP counts and the measured drafter/target cost ratio, not measurements (never run the real
-models in tests). Generating the target's responses (``data_source="target"``) is extra: ~64
-tokens x 240 prompts with speculative decoding, i.e. tens of minutes on CPU, done once and cached
-in ``responses.jsonl`` (resumable); pass ``responses_path`` to reuse an existing cache or use
-``data_source="reference"`` to skip generation.
+Target responses (``data_source="target"``) are generated once and cached in
+``responses.jsonl`` (resumable, :mod:`specfair.measure.responses`); pass ``responses_path`` to
+reuse an existing cache or use ``data_source="reference"`` to skip generation. Measured costs of
+training and generation: docs/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -24,7 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from specfair.defaults import DEFAULT_GAMMA
+from specfair.distill.cheap import parse_layer_spec
 from specfair.errors import SpecfairError
+from specfair.schema import check_keys, check_table
 
 WEIGHTINGS = ("uniform", "balanced", "disparity", "per-task")
 LOSSES = ("fkl", "rkl", "tvd", "jsd", "ce")
@@ -73,7 +69,7 @@ class DistillConfig:
     responses_path: str | None = None  # an existing responses.jsonl to reuse (train ids only)
     response_max_new_tokens: int = 64
     response_temperature: float = 0.0  # 0 = greedy target responses
-    response_gamma: int = 5
+    response_gamma: int = DEFAULT_GAMMA
     max_prompts_per_task: int | None = None
     # per-task caps that override max_prompts_per_task, e.g. an unbalanced mix such as a
     # deployment's traffic, where `uniform` and `balanced` weighting then differ
@@ -88,7 +84,6 @@ class DistillConfig:
     export_dtype: str = "auto"  # auto (training dtype) | float32 | bfloat16 | float16
     merge_per_task: bool = False  # per-task export: merged full models instead of adapters
     progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.lora_targets, list | str):
@@ -150,8 +145,6 @@ class DistillConfig:
         ):
             bad("prompts_per_task must map task names to integers >= 0")
         if self.cheap_layers is not None:
-            from specfair.distill.cheap import parse_layer_spec
-
             parse_layer_spec(self.cheap_layers, 10**6)  # syntax check only
 
     def to_dict(self) -> dict[str, Any]:
@@ -172,15 +165,11 @@ class DistillConfig:
                   section: str = "distill") -> DistillConfig:
         """Build from a table, refusing unknown keys (with the closest valid name) and values
         of the wrong type; the error names ``origin`` and ``section``."""
-        from specfair.schema import check_table
-
         check_table(origin, section, d, cls.field_types())
         return cls(**d)
 
     def check_tasks(self, tasks: list[str], origin: str = "distill config") -> None:
         """Refuse ``prompts_per_task`` keys that are not tasks of the suite."""
-        from specfair.schema import check_keys
-
         check_keys(origin, "distill.prompts_per_task", self.prompts_per_task, tasks, "task")
 
     @classmethod

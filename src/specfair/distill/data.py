@@ -5,12 +5,13 @@ positions only. Sources:
 
 (a) ``target``: the target's own responses (greedy by default, or sampled), generated with our
     speculative decoder (lossless, so they are exactly the target's outputs) and appended to a
-    JSONL cache as they finish (``responses.jsonl``, schema of docs/CONTRACTS.md plus
-    ``"source"``); a rerun skips ids already cached, so generation is resumable. Multi-turn
+    JSONL cache as they finish (``responses.jsonl``, owned by :mod:`specfair.measure.responses`);
+    a rerun skips ids already cached, so generation is resumable. Multi-turn
     prompts give one example per turn, conditioned on the target's own earlier answers
     (id ``"<prompt id>"`` for turn 0, ``"<prompt id>#<turn>"`` after).
 (b) ``reference``: the dataset's reference answer where present (first turn of single-turn
-    prompts), tokenised and closed with ``<|im_end|>`` -- fixed-data distillation. The loss
+    prompts), tokenised and closed with the end-of-turn id (``<|im_end|>`` for Qwen instruct,
+    :func:`specfair.models.eos.closing_id`) -- fixed-data distillation. The loss
     still matches the target's *distribution* on these positions (or CE on the reference tokens).
 (c) on-policy drafter samples (DistillSpec) are drawn during training (``on_policy_frac``), see
     the trainer; the target scores them in the loss.
@@ -24,7 +25,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
+from specfair.measure.responses import (  # noqa: F401 (read_responses: re-exported)
+    ensure_responses,
+    read_responses,
+)
+from specfair.models.eos import closing_id
+from specfair.tasks import check_no_overlap, encode_prompt, split_of
 
 
 @dataclass(frozen=True)
@@ -44,26 +52,17 @@ class Example:
 # ---------------------------------------------------------------------- tasks module glue
 def encode(tokenizer, prompt, turn: int = 0, history: Sequence = ()) -> list[int]:
     """``specfair.tasks.encode_prompt`` (history: earlier answers, text or token ids)."""
-    from specfair.tasks import encode_prompt
-
     return list(encode_prompt(tokenizer, prompt, turn=turn, history=tuple(history)))
 
 
 def assert_train_only(train_prompts: Sequence, test_prompts: Sequence = ()) -> None:
     """Raise unless every prompt is in the train split and none shares an id/text with a test
-    prompt (uses ``specfair.tasks.check_no_overlap`` / ``split_of`` when available)."""
-    try:
-        from specfair import tasks as _tasks
-    except ImportError:
-        _tasks = None
-    check = getattr(_tasks, "check_no_overlap", None) if _tasks else None
-    if check is not None and test_prompts:
-        check(list(train_prompts), list(test_prompts))
-    split_of = getattr(_tasks, "split_of", None) if _tasks else None
-    if split_of is not None:
-        bad = [p.id for p in train_prompts if split_of(p) != "train"]
-        if bad:
-            raise SpecfairError(f"distill: test-split prompts in the training data: {bad[:5]}")
+    prompt (``specfair.tasks.check_no_overlap`` and ``split_of``)."""
+    if test_prompts:
+        check_no_overlap(list(train_prompts), list(test_prompts))
+    bad = [p.id for p in train_prompts if split_of(p) != "train"]
+    if bad:
+        raise SpecfairError(f"distill: test-split prompts in the training data: {bad[:5]}")
     test_ids = {p.id for p in test_prompts}
     test_texts = {tuple(p.turns) for p in test_prompts}
     bad = [p.id for p in train_prompts if p.id in test_ids or tuple(p.turns) in test_texts]
@@ -80,10 +79,9 @@ def check_examples(examples: Iterable[Example], train_prompts: Sequence) -> None
 
 
 # ---------------------------------------------------------------------- reference answers
-def reference_examples(prompts: Sequence, tokenizer) -> list[Example]:
-    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    if eos is None or eos == tokenizer.unk_token_id:
-        eos = tokenizer.eos_token_id
+def reference_examples(prompts: Sequence, tokenizer, target=None) -> list[Example]:
+    """Reference answers closed like the target's responses (:func:`closing_id`)."""
+    eos = closing_id(target, tokenizer)
     out = []
     for p in prompts:
         if not p.reference or len(p.turns) != 1:
@@ -101,57 +99,6 @@ def example_id(prompt_id: str, turn: int) -> str:
     return prompt_id if turn == 0 else f"{prompt_id}#{turn}"
 
 
-def read_responses(path: str | Path) -> dict[tuple[str, int], dict]:
-    """``{(id, turn): record}`` of a responses cache (``specfair.measure`` schema: ``"id"`` is
-    the prompt id, ``"turn"`` defaults to 0) and of its ``<stem>.rank<r>.jsonl`` shards; a
-    truncated last line (interrupted run) is ignored."""
-    import warnings
-
-    from specfair.measure.io import read_jsonl
-
-    path = Path(path)
-    recs: dict[tuple[str, int], dict] = {}
-    files = [path, *sorted(path.parent.glob(path.stem + ".rank*" + path.suffix))]
-    for f in files:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for r in read_jsonl(f, repair=True):
-                if "id" in r and "response_ids" in r:
-                    recs.setdefault((str(r["id"]), int(r.get("turn", 0))), r)
-    return recs
-
-
-def _generate(target, drafter, ids: list[int], tokenizer, *, max_new_tokens, temperature,
-              gamma, seed) -> tuple[list[int], str]:
-    import torch
-
-    eos = tokenizer.eos_token_id
-    try:
-        from specfair.decoding import speculative_generate
-    except ImportError:
-        speculative_generate = None
-    x = torch.tensor([ids], device=next(target.parameters()).device)
-    if speculative_generate is not None and drafter is not None:
-        res = speculative_generate(
-            target, drafter, x, max_new_tokens=max_new_tokens, gamma=gamma,
-            temperature=temperature, eos_token_id=eos, seed=seed, tokenizer=tokenizer,
-        )
-        return [int(t) for t in res.tokens], res.stop_reason
-    # Fallback while specfair.decoding is unavailable: the target alone (same outputs).
-    if seed is not None:
-        torch.manual_seed(seed)
-    kw = {"do_sample": temperature > 0}
-    if temperature > 0:
-        kw.update(temperature=temperature, top_k=0, top_p=1.0)
-    with torch.no_grad():
-        out = target.generate(
-            x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
-            eos_token_id=eos, pad_token_id=tokenizer.pad_token_id, **kw
-        )
-    toks = [int(t) for t in out[0, len(ids):]]
-    return toks, "eos" if toks and toks[-1] == eos else "max_tokens"
-
-
 def target_response_examples(
     prompts: Sequence,
     target,
@@ -161,56 +108,26 @@ def target_response_examples(
     *,
     max_new_tokens: int = 64,
     temperature: float = 0.0,
-    gamma: int = 5,
+    gamma: int = DEFAULT_GAMMA,
     seed: int = 0,
     rank: int = 0,
     world_size: int = 1,
 ) -> list[Example]:
-    """Generate (or read from ``cache``) the target's response to every turn of every prompt.
-
-    Records follow ``specfair.measure``'s responses cache (``{"id", "task", "turn",
-    "prompt_ids", "response_ids", "stop_reason", "max_new_tokens"}`` plus ``"temperature"`` and
-    ``"source"``), so a cache written by ``specfair estimate`` can be reused and vice versa
-    (greedy ones). Turn k > 0 is asked after the target's own earlier answers (eos stripped).
-    With several processes, process ``rank`` generates every ``world_size``-th prompt into
-    ``<cache>.rank<r>.jsonl`` (rank 0 into ``cache``); after a barrier, ``read_responses`` /
-    :func:`examples_from_records` collect all shards.
+    """Generate (or read from ``cache``) the target's response to every turn of every prompt
+    (:func:`specfair.measure.responses.ensure_responses`: the one responses cache, shared with
+    ``specfair estimate``; records here have ``"source": "target"``). Sampled responses
+    (``temperature > 0``) use seed ``seed + k`` for the k-th prompt. With several processes,
+    process ``rank`` generates every ``world_size``-th prompt into its own shard; after a
+    barrier, ``read_responses`` / :func:`examples_from_records` collect all shards.
     """
-    from specfair.measure.io import append_jsonl
-
     cache = Path(cache)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    shard = cache if rank == 0 else cache.with_name(f"{cache.stem}.rank{rank}{cache.suffix}")
     done = read_responses(cache)
-    eos = tokenizer.eos_token_id
     for k, p in enumerate(prompts):
-        if k % world_size != rank:
-            continue
-        history: list[list[int]] = []
-        for turn in range(len(p.turns)):
-            rec = done.get((p.id, turn))
-            if rec is not None:  # cached: it must have been made with these settings
-                for key, want in (("max_new_tokens", max_new_tokens),
-                                  ("temperature", temperature)):
-                    if key in rec and rec[key] != want:
-                        raise SpecfairError(
-                            f"{cache}: {p.id} turn {turn} was generated with {key}="
-                            f"{rec[key]!r}, this run asks {want!r}; use another output directory"
-                        )
-            else:
-                ids = encode(tokenizer, p, turn, history)
-                resp, stop = _generate(
-                    target, drafter, ids, tokenizer, max_new_tokens=max_new_tokens,
-                    temperature=temperature, gamma=gamma, seed=seed + k,
-                )
-                rec = {"id": p.id, "task": p.task, "turn": turn, "prompt_ids": ids,
-                       "response_ids": resp, "stop_reason": stop,
-                       "max_new_tokens": max_new_tokens, "temperature": temperature,
-                       "source": "target"}
-                append_jsonl(shard, rec)
-                done[(p.id, turn)] = rec
-            r = list(rec["response_ids"])
-            history.append(r[:-1] if r and r[-1] == eos else r)
+        if k % world_size == rank:
+            ensure_responses(target, tokenizer, p, cache, drafter=drafter,
+                             max_new_tokens=max_new_tokens, temperature=temperature,
+                             gamma=gamma, seed=seed + k, cache=done, source="target", rank=rank)
     return examples_from_records(done, prompts)
 
 

@@ -8,7 +8,8 @@ vs 272 rows); ``V = min(V_target, V_drafter)`` are the shared ids. As in
 * ``tvd``  total variation ½ sum |p - q| over the union of the two vocabularies, each model's
   probability of ids beyond its own vocabulary being 0, which is exactly
   ``1 - sum_{x < V} min(p(x), q(x)) = 1 - alpha`` -- one minus the estimator's expected
-  acceptance rate of speculative sampling at that position.
+  acceptance rate of speculative sampling at that position
+  (:func:`specfair.measure.acceptance.position_alpha`).
 * ``jsd``  generalised Jensen-Shannon ``beta KL(p || m) + (1 - beta) KL(q || m)`` with
   ``m = beta p + (1 - beta) q`` (0 < beta < 1), also over the union (always finite).
 * ``fkl``  forward KL(p || q) = sum p (log p - log q)  (mass-covering; DistillSpec's FKL) and
@@ -37,6 +38,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+
+# alpha is defined in specfair.measure.acceptance; re-exported under its old name
+from specfair.measure.acceptance import position_alpha as acceptance  # noqa: F401
 
 KINDS = ("fkl", "rkl", "tvd", "jsd", "ce")
 
@@ -90,19 +94,6 @@ def token_losses(
     kl_pm = kl_pm + p_all[..., v:].sum(-1) * -math.log(beta)
     kl_qm = kl_qm + q_all[..., v:].sum(-1) * -math.log(1.0 - beta)
     return beta * kl_pm + (1.0 - beta) * kl_qm
-
-
-def acceptance(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(alpha, greedy_match)`` per position, as ``specfair.measure.estimate`` defines them:
-    ``sum_{x < V} min(p, q)`` of the full softmaxes, and whether the two argmaxes agree (the
-    greedy acceptance)."""
-    v = min(teacher_logits.shape[-1], student_logits.shape[-1])
-    p = F.softmax(teacher_logits.float() / temperature, dim=-1)[..., :v]
-    q = F.softmax(student_logits.float() / temperature, dim=-1)[..., :v]
-    match = (teacher_logits.argmax(-1) == student_logits.argmax(-1)).float()
-    return torch.minimum(p, q).sum(-1), match
 
 
 def distill_loss(

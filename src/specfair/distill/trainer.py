@@ -8,6 +8,9 @@ and we keep its **final hidden states at the response positions** (not logits: 1
 of 151,936 per position) in an in-memory cache keyed by example id, so each training example costs
 one target forward per run (on-policy samples are scored afresh). The vocabulary-sized loss is then
 computed chunk by chunk from the two output heads (see ``losses.distill_loss_from_hidden``).
+Per-task adapters: each micro-batch is drawn from one task and trains that task's adapter; with
+``grad_accum > 1`` one step may train several adapters, each on its own micro-batches, while
+the adapters of tasks not drawn keep no gradient (so AdamW does not move them).
 
 Every ``reestimate_every`` steps (and at the start and the end) the per-task acceptance alpha is
 measured teacher-forced on the held-back examples (for ``disparity`` it drives the sampler) and
@@ -26,6 +29,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,249 +40,23 @@ from torch import nn
 from specfair.distill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from specfair.distill.config import DistillConfig
 from specfair.distill.data import Example
-from specfair.distill.losses import acceptance, distill_loss_from_hidden
-from specfair.distill.router import adapter_name
+from specfair.distill.router import TaskRoutedDrafter, adapter_name
+from specfair.distill.student import (  # noqa: F401 (TeacherCache, collate...: re-exported)
+    Batch,
+    StudentLoss,
+    TeacherCache,
+    backbone_and_head,
+    base_lm,
+    collate,
+    estimate_alphas,
+    prepare_student,
+    sample_drafter,
+    truncate,
+)
 from specfair.distill.weighting import TaskSampler
 from specfair.errors import SpecfairError
-
-# ---------------------------------------------------------------------------- model helpers
-
-
-def base_lm(model):
-    """The plain ``*ForCausalLM`` under peft / DDP wrappers (LoRA layers stay injected)."""
-    m = model
-    while True:
-        if hasattr(m, "module") and isinstance(m, nn.parallel.DistributedDataParallel):
-            m = m.module
-        elif hasattr(m, "get_base_model"):
-            m = m.get_base_model()
-        else:
-            return m
-
-
-def backbone_and_head(model) -> tuple[nn.Module, torch.Tensor]:
-    m = base_lm(model)
-    head = m.get_output_embeddings()
-    if getattr(head, "bias", None) is not None:
-        raise SpecfairError("output heads with a bias are not supported")
-    return getattr(m, m.base_model_prefix), head.weight
-
-
-def prepare_student(drafter, cfg: DistillConfig, tasks: Sequence[str]):
-    """Cheap-drafter truncation, then LoRA (one adapter, or one per task) or full fine-tuning.
-    Returns the trainable model; its trainable parameters have ``requires_grad=True``."""
-    from specfair.distill.cheap import make_cheap_drafter
-
-    model = drafter
-    if cfg.cheap_layers:
-        model = make_cheap_drafter(model, cfg.cheap_layers)
-    torch.manual_seed(cfg.seed)
-    if cfg.method == "full":
-        for p in model.parameters():
-            p.requires_grad_(True)
-        return model
-    from peft import LoraConfig, get_peft_model
-
-    lcfg = LoraConfig(
-        r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-        target_modules=list(cfg.lora_targets), bias="none", task_type="CAUSAL_LM",
-    )
-    if cfg.weighting != "per-task":
-        return get_peft_model(model, lcfg)
-    names = [adapter_name(t) for t in tasks]
-    if len(set(names)) != len(names):
-        raise SpecfairError(f"task labels collide as adapter names: {list(tasks)}")
-    peft_model = get_peft_model(model, lcfg, adapter_name=names[0])
-    for a in names[1:]:
-        peft_model.add_adapter(a, lcfg)
-    for n, p in peft_model.named_parameters():
-        if "lora_" in n:
-            p.requires_grad_(True)
-    return peft_model
-
-
-class _StudentLoss(nn.Module):
-    """The drafter plus the chunked loss, so that DDP sees one forward producing the loss."""
-
-    def __init__(self, student, cfg: DistillConfig) -> None:
-        super().__init__()
-        self.student = student
-        self.kind = cfg.loss
-        self.temperature = cfg.temperature
-        self.beta = cfg.jsd_beta
-        self.chunk = cfg.loss_chunk
-
-    def forward(self, input_ids, attention_mask, rows, cols, labels, t_hidden, t_head):
-        backbone, head = backbone_and_head(self.student)
-        h = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        h = h.last_hidden_state[rows, cols]
-        return distill_loss_from_hidden(
-            h, head, t_hidden, t_head, self.kind, temperature=self.temperature,
-            beta=self.beta, labels=labels, chunk=self.chunk,
-        )
-
-
-# ---------------------------------------------------------------------------- batches
-
-
-@dataclass
-class Batch:
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    rows: torch.Tensor
-    cols: torch.Tensor
-    labels: torch.Tensor
-    spans: list[tuple[int, int]]  # per example: its slice of the flattened loss positions
-    n_tokens: int
-
-
-def truncate(ex: Example, max_seq_len: int) -> tuple[list[int], list[int]]:
-    """Keep the response (up to ``max_seq_len - 1`` tokens) and the end of the prompt."""
-    resp = list(ex.response_ids)[: max_seq_len - 1]
-    prompt = list(ex.prompt_ids)[-(max_seq_len - len(resp)) :]
-    return prompt, resp
-
-
-def collate(examples: Sequence[Example], max_seq_len: int, pad_id: int, device) -> Batch:
-    seqs, rows, cols, labels, spans = [], [], [], [], []
-    for b, ex in enumerate(examples):
-        prompt, resp = truncate(ex, max_seq_len)
-        seqs.append(prompt + resp)
-        start = len(labels)
-        for j, y in enumerate(resp):
-            rows.append(b)
-            cols.append(len(prompt) + j - 1)
-            labels.append(y)
-        spans.append((start, len(labels)))
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for b, s in enumerate(seqs):
-        ids[b, : len(s)] = torch.tensor(s)
-        mask[b, : len(s)] = 1
-    t = lambda x: torch.tensor(x, dtype=torch.long, device=device)  # noqa: E731
-    return Batch(ids.to(device), mask.to(device), t(rows), t(cols), t(labels), spans,
-                 sum(len(s) for s in seqs))
-
-
-class TeacherCache:
-    """The target's final hidden states at each example's loss positions (CPU, float32)."""
-
-    def __init__(self, target, max_seq_len: int, pad_id: int, enabled: bool = True,
-                 store: dict | None = None) -> None:
-        self.target = target
-        self.backbone, self.head = backbone_and_head(target)
-        self.max_seq_len = max_seq_len
-        self.pad_id = pad_id
-        self.enabled = enabled
-        # ``store`` may be shared between runs with the same target, data and max_seq_len
-        # (e.g. the variants of one experiment), so each example costs one target forward.
-        self.store: dict[str, torch.Tensor] = {} if store is None else store
-
-    @torch.inference_mode()
-    def _compute(self, examples: Sequence[Example]) -> list[torch.Tensor]:
-        dev = self.head.device
-        batch = collate(examples, self.max_seq_len, self.pad_id, dev)
-        h = self.backbone(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
-        ).last_hidden_state[batch.rows, batch.cols]
-        return [h[a:b].float().cpu() for a, b in batch.spans]
-
-    def hidden(self, examples: Sequence[Example], device) -> torch.Tensor:
-        """``[N, H_t]`` for the examples' loss positions, in collate order. Computed one example
-        at a time (no padding), so a cached value never depends on its batch companions."""
-        out = []
-        for e in examples:
-            h = self.store.get(e.id) if e.source != "onpolicy" else None
-            if h is None:
-                h = self._compute([e])[0]
-                if self.enabled and e.source != "onpolicy":
-                    self.store[e.id] = h
-            out.append(h)
-        return torch.cat(out).to(device=device, dtype=self.head.dtype)
-
-
-# ---------------------------------------------------------------------------- alpha estimate
-
-
-@torch.no_grad()
-def estimate_alphas(
-    student, teacher_cache: TeacherCache, examples: Sequence[Example], *, batch_size: int,
-    max_seq_len: int, pad_id: int, device, router=None, rank: int = 0, world_size: int = 1,
-    reduce=None, chunk: int = 64,
-) -> dict[str, dict[str, float]]:
-    """Teacher-forced acceptance per task on ``examples``: mean over examples of the mean over
-    response positions of ``sum min(p, q)`` (``alpha``) and of argmax agreement (``greedy``).
-    ``router(task)`` gives a context that activates the task's adapter (per-task drafters)."""
-    tasks = sorted({e.task for e in examples})
-    sums = torch.zeros(len(tasks), 3, dtype=torch.float64)  # alpha, greedy, n_examples
-    mine = [e for i, e in enumerate(examples) if i % world_size == rank]
-    backbone, head = backbone_and_head(student)
-    was_training = student.training
-    student.eval()
-    for task in tasks:
-        ex_t = [e for e in mine if e.task == task]
-        ctx = router(task) if router is not None else contextlib.nullcontext()
-        with ctx:
-            for i in range(0, len(ex_t), batch_size):
-                chunk_ex = ex_t[i : i + batch_size]
-                batch = collate(chunk_ex, max_seq_len, pad_id, device)
-                t_h = teacher_cache.hidden(chunk_ex, device)
-                s_h = backbone(
-                    input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                    use_cache=False,
-                ).last_hidden_state[batch.rows, batch.cols]
-                a_all, g_all = [], []
-                for j in range(0, s_h.shape[0], chunk):
-                    a, g = acceptance(
-                        s_h[j : j + chunk] @ head.T,
-                        t_h[j : j + chunk].to(teacher_cache.head.dtype) @ teacher_cache.head.T,
-                    )
-                    a_all.append(a)
-                    g_all.append(g)
-                a_all, g_all = torch.cat(a_all), torch.cat(g_all)
-                k = tasks.index(task)
-                for a, b in batch.spans:
-                    if b > a:
-                        sums[k, 0] += a_all[a:b].mean().item()
-                        sums[k, 1] += g_all[a:b].mean().item()
-                        sums[k, 2] += 1
-    if was_training:
-        student.train()
-    if reduce is not None:
-        sums = reduce(sums)
-    return {
-        t: {"alpha": float(sums[k, 0] / sums[k, 2]), "greedy": float(sums[k, 1] / sums[k, 2]),
-            "n": int(sums[k, 2])}
-        for k, t in enumerate(tasks) if sums[k, 2] > 0
-    }
-
-
-# ---------------------------------------------------------------------------- on-policy
-
-
-@torch.no_grad()
-def sample_drafter(model, prompt_ids: Sequence[int], n: int, temperature: float,
-                   generator: torch.Generator, eos_id: int | None, device) -> list[int]:
-    """``n`` tokens sampled from the drafter (stops at eos); DistillSpec's on-policy data."""
-    lm = base_lm(model)
-    V = lm.get_output_embeddings().weight.shape[0]
-    from transformers import DynamicCache
-
-    cache = DynamicCache(config=lm.config)
-    x = torch.tensor([list(prompt_ids)], device=device)
-    logits = lm(input_ids=x, cache=cache, use_cache=True, logits_to_keep=1).logits[0, -1]
-    toks: list[int] = []
-    for _ in range(n):
-        probs = torch.softmax(logits.float()[:V] / max(temperature, 1e-6), -1).cpu()
-        t = int(torch.multinomial(probs, 1, generator=generator))
-        toks.append(t)
-        if eos_id is not None and t == eos_id:
-            break
-        logits = lm(input_ids=torch.tensor([[t]], device=device), cache=cache,
-                    use_cache=True).logits[0, -1]
-    return toks
-
+from specfair.measure.io import read_jsonl
+from specfair.models.eos import eos_ids
 
 # ---------------------------------------------------------------------------- checkpoints
 
@@ -352,16 +130,56 @@ def train(
     checkpoint at that step, if due, is written first). ``teacher_store``: a dict shared with
     other runs on the same target, examples and ``max_seq_len`` (the target's hidden states).
     """
-    out_dir = Path(out_dir)
-    acc = accelerator or make_accelerator(cfg)
-    rank, world = acc.process_index, acc.num_processes
-    device = acc.device
     if not train_examples:
         raise SpecfairError("distill: no training examples")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    eos_id = tokenizer.eos_token_id
-    tasks = sorted({e.task for e in train_examples})
+    out_dir = Path(out_dir)
+    acc = accelerator or make_accelerator(cfg)
+    _write_config(cfg, out_dir, acc, resume)
+    run = _Run.build(cfg, acc, target, drafter, tokenizer, train_examples, heldout_examples,
+                     out_dir, teacher_store)
+    step, alpha_before, resumed = run.restore(resume)
+    run.start_log(step, resumed)
+    if step == 0:
+        alpha_before = run.reestimate(0)
 
+    progress = _progress(cfg, acc, step)
+    last_loss = float("nan")
+    try:
+        while step < cfg.steps:
+            rec = run.train_step(step)
+            step += 1
+            last_loss = rec["loss"]
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                run.log({"step": step, **rec})
+            if progress is not None:
+                progress.update(progress.task_ids[0], advance=1, loss=rec["loss"],
+                                tps=rec["tokens_per_s"])
+            if step % cfg.reestimate_every == 0 and step < cfg.steps:
+                run.reestimate(step)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                save_checkpoint(out_dir, step, acc, run.student, run.trainable_names,
+                                run.optimizer, run.scheduler, run.sampler, alpha_before,
+                                cfg.keep_checkpoints)
+            if stop_after is not None and step >= stop_after:
+                break
+    finally:
+        if progress is not None:
+            progress.stop()
+
+    alpha_after = run.reestimate(step) if step >= cfg.steps else {}
+    if acc.is_main_process and step >= cfg.steps:
+        (out_dir / "distill_summary.json").write_text(json.dumps({
+            "steps": step, "final_loss": last_loss, "alpha_before": alpha_before,
+            "alpha_after": alpha_after, "tasks": run.tasks,
+        }, indent=2))
+    acc.wait_for_everyone()
+    router = TaskRoutedDrafter(run.student, run.tasks) if run.per_task else None
+    run.student.eval()
+    return TrainResult(run.student, step, out_dir, alpha_before, alpha_after, router)
+
+
+def _write_config(cfg: DistillConfig, out_dir: Path, acc, resume: bool) -> None:
+    """``distill_config.json``; a resumed run must not change any of ``RESUME_KEYS``."""
     if acc.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         cfg_path = out_dir / "distill_config.json"
@@ -374,184 +192,206 @@ def train(
         cfg_path.write_text(json.dumps(cfg.to_dict(), indent=2))
     acc.wait_for_everyone()
 
-    # --- models
-    target.eval().to(device)
-    for p in target.parameters():
-        p.requires_grad_(False)
-    student = prepare_student(drafter, cfg, tasks).to(device)
-    student.train()
-    trainable = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
-    trainable_names = [n for n, _ in trainable]
-    task_of_param: dict[str, str | None] = {}
-    if cfg.weighting == "per-task":
-        for n in trainable_names:
-            task_of_param[n] = next((t for t in tasks if f".{adapter_name(t)}." in n), None)
-    decay = [p for n, p in trainable if p.ndim >= 2]
-    no_decay = [p for n, p in trainable if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
+
+def _optimizer(trainable, cfg: DistillConfig):
+    decay = [p for _, p in trainable if p.ndim >= 2]
+    no_decay = [p for _, p in trainable if p.ndim < 2]
+    return torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay},
          {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.learning_rate,
     )
-    scheduler = _lr_scheduler(optimizer, cfg)
-    wrapped = _StudentLoss(student, cfg)
-    wrapped, optimizer = acc.prepare(wrapped, optimizer)
 
-    def activate(task: str | None):
-        """Make ``task``'s adapter the active one (per-task); other labels: the base drafter."""
-        if cfg.weighting != "per-task":
-            return contextlib.nullcontext()
-        if task in tasks:
-            student.set_adapter(adapter_name(task))
-            return contextlib.nullcontext()
-        return student.disable_adapter()
 
-    router_ctx = activate if cfg.weighting == "per-task" else None
+@dataclass
+class _Run:
+    """What one training run holds, and its steps: one optimizer step, one alpha estimate."""
 
-    sampler = TaskSampler(
-        [e.task for e in train_examples], cfg.weighting, seed=cfg.seed,
-        temperature=cfg.disparity_temperature, floor=cfg.disparity_floor, tasks=tasks,
-    )
-    teacher = TeacherCache(target, cfg.max_seq_len, pad_id, store=teacher_store)
-    reduce = (lambda t: acc.reduce(t.to(device), reduction="sum").cpu()) if world > 1 else None
+    cfg: DistillConfig
+    acc: object
+    student: nn.Module
+    wrapped: nn.Module  # the student and its loss, prepared by accelerate
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    sampler: TaskSampler
+    teacher: TeacherCache
+    trainable: list  # (name, parameter) of the trainable parameters
+    task_of_param: dict  # per-task: trainable parameter name -> its adapter's task (or None)
+    tasks: list[str]
+    train_examples: Sequence[Example]
+    heldout_examples: Sequence[Example]
+    pad_id: int
+    eos: list[int]  # the target's end-of-sequence ids (on-policy samples stop there)
+    log_path: Path
 
-    def estimate() -> dict:
-        if not heldout_examples:
-            return {}
-        return estimate_alphas(
-            student, teacher, heldout_examples, batch_size=cfg.batch_size,
-            max_seq_len=cfg.max_seq_len, pad_id=pad_id, device=device, router=router_ctx,
-            rank=rank, world_size=world, reduce=reduce, chunk=cfg.loss_chunk,
+    @classmethod
+    def build(cls, cfg, acc, target, drafter, tokenizer, train_examples, heldout_examples,
+              out_dir, teacher_store) -> _Run:
+        device = acc.device
+        tasks = sorted({e.task for e in train_examples})
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        target.eval().to(device)
+        for p in target.parameters():
+            p.requires_grad_(False)
+        student = prepare_student(drafter, cfg, tasks).to(device)
+        student.train()
+        trainable = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
+        task_of_param = {}
+        if cfg.weighting == "per-task":
+            task_of_param = {n: next((t for t in tasks if f".{adapter_name(t)}." in n), None)
+                             for n, _ in trainable}
+        optimizer = _optimizer(trainable, cfg)
+        scheduler = _lr_scheduler(optimizer, cfg)
+        wrapped, optimizer = acc.prepare(StudentLoss(student, cfg), optimizer)
+        sampler = TaskSampler(
+            [e.task for e in train_examples], cfg.weighting, seed=cfg.seed,
+            temperature=cfg.disparity_temperature, floor=cfg.disparity_floor, tasks=tasks,
         )
+        teacher = TeacherCache(target, cfg.max_seq_len, pad_id, store=teacher_store)
+        return cls(cfg, acc, student, wrapped, optimizer, scheduler, sampler, teacher, trainable,
+                   task_of_param, tasks, train_examples, heldout_examples, pad_id,
+                   eos_ids(target, tokenizer), out_dir / "train_log.jsonl")
 
-    # --- resume
-    step = 0
-    alpha_before: dict = {}
-    ckpt = latest_checkpoint(out_dir) if resume else None
-    if ckpt is not None:
-        step, alpha_before = load_checkpoint(ckpt, rank, student, trainable_names, optimizer,
-                                             scheduler, sampler)
-    acc.wait_for_everyone()
+    # ------------------------------------------------------------------ bookkeeping
+    @property
+    def per_task(self) -> bool:
+        return self.cfg.weighting == "per-task"
 
-    log_path = out_dir / "train_log.jsonl"
-    if acc.is_main_process:  # a fresh run starts a new log; a resumed one keeps what the
-        # checkpoint covers (records logged after it, before a crash, are redone)
-        from specfair.measure.io import read_jsonl
+    @property
+    def trainable_names(self) -> list[str]:
+        return [n for n, _ in self.trainable]
 
-        kept = [r for r in read_jsonl(log_path, repair=True) if r.get("step", 0) <= step] \
-            if ckpt is not None and log_path.exists() else []
-        tmp = log_path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, log_path)
+    def restore(self, resume: bool) -> tuple[int, dict, bool]:
+        """``(step, alpha_before, resumed)`` from the latest checkpoint (``resume``), else 0."""
+        ckpt = latest_checkpoint(self.log_path.parent) if resume else None
+        step, alpha_before = 0, {}
+        if ckpt is not None:
+            step, alpha_before = load_checkpoint(
+                ckpt, self.acc.process_index, self.student, self.trainable_names,
+                self.optimizer, self.scheduler, self.sampler)
+        self.acc.wait_for_everyone()
+        return step, alpha_before, ckpt is not None
 
-    def log(rec: dict) -> None:
-        if acc.is_main_process:
-            with open(log_path, "a") as f:
+    def start_log(self, step: int, resumed: bool) -> None:
+        """A fresh run starts a new log; a resumed one keeps what its checkpoint covers
+        (records logged after it, before a crash, are redone)."""
+        if self.acc.is_main_process:
+            kept = []
+            if resumed and self.log_path.exists():
+                kept = [r for r in read_jsonl(self.log_path, repair=True)
+                        if r.get("step", 0) <= step]
+            tmp = self.log_path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            os.replace(tmp, self.log_path)
+        if (self.cfg.weighting == "disparity" and not self.heldout_examples
+                and self.acc.is_main_process):
+            warnings.warn("disparity weighting without held-back examples (heldout_per_task=0): "
+                          "no alpha estimates, sampling stays balanced", stacklevel=3)
+
+    def log(self, rec: dict) -> None:
+        if self.acc.is_main_process:
+            with open(self.log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
 
-    def reestimate(at_step: int) -> dict:
-        est = estimate()
+    def activate(self, task: str | None):
+        """Make ``task``'s adapter the active one (per-task); other labels: the base drafter."""
+        if not self.per_task:
+            return contextlib.nullcontext()
+        if task in self.tasks:
+            self.student.set_adapter(adapter_name(task))
+            return contextlib.nullcontext()
+        return self.student.disable_adapter()
+
+    # ------------------------------------------------------------------ alpha
+    def reestimate(self, at_step: int) -> dict:
+        """Measure alpha on the held-back examples, feed it to the sampler and log it."""
+        if not self.heldout_examples:
+            return {}
+        acc, cfg = self.acc, self.cfg
+        world = acc.num_processes
+        reduce = ((lambda t: acc.reduce(t.to(acc.device), reduction="sum").cpu())
+                  if world > 1 else None)
+        est = estimate_alphas(
+            self.student, self.teacher, self.heldout_examples, batch_size=cfg.batch_size,
+            max_seq_len=cfg.max_seq_len, pad_id=self.pad_id, device=acc.device,
+            router=self.activate if self.per_task else None, rank=acc.process_index,
+            world_size=world, reduce=reduce, chunk=cfg.loss_chunk,
+        )
         if est:
             key = "alpha" if cfg.alpha_metric == "alpha" else "greedy"
-            sampler.update({t: v[key] for t, v in est.items()})
-            log({"step": at_step, "event": "estimate",
-                 "alpha": {t: v["alpha"] for t, v in est.items()},
-                 "greedy_alpha": {t: v["greedy"] for t, v in est.items()},
-                 "weights": sampler.weights()})
+            self.sampler.update({t: v[key] for t, v in est.items()})
+            self.log({"step": at_step, "event": "estimate",
+                      "alpha": {t: v["alpha"] for t, v in est.items()},
+                      "greedy_alpha": {t: v["greedy"] for t, v in est.items()},
+                      "weights": self.sampler.weights()})
         return est
 
-    if cfg.weighting == "disparity" and not heldout_examples and acc.is_main_process:
-        import warnings
+    # ------------------------------------------------------------------ one step
+    def train_step(self, step: int) -> dict:
+        """Optimizer step ``step + 1``: ``grad_accum`` micro-batches, then one update; returns
+        the log record (without ``"step"``)."""
+        cfg, acc = self.cfg, self.acc
+        t0 = time.perf_counter()
+        weights = self.sampler.weights()
+        loss_sum, tokens, drawn, step_tasks = 0.0, 0, set(), []
+        for micro in range(cfg.grad_accum):
+            idx = self.sampler.sample(cfg.batch_size * acc.num_processes)
+            step_tasks += [self.train_examples[i].task for i in idx]
+            loss, n_tokens, task = self._micro_batch(idx, step, micro)
+            loss_sum += loss
+            tokens += n_tokens
+            drawn.add(task)
+        self._optimizer_step(drawn)
+        dt = time.perf_counter() - t0
+        loss_val = loss_sum / cfg.grad_accum
+        if acc.num_processes > 1:
+            lt = acc.reduce(torch.tensor([loss_val, tokens], dtype=torch.float64,
+                                         device=acc.device), reduction="sum").cpu()
+            loss_val, tokens = float(lt[0]) / acc.num_processes, int(lt[1])
+        return {"loss": loss_val, "lr": self.scheduler.get_last_lr()[0], "tokens": tokens,
+                "tokens_per_s": tokens / max(dt, 1e-9), "step_s": dt,
+                "tasks": sorted(set(step_tasks)), "weights": weights}
 
-        warnings.warn("disparity weighting without held-back examples (heldout_per_task=0): "
-                      "no alpha estimates, sampling stays balanced", stacklevel=2)
-    if step == 0:
-        alpha_before = reestimate(0)
+    def _micro_batch(self, idx: list[int], step: int, micro: int) -> tuple[float, int, str]:
+        """Forward and backward on this process's slice of the global batch ``idx``; returns
+        ``(loss, tokens, task of its first example)``."""
+        cfg, acc = self.cfg, self.acc
+        rank = acc.process_index
+        exs = [self.train_examples[i]
+               for i in idx[rank * cfg.batch_size : (rank + 1) * cfg.batch_size]]
+        task = exs[0].task
+        self.activate(task)
+        if cfg.on_policy_frac > 0:
+            exs = _on_policy(exs, self.student, cfg, step, micro, rank, self.eos, acc.device)
+        batch = collate(exs, cfg.max_seq_len, self.pad_id, acc.device)
+        t_h = None if cfg.loss == "ce" else self.teacher.hidden(exs, acc.device)
+        n_loss = max(int(batch.labels.numel()), 1)
+        sync = (acc.no_sync(self.wrapped) if micro < cfg.grad_accum - 1
+                else contextlib.nullcontext())
+        with sync, acc.autocast():
+            loss_sum = self.wrapped(batch.input_ids, batch.attention_mask, batch.rows,
+                                    batch.cols, batch.labels, t_h,
+                                    None if t_h is None else self.teacher.head)
+            loss = loss_sum / n_loss / cfg.grad_accum
+            acc.backward(loss)
+        return float(loss.detach()) * cfg.grad_accum, batch.n_tokens, task
 
-    progress = _progress(cfg, acc, step)
-    global_bs = cfg.batch_size * world
-    last_loss = float("nan")
-    try:
-        while step < cfg.steps:
-            t0 = time.perf_counter()
-            tokens = 0
-            loss_acc = 0.0
-            step_tasks: list[str] = []
-            weights = sampler.weights()
-            for micro in range(cfg.grad_accum):
-                idx = sampler.sample(global_bs)
-                exs = [train_examples[i] for i in idx[rank * cfg.batch_size :
-                                                      (rank + 1) * cfg.batch_size]]
-                step_tasks += [train_examples[i].task for i in idx]
-                task = exs[0].task
-                activate(task)
-                if cfg.on_policy_frac > 0:
-                    exs = _on_policy(exs, student, cfg, step, micro, rank, eos_id, device)
-                batch = collate(exs, cfg.max_seq_len, pad_id, device)
-                t_h = None if cfg.loss == "ce" else teacher.hidden(exs, device)
-                n_loss = max(int(batch.labels.numel()), 1)
-                sync = (acc.no_sync(wrapped) if micro < cfg.grad_accum - 1
-                        else contextlib.nullcontext())
-                with sync, acc.autocast():
-                    loss_sum = wrapped(batch.input_ids, batch.attention_mask, batch.rows,
-                                       batch.cols, batch.labels, t_h,
-                                       None if t_h is None else teacher.head)
-                    loss = loss_sum / n_loss / cfg.grad_accum
-                    acc.backward(loss)
-                loss_acc += float(loss.detach()) * cfg.grad_accum
-                tokens += batch.n_tokens
-            if cfg.weighting == "per-task":  # inactive adapters must not move (AdamW momentum)
-                for n, p in student.named_parameters():
-                    if task_of_param.get(n, task) != task:
-                        p.grad = None
-            if cfg.max_grad_norm > 0:
-                acc.clip_grad_norm_([p for _, p in trainable if p.grad is not None],
-                                    cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            dt = time.perf_counter() - t0
-            loss_val = loss_acc / cfg.grad_accum
-            if world > 1:
-                lt = acc.reduce(torch.tensor([loss_val, tokens], dtype=torch.float64,
-                                             device=device), reduction="sum").cpu()
-                loss_val, tokens = float(lt[0]) / world, int(lt[1])
-            last_loss = loss_val
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                log({"step": step, "loss": loss_val, "lr": scheduler.get_last_lr()[0],
-                     "tokens": tokens, "tokens_per_s": tokens / max(dt, 1e-9), "step_s": dt,
-                     "tasks": sorted(set(step_tasks)), "weights": weights})
-            if progress is not None:
-                progress.update(progress.task_ids[0], advance=1,
-                                loss=loss_val, tps=tokens / max(dt, 1e-9))
-            if step % cfg.reestimate_every == 0 and step < cfg.steps:
-                reestimate(step)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                save_checkpoint(out_dir, step, acc, student, trainable_names, optimizer,
-                                 scheduler, sampler, alpha_before, cfg.keep_checkpoints)
-            if stop_after is not None and step >= stop_after:
-                break
-    finally:
-        if progress is not None:
-            progress.stop()
-    alpha_after = reestimate(step) if step >= cfg.steps else {}
-    if acc.is_main_process and step >= cfg.steps:
-        (out_dir / "distill_summary.json").write_text(json.dumps({
-            "steps": step, "final_loss": last_loss, "alpha_before": alpha_before,
-            "alpha_after": alpha_after, "tasks": tasks,
-        }, indent=2))
-    acc.wait_for_everyone()
-    router = None
-    if cfg.weighting == "per-task":
-        from specfair.distill.router import TaskRoutedDrafter
-
-        router = TaskRoutedDrafter(student, tasks)
-    student.eval()
-    return TrainResult(student, step, out_dir, alpha_before, alpha_after, router)
+    def _optimizer_step(self, drawn: set[str]) -> None:
+        """Clip and step. Per-task: the adapters of tasks not drawn in this step keep no
+        gradient, so they do not move (AdamW momentum); every drawn adapter keeps its own."""
+        if self.per_task:
+            for n, p in self.student.named_parameters():
+                if n in self.task_of_param and self.task_of_param[n] not in drawn:
+                    p.grad = None
+        if self.cfg.max_grad_norm > 0:
+            self.acc.clip_grad_norm_([p for _, p in self.trainable if p.grad is not None],
+                                     self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
 
-def _on_policy(exs, student, cfg, step, micro, rank, eos_id, device) -> list[Example]:
+def _on_policy(exs, student, cfg, step, micro, rank, eos, device) -> list[Example]:
     g = torch.Generator().manual_seed(
         (cfg.seed * 1_000_003 + step * 1009 + micro * 31 + rank) % (2**63))
     out = []
@@ -561,7 +401,7 @@ def _on_policy(exs, student, cfg, step, micro, rank, eos_id, device) -> list[Exa
         if float(torch.rand((), generator=g)) < cfg.on_policy_frac:
             n = max(1, min(len(e.response_ids), cfg.response_max_new_tokens))
             resp = sample_drafter(student, e.prompt_ids, n, cfg.on_policy_temperature, g,
-                                  eos_id, device)
+                                  eos, device)
             e = Example(f"{e.id}@op{step}.{micro}", e.task, e.prompt_ids, tuple(resp),
                         "onpolicy", e.base_id)
         out.append(e)

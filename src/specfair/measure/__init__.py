@@ -5,9 +5,6 @@ from specfair.measure.bench import BENCH_FILE, BENCH_SUMMARY_FILE, load_bench_re
 from specfair.measure.estimate import (
     ESTIMATE_FILE,
     ESTIMATE_SUMMARY_FILE,
-    RESPONSES_FILE,
-    ensure_responses,
-    load_responses,
     measure_cost_ratio,
     run_estimate,
     teacher_forced_positions,
@@ -15,6 +12,7 @@ from specfair.measure.estimate import (
     time_decode_step,
 )
 from specfair.measure.io import append_jsonl, read_jsonl, write_json
+from specfair.measure.responses import RESPONSES_FILE, ensure_responses, read_responses
 from specfair.measure.stats import (
     bootstrap_ci,
     bootstrap_mean,
@@ -43,11 +41,11 @@ __all__ = [
     "compare_estimate_to_bench",
     "ensure_responses",
     "load_bench_records",
-    "load_responses",
     "measure_cost_ratio",
     "print_bench_table",
     "print_estimate_table",
     "read_jsonl",
+    "read_responses",
     "run_bench",
     "run_estimate",
     "summarize_bench",

@@ -24,10 +24,15 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
+from specfair.backends.base import add_engine_counts
+from specfair.backends.hf import hf_generate
+from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
 from specfair.measure.io import append_jsonl, read_jsonl
 from specfair.measure.progress import progress_bar
+from specfair.models.load import Pair
 from specfair.rundir import check_settings, run_settings
+from specfair.tasks import encode_prompt
 
 BENCH_FILE = "bench.jsonl"
 BENCH_SUMMARY_FILE = "bench_summary.json"
@@ -37,15 +42,9 @@ MODES = ("ar", "sd")
 def unpack_models(pair_or_models, tokenizer=None):
     """``(target, drafter, tokenizer, target_label, drafter_label)`` from a
     :class:`specfair.models.Pair` or a ``(target, drafter, tokenizer)`` tuple."""
-    if hasattr(pair_or_models, "target") and hasattr(pair_or_models, "drafter"):
+    if isinstance(pair_or_models, Pair):
         p = pair_or_models
-        return (
-            p.target,
-            p.drafter,
-            tokenizer or getattr(p, "tokenizer", None),
-            getattr(p, "target_name", None),
-            getattr(p, "drafter_name", None),
-        )
+        return p.target, p.drafter, tokenizer or p.tokenizer, p.target_name, p.drafter_name
     try:
         target, drafter, *rest = pair_or_models
     except (TypeError, ValueError) as e:
@@ -80,26 +79,11 @@ def _generate(
     mode, target, drafter, tokenizer, ids, *, gamma, max_new_tokens, temperature, top_p, top_k,
     seed, backend=None,
 ):  # fmt: skip
+    kw = dict(gamma=gamma, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+              top_k=top_k, seed=seed)
     if backend is not None:  # another engine (specfair.backends): same call, same result fields
-        return backend.generate(
-            mode, ids, gamma=gamma, max_new_tokens=max_new_tokens, temperature=temperature,
-            top_p=top_p, top_k=top_k, seed=seed,
-        )  # fmt: skip
-    from specfair.decoding import autoregressive_generate, speculative_generate
-    from specfair.measure.estimate import _eos_id
-
-    kw = dict(
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        eos_token_id=_eos_id(target, tokenizer),
-        seed=seed,
-        tokenizer=tokenizer,
-    )
-    if mode == "ar":
-        return autoregressive_generate(target, ids, **kw)
-    return speculative_generate(target, drafter, ids, gamma=gamma, **kw)
+        return backend.generate(mode, ids, **kw)
+    return hf_generate(mode, target, drafter, tokenizer, ids, **kw)
 
 
 def run_prompt(
@@ -110,7 +94,7 @@ def run_prompt(
     prompt,
     *,
     history: Sequence[Sequence[int]] | None = None,
-    gamma: int = 5,
+    gamma: int = DEFAULT_GAMMA,
     max_new_tokens: int = 128,
     temperature: float = 0.0,
     top_p: float = 1.0,
@@ -122,8 +106,6 @@ def run_prompt(
     run-settings fields). ``history[k]`` are the tokens to use as the answer to turn k when
     asking later turns; ``None`` = this run's own answers. ``backend``: a
     :class:`specfair.backends.Backend` to generate with instead of ``target``/``drafter``."""
-    from specfair.tasks import encode_prompt
-
     if mode not in MODES:
         raise SpecfairError(f"mode must be one of {MODES}, got {mode!r}")
     rec = {
@@ -165,8 +147,6 @@ def run_prompt(
         rec["turn_lengths"].append(len(toks))
         rec["stop_reason"] = res.stop_reason
         if mode == "sd" and getattr(res, "steps", None) is None:  # an engine's counts
-            from specfair.backends import add_engine_counts
-
             add_engine_counts(rec, res)
         elif mode == "sd":
             # steps that drafted (a step may draft nothing near max_new_tokens)
@@ -205,7 +185,7 @@ def run_bench(
     prompts: Sequence,
     out_dir: str | Path,
     *,
-    gamma: int = 5,
+    gamma: int = DEFAULT_GAMMA,
     max_new_tokens: int = 128,
     temperature: float = 0.0,
     top_p: float = 1.0,
@@ -258,34 +238,13 @@ def run_bench(
     check_settings(path, done_recs, block)  # records from before the backends: no "backend"
     done = {(r["id"], r["mode"]): r for r in done_recs}
     todo = [(p, m) for p in prompts for m in MODES if (p.id, m) not in done]
-    gen_kw = dict(
-        gamma=gamma,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        seed=seed,
-        backend=backend,
-    )
-    if todo and warmup:
-        from specfair.tasks import encode_prompt
-
+    gen_kw = dict(gamma=gamma, max_new_tokens=max_new_tokens, temperature=temperature,
+                  top_p=top_p, top_k=top_k, seed=seed, backend=backend)
+    if todo and warmup:  # one short untimed AR and SD generation warms up the kernels
         wids = encode_prompt(tok, todo[0][0], turn=0)
         for m in MODES:
-            _generate(
-                m,
-                target,
-                drafter,
-                tok,
-                wids,
-                gamma=gamma,
-                max_new_tokens=min(8, max_new_tokens),
-                temperature=temperature,
-                top_p=top_p,
-                top_k=top_k,
-                seed=seed,
-                backend=backend,
-            )
+            _generate(m, target, drafter, tok, wids,
+                      **{**gen_kw, "max_new_tokens": min(8, max_new_tokens)})
 
     with progress_bar(len(todo), "bench", enabled=progress) as advance:
         for p, mode in todo:
@@ -296,20 +255,10 @@ def run_bench(
                     raise SpecfairError(f"{p.id}: the SD run needs the AR record first")
                 history = split_turns(ar)
             body = run_prompt(mode, target, drafter, tok, p, history=history, **gen_kw)
-            rec = {
-                "id": p.id,
-                "task": p.task,
-                "mode": mode,
-                **settings,
-                "settings": block,
-                **body,
-                "turns": len(p.turns),
-                "time": time.time(),
-            }
-            if mode == "sd":
-                rec["matches_ar"] = (ar["tokens"] == rec["tokens"]) if ar is not None else None
-            else:
-                rec["matches_ar"] = None
+            rec = {"id": p.id, "task": p.task, "mode": mode, **settings, "settings": block,
+                   **body, "turns": len(p.turns), "time": time.time()}
+            rec["matches_ar"] = (ar["tokens"] == rec["tokens"]
+                                 if mode == "sd" and ar is not None else None)
             append_jsonl(path, rec)
             done[(p.id, mode)] = rec
             advance(f"{p.id} {mode}")

@@ -5,10 +5,17 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from specfair.backends import open_backend
+from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
-from specfair.measure.bench import BENCH_SUMMARY_FILE, run_bench
-from specfair.measure.estimate import ESTIMATE_SUMMARY_FILE, measure_cost_ratio, run_estimate
-from specfair.measure.io import read_json, write_json
+from specfair.measure.bench import BENCH_FILE, BENCH_SUMMARY_FILE, load_bench_records, run_bench
+from specfair.measure.estimate import (
+    ESTIMATE_FILE,
+    ESTIMATE_SUMMARY_FILE,
+    measure_cost_ratio,
+    run_estimate,
+)
+from specfair.measure.io import read_json, read_jsonl, write_json
 from specfair.measure.summary import (
     compare_estimate_to_bench,
     print_bench_table,
@@ -16,7 +23,10 @@ from specfair.measure.summary import (
     summarize_bench,
     summarize_estimate,
 )
+from specfair.models import load_pair
+from specfair.models.load import check_max_new_tokens, resolve_device, resolve_dtype
 from specfair.rundir import check_out_dir, check_settings, dir_lock, run_settings
+from specfair.tasks import Suite, load_suite, sample_per_task
 
 SPLITS = ("train", "test", "all")
 
@@ -45,8 +55,6 @@ def select_prompts(
     """The suite's prompts of ``split``, at most ``n_per_task`` per task (seeded choice), and
     the suite's settings (``suite``, ``data_hash``, ``split``) for the records.
     ``suite``: a spec for :func:`specfair.tasks.load_suite` or a loaded suite."""
-    from specfair.tasks import Suite, load_suite, sample_per_task
-
     suite_obj = suite if isinstance(suite, Suite) else load_suite(suite, data_root=data_root)
     prompts = sample_per_task(suite_obj.prompts(split), n_per_task, seed=seed)
     if not prompts:
@@ -58,8 +66,6 @@ def select_prompts(
 def _prepare(out_dir, target, drafter, max_new_tokens, dtype, device) -> tuple[Path, str]:
     """Checks that need no model: ``out_dir`` writable, ``max_new_tokens`` within both contexts;
     returns the output directory and the dtype the models will be loaded in."""
-    from specfair.models.load import check_max_new_tokens, resolve_device, resolve_dtype
-
     out_dir = check_out_dir(out_dir)
     check_max_new_tokens(max_new_tokens, target, drafter)
     resolved = resolve_dtype(dtype, resolve_device(device))
@@ -73,7 +79,7 @@ def bench_command(
     out_dir: str | Path,
     split: str = "test",
     n_per_task: int | None = None,
-    gamma: int = 5,
+    gamma: int = DEFAULT_GAMMA,
     max_new_tokens: int = 128,
     temperature: float = 0.0,
     dtype: str = "auto",
@@ -91,9 +97,6 @@ def bench_command(
 
     ``backend``: "hf" (specfair's transformers loop), "llamacpp" or "vllm" (see
     :mod:`specfair.backends`; ``backend_options`` go to its constructor)."""
-    from specfair.measure.bench import BENCH_FILE, load_bench_records
-    from specfair.models import load_pair
-
     check_run_args(split=split, n_per_task=n_per_task, gamma=gamma,
                    max_new_tokens=max_new_tokens, temperature=temperature)
     out_dir, dt = _prepare(out_dir, target, drafter, max_new_tokens, dtype, device)
@@ -115,8 +118,6 @@ def bench_command(
                 **labels,
             )
         else:
-            from specfair.backends import open_backend
-
             engine = open_backend(backend, target, drafter, gamma=gamma,
                                   **(backend_options or {}))
             try:  # the engine (servers) is always released, also on errors and Ctrl-C
@@ -146,7 +147,7 @@ def estimate_command(
     out_dir: str | Path,
     split: str = "test",
     n_per_task: int | None = None,
-    gamma: int = 5,
+    gamma: int = DEFAULT_GAMMA,
     max_new_tokens: int = 128,
     temperature: float = 1.0,
     cost_ratio: float | None = None,
@@ -167,10 +168,6 @@ def estimate_command(
 
     ``cost_ratio`` (c) None = measured with :func:`measure_cost_ratio`.
     """
-    from specfair.measure.estimate import ESTIMATE_FILE
-    from specfair.measure.io import read_jsonl
-    from specfair.models import load_pair
-
     check_run_args(split=split, n_per_task=n_per_task, gamma=gamma,
                    max_new_tokens=max_new_tokens, temperature=temperature,
                    cost_ratio=cost_ratio)

@@ -9,7 +9,8 @@ target distribution p(·|s) and the drafter distribution q(·|s) at temperature 
   speculative *sampling* (Leviathan et al., 2023), over the common vocabulary: the drafter's
   probability of ids beyond its vocabulary is 0 (and the target's likewise);
 * g(s) = 1[argmax p(·|s) = argmax q(·|s)] — whether a *greedy* drafter's token is accepted by
-  greedy verification (independent of T);
+  greedy verification (independent of T) -- α and g are
+  :func:`specfair.measure.acceptance.position_alpha`;
 * H(p, q)(s) = −Σ_x p(x|s) log q(x|s) and KL(p‖q)(s) = Σ_x p log(p/q), computed on the first
   ``min(V_target, V_drafter)`` logits of each model (each renormalised there, so both stay finite
   when the embedding sizes differ; identical to the full-vocabulary values when they match).
@@ -30,10 +31,20 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
+from specfair.measure.acceptance import position_alpha
+from specfair.measure.bench import _label, model_dtype
 from specfair.measure.io import append_jsonl, read_jsonl
+from specfair.measure.progress import progress_bar
+from specfair.measure.responses import (
+    RESPONSES_FILE,
+    bench_greedy_answers,
+    ensure_responses,
+    read_responses,
+)
+from specfair.rundir import check_settings, run_settings
 
-RESPONSES_FILE = "responses.jsonl"
 ESTIMATE_FILE = "estimate.jsonl"
 ESTIMATE_SUMMARY_FILE = "estimate_summary.json"
 
@@ -183,13 +194,10 @@ def teacher_forced_positions(
         lq = d_fn(a, b).cpu()
         vc = min(lt.shape[-1], lq.shape[-1])
         st, sq = lt / temperature, lq / temperature
-        p = F.softmax(st, dim=-1)
-        q = F.softmax(sq, dim=-1)
-        out["alpha"].append(torch.minimum(p[:, :vc], q[:, :vc]).sum(-1))
-        del p, q
-        t_arg = lt.argmax(-1)
-        out["greedy_match"].append((t_arg == lq.argmax(-1)).float())
-        out["target_match"].append((t_arg == resp[a:b]).float())
+        alpha, greedy = position_alpha(lq, lt, temperature)
+        out["alpha"].append(alpha)
+        out["greedy_match"].append(greedy)
+        out["target_match"].append((lt.argmax(-1) == resp[a:b]).float())
         lpc = F.log_softmax(st[:, :vc], dim=-1)
         lqc = F.log_softmax(sq[:, :vc], dim=-1)
         pc = lpc.exp()
@@ -229,21 +237,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _cache_kwarg(model) -> str:
-    """``"cache"`` (transformers >= 5.2x) or the older ``"past_key_values"``."""
-    import inspect
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    try:
-        params = inspect.signature(base.forward).parameters
-    except (TypeError, ValueError):  # pragma: no cover
-        return "past_key_values"
-    return "cache" if "cache" in params else "past_key_values"
-
-
 def _crop_to(cache, length: int) -> None:
-    """Cut the KV cache back to ``length`` tokens (a negative ``crop`` removes tokens from the
-    end in both the old and the new transformers API)."""
+    """Cut the KV cache back to ``length`` tokens (a negative ``crop`` removes from the end)."""
     extra = cache.get_seq_length() - length
     if extra > 0:
         cache.crop(-extra)
@@ -260,7 +255,7 @@ def time_decode_step(
     dev = model_device(model)
     ids = torch.tensor([list(input_ids)], dtype=torch.long, device=dev)
     cache = DynamicCache()
-    kw = {_cache_kwarg(model): cache, "use_cache": True}
+    kw = {"cache": cache, "use_cache": True}
     model(input_ids=ids[:, :-1], **kw)
     n = ids.shape[1] - 1
     last = ids[:, -1:]
@@ -299,147 +294,6 @@ def measure_cost_ratio(
     return t_d / t_t
 
 
-# ----------------------------------------------------------------------- responses cache
-
-
-def _eos_id(target, tokenizer):
-    """The target's generation-config EOS id(s) (Qwen instruct: <|im_end|> and
-    <|endoftext|>), else the tokenizer's."""
-    gc = getattr(target, "generation_config", None)
-    eos = getattr(gc, "eos_token_id", None)
-    if eos is None and tokenizer is not None:
-        eos = tokenizer.eos_token_id
-    return eos
-
-
-def greedy_response(
-    target, drafter, tokenizer, input_ids: list[int], *, max_new_tokens: int, gamma: int = 5
-):
-    """The target's greedy response (a ``GenerationResult``): speculative decoding (lossless)
-    when a drafter is given, else plain autoregressive decoding."""
-    from specfair.decoding import autoregressive_generate, speculative_generate
-
-    eos = _eos_id(target, tokenizer)
-    if drafter is not None:
-        return speculative_generate(
-            target,
-            drafter,
-            input_ids,
-            max_new_tokens=max_new_tokens,
-            gamma=gamma,
-            temperature=0.0,
-            eos_token_id=eos,
-            tokenizer=tokenizer,
-        )
-    return autoregressive_generate(
-        target,
-        input_ids,
-        max_new_tokens=max_new_tokens,
-        temperature=0.0,
-        eos_token_id=eos,
-        tokenizer=tokenizer,
-    )
-
-
-def ensure_responses(
-    target,
-    tokenizer,
-    prompt,
-    cache_path: str | Path,
-    *,
-    drafter=None,
-    max_new_tokens: int = 128,
-    gamma: int = 5,
-    cache: dict | None = None,
-    bench_ar: dict[str, dict] | None = None,
-) -> list[dict]:
-    """The cached responses of every turn of ``prompt`` (``[{"id", "task", "turn",
-    "prompt_ids", "response_ids", ...}]``), generating and appending the missing ones.
-
-    Turn k > 0 is asked after the target's own earlier answers. ``cache`` (from
-    :func:`load_responses`) avoids re-reading the file. ``bench_ar`` (from
-    :func:`bench_greedy_answers`) supplies answers already produced by a greedy bench run.
-    """
-    from specfair.tasks import encode_prompt
-
-    cache_path = Path(cache_path)
-    if cache is None:
-        cache = load_responses(cache_path)
-    out = []
-    history: list[list[int]] = []
-    for turn in range(len(prompt.turns)):
-        rec = cache.get((prompt.id, turn))
-        if rec is not None and rec.get("max_new_tokens", max_new_tokens) != max_new_tokens:
-            raise SpecfairError(
-                f"{cache_path}: response {prompt.id} turn {turn} was generated with "
-                f"max_new_tokens={rec['max_new_tokens']}, this run asks {max_new_tokens}; "
-                "use another output directory"
-            )
-        if rec is None:
-            ids = encode_prompt(tokenizer, prompt, turn=turn, history=history)
-            ar = (bench_ar or {}).get(prompt.id)
-            if ar is not None:  # the greedy AR answer of a bench run with these settings
-                toks, stop, source = _bench_turns(ar)[turn], ar.get("stop_reason"), "bench"
-            else:
-                res = greedy_response(
-                    target, drafter, tokenizer, ids, max_new_tokens=max_new_tokens, gamma=gamma
-                )
-                toks, stop, source = [int(t) for t in res.tokens], res.stop_reason, "generated"
-            rec = {
-                "id": prompt.id,
-                "task": prompt.task,
-                "turn": turn,
-                "prompt_ids": ids,
-                "response_ids": toks,
-                "stop_reason": stop,
-                "max_new_tokens": max_new_tokens,
-                "source": source,
-            }
-            append_jsonl(cache_path, rec)
-            cache[(prompt.id, turn)] = rec
-        out.append(rec)
-        history.append(_strip_eos(rec["response_ids"], tokenizer))
-    return out
-
-
-def _bench_turns(record: dict) -> list[list[int]]:
-    from specfair.measure.bench import split_turns
-
-    return split_turns(record)
-
-
-def bench_greedy_answers(bench_path: str | Path, max_new_tokens: int) -> dict[str, dict]:
-    """``{id: AR record}`` of a ``bench.jsonl`` made greedily (temperature 0) with the same
-    ``max_new_tokens``: its answers are the target's greedy responses, reusable as the
-    teacher-forcing responses (empty if the file is absent or made otherwise)."""
-    from specfair.measure.bench import load_bench_records
-
-    path = Path(bench_path)
-    if not path.exists():
-        return {}
-    return {
-        r["id"]: r
-        for r in load_bench_records(path)
-        if r.get("mode") == "ar"
-        and r.get("temperature") == 0.0
-        and r.get("max_new_tokens") == max_new_tokens
-        and "turn_lengths" in r
-    }
-
-
-def _strip_eos(ids: list[int], tokenizer) -> list[int]:
-    eos = getattr(tokenizer, "eos_token_id", None)
-    return ids[:-1] if ids and ids[-1] == eos else list(ids)
-
-
-def load_responses(path: str | Path) -> dict[tuple[str, int], dict]:
-    """``{(id, turn): record}`` from a responses cache (a truncated last line is repaired)."""
-    out = {}
-    for r in read_jsonl(path, repair=True):
-        out.setdefault((r["id"], int(r.get("turn", 0))), r)
-    return out
-
-
 # ----------------------------------------------------------------------- the estimate run
 
 
@@ -454,7 +308,7 @@ def run_estimate(
     max_new_tokens: int = 128,
     temperature: float = 1.0,
     chunk_size: int = 32,
-    gamma: int = 5,
+    gamma: int = DEFAULT_GAMMA,
     responses_path: str | Path | None = None,
     generation_drafter="same",
     bench_path: str | Path | None = None,
@@ -475,9 +329,6 @@ def run_estimate(
     ``settings`` block (target, drafter, temperature, max_new_tokens, dtype, the specfair
     version and ``extra_settings``); a file written with other settings is refused.
     """
-    from specfair.measure.bench import _label, model_dtype
-    from specfair.rundir import check_settings, run_settings
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     resp_path = Path(responses_path) if responses_path is not None else out_dir / RESPONSES_FILE
@@ -489,59 +340,36 @@ def run_estimate(
         "dtype": model_dtype(target), **(extra_settings or {})})
     check_settings(est_path, done, block)
     done_ids = {r["id"] for r in done}
-    cache = load_responses(resp_path)
+    cache = read_responses(resp_path)
     gen_drafter = drafter if generation_drafter == "same" else generation_drafter
     bench_ar = bench_greedy_answers(
         bench_path if bench_path is not None else out_dir / "bench.jsonl", max_new_tokens
     )
     todo = [p for p in prompts if p.id not in done_ids]
 
-    from specfair.measure.progress import progress_bar
-
     with progress_bar(len(todo), "estimate", enabled=progress) as advance:
         for p in todo:
-            recs = ensure_responses(
-                target,
-                tokenizer,
-                p,
-                resp_path,
-                drafter=gen_drafter,
-                max_new_tokens=max_new_tokens,
-                gamma=gamma,
-                cache=cache,
-                bench_ar=bench_ar,
-            )
-            sums = {
-                "n_positions": 0,
-                "alpha_sum": 0.0,
-                "greedy_match_sum": 0.0,
-                "ce_sum": 0.0,
-                "kl_sum": 0.0,
-                "target_match_sum": 0.0,
-            }
-            for r in recs:
-                s = teacher_forced_stats(
-                    target,
-                    drafter,
-                    r["prompt_ids"],
-                    r["response_ids"],
-                    temperature=temperature,
-                    chunk_size=chunk_size,
-                )
-                for k in sums:
-                    sums[k] += s[k]
-            append_jsonl(
-                est_path,
-                {
-                    "id": p.id,
-                    "task": p.task,
-                    **sums,
-                    "n_turns": len(recs),
-                    "drafter": drafter_label,
-                    "target": block["target"],
-                    "temperature": temperature,
-                    "settings": block,
-                },
-            )
+            recs = ensure_responses(target, tokenizer, p, resp_path, drafter=gen_drafter,
+                                    max_new_tokens=max_new_tokens, gamma=gamma, cache=cache,
+                                    bench_ar=bench_ar)
+            sums = _summed_stats(target, drafter, recs, temperature, chunk_size)
+            append_jsonl(est_path, {
+                "id": p.id, "task": p.task, **sums, "n_turns": len(recs),
+                "drafter": drafter_label, "target": block["target"], "temperature": temperature,
+                "settings": block,
+            })  # fmt: skip
             advance(p.id)
     return est_path
+
+
+def _summed_stats(target, drafter, recs: Sequence[dict], temperature: float,
+                  chunk_size: int) -> dict:
+    """:func:`teacher_forced_stats` summed over the turns (response records) of one prompt."""
+    sums = {"n_positions": 0, "alpha_sum": 0.0, "greedy_match_sum": 0.0, "ce_sum": 0.0,
+            "kl_sum": 0.0, "target_match_sum": 0.0}
+    for r in recs:
+        s = teacher_forced_stats(target, drafter, r["prompt_ids"], r["response_ids"],
+                                 temperature=temperature, chunk_size=chunk_size)
+        for k in sums:
+            sums[k] += s[k]
+    return sums

@@ -1,4 +1,6 @@
-"""Speed-up, acceptance and disparity metrics (pure functions; inputs are plain sequences).
+"""Speed-up, acceptance and disparity metrics: their definitions, and the disparity and
+Leviathan functions (pure; inputs are plain sequences). Per-task speed-up, α and τ with their
+bootstrap CIs are computed by :mod:`specfair.measure.summary` (ratios of sums over prompts).
 
 Notation: a task has prompts i = 1..n. For prompt i, the autoregressive (AR) run produces
 ``T_i^AR`` new tokens in ``t_i^AR`` seconds and the speculative (SD) run ``T_i^SD`` tokens in
@@ -47,42 +49,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from specfair.decoding.theory import expected_speedup as _speedup
+from specfair.decoding.theory import expected_tokens_per_step
+
 
 def _arr(x: Sequence[float]) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
-
-
-def speedup(sd_tokens_per_s: Sequence[float], ar_tokens_per_s: Sequence[float]) -> float:
-    """Spec-Bench speed-up ``mean(r^SD) / mean(r^AR)`` over the prompts of one task."""
-    sd, ar = _arr(sd_tokens_per_s), _arr(ar_tokens_per_s)
-    if sd.size == 0 or ar.size == 0:
-        return float("nan")
-    return float(sd.mean() / ar.mean())
-
-
-def speedup_token_weighted(
-    sd_tokens: Sequence[float],
-    sd_seconds: Sequence[float],
-    ar_tokens: Sequence[float],
-    ar_seconds: Sequence[float],
-) -> float:
-    """Token-weighted speed-up ``(ΣT^SD / Σt^SD) / (ΣT^AR / Σt^AR)``."""
-    a, b, c, d = (_arr(v).sum() for v in (sd_tokens, sd_seconds, ar_tokens, ar_seconds))
-    if b == 0 or c == 0 or d == 0:
-        return float("nan")
-    return float((a / b) / (c / d))
-
-
-def acceptance_rate(accepted: Sequence[float], drafted: Sequence[float]) -> float:
-    """Pooled α = Σ accepted / Σ drafted (nan if nothing was drafted)."""
-    d = _arr(drafted).sum()
-    return float(_arr(accepted).sum() / d) if d > 0 else float("nan")
-
-
-def mean_accepted_length(accepted_lengths: Sequence[float]) -> float:
-    """τ = mean tokens emitted per verify step, bonus/correction token included."""
-    a = _arr(accepted_lengths)
-    return float(a.mean()) if a.size else float("nan")
 
 
 def coefficient_of_variation(values: Sequence[float]) -> float:
@@ -155,7 +127,6 @@ def expected_tau(alpha: float, gamma: int) -> float:
     Delegates to :func:`specfair.decoding.theory.expected_tokens_per_step`."""
     if alpha is None or not math.isfinite(alpha):
         return float("nan")
-    from specfair.decoding.theory import expected_tokens_per_step
 
     return float(expected_tokens_per_step(alpha, gamma))
 
@@ -166,6 +137,5 @@ def expected_speedup(alpha: float, gamma: int, c: float) -> float:
     Delegates to :func:`specfair.decoding.theory.expected_speedup`."""
     if alpha is None or c is None or not (math.isfinite(alpha) and math.isfinite(c)):
         return float("nan")
-    from specfair.decoding.theory import expected_speedup as _speedup
 
     return float(_speedup(alpha, gamma, c))

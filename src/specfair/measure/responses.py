@@ -1,12 +1,153 @@
-"""Fill a responses cache (``responses.jsonl``, the schema of :mod:`specfair.measure.estimate`)
-with the target's greedy answers to the first turn of many prompts, in batches."""
+"""The target's responses cache, ``responses.jsonl``: its one owner (schema, reading, writing,
+resuming). Used by the estimate (teacher forcing), the experiment's bulk fill and distillation.
+
+One record per (prompt, turn)::
+
+    {"id": prompt id, "task", "turn": k, "prompt_ids", "response_ids", "stop_reason",
+     "max_new_tokens", "temperature", "source": "generated" | "bench" | "batched" | "target"}
+
+(plus ``"reused": true`` on records copied from another cache). ``prompt_ids`` of turn k > 0
+hold the earlier turns with the target's own answers (end-of-sequence id stripped, see
+:func:`specfair.models.eos.strip_eos`). Records are appended as they finish, so a run resumes
+where it stopped; a record made with another ``max_new_tokens`` or ``temperature`` is refused.
+With several processes, process r > 0 writes ``responses.rank<r>.jsonl`` next to the file;
+:func:`read_responses` reads them all.
+"""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from specfair.decoding import autoregressive_generate, speculative_generate
+from specfair.decoding.batched import batched_greedy
+from specfair.defaults import DEFAULT_GAMMA
+from specfair.errors import SpecfairError
+from specfair.measure.bench import load_bench_records, split_turns
 from specfair.measure.io import append_jsonl, read_jsonl
+from specfair.measure.progress import progress_bar
+from specfair.models.eos import eos_ids, strip_eos
+from specfair.tasks import encode_prompt
+
+RESPONSES_FILE = "responses.jsonl"
+
+
+def response_record(prompt, turn: int, prompt_ids, response_ids, stop_reason, *,
+                    max_new_tokens: int, temperature: float, source: str) -> dict:
+    """One record of the schema above."""
+    return {"id": prompt.id, "task": prompt.task, "turn": turn,
+            "prompt_ids": [int(t) for t in prompt_ids],
+            "response_ids": [int(t) for t in response_ids], "stop_reason": stop_reason,
+            "max_new_tokens": max_new_tokens, "temperature": temperature, "source": source}
+
+
+def write_response(path: str | Path, record: dict) -> None:
+    """Append one record (durably: flushed and fsynced)."""
+    append_jsonl(path, record)
+
+
+def shard_path(path: str | Path, rank: int) -> Path:
+    """Where process ``rank`` writes (rank 0: ``path`` itself)."""
+    path = Path(path)
+    return path if rank == 0 else path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
+
+
+def read_responses(path: str | Path) -> dict[tuple[str, int], dict]:
+    """``{(id, turn): record}`` of a cache and its ``.rank<r>`` shards (first record per key;
+    a truncated last line is repaired, records without ``response_ids`` skipped)."""
+    path = Path(path)
+    recs: dict[tuple[str, int], dict] = {}
+    shards = sorted(path.parent.glob(path.stem + ".rank*" + path.suffix))
+    for f in [path, *shards]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for r in read_jsonl(f, repair=True):
+                if "id" in r and "response_ids" in r:
+                    recs.setdefault((str(r["id"]), int(r.get("turn", 0))), r)
+    return recs
+
+
+def check_cached(record: dict, path, turn: int, **want) -> None:
+    """Refuse a cached record made with other settings (``want``: max_new_tokens, temperature;
+    a record without the field is taken as matching)."""
+    for key, value in want.items():
+        if key in record and record[key] != value:
+            raise SpecfairError(
+                f"{path}: response {record['id']} turn {turn} was generated with {key}="
+                f"{record[key]!r}, this run asks {value!r}; use another output directory")
+
+
+def bench_greedy_answers(bench_path: str | Path, max_new_tokens: int) -> dict[str, dict]:
+    """``{id: AR record}`` of a ``bench.jsonl`` made greedily (temperature 0) with the same
+    ``max_new_tokens``: its answers are the target's greedy responses, reusable here (empty if
+    the file is absent or made otherwise)."""
+    path = Path(bench_path)
+    if not path.exists():
+        return {}
+    return {
+        r["id"]: r
+        for r in load_bench_records(path)
+        if r.get("mode") == "ar"
+        and r.get("temperature") == 0.0
+        and r.get("max_new_tokens") == max_new_tokens
+        and "turn_lengths" in r
+    }
+
+
+def generate_response(target, drafter, tokenizer, ids: list[int], *, max_new_tokens: int,
+                      temperature: float = 0.0, gamma: int = DEFAULT_GAMMA,
+                      seed: int | None = None):
+    """The target's response (a ``GenerationResult``): speculative decoding (lossless) when a
+    drafter is given, else the target alone; it stops at :func:`eos_ids`."""
+    kw = dict(max_new_tokens=max_new_tokens, temperature=temperature,
+              eos_token_id=eos_ids(target, tokenizer), seed=seed, tokenizer=tokenizer)
+    if drafter is not None:
+        return speculative_generate(target, drafter, ids, gamma=gamma, **kw)
+    return autoregressive_generate(target, ids, **kw)
+
+
+def ensure_responses(
+    target, tokenizer, prompt, cache_path: str | Path, *, drafter=None,
+    max_new_tokens: int = 128, temperature: float = 0.0, gamma: int = DEFAULT_GAMMA,
+    seed: int | None = None, cache: dict | None = None, bench_ar: dict[str, dict] | None = None,
+    source: str = "generated", rank: int = 0,
+) -> list[dict]:
+    """The records of every turn of ``prompt``, generating and appending the missing ones.
+
+    Turn k > 0 is asked after the target's own earlier answers. ``cache`` (from
+    :func:`read_responses`) avoids re-reading the file and is updated. ``bench_ar`` (from
+    :func:`bench_greedy_answers`) supplies answers a greedy bench run already produced.
+    ``rank``: the process, which writes its own shard (see :func:`shard_path`).
+    """
+    cache_path = Path(cache_path)
+    if cache is None:
+        cache = read_responses(cache_path)
+    eos = eos_ids(target, tokenizer)
+    out: list[dict] = []
+    history: list[list[int]] = []
+    for turn in range(len(prompt.turns)):
+        rec = cache.get((prompt.id, turn))
+        if rec is not None:
+            check_cached(rec, cache_path, turn, max_new_tokens=max_new_tokens,
+                         temperature=temperature)
+        else:
+            ids = encode_prompt(tokenizer, prompt, turn=turn, history=history)
+            ar = (bench_ar or {}).get(prompt.id)
+            if ar is not None:  # the greedy AR answer of a bench run with these settings
+                toks, stop, src = split_turns(ar)[turn], ar.get("stop_reason"), "bench"
+            else:
+                res = generate_response(target, drafter, tokenizer, ids,
+                                        max_new_tokens=max_new_tokens, temperature=temperature,
+                                        gamma=gamma, seed=seed)
+                toks, stop, src = res.tokens, res.stop_reason, source
+            rec = response_record(prompt, turn, ids, toks, stop, max_new_tokens=max_new_tokens,
+                                  temperature=temperature, source=src)
+            write_response(shard_path(cache_path, rank), rec)
+            cache[(prompt.id, turn)] = rec
+        out.append(rec)
+        history.append(strip_eos(rec["response_ids"], eos))
+    return out
 
 
 def fill_responses_batched(
@@ -21,28 +162,22 @@ def fill_responses_batched(
 ) -> int:
     """Generate the missing first-turn greedy answers of ``prompts`` into ``cache_path``
     (appended batch by batch, so an interrupted fill resumes); returns how many were added.
-    Later turns of multi-turn prompts are left to the one-at-a-time path."""
-    from specfair.decoding.batched import batched_greedy
-    from specfair.measure.progress import progress_bar
-    from specfair.tasks import encode_prompt
-
+    Later turns of multi-turn prompts are left to :func:`ensure_responses`."""
     cache_path = Path(cache_path)
     have = {(r.get("id"), int(r.get("turn", 0))) for r in read_jsonl(cache_path, repair=True)}
     todo = [p for p in prompts if (p.id, 0) not in have]
     if not todo:
         return 0
     ids = [encode_prompt(tokenizer, p) for p in todo]
-    eos = target.generation_config.eos_token_id or tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos = eos_ids(target, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     with progress_bar(len(todo), "responses (batched)", enabled=progress) as advance:
 
         def write(idx, results):
             for i, (toks, stop) in zip(idx, results, strict=True):
-                append_jsonl(cache_path, {
-                    "id": todo[i].id, "task": todo[i].task, "turn": 0, "prompt_ids": ids[i],
-                    "response_ids": toks, "stop_reason": stop, "max_new_tokens": max_new_tokens,
-                    "temperature": 0.0, "source": "batched",
-                })  # fmt: skip
+                write_response(cache_path, response_record(
+                    todo[i], 0, ids[i], toks, stop, max_new_tokens=max_new_tokens,
+                    temperature=0.0, source="batched"))
             for _ in idx:
                 advance()
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from specfair.defaults import DEFAULT_GAMMA
 from specfair.measure import metrics
 from specfair.measure.io import read_jsonl
 from specfair.measure.stats import (
@@ -186,7 +187,7 @@ def summarize_estimate(
     src: str | Path | Iterable[dict],
     *,
     c: float | None,
-    gamma: int = 5,
+    gamma: int = DEFAULT_GAMMA,
     gammas: Sequence[int] = GAMMAS,
     n_resamples: int = N_RESAMPLES,
     seed: int = 0,

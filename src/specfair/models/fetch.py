@@ -32,6 +32,8 @@ from rich.table import Table
 
 from specfair.atomic import atomic_dir
 from specfair.errors import SpecfairError
+from specfair.models.fp32cache import fp32_dir, is_fresh, wants_fp32_mirror
+from specfair.models.hardware import resolve_dtype
 from specfair.models.registry import (
     DEFAULT_DRAFTER,
     DEFAULT_TARGET,
@@ -226,9 +228,6 @@ def fetch_models(names: list[str] | None = None) -> list[Path]:
 def _prepare_fp32_dir(path: Path) -> bool:
     """On a CPU without bf16, write the fp32 copy that every load will use (once)."""
     import torch
-
-    from specfair.models.fp32cache import is_fresh, wants_fp32_mirror
-    from specfair.models.load import fp32_dir, resolve_dtype
 
     cpu = torch.device("cpu")
     if torch.cuda.is_available() or not wants_fp32_mirror(resolve_dtype("auto", cpu), cpu):

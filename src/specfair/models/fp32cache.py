@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from specfair.atomic import atomic_dir
+from specfair.models import hardware
 
 MIRROR = "fp32"
 STAMP = "specfair-fp32.json"
@@ -80,7 +81,21 @@ def ensure_fp32_mirror(src_dir: Path) -> Path:
 
 def wants_fp32_mirror(dtype: torch.dtype, device: torch.device) -> bool:
     """An fp32 load on a CPU without native bf16 (where fp32 is what ``dtype=auto`` picks)."""
-    from specfair.models.load import cpu_supports_bf16
-
     return (enabled() and device.type == "cpu" and dtype == torch.float32
-            and not cpu_supports_bf16())
+            and not hardware.cpu_supports_bf16())
+
+
+def fp32_dir(src_dir: Path) -> Path:
+    """The fp32 copy of a cached model (see :mod:`specfair.models.fp32cache`), written once;
+    the bf16 directory itself where the cache cannot be written."""
+    from rich.console import Console
+
+    if is_fresh(src_dir):
+        return mirror_dir(src_dir)
+    console = Console(stderr=True)
+    try:
+        with console.status(f"writing a float32 copy of {src_dir.name} once (no bf16 on this CPU)"):
+            return ensure_fp32_mirror(src_dir)
+    except OSError as e:
+        console.print(f"[yellow]could not write the float32 copy ({e}); upcasting at load[/]")
+        return src_dir

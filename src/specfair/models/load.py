@@ -5,7 +5,7 @@ Weights are loaded only from safetensors or GGUF (never pickle) and ``trust_remo
 
 from __future__ import annotations
 
-import functools
+import json
 import os
 import struct
 from dataclasses import dataclass
@@ -14,11 +14,16 @@ from pathlib import Path
 import torch
 
 from specfair.errors import SpecfairError
+from specfair.models.cpu_kernels import pack_linears, packed_linear_available
+from specfair.models.fp32cache import fp32_dir, wants_fp32_mirror
+from specfair.models.hardware import (  # noqa: F401 (cpu_supports_bf16, DTYPES: re-exported)
+    DTYPES,
+    cpu_supports_bf16,
+    resolve_device,
+    resolve_dtype,
+)
 from specfair.models.registry import KNOWN_MODELS, is_cached, model_dir
 from specfair.models.tokenizers import check_tokenizers_match, same_tokenizer_files
-
-DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float32": torch.float32,
-          "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -53,39 +58,6 @@ def resolve_source(spec: str | os.PathLike) -> ModelSource:
     return ModelSource("hub", spec, spec)
 
 
-@functools.cache
-def cpu_supports_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SpecfairError("device 'cuda' requested but CUDA is not available")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise SpecfairError(f"unknown device {device!r}; use auto, cpu or cuda")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: str | torch.dtype = "auto", device: torch.device | None = None):
-    """``auto`` = bf16 on CUDA or on a CPU with native bf16 support, else fp32."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        device = device or resolve_device("auto")
-        if device.type == "cuda" or cpu_supports_bf16():
-            return torch.bfloat16
-        return torch.float32
-    if dtype not in DTYPES:
-        raise SpecfairError(f"unknown dtype {dtype!r}; use auto, bfloat16 or float32")
-    return DTYPES[dtype]
-
-
 def _from_pretrained(cls, src: ModelSource, **kwargs):
     from transformers.utils import logging as hf_logging
 
@@ -111,8 +83,6 @@ def _from_pretrained(cls, src: ModelSource, **kwargs):
 def context_length(spec) -> int | None:
     """The context window (``max_position_embeddings``) of a model, read from its config
     without loading weights; None where it cannot be known beforehand (GGUF, hub ids)."""
-    import json
-
     src = resolve_source(spec)
     if src.kind not in ("known", "dir"):
         return None
@@ -143,24 +113,6 @@ def check_max_new_tokens(max_new_tokens: int, *specs) -> None:
 KERNELS = ("default", "packed", "auto")
 
 
-def fp32_dir(src_dir: Path) -> Path:
-    """The fp32 copy of a cached model (see :mod:`specfair.models.fp32cache`), written once;
-    the bf16 directory itself where the cache cannot be written."""
-    from rich.console import Console
-
-    from specfair.models.fp32cache import ensure_fp32_mirror, is_fresh, mirror_dir
-
-    if is_fresh(src_dir):
-        return mirror_dir(src_dir)
-    console = Console(stderr=True)
-    try:
-        with console.status(f"writing a float32 copy of {src_dir.name} once (no bf16 on this CPU)"):
-            return ensure_fp32_mirror(src_dir)
-    except OSError as e:
-        console.print(f"[yellow]could not write the float32 copy ({e}); upcasting at load[/]")
-        return src_dir
-
-
 def load_model(
     spec, dtype: str | torch.dtype = "auto", device: str = "auto", kernels: str = "default"
 ):
@@ -171,9 +123,6 @@ def load_model(
     applies: CPU, float32, oneDNN present). Use ``default`` for a model that will be trained.
     """
     from transformers import AutoModelForCausalLM
-
-    from specfair.models.cpu_kernels import pack_linears, packed_linear_available
-    from specfair.models.fp32cache import wants_fp32_mirror
 
     if kernels not in KERNELS:
         raise SpecfairError(f"unknown kernels {kernels!r}; use one of {', '.join(KERNELS)}")

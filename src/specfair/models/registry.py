@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from specfair.defaults import DEFAULT_DRAFTER, DEFAULT_TARGET  # noqa: F401 (re-exported)
+
 
 @dataclass(frozen=True)
 class KnownModel:
@@ -45,8 +47,6 @@ KNOWN_MODELS: dict[str, KnownModel] = {
     ]
 }
 
-DEFAULT_TARGET = "qwen2.5-coder-1.5b-instruct"
-DEFAULT_DRAFTER = "qwen2.5-coder-0.5b-instruct"
 
 
 def cache_root() -> Path:

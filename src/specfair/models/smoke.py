@@ -6,19 +6,19 @@ import sys
 
 import torch
 
+from specfair.errors import SpecfairError
+from specfair.models.load import (
+    check_max_new_tokens,
+    load_model,
+    load_tokenizer,
+    resolve_device,
+    resolve_dtype,
+)
+
 
 def stream_greedy(
     model_spec, prompt: str, max_new_tokens=128, dtype="auto", device="auto", kernels="auto"
 ):
-    from specfair.errors import SpecfairError
-    from specfair.models.load import (
-        check_max_new_tokens,
-        load_model,
-        load_tokenizer,
-        resolve_device,
-        resolve_dtype,
-    )
-
     if not prompt.strip():
         raise SpecfairError("empty prompt")
     check_max_new_tokens(max_new_tokens, model_spec)

@@ -7,6 +7,8 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+from specfair.errors import SpecfairError
+from specfair.measure.summary import compare_estimate_to_bench, summarize_estimate
 from specfair.report import compare, plots, tables
 from specfair.report.doc import Block, Bullets, Code, Figure, Heading, Para, to_markdown
 from specfair.report.html import to_html
@@ -22,8 +24,6 @@ def matched_estimate(arm) -> dict | None:
     """The arm's estimate summary over the benchmarked prompts only (the estimate usually
     covers more prompts than the bench, and per-prompt differences would otherwise blur the
     estimated-vs-measured comparison); ``None`` where there is nothing to restrict."""
-    from specfair.measure.summary import summarize_estimate
-
     est, bench = arm.estimate, arm.bench
     if est is None or bench is None or est.empty or bench.empty or "id" not in est:
         return None
@@ -39,8 +39,6 @@ def matched_estimate(arm) -> dict | None:
 def comparisons(run: Run) -> dict[str, list[dict]]:
     """``compare_estimate_to_bench`` rows per arm with both summaries, the estimate taken over
     the benchmarked prompts (see :func:`matched_estimate`)."""
-    from specfair.measure.summary import compare_estimate_to_bench
-
     out = {}
     for arm in run.arms:
         if arm.has_bench and arm.has_estimate:
@@ -196,8 +194,6 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
     ``RUN_DIR/report.html``; return their paths. Never fails on missing or partial records."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        from specfair.errors import SpecfairError
-
         raise SpecfairError(f"{run_dir}: no such run directory")
     run = load_run(run_dir)
     blocks, _ = report_blocks(run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from specfair.report.build import build_report
+from specfair.report.screenshot import screenshot
 
 
 def report_command(run_dir: str | Path, screenshot_png: str | Path | None = None) -> dict:
@@ -16,8 +17,6 @@ def report_command(run_dir: str | Path, screenshot_png: str | Path | None = None
     print(f"wrote {html}")
     shot = None
     if screenshot_png is not None:
-        from specfair.report.screenshot import screenshot
-
         if screenshot(html, screenshot_png):
             shot = Path(screenshot_png)
             print(f"wrote {shot}")

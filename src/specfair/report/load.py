@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from specfair.measure.summary import summarize_bench, summarize_estimate
+
 BENCH_RECORDS = "bench.jsonl"
 BENCH_SUMMARY = "bench_summary.json"
 ESTIMATE_RECORDS = "estimate.jsonl"
@@ -171,8 +173,6 @@ def load_arm(name: str, path: Path, c_fallback: float | None = None) -> Arm:
 
 def _recompute(arm: Arm, kind: str, records: list[dict], c: float | None) -> dict | None:
     try:
-        from specfair.measure.summary import summarize_bench, summarize_estimate
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if kind == "bench":

@@ -13,6 +13,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from specfair.decoding.theory import expected_speedup
 from specfair.report.load import BASELINE, Run, num
 
 DPI = 110
@@ -160,8 +161,6 @@ def estimated_alpha_bars(run: Run, est: pd.DataFrame) -> bytes | None:
 def gamma_curves(run: Run, est: pd.DataFrame, bench: pd.DataFrame) -> bytes | None:
     """Per arm: Leviathan's predicted speed-up vs γ per task (band from the α CI) and the
     measured (γ, speed-up) points with their CI."""
-    from specfair.decoding.theory import expected_speedup
-
     arms = [a for a in run.arms if a.has_estimate and a.c is not None]
     if not arms:
         return None

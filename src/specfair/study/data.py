@@ -16,6 +16,7 @@ from pathlib import Path
 from specfair.measure.io import append_jsonl, read_jsonl
 from specfair.measure.signals import fill_signals as _fill
 from specfair.measure.signals import seq_key
+from specfair.models.eos import eos_ids
 from specfair.study.config import StudyConfig
 from specfair.tasks import encode_prompt
 from specfair.tasks.prompt import Prompt
@@ -60,11 +61,6 @@ def study_prompts(cfg: StudyConfig, suite) -> StudyPrompts:
                         [p for p in pool if p.id in held_ids], test)
 
 
-def _eos(model, tokenizer) -> list[int]:
-    eos = getattr(model.generation_config, "eos_token_id", None) or tokenizer.eos_token_id
-    return [eos] if isinstance(eos, int) else list(eos)
-
-
 def _generate(model, tokenizer, prompts: Sequence[Prompt], ids: Sequence[list[int]],
               path: Path, max_new: int, label: str) -> dict[str, list[int]]:
     """Batched greedy answers of ``model``, appended to ``path`` as they finish (resumable)."""
@@ -88,7 +84,7 @@ def _generate(model, tokenizer, prompts: Sequence[Prompt], ids: Sequence[list[in
                     advance()
 
             batched_greedy(model, [ids[i] for i in todo], max_new_tokens=max_new,
-                           eos_token_id=_eos(model, tokenizer), pad_token_id=pad,
+                           eos_token_id=eos_ids(model, tokenizer), pad_token_id=pad,
                            batch_size=16, on_batch=write)
     return done
 

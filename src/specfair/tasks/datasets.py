@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from specfair.errors import SpecfairError
+from specfair.models.registry import cache_root
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,6 @@ SOURCES: dict[str, DataSource] = {
 
 
 def data_home() -> Path:
-    from specfair.models.registry import cache_root
-
     return cache_root() / "data"
 
 

@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from specfair.errors import SpecfairError
+from specfair.schema import suggest
 from specfair.tasks.prompt import Prompt
 from specfair.tasks.readers import _ALIASES, detect_format, read_jsonl, read_prompts
 from specfair.tasks.split import DEFAULT_TEST_FRACTION, check_no_overlap, split_key, split_of
@@ -483,8 +484,6 @@ def _read_source(
 def _check_include(kwargs: dict, prompts: list, target, fmt: str, source: str,
                    where: str) -> None:
     """Refuse an ``include`` entry that matches no category of the source."""
-    from specfair.schema import suggest
-
     include = _expect(kwargs["include"], list, "include", where)
     plain = {k: v for k, v in kwargs.items() if k not in ("include", "task", "task_map",
                                                           "task_prefix")}
