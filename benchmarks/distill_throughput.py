@@ -28,7 +28,8 @@ import torch
 
 from specfair.distill.topn import Signals, TopLayers, TrainState, make_optimizer, train_until
 from specfair.measure.signals import lower_hidden, target_topk
-from specfair.models.load import cpu_supports_bf16, load_model, load_tokenizer
+from specfair.models.hardware import cpu_supports_bf16
+from specfair.models.load import load_model, load_tokenizer
 from specfair.tasks import encode_prompt
 from specfair.tasks.study import load_study_suite
 

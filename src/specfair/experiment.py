@@ -426,7 +426,7 @@ def _stage_train(run: Run, variant: str) -> dict:
     dtype = str(pair.target.dtype).replace("torch.", "")
     if cfg.method == "topn":  # the drafter's top layers on cached target signals
         from specfair.distill.cached import train_cached
-        from specfair.models.load import cpu_supports_bf16
+        from specfair.models.hardware import cpu_supports_bf16
 
         student = load_model(run.cfg.drafter, dtype=dtype, device=run.cfg.device)
         result = train_cached(cfg, pair.target, student, train_ex, held_ex, out,

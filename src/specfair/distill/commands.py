@@ -160,7 +160,7 @@ def _distill(cfg, out_dir: Path, acc, suite_obj, target, drafter, dtype, resume)
               f"method={cfg.method}, steps={cfg.steps}")
     if cfg.method == "topn":  # top layers on cached target signals (one process)
         from specfair.distill.cached import train_cached
-        from specfair.models.load import cpu_supports_bf16
+        from specfair.models.hardware import cpu_supports_bf16
 
         if acc.num_processes > 1:
             raise SpecfairError("method='topn' runs in one process (no accelerate launch)")

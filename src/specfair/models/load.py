@@ -16,12 +16,7 @@ import torch
 from specfair.errors import SpecfairError
 from specfair.models.cpu_kernels import pack_linears, packed_linear_available
 from specfair.models.fp32cache import fp32_dir, wants_fp32_mirror
-from specfair.models.hardware import (  # noqa: F401 (cpu_supports_bf16, DTYPES: re-exported)
-    DTYPES,
-    cpu_supports_bf16,
-    resolve_device,
-    resolve_dtype,
-)
+from specfair.models.hardware import resolve_device, resolve_dtype
 from specfair.models.registry import KNOWN_MODELS, is_cached, model_dir
 from specfair.models.tokenizers import check_tokenizers_match, same_tokenizer_files
 

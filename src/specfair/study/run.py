@@ -50,7 +50,8 @@ class Run:
     """The run directory, the models and the cached sequences and signals."""
 
     def __init__(self, cfg: StudyConfig, run_dir: Path) -> None:
-        from specfair.models.load import cpu_supports_bf16, load_model, load_tokenizer
+        from specfair.models.hardware import cpu_supports_bf16
+        from specfair.models.load import load_model, load_tokenizer
         from specfair.tasks.study import load_study_suite
 
         self.cfg, self.dir = cfg, run_dir
