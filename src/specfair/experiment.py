@@ -49,8 +49,8 @@ BASE_STAGES = ("models", "baseline-bench", "baseline-estimate", "data")
 
 # The [bench], [estimate] and [report] tables: their keys, types and defaults (one place).
 SECTIONS: dict[str, dict[str, tuple[Any, Any]]] = {
-    "bench": {"n_per_task": (int | None, 2), "max_new_tokens": (int, 48)},
-    "estimate": {"n_per_task": (int | None, 6), "max_new_tokens": (int, 48)},
+    "bench": {"n_per_task": (int | None, 2), "max_new_tokens": (int, 32)},
+    "estimate": {"n_per_task": (int | None, 6), "max_new_tokens": (int, 32)},
     "report": {"bench_variants": (list[str] | str, [])},
 }
 DTYPES = ("auto", "bfloat16", "float32", "float16")
