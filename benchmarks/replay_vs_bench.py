@@ -26,15 +26,12 @@ import torch
 from specfair.decoding import autoregressive_generate, speculative_generate
 from specfair.decoding.gamma import FixedGamma, HeuristicGamma
 from specfair.measure.io import read_jsonl
-from specfair.measure.replay import Policy, pass_of, replay
+from specfair.measure.replay import POLICIES, Policy, pass_of, replay
 from specfair.models.hardware import cpu_supports_bf16
 from specfair.models.load import load_model, load_tokenizer
 from specfair.study.config import StudyConfig
 from specfair.study.data import study_prompts, test_sequences
 from specfair.tasks.study import load_study_suite
-
-POLICIES = (Policy("fixed", 5), Policy("heuristic", 5, max_gamma=32),
-            Policy("confidence", max_gamma=20, threshold=0.4))
 
 
 def engine_kwargs(p: Policy) -> dict:

@@ -100,8 +100,11 @@ def test_experiment_sigkill_at_a_random_step_resumes_to_the_same_result(tiny_pai
     cfg = write_config(tmp_path, tiny_pair, write_suite(tmp_path))
     text = (cfg.read_text().replace("steps = 2", "steps = 4")
             .replace("n_per_task = 2", "n_per_task = 1").replace("n_per_task = 3", "n_per_task = 1")
-            .replace('bench_variants = ["balanced", "per-task"]', "bench_variants = []"))
-    cfg.write_text(text.replace('[variants.per-task]\nweighting = "per-task"\n', ""))
+            .replace('bench_variants = ["balanced", "per-task", "topn-per-task"]',
+                     "bench_variants = []"))
+    text = text.replace('[variants.per-task]\nweighting = "per-task"\n', "")
+    cfg.write_text(text.replace('[variants.topn-per-task]\nweighting = "per-task"\n'
+                                'method = "topn"\ntop_layers = 1\ntopk = 8\n', ""))
     run_experiment(str(cfg), tmp_path / "a")
     variant, step = "balanced", random.Random(os.getpid()).randint(1, 3)
     cmd = [sys.executable, "-m", "specfair", "experiment", str(cfg), "--run-dir",

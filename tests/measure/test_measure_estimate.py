@@ -191,6 +191,21 @@ def test_run_estimate_from_cache_resumes_and_summarises(
     ref = direct(target, drafter, cache[0]["prompt_ids"], cache[0]["response_ids"])
     assert recs[0]["alpha_sum"] == pytest.approx(sum(ref["alpha"]), abs=1e-4)
     assert len(cache) == 4  # nothing regenerated
+    # the per-position pass replays the engine's steps exactly (greedy, fixed gamma)
+    from specfair.decoding import speculative_generate
+    from specfair.decoding.gamma import FixedGamma
+    from specfair.measure.replay import Policy, pass_of, replay
+
+    for r in recs:
+        assert sum(len(q["match"]) for q in r["passes"]) == r["n_positions"]
+        assert sum(sum(q["match"]) for q in r["passes"]) == r["greedy_match_sum"]
+        assert all(0 < c <= 1 for q in r["passes"] for c in q["conf"])
+    prompt, resp = cache[0]["prompt_ids"], cache[0]["response_ids"]
+    res = speculative_generate(target, drafter, prompt, gamma=FixedGamma(3),
+                               max_new_tokens=len(resp), eos_token_id=[])
+    assert res.tokens == resp
+    rp = replay(*pass_of(recs[0]["passes"][0]), Policy("fixed", 3))
+    assert (rp.steps, rp.accepted) == (len(res.steps), res.n_accepted)
 
     with pytest.raises(Exception, match="drafter"):
         run_estimate(
@@ -217,6 +232,10 @@ def test_run_estimate_from_cache_resumes_and_summarises(
     ces = [s["tasks"][t]["ce"]["mean"] for t in s["tasks"]]
     assert d["ce_spread"] == pytest.approx(float(np.var(ces)))
     assert s["meta"]["c"] == 0.25 and s["meta"]["gamma"] == 3
+    pol = w["policies"]
+    assert {"fixed gamma=5", "heuristic gamma=5", "confidence<0.4 (max 20)"} < set(pol)
+    best = pol["per-task gamma (best fixed 1-10, oracle)"]
+    assert best["speedup"] >= pol["fixed gamma=5"]["speedup"] and 1 <= best["gamma"] <= 10
 
 
 def test_run_estimate_generates_with_decoding(tiny_models, tiny_prompts, tmp_path):

@@ -162,9 +162,10 @@ def teacher_forced_positions(
     """Per-position statistics of the drafter against the target along a fixed response.
 
     Returns float64 CPU tensors of length ``len(response_ids)``: ``alpha``, ``greedy_match``,
-    ``ce``, ``kl`` (see the module docstring) and ``target_match`` (1 where the target's
+    ``ce``, ``kl`` (see the module docstring), ``target_match`` (1 where the target's
     teacher-forced argmax equals the response token: all ones for the target's own greedy
-    response up to numerical ties).
+    response up to numerical ties) and ``conf`` (the drafter's top probability, what a
+    confidence-threshold drafting policy reads; :mod:`specfair.measure.replay`).
     """
     if temperature <= 0:
         raise SpecfairError(
@@ -174,7 +175,7 @@ def teacher_forced_positions(
     n = len(response_ids)
     empty = torch.zeros(0, dtype=torch.float64)
     if n == 0:
-        return {k: empty for k in ("alpha", "greedy_match", "ce", "kl", "target_match")}
+        return {k: empty for k in ("alpha", "greedy_match", "ce", "kl", "target_match", "conf")}
     if len(prompt_ids) == 0:
         raise SpecfairError("teacher forcing needs a non-empty prompt")
     # Feed prompt + response[:-1]: position P-1+j predicts response[j].
@@ -186,7 +187,7 @@ def teacher_forced_positions(
     d_fn = _response_logits_fn(drafter, d_ids, start, n)
     resp = torch.tensor(list(response_ids), dtype=torch.long)
     out: dict[str, list[torch.Tensor]] = {
-        k: [] for k in ("alpha", "greedy_match", "ce", "kl", "target_match")
+        k: [] for k in ("alpha", "greedy_match", "ce", "kl", "target_match", "conf")
     }
     for a in range(0, n, chunk_size):
         b = min(n, a + chunk_size)
@@ -198,6 +199,7 @@ def teacher_forced_positions(
         out["alpha"].append(alpha)
         out["greedy_match"].append(greedy)
         out["target_match"].append((lt.argmax(-1) == resp[a:b]).float())
+        out["conf"].append(F.softmax(lq.float(), dim=-1).max(-1).values)
         lpc = F.log_softmax(st[:, :vc], dim=-1)
         lqc = F.log_softmax(sq[:, :vc], dim=-1)
         pc = lpc.exp()
@@ -210,7 +212,8 @@ def teacher_forced_stats(
     target, drafter, prompt_ids, response_ids, *, temperature: float = 1.0, chunk_size: int = 32
 ) -> dict[str, float]:
     """Sums over the response positions: ``{"n_positions", "alpha_sum", "greedy_match_sum",
-    "ce_sum", "kl_sum", "target_match_sum"}``."""
+    "ce_sum", "kl_sum", "target_match_sum"}``, and per position ``match`` (greedy agreement)
+    and ``conf`` (the drafter's top probability): the pass a drafting policy is replayed on."""
     pos = teacher_forced_positions(
         target,
         drafter,
@@ -226,6 +229,8 @@ def teacher_forced_stats(
         "ce_sum": float(pos["ce"].sum()),
         "kl_sum": float(pos["kl"].sum()),
         "target_match_sum": float(pos["target_match"].sum()),
+        "match": [int(x) for x in pos["greedy_match"].tolist()],
+        "conf": [round(float(x), 4) for x in pos["conf"].tolist()],
     }
 
 
@@ -367,9 +372,11 @@ def _summed_stats(target, drafter, recs: Sequence[dict], temperature: float,
     """:func:`teacher_forced_stats` summed over the turns (response records) of one prompt."""
     sums = {"n_positions": 0, "alpha_sum": 0.0, "greedy_match_sum": 0.0, "ce_sum": 0.0,
             "kl_sum": 0.0, "target_match_sum": 0.0}
+    passes = []
     for r in recs:
         s = teacher_forced_stats(target, drafter, r["prompt_ids"], r["response_ids"],
                                  temperature=temperature, chunk_size=chunk_size)
         for k in sums:
             sums[k] += s[k]
-    return sums
+        passes.append({"match": s["match"], "conf": s["conf"]})
+    return sums | {"passes": passes}

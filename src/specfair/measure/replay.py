@@ -109,3 +109,28 @@ def replay_all(passes: Sequence[tuple[Sequence[bool], Sequence[float]]], policy:
     return {"policy": policy.label, "speedup": tokens / sum(r.cost(c, verify_slope) for r in rs),
             "alpha": sum(r.accepted for r in rs) / max(1, sum(r.drafted for r in rs)),
             "tokens_per_step": tokens / max(1, sum(r.steps for r in rs))}
+
+
+# The policies specfair reports (the study, ``estimate``): fixed gamma=5, HF's heuristic
+# schedule, HF's confidence threshold.
+POLICIES = (Policy("fixed", 5), Policy("heuristic", 5, max_gamma=32),
+            Policy("confidence", max_gamma=20, threshold=0.4))
+PER_TASK_GAMMA = "per-task gamma (best fixed 1-10, oracle)"
+
+
+def best_fixed(passes: Sequence[tuple[Sequence[bool], Sequence[float]]], c: float,
+               verify_slope: float, gammas: Sequence[int] = range(1, 11)) -> dict:
+    """The fixed gamma with the highest predicted speed-up on ``passes``, chosen on the passes
+    it is scored on (an upper bound for a per-task gamma)."""
+    return max(({"gamma": g} | replay_all(passes, Policy("fixed", g), c, verify_slope)
+                for g in gammas), key=lambda r: r["speedup"])
+
+
+def predict_policies(passes: Sequence[tuple[Sequence[bool], Sequence[float]]], c: float,
+                     verify_slope: float) -> dict[str, dict]:
+    """Every policy of :data:`POLICIES` and the per-task best fixed gamma, replayed on one
+    task's ``passes``: ``{label: {"speedup", "alpha", "tokens_per_step"[, "gamma"]}}``."""
+    out = {p.label: replay_all(passes, p, c, verify_slope) for p in POLICIES}
+    out[PER_TASK_GAMMA] = best_fixed(passes, c, verify_slope)
+    return out
+

@@ -32,6 +32,7 @@ import numpy as np
 from specfair.defaults import DEFAULT_GAMMA
 from specfair.measure import metrics
 from specfair.measure.io import read_jsonl
+from specfair.measure.replay import pass_of, predict_policies
 from specfair.measure.stats import (
     LEVEL,
     N_RESAMPLES,
@@ -180,6 +181,11 @@ def _estimate_block(recs: Sequence[dict], boot: dict, gammas, c) -> dict:
     }
     block["predicted"] = _predict(block["greedy_alpha"], gammas, c)
     block["predicted_sampling"] = _predict(block["alpha"], gammas, c)
+    if c is not None and recs and all("passes" in r for r in recs):
+        # drafting policies replayed on the teacher-forced passes (greedy), with a verification
+        # costing one target step as in ``predicted`` (Leviathan's formula)
+        block["policies"] = predict_policies(
+            [pass_of(p) for r in recs for p in r["passes"]], c, 0.0)
     return block
 
 

@@ -15,22 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from specfair.measure.io import read_jsonl
-from specfair.measure.replay import Policy, pass_of, replay_all
+from specfair.measure.replay import POLICIES, pass_of, predict_policies
 from specfair.study.config import StudyConfig
-
-POLICIES = (Policy("fixed", 5), Policy("heuristic", 5, max_gamma=32),
-            Policy("confidence", max_gamma=20, threshold=0.4))
-
-
-PER_TASK_GAMMA = "per-task gamma (best fixed 1-10, oracle)"
-
-
-def _best_fixed(passes, costs: dict) -> dict:
-    """The fixed gamma in 1..10 with the highest predicted speed-up on ``passes`` (chosen on
-    the passes it is scored on: an upper bound for a per-task gamma)."""
-    return max(({"gamma": g} | replay_all(passes, Policy("fixed", g), costs["c"],
-                                          costs["verify_slope"]) for g in range(1, 11)),
-               key=lambda r: r["speedup"])
 
 
 def _by_prompt(records: list[dict], arm: str, budget: float) -> dict[str, dict[str, dict]]:
@@ -77,10 +63,9 @@ def compare(records, arm, budget, tasks, cfg: StudyConfig, costs: dict) -> dict:
     c_pb, c_pa, c_bb, c_ba = _resampled_means(base, mine, tasks, "ce", B, seed)
     g_pb, g_pa, _, _ = _resampled_means(base, mine, tasks, "greedy", 1, seed)
     worst = int(np.argmin(a_pb))
-    passes = {t: [pass_of(r) for r in mine[t].values()] for t in tasks}
-    policies = {p.label: {t: replay_all(passes[t], p, costs["c"], costs["verify_slope"])
-                          for t in tasks} for p in POLICIES}
-    policies[PER_TASK_GAMMA] = {t: _best_fixed(passes[t], costs) for t in tasks}
+    per_task = {t: predict_policies([pass_of(r) for r in mine[t].values()], costs["c"],
+                                    costs["verify_slope"]) for t in tasks}
+    policies = {label: {t: per_task[t][label] for t in tasks} for label in per_task[tasks[0]]}
     sp = [policies[POLICIES[0].label][t]["speedup"] for t in tasks]
     return {
         "arm": arm, "budget": budget,
