@@ -19,7 +19,7 @@ from test_experiment import write_config, write_suite
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 DISTILL_TOML = """[distill]
-steps = 6
+steps = 12
 batch_size = 2
 checkpoint_every = 1
 reestimate_every = 3
@@ -50,7 +50,7 @@ def kill_at_step(cmd: list[str], log: Path, step: int, timeout: float = 900) -> 
                 pytest.fail(f"finished before step {step}: {proc.stderr.read()[-2000:]!r}")
             if time.monotonic() - t0 > timeout:
                 pytest.fail("no progress")
-            time.sleep(0.05)
+            time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()
@@ -80,7 +80,8 @@ def test_distill_sigkill_at_a_random_step_resumes_to_the_same_result(tiny_pair, 
     kw = dict(suite=str(suite), target=str(tiny_pair[0]), drafter=str(tiny_pair[1]),
               config_file=cfg, device="cpu")
     straight = distill_command(tmp_path / "a", **kw)
-    step = random.Random(os.getpid()).randint(1, 5)
+    # >= 8 steps left when the kill is sent, so that the run has not finished when it arrives
+    step = random.Random(os.getpid()).randint(1, 4)
     cmd = [sys.executable, "-m", "specfair", "distill", "--out", str(tmp_path / "b"),
            "--suite", str(suite), "--target", str(tiny_pair[0]), "--drafter",
            str(tiny_pair[1]), "--config", str(cfg), "--device", "cpu"]

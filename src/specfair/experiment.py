@@ -38,9 +38,29 @@ from typing import Any
 
 from rich.console import Console
 
+from specfair import __version__
 from specfair.defaults import DEFAULT_DRAFTER, DEFAULT_GAMMA, DEFAULT_TARGET
+from specfair.distill.cached import train_cached
+from specfair.distill.commands import build_examples, select_train_prompts
+from specfair.distill.config import DistillConfig
+from specfair.distill.export import export_drafter, load_drafter
+from specfair.distill.trainer import train
 from specfair.errors import SpecfairError
+from specfair.measure.bench import BENCH_SUMMARY_FILE, load_bench_records, run_bench
+from specfair.measure.estimate import ESTIMATE_SUMMARY_FILE, measure_cost_ratio, run_estimate
+from specfair.measure.io import append_jsonl, read_json, write_json
+from specfair.measure.responses import fill_responses_batched
+from specfair.measure.summary import summarize_bench, summarize_estimate
+from specfair.models import load_model, load_pair
+from specfair.models.cpu_kernels import pack_linears
+from specfair.models.fetch import fetch_model
+from specfair.models.hardware import cpu_supports_bf16
+from specfair.models.registry import KNOWN_MODELS
+from specfair.models.smoke import smoke_answer
+from specfair.report import build_report
 from specfair.rundir import check_out_dir, dir_lock
+from specfair.schema import check_table, suggest
+from specfair.tasks import load_suite, sample_per_task
 
 console = Console(stderr=True)
 
@@ -101,9 +121,6 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, raw: dict, origin: str = "experiment config") -> ExperimentConfig:
-        from specfair.distill.config import DistillConfig
-        from specfair.schema import check_table, suggest
-
         hints = typing.get_type_hints(cls)
         check_table(origin, "", raw, {f.name: hints[f.name] for f in dataclasses.fields(cls)})
         over = {}
@@ -135,8 +152,6 @@ class ExperimentConfig:
 
     def check_suite(self, origin: str) -> None:
         """Load the suite (its own errors surface now) and refuse task names it lacks."""
-        from specfair.distill.config import DistillConfig
-        from specfair.tasks import load_suite
 
         tasks = load_suite(self.suite, data_root=self.data_root, seed=self.seed).tasks
         for name, table in [("distill", self.distill), *self.variants.items()]:
@@ -194,8 +209,6 @@ def environment(cfg: ExperimentConfig) -> dict:
     import torch
     import transformers
 
-    from specfair import __version__
-    from specfair.models.registry import KNOWN_MODELS
 
     env = {
         "specfair": __version__,
@@ -236,8 +249,6 @@ class Run:
         return self.marker(stage).is_file()
 
     def mark(self, stage: str, seconds: float, info: dict | None = None) -> None:
-        from specfair.measure.io import write_json
-
         write_json(self.marker(stage), {"stage": stage, "seconds": round(seconds, 1),
                                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                         **(info or {})})  # fmt: skip
@@ -258,7 +269,6 @@ class Run:
         if self._pair is None or self._kernels != kernels:
             import gc
 
-            from specfair.models import load_pair
 
             self._pair = None
             gc.collect()
@@ -269,8 +279,6 @@ class Run:
         return self._pair
 
     def suite(self):
-        from specfair.tasks import load_suite
-
         return load_suite(self.cfg.suite, data_root=self.cfg.data_root, seed=self.cfg.seed)
 
     def record_settings(self) -> dict:
@@ -279,8 +287,6 @@ class Run:
         return {"suite": self.cfg.suite, "data_hash": suite.content_hash(), "split": "test"}
 
     def test_prompts(self, n_per_task: int | None):
-        from specfair.tasks import sample_per_task
-
         prompts = self.suite().prompts("test")
         return sample_per_task(prompts, n_per_task, seed=self.cfg.seed)
 
@@ -292,10 +298,6 @@ SMOKE_PROMPT = "Write a Python function that returns the n-th Fibonacci number."
 
 
 def _stage_models(run: Run) -> dict:
-    from specfair.models.fetch import fetch_model
-    from specfair.models.registry import KNOWN_MODELS
-    from specfair.models.smoke import smoke_answer
-
     for name in (run.cfg.target, run.cfg.drafter):
         if name in KNOWN_MODELS:
             fetch_model(name)
@@ -308,10 +310,6 @@ def _stage_models(run: Run) -> dict:
 
 
 def _bench(run: Run, drafter, out: Path, label: str, prompts=None) -> dict:
-    from specfair.measure.bench import BENCH_SUMMARY_FILE, run_bench
-    from specfair.measure.io import write_json
-    from specfair.measure.summary import summarize_bench
-
     cfg, pair = run.cfg, run.pair()
     prompts = prompts if prompts is not None else run.test_prompts(cfg.bench["n_per_task"])
     kw = dict(gamma=cfg.gamma, max_new_tokens=cfg.bench["max_new_tokens"], seed=cfg.seed,
@@ -330,10 +328,6 @@ def _bench(run: Run, drafter, out: Path, label: str, prompts=None) -> dict:
 
 
 def _estimate(run: Run, drafter, out: Path, label: str, c: float | None) -> dict:
-    from specfair.measure.estimate import ESTIMATE_SUMMARY_FILE, measure_cost_ratio, run_estimate
-    from specfair.measure.io import write_json
-    from specfair.measure.summary import summarize_estimate
-
     cfg, pair = run.cfg, run.pair()
     prompts = run.test_prompts(cfg.estimate["n_per_task"])
     max_new = cfg.estimate["max_new_tokens"]
@@ -342,9 +336,6 @@ def _estimate(run: Run, drafter, out: Path, label: str, c: float | None) -> dict
               responses_path=responses, target_label=cfg.target,
               extra_settings=run.record_settings())  # fmt: skip
     if out == run.baseline:
-        from specfair.measure.bench import load_bench_records
-        from specfair.measure.responses import fill_responses_batched
-
         bench_file = run.baseline / "bench.jsonl"
         kw["bench_path"] = bench_file
         benched = {r["id"] for r in load_bench_records(bench_file)} if bench_file.exists() else ()
@@ -383,16 +374,11 @@ def _stage_baseline_estimate(run: Run) -> dict:
 
 
 def _distill_config(run: Run, variant: str | None):
-    from specfair.distill.config import DistillConfig
-
     over = {**run.cfg.distill, **(run.cfg.variants.get(variant, {}) if variant else {})}
     return DistillConfig().with_overrides(seed=run.cfg.seed, **over)
 
 
 def _stage_data(run: Run) -> dict:
-    from specfair.distill.commands import build_examples
-    from specfair.measure.responses import fill_responses_batched
-
     pair = run.pair()
     cfg = _distill_config(run, None)
     if cfg.data_source in ("target", "both") and cfg.response_temperature == 0.0:
@@ -406,17 +392,11 @@ def _stage_data(run: Run) -> dict:
 
 def _train_prompts(run: Run, cfg) -> list:
     """The train prompts :func:`specfair.distill.commands.build_examples` will use."""
-    from specfair.distill.commands import select_train_prompts
 
     return select_train_prompts(cfg, run.suite().prompts("train"))
 
 
 def _stage_train(run: Run, variant: str) -> dict:
-    from specfair.distill.commands import build_examples
-    from specfair.distill.export import export_drafter
-    from specfair.distill.trainer import train
-    from specfair.models import load_model
-
     pair = run.pair()
     cfg = _distill_config(run, variant)
     cfg = dataclasses.replace(cfg, responses_path=str(run.dir / "data" / "responses.jsonl"))
@@ -425,8 +405,6 @@ def _stage_train(run: Run, variant: str) -> dict:
                                        pair.tokenizer, out)  # fmt: skip
     dtype = str(pair.target.dtype).replace("torch.", "")
     if cfg.method == "topn":  # the drafter's top layers on cached target signals
-        from specfair.distill.cached import train_cached
-        from specfair.models.hardware import cpu_supports_bf16
 
         student = load_model(run.cfg.drafter, dtype=dtype, device=run.cfg.device)
         result = train_cached(cfg, pair.target, student, train_ex, held_ex, out,
@@ -449,16 +427,11 @@ def _stage_train(run: Run, variant: str) -> dict:
 
 
 def _stage_eval(run: Run, variant: str) -> dict:
-    from specfair.distill.export import load_drafter
-    from specfair.measure.bench import load_bench_records
-    from specfair.measure.io import append_jsonl, read_json
-
     pair = run.pair()
     dtype = str(pair.target.dtype).replace("torch.", "")
     drafter = load_drafter(run.variant(variant) / "drafter", dtype=dtype,
                            device=str(pair.target.device))  # fmt: skip
     if getattr(pair.drafter, "specfair_packed", False):  # as fast as the baseline's drafter
-        from specfair.models.cpu_kernels import pack_linears
 
         for m in [drafter] if not hasattr(drafter, "for_task") else _router_models(drafter):
             m.requires_grad_(False)
@@ -490,8 +463,6 @@ def _router_models(router) -> list:
 
 
 def _stage_report(run: Run) -> dict:
-    from specfair.report import build_report
-
     md, html = build_report(run.dir)
     return {"report_md": str(md), "report_html": str(html)}
 
@@ -513,8 +484,6 @@ def run_experiment(config: str | Path | None, run_dir: str | Path | None = None,
 
 
 def _run_locked(cfg: ExperimentConfig, run_path: Path, force: list[str] | None) -> Path:
-    from specfair.measure.io import read_json, write_json
-
     cfg_file = run_path / "config.json"
     started = any((run_path / "stages").glob("*.json"))  # a run with nothing done is replaced
     if started and cfg_file.exists() and read_json(cfg_file) != json.loads(

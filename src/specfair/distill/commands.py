@@ -18,15 +18,30 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+from specfair.defaults import DEFAULT_DRAFTER, DEFAULT_TARGET
+from specfair.distill.cached import train_cached
 from specfair.distill.config import DistillConfig
+from specfair.distill.data import (
+    assert_train_only,
+    check_examples,
+    examples_from_records,
+    heldout_split,
+    read_responses,
+    reference_examples,
+    target_response_examples,
+)
+from specfair.distill.export import export_drafter
+from specfair.distill.trainer import make_accelerator, train
 from specfair.errors import SpecfairError
+from specfair.measure.responses import write_response
+from specfair.models import load_pair
+from specfair.models.hardware import cpu_supports_bf16
+from specfair.models.load import resolve_device, resolve_dtype
+from specfair.rundir import check_out_dir, dir_lock
+from specfair.tasks import load_suite
 
 
 def _load_suite(suite):
-    try:
-        from specfair.tasks import load_suite
-    except ImportError as e:
-        raise SpecfairError("specfair.tasks is not available") from e
     return load_suite(suite) if isinstance(suite, str | Path) else suite
 
 
@@ -46,16 +61,6 @@ def build_examples(cfg: DistillConfig, suite, target, drafter, tokenizer, out_di
                    accelerator=None):
     """TRAIN-split examples for ``cfg.data_source`` (generating target responses if needed),
     split into ``(train, heldout)``. Asserts that nothing comes from the test split."""
-    from specfair.distill.data import (
-        assert_train_only,
-        check_examples,
-        examples_from_records,
-        heldout_split,
-        read_responses,
-        reference_examples,
-        target_response_examples,
-    )
-    from specfair.measure.responses import write_response
 
     train_prompts = select_train_prompts(cfg, suite.prompts("train"))
     test_prompts = list(suite.prompts("test"))
@@ -115,16 +120,12 @@ def distill_command(
     ``drafter`` default to the registry's default pair. ``dtype`` is the training dtype of both
     models (float32 recommended on CPU; the target may be loaded in bfloat16 on GPU).
     """
-    from specfair.distill.trainer import make_accelerator
-    from specfair.rundir import check_out_dir
 
     cfg = (DistillConfig.load(config_file, **overrides) if config_file
            else DistillConfig().with_overrides(**overrides))
     out_dir = check_out_dir(out_dir)
     if resume and not (out_dir / "distill_config.json").is_file():
         raise SpecfairError(f"--resume: no previous run in {out_dir}")
-    from specfair.models.load import resolve_device, resolve_dtype
-    from specfair.models.registry import DEFAULT_DRAFTER, DEFAULT_TARGET
 
     resolve_dtype(dtype, resolve_device(device))  # refuse a bad --dtype/--device now
     suite_obj = _load_suite(suite)
@@ -132,8 +133,6 @@ def distill_command(
     acc = make_accelerator(cfg, cpu=True if device == "cpu" else None)
     with contextlib.ExitStack() as stack:
         if acc.is_main_process:
-            from specfair.rundir import dir_lock
-
             stack.enter_context(dir_lock(out_dir, "specfair distill"))
         return _distill(cfg, out_dir, acc, suite_obj, target or DEFAULT_TARGET,
                         drafter or DEFAULT_DRAFTER, dtype, resume)
@@ -141,9 +140,6 @@ def distill_command(
 
 def _distill(cfg, out_dir: Path, acc, suite_obj, target, drafter, dtype, resume) -> Path:
     """Load the pair, build the examples, train and export (under the writer lock)."""
-    from specfair.distill.export import export_drafter
-    from specfair.distill.trainer import train
-    from specfair.models import load_pair
 
     pair = load_pair(target, drafter, dtype, "cpu")
     pair.target.to(acc.device)  # each DDP rank on its own device
@@ -159,8 +155,6 @@ def _distill(cfg, out_dir: Path, acc, suite_obj, target, drafter, dtype, resume)
               f"{len(held_ex)} held back for alpha; weighting={cfg.weighting}, loss={cfg.loss}, "
               f"method={cfg.method}, steps={cfg.steps}")
     if cfg.method == "topn":  # top layers on cached target signals (one process)
-        from specfair.distill.cached import train_cached
-        from specfair.models.hardware import cpu_supports_bf16
 
         if acc.num_processes > 1:
             raise SpecfairError("method='topn' runs in one process (no accelerate launch)")
