@@ -39,6 +39,7 @@ from typing import Any
 from rich.console import Console
 
 from specfair import __version__
+from specfair.decoding.proposer import as_proposer
 from specfair.defaults import DEFAULT_DRAFTER, DEFAULT_GAMMA, DEFAULT_TARGET
 from specfair.distill.cached import train_cached
 from specfair.distill.commands import build_examples, select_train_prompts
@@ -315,12 +316,7 @@ def _bench(run: Run, drafter, out: Path, label: str, prompts=None) -> dict:
     kw = dict(gamma=cfg.gamma, max_new_tokens=cfg.bench["max_new_tokens"], seed=cfg.seed,
               drafter_label=label, target_label=cfg.target,
               extra_settings=run.record_settings())  # fmt: skip
-    if hasattr(drafter, "for_task"):  # per-task router: one drafter per task
-        for task in sorted({p.task for p in prompts}):
-            sub = [p for p in prompts if p.task == task]
-            run_bench((pair.target, drafter.for_task(task), pair.tokenizer), sub, out, **kw)
-    else:
-        run_bench((pair.target, drafter, pair.tokenizer), prompts, out, **kw)
+    run_bench((pair.target, drafter, pair.tokenizer), prompts, out, **kw)
     summary = summarize_bench(out / "bench.jsonl", seed=cfg.seed)
     summary["meta"].update({"suite": cfg.suite, "split": "test", "variant": label})
     write_json(out / BENCH_SUMMARY_FILE, summary)
@@ -343,16 +339,10 @@ def _estimate(run: Run, drafter, out: Path, label: str, c: float | None) -> dict
         fill_responses_batched(pair.target, pair.tokenizer,
                                [p for p in prompts if p.id not in benched], responses,
                                max_new_tokens=max_new)  # fmt: skip
-    if hasattr(drafter, "for_task"):
-        for task in sorted({p.task for p in prompts}):
-            sub = [p for p in prompts if p.task == task]
-            path = run_estimate(pair.target, drafter.for_task(task), pair.tokenizer, sub, out,
-                                **kw)  # fmt: skip
-    else:
-        path = run_estimate(pair.target, drafter, pair.tokenizer, prompts, out, **kw)
+    path = run_estimate(pair.target, drafter, pair.tokenizer, prompts, out, **kw)
     c_source = "baseline"
     if c is None:
-        c = measure_cost_ratio(pair.target, drafter)
+        c = measure_cost_ratio(pair.target, as_proposer(drafter).for_task(None))
         c_source = "measured"
     summary = summarize_estimate(path, c=c, gamma=cfg.gamma, seed=cfg.seed,
                                  meta={"c_source": c_source, "variant": label,
@@ -433,7 +423,7 @@ def _stage_eval(run: Run, variant: str) -> dict:
                            device=str(pair.target.device))  # fmt: skip
     if getattr(pair.drafter, "specfair_packed", False):  # as fast as the baseline's drafter
 
-        for m in [drafter] if not hasattr(drafter, "for_task") else _router_models(drafter):
+        for m in as_proposer(drafter).plain_models():
             m.requires_grad_(False)
             pack_linears(m)
     out = run.variant(variant)
@@ -452,14 +442,6 @@ def _stage_eval(run: Run, variant: str) -> dict:
         b = _bench(run, drafter, out, variant)
         info["overall_speedup"] = b["overall"]["speedup"]["mean"]
     return info
-
-
-def _router_models(router) -> list:
-    """The plain models behind a per-task router (none for a peft-adapter router, whose LoRA
-    layers need the base layers' weights)."""
-    if getattr(router, "peft", None) is not None:
-        return []
-    return [m for m in [router.base, *router.models.values()] if m is not None]
 
 
 def _stage_report(run: Run) -> dict:

@@ -103,6 +103,13 @@ class TaskRoutedDrafter:
     def for_task(self, label: str | None) -> _Routed:
         return _Routed(self, label)
 
+    def plain_models(self) -> list:
+        """The ordinary models behind the router (none for the peft back-end, whose LoRA layers
+        need the base layers' weights)."""
+        if self.peft is not None:
+            return []
+        return [m for m in [self.base, *self.models.values()] if m is not None]
+
     def eval(self) -> TaskRoutedDrafter:
         for m in [self.base, *self.models.values()]:
             if m is not None:

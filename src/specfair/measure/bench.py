@@ -26,6 +26,7 @@ from pathlib import Path
 
 from specfair.backends.base import add_engine_counts
 from specfair.backends.hf import hf_generate
+from specfair.decoding.proposer import as_proposer
 from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
 from specfair.measure.io import append_jsonl, read_jsonl
@@ -202,10 +203,12 @@ def run_bench(
     """Benchmark AR vs SD on ``prompts``, appending to ``out_dir/bench.jsonl``; returns its path.
 
     ``pair_or_models``: a :class:`specfair.models.Pair` or ``(target, drafter, tokenizer)``;
-    the drafter may be any causal-LM module (fine-tuned, PEFT-wrapped...). Resumable (see the
-    module docstring). Every record carries a ``settings`` block (these arguments, the target's
-    dtype, the specfair version and ``extra_settings``, e.g. the suite and its data hash); a
-    file written with other settings is refused (:func:`specfair.rundir.check_settings`).
+    the drafter may be any causal-LM module (fine-tuned, PEFT-wrapped...) or a proposer
+    (:mod:`specfair.decoding.proposer`: each prompt drafted by ``for_task(prompt.task)``).
+    Resumable (see the module docstring). Every record carries a ``settings`` block (these
+    arguments, the target's dtype, the specfair version and ``extra_settings``, e.g. the suite
+    and its data hash); a file written with other settings is refused
+    (:func:`specfair.rundir.check_settings`).
     ``backend`` (a :class:`specfair.backends.Backend`, e.g. llama.cpp): run on that engine
     instead; ``pair_or_models`` is then ignored (may be None).
     """
@@ -240,10 +243,12 @@ def run_bench(
     todo = [(p, m) for p in prompts for m in MODES if (p.id, m) not in done]
     gen_kw = dict(gamma=gamma, max_new_tokens=max_new_tokens, temperature=temperature,
                   top_p=top_p, top_k=top_k, seed=seed, backend=backend)
+    proposer = as_proposer(drafter) if drafter is not None else None
+    draft_for = lambda task: proposer.for_task(task) if proposer is not None else None  # noqa: E731
     if todo and warmup:  # one short untimed AR and SD generation warms up the kernels
         wids = encode_prompt(tok, todo[0][0], turn=0)
         for m in MODES:
-            _generate(m, target, drafter, tok, wids,
+            _generate(m, target, draft_for(todo[0][0].task), tok, wids,
                       **{**gen_kw, "max_new_tokens": min(8, max_new_tokens)})
 
     with progress_bar(len(todo), "bench", enabled=progress) as advance:
@@ -254,7 +259,8 @@ def run_bench(
                 if ar is None:  # pragma: no cover - AR always runs first
                     raise SpecfairError(f"{p.id}: the SD run needs the AR record first")
                 history = split_turns(ar)
-            body = run_prompt(mode, target, drafter, tok, p, history=history, **gen_kw)
+            body = run_prompt(mode, target, draft_for(p.task), tok, p, history=history,
+                              **gen_kw)
             rec = {"id": p.id, "task": p.task, "mode": mode, **settings, "settings": block,
                    **body, "turns": len(p.turns), "time": time.time()}
             rec["matches_ar"] = (ar["tokens"] == rec["tokens"]

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from specfair.decoding.proposer import as_proposer
 from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
 from specfair.measure.acceptance import position_alpha
@@ -324,8 +325,9 @@ def run_estimate(
     """Write ``out_dir/estimate.jsonl`` (one record per prompt, appended as each finishes;
     a rerun skips prompts already there) and return its path.
 
-    ``drafter`` is any causal-LM module (a fine-tuned or PEFT-wrapped drafter works): it is
-    only run forward. Responses come from ``responses_path`` (default
+    ``drafter`` is any causal-LM module (a fine-tuned or PEFT-wrapped drafter works) or a
+    proposer (:mod:`specfair.decoding.proposer`, e.g. a per-task router): it is only run
+    forward. Responses come from ``responses_path`` (default
     ``out_dir/responses.jsonl``), generated when missing with ``generation_drafter`` ("same" =
     ``drafter``; ``None`` = autoregressive) — they depend on the target only, so a cache can be
     shared between drafters. Missing responses are first taken from the greedy AR records of
@@ -346,7 +348,9 @@ def run_estimate(
     check_settings(est_path, done, block)
     done_ids = {r["id"] for r in done}
     cache = read_responses(resp_path)
-    gen_drafter = drafter if generation_drafter == "same" else generation_drafter
+    proposer = as_proposer(drafter)
+    gen = as_proposer(drafter if generation_drafter == "same" else generation_drafter) \
+        if generation_drafter is not None else None
     bench_ar = bench_greedy_answers(
         bench_path if bench_path is not None else out_dir / "bench.jsonl", max_new_tokens
     )
@@ -354,10 +358,12 @@ def run_estimate(
 
     with progress_bar(len(todo), "estimate", enabled=progress) as advance:
         for p in todo:
-            recs = ensure_responses(target, tokenizer, p, resp_path, drafter=gen_drafter,
+            recs = ensure_responses(target, tokenizer, p, resp_path,
+                                    drafter=gen.for_task(p.task) if gen is not None else None,
                                     max_new_tokens=max_new_tokens, gamma=gamma, cache=cache,
                                     bench_ar=bench_ar)
-            sums = _summed_stats(target, drafter, recs, temperature, chunk_size)
+            sums = _summed_stats(target, proposer.for_task(p.task), recs, temperature,
+                                 chunk_size)
             append_jsonl(est_path, {
                 "id": p.id, "task": p.task, **sums, "n_turns": len(recs),
                 "drafter": drafter_label, "target": block["target"], "temperature": temperature,

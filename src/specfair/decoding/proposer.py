@@ -1,0 +1,38 @@
+"""What drafts for a prompt: a *proposer* (HF's candidate generator, vLLM's proposer), reduced to
+what specfair's decoders need.
+
+``proposer.for_task(task)`` is the causal LM that drafts for a prompt of ``task`` (``None``: the
+shared default); ``proposer.plain_models()`` lists the ordinary models behind it (to pack their
+kernels, or to measure a cost). A plain drafter is its own proposer for every task
+(:class:`ModelProposer`); :class:`specfair.distill.router.TaskRoutedDrafter` routes by task.
+Measuring code takes any drafter through :func:`as_proposer` and never branches on its kind.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Proposer(Protocol):
+    def for_task(self, task: str | None): ...
+
+    def plain_models(self) -> list: ...
+
+
+class ModelProposer:
+    """One drafter model for every task."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def for_task(self, task: str | None):
+        return self.model
+
+    def plain_models(self) -> list:
+        return [self.model]
+
+
+def as_proposer(drafter) -> Proposer:
+    """``drafter`` itself if it is a proposer, else a :class:`ModelProposer` of it."""
+    return drafter if isinstance(drafter, Proposer) else ModelProposer(drafter)
