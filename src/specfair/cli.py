@@ -248,7 +248,7 @@ def distill(
         str | None, typer.Option(help="uniform|balanced|disparity|per-task")
     ] = None,
     loss: Annotated[str | None, typer.Option(help="fkl|rkl|tvd|jsd|ce")] = None,
-    method: Annotated[str | None, typer.Option(help="lora|full")] = None,
+    method: Annotated[str | None, typer.Option(help="lora|full|topn (top layers, cached)")] = None,
     steps: int | None = None,
     lr: float | None = None,
     batch_size: int | None = None,
