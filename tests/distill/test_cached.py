@@ -102,3 +102,16 @@ def test_topn_settings_are_checked():
         DistillConfig(method="full", weighting="per-task")
     with pytest.raises(SpecfairError, match="top_layers"):
         cfg(top_layers=0)
+
+
+def test_distill_command_with_topn_exports_a_loadable_drafter(tiny_pair, suite, tmp_path):
+    from specfair.distill.commands import distill_command
+
+    out = distill_command(
+        tmp_path, suite=suite, target=str(tiny_pair[0]), drafter=str(tiny_pair[1]),
+        device="cpu", method="topn", top_layers=1, topk=8, steps=2, batch_size=2, lr=1e-3,
+        heldout_per_task=1, response_max_new_tokens=4, progress=False, weighting="per-task")
+    assert json.loads((out / "router.json").read_text())["mode"] == "top-layers"
+    assert isinstance(load_drafter(out), TaskRoutedDrafter)
+    assert (tmp_path / "signals" / "target-top8" / "meta.json").is_file()
+    assert json.loads((tmp_path / "distill_summary.json").read_text())["method"] == "topn"
