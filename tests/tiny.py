@@ -101,6 +101,8 @@ def write_tiny_gguf(model_path: Path, out_file: Path) -> Path:
     import gguf
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from specfair.backends.gguf_export import GGUF_LAYER_NAMES
+
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(model_path)
     cfg = model.config
@@ -133,18 +135,12 @@ def write_tiny_gguf(model_path: Path, out_file: Path) -> Path:
     w.add_pad_token_id(tok.pad_token_id)
     w.add_add_bos_token(False)
     w.add_chat_template(tok.chat_template)
-    names = {
-        "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-        "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-        "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm",
-        "post_attention_layernorm": "ffn_norm",
-    }  # fmt: skip
     sd = model.state_dict()
     w.add_tensor("token_embd.weight", sd["model.embed_tokens.weight"].numpy())
     w.add_tensor("output_norm.weight", sd["model.norm.weight"].numpy())
     w.add_tensor("output.weight", sd["lm_head.weight"].numpy())
     for i in range(cfg.num_hidden_layers):
-        for hf, gg in names.items():
+        for hf, gg in GGUF_LAYER_NAMES.items():
             for kind in ("weight", "bias"):
                 key = f"model.layers.{i}.{hf}.{kind}"
                 if key in sd:

@@ -27,7 +27,8 @@ import numpy as np
 from specfair.errors import SpecfairError
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0", "q5_0", "q4_0")
-_LAYER = {
+# HF layer module -> llama.cpp's GGUF tensor name (blk.N.<name>.weight), as its converter does
+GGUF_LAYER_NAMES = {
     "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
     "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
     "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm",
@@ -177,7 +178,7 @@ def export_gguf(
             data, qt = _matrix(sd["lm_head.weight"], outtype)
             w.add_tensor("output.weight", data, raw_dtype=qt)
         for i in range(cfg.num_hidden_layers):
-            for hf, gg in _LAYER.items():
+            for hf, gg in GGUF_LAYER_NAMES.items():
                 for kind in ("weight", "bias"):
                     key = f"model.layers.{i}.{hf}.{kind}"
                     if key not in sd:
