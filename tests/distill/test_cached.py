@@ -64,8 +64,8 @@ def test_topn_learns_its_training_text(tiny_pair, examples, tmp_path):
                     reestimate_every=40)
     from specfair.distill.cached import _Trainer
 
-    trainer = _Trainer(cfg(), load(tiny_pair[0]), load(tiny_pair[1]), tr, tr, tmp_path,
-                       ("t", "d"), tmp_path / "signals", False)
+    trainer = _Trainer(cfg(), load(tiny_pair[0]), load(tiny_pair[1]), tr, tr, ("t", "d"),
+                       tmp_path / "signals", False)
     from specfair.distill.topn import TopLayers
 
     base = trainer.alphas(TopLayers(load(tiny_pair[1]), 1), sorted({e.task for e in tr}))

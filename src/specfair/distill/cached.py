@@ -61,9 +61,9 @@ def _estimate_record(step: int, est: dict, weights: dict) -> dict:
 class _Trainer:
     """The signals of the examples, and one training run of a copy of the top layers."""
 
-    def __init__(self, cfg: DistillConfig, target, drafter, train_ex, held_ex, out_dir: Path,
+    def __init__(self, cfg: DistillConfig, target, drafter, train_ex, held_ex,
                  names: tuple[str, str], store_root: Path, bf16: bool) -> None:
-        self.cfg, self.drafter, self.out_dir, self.bf16 = cfg, drafter, out_dir, bf16
+        self.cfg, self.drafter, self.bf16 = cfg, drafter, bf16
         layer = drafter.config.num_hidden_layers - cfg.top_layers
         items = [x for e in [*train_ex, *held_ex] if (x := _seq(cfg, e)) is not None]
         self.teacher, self.lower = fill_signals(
@@ -142,8 +142,7 @@ def train_cached(cfg: DistillConfig, target, drafter, train_ex: Sequence[Example
     log_path = out_dir / "train_log.jsonl"
     log_path.unlink(missing_ok=True)  # a stage restarts, it does not resume
     (out_dir / "distill_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    tr = _Trainer(cfg, target, drafter, train_ex, held_ex, out_dir, names, Path(store_root),
-                  bf16)
+    tr = _Trainer(cfg, target, drafter, train_ex, held_ex, names, Path(store_root), bf16)
     tasks = sorted({e.task for e in train_ex})
     if cfg.weighting == "per-task":
         even = {t: 1 / len(tasks) for t in tasks}

@@ -135,7 +135,9 @@ def _export_top_layers(router, tokenizer, out: Path, merged: bool, dtype: str,
     the top layers' tensors (``mode: "top-layers"``), or full models (``merged``)."""
     from safetensors.torch import save_file
 
-    n = meta.get("top_layers") or len(next(iter(router.models.values())).model.layers)
+    # the task copies' own layers: those not shared with the base (distill.router.copy_top)
+    some = next(iter(router.models.values())).model.layers
+    n = sum(a is not b for a, b in zip(some, router.base.model.layers, strict=True))
     _save_hf(copy.deepcopy(router.base).eval(), tokenizer, out / "base", dtype, meta)
     routes = {}
     for t, model in router.models.items():
