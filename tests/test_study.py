@@ -7,20 +7,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from study_data import write_study_sources
 
 from specfair.errors import SpecfairError
 from specfair.study.config import StudyConfig
 from specfair.study.run import run_study
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(tiny_pair, **kw) -> StudyConfig:

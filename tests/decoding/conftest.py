@@ -13,12 +13,8 @@ EOS, PAD = 258, 256
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one thread is ~3x faster than two."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+def _one_thread(one_thread):
+    """Every test here runs with one torch thread (``one_thread`` in tests/conftest.py)."""
 
 
 def _model(vocab: int, *, seed: int, head_scale: float = 40.0, like=None, noise: float = 0.0):

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from distill_helpers import load, make_suite
 from transformers import AutoTokenizer
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is faster than two oversubscribed ones on the shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """Every test here runs with one torch thread (``one_thread`` in tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")
