@@ -65,23 +65,19 @@ class _Trainer:
                  names: tuple[str, str], store_root: Path, bf16: bool) -> None:
         self.cfg, self.drafter, self.bf16 = cfg, drafter, bf16
         layer = drafter.config.num_hidden_layers - cfg.top_layers
-        items = [x for e in [*train_ex, *held_ex] if (x := _seq(cfg, e)) is not None]
+        train = [(e.task, x) for e in train_ex if (x := _seq(cfg, e)) is not None]
+        held = [(e.task, x) for e in held_ex if (x := _seq(cfg, e)) is not None]
         self.teacher, self.lower = fill_signals(
-            target, drafter, items, store_root, target_name=names[0], drafter_name=names[1],
-            topk=cfg.topk, layer=layer)
+            target, drafter, [x for _, x in train + held], store_root, target_name=names[0],
+            drafter_name=names[1], topk=cfg.topk, layer=layer)
         self.head = drafter.get_output_embeddings().weight.detach()
-        self.train = self._signals(train_ex)
-        self.held = self._signals(held_ex)
+        self.train = [(t, self._signals(x)) for t, x in train]
+        self.held = [(t, self._signals(x)) for t, x in held]
 
-    def _signals(self, examples) -> list[tuple[str, Signals]]:
-        out = []
-        for e in examples:
-            if (x := _seq(self.cfg, e)) is not None:
-                key, (_, n_prompt) = x
-                t, h = self.teacher.get(key), self.lower.get(key)
-                out.append((e.task, Signals(h["hidden"], t["topk_idx"], t["topk_logp"],
-                                            n_prompt)))
-        return out
+    def _signals(self, seq: tuple[str, tuple]) -> Signals:
+        key, (_, n_prompt) = seq
+        t, h = self.teacher.get(key), self.lower.get(key)
+        return Signals(h["hidden"], t["topk_idx"], t["topk_logp"], n_prompt)
 
     def alphas(self, top: TopLayers, tasks: Sequence[str]) -> dict[str, dict[str, float]]:
         """Held-back alpha and greedy alpha per task: the mean over sequences of the mean over
