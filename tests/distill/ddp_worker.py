@@ -27,7 +27,8 @@ from specfair.distill.data import (  # noqa: E402
     read_responses,
     target_response_examples,
 )
-from specfair.distill.trainer import make_accelerator, train  # noqa: E402
+from specfair.distill.run_setup import make_accelerator
+from specfair.distill.trainer import train  # noqa: E402
 
 
 def main(root: Path, weighting: str) -> None:

@@ -121,14 +121,14 @@ def test_tvd_is_one_minus_estimator_alpha(tiny_pair, tok, examples):
     1 - alpha of specfair.measure.estimate.teacher_forced_positions."""
     from distill_helpers import load
 
-    from specfair.distill.trainer import TeacherCache, backbone_and_head, collate
+    from specfair.distill.student import TeacherCache, backbone_and_head, collate
     from specfair.measure.estimate import teacher_forced_positions
 
     target, drafter = load(tiny_pair[0]), load(tiny_pair[1])
     ex = examples[0]
     est = teacher_forced_positions(target, drafter, ex.prompt_ids, ex.response_ids)
     batch = collate([ex], 512, tok.pad_token_id, "cpu")
-    t_h = TeacherCache(target, 512, tok.pad_token_id).hidden([ex], "cpu")
+    t_h = TeacherCache(target, 512).hidden([ex], "cpu")
     bb, head = backbone_and_head(drafter)
     with torch.no_grad():
         s_h = bb(input_ids=batch.input_ids).last_hidden_state[batch.rows, batch.cols]

@@ -198,9 +198,10 @@ def test_distill_command_end_to_end(tiny_pair, suite, tmp_path):
         distill_command(tmp_path, suite=suite, loss="nope")
 
 
-def test_packed_target_and_shared_teacher_store(tiny_pair, tok, examples, tmp_path):
-    """A target with pre-packed CPU kernels teaches like the plain one, and a teacher store
-    shared between runs gives the same result as a fresh one."""
+def test_packed_target_and_shared_teacher_states(tiny_pair, tok, examples, tmp_path):
+    """A target with pre-packed CPU kernels teaches like the plain one, and a second run on the
+    same target reuses its remembered hidden states (no target forward) with the same result."""
+    from specfair.measure.signals import forget_target_states, target_states
     from specfair.models.cpu_kernels import pack_linears, packed_linear_available
 
     if not packed_linear_available():
@@ -210,10 +211,13 @@ def test_packed_target_and_shared_teacher_store(tiny_pair, tok, examples, tmp_pa
     plain = train(c, load(tiny_pair[0]), load(tiny_pair[1]), tok, tr, ho, tmp_path / "a")
     t = load(tiny_pair[0])
     pack_linears(t)
-    store: dict = {}
-    packed = train(c, t, load(tiny_pair[1]), tok, tr, ho, tmp_path / "b", teacher_store=store)
-    assert 0 < len(store) <= len({e.id for e in tr + ho})
-    again = train(c, t, load(tiny_pair[1]), tok, tr, ho, tmp_path / "c", teacher_store=store)
+    forget_target_states()
+    packed = train(c, t, load(tiny_pair[1]), tok, tr, ho, tmp_path / "b")
+    assert 0 < len(target_states(t)) <= len({e.id for e in tr + ho})
+    calls = []
+    t.get_decoder().register_forward_hook(lambda *a: calls.append(1))
+    again = train(c, t, load(tiny_pair[1]), tok, tr, ho, tmp_path / "c")
+    assert calls == []
     a, b, d = (trainable(r.student) for r in (plain, packed, again))
     for n in a:
         assert torch.allclose(a[n], b[n], atol=1e-4), n

@@ -263,20 +263,20 @@ def test_run_estimate_generates_with_decoding(tiny_models, tiny_prompts, tmp_pat
 def test_target_hidden_states_are_reused_across_drafters(tiny_pair, tiny_models):
     import copy
 
-    from specfair.measure.estimate import clear_hidden_memo
+    from specfair.measure.signals import forget_target_states
 
     _, drafter, _ = tiny_models
     target = AutoModelForCausalLM.from_pretrained(tiny_pair[0], dtype=torch.float32).eval()
     calls = []
     target.model.register_forward_hook(lambda *a: calls.append(1))
-    clear_hidden_memo()
+    forget_target_states()
     first = teacher_forced_positions(target, drafter, PROMPT, RESPONSE, chunk_size=4)
     other = copy.deepcopy(drafter)
     with torch.no_grad():
         other.model.norm.weight.mul_(0.5)
     second = teacher_forced_positions(target, other, PROMPT, RESPONSE, chunk_size=4)
     assert len(calls) == 1  # the target's decoder ran once for both drafters
-    clear_hidden_memo()
+    forget_target_states()
     ref = teacher_forced_positions(target, other, PROMPT, RESPONSE, chunk_size=4)
     assert len(calls) == 2
     for k in ref:

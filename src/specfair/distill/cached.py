@@ -22,6 +22,8 @@ from pathlib import Path
 from specfair.distill.config import DistillConfig
 from specfair.distill.data import Example
 from specfair.distill.router import TaskRoutedDrafter, copy_top
+from specfair.distill.run_setup import TrainResult
+from specfair.distill.student import truncate
 from specfair.distill.topn import (
     Signals,
     TopLayers,
@@ -30,7 +32,6 @@ from specfair.distill.topn import (
     make_optimizer,
     train_until,
 )
-from specfair.distill.trainer import TrainResult, truncate
 from specfair.distill.weighting import TaskSampler
 from specfair.measure.io import append_jsonl
 from specfair.measure.signals import fill_signals, seq_key

@@ -31,7 +31,8 @@ from specfair.distill.data import (
     target_response_examples,
 )
 from specfair.distill.export import export_drafter
-from specfair.distill.trainer import make_accelerator, train
+from specfair.distill.run_setup import make_accelerator
+from specfair.distill.trainer import train
 from specfair.errors import SpecfairError
 from specfair.measure.responses import write_response
 from specfair.models import load_pair

@@ -22,6 +22,7 @@ from specfair.distill.losses import distill_loss_from_hidden
 from specfair.distill.router import adapter_name
 from specfair.errors import SpecfairError
 from specfair.measure.acceptance import position_alpha
+from specfair.measure.signals import target_hidden
 
 # ---------------------------------------------------------------------------- model helpers
 
@@ -140,39 +141,23 @@ def collate(examples: Sequence[Example], max_seq_len: int, pad_id: int, device) 
 
 
 class TeacherCache:
-    """The target's final hidden states at each example's loss positions (CPU, float32)."""
+    """The target's final hidden states at each example's loss positions (float32), from the
+    shared store of target states (:func:`specfair.measure.signals.target_hidden`: one target
+    forward per example and target, shared with the estimate and with other runs on the same
+    target). On-policy samples are computed, never remembered."""
 
-    def __init__(self, target, max_seq_len: int, pad_id: int, enabled: bool = True,
-                 store: dict | None = None) -> None:
+    def __init__(self, target, max_seq_len: int) -> None:
         self.target = target
-        self.backbone, self.head = backbone_and_head(target)
+        self.head = backbone_and_head(target)[1]  # the target's output head (weight)
         self.max_seq_len = max_seq_len
-        self.pad_id = pad_id
-        self.enabled = enabled
-        # ``store`` may be shared between runs with the same target, data and max_seq_len
-        # (e.g. the variants of one experiment), so each example costs one target forward.
-        self.store: dict[str, torch.Tensor] = {} if store is None else store
-
-    @torch.inference_mode()
-    def _compute(self, examples: Sequence[Example]) -> list[torch.Tensor]:
-        dev = self.head.device
-        batch = collate(examples, self.max_seq_len, self.pad_id, dev)
-        h = self.backbone(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
-        ).last_hidden_state[batch.rows, batch.cols]
-        return [h[a:b].float().cpu() for a, b in batch.spans]
 
     def hidden(self, examples: Sequence[Example], device) -> torch.Tensor:
-        """``[N, H_t]`` for the examples' loss positions, in collate order. Computed one example
-        at a time (no padding), so a cached value never depends on its batch companions."""
+        """``[N, H_t]`` for the examples' loss positions, in collate order."""
         out = []
         for e in examples:
-            h = self.store.get(e.id) if e.source != "onpolicy" else None
-            if h is None:
-                h = self._compute([e])[0]
-                if self.enabled and e.source != "onpolicy":
-                    self.store[e.id] = h
-            out.append(h)
+            prompt, resp = truncate(e, self.max_seq_len)
+            out.append(target_hidden(self.target, prompt + resp, len(prompt),
+                                     remember=e.source != "onpolicy"))
         return torch.cat(out).to(device=device, dtype=self.head.dtype)
 
 

@@ -5,9 +5,11 @@ Per optimizer step: ``grad_accum`` micro-batches; each process draws the same *g
 ``batch_size * num_processes`` example indices from the :class:`TaskSampler` and trains on its
 slice; DDP averages the gradients. Only the drafter is trained; the target runs in inference mode
 and we keep its **final hidden states at the response positions** (not logits: 1536 floats instead
-of 151,936 per position) in an in-memory cache keyed by example id, so each training example costs
-one target forward per run (on-policy samples are scored afresh). The vocabulary-sized loss is then
-computed chunk by chunk from the two output heads (see ``losses.distill_loss_from_hidden``).
+of 151,936 per position) in the shared in-memory store of target states
+(:func:`specfair.measure.signals.target_hidden`), so each training example costs one target
+forward per target, whatever the number of runs (on-policy samples are scored afresh). The
+vocabulary-sized loss is then computed chunk by chunk from the two output heads (see
+``losses.distill_loss_from_hidden``).
 Per-task adapters: each micro-batch is drawn from one task and trains that task's adapter; with
 ``grad_accum > 1`` one step may train several adapters, each on its own micro-batches, while
 the adapters of tasks not drawn keep no gradient (so AdamW does not move them).
@@ -26,12 +28,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -41,70 +42,26 @@ from specfair.distill.checkpoint import latest_checkpoint, load_checkpoint, save
 from specfair.distill.config import DistillConfig
 from specfair.distill.data import Example
 from specfair.distill.router import TaskRoutedDrafter, adapter_name
-from specfair.distill.student import (  # noqa: F401 (TeacherCache, collate...: re-exported)
-    Batch,
+from specfair.distill.run_setup import (
+    TrainResult,
+    grouped_adamw,
+    lr_scheduler,
+    make_accelerator,
+    progress_bar,
+    write_config,
+)
+from specfair.distill.student import (
     StudentLoss,
     TeacherCache,
-    backbone_and_head,
-    base_lm,
     collate,
     estimate_alphas,
     prepare_student,
     sample_drafter,
-    truncate,
 )
 from specfair.distill.weighting import TaskSampler
 from specfair.errors import SpecfairError
 from specfair.measure.io import read_jsonl
 from specfair.models.eos import eos_ids
-
-# ---------------------------------------------------------------------------- checkpoints
-
-
-@dataclass
-class TrainResult:
-    student: object  # the trained drafter (peft model for LoRA)
-    steps: int
-    out_dir: Path
-    alpha_before: dict = field(default_factory=dict)
-    alpha_after: dict = field(default_factory=dict)
-    router: object | None = None  # TaskRoutedDrafter for per-task
-
-    @property
-    def log_path(self) -> Path:
-        return self.out_dir / "train_log.jsonl"
-
-
-def make_accelerator(cfg: DistillConfig, cpu: bool | None = None):
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
-
-    handlers = []
-    if cfg.weighting == "per-task":
-        handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
-    kw = {"mixed_precision": "bf16" if cfg.bf16 else "no", "kwargs_handlers": handlers}
-    if cpu is not None:
-        kw["cpu"] = cpu
-    try:
-        return Accelerator(**kw)
-    except ValueError:
-        # accelerate keeps one process-wide state; a second run in the same (single) process
-        # with another mixed-precision setting must reset it (never done under DDP).
-        from accelerate.state import AcceleratorState
-
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise
-        AcceleratorState._reset_state()
-        return Accelerator(**kw)
-
-
-def _lr_scheduler(optimizer, cfg: DistillConfig):
-    from transformers import get_scheduler
-
-    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
-    return get_scheduler(name[cfg.schedule], optimizer, num_warmup_steps=cfg.warmup_steps,
-                         num_training_steps=cfg.steps)
-
 
 # ---------------------------------------------------------------------------- training
 
@@ -121,28 +78,28 @@ def train(
     resume: bool = False,
     accelerator=None,
     stop_after: int | None = None,
-    teacher_store: dict | None = None,
 ) -> TrainResult:
     """Distil ``target`` into (a copy of) ``drafter`` and return the trained student.
 
     ``drafter`` is modified in place for LoRA (adapters injected) and full fine-tuning; pass a
     fresh model. ``stop_after`` ends the loop after that step (a simulated interruption; the
-    checkpoint at that step, if due, is written first). ``teacher_store``: a dict shared with
-    other runs on the same target, examples and ``max_seq_len`` (the target's hidden states).
+    checkpoint at that step, if due, is written first). The target's hidden states are
+    remembered per target (:func:`specfair.measure.signals.target_states`), so runs on the same
+    target and examples share them.
     """
     if not train_examples:
         raise SpecfairError("distill: no training examples")
     out_dir = Path(out_dir)
     acc = accelerator or make_accelerator(cfg)
-    _write_config(cfg, out_dir, acc, resume)
+    write_config(cfg, out_dir, acc, resume)
     run = _Run.build(cfg, acc, target, drafter, tokenizer, train_examples, heldout_examples,
-                     out_dir, teacher_store)
+                     out_dir)
     step, alpha_before, resumed = run.restore(resume)
     run.start_log(step, resumed)
     if step == 0:
         alpha_before = run.reestimate(0)
 
-    progress = _progress(cfg, acc, step)
+    progress = progress_bar(cfg, acc, step)
     last_loss = float("nan")
     try:
         while step < cfg.steps:
@@ -178,31 +135,6 @@ def train(
     return TrainResult(run.student, step, out_dir, alpha_before, alpha_after, router)
 
 
-def _write_config(cfg: DistillConfig, out_dir: Path, acc, resume: bool) -> None:
-    """``distill_config.json``; a resumed run must not change any of ``RESUME_KEYS``."""
-    if acc.is_main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        cfg_path = out_dir / "distill_config.json"
-        if resume and cfg_path.is_file():
-            old = json.loads(cfg_path.read_text())
-            changed = [k for k in DistillConfig.RESUME_KEYS
-                       if json.dumps(old.get(k)) != json.dumps(cfg.to_dict().get(k))]
-            if changed:
-                raise SpecfairError(f"--resume with a changed config: {', '.join(changed)}")
-        cfg_path.write_text(json.dumps(cfg.to_dict(), indent=2))
-    acc.wait_for_everyone()
-
-
-def _optimizer(trainable, cfg: DistillConfig):
-    decay = [p for _, p in trainable if p.ndim >= 2]
-    no_decay = [p for _, p in trainable if p.ndim < 2]
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.learning_rate,
-    )
-
-
 @dataclass
 class _Run:
     """What one training run holds, and its steps: one optimizer step, one alpha estimate."""
@@ -226,7 +158,7 @@ class _Run:
 
     @classmethod
     def build(cls, cfg, acc, target, drafter, tokenizer, train_examples, heldout_examples,
-              out_dir, teacher_store) -> _Run:
+              out_dir) -> _Run:
         device = acc.device
         tasks = sorted({e.task for e in train_examples})
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -240,14 +172,14 @@ class _Run:
         if cfg.weighting == "per-task":
             task_of_param = {n: next((t for t in tasks if f".{adapter_name(t)}." in n), None)
                              for n, _ in trainable}
-        optimizer = _optimizer(trainable, cfg)
-        scheduler = _lr_scheduler(optimizer, cfg)
+        optimizer = grouped_adamw(trainable, cfg)
+        scheduler = lr_scheduler(optimizer, cfg)
         wrapped, optimizer = acc.prepare(StudentLoss(student, cfg), optimizer)
         sampler = TaskSampler(
             [e.task for e in train_examples], cfg.weighting, seed=cfg.seed,
             temperature=cfg.disparity_temperature, floor=cfg.disparity_floor, tasks=tasks,
         )
-        teacher = TeacherCache(target, cfg.max_seq_len, pad_id, store=teacher_store)
+        teacher = TeacherCache(target, cfg.max_seq_len)
         return cls(cfg, acc, student, wrapped, optimizer, scheduler, sampler, teacher, trainable,
                    task_of_param, tasks, train_examples, heldout_examples, pad_id,
                    eos_ids(target, tokenizer), out_dir / "train_log.jsonl")
@@ -410,19 +342,3 @@ def _on_policy(exs, student, cfg, step, micro, rank, eos, device) -> list[Exampl
     return out
 
 
-def _progress(cfg: DistillConfig, acc, start: int):
-    if start >= cfg.steps and acc.is_main_process:  # a resumed run that had finished
-        print(f"distill: already trained ({start} of {cfg.steps} steps), nothing to do")
-        return None
-    if not cfg.progress or not acc.is_main_process:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    p = Progress(
-        TextColumn("distill"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[tps]:.0f} tok/s"),
-        TimeElapsedColumn(),
-    )
-    p.add_task("steps", total=cfg.steps, completed=start, loss=math.nan, tps=0.0)
-    p.start()
-    return p

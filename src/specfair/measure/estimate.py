@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import statistics
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -44,6 +43,7 @@ from specfair.measure.responses import (
     ensure_responses,
     read_responses,
 )
+from specfair.measure.signals import target_hidden
 from specfair.rundir import check_settings, run_settings
 
 ESTIMATE_FILE = "estimate.jsonl"
@@ -71,80 +71,46 @@ def _vocab_size(model) -> int:
 # ----------------------------------------------------------------------- teacher forcing
 
 
-# The target's final hidden states at the response positions, per (target, sequence): every
-# drafter variant is scored against the same target along the same responses, so the target's
-# decoder (the expensive forward) runs once per response, not once per variant. Entries are
-# dropped when the target's parameters change in place (their version counters move).
-_HIDDEN_MEMO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_HIDDEN_MEMO_MAX_BYTES = 2 * 1024**3
-
-
-def _params_version(model) -> int:
-    return sum(p._version for p in model.parameters())
-
-
-def clear_hidden_memo() -> None:
-    _HIDDEN_MEMO.clear()
-
-
-def _memo_hidden(model, ids: torch.Tensor, start: int, n: int, compute: Callable) -> torch.Tensor:
-    """``compute()[start:start+n]``, remembered for ``model`` and the token sequence ``ids``."""
-    version = _params_version(model)
-    memo = _HIDDEN_MEMO.get(model)
-    if memo is None or memo["version"] != version:
-        memo = _HIDDEN_MEMO[model] = {"version": version, "bytes": 0, "h": {}}
-    key = (tuple(ids[0].tolist()), start, n)
-    h = memo["h"].get(key)
-    if h is None:
-        h = compute()[start : start + n].clone()
-        if memo["bytes"] + h.nbytes > _HIDDEN_MEMO_MAX_BYTES:
-            memo["h"].clear()
-            memo["bytes"] = 0
-        memo["h"][key] = h
-        memo["bytes"] += h.nbytes
-    return h
-
-
-def _response_logits_fn(
-    model, ids: torch.Tensor, start: int, n: int, memo: bool = False
-) -> Callable:
-    """Run ONE forward of ``model`` over ``ids`` (1, L) and return ``f(a, b)`` giving the float32
-    logits at positions ``start + a .. start + b - 1`` (shape (b - a, V)).
-
-    Fast path (Qwen2/Llama-style models, also PEFT-wrapped ones): run the decoder, keep the
-    final hidden states (L × hidden) and apply the output head chunk by chunk; with ``memo``
-    (used for the target) the hidden states are remembered, so the same target and sequence
-    are not run twice. Otherwise fall back to the full model with ``logits_to_keep``
-    (n × V logits in memory).
-    """
+def _decoder_and_head(model) -> tuple:
+    """``(decoder, output head)`` of Qwen2/Llama-style models (also PEFT-wrapped ones), whose
+    logits are ``head(decoder(ids))``; ``(None, None)`` for others (soft-capped or scaled
+    logits)."""
     cfg = getattr(model, "config", None)
-    decoder = head = None
-    if (
-        cfg is not None
-        and getattr(cfg, "final_logit_softcapping", None) is None
-        and (getattr(cfg, "logit_scale", None) is None)
-    ):
-        try:
-            decoder = model.get_decoder()
-            head = model.get_output_embeddings()
-        except Exception:  # noqa: BLE001
-            decoder = head = None
-    if decoder is not None and head is not None and decoder is not model:
-
-        def hidden() -> torch.Tensor:
-            return decoder(input_ids=ids, use_cache=False).last_hidden_state[0]
-
-        if memo and not model.training:
-            h = _memo_hidden(model, ids, start, n, hidden)
-            return lambda a, b: head(h[a:b]).float()
-        h = hidden()
-        return lambda a, b: head(h[start + a : start + b]).float()
-    keep_from = ids.shape[1] - (start + n)
-    if keep_from != 0:
-        raise AssertionError("response positions must end the sequence")  # pragma: no cover
+    if (cfg is None or getattr(cfg, "final_logit_softcapping", None) is not None
+            or getattr(cfg, "logit_scale", None) is not None):
+        return None, None
     try:
-        logits = model(input_ids=ids, use_cache=False, logits_to_keep=n).logits[0]
-        logits = logits[-n:]
+        decoder, head = model.get_decoder(), model.get_output_embeddings()
+    except Exception:  # noqa: BLE001
+        return None, None
+    if decoder is None or head is None or decoder is model:
+        return None, None
+    return decoder, head
+
+
+def _response_logits_fn(model, prompt_ids: Sequence[int], response_ids: Sequence[int],
+                        target: bool = False) -> Callable:
+    """ONE forward of ``model`` over prompt + response[:-1]; returns ``f(a, b)`` giving the
+    float32 logits that predict ``response_ids[a:b]`` (shape (b - a, V)).
+
+    Fast path (:func:`_decoder_and_head`): keep the final hidden states and apply the output
+    head chunk by chunk; for the ``target`` they come from the shared store of target states
+    (:func:`specfair.measure.signals.target_hidden`), so the same target and sequence are not
+    run twice. Otherwise the full model with ``logits_to_keep`` (n × V logits in memory).
+    """
+    n, start = len(response_ids), len(prompt_ids) - 1
+    decoder, head = _decoder_and_head(model)
+    if decoder is not None and target and not model.training:
+        h = target_hidden(model, list(prompt_ids) + list(response_ids), len(prompt_ids))
+        h = h.to(device=head.weight.device, dtype=head.weight.dtype)
+        return lambda a, b: head(h[a:b]).float()
+    ids = torch.tensor([list(prompt_ids) + list(response_ids[:-1])], dtype=torch.long,
+                       device=model_device(model))
+    if decoder is not None:
+        h = decoder(input_ids=ids, use_cache=False).last_hidden_state[0]
+        return lambda a, b: head(h[start + a : start + b]).float()
+    try:
+        logits = model(input_ids=ids, use_cache=False, logits_to_keep=n).logits[0, -n:]
     except TypeError:
         logits = model(input_ids=ids, use_cache=False).logits[0, start : start + n]
     return lambda a, b: logits[a:b].float()
@@ -179,13 +145,8 @@ def teacher_forced_positions(
         return {k: empty for k in ("alpha", "greedy_match", "ce", "kl", "target_match", "conf")}
     if len(prompt_ids) == 0:
         raise SpecfairError("teacher forcing needs a non-empty prompt")
-    # Feed prompt + response[:-1]: position P-1+j predicts response[j].
-    seq = list(prompt_ids) + list(response_ids[:-1])
-    start = len(prompt_ids) - 1
-    t_ids = torch.tensor([seq], dtype=torch.long, device=model_device(target))
-    d_ids = t_ids.to(model_device(drafter))
-    t_fn = _response_logits_fn(target, t_ids, start, n, memo=True)
-    d_fn = _response_logits_fn(drafter, d_ids, start, n)
+    t_fn = _response_logits_fn(target, prompt_ids, response_ids, target=True)
+    d_fn = _response_logits_fn(drafter, prompt_ids, response_ids)
     resp = torch.tensor(list(response_ids), dtype=torch.long)
     out: dict[str, list[torch.Tensor]] = {
         k: [] for k in ("alpha", "greedy_match", "ce", "kl", "target_match", "conf")

@@ -2,7 +2,9 @@
 the response positions (the teacher signal that distillation and acceptance estimates share),
 and the frozen lower layers' hidden states of a drafter (for top-N-layer training).
 
-A :class:`SignalStore` is a directory: ``meta.json`` (what was computed, with which settings),
+A :class:`SignalStore` is a directory -- or, without one, memory (:func:`target_hidden`'s store of
+the target's final hidden states, which the teacher-forced estimate and the LoRA/full trainer
+share): ``meta.json`` (what was computed, with which settings),
 ``shard-NNNNNN.safetensors`` files (tensors of many sequences concatenated) and ``index.jsonl``
 (one line per sequence: its key and where its rows are). Entries are keyed by the sha1 of the
 token sequence and the response start, so a changed response is recomputed, never mixed up.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -22,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from specfair.errors import SpecfairError
+from specfair.measure.progress import progress_bar
 
 
 def seq_key(ids: Sequence[int], n_prompt: int) -> str:
@@ -31,9 +35,21 @@ def seq_key(ids: Sequence[int], n_prompt: int) -> str:
 
 
 class SignalStore:
-    """Per-sequence tensors (rows concatenated per shard), keyed by :func:`seq_key`."""
+    """Per-sequence tensors (rows concatenated per shard), keyed by :func:`seq_key`. With
+    ``root=None`` the entries live in memory only, and all are dropped when they would exceed
+    ``max_bytes``."""
 
-    def __init__(self, root: str | Path, meta: dict) -> None:
+    def __init__(self, root: str | Path | None, meta: dict,
+                 max_bytes: int | None = None) -> None:
+        self.meta = meta
+        self._index: dict[str, dict] = {}
+        self._shards: dict[str, dict[str, torch.Tensor]] = {}
+        self._memory: dict[str, dict[str, torch.Tensor]] | None = None
+        self.max_bytes, self._bytes = max_bytes, 0
+        self._next = 0
+        if root is None:
+            self.root, self._memory = None, {}
+            return
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         meta_path = self.root / "meta.json"
@@ -45,9 +61,6 @@ class SignalStore:
                                     f"({', '.join(diff)}); use another directory")
         else:
             meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True))
-        self.meta = meta
-        self._index: dict[str, dict] = {}
-        self._shards: dict[str, dict[str, torch.Tensor]] = {}
         idx = self.root / "index.jsonl"
         if idx.is_file():
             for line in idx.read_text().splitlines():
@@ -60,14 +73,28 @@ class SignalStore:
         self._next = 1 + max((int(r["shard"][6:12]) for r in self._index.values()), default=-1)
 
     def __contains__(self, key: str) -> bool:
-        return key in self._index
+        return key in (self._index if self._memory is None else self._memory)
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._index if self._memory is None else self._memory)
+
+    def _remember(self, entries: Sequence[tuple[str, dict[str, torch.Tensor]]]) -> None:
+        for key, t in entries:
+            t = {n: v.detach().cpu().clone() for n, v in t.items()}
+            size = sum(v.nbytes for v in t.values())
+            if self.max_bytes is not None and self._bytes + size > self.max_bytes:
+                self._memory.clear()
+                self._bytes = 0
+            self._memory[key] = t
+            self._bytes += size
 
     def put(self, entries: Sequence[tuple[str, dict[str, torch.Tensor]]]) -> None:
-        """Write one shard with these entries (``key``, ``{name: tensor [rows, ...]}``)."""
+        """Write one shard with these entries (``key``, ``{name: tensor [rows, ...]}``); in
+        memory: keep a CPU copy of each."""
         if not entries:
+            return
+        if self._memory is not None:
+            self._remember(entries)
             return
         name = f"shard-{self._next:06d}.safetensors"
         self._next += 1
@@ -90,6 +117,8 @@ class SignalStore:
             self._index[r["key"]] = r
 
     def get(self, key: str) -> dict[str, torch.Tensor]:
+        if self._memory is not None:
+            return self._memory[key]
         rec = self._index[key]
         shard = self._shards.get(rec["shard"])
         if shard is None:
@@ -130,6 +159,54 @@ def target_topk(target, seqs: Sequence[tuple[Sequence[int], int]], k: int) -> li
     return out
 
 
+# The target's final hidden states, one store per target model, in memory: every drafter variant
+# is scored (estimate) or trained (trainer) against the same target along the same sequences, so
+# the target's decoder -- the expensive forward -- runs once per sequence. A store is dropped
+# when the target's parameters change in place (their version counters move).
+_TARGET_STATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+TARGET_STATES_MAX_BYTES = 2 * 1024**3
+
+
+def _params_version(model) -> int:
+    return sum(p._version for p in model.parameters())
+
+
+def target_states(target) -> SignalStore:
+    """The in-memory store of ``target``'s final hidden states (what :func:`target_hidden`
+    fills)."""
+    version = _params_version(target)
+    entry = _TARGET_STATES.get(target)
+    if entry is None or entry[0] != version:
+        store = SignalStore(None, {"kind": "target_hidden"}, max_bytes=TARGET_STATES_MAX_BYTES)
+        entry = _TARGET_STATES[target] = (version, store)
+    return entry[1]
+
+
+def forget_target_states() -> None:
+    _TARGET_STATES.clear()
+
+
+@torch.inference_mode()
+def target_hidden(target, ids: Sequence[int], n_prompt: int, *,
+                  remember: bool = True) -> torch.Tensor:
+    """``[len(ids) - n_prompt, H]`` float32 (CPU): the target's final hidden states at the
+    positions that predict ``ids[n_prompt:]``, from one forward of its decoder over ``ids[:-1]``
+    (no padding, so a value never depends on a batch). Remembered in :func:`target_states`
+    (``remember=False``: computed only, e.g. for a one-off sampled sequence). float32 holds the
+    model's bf16 values exactly, so a cast back to the model's dtype loses nothing."""
+    key = seq_key(ids, n_prompt)
+    store = target_states(target)
+    if key in store:
+        return store.get(key)["hidden"]
+    dev = next(target.parameters()).device
+    x = torch.tensor([list(ids)[:-1]], device=dev)
+    h = target.get_decoder()(input_ids=x, use_cache=False).last_hidden_state[0, n_prompt - 1:]
+    h = h.float().cpu()
+    if remember:
+        store.put([(key, {"hidden": h})])
+    return h
+
+
 @torch.inference_mode()
 def lower_hidden(drafter, seqs: Sequence[tuple[Sequence[int], int]], layer: int) -> list[dict]:
     """The drafter's hidden states entering decoder layer ``layer`` (``[len(ids), H]``, bf16)."""
@@ -159,8 +236,6 @@ def fill_signals(target, drafter, items: Sequence[tuple[str, tuple[Sequence[int]
     """Score every ``(key, (ids, n_prompt))`` not yet stored under ``root`` (resumable, a shard
     per batch, progress bars): the teacher's top-k and the drafter's frozen lower hidden states.
     The only target forward passes that top-N-layer distillation needs."""
-    from specfair.measure.progress import progress_bar
-
     teacher, lower = signal_stores(root, target=target_name, drafter=drafter_name, topk=topk,
                                    layer=layer)
     for store, label, compute, batch in (
