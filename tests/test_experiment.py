@@ -98,7 +98,7 @@ def test_experiment_end_to_end_resume_and_force(tmp_path, tiny_pair):
 
 
 def test_killed_stage_resumes(tmp_path, tiny_pair, monkeypatch, capsys):
-    import specfair.experiment as exp
+    import specfair.experiment.stages as exp
 
     cfg = write_config(tmp_path, tiny_pair, write_suite(tmp_path))
     run = tmp_path / "run"

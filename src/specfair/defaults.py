@@ -1,8 +1,8 @@
 """Project-wide defaults, in one place (no heavy imports: the CLI reads them at start-up).
 
 The typed settings tables (their keys, types and per-table defaults) live with their owners:
-:class:`specfair.distill.config.DistillConfig` and ``specfair.experiment.SECTIONS``, checked by
-:mod:`specfair.schema`; they take the values below where they need them.
+:class:`specfair.distill.config.DistillConfig` and ``specfair.experiment.config.SECTIONS``,
+checked by :mod:`specfair.schema`; they take the values below where they need them.
 """
 
 DEFAULT_TARGET = "qwen2.5-coder-1.5b-instruct"

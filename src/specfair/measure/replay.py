@@ -30,11 +30,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from specfair.defaults import DEFAULT_GAMMA
+
 
 @dataclass(frozen=True)
 class Policy:
     kind: str = "fixed"  # fixed | heuristic | confidence
-    gamma: int = 5
+    gamma: int = DEFAULT_GAMMA
     max_gamma: int = 20
     threshold: float = 0.4
 
@@ -111,9 +113,9 @@ def replay_all(passes: Sequence[tuple[Sequence[bool], Sequence[float]]], policy:
             "tokens_per_step": tokens / max(1, sum(r.steps for r in rs))}
 
 
-# The policies specfair reports (the study, ``estimate``): fixed gamma=5, HF's heuristic
-# schedule, HF's confidence threshold.
-POLICIES = (Policy("fixed", 5), Policy("heuristic", 5, max_gamma=32),
+# The policies specfair reports (the study, ``estimate``): fixed gamma (5), HF's heuristic
+# schedule (starting at 5), HF's confidence threshold.
+POLICIES = (Policy("fixed", DEFAULT_GAMMA), Policy("heuristic", DEFAULT_GAMMA, max_gamma=32),
             Policy("confidence", max_gamma=20, threshold=0.4))
 PER_TASK_GAMMA = "per-task gamma (best fixed 1-10, oracle)"
 
