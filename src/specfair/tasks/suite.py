@@ -60,8 +60,9 @@ from typing import Any, Literal
 
 from specfair.errors import SpecfairError
 from specfair.schema import suggest
+from specfair.tasks.formats import ALIASES, detect_format, read_prompts
 from specfair.tasks.prompt import Prompt
-from specfair.tasks.readers import _ALIASES, detect_format, read_jsonl, read_prompts
+from specfair.tasks.readers_jsonl import read_jsonl
 from specfair.tasks.split import DEFAULT_TEST_FRACTION, check_no_overlap, split_key, split_of
 
 SplitName = Literal["train", "test", "all"]
@@ -456,7 +457,7 @@ def _read_source(
     else:
         raise SpecfairError(f"{where}: give a path (or a dataset id for format hf)")
 
-    canonical = _ALIASES.get(fmt, fmt)
+    canonical = ALIASES.get(fmt, fmt)
     if canonical == "auto":
         canonical = detect_format(target)
     if canonical not in _READER_KEYS:
