@@ -18,15 +18,9 @@ from specfair.tasks.split import (
     split_key,
     split_of,
 )
-from specfair.tasks.suite import (
-    Suite,
-    describe_suite,
-    load_default_suite,
-    load_suite,
-    packaged_suites,
-    sample_per_task,
-    suite_from_config,
-)
+from specfair.tasks.suite import Suite, describe_suite, sample_per_task
+from specfair.tasks.suite_config import suite_from_config
+from specfair.tasks.suite_load import load_default_suite, load_suite, packaged_suites
 
 __all__ = [
     "DEFAULT_TEST_FRACTION",
