@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from specfair.errors import SpecfairError
 from specfair.tasks.datasets import source_path
 from specfair.tasks.prompt import Prompt
-from specfair.tasks.readers import read_gsm8k, read_mgsm
+from specfair.tasks.readers_math import read_gsm8k, read_mgsm
 from specfair.tasks.suite import Suite, sample_per_task
 
 PER_TASK = 250  # prompts per task before the split (test_fraction 0.2: ~200 train, ~50 test)
