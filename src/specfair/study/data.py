@@ -13,13 +13,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from specfair.decoding.batched import batched_greedy
 from specfair.measure.io import append_jsonl, read_jsonl
+from specfair.measure.progress import progress_bar
 from specfair.measure.signals import fill_signals as _fill
 from specfair.measure.signals import seq_key
 from specfair.models.eos import eos_ids
 from specfair.study.config import StudyConfig
 from specfair.tasks import encode_prompt
 from specfair.tasks.prompt import Prompt
+from specfair.tasks.study import text_reference_tasks
 from specfair.tasks.suite import sample_per_task
 
 
@@ -64,9 +67,6 @@ def study_prompts(cfg: StudyConfig, suite) -> StudyPrompts:
 def _generate(model, tokenizer, prompts: Sequence[Prompt], ids: Sequence[list[int]],
               path: Path, max_new: int, label: str) -> dict[str, list[int]]:
     """Batched greedy answers of ``model``, appended to ``path`` as they finish (resumable)."""
-    from specfair.decoding.batched import batched_greedy
-    from specfair.measure.progress import progress_bar
-
     keys = {p.id: seq_key(i, 0) for p, i in zip(prompts, ids, strict=True)}
     done = {r["id"]: r["response_ids"] for r in read_jsonl(path, repair=True)
             if r.get("prompt_key", keys.get(r["id"])) == keys.get(r["id"])}
@@ -111,8 +111,6 @@ def train_sequences(cfg: StudyConfig, target, drafter, tokenizer, prompts: Seque
     references are answer texts and ``train_text`` allows it, else a greedy continuation by the
     drafter (of the truncated prompt) or, with ``train_text="target"``, the target's greedy
     answer to the whole prompt."""
-    from specfair.tasks.study import text_reference_tasks
-
     with_text = text_reference_tasks()
     ids = [cut_prompt(encode_prompt(tokenizer, p), cfg.max_prompt_tokens,
                       cfg.prompt_head_tokens) for p in prompts]

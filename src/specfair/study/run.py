@@ -37,9 +37,16 @@ from specfair.distill.topn import (
     train_until,
 )
 from specfair.distill.weighting import TaskSampler
+from specfair.errors import SpecfairError
+from specfair.measure.costs import measure_costs
 from specfair.measure.io import append_jsonl, read_jsonl
+from specfair.models.hardware import cpu_supports_bf16
+from specfair.models.load import load_model, load_tokenizer
+from specfair.rundir import check_out_dir, dir_lock
 from specfair.study.config import StudyConfig
 from specfair.study.data import Seq, fill_signals, study_prompts, test_sequences, train_sequences
+from specfair.study.summary import write_summary
+from specfair.tasks.study import load_study_suite
 
 
 def _say(msg: str) -> None:
@@ -50,10 +57,6 @@ class Run:
     """The run directory, the models and the cached sequences and signals."""
 
     def __init__(self, cfg: StudyConfig, run_dir: Path) -> None:
-        from specfair.models.hardware import cpu_supports_bf16
-        from specfair.models.load import load_model, load_tokenizer
-        from specfair.tasks.study import load_study_suite
-
         self.cfg, self.dir = cfg, run_dir
         _check_settings(cfg, run_dir)
         prompts = study_prompts(cfg, load_study_suite(seed=cfg.seed))  # data checked first
@@ -98,8 +101,6 @@ def _check_settings(cfg: StudyConfig, run_dir: Path) -> None:
     if path.is_file():
         old, new = json.loads(path.read_text()), cfg.to_dict()
         if diff := sorted(k for k in new if old.get(k) != new[k]):
-            from specfair.errors import SpecfairError
-
             raise SpecfairError(f"{run_dir} holds a study with other settings "
                                 f"({', '.join(diff)}); use another --run-dir")
 
@@ -107,8 +108,6 @@ def _check_settings(cfg: StudyConfig, run_dir: Path) -> None:
 def _measure_costs(target, drafter, seq: Seq, path: Path) -> None:
     if path.is_file():
         return
-    from specfair.measure.costs import measure_costs
-
     c = measure_costs(target, drafter, seq.ids[: seq.n_prompt])
     path.write_text(json.dumps(c, indent=2))
     _say(f"measured costs: c={c['c']:.3f}, v(k)=1+{c['verify_slope']:.3f}(k-1)")
@@ -247,9 +246,6 @@ def stage_arm(run: Run, arm: str, out: Path) -> None:
 
 def run_study(cfg: StudyConfig, run_dir: str | Path) -> Path:
     """Run (or resume) the study into ``run_dir``; returns the summary path."""
-
-    from specfair.rundir import check_out_dir, dir_lock
-
     run_dir = check_out_dir(run_dir, "--run-dir")
     _check_settings(cfg, run_dir)
     with dir_lock(run_dir, "specfair experiment study"):
@@ -257,8 +253,6 @@ def run_study(cfg: StudyConfig, run_dir: str | Path) -> Path:
 
 
 def _run_study(cfg: StudyConfig, run_dir: Path) -> Path:
-    from specfair.study.summary import write_summary
-
     t0 = time.perf_counter()
     run = Run(cfg, run_dir)
     out = run_dir / "eval.jsonl"
