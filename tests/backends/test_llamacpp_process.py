@@ -140,7 +140,7 @@ def test_backend_with_fake_server(fake_server, tmp_path, tiny_pair, ggufs, monke
 
 def test_run_bench_records_and_summary(fake_server, tmp_path, tiny_pair, ggufs):
     from specfair.measure.bench import run_bench
-    from specfair.measure.summary import summarize_bench
+    from specfair.measure.bench_summary import summarize_bench
     from specfair.tasks import Prompt
 
     prompts = [Prompt(id=f"p{i}", task=t, turns=("hi", "more") if i == 3 else ("hello",),
