@@ -33,7 +33,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from specfair.backends.gguf_export import export_gguf
-    from specfair.backends.llamacpp import LlamaServer
+    from specfair.backends.llama_server import LlamaServer
     from specfair.decoding import autoregressive_generate
     from specfair.tasks import encode_prompt, load_suite
 

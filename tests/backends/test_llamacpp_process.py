@@ -12,14 +12,14 @@ import pytest
 from conftest import alive, started_pids
 
 from specfair.backends import EngineResult, add_engine_counts, lengths_from_positions
-from specfair.backends.llamacpp import (
+from specfair.backends.llama_server import (
     INSTALL_HINT,
-    LlamaCppBackend,
     LlamaServer,
     draft_flags,
     find_llama_server,
     parse_metrics,
 )
+from specfair.backends.llamacpp import LlamaCppBackend
 from specfair.errors import SpecfairError
 
 
@@ -114,9 +114,9 @@ def test_cli_missing_binary(tmp_path, tiny_pair, ggufs):
 @pytest.mark.parametrize("flags", ["new", "old"])
 def test_backend_with_fake_server(fake_server, tmp_path, tiny_pair, ggufs, monkeypatch, flags):
     monkeypatch.setenv("FAKE_FLAGS", flags)
-    from specfair.backends import llamacpp
+    from specfair.backends import llama_server
 
-    llamacpp.server_help.cache_clear()
+    llama_server.server_help.cache_clear()
     be = LlamaCppBackend(str(ggufs[0]), str(ggufs[1]), gamma=4, binary=str(fake_server),
                          tokenizer=str(tiny_pair[0]))
     try:
@@ -140,7 +140,7 @@ def test_backend_with_fake_server(fake_server, tmp_path, tiny_pair, ggufs, monke
 
 def test_run_bench_records_and_summary(fake_server, tmp_path, tiny_pair, ggufs):
     from specfair.measure.bench import run_bench
-    from specfair.measure.summary import summarize_bench
+    from specfair.measure.bench_summary import summarize_bench
     from specfair.tasks import Prompt
 
     prompts = [Prompt(id=f"p{i}", task=t, turns=("hi", "more") if i == 3 else ("hello",),

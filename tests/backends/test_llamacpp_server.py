@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from specfair.backends.gguf_export import export_gguf
-from specfair.backends.llamacpp import LlamaCppBackend, LlamaServer, find_llama_server
+from specfair.backends.llama_server import LlamaServer, find_llama_server
+from specfair.backends.llamacpp import LlamaCppBackend
 from specfair.errors import SpecfairError
 
 try:

@@ -96,7 +96,7 @@ def test_counts_per_request(tiny_pair, per_request):
 
 def test_bench_with_vllm_backend(tiny_pair, tmp_path):
     from specfair.measure.bench import run_bench
-    from specfair.measure.summary import summarize_bench
+    from specfair.measure.bench_summary import summarize_bench
     from specfair.tasks import Prompt
 
     prompts = [Prompt(id=f"p{i}", task="t", turns=("hi",), reference=None, source="x")

@@ -6,15 +6,11 @@ from rich.console import Console
 
 from specfair.errors import SpecfairError
 from specfair.measure.bench import run_bench, split_turns
+from specfair.measure.bench_summary import summarize_bench
 from specfair.measure.estimate import run_estimate
+from specfair.measure.estimate_summary import compare_estimate_to_bench, summarize_estimate
 from specfair.measure.io import read_json, read_jsonl, write_json
-from specfair.measure.summary import (
-    compare_estimate_to_bench,
-    print_bench_table,
-    print_estimate_table,
-    summarize_bench,
-    summarize_estimate,
-)
+from specfair.measure.tables import print_bench_table, print_estimate_table
 from specfair.tasks import Prompt
 
 CONTRACT = {

@@ -12,8 +12,8 @@ from specfair.measure.estimate import (
     teacher_forced_positions,
     teacher_forced_stats,
 )
+from specfair.measure.estimate_summary import summarize_estimate
 from specfair.measure.io import append_jsonl, read_jsonl
-from specfair.measure.summary import summarize_estimate
 from specfair.tasks import encode_prompt
 
 PROMPT = [257, 117, 115, 101, 114, 10, 72, 105, 33, 258, 10, 257, 97, 10]

@@ -36,6 +36,45 @@ GGUF_LAYER_NAMES = {
 }  # fmt: skip
 
 
+def export_gguf(
+    src: str | Path, out: str | Path, *, outtype: str = "q8_0", task: str | None = None,
+    name: str | None = None,
+) -> Path:  # fmt: skip
+    """Write ``src`` (see module doc) as a GGUF file ``out`` (atomically); returns ``out``."""
+    import gguf
+    from transformers import AutoTokenizer
+
+    if outtype not in OUTTYPES:
+        raise SpecfairError(f"outtype must be one of {', '.join(OUTTYPES)}, got {outtype!r}")
+    src, out = Path(src).expanduser(), Path(out).expanduser()
+    if out.suffix != ".gguf":
+        raise SpecfairError(f"output file must end in .gguf: {out}")
+    model, tok_dir, desc = _load(src, task)
+    cfg = model.config
+    if cfg.model_type != "qwen2":
+        raise SpecfairError(
+            f"export-gguf supports Qwen2 models only (this is {cfg.model_type!r}); use llama.cpp's "
+            "convert_hf_to_gguf.py for other architectures"
+        )
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    w = gguf.GGUFWriter(str(tmp), "qwen2")
+    try:
+        _add_hparams(w, cfg, name or desc, outtype)
+        _add_tokenizer(w, tok, tok_dir, int(cfg.vocab_size))
+        _add_tensors(w, model, outtype)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
 def _load(src: Path, task: str | None):
     """(model in float32, tokenizer directory, description) of an export or HF directory."""
     import torch
@@ -74,6 +113,100 @@ def _load(src: Path, task: str | None):
     return AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32), src, str(src)
 
 
+def _add_hparams(w, cfg, name: str, outtype: str) -> None:
+    """The model's name, shape, RoPE base, norm epsilon and file type."""
+    w.add_name(name)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    rope = getattr(cfg, "rope_parameters", None) or {}
+    w.add_rope_freq_base(float(rope.get("rope_theta", getattr(cfg, "rope_theta", 1e6))))
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_file_type(_file_type(outtype))
+
+
+def _file_type(outtype: str):
+    import gguf
+
+    return {
+        "f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+        "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+        "q5_0": gguf.LlamaFileType.MOSTLY_Q5_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
+    }[outtype]  # fmt: skip
+
+
+def _add_tokenizer(w, tok, tok_dir: Path, n_vocab: int) -> None:
+    """The gpt2-style BPE vocabulary (see :func:`_token_list`), merges, special ids (EOS: the
+    tokenizer's) and chat template."""
+    import gguf
+
+    tokens, types = _token_list(tok, n_vocab)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("qwen2")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    special = gguf.SpecialVocab(tok_dir, load_merges=True, n_vocab=n_vocab)
+    if tok.eos_token_id is not None:  # the tokenizer's EOS (<|im_end|> for chat models)
+        special.special_token_ids["eos"] = int(tok.eos_token_id)
+    if tok.chat_template and not special.chat_template:
+        special.chat_template = tok.chat_template
+    special.add_to_gguf(w)
+
+
+def _token_list(tok, n_vocab: int) -> tuple[list[str], list]:
+    """Token strings and types for every id below the embedding size: CONTROL for special
+    added tokens, USER_DEFINED for other added tokens and the ``[PADi]`` fillers."""
+    import gguf
+
+    by_id = {i: t for t, i in tok.get_vocab().items()}
+    if max(by_id) >= n_vocab:
+        raise SpecfairError(f"tokenizer has ids beyond the embedding size {n_vocab}")
+    added = {i: t for i, t in tok.added_tokens_decoder.items()}
+    tokens, types = [], []
+    for i in range(n_vocab):
+        if i not in by_id:
+            tokens.append(f"[PAD{i}]")
+            types.append(gguf.TokenType.USER_DEFINED)
+        elif i in added:
+            tokens.append(by_id[i])
+            types.append(
+                gguf.TokenType.CONTROL if added[i].special else gguf.TokenType.USER_DEFINED
+            )
+        else:
+            tokens.append(by_id[i])
+            types.append(gguf.TokenType.NORMAL)
+    return tokens, types
+
+
+def _add_tensors(w, model, outtype: str) -> None:
+    """Embeddings, final norm, ``output.weight`` (untied models only) and every layer's
+    weights and biases under llama.cpp's names."""
+    cfg = model.config
+    sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+    _add_tensor(w, "token_embd.weight", sd["model.embed_tokens.weight"], outtype)
+    _add_tensor(w, "output_norm.weight", sd["model.norm.weight"], outtype)
+    if not getattr(cfg, "tie_word_embeddings", False):
+        _add_tensor(w, "output.weight", sd["lm_head.weight"], outtype)
+    for i in range(cfg.num_hidden_layers):
+        for hf, gg in GGUF_LAYER_NAMES.items():
+            for kind in ("weight", "bias"):
+                key = f"model.layers.{i}.{hf}.{kind}"
+                if key in sd:
+                    _add_tensor(w, f"blk.{i}.{gg}.{kind}", sd[key], outtype)
+
+
+def _add_tensor(w, name: str, arr: np.ndarray, outtype: str) -> None:
+    """A matrix in ``outtype`` (see :func:`_matrix`); a vector (norm, bias) in float32."""
+    if arr.ndim == 2:
+        data, qt = _matrix(arr, outtype)
+        w.add_tensor(name, data, raw_dtype=qt)
+    else:
+        w.add_tensor(name, arr.astype(np.float32))
+
+
 def _matrix(w: np.ndarray, outtype: str):
     """(data, raw_dtype or None) of a weight matrix in ``outtype``."""
     import gguf
@@ -90,110 +223,3 @@ def _matrix(w: np.ndarray, outtype: str):
     if w.shape[-1] % block:
         return w.astype(np.float16), None
     return gguf.quants.quantize(w.astype(np.float32), qtype), qtype
-
-
-def _file_type(outtype: str):
-    import gguf
-
-    return {
-        "f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-        "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
-        "q5_0": gguf.LlamaFileType.MOSTLY_Q5_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
-    }[outtype]  # fmt: skip
-
-
-def export_gguf(
-    src: str | Path, out: str | Path, *, outtype: str = "q8_0", task: str | None = None,
-    name: str | None = None,
-) -> Path:  # fmt: skip
-    """Write ``src`` (see module doc) as a GGUF file ``out`` (atomically); returns ``out``."""
-    import gguf
-    from transformers import AutoTokenizer
-
-    if outtype not in OUTTYPES:
-        raise SpecfairError(f"outtype must be one of {', '.join(OUTTYPES)}, got {outtype!r}")
-    src, out = Path(src).expanduser(), Path(out).expanduser()
-    if out.suffix != ".gguf":
-        raise SpecfairError(f"output file must end in .gguf: {out}")
-    model, tok_dir, desc = _load(src, task)
-    cfg = model.config
-    if cfg.model_type != "qwen2":
-        raise SpecfairError(
-            f"export-gguf supports Qwen2 models only (this is {cfg.model_type!r}); use llama.cpp's "
-            "convert_hf_to_gguf.py for other architectures"
-        )
-    tok = AutoTokenizer.from_pretrained(tok_dir)
-    n_vocab = int(cfg.vocab_size)
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
-    w = gguf.GGUFWriter(str(tmp), "qwen2")
-    try:
-        w.add_name(name or desc)
-        w.add_block_count(cfg.num_hidden_layers)
-        w.add_context_length(cfg.max_position_embeddings)
-        w.add_embedding_length(cfg.hidden_size)
-        w.add_feed_forward_length(cfg.intermediate_size)
-        w.add_head_count(cfg.num_attention_heads)
-        w.add_head_count_kv(cfg.num_key_value_heads)
-        rope = getattr(cfg, "rope_parameters", None) or {}
-        w.add_rope_freq_base(float(rope.get("rope_theta", getattr(cfg, "rope_theta", 1e6))))
-        w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-        w.add_file_type(_file_type(outtype))
-
-        vocab = tok.get_vocab()
-        by_id = {i: t for t, i in vocab.items()}
-        if max(by_id) >= n_vocab:
-            raise SpecfairError(f"tokenizer has ids beyond the embedding size {n_vocab}")
-        added = {i: t for i, t in tok.added_tokens_decoder.items()}
-        tokens, types = [], []
-        for i in range(n_vocab):
-            if i not in by_id:
-                tokens.append(f"[PAD{i}]")
-                types.append(gguf.TokenType.USER_DEFINED)
-            elif i in added:
-                tokens.append(by_id[i])
-                types.append(
-                    gguf.TokenType.CONTROL if added[i].special else gguf.TokenType.USER_DEFINED
-                )
-            else:
-                tokens.append(by_id[i])
-                types.append(gguf.TokenType.NORMAL)
-        w.add_tokenizer_model("gpt2")
-        w.add_tokenizer_pre("qwen2")
-        w.add_token_list(tokens)
-        w.add_token_types(types)
-        special = gguf.SpecialVocab(tok_dir, load_merges=True, n_vocab=n_vocab)
-        if tok.eos_token_id is not None:  # the tokenizer's EOS (<|im_end|> for chat models)
-            special.special_token_ids["eos"] = int(tok.eos_token_id)
-        if tok.chat_template and not special.chat_template:
-            special.chat_template = tok.chat_template
-        special.add_to_gguf(w)
-
-        sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
-        data, qt = _matrix(sd["model.embed_tokens.weight"], outtype)
-        w.add_tensor("token_embd.weight", data, raw_dtype=qt)
-        w.add_tensor("output_norm.weight", sd["model.norm.weight"].astype(np.float32))
-        if not getattr(cfg, "tie_word_embeddings", False):
-            data, qt = _matrix(sd["lm_head.weight"], outtype)
-            w.add_tensor("output.weight", data, raw_dtype=qt)
-        for i in range(cfg.num_hidden_layers):
-            for hf, gg in GGUF_LAYER_NAMES.items():
-                for kind in ("weight", "bias"):
-                    key = f"model.layers.{i}.{hf}.{kind}"
-                    if key not in sd:
-                        continue
-                    arr = sd[key]
-                    if arr.ndim == 2:
-                        data, qt = _matrix(arr, outtype)
-                        w.add_tensor(f"blk.{i}.{gg}.{kind}", data, raw_dtype=qt)
-                    else:
-                        w.add_tensor(f"blk.{i}.{gg}.{kind}", arr.astype(np.float32))
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-        w.close()
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out

@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from specfair.backends.llamacpp import LLAMA_CPP_PYTHON_VERSION, find_llama_server, server_version
+from specfair.backends.llama_server import (
+    LLAMA_CPP_PYTHON_VERSION,
+    find_llama_server,
+    server_version,
+)
 from specfair.errors import SpecfairError
 
 

@@ -23,10 +23,11 @@ from specfair.distill.trainer import train
 from specfair.errors import SpecfairError
 from specfair.experiment.config import ExperimentConfig
 from specfair.measure.bench import BENCH_SUMMARY_FILE, load_bench_records, run_bench
+from specfair.measure.bench_summary import summarize_bench
 from specfair.measure.estimate import ESTIMATE_SUMMARY_FILE, measure_cost_ratio, run_estimate
+from specfair.measure.estimate_summary import summarize_estimate
 from specfair.measure.io import append_jsonl, read_json, write_json
 from specfair.measure.responses import fill_responses_batched
-from specfair.measure.summary import summarize_bench, summarize_estimate
 from specfair.models import load_model, load_pair
 from specfair.models.cpu_kernels import pack_linears
 from specfair.models.fetch import fetch_model

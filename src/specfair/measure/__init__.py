@@ -2,6 +2,7 @@
 bootstrap CIs and summaries (plain JSONL/JSON records, see docs/CONTRACTS.md)."""
 
 from specfair.measure.bench import BENCH_FILE, BENCH_SUMMARY_FILE, load_bench_records, run_bench
+from specfair.measure.bench_summary import summarize_bench
 from specfair.measure.estimate import (
     ESTIMATE_FILE,
     ESTIMATE_SUMMARY_FILE,
@@ -11,6 +12,7 @@ from specfair.measure.estimate import (
     teacher_forced_stats,
     time_decode_step,
 )
+from specfair.measure.estimate_summary import compare_estimate_to_bench, summarize_estimate
 from specfair.measure.io import append_jsonl, read_jsonl, write_json
 from specfair.measure.responses import RESPONSES_FILE, ensure_responses, read_responses
 from specfair.measure.stats import (
@@ -19,13 +21,7 @@ from specfair.measure.stats import (
     bootstrap_ratio_of_means,
     bootstrap_ratio_of_ratios,
 )
-from specfair.measure.summary import (
-    compare_estimate_to_bench,
-    print_bench_table,
-    print_estimate_table,
-    summarize_bench,
-    summarize_estimate,
-)
+from specfair.measure.tables import print_bench_table, print_estimate_table
 
 __all__ = [
     "BENCH_FILE",

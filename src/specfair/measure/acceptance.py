@@ -11,8 +11,8 @@ drafter's softmaxes at temperature T over their full vocabularies:
 Two aggregates, never mixed:
 
 * **pooled** over positions (``estimate_summary.json``'s ``alpha`` / ``greedy_alpha``, see
-  :func:`specfair.measure.summary.summarize_estimate`): Σ over every position of every prompt /
-  the number of positions (long answers weigh more);
+  :func:`specfair.measure.estimate_summary.summarize_estimate`): Σ over every position of
+  every prompt / the number of positions (long answers weigh more);
 * **per-example mean** (``train_log.jsonl``'s and ``distill_summary.json``'s ``alpha`` /
   ``greedy_alpha``, the held-back estimate that drives ``disparity`` weighting, see
   :func:`specfair.distill.student.estimate_alphas`): the mean over examples of each example's

@@ -125,39 +125,33 @@ def run_prompt(
     for turn in range(len(prompt.turns)):
         hist = own if history is None else [list(h) for h in history[:turn]]
         ids = encode_prompt(tokenizer, prompt, turn=turn, history=hist)
-        res = _generate(
-            mode,
-            target,
-            drafter,
-            tokenizer,
-            ids,
-            gamma=gamma,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            seed=prompt_seed(seed, prompt.id, turn),
-            backend=backend,
-        )
-        toks = [int(t) for t in res.tokens]
-        own.append(toks)
-        rec["new_tokens"] += len(toks)
-        rec["wall_s"] += float(res.wall_s)
-        rec["prefill_s"] += float(res.prefill_s or 0.0)
-        rec["tokens"] += toks
-        rec["turn_lengths"].append(len(toks))
-        rec["stop_reason"] = res.stop_reason
-        if mode == "sd" and getattr(res, "steps", None) is None:  # an engine's counts
-            add_engine_counts(rec, res)
-        elif mode == "sd":
-            # steps that drafted (a step may draft nothing near max_new_tokens)
-            steps = [s for s in res.steps if s.drafted > 0]
-            rec["drafted"] += sum(int(s.drafted) for s in steps)
-            rec["accepted"] += sum(int(s.accepted) for s in steps)
-            rec["accepted_lengths"] += [int(s.accepted_len) for s in steps]
-            rec["rejections"] += sum(1 for s in steps if s.accepted < s.drafted)
+        res = _generate(mode, target, drafter, tokenizer, ids, gamma=gamma,
+                        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                        top_k=top_k, seed=prompt_seed(seed, prompt.id, turn), backend=backend)
+        own.append(_add_turn(rec, mode, res))
     rec["tokens_per_s"] = rec["new_tokens"] / rec["wall_s"] if rec["wall_s"] > 0 else None
     return rec
+
+
+def _add_turn(rec: dict, mode: str, res) -> list[int]:
+    """Add one turn's result to the summed record ``rec``; returns the turn's tokens."""
+    toks = [int(t) for t in res.tokens]
+    rec["new_tokens"] += len(toks)
+    rec["wall_s"] += float(res.wall_s)
+    rec["prefill_s"] += float(res.prefill_s or 0.0)
+    rec["tokens"] += toks
+    rec["turn_lengths"].append(len(toks))
+    rec["stop_reason"] = res.stop_reason
+    if mode == "sd" and getattr(res, "steps", None) is None:  # an engine's counts
+        add_engine_counts(rec, res)
+    elif mode == "sd":
+        # steps that drafted (a step may draft nothing near max_new_tokens)
+        steps = [s for s in res.steps if s.drafted > 0]
+        rec["drafted"] += sum(int(s.drafted) for s in steps)
+        rec["accepted"] += sum(int(s.accepted) for s in steps)
+        rec["accepted_lengths"] += [int(s.accepted_len) for s in steps]
+        rec["rejections"] += sum(1 for s in steps if s.accepted < s.drafted)
+    return toks
 
 
 def split_turns(record: dict) -> list[list[int]]:
@@ -182,24 +176,12 @@ def load_bench_records(path: str | Path, *, repair: bool = False) -> list[dict]:
 
 
 def run_bench(
-    pair_or_models,
-    prompts: Sequence,
-    out_dir: str | Path,
-    *,
-    gamma: int = DEFAULT_GAMMA,
-    max_new_tokens: int = 128,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    top_k: int = 0,
-    drafter_label: str | None = None,
-    target_label: str | None = None,
-    tokenizer=None,
-    seed: int = 0,
-    warmup: bool = True,
-    progress: bool = True,
-    extra_settings: dict | None = None,
-    backend=None,
-) -> Path:
+    pair_or_models, prompts: Sequence, out_dir: str | Path, *, gamma: int = DEFAULT_GAMMA,
+    max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
+    drafter_label: str | None = None, target_label: str | None = None, tokenizer=None,
+    seed: int = 0, warmup: bool = True, progress: bool = True,
+    extra_settings: dict | None = None, backend=None,
+) -> Path:  # fmt: skip
     """Benchmark AR vs SD on ``prompts``, appending to ``out_dir/bench.jsonl``; returns its path.
 
     ``pair_or_models``: a :class:`specfair.models.Pair` or ``(target, drafter, tokenizer)``;
@@ -212,55 +194,29 @@ def run_bench(
     ``backend`` (a :class:`specfair.backends.Backend`, e.g. llama.cpp): run on that engine
     instead; ``pair_or_models`` is then ignored (may be None).
     """
-    if backend is not None:
-        target = drafter = None
-        tok, t_name, d_name = backend.tokenizer, backend.target_label, backend.drafter_label
-    else:
-        target, drafter, tok, t_name, d_name = unpack_models(pair_or_models, tokenizer)
-    if tok is None:
-        raise SpecfairError("run_bench needs a tokenizer")
+    target, drafter, tok, t_name, d_name = _models(pair_or_models, tokenizer, backend)
     ids = [p.id for p in prompts]
     if len(set(ids)) != len(ids):
         raise SpecfairError("prompt ids must be unique")
-    settings = {
-        "drafter": _label(drafter, drafter_label or d_name),
-        "target": _label(target, target_label or t_name),
-        "gamma": gamma,
-        "max_new_tokens": max_new_tokens,
-        "temperature": temperature,
-        "top_p": top_p,
-        "top_k": top_k,
-        "seed": seed,
-        "backend": backend.name if backend is not None else "hf",
-    }
+    sampling = dict(gamma=gamma, max_new_tokens=max_new_tokens, temperature=temperature,
+                    top_p=top_p, top_k=top_k, seed=seed)
+    settings = {"drafter": _label(drafter, drafter_label or d_name),
+                "target": _label(target, target_label or t_name), **sampling,
+                "backend": backend.name if backend is not None else "hf"}  # fmt: skip
     block = run_settings(**{**settings, "dtype": model_dtype(target), **(extra_settings or {})})
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / BENCH_FILE
-    done_recs = load_bench_records(path, repair=True)
-    check_settings(path, done_recs, block)  # records from before the backends: no "backend"
-    done = {(r["id"], r["mode"]): r for r in done_recs}
+    path = Path(out_dir) / BENCH_FILE
+    done = _resume(path, block)
     todo = [(p, m) for p in prompts for m in MODES if (p.id, m) not in done]
-    gen_kw = dict(gamma=gamma, max_new_tokens=max_new_tokens, temperature=temperature,
-                  top_p=top_p, top_k=top_k, seed=seed, backend=backend)
+    gen_kw = {**sampling, "backend": backend}
     proposer = as_proposer(drafter) if drafter is not None else None
     draft_for = lambda task: proposer.for_task(task) if proposer is not None else None  # noqa: E731
-    if todo and warmup:  # one short untimed AR and SD generation warms up the kernels
-        wids = encode_prompt(tok, todo[0][0], turn=0)
-        for m in MODES:
-            _generate(m, target, draft_for(todo[0][0].task), tok, wids,
-                      **{**gen_kw, "max_new_tokens": min(8, max_new_tokens)})
-
+    if todo and warmup:
+        _warm_up(target, draft_for, tok, todo[0][0], gen_kw)
     with progress_bar(len(todo), "bench", enabled=progress) as advance:
         for p, mode in todo:
-            history = None
             ar = done.get((p.id, "ar"))
-            if mode == "sd" and len(p.turns) > 1:
-                if ar is None:  # pragma: no cover - AR always runs first
-                    raise SpecfairError(f"{p.id}: the SD run needs the AR record first")
-                history = split_turns(ar)
-            body = run_prompt(mode, target, draft_for(p.task), tok, p, history=history,
-                              **gen_kw)
+            body = run_prompt(mode, target, draft_for(p.task), tok, p,
+                              history=_history(p, mode, ar), **gen_kw)
             rec = {"id": p.id, "task": p.task, "mode": mode, **settings, "settings": block,
                    **body, "turns": len(p.turns), "time": time.time()}
             rec["matches_ar"] = (ar["tokens"] == rec["tokens"]
@@ -269,3 +225,44 @@ def run_bench(
             done[(p.id, mode)] = rec
             advance(f"{p.id} {mode}")
     return path
+
+
+def _models(pair_or_models, tokenizer, backend):
+    """``(target, drafter, tokenizer, target_label, drafter_label)``; with a ``backend`` the
+    models are None and the rest is the backend's."""
+    if backend is not None:
+        tok, t_name, d_name = backend.tokenizer, backend.target_label, backend.drafter_label
+        target = drafter = None
+    else:
+        target, drafter, tok, t_name, d_name = unpack_models(pair_or_models, tokenizer)
+    if tok is None:
+        raise SpecfairError("run_bench needs a tokenizer")
+    return target, drafter, tok, t_name, d_name
+
+
+def _resume(path: Path, block: dict) -> dict[tuple[str, str], dict]:
+    """The records already in ``path`` by (id, mode), refused if written with settings other
+    than ``block``'s (a truncated last line is dropped first)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    done_recs = load_bench_records(path, repair=True)
+    check_settings(path, done_recs, block)  # records from before the backends: no "backend"
+    return {(r["id"], r["mode"]): r for r in done_recs}
+
+
+def _warm_up(target, draft_for, tok, prompt, gen_kw: dict) -> None:
+    """One short untimed AR and SD generation (the first turn of ``prompt``) warms up the
+    kernels."""
+    wids = encode_prompt(tok, prompt, turn=0)
+    for m in MODES:
+        _generate(m, target, draft_for(prompt.task), tok, wids,
+                  **{**gen_kw, "max_new_tokens": min(8, gen_kw["max_new_tokens"])})
+
+
+def _history(prompt, mode: str, ar: dict | None) -> list[list[int]] | None:
+    """The answers an SD run of a multi-turn prompt asks its later turns after: the AR run's
+    (None: the run's own, for AR and single-turn prompts)."""
+    if mode == "sd" and len(prompt.turns) > 1:
+        if ar is None:  # pragma: no cover - AR always runs first
+            raise SpecfairError(f"{prompt.id}: the SD run needs the AR record first")
+        return split_turns(ar)
+    return None

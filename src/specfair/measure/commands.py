@@ -9,20 +9,16 @@ from specfair.backends import open_backend
 from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
 from specfair.measure.bench import BENCH_FILE, BENCH_SUMMARY_FILE, load_bench_records, run_bench
+from specfair.measure.bench_summary import summarize_bench
 from specfair.measure.estimate import (
     ESTIMATE_FILE,
     ESTIMATE_SUMMARY_FILE,
     measure_cost_ratio,
     run_estimate,
 )
+from specfair.measure.estimate_summary import compare_estimate_to_bench, summarize_estimate
 from specfair.measure.io import read_json, read_jsonl, write_json
-from specfair.measure.summary import (
-    compare_estimate_to_bench,
-    print_bench_table,
-    print_estimate_table,
-    summarize_bench,
-    summarize_estimate,
-)
+from specfair.measure.tables import print_bench_table, print_estimate_table
 from specfair.models import load_pair
 from specfair.models.load import check_max_new_tokens, resolve_device, resolve_dtype
 from specfair.rundir import check_out_dir, check_settings, dir_lock, run_settings

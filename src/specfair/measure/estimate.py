@@ -17,7 +17,7 @@ target distribution p(·|s) and the drafter distribution q(·|s) at temperature 
 
 Positions are processed in chunks so that memory is O(chunk · vocab), never O(length · vocab).
 ``estimate.jsonl`` holds per-prompt sums; the summary pools positions (see
-:func:`specfair.measure.summary.summarize_estimate`).
+:func:`specfair.measure.estimate_summary.summarize_estimate`).
 """
 
 from __future__ import annotations

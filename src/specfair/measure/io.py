@@ -6,6 +6,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,13 @@ def read_jsonl(path: str | Path, *, repair: bool = False) -> list[dict]:
         pos = end
     return records
 
+
+
+def read_records(src: str | Path | Iterable[dict]) -> tuple[list[dict], str | None]:
+    """``(records, source)`` of a JSONL path (``source``: the path) or of records (None)."""
+    if isinstance(src, str | Path):
+        return read_jsonl(src), str(src)
+    return list(src), None
 
 def _clean(obj: Any) -> Any:
     """Replace non-finite floats by None so the output is strict JSON."""

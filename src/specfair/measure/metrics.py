@@ -1,6 +1,7 @@
 """Speed-up, acceptance and disparity metrics: their definitions, and the disparity and
 Leviathan functions (pure; inputs are plain sequences). Per-task speed-up, α and τ with their
-bootstrap CIs are computed by :mod:`specfair.measure.summary` (ratios of sums over prompts).
+bootstrap CIs are computed by :mod:`specfair.measure.bench_summary` (ratios of sums over
+prompts).
 
 Notation: a task has prompts i = 1..n. For prompt i, the autoregressive (AR) run produces
 ``T_i^AR`` new tokens in ``t_i^AR`` seconds and the speculative (SD) run ``T_i^SD`` tokens in

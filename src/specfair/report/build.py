@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from specfair.errors import SpecfairError
-from specfair.measure.summary import compare_estimate_to_bench, summarize_estimate
+from specfair.measure.estimate_summary import compare_estimate_to_bench, summarize_estimate
 from specfair.report import compare, plots, tables
 from specfair.report.doc import Block, Bullets, Code, Figure, Heading, Para, to_markdown
 from specfair.report.html import to_html

@@ -3,8 +3,9 @@
 Nothing here raises on a missing or unreadable file: each :class:`Arm` records which of its
 files exist (``present``) and what went wrong (``notes``), and the report shows both.
 A missing ``*_summary.json`` next to an existing ``*.jsonl`` is recomputed from the records
-with :mod:`specfair.measure.summary` (the estimate needs the cost ratio ``c``: taken from any
-other estimate summary of the run, else left out, so predicted speed-ups are then unknown).
+with :mod:`specfair.measure.bench_summary` / :mod:`specfair.measure.estimate_summary` (the
+estimate needs the cost ratio ``c``: taken from any other estimate summary of the run, else
+left out, so predicted speed-ups are then unknown).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from specfair.measure.summary import summarize_bench, summarize_estimate
+from specfair.measure.bench_summary import summarize_bench
+from specfair.measure.estimate_summary import summarize_estimate
 
 BENCH_RECORDS = "bench.jsonl"
 BENCH_SUMMARY = "bench_summary.json"

@@ -104,7 +104,7 @@ def alpha_tau_bars(run: Run, bench: pd.DataFrame) -> bytes | None:
 
 def estimated_vs_measured(run: Run, rows_by_arm: dict[str, list[dict]]) -> bytes | None:
     """Scatter of estimated α (x) against measured α per verified position (y), y = x line.
-    ``rows_by_arm``: :func:`specfair.measure.summary.compare_estimate_to_bench` output."""
+    ``rows_by_arm``: :func:`specfair.measure.estimate_summary.compare_estimate_to_bench` output."""
     pts = [(a, r) for a, rows in rows_by_arm.items() for r in rows
            if math.isfinite(num(r.get("estimated_alpha"))) and math.isfinite(
                num(r.get("measured_alpha")))]
