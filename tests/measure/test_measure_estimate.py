@@ -287,3 +287,31 @@ def test_target_hidden_states_are_reused_across_drafters(tiny_pair, tiny_models)
     changed = teacher_forced_positions(target, other, PROMPT, RESPONSE, chunk_size=4)
     assert len(calls) == 3
     assert not torch.equal(changed["ce"], ref["ce"])
+
+
+def test_batched_fill_answers_given_ids_and_refuses_another_prompt(tiny_models, tiny_prompts,
+                                                                   tmp_path):
+    """The one writer of response records: a batched fill of token-id prompts (the study's
+    cut prompts) writes greedy answers, resumes, and refuses a cache made for other ids."""
+    from specfair.errors import SpecfairError
+    from specfair.measure.responses import fill_responses_batched, read_responses
+
+    target, _, tok = tiny_models
+    ps = tiny_prompts[:2]
+    ids = [encode_prompt(tok, p)[-6:] for p in ps]
+    path = tmp_path / "answers.jsonl"
+    assert fill_responses_batched(target, tok, ps, path, max_new_tokens=5, prompt_ids=ids,
+                                  progress=False, source="drafter") == 2
+    recs = read_responses(path)
+    for p, i in zip(ps, ids, strict=True):
+        r = recs[(p.id, 0)]
+        assert r["prompt_ids"] == i and r["source"] == "drafter"
+        assert r["response_ids"] == greedy_reference(target, i, 5)[: len(r["response_ids"])]
+    assert fill_responses_batched(target, tok, ps, path, max_new_tokens=5, prompt_ids=ids,
+                                  progress=False) == 0
+    with pytest.raises(SpecfairError, match="another prompt"):
+        fill_responses_batched(target, tok, ps, path, max_new_tokens=5,
+                               prompt_ids=[i[1:] for i in ids], progress=False)
+    with pytest.raises(SpecfairError, match="max_new_tokens"):
+        fill_responses_batched(target, tok, ps, path, max_new_tokens=6, prompt_ids=ids,
+                               progress=False)

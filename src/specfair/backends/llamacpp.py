@@ -33,6 +33,7 @@ from specfair.backends.llama_server import (
 )
 from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
+from specfair.models.eos import eos_ids
 from specfair.models.fetch import gguf_path
 from specfair.models.load import load_tokenizer
 from specfair.models.registry import KNOWN_MODELS
@@ -89,8 +90,8 @@ class LlamaCppBackend:
             "sd": LlamaServer(self.target_gguf, draft=self.drafter_gguf, gamma=gamma, **kw),
         }
         self._last_metrics: dict[str, dict] = {}
-        eos = self.tokenizer.eos_token_id
-        self._eog = {int(eos)} if eos is not None else set()
+        # specfair's EOS rule without a model config: the tokenizer's end-of-sequence id
+        self._eos = eos_ids(None, self.tokenizer)
         try:
             for mode, s in self.servers.items():
                 s.start()
@@ -124,8 +125,8 @@ class LlamaCppBackend:
             )
         tokens = [int(t) for t in out.get("tokens") or []]
         stop = "eos" if out.get("stop_type") == "eos" else "max_tokens"
-        if stop == "eos" and self._eog and (not tokens or tokens[-1] not in self._eog):
-            tokens.append(next(iter(self._eog)))  # the hf records keep the EOS token
+        if stop == "eos" and self._eos and (not tokens or tokens[-1] not in self._eos):
+            tokens.append(self._eos[0])  # the hf records keep the EOS token
         res = EngineResult(
             tokens=tokens,
             wall_s=(timings.get("prompt_ms", 0.0) + timings.get("predicted_ms", 0.0)) / 1000,

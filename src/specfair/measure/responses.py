@@ -1,10 +1,12 @@
 """The target's responses cache, ``responses.jsonl``: its one owner (schema, reading, writing,
-resuming). Used by the estimate (teacher forcing), the experiment's bulk fill and distillation.
+resuming). Used by the estimate (teacher forcing), the experiment's bulk fill, distillation and
+the study (test answers; training text, including the drafter's, ``source="drafter"``).
 
 One record per (prompt, turn)::
 
     {"id": prompt id, "task", "turn": k, "prompt_ids", "response_ids", "stop_reason",
-     "max_new_tokens", "temperature", "source": "generated" | "bench" | "batched" | "target"}
+     "max_new_tokens", "temperature",
+     "source": "generated" | "bench" | "batched" | "target" | "drafter"}
 
 (plus ``"reused": true`` on records copied from another cache). ``prompt_ids`` of turn k > 0
 hold the earlier turns with the target's own answers (end-of-sequence id stripped, see
@@ -151,36 +153,53 @@ def ensure_responses(
 
 
 def fill_responses_batched(
-    target,
+    model,
     tokenizer,
     prompts: Sequence,
     cache_path: str | Path,
     *,
     max_new_tokens: int,
+    prompt_ids: Sequence[Sequence[int]] | None = None,
     batch_size: int = 16,
     progress: bool = True,
+    label: str = "responses (batched)",
+    source: str = "batched",
 ) -> int:
-    """Generate the missing first-turn greedy answers of ``prompts`` into ``cache_path``
+    """Generate the missing first-turn greedy answers of ``model`` (the target, or for the
+    study's training text the drafter, ``source="drafter"``) to ``prompts`` into ``cache_path``
     (appended batch by batch, so an interrupted fill resumes); returns how many were added.
-    Later turns of multi-turn prompts are left to :func:`ensure_responses`."""
+    ``prompt_ids``: the token ids to answer (default: each prompt's chat encoding); a cached
+    record of another prompt or ``max_new_tokens`` is refused. Later turns of multi-turn prompts
+    are left to :func:`ensure_responses`."""
     cache_path = Path(cache_path)
-    have = {(r.get("id"), int(r.get("turn", 0))) for r in read_jsonl(cache_path, repair=True)}
-    todo = [p for p in prompts if (p.id, 0) not in have]
+    ids = ([list(i) for i in prompt_ids] if prompt_ids is not None
+           else [encode_prompt(tokenizer, p) for p in prompts])
+    have = read_responses(cache_path)
+    todo = []
+    for k, p in enumerate(prompts):
+        rec = have.get((p.id, 0))
+        if rec is None:
+            todo.append(k)
+            continue
+        check_cached(rec, cache_path, 0, max_new_tokens=max_new_tokens, temperature=0.0)
+        if prompt_ids is not None and rec.get("prompt_ids") != ids[k]:
+            raise SpecfairError(f"{cache_path}: response {p.id} answers another prompt (other "
+                                "settings, or an older specfair); use another directory")
     if not todo:
         return 0
-    ids = [encode_prompt(tokenizer, p) for p in todo]
-    eos = eos_ids(target, tokenizer)
+    eos = eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
-    with progress_bar(len(todo), "responses (batched)", enabled=progress) as advance:
+    with progress_bar(len(todo), label, enabled=progress) as advance:
 
         def write(idx, results):
             for i, (toks, stop) in zip(idx, results, strict=True):
+                k = todo[i]
                 write_response(cache_path, response_record(
-                    todo[i], 0, ids[i], toks, stop, max_new_tokens=max_new_tokens,
-                    temperature=0.0, source="batched"))
-            for _ in idx:
+                    prompts[k], 0, ids[k], toks, stop, max_new_tokens=max_new_tokens,
+                    temperature=0.0, source=source))
                 advance()
 
-        batched_greedy(target, ids, max_new_tokens=max_new_tokens, eos_token_id=eos,
-                       pad_token_id=pad, batch_size=batch_size, on_batch=write)  # fmt: skip
+        batched_greedy(model, [ids[k] for k in todo], max_new_tokens=max_new_tokens,
+                       eos_token_id=eos, pad_token_id=pad, batch_size=batch_size,
+                       on_batch=write)  # fmt: skip
     return len(todo)

@@ -13,12 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from specfair.decoding.batched import batched_greedy
-from specfair.measure.io import append_jsonl, read_jsonl
-from specfair.measure.progress import progress_bar
+from specfair.measure.responses import fill_responses_batched, read_responses
 from specfair.measure.signals import fill_signals as _fill
 from specfair.measure.signals import seq_key
-from specfair.models.eos import eos_ids
 from specfair.study.config import StudyConfig
 from specfair.tasks import encode_prompt
 from specfair.tasks.prompt import Prompt
@@ -66,27 +63,13 @@ def study_prompts(cfg: StudyConfig, suite) -> StudyPrompts:
 
 def _generate(model, tokenizer, prompts: Sequence[Prompt], ids: Sequence[list[int]],
               path: Path, max_new: int, label: str) -> dict[str, list[int]]:
-    """Batched greedy answers of ``model``, appended to ``path`` as they finish (resumable)."""
-    keys = {p.id: seq_key(i, 0) for p, i in zip(prompts, ids, strict=True)}
-    done = {r["id"]: r["response_ids"] for r in read_jsonl(path, repair=True)
-            if r.get("prompt_key", keys.get(r["id"])) == keys.get(r["id"])}
-    todo = [i for i, p in enumerate(prompts) if p.id not in done]
-    if todo:
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        with progress_bar(len(todo), label) as advance:
-            def write(idx, results):
-                for j, (toks, stop) in zip(idx, results, strict=True):
-                    p = prompts[todo[j]]
-                    append_jsonl(path, {"id": p.id, "task": p.task, "response_ids": toks,
-                                        "stop_reason": stop, "max_new_tokens": max_new,
-                                        "prompt_key": keys[p.id]})
-                    done[p.id] = toks
-                    advance()
-
-            batched_greedy(model, [ids[i] for i in todo], max_new_tokens=max_new,
-                           eos_token_id=eos_ids(model, tokenizer), pad_token_id=pad,
-                           batch_size=16, on_batch=write)
-    return done
+    """Batched greedy answers of ``model`` (``label``: target or drafter) to the token ids
+    ``ids``, in ``path`` (:mod:`specfair.measure.responses`' schema, resumable)."""
+    fill_responses_batched(model, tokenizer, prompts, path, max_new_tokens=max_new,
+                           prompt_ids=ids, label=f"{label} answers ({path.stem})",
+                           source="batched" if label == "target" else label)
+    recs = read_responses(path)
+    return {p.id: recs[(p.id, 0)]["response_ids"] for p in prompts}
 
 
 def cut_prompt(ids: list[int], n: int, head: int) -> list[int]:
@@ -100,7 +83,7 @@ def test_sequences(cfg: StudyConfig, target, tokenizer, prompts: Sequence[Prompt
                    run_dir: Path) -> list[Seq]:
     ids = [encode_prompt(tokenizer, p) for p in prompts]
     resp = _generate(target, tokenizer, prompts, ids, run_dir / "test_responses.jsonl",
-                     cfg.test_response_tokens, "target test responses")
+                     cfg.test_response_tokens, "target")
     return [Seq(p.id, p.task, tuple(i + resp[p.id]), len(i), "target")
             for p, i in zip(prompts, ids, strict=True) if resp[p.id]]
 
@@ -131,7 +114,7 @@ def train_sequences(cfg: StudyConfig, target, drafter, tokenizer, prompts: Seque
         gen_ids = ([encode_prompt(tokenizer, p) for p in gp] if label == "target"
                    else [ids[k] for k in gen_idx])
         resp = _generate(model, tokenizer, gp, gen_ids,
-                         run_dir / f"train_{label}_text.jsonl", n, f"{label} training text")
+                         run_dir / f"train_{label}_text.jsonl", n, label)
         for k in gen_idx:
             p = prompts[k]
             out[p.id] = Seq(p.id, p.task, tuple(ids[k] + resp[p.id]), len(ids[k]), label)
