@@ -112,11 +112,13 @@ def _syncer(device: torch.device):
 def _pick(
     logits: torch.Tensor, sp: SamplingParams, gen
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Next token [B] from last-position logits [B, V] (and the probabilities when sampling)."""
+    """Next token [B] from last-position logits [B, V] (and the probabilities when sampling).
+    The draw happens on the generator's device (a CPU generator may drive a GPU model)."""
     if sp.greedy:
         return logits.argmax(dim=-1), None
     probs = logits_to_probs(logits, sp.temperature, sp.top_k, sp.top_p)
-    return torch.multinomial(probs, 1, generator=gen).squeeze(-1), probs
+    src = probs if gen is None else probs.to(gen.device)
+    return torch.multinomial(src, 1, generator=gen).squeeze(-1).to(probs.device), probs
 
 
 class _Output:
@@ -284,15 +286,21 @@ def autoregressive_generate(
     eos_token_id: int | Sequence[int] | None = None,
     seed: int | None = None,
     tokenizer=None,
+    generator: torch.Generator | None = None,
 ) -> GenerationResult:
     """Plain decoding with the target alone: the baseline of ``speculative_generate``.
 
     One step per token after the first (``gamma=0``, ``verify_s`` = the target forward).
+    ``generator``: sample with this generator (advanced in place; each token is drawn on its
+    device) instead of a fresh one seeded with ``seed``.
     """
     t_start = time.perf_counter()
+    if seed is not None and generator is not None:
+        raise SpecfairError("give seed or generator, not both")
     t_len, sp, gen, buf, out = _setup(
         target, input_ids, max_new_tokens, temperature, top_p, top_k, eos_token_id, seed
     )
+    gen = gen if generator is None else generator
     sync = _syncer(buf.device)
     cache = _new_cache(target)
     steps: list[StepRecord] = []
