@@ -1,15 +1,16 @@
 """The decoders: ``speculative_generate`` and its baseline ``autoregressive_generate``.
 
 One readable loop each, in the style of gpt-fast's generate.py, with the split of vLLM's
-spec_decode: the drafter proposes (the "Propose" block of ``speculative_generate``), the target
-scores (one forward over the last token and the drafts), ``rejection.py`` decides. Both decoders
-share the prefill, the cache set-up, the sampling code and the stopping rules, so that a
-speed-up compares like with like.
+spec_decode. A speculative step: the drafter proposes (``_Proposer.propose``), the target scores
+the drafts in one forward over the last token and the drafts (``_verify``), the rejection
+sampler decides (``_accept``, with ``rejection.py``), the step is recorded (``_record``) and both
+caches roll back to the tokens kept. Both decoders share the prefill, the cache set-up, the
+sampling code and the stopping rules, so that a speed-up compares like with like.
 
 Invariants of the speculative loop (batch 1, shapes kept [1, T]):
 ``buf[:, :n]`` holds prompt + output; the target's KV cache holds the first ``n - 1`` tokens
 (the last token is the input of the next verification); the drafter's cache holds the first
-``d_len <= n - 1`` tokens and the next draft pass feeds it ``buf[:, d_len:n]`` (1 token after a
+``seen <= n - 1`` tokens and the next draft pass feeds it ``buf[:, seen:n]`` (1 token after a
 rejection, 2 after a fully accepted step: the last draft and the bonus token).
 """
 
@@ -111,11 +112,13 @@ def _syncer(device: torch.device):
 def _pick(
     logits: torch.Tensor, sp: SamplingParams, gen
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Next token [B] from last-position logits [B, V] (and the probabilities when sampling)."""
+    """Next token [B] from last-position logits [B, V] (and the probabilities when sampling).
+    The draw happens on the generator's device (a CPU generator may drive a GPU model)."""
     if sp.greedy:
         return logits.argmax(dim=-1), None
     probs = logits_to_probs(logits, sp.temperature, sp.top_k, sp.top_p)
-    return torch.multinomial(probs, 1, generator=gen).squeeze(-1), probs
+    src = probs if gen is None else probs.to(gen.device)
+    return torch.multinomial(src, 1, generator=gen).squeeze(-1).to(probs.device), probs
 
 
 class _Output:
@@ -173,6 +176,104 @@ def _finish(out: _Output, steps, prefill_s, t_start, sync, tokenizer) -> Generat
     )
 
 
+def _prefill(target, cache: DynamicCache, buf, t_len: int, sp, gen, out: _Output) -> torch.Tensor:
+    """The target reads the prompt ``buf[:, :t_len]`` and gives the first new token, written at
+    ``buf[:, t_len]`` and to ``out``; returns the target's logits [1, 1, V]."""
+    logits = target(input_ids=buf[:, :t_len], cache=cache, use_cache=True, logits_to_keep=1).logits
+    tok, _ = _pick(logits[:, -1], sp, gen)
+    buf[:, t_len] = tok
+    out.extend([int(tok)])
+    return logits
+
+
+class _Proposer:
+    """The drafter's side of the speculative loop (gpt-fast's draft model, vLLM's proposer).
+
+    Its KV cache holds ``buf[:, :self.seen]``. ``propose`` feeds it the tokens it has not seen
+    yet, then its own drafts one at a time, and writes the drafts after ``buf[:, :n]``; when
+    sampling, the distributions they were drawn from go to ``self.q`` for the rejection
+    sampler. ``rollback`` forgets the tokens the target did not keep.
+    """
+
+    def __init__(self, drafter, buf, t_len, sp, gen, target_logits, max_g, threshold) -> None:
+        self.model, self.cache, self.prepare = drafter, _new_cache(drafter), _drafter_input(drafter)
+        self.sp, self.gen, self.threshold = sp, gen, threshold
+        self.vocab = target_logits.shape[-1]
+        q_dtype = torch.promote_types(target_logits.dtype, torch.float32)
+        self.q = None
+        if not sp.greedy:
+            self.q = torch.zeros((1, max_g, self.vocab), dtype=q_dtype, device=buf.device)
+        prompt = self.prepare(buf[:, :t_len])
+        self.model(input_ids=prompt, cache=self.cache, use_cache=True, logits_to_keep=1)
+        self.seen = t_len
+
+    def propose(self, buf: torch.Tensor, n: int, g: int) -> int:
+        """Draft up to ``g`` tokens into ``buf[:, n : n + g]``; returns how many were drafted
+        (fewer once the drafter's confidence in its draft falls below the threshold)."""
+        inp = buf[:, self.seen : n]
+        for i in range(g):
+            logits = self.model(
+                input_ids=self.prepare(inp), cache=self.cache, use_cache=True, logits_to_keep=1
+            ).logits[:, -1]
+            logits = fit_vocab(logits.to(buf.device), self.vocab)
+            x, q = _pick(logits, self.sp, self.gen)
+            if q is not None:
+                self.q[:, i] = q
+            buf[:, n + i] = x
+            inp = buf[:, n + i : n + i + 1]
+            if self.threshold > 0.0 and i < g - 1 and _confidence(logits, x, q) < self.threshold:
+                g = i + 1  # the drafter is unsure: let the target verify what it has
+                break
+        if g > 0:
+            self.seen = n + g - 1
+        return g
+
+    def draft_probs(self, g: int) -> torch.Tensor | None:
+        """q [1, g, V] of the last proposal (None when greedy)."""
+        return None if self.q is None else self.q[:, :g]
+
+    def rollback(self, n: int) -> None:
+        """Keep at most ``n - 1`` tokens in the cache (the last token is read next step)."""
+        if self.seen > n - 1:
+            _crop(self.cache, self.seen - (n - 1))
+            self.seen = n - 1
+
+
+def _confidence(logits: torch.Tensor, x: torch.Tensor, q: torch.Tensor | None) -> float:
+    """The drafter's probability of its draft ``x`` (from ``q`` when sampling)."""
+    return float(q[0, x[0]] if q is not None else torch.softmax(logits[0].float(), -1)[x[0]])
+
+
+def _accept(logits, drafts, q, sp: SamplingParams, gen) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rejection sampler: (drafts accepted [1], next token [1]) from the target's logits
+    [1, g + 1, V] over the drafts [1, g] (greedy: prefix match with the target's argmax;
+    sampling: Leviathan et al.'s rule with the residual distribution)."""
+    if sp.greedy:
+        return greedy_verify(drafts, logits.argmax(dim=-1))
+    p = logits_to_probs(logits, sp.temperature, sp.top_k, sp.top_p)
+    return rejection_sample(drafts, q, p, gen)
+
+
+def _verify(target, cache, buf: torch.Tensor, n: int, g: int, sp, gen, q) -> int:
+    """Score and verify: one target forward over the last token and the ``g`` drafts, then the
+    rejection sampler. Writes the correction (or bonus) token at ``buf[:, n + k]`` and returns
+    ``k``, the drafts accepted. The cache then holds ``n + g`` tokens."""
+    logits = target(
+        input_ids=buf[:, n - 1 : n + g], cache=cache, use_cache=True, logits_to_keep=g + 1
+    ).logits
+    k_t, nxt = _accept(logits, buf[:, n : n + g], q, sp, gen)
+    k = int(k_t)
+    buf[:, n + k] = nxt
+    return k
+
+
+def _record(policy: GammaPolicy, g: int, k: int, kept: int, t0, t1, t2) -> StepRecord:
+    """The step's record; the gamma policy learns from the steps that drafted."""
+    if g > 0:
+        policy.update(g, k, t1 - t0, t2 - t1)
+    return StepRecord(g, g, k, kept, t1 - t0 if g else 0.0, t2 - t1)
+
+
 @torch.inference_mode()
 def autoregressive_generate(
     target,
@@ -185,24 +286,27 @@ def autoregressive_generate(
     eos_token_id: int | Sequence[int] | None = None,
     seed: int | None = None,
     tokenizer=None,
+    generator: torch.Generator | None = None,
 ) -> GenerationResult:
     """Plain decoding with the target alone: the baseline of ``speculative_generate``.
 
     One step per token after the first (``gamma=0``, ``verify_s`` = the target forward).
+    ``generator``: sample with this generator (advanced in place; each token is drawn on its
+    device) instead of a fresh one seeded with ``seed``.
     """
     t_start = time.perf_counter()
+    if seed is not None and generator is not None:
+        raise SpecfairError("give seed or generator, not both")
     t_len, sp, gen, buf, out = _setup(
         target, input_ids, max_new_tokens, temperature, top_p, top_k, eos_token_id, seed
     )
+    gen = gen if generator is None else generator
     sync = _syncer(buf.device)
     cache = _new_cache(target)
     steps: list[StepRecord] = []
 
-    logits = target(input_ids=buf[:, :t_len], cache=cache, use_cache=True, logits_to_keep=1).logits
-    tok, _ = _pick(logits[:, -1], sp, gen)
-    buf[:, t_len] = tok
+    _prefill(target, cache, buf, t_len, sp, gen, out)
     n = t_len + 1
-    out.extend([int(tok)])
     sync()
     prefill_s = time.perf_counter() - t_start
 
@@ -254,79 +358,31 @@ def speculative_generate(
     )
     sync = _syncer(buf.device)
     policy.reset()
-    t_cache, d_cache = _new_cache(target), _new_cache(drafter)
+    t_cache = _new_cache(target)
     steps: list[StepRecord] = []
 
     # Prefill: the target reads the prompt and gives the first token, the drafter reads it too.
-    logits = target(
-        input_ids=buf[:, :t_len], cache=t_cache, use_cache=True, logits_to_keep=1
-    ).logits
-    vocab = logits.shape[-1]
-    tok, _ = _pick(logits[:, -1], sp, gen)
-    buf[:, t_len] = tok
-    d_input = _drafter_input(drafter)
-    drafter(input_ids=d_input(buf[:, :t_len]), cache=d_cache, use_cache=True, logits_to_keep=1)
-    n, d_len = t_len + 1, t_len
-    out.extend([int(tok)])
+    logits = _prefill(target, t_cache, buf, t_len, sp, gen, out)
+    max_g = max(1, min(policy.max_gamma, max_new_tokens))
+    proposer = _Proposer(drafter, buf, t_len, sp, gen, logits, max_g, draft_threshold)
+    n = t_len + 1
     sync()
     prefill_s = time.perf_counter() - t_start
 
-    max_g = max(1, min(policy.max_gamma, max_new_tokens))
-    q_dtype = torch.promote_types(logits.dtype, torch.float32)
-    q_buf = None if sp.greedy else torch.zeros((1, max_g, vocab), dtype=q_dtype, device=buf.device)
-
     while out.stop_reason is None:
-        remaining = max_new_tokens - len(out.tokens)
-        g = min(policy.next_gamma(), remaining - 1, max_g)
-
-        # Propose: g drafter forwards, each reading the tokens it has not seen yet.
+        g = min(policy.next_gamma(), max_new_tokens - len(out.tokens) - 1, max_g)
         t0 = time.perf_counter()
-        inp = buf[:, d_len:n]
-        for i in range(g):
-            d_logits = drafter(
-                input_ids=d_input(inp), cache=d_cache, use_cache=True, logits_to_keep=1
-            ).logits[:, -1]
-            d_logits = fit_vocab(d_logits.to(buf.device), vocab)
-            x, q = _pick(d_logits, sp, gen)
-            if q is not None:
-                q_buf[:, i] = q
-            buf[:, n + i] = x
-            inp = buf[:, n + i : n + i + 1]
-            if draft_threshold > 0.0 and i < g - 1:
-                conf = q[0, x[0]] if q is not None else torch.softmax(d_logits[0].float(), -1)[x[0]]
-                if float(conf) < draft_threshold:
-                    g = i + 1  # the drafter is unsure: let the target verify what it has
-                    break
-        if g > 0:
-            d_len = n + g - 1
+        g = proposer.propose(buf, n, g)  # the drafter proposes g tokens (or fewer)
         sync()
         t1 = time.perf_counter()
-
-        # Score and verify: one target forward over the last token and the g drafts.
-        logits = target(
-            input_ids=buf[:, n - 1 : n + g], cache=t_cache, use_cache=True, logits_to_keep=g + 1
-        ).logits
-        drafts = buf[:, n : n + g]
-        if sp.greedy:
-            k_t, nxt = greedy_verify(drafts, logits.argmax(dim=-1))
-        else:
-            p = logits_to_probs(logits, sp.temperature, sp.top_k, sp.top_p)
-            k_t, nxt = rejection_sample(drafts, q_buf[:, :g], p, gen)
-        k = int(k_t)
-        buf[:, n + k] = nxt
+        k = _verify(target, t_cache, buf, n, g, sp, gen, proposer.draft_probs(g))
         sync()
         t2 = time.perf_counter()
-
         kept = out.extend(buf[0, n : n + k + 1].tolist())
-        steps.append(StepRecord(g, g, k, kept, t1 - t0 if g else 0.0, t2 - t1))
-        if g > 0:
-            policy.update(g, k, t1 - t0, t2 - t1)
-        # Roll back: the target keeps n + k tokens (the new last token is read next step),
-        # the drafter at most as many.
+        steps.append(_record(policy, g, k, kept, t0, t1, t2))
+        # Roll back: the target keeps n + k tokens (the new last one is read next step).
         _crop(t_cache, g - k)
         n += k + 1
-        if d_len > n - 1:
-            _crop(d_cache, d_len - (n - 1))
-            d_len = n - 1
+        proposer.rollback(n)  # the drafter keeps at most as many
 
     return _finish(out, steps, prefill_s, t_start, sync, tokenizer)
