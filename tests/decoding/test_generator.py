@@ -1,6 +1,6 @@
 """``autoregressive_generate(generator=...)`` gives DistillSpec's on-policy samples: the same
-tokens, and the same generator state afterwards, as the private loop of
-``specfair.distill.student.sample_drafter`` (copied below as the reference), on a LoRA-wrapped
+tokens, and the same generator state afterwards, as the private loop the trainer used before
+(``specfair.distill.student.sample_drafter``, copied below as the reference), on a LoRA-wrapped
 drafter with trainable adapters and outside ``no_grad``, as the trainer calls it."""
 
 import copy
@@ -22,7 +22,8 @@ PROMPTS = [
 
 
 def reference_sample_drafter(model, prompt_ids, n, temperature, generator, eos, device):
-    """The loop of ``specfair.distill.student.sample_drafter`` (commit aaf7056), verbatim."""
+    """The loop of ``specfair.distill.student.sample_drafter`` (commit aaf7056, since removed),
+    verbatim."""
     lm = base_lm(model)
     V = lm.get_output_embeddings().weight.shape[0]
     cache = DynamicCache(config=lm.config)
@@ -41,7 +42,7 @@ def reference_sample_drafter(model, prompt_ids, n, temperature, generator, eos, 
 
 
 def via_decoding(model, prompt_ids, n, temperature, generator, eos, device):
-    """What ``sample_drafter`` can become (``device`` is the model's own)."""
+    """What the trainer's ``_on_policy`` calls (``device`` is the model's own)."""
     return autoregressive_generate(base_lm(model), prompt_ids, max_new_tokens=n,
                                    temperature=max(temperature, 1e-6), eos_token_id=eos,
                                    generator=generator).tokens

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
-from transformers import DynamicCache
 
 from specfair.distill.cheap import make_cheap_drafter
 from specfair.distill.config import DistillConfig
@@ -216,28 +215,3 @@ def estimate_alphas(
             "n": int(sums[k, 2])}
         for k, t in enumerate(tasks) if sums[k, 2] > 0
     }
-
-
-# ---------------------------------------------------------------------------- on-policy
-
-
-@torch.no_grad()
-def sample_drafter(model, prompt_ids: Sequence[int], n: int, temperature: float,
-                   generator: torch.Generator, eos: Sequence[int], device) -> list[int]:
-    """``n`` tokens sampled from the drafter (stops at an ``eos`` id); DistillSpec's on-policy
-    data."""
-    lm = base_lm(model)
-    V = lm.get_output_embeddings().weight.shape[0]
-    cache = DynamicCache(config=lm.config)
-    x = torch.tensor([list(prompt_ids)], device=device)
-    logits = lm(input_ids=x, cache=cache, use_cache=True, logits_to_keep=1).logits[0, -1]
-    toks: list[int] = []
-    for _ in range(n):
-        probs = torch.softmax(logits.float()[:V] / max(temperature, 1e-6), -1).cpu()
-        t = int(torch.multinomial(probs, 1, generator=generator))
-        toks.append(t)
-        if t in eos:
-            break
-        logits = lm(input_ids=torch.tensor([[t]], device=device), cache=cache,
-                    use_cache=True).logits[0, -1]
-    return toks

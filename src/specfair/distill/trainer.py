@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from specfair.decoding import autoregressive_generate
 from specfair.distill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from specfair.distill.config import DistillConfig
 from specfair.distill.data import Example
@@ -53,10 +54,10 @@ from specfair.distill.run_setup import (
 from specfair.distill.student import (
     StudentLoss,
     TeacherCache,
+    base_lm,
     collate,
     estimate_alphas,
     prepare_student,
-    sample_drafter,
 )
 from specfair.distill.weighting import TaskSampler
 from specfair.errors import SpecfairError
@@ -294,7 +295,7 @@ class _Run:
         task = exs[0].task
         self.activate(task)
         if cfg.on_policy_frac > 0:
-            exs = _on_policy(exs, self.student, cfg, step, micro, rank, self.eos, acc.device)
+            exs = _on_policy(exs, self.student, cfg, step, micro, rank, self.eos)
         batch = collate(exs, cfg.max_seq_len, self.pad_id, acc.device)
         t_h = None if cfg.loss == "ce" else self.teacher.hidden(exs, acc.device)
         n_loss = max(int(batch.labels.numel()), 1)
@@ -323,7 +324,9 @@ class _Run:
         self.optimizer.zero_grad(set_to_none=True)
 
 
-def _on_policy(exs, student, cfg, step, micro, rank, eos, device) -> list[Example]:
+def _on_policy(exs, student, cfg, step, micro, rank, eos) -> list[Example]:
+    """DistillSpec's on-policy data: a share ``on_policy_frac`` of the examples get a response
+    sampled from the drafter (the engine's plain decoding, with this step's own generator)."""
     g = torch.Generator().manual_seed(
         (cfg.seed * 1_000_003 + step * 1009 + micro * 31 + rank) % (2**63))
     out = []
@@ -332,8 +335,10 @@ def _on_policy(exs, student, cfg, step, micro, rank, eos, device) -> list[Exampl
     for e in exs:
         if float(torch.rand((), generator=g)) < cfg.on_policy_frac:
             n = max(1, min(len(e.response_ids), cfg.response_max_new_tokens))
-            resp = sample_drafter(student, e.prompt_ids, n, cfg.on_policy_temperature, g,
-                                  eos, device)
+            # temperature 0 still samples (at 1e-6), as on-policy data always has
+            resp = autoregressive_generate(
+                base_lm(student), e.prompt_ids, max_new_tokens=n, eos_token_id=eos,
+                temperature=max(cfg.on_policy_temperature, 1e-6), generator=g).tokens
             e = Example(f"{e.id}@op{step}.{micro}", e.task, e.prompt_ids, tuple(resp),
                         "onpolicy", e.base_id)
         out.append(e)
