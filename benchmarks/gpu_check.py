@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from accelerate.state import AcceleratorState
 
 sys.path[:0] = [str(Path(__file__).parents[1] / "tests"),
                 str(Path(__file__).parents[1] / "tests" / "distill")]
@@ -63,6 +64,7 @@ def train_check(tiny_pair, tok, examples, root: Path) -> dict:
     out = {}
     for name, dev in (("gpu", DEV), ("cpu", "cpu")):
         forget_target_states()
+        AcceleratorState._reset_state(reset_partial_state=True)  # one device per process else
         t0 = time.perf_counter()
         res = train(cfg, load(tiny_pair[0]), load(tiny_pair[1]), tok, tr, ho, root / name,
                     accelerator=make_accelerator(cfg, cpu=dev == "cpu"))
