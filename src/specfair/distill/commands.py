@@ -34,7 +34,7 @@ from specfair.distill.export import export_drafter
 from specfair.distill.run_setup import make_accelerator
 from specfair.distill.trainer import train
 from specfair.errors import SpecfairError
-from specfair.measure.responses import write_response
+from specfair.measure.responses import reuse_responses
 from specfair.models import load_pair
 from specfair.models.hardware import cpu_supports_bf16
 from specfair.models.load import resolve_device, resolve_dtype
@@ -75,13 +75,9 @@ def build_examples(cfg: DistillConfig, suite, target, drafter, tokenizer, out_di
         cache = out_dir / "responses.jsonl"
         if cfg.responses_path:  # reuse e.g. specfair estimate's cache (train prompts only)
             if accelerator is None or accelerator.is_main_process:
-                done = read_responses(cache)
-                want = {"max_new_tokens": cfg.response_max_new_tokens,
-                        "temperature": cfg.response_temperature}
-                for key, rec in read_responses(cfg.responses_path).items():
-                    same = all(rec.get(k, v) == v for k, v in want.items())
-                    if key not in done and key[0] in train_ids and same:
-                        write_response(cache, {**rec, "source": "target", "reused": True})
+                reuse_responses(cfg.responses_path, cache, train_ids,
+                                max_new_tokens=cfg.response_max_new_tokens,
+                                temperature=cfg.response_temperature)
             if accelerator is not None:
                 accelerator.wait_for_everyone()
         rank = accelerator.process_index if accelerator is not None else 0

@@ -70,6 +70,19 @@ def read_responses(path: str | Path) -> dict[tuple[str, int], dict]:
     return recs
 
 
+def reuse_responses(src: str | Path, dst: str | Path, ids: set[str], *, max_new_tokens: int,
+                    temperature: float) -> int:
+    """Copy into ``dst`` the records of ``src`` for the prompt ``ids`` that ``dst`` lacks and
+    that were made with these settings (marked ``"reused": true``); returns how many."""
+    done, n = read_responses(dst), 0
+    want = {"max_new_tokens": max_new_tokens, "temperature": temperature}
+    for key, rec in read_responses(src).items():
+        if key not in done and key[0] in ids and all(rec.get(k, v) == v for k, v in want.items()):
+            write_response(dst, {**rec, "source": "target", "reused": True})
+            n += 1
+    return n
+
+
 def check_cached(record: dict, path, turn: int, **want) -> None:
     """Refuse a cached record made with other settings (``want``: max_new_tokens, temperature;
     a record without the field is taken as matching)."""
