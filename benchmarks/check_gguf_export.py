@@ -7,7 +7,8 @@ Exports DRAFTER_DIR with ``specfair export-gguf`` (unless --gguf exists), serves
 for the first prompts of the default suite's test split (chat template, one per task) compares
 llama.cpp's greedy tokens with specfair's HF greedy decoding (float32), and the top-5
 log-probabilities llama.cpp reports at each generated position with the HF model's
-log-softmax at the same position. Prints a JSON summary.
+log-softmax at the same position (llama.cpp reports one entry per text piece: a character made
+of several tokens gets one, for its last token). Prints a JSON summary.
 """
 
 from __future__ import annotations
@@ -68,12 +69,21 @@ def main() -> None:
             seq = torch.tensor([ids + ref])
             with torch.no_grad():
                 logp = torch.log_softmax(hf(seq).logits[0].float(), -1)
-            diffs = []
-            for k, pos in enumerate(out["completion_probabilities"][:same]):
+            # llama-server sends one probability entry per *text piece*: tokens that only
+            # together make a UTF-8 character (two-token kanji, say) share one entry, carrying
+            # the last token's id and distribution. Align each entry with its token by id.
+            diffs, k = [], 0
+            for pos in out["completion_probabilities"]:
+                while k < same and ref[k] != pos["id"]:
+                    k += 1
+                if k >= same:
+                    break
                 row = logp[len(ids) - 1 + k]
                 diffs += [abs(c["logprob"] - row[c["id"]].item()) for c in pos["top_logprobs"]]
+                k += 1
             rows.append({"id": p.id, "task": p.task, "n_hf": len(ref), "n_llamacpp": len(got),
                          "identical": got == ref, "first_divergence": same,
+                         "positions_compared": len(diffs) // 5,
                          "max_abs_logprob_diff": max(diffs) if diffs else None,
                          "mean_abs_logprob_diff": sum(diffs) / len(diffs) if diffs else None})
     print(json.dumps({"drafter": str(src), "gguf": str(gguf), "outtype": a.outtype,
