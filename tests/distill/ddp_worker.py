@@ -24,11 +24,11 @@ from specfair.distill.config import DistillConfig  # noqa: E402
 from specfair.distill.data import (  # noqa: E402
     examples_from_records,
     heldout_split,
-    read_responses,
     target_response_examples,
 )
-from specfair.distill.run_setup import make_accelerator
+from specfair.distill.run_setup import make_accelerator  # noqa: E402
 from specfair.distill.trainer import train  # noqa: E402
+from specfair.measure.responses import read_responses  # noqa: E402
 
 
 def main(root: Path, weighting: str) -> None:

@@ -26,7 +26,6 @@ from specfair.distill.data import (
     check_examples,
     examples_from_records,
     heldout_split,
-    read_responses,
     reference_examples,
     target_response_examples,
 )
@@ -34,7 +33,7 @@ from specfair.distill.export import export_drafter
 from specfair.distill.run_setup import make_accelerator
 from specfair.distill.trainer import train
 from specfair.errors import SpecfairError
-from specfair.measure.responses import reuse_responses
+from specfair.measure.responses import read_responses, reuse_responses
 from specfair.models import load_pair
 from specfair.models.hardware import cpu_supports_bf16
 from specfair.models.load import resolve_device, resolve_dtype

@@ -27,10 +27,7 @@ from pathlib import Path
 
 from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
-from specfair.measure.responses import (  # noqa: F401 (read_responses: re-exported)
-    ensure_responses,
-    read_responses,
-)
+from specfair.measure.responses import ensure_responses, read_responses
 from specfair.models.eos import closing_id
 from specfair.tasks import check_no_overlap, encode_prompt, split_of
 
