@@ -11,7 +11,7 @@ from specfair.models.eos import eos_ids
 
 def hf_generate(
     mode: str, target, drafter, tokenizer, ids: Sequence[int], *, gamma: int,
-    max_new_tokens: int, temperature: float, top_p: float, top_k: int, seed: int,
+    max_new_tokens: int, temperature: float, top_p: float, top_k: int, seed: int | None,
 ):  # fmt: skip
     """One generation by specfair's decoders: ``mode`` "ar" (the target alone) or "sd"."""
     kw = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,

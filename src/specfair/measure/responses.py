@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from specfair.decoding import autoregressive_generate, speculative_generate
+from specfair.backends.hf import hf_generate
 from specfair.decoding.batched import batched_greedy
 from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
@@ -114,12 +114,11 @@ def generate_response(target, drafter, tokenizer, ids: list[int], *, max_new_tok
                       temperature: float = 0.0, gamma: int = DEFAULT_GAMMA,
                       seed: int | None = None):
     """The target's response (a ``GenerationResult``): speculative decoding (lossless) when a
-    drafter is given, else the target alone; it stops at :func:`eos_ids`."""
-    kw = dict(max_new_tokens=max_new_tokens, temperature=temperature,
-              eos_token_id=eos_ids(target, tokenizer), seed=seed, tokenizer=tokenizer)
-    if drafter is not None:
-        return speculative_generate(target, drafter, ids, gamma=gamma, **kw)
-    return autoregressive_generate(target, ids, **kw)
+    drafter is given, else the target alone (:func:`specfair.backends.hf.hf_generate`: it stops
+    at :func:`eos_ids`)."""
+    return hf_generate("ar" if drafter is None else "sd", target, drafter, tokenizer, ids,
+                       gamma=gamma, max_new_tokens=max_new_tokens, temperature=temperature,
+                       top_p=1.0, top_k=0, seed=seed)
 
 
 def ensure_responses(
