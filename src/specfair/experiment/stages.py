@@ -22,7 +22,7 @@ from specfair.distill.export import export_drafter, load_drafter
 from specfair.distill.trainer import train
 from specfair.errors import SpecfairError
 from specfair.experiment.config import ExperimentConfig
-from specfair.measure.bench import BENCH_SUMMARY_FILE, load_bench_records, run_bench
+from specfair.measure.bench import BENCH_SUMMARY_FILE, load_bench_records, model_dtype, run_bench
 from specfair.measure.bench_summary import summarize_bench
 from specfair.measure.estimate import ESTIMATE_SUMMARY_FILE, measure_cost_ratio, run_estimate
 from specfair.measure.estimate_summary import summarize_estimate
@@ -226,7 +226,7 @@ def _stage_train(run: Run, variant: str) -> dict:
     out = run.variant(variant) / "train"
     train_ex, held_ex = build_examples(cfg, run.suite(), pair.target, pair.drafter,
                                        pair.tokenizer, out)  # fmt: skip
-    dtype = str(pair.target.dtype).replace("torch.", "")
+    dtype = model_dtype(pair.target)
     if cfg.method == "topn":  # the drafter's top layers on cached target signals
 
         student = load_model(run.cfg.drafter, dtype=dtype, device=run.cfg.device)
@@ -250,7 +250,7 @@ def _stage_train(run: Run, variant: str) -> dict:
 
 def _stage_eval(run: Run, variant: str) -> dict:
     pair = run.pair()
-    dtype = str(pair.target.dtype).replace("torch.", "")
+    dtype = model_dtype(pair.target)
     drafter = load_drafter(run.variant(variant) / "drafter", dtype=dtype,
                            device=str(pair.target.device))  # fmt: skip
     if getattr(pair.drafter, "specfair_packed", False):  # as fast as the baseline's drafter
