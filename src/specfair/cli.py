@@ -56,8 +56,19 @@ def generate(
     dtype: Annotated[str, typer.Option(help="auto|bfloat16|float32")] = "auto",
     device: Annotated[str, typer.Option(help="auto|cpu|cuda")] = "auto",
     kernels: Annotated[str, typer.Option(help="auto|packed|default")] = "auto",
+    drafter: Annotated[
+        str | None,
+        typer.Option(help="Decode speculatively with this drafter (a per-task export is routed "
+                          "by its task router; without one, its base drafter drafts)."),
+    ] = None,
 ) -> None:
     """Apply the chat template and stream a greedy answer (a smoke test of the weights)."""
+    if drafter is not None:
+        from specfair.distill.commands import generate_routed_command
+
+        generate_routed_command(model, drafter, prompt, max_new_tokens, dtype=dtype,
+                                device=device, kernels=kernels)
+        return
     from specfair.models.smoke import stream_greedy
 
     stream_greedy(model, prompt, max_new_tokens, dtype=dtype, device=device, kernels=kernels)
@@ -137,6 +148,9 @@ def bench(
     llama_server: Annotated[
         str | None, typer.Option(help="llamacpp: the llama-server binary (default: cached build).")
     ] = None,
+    routing: Annotated[
+        str, typer.Option(help="Per-task export: oracle (task labels) | classifier (its router).")
+    ] = "oracle",
 ) -> None:
     """Benchmark plain vs speculative decoding per task: speed-ups, acceptance, disparity.
 
@@ -153,6 +167,7 @@ def bench(
         target, drafter, suite, out, split=split, n_per_task=n_per_task, gamma=gamma,
         max_new_tokens=max_new_tokens, temperature=temperature, dtype=dtype, device=device,
         seed=seed, kernels=kernels, data_root=data_root, backend=backend, backend_options=opts,
+        routing=routing,
     )  # fmt: skip
 
 
@@ -270,6 +285,39 @@ def distill(
         lr=lr, batch_size=batch_size, grad_accum=grad_accum, cheap_layers=cheap_layers,
         data_source=data_source,
     )  # fmt: skip
+
+
+router_app = typer.Typer(help="Route per-task drafters by a task classifier.",
+                         no_args_is_help=True)
+app.add_typer(router_app, name="router")
+
+
+@router_app.command("train")
+def router_train(
+    drafter: Annotated[Path, typer.Option(help="A per-task drafter export (router.json).")],
+    suite: SuiteOpt = "default",
+    n_per_task: Annotated[
+        int | None, typer.Option(help="At most this many prompts per task and split.")
+    ] = None,
+    layer: Annotated[
+        int | None, typer.Option(help="Hidden-state layer of the base drafter (default: last).")
+    ] = None,
+    threshold: Annotated[
+        float, typer.Option(help="Below this probability a prompt goes to the base drafter.")
+    ] = 0.5,
+    l2: Annotated[float, typer.Option(help="L2 penalty of the logistic regression.")] = 1e-3,
+    dtype: str = "auto",
+    device: str = "auto",
+    seed: int = 0,
+    data_root: DataRootOpt = None,
+) -> None:
+    """Train a task classifier on the suite's train split (the base drafter's mean prompt hidden
+    states), evaluate it on the test split; write it and router_eval.json into the export."""
+    from specfair.distill.commands import router_train_command
+
+    router_train_command(drafter, suite, n_per_task=n_per_task, layer=layer,
+                         threshold=threshold, l2=l2, dtype=dtype, device=device, seed=seed,
+                         data_root=data_root)
 
 
 # ----------------------------------------------------------------------------- experiment

@@ -6,6 +6,10 @@ shared default); ``proposer.plain_models()`` lists the ordinary models behind it
 kernels, or to measure a cost). A plain drafter is its own proposer for every task
 (:class:`ModelProposer`); :class:`specfair.distill.router.TaskRoutedDrafter` routes by task.
 Measuring code takes any drafter through :func:`as_proposer` and never branches on its kind.
+
+A proposer that routes by a prompt's content (``ClassifierRoutedDrafter``: a task classifier)
+also has ``route(prompt) -> task | None``; :func:`draft_for` asks it, and takes the prompt's
+label (``prompt.task``, oracle routing) from any other proposer.
 """
 
 from __future__ import annotations
@@ -36,3 +40,15 @@ class ModelProposer:
 def as_proposer(drafter) -> Proposer:
     """``drafter`` itself if it is a proposer, else a :class:`ModelProposer` of it."""
     return drafter if isinstance(drafter, Proposer) else ModelProposer(drafter)
+
+
+def route_of(proposer: Proposer, prompt) -> str | None:
+    """The task label the drafter of ``prompt`` is chosen by: ``proposer.route(prompt)`` for a
+    proposer that routes by content, else the prompt's own label."""
+    route = getattr(proposer, "route", None)
+    return route(prompt) if callable(route) else getattr(prompt, "task", None)
+
+
+def draft_for(proposer: Proposer, prompt):
+    """The causal LM that drafts for ``prompt``."""
+    return proposer.for_task(route_of(proposer, prompt))

@@ -18,7 +18,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from specfair.defaults import DEFAULT_DRAFTER, DEFAULT_TARGET
+from specfair.defaults import DEFAULT_DRAFTER, DEFAULT_GAMMA, DEFAULT_TARGET
 from specfair.distill.cached import train_cached
 from specfair.distill.config import DistillConfig
 from specfair.distill.data import (
@@ -175,3 +175,109 @@ def _distill(cfg, out_dir: Path, acc, suite_obj, target, drafter, dtype, resume)
         print(f"distill: drafter written to {export}")
     acc.wait_for_everyone()
     return export
+
+
+def router_train_command(drafter: str | Path, suite="default", *, n_per_task: int | None = None,
+                         layer: int | None = None, threshold: float = 0.5, l2: float = 1e-3,
+                         max_tokens: int = 512, dtype: str = "auto", device: str = "auto",
+                         seed: int = 0, data_root: str | Path | None = None) -> dict:
+    """``specfair router train``: fit the task router of a per-task export on the suite's TRAIN
+    prompts (at most ``n_per_task`` per task), evaluate it on its TEST prompts, write
+    ``task_router.{json,safetensors}`` and ``router_eval.json`` into the export; print the
+    per-task routing accuracy; return the evaluation."""
+    import math
+
+    from specfair.distill.routing import drafter_layers, is_routed_export, train_task_router
+    from specfair.tasks import sample_per_task
+
+    if not is_routed_export(drafter):
+        raise SpecfairError(f"--drafter {drafter}: not a per-task drafter export (no router.json)")
+    if n_per_task is not None and n_per_task < 1:
+        raise SpecfairError(f"--n-per-task must be >= 1, got {n_per_task}")
+    if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+        raise SpecfairError(f"--threshold must be in [0, 1], got {threshold}")
+    if not (math.isfinite(l2) and l2 >= 0):
+        raise SpecfairError(f"--l2 must be a finite number >= 0, got {l2}")
+    if max_tokens < 1:
+        raise SpecfairError(f"--max-tokens must be >= 1, got {max_tokens}")
+    n_layers = drafter_layers(drafter)
+    if layer is not None and not -(n_layers + 1) <= layer <= n_layers:
+        raise SpecfairError(f"--layer must be in [{-(n_layers + 1)}, {n_layers}] for this "
+                            f"drafter, got {layer}")
+    dev = resolve_device(device)
+    dt = str(resolve_dtype(dtype, dev)).replace("torch.", "")
+    check_out_dir(drafter, "--drafter")
+    suite_obj = load_suite(suite, data_root=data_root) if isinstance(suite, str | Path) else suite
+    train_p = sample_per_task(suite_obj.prompts("train"), n_per_task, seed=seed)
+    test_p = sample_per_task(suite_obj.prompts("test"), n_per_task, seed=seed)
+    if len({p.task for p in train_p}) < 2:
+        raise SpecfairError(f"suite {suite_obj.name}: a task router needs TRAIN prompts of two "
+                            "tasks or more")
+    with dir_lock(drafter, "specfair router train"):
+        clf, result = train_task_router(drafter, train_p, test_p, layer=layer,
+                                        threshold=threshold, l2=l2, max_tokens=max_tokens,
+                                        dtype=dt, device=str(dev))
+    _print_router_eval(result, clf.layer)
+    return result
+
+
+def _print_router_eval(result: dict, layer: int) -> None:
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    print(f"task router: layer {layer}, threshold {result['threshold']}, "
+          f"train accuracy {fmt(result['train']['accuracy'])} ({result['train']['n']} prompts)")
+    print(f"{'task':16s} {'n':>5s} {'accuracy':>9s} {'routed ok':>9s} {'to base':>8s}")
+    for t, d in result["tasks"].items():
+        print(f"{t:16s} {d['n']:5d} {d['accuracy']:9.3f} {d['routing_accuracy']:9.3f} "
+              f"{d['base_share']:8.3f}")
+    print(f"{'all':16s} {result['n']:5d} {fmt(result['accuracy']):>9s} "
+          f"{fmt(result['routing_accuracy']):>9s}")
+
+
+def generate_routed_command(target: str, drafter: str, prompt: str, max_new_tokens: int = 128,
+                            *, dtype: str = "auto", device: str = "auto",
+                            kernels: str = "auto") -> str:
+    """``specfair generate --drafter``: the greedy answer to ``prompt`` by speculative decoding.
+    A per-task export drafts with the copy its task router picks (the prompt has no label),
+    the base drafter below the router's threshold or without a router; the text goes to
+    stdout, the drafter used and the acceptance to stderr. Returns the text."""
+    import sys
+
+    from specfair.backends.hf import hf_generate
+    from specfair.decoding.proposer import as_proposer, draft_for, route_of
+    from specfair.distill.routing import (
+        check_drafter_context,
+        check_routing,
+        has_task_router,
+        is_routed_export,
+        load_routed_drafter,
+    )
+    from specfair.models.load import load_model, load_tokenizer
+    from specfair.tasks import encode_prompt
+
+    if not prompt.strip():
+        raise SpecfairError("empty prompt")
+    check_drafter_context(max_new_tokens, target, drafter)
+    dev = resolve_device(device)
+    dt = str(resolve_dtype(dtype, dev)).replace("torch.", "")
+    routing = check_routing("classifier" if has_task_router(drafter) else "oracle", drafter)
+    tok = load_tokenizer(target)
+    if is_routed_export(drafter):
+        target_model = load_model(target, dtype, device, kernels)
+        model = load_routed_drafter(drafter, target, dtype=dt, device=str(dev), routing=routing,
+                                    packed=getattr(target_model, "specfair_packed", False),
+                                    tokenizer=tok)
+    else:
+        pair = load_pair(target, drafter, dtype, device, kernels)
+        target_model, model = pair.target, pair.drafter
+    proposer = as_proposer(model)
+    task = route_of(proposer, prompt)
+    res = hf_generate("sd", target_model, draft_for(proposer, prompt), tok,
+                      encode_prompt(tok, prompt), gamma=DEFAULT_GAMMA,
+                      max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0, top_k=0,
+                      seed=0)
+    text = tok.decode(res.tokens, skip_special_tokens=True)
+    print(text)
+    used = "plain" if routing == "none" else (f"task {task}" if task else "base")
+    print(f"drafter: {used} (routing: {routing}); {len(res.tokens)} tokens, "
+          f"alpha {res.alpha:.3f}", file=sys.stderr)
+    return text

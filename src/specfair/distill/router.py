@@ -1,4 +1,5 @@
-"""``TaskRoutedDrafter``: per-task drafters behind one object, chosen by the prompt's task label.
+"""``TaskRoutedDrafter``: per-task drafters behind one object, chosen by the prompt's task label
+(oracle routing); ``ClassifierRoutedDrafter``: the same, chosen by a task classifier.
 
 ``router.for_task(label)`` returns a causal LM usable as the ``drafter`` of
 ``speculative_generate``: calling it (or ``.forward``/``.generate``) runs the drafter with the
@@ -16,6 +17,8 @@ import contextlib
 import copy
 import re
 from collections.abc import Mapping
+
+from specfair.errors import SpecfairError
 
 
 def adapter_name(task: str) -> str:
@@ -119,3 +122,49 @@ class TaskRoutedDrafter:
     def __repr__(self) -> str:
         kind = "adapters" if self.peft is not None else "merged"
         return f"TaskRoutedDrafter({kind}, tasks={self.tasks})"
+
+
+class ClassifierRoutedDrafter:
+    """A :class:`TaskRoutedDrafter` that routes each prompt by a task classifier
+    (:class:`specfair.distill.task_classifier.TaskClassifier`) on the base drafter's hidden
+    states instead of by its label: ``route(prompt)`` is the predicted task, or None (the base
+    drafter) below the classifier's threshold or for a task without a copy. ``for_task(label)``
+    still routes by a given label."""
+
+    def __init__(self, router: TaskRoutedDrafter, classifier, tokenizer) -> None:
+        base = router.for_task(None)
+        hidden = int(base.config.hidden_size)
+        if classifier.weight.shape[1] != hidden or classifier.layer > base.config.num_hidden_layers:
+            raise SpecfairError(
+                f"the task router was trained on another drafter (hidden size "
+                f"{classifier.weight.shape[1]}, layer {classifier.layer}; this drafter: "
+                f"{hidden}, {base.config.num_hidden_layers} layers)")
+        self.router, self.classifier, self.tokenizer = router, classifier, tokenizer
+        self.tasks = router.tasks
+        self._routes: dict = {}
+
+    def route(self, prompt) -> str | None:
+        """The task whose drafter drafts ``prompt`` (a ``Prompt`` or a user message); None:
+        the base drafter. Memoised per prompt."""
+        from specfair.distill.task_classifier import prompt_features
+
+        key = (getattr(prompt, "id", None), getattr(prompt, "turns", prompt))
+        if key not in self._routes:
+            x = prompt_features(self.router.for_task(None), self.tokenizer, [prompt],
+                                self.classifier.layer, self.classifier.max_tokens)
+            task = self.classifier.route(x)[0]
+            self._routes[key] = task if task in self.router.tasks else None
+        return self._routes[key]
+
+    def for_task(self, label: str | None) -> _Routed:
+        return self.router.for_task(label)
+
+    def plain_models(self) -> list:
+        return self.router.plain_models()
+
+    def eval(self) -> ClassifierRoutedDrafter:
+        self.router.eval()
+        return self
+
+    def __repr__(self) -> str:
+        return f"ClassifierRoutedDrafter(tasks={self.tasks}, layer={self.classifier.layer})"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from specfair.backends.base import add_engine_counts
 from specfair.backends.hf import hf_generate
-from specfair.decoding.proposer import as_proposer
+from specfair.decoding.proposer import as_proposer, draft_for, route_of
 from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
 from specfair.measure.io import append_jsonl, read_jsonl
@@ -186,7 +186,8 @@ def run_bench(
 
     ``pair_or_models``: a :class:`specfair.models.Pair` or ``(target, drafter, tokenizer)``;
     the drafter may be any causal-LM module (fine-tuned, PEFT-wrapped...) or a proposer
-    (:mod:`specfair.decoding.proposer`: each prompt drafted by ``for_task(prompt.task)``).
+    (:mod:`specfair.decoding.proposer`: each prompt drafted by ``draft_for(proposer, prompt)``;
+    a proposer that routes by a task classifier adds ``route`` to its SD records).
     Resumable (see the module docstring). Every record carries a ``settings`` block (these
     arguments, the target's dtype, the specfair version and ``extra_settings``, e.g. the suite
     and its data hash); a file written with other settings is refused
@@ -209,16 +210,19 @@ def run_bench(
     todo = [(p, m) for p in prompts for m in MODES if (p.id, m) not in done]
     gen_kw = {**sampling, "backend": backend}
     proposer = as_proposer(drafter) if drafter is not None else None
-    draft_for = lambda task: proposer.for_task(task) if proposer is not None else None  # noqa: E731
+    drafter_of = lambda p: draft_for(proposer, p) if proposer is not None else None  # noqa: E731
+    routed = proposer is not None and callable(getattr(proposer, "route", None))
     if todo and warmup:
-        _warm_up(target, draft_for, tok, todo[0][0], gen_kw)
+        _warm_up(target, drafter_of, tok, todo[0][0], gen_kw)
     with progress_bar(len(todo), "bench", enabled=progress) as advance:
         for p, mode in todo:
             ar = done.get((p.id, "ar"))
-            body = run_prompt(mode, target, draft_for(p.task), tok, p,
+            body = run_prompt(mode, target, drafter_of(p) if mode == "sd" else None, tok, p,
                               history=_history(p, mode, ar), **gen_kw)
             rec = {"id": p.id, "task": p.task, "mode": mode, **settings, "settings": block,
                    **body, "turns": len(p.turns), "time": time.time()}
+            if routed and mode == "sd":  # the copy the classifier chose (None: the base)
+                rec["route"] = route_of(proposer, p)
             rec["matches_ar"] = (ar["tokens"] == rec["tokens"]
                                  if mode == "sd" and ar is not None else None)
             append_jsonl(path, rec)
@@ -249,12 +253,12 @@ def _resume(path: Path, block: dict) -> dict[tuple[str, str], dict]:
     return {(r["id"], r["mode"]): r for r in done_recs}
 
 
-def _warm_up(target, draft_for, tok, prompt, gen_kw: dict) -> None:
+def _warm_up(target, drafter_of, tok, prompt, gen_kw: dict) -> None:
     """One short untimed AR and SD generation (the first turn of ``prompt``) warms up the
     kernels."""
     wids = encode_prompt(tok, prompt, turn=0)
     for m in MODES:
-        _generate(m, target, draft_for(prompt.task), tok, wids,
+        _generate(m, target, drafter_of(prompt) if m == "sd" else None, tok, wids,
                   **{**gen_kw, "max_new_tokens": min(8, gen_kw["max_new_tokens"])})
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from specfair.backends import open_backend
 from specfair.defaults import DEFAULT_GAMMA
+from specfair.distill.routing import check_drafter_context, check_routing, load_routed_drafter
 from specfair.errors import SpecfairError
 from specfair.measure.bench import BENCH_FILE, BENCH_SUMMARY_FILE, load_bench_records, run_bench
 from specfair.measure.bench_summary import summarize_bench
@@ -20,7 +21,7 @@ from specfair.measure.estimate_summary import compare_estimate_to_bench, summari
 from specfair.measure.io import read_json, read_jsonl, write_json
 from specfair.measure.tables import print_bench_table, print_estimate_table
 from specfair.models import load_pair
-from specfair.models.load import check_max_new_tokens, resolve_device, resolve_dtype
+from specfair.models.load import Pair, load_model, load_tokenizer, resolve_device, resolve_dtype
 from specfair.rundir import check_out_dir, check_settings, dir_lock, run_settings
 from specfair.tasks import Suite, load_suite, sample_per_task
 
@@ -63,9 +64,21 @@ def _prepare(out_dir, target, drafter, max_new_tokens, dtype, device) -> tuple[P
     """Checks that need no model: ``out_dir`` writable, ``max_new_tokens`` within both contexts;
     returns the output directory and the dtype the models will be loaded in."""
     out_dir = check_out_dir(out_dir)
-    check_max_new_tokens(max_new_tokens, target, drafter)
+    check_drafter_context(max_new_tokens, target, drafter)
     resolved = resolve_dtype(dtype, resolve_device(device))
     return out_dir, str(resolved).replace("torch.", "")
+
+
+def _load_bench_pair(target, drafter, routing: str, dt: str, dtype, device, kernels):
+    """The pair; a per-task export's drafter routed by ``routing``."""
+    if routing == "none":
+        return load_pair(target, drafter, dtype=dtype, device=device, kernels=kernels)
+    t_model = load_model(target, dtype, device, kernels)
+    tok = load_tokenizer(target)
+    d = load_routed_drafter(drafter, target, dtype=dt, device=str(t_model.device),
+                            packed=getattr(t_model, "specfair_packed", False), routing=routing,
+                            tokenizer=tok)
+    return Pair(t_model, d, tok, str(target), str(drafter))
 
 
 def bench_command(
@@ -86,18 +99,28 @@ def bench_command(
     data_root: str | Path | None = None,
     backend: str = "hf",
     backend_options: dict | None = None,
+    routing: str = "oracle",
 ) -> dict:
     """Benchmark AR vs SD on the suite; write ``out_dir/bench.jsonl`` (resumable) and
     ``out_dir/bench_summary.json``; print the table; return the summary. Everything that can
     be checked without the models is checked before anything is written.
 
+    ``drafter`` may be a per-task export (``router.json``, hf backend): ``routing`` "oracle"
+    drafts each prompt with its task's copy, "classifier" with the copy the export's task
+    router picks (:mod:`specfair.distill.routing`); recorded in the settings as ``routing``.
+
     ``backend``: "hf" (specfair's transformers loop), "llamacpp" or "vllm" (see
     :mod:`specfair.backends`; ``backend_options`` go to its constructor)."""
     check_run_args(split=split, n_per_task=n_per_task, gamma=gamma,
                    max_new_tokens=max_new_tokens, temperature=temperature)
+    routing = check_routing(routing, drafter)
+    if routing != "none" and backend != "hf":
+        raise SpecfairError(f"a per-task drafter export runs on the hf backend, not {backend}")
     out_dir, dt = _prepare(out_dir, target, drafter, max_new_tokens, dtype, device)
     prompts, suite_settings = select_prompts(suite, split, n_per_task, seed, data_root)
     extra = {**suite_settings, "dtype": dt if backend == "hf" else backend}
+    if routing != "none":  # plain drafters: no key (their records stay comparable)
+        extra["routing"] = routing
     expected = run_settings(target=str(target), drafter=str(drafter), gamma=gamma,
                             max_new_tokens=max_new_tokens, temperature=temperature, top_p=1.0,
                             top_k=0, seed=seed, backend=backend, **extra)
@@ -107,7 +130,7 @@ def bench_command(
         path = out_dir / BENCH_FILE
         check_settings(path, load_bench_records(path), expected)  # before loading models
         if backend == "hf":
-            pair = load_pair(target, drafter, dtype=dtype, device=device, kernels=kernels)
+            pair = _load_bench_pair(target, drafter, routing, dt, dtype, device, kernels)
             path = run_bench(
                 pair, prompts, out_dir, gamma=gamma, max_new_tokens=max_new_tokens,
                 temperature=temperature, seed=seed, progress=progress, extra_settings=extra,

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from specfair.decoding.proposer import as_proposer
+from specfair.decoding.proposer import as_proposer, draft_for
 from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
 from specfair.measure.acceptance import position_alpha
@@ -320,10 +320,10 @@ def run_estimate(
     with progress_bar(len(todo), "estimate", enabled=progress) as advance:
         for p in todo:
             recs = ensure_responses(target, tokenizer, p, resp_path,
-                                    drafter=gen.for_task(p.task) if gen is not None else None,
+                                    drafter=draft_for(gen, p) if gen is not None else None,
                                     max_new_tokens=max_new_tokens, gamma=gamma, cache=cache,
                                     bench_ar=bench_ar)
-            sums = _summed_stats(target, proposer.for_task(p.task), recs, temperature,
+            sums = _summed_stats(target, draft_for(proposer, p), recs, temperature,
                                  chunk_size)
             append_jsonl(est_path, {
                 "id": p.id, "task": p.task, **sums, "n_turns": len(recs),

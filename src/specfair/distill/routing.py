@@ -1,0 +1,148 @@
+"""How a per-task export (``router.json``) picks the drafter of a prompt: ``oracle`` (the prompt's
+task label) or ``classifier`` (the export's task router, :mod:`specfair.distill.task_classifier`;
+a prompt with no label, as in ``specfair generate``, is always routed this way). Plain drafters
+ignore the routing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from specfair.distill.export import load_drafter
+from specfair.distill.router import ClassifierRoutedDrafter, TaskRoutedDrafter
+from specfair.distill.task_classifier import has_classifier, load_classifier
+from specfair.errors import SpecfairError
+from specfair.models.cpu_kernels import pack_linears
+from specfair.models.load import check_max_new_tokens, load_model, load_tokenizer, resolve_source
+from specfair.models.tokenizers import check_tokenizers_match, same_tokenizer_files
+
+ROUTINGS = ("oracle", "classifier")
+
+
+def is_routed_export(spec) -> bool:
+    """Whether ``spec`` names a per-task drafter export (a directory with ``router.json``)."""
+    return isinstance(spec, str | os.PathLike) and (Path(spec) / "router.json").is_file()
+
+
+def routed_base(spec) -> Path:
+    """The base drafter directory of a per-task export (its tokenizer and config)."""
+    import json
+
+    try:
+        base = json.loads((Path(spec) / "router.json").read_text(encoding="utf-8")).get("base")
+    except (OSError, ValueError, AttributeError) as e:
+        raise SpecfairError(f"{Path(spec) / 'router.json'}: unreadable ({e})") from None
+    path = Path(spec) / str(base or "base")
+    if not (path / "config.json").is_file():
+        raise SpecfairError(f"{spec}: the per-task export has no base drafter ({path})")
+    return path
+
+
+def check_routing(routing: str, drafter) -> str:
+    """Refuse a bad ``--routing`` before any weights load; returns what will be used:
+    ``"none"`` for a plain drafter, else ``routing``. ``classifier`` needs a valid task router
+    in the export (checked here)."""
+    if routing not in ROUTINGS:
+        raise SpecfairError(f"--routing must be one of {', '.join(ROUTINGS)}, got {routing!r}")
+    if not is_routed_export(drafter):
+        return "none"
+    if routing == "classifier":
+        load_classifier(drafter)
+    return routing
+
+
+def check_drafter_context(max_new_tokens: int, target, drafter) -> None:
+    """:func:`specfair.models.load.check_max_new_tokens` for a drafter that may be an export."""
+    check_max_new_tokens(max_new_tokens, target,
+                         routed_base(drafter) if is_routed_export(drafter) else drafter)
+
+
+def with_routing(drafter, routing: str, export_dir, tokenizer):
+    """``drafter`` routed by the task router of ``export_dir`` when ``routing`` is
+    ``classifier`` and it is a :class:`TaskRoutedDrafter`; else ``drafter`` itself."""
+    if routing != "classifier" or not isinstance(drafter, TaskRoutedDrafter):
+        return drafter
+    return ClassifierRoutedDrafter(drafter, load_classifier(export_dir), tokenizer)
+
+
+def load_routed_drafter(spec, target_spec, *, dtype: str, device: str, packed: bool = False,
+                        routing: str = "oracle", tokenizer=None):
+    """A per-task export as a proposer: its tokenizer checked against the target's, loaded in
+    ``dtype`` on ``device`` (``packed``: oneDNN-packed plain models, as the target's), routed
+    by ``routing``."""
+    base = routed_base(spec)
+    src_t = resolve_source(target_spec)
+    if not (src_t.kind in ("known", "dir") and same_tokenizer_files(src_t.path, base)):
+        check_tokenizers_match(tokenizer or load_tokenizer(target_spec), load_tokenizer(base),
+                               "target", "drafter")
+    drafter = load_drafter(spec, dtype=dtype, device=device)
+    if packed:
+        for m in drafter.plain_models() if isinstance(drafter, TaskRoutedDrafter) else [drafter]:
+            m.requires_grad_(False)
+            pack_linears(m)
+    drafter.specfair_name = str(spec)
+    return with_routing(drafter, routing, spec, tokenizer or load_tokenizer(base))
+
+
+def load_feature_model(spec, *, dtype: str = "auto", device: str = "cpu"):
+    """The model whose hidden states a task router reads: the base drafter of a per-task
+    export (or the drafter itself)."""
+    return load_model(routed_base(spec) if is_routed_export(spec) else spec, dtype, device,
+                      kernels="default")
+
+
+def has_task_router(spec) -> bool:
+    return is_routed_export(spec) and has_classifier(spec)
+
+
+def drafter_layers(spec) -> int:
+    """The base drafter's ``num_hidden_layers``, read from its config (no weights loaded)."""
+    import json
+
+    try:
+        cfg = json.loads((routed_base(spec) / "config.json").read_text(encoding="utf-8"))
+        return int(cfg.get("text_config", cfg)["num_hidden_layers"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SpecfairError(f"{spec}: unreadable base drafter config ({e})") from None
+
+
+def train_task_router(spec, train_prompts, test_prompts, *, layer: int | None = None,
+                      threshold: float = 0.5, l2: float = 1e-3, max_tokens: int = 512,
+                      dtype: str = "auto", device: str = "cpu") -> tuple:
+    """Fit the task router of the per-task export ``spec`` on ``train_prompts`` (their task
+    labels), save it beside ``router.json``, evaluate it on ``test_prompts`` and write
+    ``router_eval.json``; returns ``(classifier, evaluation)``."""
+    import torch
+
+    from specfair.distill.task_classifier import (
+        EVAL_FILE,
+        TaskClassifier,
+        evaluate,
+        prompt_features,
+        resolve_layer,
+    )
+    from specfair.measure.io import write_json
+
+    model = load_feature_model(spec, dtype=dtype, device=device)
+    tokenizer = load_tokenizer(routed_base(spec))
+    layer = resolve_layer(model, layer)
+    feats = prompt_features(model, tokenizer, train_prompts, layer, max_tokens)
+    clf = TaskClassifier.fit(feats, [p.task for p in train_prompts], layer=layer, l2=l2,
+                             threshold=threshold, max_tokens=max_tokens)
+    copies = export_tasks(spec)
+    test = (prompt_features(model, tokenizer, test_prompts, layer, max_tokens) if test_prompts
+            else torch.zeros(0, feats.shape[1]))
+    result = evaluate(clf, test, [p.task for p in test_prompts], copies)
+    result["train"] = clf.train
+    clf.save(spec)
+    write_json(Path(spec) / EVAL_FILE, result)
+    return clf, result
+
+
+def export_tasks(spec) -> list[str]:
+    """The tasks of a per-task export that have their own drafter (``router.json``)."""
+    import json
+
+    tasks = json.loads((Path(spec) / "router.json").read_text(encoding="utf-8")).get("tasks")
+    return list(tasks) if isinstance(tasks, dict) else []
