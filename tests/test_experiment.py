@@ -170,6 +170,8 @@ def test_packaged_configs_load():
     (("steps = 2", "steps = \"two\""), r"steps = 'two' in \[distill\] should be an integer"),
     (("gamma = 3", "gamma = true"), r"gamma = True in the top level should be an integer"),
     (("max_new_tokens = 6", "max_new_tokens = 0"), r"max_new_tokens in \[bench\] must be >= 1"),
+    (("gamma = 3", "gamma = 3\nrouting = \"magic\""),
+     r"routing in the top level must be oracle or classifier"),
 ])
 def test_whole_config_checked_before_anything_is_written(tmp_path, tiny_pair, edit, message):
     cfg = write_config(tmp_path, tiny_pair, write_suite(tmp_path))
@@ -190,3 +192,27 @@ def test_suite_include_matching_nothing_is_refused(tmp_path, tiny_pair):
                                             r"did you mean 'beta'\?"):
         run_experiment(str(cfg), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_classifier_routing_trains_the_task_router_and_evaluates_with_it(tmp_path, tiny_pair):
+    cfg = write_config(tmp_path, tiny_pair, write_suite(tmp_path))
+    text = cfg.read_text().replace("gamma = 3", 'gamma = 3\nrouting = "classifier"')
+    text = text[:text.index("[variants.balanced]")] + text[text.index("[variants.topn"):]
+    cfg.write_text(text.replace('["balanced", "per-task", "topn-per-task"]', '"all"'))
+    run = tmp_path / "run"
+    run_experiment(str(cfg), run)
+    drafter = run / "variants/topn-per-task/drafter"
+    assert (drafter / "task_router.json").is_file() and (drafter / "router_eval.json").is_file()
+    stage = json.loads((run / "stages/train-topn-per-task.json").read_text())
+    ev = json.loads((drafter / "router_eval.json").read_text())
+    assert stage["routing_accuracy"] == ev["routing_accuracy"] and set(ev["tasks"]) == set(TASKS)
+    assert json.loads((run / "config.json").read_text())["routing"] == "classifier"
+    bench = [json.loads(x) for x in
+             (run / "variants/topn-per-task/bench.jsonl").read_text().splitlines()]
+    sd = [r for r in bench if r["mode"] == "sd"]
+    assert sd and all(r["settings"]["routing"] == "classifier" for r in sd)
+    assert all(r["route"] in (*TASKS, None) for r in sd)
+    est = (run / "variants/topn-per-task/estimate.jsonl").read_text().splitlines()
+    assert all(json.loads(x)["settings"]["routing"] == "classifier" for x in est)
+    first = json.loads((run / "baseline/bench.jsonl").read_text().split("\n")[0])
+    assert "routing" not in first["settings"]  # a plain drafter

@@ -44,6 +44,7 @@ class ExperimentConfig:
     device: str = "auto"
     gamma: int = DEFAULT_GAMMA
     seed: int = 0
+    routing: str = "oracle"  # per-task variants: "oracle" (labels) | "classifier" (task router)
     bench: dict = field(default_factory=lambda: _section_defaults("bench"))
     estimate: dict = field(default_factory=lambda: _section_defaults("estimate"))
     distill: dict = field(default_factory=dict)
@@ -118,6 +119,8 @@ class ExperimentConfig:
 
         if self.gamma < 1:
             bad("", "gamma", "must be >= 1")
+        if self.routing not in ("oracle", "classifier"):
+            bad("", "routing", "must be oracle or classifier")
         if self.dtype not in DTYPES:
             bad("", "dtype", f"must be one of {', '.join(DTYPES)}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
@@ -130,7 +133,10 @@ class ExperimentConfig:
                 bad(section, "n_per_task", "must be >= 1")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["routing"] == "oracle":  # the default: runs from before the key stay resumable
+            del d["routing"]
+        return d
 
     def bench_variants(self) -> list[str]:
         bv = self.report.get("bench_variants", [])

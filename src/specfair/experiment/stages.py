@@ -19,6 +19,8 @@ from specfair.distill.cached import train_cached
 from specfair.distill.commands import build_examples, select_train_prompts
 from specfair.distill.config import DistillConfig
 from specfair.distill.export import export_drafter, load_drafter
+from specfair.distill.router import ClassifierRoutedDrafter, TaskRoutedDrafter
+from specfair.distill.routing import train_task_router, with_routing
 from specfair.distill.trainer import train
 from specfair.errors import SpecfairError
 from specfair.experiment.config import ExperimentConfig
@@ -143,12 +145,18 @@ def _stage_models(run: Run) -> dict:
     return {"smoke_prompt": SMOKE_PROMPT, "smoke_answer": answer}
 
 
+def _settings(run: Run, drafter) -> dict:
+    """The run's record settings; with a per-task drafter, its ``routing`` too."""
+    routed = isinstance(drafter, TaskRoutedDrafter | ClassifierRoutedDrafter)
+    return {**run.record_settings(), **({"routing": run.cfg.routing} if routed else {})}
+
+
 def _bench(run: Run, drafter, out: Path, label: str, prompts=None) -> dict:
     cfg, pair = run.cfg, run.pair()
     prompts = prompts if prompts is not None else run.test_prompts(cfg.bench["n_per_task"])
     kw = dict(gamma=cfg.gamma, max_new_tokens=cfg.bench["max_new_tokens"], seed=cfg.seed,
               drafter_label=label, target_label=cfg.target,
-              extra_settings=run.record_settings())  # fmt: skip
+              extra_settings=_settings(run, drafter))  # fmt: skip
     run_bench((pair.target, drafter, pair.tokenizer), prompts, out, **kw)
     summary = summarize_bench(out / "bench.jsonl", seed=cfg.seed)
     summary["meta"].update({"suite": cfg.suite, "split": "test", "variant": label})
@@ -163,7 +171,7 @@ def _estimate(run: Run, drafter, out: Path, label: str, c: float | None) -> dict
     responses = run.baseline / "responses.jsonl"
     kw = dict(drafter_label=label, max_new_tokens=max_new, gamma=cfg.gamma, temperature=1.0,
               responses_path=responses, target_label=cfg.target,
-              extra_settings=run.record_settings())  # fmt: skip
+              extra_settings=_settings(run, drafter))  # fmt: skip
     if out == run.baseline:
         bench_file = run.baseline / "bench.jsonl"
         kw["bench_path"] = bench_file
@@ -245,14 +253,21 @@ def _stage_train(run: Run, variant: str) -> dict:
                    meta={"variant": variant, "weighting": cfg.weighting, "loss": cfg.loss,
                          "method": cfg.method, "top_layers": cfg.top_layers})
     shutil.copy(out / "train_log.jsonl", run.variant(variant) / "train_log.jsonl")
-    return {"steps": result.steps}
+    info = {"steps": result.steps}
+    if tasks and run.cfg.routing == "classifier":  # the task router of the per-task copies
+        _, ev = train_task_router(run.variant(variant) / "drafter", run.suite().prompts("train"),
+                                  run.test_prompts(run.cfg.estimate["n_per_task"]), dtype=dtype,
+                                  device=str(pair.target.device))
+        info["routing_accuracy"] = ev["routing_accuracy"]
+    return info
 
 
 def _stage_eval(run: Run, variant: str) -> dict:
     pair = run.pair()
     dtype = model_dtype(pair.target)
-    drafter = load_drafter(run.variant(variant) / "drafter", dtype=dtype,
-                           device=str(pair.target.device))  # fmt: skip
+    export = run.variant(variant) / "drafter"
+    drafter = load_drafter(export, dtype=dtype, device=str(pair.target.device))
+    drafter = with_routing(drafter, run.cfg.routing, export, pair.tokenizer)
     if getattr(pair.drafter, "specfair_packed", False):  # as fast as the baseline's drafter
 
         for m in as_proposer(drafter).plain_models():
