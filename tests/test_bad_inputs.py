@@ -54,6 +54,11 @@ ROWS = [
     (BENCH + " --dtype float8", "unknown dtype"),
     (BENCH + " --device tpu", "unknown device"),
     (BENCH + " --kernels fast", "unknown kernels"),
+    (BENCH + " --routing magic", "--routing must be one of oracle, classifier"),
+    # --- router (task classifier of a per-task export)
+    ("router train --drafter {d}", "not a per-task drafter export"),
+    ("router train --drafter {w}/nope", "not a per-task drafter export"),
+    ("generate hi --model {t} --drafter {w}/nope", "not found"),
     # --- estimate
     (ESTIMATE + " --temperature -1", "--temperature must be a finite number >= 0"),
     (ESTIMATE + " --cost-ratio 0", "--cost-ratio must be a finite number > 0"),
