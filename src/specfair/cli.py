@@ -306,6 +306,7 @@ def router_train(
         float, typer.Option(help="Below this probability a prompt goes to the base drafter.")
     ] = 0.5,
     l2: Annotated[float, typer.Option(help="L2 penalty of the logistic regression.")] = 1e-3,
+    max_tokens: Annotated[int, typer.Option(help="Prompt tokens averaged, at most.")] = 512,
     dtype: str = "auto",
     device: str = "auto",
     seed: int = 0,
@@ -316,8 +317,8 @@ def router_train(
     from specfair.distill.commands import router_train_command
 
     router_train_command(drafter, suite, n_per_task=n_per_task, layer=layer,
-                         threshold=threshold, l2=l2, dtype=dtype, device=device, seed=seed,
-                         data_root=data_root)
+                         threshold=threshold, l2=l2, max_tokens=max_tokens, dtype=dtype,
+                         device=device, seed=seed, data_root=data_root)
 
 
 # ----------------------------------------------------------------------------- experiment
