@@ -276,3 +276,12 @@ def test_copy_task_alpha_matrix_and_routed_vs_oracle(export, toy, tiny_pair, tok
     bad = copy_task_alpha(target, wrong, tok, prompts, tmp_path / "r.jsonl", **kw)
     assert bad["routed"]["num"] == res["matrix"]["abc"]["num"]
     assert bad["routed"]["abc"] == res["matrix"]["num"]["abc"]
+
+
+def test_plain_drafters_ignore_the_routing(tiny_pair, export):
+    from specfair.distill.routing import check_routing
+
+    assert check_routing("classifier", str(tiny_pair[1])) == "none"
+    assert check_routing("oracle", str(export)) == "oracle"
+    with pytest.raises(SpecfairError, match="--routing must be one of"):
+        check_routing("random", str(tiny_pair[1]))
