@@ -162,10 +162,14 @@ def test_run_bench_records_and_summary(fake_server, tmp_path, tiny_pair, ggufs):
     assert set(s["tasks"]) == {"a", "b"} and s["disparity"]["n_tasks"] == 2
 
 
-def test_server_crash_at_start_is_reported_and_cleaned(fake_server, tmp_path, ggufs, monkeypatch):
-    monkeypatch.setenv("FAKE_CRASH", "1")
-    with pytest.raises(SpecfairError, match="exited with status 3"):
+@pytest.mark.parametrize("crash, said", [("1", "error: cannot load model"),
+                                         ("silent", "(no output)")])
+def test_server_crash_at_start_is_reported_and_cleaned(fake_server, tmp_path, ggufs, monkeypatch,
+                                                       crash, said):
+    monkeypatch.setenv("FAKE_CRASH", crash)
+    with pytest.raises(SpecfairError, match="exited with status 3") as e:
         LlamaServer(ggufs[0], binary=fake_server).start()
+    assert str(e.value).endswith("while starting:\n" + said)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
