@@ -209,3 +209,13 @@ def test_install_script_is_valid_bash_and_never_enables_amx_by_default():
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     text = script.read_text()
     assert "GGML_NATIVE=OFF" in text and 'AMX=${LLAMACPP_AMX:-OFF}' in text
+
+
+def test_a_failed_install_names_the_command(monkeypatch):
+    from specfair.backends import install as install_mod
+
+    monkeypatch.setattr(install_mod.subprocess, "run",
+                        lambda cmd, **kw: subprocess.CompletedProcess(cmd, 7))
+    with pytest.raises(SpecfairError, match=r"`bash /\S+/install_llamacpp\.sh` exited with "
+                                            r"status 7; its output is above"):
+        install_mod.install("llamacpp")
