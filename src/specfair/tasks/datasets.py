@@ -184,10 +184,6 @@ def cache_state(src: DataSource, full: bool = False) -> tuple[str, str]:
     return "fetched", ""
 
 
-def is_fetched(src: DataSource) -> bool:
-    return cache_state(src)[0] == "fetched"
-
-
 def _write_manifest(source: str, meta: dict) -> None:
     path = data_home() / source / MANIFEST
     tmp = path.with_name(f".{MANIFEST}.tmp")
