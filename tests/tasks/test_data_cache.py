@@ -139,3 +139,13 @@ def test_a_failed_pip_names_the_command_and_its_last_lines(tmp_path, monkeypatch
     assert "[" not in msg and f"-d '{tmp_path}/w x' toy-data==1.0` failed (exit 1)" in msg
     assert msg.endswith("ERROR: Could not find a version | ERROR: No matching distribution")
     assert shlex.split(msg.split("`")[1])[1:3] == ["-m", "pip"]
+
+
+def test_data_list_shows_a_changed_file_as_corrupt(toy, cli):
+    with open(toy, "ab") as f:
+        f.write(b"\n")
+    code, out, err = cli("data", "list")
+    assert code == 0, err
+    row = next(x for x in out.splitlines() if x.startswith("toy "))
+    assert row.split()[1] == "corrupt"
+    assert f"{toy} changed since it was fetched" in out and "data fetch toy --force" in out

@@ -230,8 +230,6 @@ class LlamaServer:
         """The server's last ``n`` output lines, or "(no output)"."""
         if self.log_path is None or not self.log_path.exists():
             return "(no output)"
-        if self._log is not None:
-            self._log.flush()
         lines = [x for x in self.log_path.read_text(errors="replace").splitlines() if x.strip()]
         return "\n".join(lines[-n:]) or "(no output)"
 
