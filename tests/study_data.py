@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 
+from specfair.tasks import datasets
+
 
 def write_study_sources(data):
+    """Write the files into ``data`` (``$SPECFAIR_HOME/data``) and record them as fetched."""
+    assert data == datasets.data_home(), (data, datasets.data_home())
     conv = lambda i, human, answer: {  # noqa: E731
         "id": f"c{i}", "conversations": [{"from": "human", "value": human},
                                          {"from": "gpt", "value": answer}]}
@@ -34,3 +38,5 @@ def write_study_sources(data):
                     ("zh", "安有{}支笔。"), ("ja", "アンはペンを{}本持っています。")]:
         (data / "mgsm" / f"mgsm_{lang}.tsv").write_text(
             "".join(f"{q.format(i)}\t{i}\n" for i in range(30)), encoding="utf-8")
+    for name in ("sharegpt", "hsk", "gsm8k", "mgsm"):
+        datasets.write_manifest(datasets.SOURCES[name], pinned=False)

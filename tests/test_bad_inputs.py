@@ -167,3 +167,60 @@ def test_bad_input(cli, inputs, tiny_pair, tmp_path, monkeypatch, line, fragment
     assert fragment.format(**{"in": inputs}) in lines[-1], lines[-1]
     assert code == 2
     assert (tree(tmp_path), tree(inputs)) == before  # nothing created
+
+
+# ---------------------------------------------------------------- paths, caches and environment
+# (env, line, fragment): the same checks as test_bad_input with environment variables set;
+# {in}/paths holds a dangling symlink, a symlink loop, a directory as the lock file and a
+# SPECFAIR_HOME whose cached GSM8K file gained a line after it was fetched.
+CORRUPT = {"SPECFAIR_HOME": "{in}/paths/home"}
+PATH_ROWS = [
+    ({}, BENCH.replace("{w}/out", "''"), "--out is empty"),
+    ({}, ESTIMATE.replace("{w}/out", "''"), "--out is empty"),
+    ({}, DISTILL.replace("{w}/out", "''"), "--out is empty"),
+    ({}, EXPERIMENT.replace("{w}/run", "''"), "--run-dir is empty"),
+    ({}, BENCH.replace("{w}/out", "{in}/paths/dangling"), "is a symlink to nowhere"),
+    ({}, BENCH.replace("{w}/out", "{in}/paths/dangling/sub"), "is a symlink to nowhere"),
+    ({}, DISTILL.replace("{w}/out", "{in}/paths/loop"), "is a symlink loop"),
+    ({}, EXPERIMENT.replace("{w}/run", "{in}/paths/loop/sub"), "is a symlink loop"),
+    ({}, BENCH.replace("{w}/out", "{in}/paths/locked"), ".specfair.lock is not a regular file"),
+    (CORRUPT, "data fetch gsm8k", "train.jsonl changed since it was fetched"),
+    (CORRUPT, "data fetch", "`specfair data fetch gsm8k --force`"),
+    (CORRUPT, "data fetch --verify mgsm gsm8k", "train.jsonl changed since it was fetched"),
+    (CORRUPT, "experiment {in}/paths/study.toml --run-dir {w}/run", "--force"),
+    ({"SPECFAIR_DATA": "{in}/afile"}, "data fetch gsm8k",
+     "$SPECFAIR_DATA {in}/afile: not a directory"),
+    ({"SPECFAIR_HOME": "{in}/afile"}, "data list", "$SPECFAIR_HOME {in}/afile: not a directory"),
+    ({"SPECFAIR_HOME": "{in}/afile/sub"}, "data fetch", "not a directory ({in}/afile is a file)"),
+    ({"SPECFAIR_HOME": "{in}/afile"}, "models fetch", "$SPECFAIR_HOME"),
+    ({"SPECFAIR_HOME": "{in}/paths/dangling"}, "models list", "is a broken symlink"),
+]
+
+
+@pytest.fixture(scope="module")
+def path_inputs(inputs, tiny_pair):
+    from study_data import write_study_sources
+
+    d = inputs / "paths"
+    d.mkdir()
+    (d / "dangling").symlink_to("nowhere")
+    (d / "loop").symlink_to("loop")
+    (d / "locked" / ".specfair.lock").mkdir(parents=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SPECFAIR_HOME", str(d / "home"))
+        write_study_sources(d / "home" / "data")
+    with open(d / "home" / "data" / "gsm8k" / "train.jsonl", "a") as f:
+        f.write("a line added later\n")
+    (d / "study.toml").write_text(f'kind = "study"\ntarget = "{tiny_pair[0]}"\n'
+                                  f'drafter = "{tiny_pair[1]}"\n')
+    return inputs
+
+
+@pytest.mark.parametrize("env, line, fragment", PATH_ROWS,
+                         ids=[f"{i:02d}-{r[1].split()[0]}-{r[2][:40]}"
+                              for i, r in enumerate(PATH_ROWS)])
+def test_bad_path_input(cli, path_inputs, tiny_pair, tmp_path, monkeypatch, env, line, fragment):
+    monkeypatch.delenv("SPECFAIR_DATA", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v.format(**{"in": path_inputs}))
+    test_bad_input(cli, path_inputs, tiny_pair, tmp_path, monkeypatch, line, fragment)

@@ -106,3 +106,30 @@ def test_rerun_with_another_target_is_refused(cli, tiny_pair, tmp_path, command)
     code, _, err = cli(command, *_pair_args(tiny_pair, out))  # same settings: resumes
     assert code == 0, err
     assert (out / name).read_bytes() == before
+
+
+def test_empty_and_broken_symlink_outs_are_refused(tmp_path):
+    (tmp_path / "dangling").symlink_to("nowhere")
+    (tmp_path / "loop").symlink_to("loop")
+    for out, flag, said in [("", "--out", "--out is empty"),
+                            ("  ", "--run-dir", "--run-dir is empty"),
+                            (tmp_path / "dangling", "--out", "is a symlink to nowhere"),
+                            (tmp_path / "dangling" / "a", "--out", "dangling is a symlink to"),
+                            (tmp_path / "loop", "--out", "is a symlink loop"),
+                            (tmp_path / "loop" / "a" / "b", "--out", "loop is a symlink loop")]:
+        with pytest.raises(SpecfairError, match=said):
+            check_out_dir(out, flag)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling", "loop"]
+
+
+def test_a_lock_that_is_not_a_file_is_one_error(tmp_path):
+    (tmp_path / LOCK_FILE).mkdir()
+    with pytest.raises(SpecfairError, match="is not a regular file"):
+        check_out_dir(tmp_path)
+    with pytest.raises(SpecfairError, match=f"cannot open the lock file .*{LOCK_FILE}"):
+        with dir_lock(tmp_path):
+            pass
+    (tmp_path / LOCK_FILE).rmdir()
+    (tmp_path / LOCK_FILE).symlink_to("nowhere")
+    with pytest.raises(SpecfairError, match="is not a regular file"):
+        check_out_dir(tmp_path)

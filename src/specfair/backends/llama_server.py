@@ -227,10 +227,11 @@ class LlamaServer:
             time.sleep(0.2)
 
     def log_tail(self, n: int = 15) -> str:
+        """The server's last ``n`` output lines, or "(no output)"."""
         if self.log_path is None or not self.log_path.exists():
-            return ""
-        lines = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(lines[-n:])
+            return "(no output)"
+        lines = [x for x in self.log_path.read_text(errors="replace").splitlines() if x.strip()]
+        return "\n".join(lines[-n:]) or "(no output)"
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None

