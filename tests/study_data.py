@@ -19,6 +19,13 @@ def write_study_sources(data):
                           f"A good name is Tom {i}. " * 60))
         convs.append(conv(100 + i, f"Write a python function that returns {i} plus one.",
                           f"def f(): return {i} + 1"))
+    # re-shared copies: the same opening with another answer, another opening with an answer
+    # already seen; each joins the split group of the conversation it repeats (before the last
+    # conversation, which the truncation cuts)
+    convs[-1:-1] = [conv(200 + i, f"What is a good name for a cat number {i}? Tell me why.",
+                       f"Any name will do, even {i}. " * 40) for i in range(3)]
+    convs[-1:-1] = [conv(300, "Tell me a story about a dog, please.",
+                         "A good name is Tom 5. " * 60)]
     text = json.dumps(convs, indent=1)
     (data / "sharegpt").mkdir(parents=True)
     (data / "sharegpt" / "ShareGPT_V3_unfiltered_cleaned_split.json").write_text(

@@ -39,6 +39,19 @@ def test_the_study_runs_resumes_and_refuses_other_settings(tiny_pair, tmp_path, 
             ids = [r["id"] for r in recs if r["arm"] == arm and r["budget"] == b]
             assert sorted(ids) == sorted(base_ids), (arm, b)  # paired, complete, no duplicate
     assert set(summary["arms"]) == set(cfg.arms)
+    # the held-out prompts' passes, for every arm and budget, on which gamma is chosen
+    held = [json.loads(x) for x in (out / "policy_eval.jsonl").read_text().splitlines()]
+    held_ids = {r["id"] for r in held if r["arm"] == "base"}
+    assert len(held_ids) == 2 * len(cfg.tasks) and not held_ids & base_ids
+    for arm in cfg.arms:
+        for b in cfg.budgets:
+            ids = [r["id"] for r in held if r["arm"] == arm and r["budget"] == b]
+            assert sorted(ids) == sorted(held_ids), (arm, b)
+    # split groups recorded: one MGSM problem is tested in mgsm_zh, mgsm_ja and en->fr
+    assert all(r["group"] for r in recs)
+    assert summary["bootstrap"]["grouped"] and summary["bootstrap"]["shared_groups"] >= 3
+    assert summary["leakage"]["n_dropped"] == 0 and (out / "leakage.json").is_file()
+    assert "one gamma (chosen on held-out)" in summary["base"]["policies"]
     largest = summary["arms"]["uniform"]["budgets"][-1]
     assert largest["tokens"] >= int(cfg.epochs * 0.9 * largest["tokens"])
     assert set(largest["policies"]) and largest["d_base_worst_alpha"]["lo"] <= \
@@ -46,6 +59,8 @@ def test_the_study_runs_resumes_and_refuses_other_settings(tiny_pair, tmp_path, 
     assert summary["overfit"]["greedy_after"] >= 0.0
     report = (out / "report.md").read_text()
     assert "## Answer" in report and "dose_response.png" in report
+    assert "Leak check: 0 train-split prompt(s) dropped" in report
+    assert "in-sample oracle" in report and "out of sample" in report
     assert (out / "dose_response.png").stat().st_size > 1000
     # a rerun redoes nothing
     before = (out / "eval.jsonl").read_text()

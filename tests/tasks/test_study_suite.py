@@ -75,8 +75,50 @@ def test_the_study_suite_derives_every_task_and_keeps_splits_apart(home):
     split = {(p.task, p.id.rsplit("-", 1)[1]): suite.split_of(p) for p in suite.items
              if p.source == "mgsm"}
     for (_task, row), s in split.items():
-        assert split.get(("zh", row), s) == s and split.get(("translation_en_fr", row), s) == s
-    assert "zh" not in text_reference_tasks() and "math" in text_reference_tasks()
+        assert split.get(("mgsm_zh", row), s) == s and \
+            split.get(("translation_en_fr", row), s) == s
+    assert "mgsm_zh" not in text_reference_tasks() and "math" in text_reference_tasks()
     for t in STUDY_TASKS:
         assert t.derived and t.source in datasets.SOURCES
         assert datasets.SOURCES[t.source].license
+
+
+def test_sharegpt_prompts_of_one_conversation_share_its_split(home):
+    from specfair.tasks.study import load_study_suite
+
+    write_study_sources(home / "data")
+    suite = load_study_suite(n_per_task=None)
+    share = [p for p in suite.items if p.source == "sharegpt"]
+    splits: dict[str, set] = {}
+    for p in share:
+        splits.setdefault(p.id.split("-", 1)[1], set()).add(suite.split_of(p))
+    assert all(len(s) == 1 for s in splits.values())
+    assert {suite.split_of(p) for p in share} == {"train", "test"}
+    # conversation c0 feeds chat (its question) and summarization (its answer): one group
+    chat0 = suite.get("sharegpt_chat-c0")
+    assert chat0.group == suite.get("sharegpt_summarization-c0").group
+    # re-shared copies join the group of the conversation they repeat (question or answer);
+    # a task keeps one prompt per text
+    assert suite.get("sharegpt_summarization-c200").group == chat0.group
+    assert "sharegpt_chat-c200" not in {p.id for p in share}
+    assert suite.get("sharegpt_chat-c300").group == suite.get("sharegpt_chat-c5").group
+    assert suite.get("sharegpt_chat-c1").group != chat0.group
+
+
+def test_the_study_suite_lets_no_text_cross_the_split(home):
+    """The suite builder's split alone keeps every training text (a train prompt, a reference
+    trained on) out of the test prompts and references: the ShareGPT answer of a chat
+    conversation is also a summarization prompt, and was split apart from it when prompts
+    were split by their own text."""
+    from specfair.tasks.split import find_leaks
+    from specfair.tasks.study import load_study_suite, text_reference_tasks
+
+    write_study_sources(home / "data")
+    suite = load_study_suite(n_per_task=None)
+    with_text = text_reference_tasks()
+    train = {p.id: p.turns + ((p.reference,) if p.task in with_text and p.reference else ())
+             for p in suite.prompts("train")}
+    test = {p.id: p.turns + ((p.reference,) if p.reference else ())
+            for p in suite.prompts("test")}
+    assert len(train) > 100 and len(test) > 20
+    assert find_leaks(train, test) == {}

@@ -103,3 +103,31 @@ def test_check_no_overlap_groups():
         check_no_overlap([zh], [ja])
     # and the split itself never separates them
     assert split_of(ja) == split_of(zh) == split_of(gsm)
+
+
+def test_find_leaks_catches_a_text_quoted_as_a_paragraph():
+    from specfair.tasks.split import find_leaks
+
+    answer = "The mitochondria is the powerhouse of the cell.\n\nIt makes ATP for the cell."
+    train = {"chat-1": ("Tell me about cells, please.", answer),  # prompt + training text
+             "chat-2": ("Tell me about dogs, please.", "Dogs are loyal animals, people say.")}
+    test = {"sum-9": (f"Summarize the following text in three sentences.\n\n{answer}",)}
+    assert find_leaks(train, test) == {"chat-1": "sum-9"}
+    # one paragraph of it is enough; case, punctuation and wrapping do not hide it
+    test = {"sum-9": ("Summarize this.\n\nit makes ATP,   for the CELL",)}
+    assert find_leaks(train, test) == {"chat-1": "sum-9"}
+    # a short shared paragraph ("Sure!") is no source
+    assert find_leaks({"a": ("Sure!\n\nCats purr when they are content and safe.",)},
+                      {"b": ("Sure!\n\nDogs bark when they are bored or scared.",)}) == {}
+
+
+def test_find_leaks_ignores_templates_that_many_items_repeat():
+    from specfair.tasks.split import LEAK_TEMPLATE_ITEMS, find_leaks
+
+    head = "Summarize the following text in three sentences."
+    train = {f"tr{i}": (f"{head}\n\nTraining passage number {i} about the weather.",)
+             for i in range(LEAK_TEMPLATE_ITEMS)}
+    test = {"te": (f"{head}\n\nA test passage about something else entirely.",)}
+    assert find_leaks(train, test) == {}  # the instruction is in 6 items: a template
+    few = dict(list(train.items())[:2])
+    assert find_leaks(few, test) == {"tr0": "te", "tr1": "te"}  # in 3 items: compared

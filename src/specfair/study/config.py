@@ -38,7 +38,8 @@ class StudyConfig:
     target: str = "qwen2.5-coder-1.5b-instruct"
     drafter: str = "qwen2.5-coder-0.5b-instruct"
     tasks: list[str] = field(default_factory=lambda: [
-        "chat", "code", "summarization", "math", "translation_en_fr", "zh", "ja"])
+        "chat", "code", "summarization", "math", "translation_en_fr", "translation_zh_en",
+        "mgsm_zh", "mgsm_ja"])
     seed: int = 0
     # --- data
     n_train: int = 150  # train prompts per task (the largest budget sees all of them)

@@ -19,6 +19,7 @@ from specfair.measure.signals import seq_key
 from specfair.study.config import StudyConfig
 from specfair.tasks import encode_prompt
 from specfair.tasks.prompt import Prompt
+from specfair.tasks.split import find_leaks
 from specfair.tasks.study import text_reference_tasks
 from specfair.tasks.suite import sample_per_task
 
@@ -45,20 +46,37 @@ class StudyPrompts:
     train: list[Prompt]
     heldout: list[Prompt]
     test: list[Prompt]
+    dropped: list[dict]  # train-split prompts left out: {"id", "task", "test_id"}
+
+
+def uses_reference(cfg: StudyConfig, p: Prompt) -> bool:
+    """Whether a train prompt's training text is its reference (else generated text)."""
+    return (cfg.train_text == "reference+drafter" and p.task in text_reference_tasks()
+            and bool(p.reference))
 
 
 def study_prompts(cfg: StudyConfig, suite) -> StudyPrompts:
     """Per task: ``n_test`` test prompts, and ``n_train + n_heldout`` train-split prompts of
-    which the last ``n_heldout`` (in the seeded hash order) are held back."""
+    which the last ``n_heldout`` (in the seeded hash order) are held back.
+
+    Leak check first: a train-split prompt whose prompt text or reference training text shares
+    a text (or paragraph, :func:`specfair.tasks.split.find_leaks`) with a test prompt or its
+    reference answer, in any task, is dropped before the train prompts are picked."""
     test = sample_per_task(suite.prompts("test", cfg.tasks), cfg.n_test, cfg.seed)
-    pool = sample_per_task(suite.prompts("train", cfg.tasks), cfg.n_train + cfg.n_heldout,
-                           cfg.seed)
+    train = suite.prompts("train", cfg.tasks)
+    leaks = find_leaks(
+        {p.id: p.turns + ((p.reference,) if uses_reference(cfg, p) else ()) for p in train},
+        {p.id: p.turns + ((p.reference,) if p.reference else ()) for p in test})
+    dropped = [{"id": p.id, "task": p.task, "test_id": leaks[p.id]} for p in train
+               if p.id in leaks]
+    pool = sample_per_task([p for p in train if p.id not in leaks],
+                           cfg.n_train + cfg.n_heldout, cfg.seed)
     held_ids: set[str] = set()
     for task in cfg.tasks:
         ps = [p for p in pool if p.task == task]
         held_ids |= {p.id for p in sample_per_task(ps, cfg.n_heldout, cfg.seed + 1)}
     return StudyPrompts([p for p in pool if p.id not in held_ids],
-                        [p for p in pool if p.id in held_ids], test)
+                        [p for p in pool if p.id in held_ids], test, dropped)
 
 
 def _generate(model, tokenizer, prompts: Sequence[Prompt], ids: Sequence[list[int]],
@@ -80,9 +98,14 @@ def cut_prompt(ids: list[int], n: int, head: int) -> list[int]:
 
 
 def test_sequences(cfg: StudyConfig, target, tokenizer, prompts: Sequence[Prompt],
-                   run_dir: Path) -> list[Seq]:
+                   run_dir: Path, name: str = "test_responses.jsonl") -> list[Seq]:
+    """The target's greedy answers (``test_response_tokens``) to the whole prompts, in
+    ``run_dir / name``: the test sequences, and the held-out prompts' (``heldout_responses``)
+    on which drafting policies are chosen out of sample."""
+    if not prompts:
+        return []
     ids = [encode_prompt(tokenizer, p) for p in prompts]
-    resp = _generate(target, tokenizer, prompts, ids, run_dir / "test_responses.jsonl",
+    resp = _generate(target, tokenizer, prompts, ids, run_dir / name,
                      cfg.test_response_tokens, "target")
     return [Seq(p.id, p.task, tuple(i + resp[p.id]), len(i), "target")
             for p, i in zip(prompts, ids, strict=True) if resp[p.id]]
@@ -94,14 +117,13 @@ def train_sequences(cfg: StudyConfig, target, drafter, tokenizer, prompts: Seque
     references are answer texts and ``train_text`` allows it, else a greedy continuation by the
     drafter (of the truncated prompt) or, with ``train_text="target"``, the target's greedy
     answer to the whole prompt."""
-    with_text = text_reference_tasks()
     ids = [cut_prompt(encode_prompt(tokenizer, p), cfg.max_prompt_tokens,
                       cfg.prompt_head_tokens) for p in prompts]
     n = cfg.train_response_tokens
     out: dict[str, Seq] = {}
     gen_idx = []
     for k, (p, i) in enumerate(zip(prompts, ids, strict=True)):
-        if cfg.train_text == "reference+drafter" and p.task in with_text and p.reference:
+        if uses_reference(cfg, p):
             ref = tokenizer.encode(p.reference, add_special_tokens=False)[:n]
             out[p.id] = Seq(p.id, p.task, tuple(i + ref), len(i), "reference")
         else:

@@ -46,6 +46,7 @@ from specfair.rundir import check_out_dir, dir_lock
 from specfair.study.config import StudyConfig
 from specfair.study.data import Seq, fill_signals, study_prompts, test_sequences, train_sequences
 from specfair.study.summary import write_summary
+from specfair.tasks.split import split_key
 from specfair.tasks.study import load_study_suite
 
 
@@ -60,11 +61,13 @@ class Run:
         self.cfg, self.dir = cfg, run_dir
         _check_settings(cfg, run_dir)
         prompts = study_prompts(cfg, load_study_suite(seed=cfg.seed))  # data checked first
+        self.groups = {p.id: split_key(p)[:16] for p in prompts.test + prompts.heldout}
         self.tok = load_tokenizer(cfg.target)
         target = load_model(cfg.target, "auto", "auto")
         self.drafter = load_model(cfg.drafter, "auto", "auto")
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "study_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        _write_leakage(prompts.dropped, run_dir / "leakage.json")
         self.bf16 = cpu_supports_bf16() or torch.cuda.is_available()
         _say(f"CPU native bf16: {self.bf16}")
         t0 = time.perf_counter()
@@ -72,11 +75,16 @@ class Run:
         self.train = train_sequences(cfg, target, self.drafter, self.tok, prompts.train, run_dir)
         self.heldout = train_sequences(cfg, target, self.drafter, self.tok, prompts.heldout,
                                        run_dir)
-        _say(f"sequences: {len(self.train)} train, {len(self.heldout)} held-out, "
-             f"{len(self.test)} test ({time.perf_counter() - t0:.0f} s)")
+        # the target's own answers to the held-out prompts: drafting policies are chosen there
+        self.policy = test_sequences(cfg, target, self.tok, prompts.heldout, run_dir,
+                                     "heldout_responses.jsonl")
+        _say(f"sequences: {len(self.train)} train, {len(self.heldout)} held-out "
+             f"(+ {len(self.policy)} target answers), {len(self.test)} test "
+             f"({time.perf_counter() - t0:.0f} s)")
         t0 = time.perf_counter()
-        self.teacher, self.lower = fill_signals(cfg, target, self.drafter,
-                                                self.test + self.train + self.heldout, run_dir)
+        self.teacher, self.lower = fill_signals(
+            cfg, target, self.drafter, self.test + self.train + self.heldout + self.policy,
+            run_dir)
         _say(f"signals ready ({time.perf_counter() - t0:.0f} s)")
         _measure_costs(target, self.drafter, self.test[0], run_dir / "costs.json")
         del target
@@ -92,7 +100,20 @@ class Run:
 
     def eval_records(self, top: TopLayers, seqs: list[Seq], **tags) -> list[dict]:
         res = evaluate(top, self.head, [self.signals(s) for s in seqs], self.bf16)
-        return [tags | {"id": s.id, "task": s.task} | r for s, r in zip(seqs, res, strict=True)]
+        return [tags | {"id": s.id, "task": s.task, "group": self.groups.get(s.id)} | r
+                for s, r in zip(seqs, res, strict=True)]
+
+
+def _write_leakage(dropped: list[dict], path: Path) -> None:
+    """``leakage.json``: the train-split prompts the leak check dropped, counted per task."""
+    counts: dict[str, int] = {}
+    for d in dropped:
+        counts[d["task"]] = counts.get(d["task"], 0) + 1
+    path.write_text(json.dumps({"n_dropped": len(dropped), "per_task": counts,
+                                "dropped": dropped}, indent=2))
+    _say(f"leak check: dropped {len(dropped)} train-split prompt(s) sharing a text with a test "
+         f"prompt or reference" + (f" ({', '.join(f'{t} {n}' for t, n in counts.items())})"
+                                   if counts else ""))
 
 
 def _check_settings(cfg: StudyConfig, run_dir: Path) -> None:
@@ -134,7 +155,9 @@ def stage_base(run: Run, out: Path) -> None:
     if ("base", 0.0) in _done(out):
         return
     _say("evaluating the base drafter")
-    _write(out, run.eval_records(run.fresh_top(), run.test, arm="base", budget=0.0, tokens=0))
+    top, tags = run.fresh_top(), {"arm": "base", "budget": 0.0, "tokens": 0}
+    _write(run.dir / "policy_eval.jsonl", run.eval_records(top, run.policy, **tags))
+    _write(out, run.eval_records(top, run.test, **tags))
 
 
 def stage_overfit(run: Run, path: Path) -> dict:
@@ -178,10 +201,12 @@ def _heldout_alphas(run: Run, top: TopLayers) -> dict[str, float]:
             max(1, sum(r["task"] == t for r in recs)) for t in run.cfg.tasks}
 
 
-def _train_one(run: Run, name: str, seqs: list[Seq], tests: list[Seq], rule: str,
-               goal: int) -> Path:
-    """One trainable copy of the top layers, trained to each budget in turn and evaluated on
-    ``tests`` there (``arms/<name>/eval.jsonl``); resumes from the last budget's checkpoint."""
+def _train_one(run: Run, name: str, seqs: list[Seq], tests: tuple[list[Seq], list[Seq]],
+               rule: str, goal: int) -> Path:
+    """One trainable copy of the top layers, trained to each budget in turn and evaluated there
+    on ``tests``: the test sequences (``arms/<name>/eval.jsonl``) and the held-out prompts'
+    target answers (``policy_eval.jsonl``, written first); resumes from the last budget's
+    checkpoint."""
     cfg = run.cfg
     adir = run.dir / "arms" / name
     ckpt, evals = adir / "checkpoint", adir / "eval.jsonl"
@@ -219,7 +244,9 @@ def _train_one(run: Run, name: str, seqs: list[Seq], tests: list[Seq], rule: str
                                                     "budget": b})
             _say(f"{name}: budget {b:.2f}, {state.tokens} tokens "
                  f"({time.perf_counter() - t0:.0f} s)")
-        _write(evals, run.eval_records(top, tests, budget=b, tokens=state.tokens))
+        _write(adir / "policy_eval.jsonl",
+               run.eval_records(top, tests[1], budget=b, tokens=state.tokens))
+        _write(evals, run.eval_records(top, tests[0], budget=b, tokens=state.tokens))
     return evals
 
 
@@ -232,15 +259,21 @@ def stage_arm(run: Run, arm: str, out: Path) -> None:
     goal = budget_tokens(run)
     _say(f"arm {arm}: {goal} training tokens at the largest budget")
     if arm == "per-task":
-        files = [_train_one(run, f"per-task/{t}", [s for s in run.train if s.task == t],
-                            [s for s in run.test if s.task == t], "uniform", goal // len(cfg.tasks))
+        of = lambda seqs, t: [s for s in seqs if s.task == t]  # noqa: E731
+        files = [_train_one(run, f"per-task/{t}", of(run.train, t),
+                            (of(run.test, t), of(run.policy, t)), "uniform",
+                            goal // len(cfg.tasks))
                  for t in cfg.tasks]
     else:
-        files = [_train_one(run, arm, run.train, run.test,
+        files = [_train_one(run, arm, run.train, (run.test, run.policy),
                             "uniform" if arm == "uniform" else "disparity", goal)]
-    recs = [r for f in files for r in read_jsonl(f)]
     tokens = {b: sum({f: r["tokens"] for f in files for r in read_jsonl(f)
                       if r["budget"] == b}.values()) for b in cfg.budgets}
+    held = {(r["budget"], r["id"]): r for f in files  # a redone budget's records replace
+            for r in read_jsonl(f.with_name("policy_eval.jsonl"))}
+    _write(run.dir / "policy_eval.jsonl",
+           [r | {"arm": arm, "tokens": tokens[r["budget"]]} for r in held.values()])
+    recs = [r for f in files for r in read_jsonl(f)]
     _write(out, [r | {"arm": arm, "tokens": tokens[r["budget"]]} for r in recs])
 
 

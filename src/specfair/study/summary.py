@@ -3,8 +3,12 @@ base drafter, the disparity metrics with paired bootstrap CIs, slopes per 10k tr
 and the projected budget for the worst task to reach the mean (an extrapolation).
 
 Pairing: every arm is evaluated on the same test sequences as the base drafter; a bootstrap
-resample draws prompts within each task once and applies the draw to both, so the CI of a
-change is the CI of a paired difference.
+resample draws prompts once and applies the draw to both, so the CI of a change is the CI of a
+paired difference. Shared sources are resampled jointly: the unit of a draw is a prompt's split
+group (``group`` in ``eval.jsonl``: one MGSM problem in mgsm_zh, mgsm_ja and translation_en_fr;
+one ShareGPT conversation in chat/code and summarization), drawn within the stratum of groups
+that span the same tasks, so every task keeps its number of groups and correlated tests are not
+counted as independent. Without shared groups this is the per-task prompt bootstrap.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from specfair.measure.io import read_jsonl
-from specfair.measure.replay import POLICIES, pass_of, predict_policies
+from specfair.measure.replay import POLICIES, pass_of
 from specfair.study.config import StudyConfig
+from specfair.study.policies import policy_answer, policy_table, study_policies
 
 
 def _by_prompt(records: list[dict], arm: str, budget: float) -> dict[str, dict[str, dict]]:
@@ -27,19 +32,40 @@ def _by_prompt(records: list[dict], arm: str, budget: float) -> dict[str, dict[s
     return out
 
 
-def _resampled_means(base, arm, tasks, metric, n_boot, seed):
-    """``(point_base [K], point_arm [K], boot_base [B, K], boot_arm [B, K])`` task means."""
+def group_draws(base, arm, tasks, n_boot, seed) -> tuple[dict, dict, np.ndarray]:
+    """The paired prompt ids per task, each one's group column, and ``[B, G]`` multiplicities
+    of the groups in each replicate (stratified by the set of tasks a group spans). A record
+    without ``group`` (runs before it was recorded) is its own group."""
+    ids = {t: sorted(set(base[t]) & set(arm[t])) for t in tasks}
+    group = {(t, i): base[t][i].get("group") or f"{t}/{i}" for t in tasks for i in ids[t]}
+    col = {g: k for k, g in enumerate(sorted(set(group.values())))}
+    spans: dict[str, set] = {}
+    for (t, _), g in group.items():
+        spans.setdefault(g, set()).add(t)
+    strata: dict[tuple, list[int]] = {}
+    for g, k in col.items():
+        strata.setdefault(tuple(sorted(spans[g])), []).append(k)
     rng = np.random.default_rng(seed)
+    w = np.zeros((n_boot, len(col)))
+    rows = np.arange(n_boot)[:, None]
+    for key in sorted(strata):
+        cols = np.array(strata[key])
+        np.add.at(w, (rows, cols[rng.integers(0, len(cols), (n_boot, len(cols)))]), 1)
+    return ids, {t: np.array([col[group[(t, i)]] for i in ids[t]], int) for t in tasks}, w
+
+
+def _resampled_means(base, arm, tasks, metric, draws):
+    """``(point_base [K], point_arm [K], boot_base [B, K], boot_arm [B, K])`` task means."""
+    ids, cols, w = draws
     pb, pa, bb, ba = [], [], [], []
     for t in tasks:
-        ids = sorted(set(base[t]) & set(arm[t]))
-        xb = np.array([base[t][i][metric] for i in ids])
-        xa = np.array([arm[t][i][metric] for i in ids])
-        idx = rng.integers(0, len(ids), size=(n_boot, len(ids)))
+        xb = np.array([base[t][i][metric] for i in ids[t]])
+        xa = np.array([arm[t][i][metric] for i in ids[t]])
+        wt = w[:, cols[t]]
         pb.append(xb.mean())
         pa.append(xa.mean())
-        bb.append(xb[idx].mean(1))
-        ba.append(xa[idx].mean(1))
+        bb.append(wt @ xb / wt.sum(1))
+        ba.append(wt @ xa / wt.sum(1))
     return np.array(pb), np.array(pa), np.stack(bb, 1), np.stack(ba, 1)
 
 
@@ -53,19 +79,23 @@ def _u(ce: np.ndarray) -> np.ndarray:
     return ce.var(-1)
 
 
-def compare(records, arm, budget, tasks, cfg: StudyConfig, costs: dict) -> dict:
+def compare(records, arm, budget, tasks, cfg: StudyConfig, costs: dict,
+            held_records: list[dict] = ()) -> dict:
     """One arm at one budget against the base drafter, on the same test prompts. Predicted
     speed-ups replay each drafting policy on the teacher-forced passes with the measured c
-    and v(k) (:mod:`specfair.measure.replay`); the first policy is the headline one."""
+    and v(k) (:mod:`specfair.measure.replay`); the first policy is the headline one; gamma is
+    chosen in sample and on ``held_records`` (:mod:`specfair.study.policies`)."""
     base, mine = _by_prompt(records, "base", 0.0), _by_prompt(records, arm, budget)
-    B, seed = cfg.bootstrap, cfg.seed
-    a_pb, a_pa, a_bb, a_ba = _resampled_means(base, mine, tasks, "alpha", B, seed)
-    c_pb, c_pa, c_bb, c_ba = _resampled_means(base, mine, tasks, "ce", B, seed)
-    g_pb, g_pa, _, _ = _resampled_means(base, mine, tasks, "greedy", 1, seed)
+    draws = group_draws(base, mine, tasks, cfg.bootstrap, cfg.seed)
+    a_pb, a_pa, a_bb, a_ba = _resampled_means(base, mine, tasks, "alpha", draws)
+    c_pb, c_pa, c_bb, c_ba = _resampled_means(base, mine, tasks, "ce", draws)
+    g_pb, g_pa, _, _ = _resampled_means(base, mine, tasks, "greedy", draws)
     worst = int(np.argmin(a_pb))
-    per_task = {t: predict_policies([pass_of(r) for r in mine[t].values()], costs["c"],
-                                    costs["verify_slope"]) for t in tasks}
-    policies = {label: {t: per_task[t][label] for t in tasks} for label in per_task[tasks[0]]}
+    held = _by_prompt(held_records, arm, budget)
+    policies, held_scores = study_policies(
+        {t: [pass_of(r) for r in mine[t].values()] for t in tasks},
+        {t: [pass_of(r) for r in held.get(t, {}).values()] for t in tasks},
+        costs["c"], costs["verify_slope"])
     sp = [policies[POLICIES[0].label][t]["speedup"] for t in tasks]
     return {
         "arm": arm, "budget": budget,
@@ -84,6 +114,8 @@ def compare(records, arm, budget, tasks, cfg: StudyConfig, costs: dict) -> dict:
         "U_change": _ci(float(_u(c_pa) / _u(c_pb) - 1), _u(c_ba) / _u(c_bb) - 1),
         "max_min_speedup": float(max(sp) / min(sp)),
         "policies": policies,
+        "policies_heldout": held_scores,
+        "n_heldout_passes": {t: len(held.get(t, {})) for t in tasks},
     }
 
 
@@ -113,20 +145,35 @@ def dose_response(rows: list[dict], base: dict, tasks: list[str]) -> dict:
             "projected_tokens_worst_reaches_mean": proj}
 
 
+def _bootstrap_info(records: list[dict], cfg: StudyConfig) -> dict:
+    base = [r for r in records if r["arm"] == "base"]
+    tasks_of: dict[str, set] = {}
+    for r in base:
+        tasks_of.setdefault(r.get("group") or r["id"], set()).add(r["task"])
+    return {"replicates": cfg.bootstrap, "grouped": all(r.get("group") for r in base),
+            "shared_groups": sum(len(t) > 1 for t in tasks_of.values())}
+
+
+def _json_or_none(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def write_summary(run_dir: Path, cfg: StudyConfig) -> Path:
     records = read_jsonl(run_dir / "eval.jsonl")
+    held = read_jsonl(run_dir / "policy_eval.jsonl")
     costs = json.loads((run_dir / "costs.json").read_text())
     tasks = list(cfg.tasks)
-    base = compare(records, "base", 0.0, tasks, cfg, costs)
+    base = compare(records, "base", 0.0, tasks, cfg, costs, held)
     arms = {}
     for arm in cfg.arms:
-        rows = [compare(records, arm, b, tasks, cfg, costs) for b in cfg.budgets
+        rows = [compare(records, arm, b, tasks, cfg, costs, held) for b in cfg.budgets
                 if any(r["arm"] == arm and r["budget"] == b for r in records)]
         if rows:
             arms[arm] = {"budgets": rows, "dose_response": dose_response(rows, base, tasks)}
-    overfit = run_dir / "overfit.json"
     summary = {"config": cfg.to_dict(), "costs": costs, "base": base, "arms": arms,
-               "overfit": json.loads(overfit.read_text()) if overfit.is_file() else None}
+               "overfit": _json_or_none(run_dir / "overfit.json"),
+               "leakage": _json_or_none(run_dir / "leakage.json"),
+               "bootstrap": _bootstrap_info(records, cfg)}
     path = run_dir / "summary.json"
     path.write_text(json.dumps(summary, indent=2, allow_nan=False,
                                default=lambda x: None))
@@ -139,6 +186,25 @@ def _fmt(ci: dict, nd: int = 3) -> str:
     return f"{ci['value']:+.{nd}f} [{ci['lo']:+.{nd}f}, {ci['hi']:+.{nd}f}]"
 
 
+def _data_notes(s: dict) -> list[str]:
+    """The leak check's drops and how the bootstrap resamples."""
+    out = []
+    if (leak := s.get("leakage")) is not None:
+        per = ", ".join(f"{t} {n}" for t, n in leak["per_task"].items())
+        out.append(f"Leak check: {leak['n_dropped']} train-split prompt(s) dropped before "
+                   f"training for sharing a text with a test prompt or reference"
+                   + (f" ({per}; `leakage.json`)." if per else "."))
+    else:
+        out.append("Leak check: not recorded in this run (made before the check).")
+    b = s.get("bootstrap") or {}
+    out.append(f"Bootstrap: {b.get('replicates', '?')} replicates, "
+               + (f"resampling split groups jointly across tasks ({b['shared_groups']} groups "
+                  "span several tasks)." if b.get("grouped") else
+                  "resampling prompts independently per task (no split groups recorded: "
+                  "CIs across tasks that share sources are too narrow)."))
+    return out + [""]
+
+
 def render(s: dict) -> str:
     tasks = list(s["config"]["tasks"])
     base = s["base"]
@@ -149,6 +215,7 @@ def render(s: dict) -> str:
                   f"{o['epochs']} epochs, {o['tokens']} tokens, {o['tokens_per_s']:.0f} "
                   f"tokens/s): greedy alpha on those sequences {o['greedy_before']:.3f} -> "
                   f"{o['greedy_after']:.3f} ({o['greedy_after'] - o['greedy_before']:+.3f}).", ""]
+    lines += _data_notes(s)
     head = "| arm | budget | tokens | " + " | ".join(tasks) + " | mean | worst | U |"
     lines += ["## Alpha per task (test split, teacher-forced on the target's greedy answers)",
               "", head, "|" + " --- |" * (len(tasks) + 6)]
@@ -180,23 +247,6 @@ def render(s: dict) -> str:
     lines += policy_table(s, tasks)
     lines += ["", "![dose-response](dose_response.png)", "", answer(s), ""]
     return "\n".join(lines)
-
-
-def policy_table(s: dict, tasks: list[str]) -> list[str]:
-    """Predicted speed-ups per drafting policy: the base drafter and each arm's largest
-    budget (replayed on the teacher-forced passes with the measured c and v)."""
-    c = s["costs"]
-    lines = ["", "## Drafting policy against fine-tuning: predicted speed-ups",
-             "", f"Measured c = {c['c']:.3f}, v(k) = 1 + {c['verify_slope']:.3f} (k - 1).", "",
-             "| drafter | policy | " + " | ".join(tasks) + " | max/min |",
-             "|" + " --- |" * (len(tasks) + 3)]
-    rows = [s["base"]] + [a["budgets"][-1] for a in s["arms"].values()]
-    for r in rows:
-        for label, per in r["policies"].items():
-            sp = [per[t]["speedup"] for t in tasks]
-            lines.append(f"| {r['arm']} {r['budget']:.2f} | {label} | "
-                         + " | ".join(f"{x:.2f}" for x in sp) + f" | {max(sp) / min(sp):.2f} |")
-    return lines
 
 
 def plot(s: dict, path: Path) -> None:
@@ -253,30 +303,3 @@ def answer(s: dict) -> str:
             f"{u['hi']:+.0%}]{' (a fall of 30% or more)' if u['hi'] <= -0.30 else ''}; "
             f"mean alpha {_fmt(r['d_mean_alpha'])}.")
     return "\n".join(out + policy_answer(s))
-
-
-def _spread(r: dict, label: str, task: str) -> tuple[float, float]:
-    sp = [v["speedup"] for v in r["policies"][label].values()]
-    return r["policies"][label][task]["speedup"], max(sp) / min(sp)
-
-
-def policy_answer(s: dict) -> list[str]:
-    """Drafting policy alone, fine-tuning alone and both, on the base-worst task's predicted
-    speed-up and the max/min speed-up ratio across tasks."""
-    base, fixed = s["base"], POLICIES[0].label
-    w = base["base_worst_task"]
-    w0, m0 = _spread(base, fixed, w)
-    out = ["", f"Drafting policy against fine-tuning (predicted speed-ups; {w} is the "
-               f"base-worst task; base drafter with {fixed}: {w} {w0:.2f}x, max/min {m0:.2f}):"]
-    for label in base["policies"]:
-        if label != fixed:
-            wt, mm = _spread(base, label, w)
-            out.append(f"- policy alone, {label}: {w} {wt:.2f}x, max/min {mm:.2f} (no training)")
-    for name, a in s["arms"].items():
-        r = a["budgets"][-1]
-        best = max(r["policies"], key=lambda lab: _spread(r, lab, w)[0])
-        (wt, mm), (wb, mb) = _spread(r, fixed, w), _spread(r, best, w)
-        out.append(f"- fine-tuning, {name} ({r['tokens']} tokens), with {fixed}: {w} "
-                   f"{wt:.2f}x, max/min {mm:.2f}; combined with {best}: {w} {wb:.2f}x, "
-                   f"max/min {mb:.2f}")
-    return out

@@ -1,9 +1,11 @@
-"""Deterministic train/test split by a stable hash of the prompt text, and a leak check."""
+"""Deterministic train/test split by a stable hash of the prompt text, and leak checks."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 from specfair.errors import SpecfairError
@@ -77,3 +79,44 @@ def check_no_overlap(train: Iterable[Prompt], test: Iterable[Prompt]) -> None:
             "train/test overlap: " + "; ".join(clashes[:5]) + more + " — fine-tuning would see "
             "test prompts"
         )
+
+
+LEAK_MIN_CHARS = 24  # shorter normalised texts ("Sure!", a number) are too common to leak
+LEAK_TEMPLATE_ITEMS = 5  # a unit in more items than this is a template, not a source
+_PARAGRAPH = re.compile(r"\n\s*\n")
+
+
+def text_units(texts: Iterable[str]) -> set[str]:
+    """The sha256 (hex) of each text and of each of its paragraphs (split at blank lines), after
+    :func:`normalize_text`; units under :data:`LEAK_MIN_CHARS` normalised characters are left
+    out. A text quoted as a paragraph of another (a ShareGPT answer inside a summarization
+    prompt) shares a unit with it."""
+    out: set[str] = set()
+    for text in texts:
+        for part in [text, *_PARAGRAPH.split(text)]:
+            if len(norm := normalize_text(part)) >= LEAK_MIN_CHARS:
+                out.add(hashlib.sha256(norm.encode("utf-8")).hexdigest())
+    return out
+
+
+def find_leaks(train: Mapping[str, Sequence[str]],
+               test: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """The train items that share a text unit (:func:`text_units`) with a test item:
+    ``{train id: one test id}``. ``train`` maps an id to its texts that training sees (prompt
+    turns, training text); ``test`` to its prompt turns and reference answer. A unit in more
+    than :data:`LEAK_TEMPLATE_ITEMS` items (train and test together) is a template that many
+    prompts repeat (a task's instruction "Summarize the following text ...", a stock closing
+    paragraph), not one source, and is not compared."""
+    test_units = {tid: text_units(texts) for tid, texts in test.items()}
+    train_units = {pid: text_units(texts) for pid, texts in train.items()}
+    count = Counter(u for us in [*test_units.values(), *train_units.values()] for u in us)
+    owner: dict[str, str] = {}
+    for tid, us in test_units.items():
+        for u in us:
+            if count[u] <= LEAK_TEMPLATE_ITEMS:
+                owner.setdefault(u, tid)
+    leaks: dict[str, str] = {}
+    for pid, us in train_units.items():
+        if hit := next((owner[u] for u in sorted(us) if u in owner), None):
+            leaks[pid] = hit
+    return leaks

@@ -5,7 +5,8 @@ Every task is one :class:`StudyTask` entry: its source (with its license in
 :data:`specfair.tasks.datasets.SOURCES`) and how its prompts are derived. Prompts are picked with
 the suite's seeded hash (:func:`sample_per_task`), and the hash split keeps train and test apart
 (MGSM rows share their English question as split group, so a problem is in one split in every
-language and in the en→fr task).
+language and in the en→fr task; every prompt derived from one ShareGPT conversation has the
+conversation as split group, so a conversation is in one split in chat/code and summarization).
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from specfair.errors import SpecfairError
 from specfair.tasks.datasets import source_path
-from specfair.tasks.prompt import Prompt
+from specfair.tasks.prompt import Prompt, normalize_text
 from specfair.tasks.readers_math import read_gsm8k, read_mgsm
+from specfair.tasks.split import LEAK_MIN_CHARS
 from specfair.tasks.suite import Suite, sample_per_task
 
 PER_TASK = 250  # prompts per task before the split (test_fraction 0.2: ~200 train, ~50 test)
@@ -37,11 +40,9 @@ class StudyTask:
     text_reference: bool = False  # the reference is a full answer text (usable training text)
 
 
-@functools.cache
-def _sharegpt_conversations() -> list[dict]:
+def _sharegpt_conversations(path: Path) -> list[dict]:
     """The complete conversations of the (truncated) ShareGPT V3 JSON array."""
-    text = source_path("sharegpt", "ShareGPT_V3_unfiltered_cleaned_split.json").read_text(
-        encoding="utf-8", errors="replace")
+    text = path.read_text(encoding="utf-8", errors="replace")
     dec, pos, out = json.JSONDecoder(), text.index("[") + 1, []
     while True:
         while pos < len(text) and text[pos] in " \r\n\t,":
@@ -61,29 +62,69 @@ def _turns(conv: dict) -> list[tuple[str, str]]:
     return [(t.get("from", ""), t.get("value", "") or "") for t in conv.get("conversations", [])]
 
 
-def _sharegpt(kind: str) -> list[Prompt]:
+def _sharegpt_kind(human: str, answer: str) -> list[tuple[str, str]]:
+    """``(task, prompt text)`` for each task a conversation's first exchange feeds."""
     out = []
-    for conv in _sharegpt_conversations():
+    code = bool(_CODE.search(human))
+    if not code and 30 <= len(human) <= 600:
+        out.append(("chat", human))
+    elif code and 40 <= len(human) <= 1500:
+        out.append(("code", human))
+    if 800 <= len(answer) <= 1800 and _english(answer) and not _CODE.search(answer):
+        out.append(("summarization",
+                     f"Summarize the following text in three sentences.\n\n{answer}"))
+    return out
+
+
+@functools.cache
+def _sharegpt_prompts(path: Path) -> dict[str, list[Prompt]]:
+    """The chat, code and summarization prompts of the English ShareGPT conversations.
+
+    Every prompt derived from one conversation has that conversation as split group, so a
+    conversation is in one split whatever tasks it feeds (its answer is the chat/code training
+    text and the summarization source). Conversations that repeat a prompt text or an answer
+    (ShareGPT holds re-shared copies) are joined into the group of the first of them, so equal
+    texts are never split apart; a task keeps the first of prompts with the same text."""
+    rows = []
+    for conv in _sharegpt_conversations(path):
         turns = _turns(conv)
         if len(turns) < 2 or turns[0][0] != "human":
             continue
         human, answer = turns[0][1].strip(), turns[1][1].strip()
-        if not _english(human):
-            continue
-        code = bool(_CODE.search(human))
-        if kind == "chat" and not code and 30 <= len(human) <= 600:
-            text = human
-        elif kind == "code" and code and 40 <= len(human) <= 1500:
-            text = human
-        elif kind == "summarization" and 800 <= len(answer) <= 1800 and _english(answer) \
-                and not _CODE.search(answer):
-            text = f"Summarize the following text in three sentences.\n\n{answer}"
-        else:
-            continue
-        ref = answer if kind != "summarization" else None
-        out.append(Prompt(f"sharegpt_{kind}-{conv['id']}", kind, (text,), reference=ref,
-                          source="sharegpt"))
+        if _english(human):
+            rows += [(kind, str(conv["id"]), text, answer)
+                     for kind, text in _sharegpt_kind(human, answer)]
+    parent: dict[str, str] = {}
+
+    def root(c: str) -> str:
+        while parent.setdefault(c, c) != c:
+            parent[c] = c = parent[parent[c]]
+        return c
+
+    owner: dict[str, str] = {}
+    for _kind, cid, text, answer in rows:
+        a_key = normalize_text(answer)  # a stock answer ("Hello! How can I help?") joins none
+        for key in [normalize_text(text)] + ([a_key] if len(a_key) >= LEAK_MIN_CHARS else []):
+            if not key:
+                continue
+            a, b = root(owner.setdefault(key, cid)), root(cid)
+            if a != b:  # deterministic: the file order decides the group's name
+                parent[b] = a
+    out: dict[str, list[Prompt]] = {"chat": [], "code": [], "summarization": []}
+    seen: set[tuple[str, str]] = set()
+    for kind, cid, text, answer in rows:
+        if (kind, key := normalize_text(text)) in seen:
+            continue  # a re-shared copy of a prompt already in the task
+        seen.add((kind, key))
+        out[kind].append(Prompt(f"sharegpt_{kind}-{cid}", kind, (text,),
+                                reference=answer if kind != "summarization" else None,
+                                source="sharegpt", group=f"sharegpt conversation {root(cid)}"))
     return out
+
+
+def _sharegpt(kind: str) -> list[Prompt]:
+    path = source_path("sharegpt", "ShareGPT_V3_unfiltered_cleaned_split.json")
+    return _sharegpt_prompts(path)[kind]
 
 
 def _hsk_zh_en() -> list[Prompt]:
@@ -98,8 +139,8 @@ def _hsk_zh_en() -> list[Prompt]:
 
 def _mgsm(lang: str) -> list[Prompt]:
     en = source_path("mgsm", "mgsm_en.tsv")
-    return read_mgsm(source_path("mgsm", f"mgsm_{lang}.tsv"), language=lang, task=lang,
-                     english=en)
+    return read_mgsm(source_path("mgsm", f"mgsm_{lang}.tsv"), language=lang,
+                     task=f"mgsm_{lang}", english=en)
 
 
 def _en_fr() -> list[Prompt]:
@@ -140,10 +181,10 @@ STUDY_TASKS: tuple[StudyTask, ...] = (
               "question; reference: the MGSM French row", _en_fr, True),
     StudyTask("translation_zh_en", "hsk", "'Translate into English:' + an HSK level >= 2 "
               "sentence of >= 10 characters; reference: its English translation", _hsk_zh_en, True),
-    StudyTask("zh", "mgsm", "an MGSM Chinese question as is (math word problem in Chinese)",
-              lambda: _mgsm("zh")),
-    StudyTask("ja", "mgsm", "an MGSM Japanese question as is (math word problem in Japanese)",
-              lambda: _mgsm("ja")),
+    StudyTask("mgsm_zh", "mgsm", "an MGSM Chinese question as is (a math word problem in "
+              "Chinese; the same problems as mgsm_ja and translation_en_fr)", lambda: _mgsm("zh")),
+    StudyTask("mgsm_ja", "mgsm", "an MGSM Japanese question as is (a math word problem in "
+              "Japanese)", lambda: _mgsm("ja")),
 )
 
 

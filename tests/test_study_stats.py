@@ -1,0 +1,134 @@
+"""The study's data hygiene and statistics on synthetic records, without models: the leak
+check of the train prompts, the bootstrap that resamples shared sources jointly, and drafting
+policies chosen in sample and out of sample."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from specfair.measure.replay import POLICIES
+from specfair.study.config import StudyConfig
+from specfair.study.data import study_prompts
+from specfair.study.policies import (
+    ONE_HELD,
+    ONE_ORACLE,
+    TASK_HELD,
+    TASK_ORACLE,
+    policy_answer,
+    study_policies,
+)
+from specfair.study.summary import compare
+from specfair.tasks.prompt import Prompt
+
+SUMMARIZE = "Summarize the following text in three sentences.\n\n"
+
+
+class _Suite:
+    """A suite whose splits are given (the study only asks for ``prompts(split, tasks)``)."""
+
+    def __init__(self, train: list[Prompt], test: list[Prompt]) -> None:
+        self.split = {"train": train, "test": test}
+
+    def prompts(self, split: str, tasks) -> list[Prompt]:
+        return [p for p in self.split[split] if p.task in tasks]
+
+
+def test_study_prompts_drop_train_items_that_share_a_text_with_the_test():
+    answer = ("Cats sleep most of the day because they hunt at night.\n\n"
+              "They also spend hours grooming their fur.")
+    test = [Prompt("sum-t", "summarization", (SUMMARIZE + answer,)),
+            Prompt("chat-t", "chat", ("What do dogs like to eat for breakfast?",))]
+    train = [Prompt(f"chat-{i}", "chat", (f"Question {i}: what do animals do all day long?",),
+                    reference=f"Answer {i}: animals do many different things every day.")
+             for i in range(6)]
+    train.append(Prompt("chat-leak", "chat", ("Why do cats sleep so much?",), reference=answer))
+    train += [Prompt(f"sum-{i}", "summarization", (SUMMARIZE + f"Passage {i} about the "
+                                                   "weather in spring and in autumn.",))
+              for i in range(6)]  # the instruction they share with the test is a template
+    cfg = StudyConfig(tasks=["chat", "summarization"], n_train=3, n_test=2, n_heldout=1)
+    sp = study_prompts(cfg, _Suite(train, test))
+    assert sp.dropped == [{"id": "chat-leak", "task": "chat", "test_id": "sum-t"}]
+    kept = [p.id for p in sp.train + sp.heldout]
+    assert "chat-leak" not in kept
+    assert sum(k.startswith("chat") for k in kept) == 4  # n_train + n_heldout, from the rest
+    assert sum(k.startswith("sum") for k in kept) == 4
+    # the leak is the reference, which only reference+drafter training text trains on
+    other = study_prompts(dataclasses.replace(cfg, train_text="drafter"), _Suite(train, test))
+    assert other.dropped == []
+
+
+def _records(arm: str, budget: float, values: dict[str, np.ndarray], grouped: bool) -> list:
+    return [{"arm": arm, "budget": budget, "tokens": 0, "id": f"{t}-{j}", "task": t,
+             "group": f"problem{j}" if grouped else None, "alpha": float(x),
+             "greedy": float(x), "ce": float(1 - x), "match": [1, 1, 0, 1, 1],
+             "conf": [0.9] * 5}
+            for t, xs in values.items() for j, x in enumerate(xs)]
+
+
+def test_shared_problems_are_resampled_jointly():
+    """Three tasks test the same 40 problems (as mgsm_zh, mgsm_ja and translation_en_fr do),
+    with per-problem effects shared across them: resampled by problem, the CI of the mean over
+    tasks is about sqrt(3) wider than when the tasks count as independent samples; a single
+    task's CI does not change."""
+    rng = np.random.default_rng(1)
+    tasks = ["mgsm_zh", "mgsm_ja", "translation_en_fr"]
+    x = rng.uniform(0.5, 0.9, 40)
+    d = rng.normal(0.0, 0.05, 40)
+    base = {t: x + 0.01 * k for k, t in enumerate(tasks)}
+    arm = {t: base[t] + d for t in tasks}
+    cfg = StudyConfig(tasks=tasks, bootstrap=2000)
+    costs = {"c": 0.4, "verify_slope": 0.02}
+    width = lambda ci: ci["hi"] - ci["lo"]  # noqa: E731
+    res = {}
+    for grouped in (True, False):
+        recs = _records("base", 0.0, base, grouped) + _records("uniform", 1.0, arm, grouped)
+        res[grouped] = compare(recs, "uniform", 1.0, tasks, cfg, costs)
+    assert res[True]["d_mean_alpha"]["value"] == res[False]["d_mean_alpha"]["value"]
+    for key in ("d_mean_alpha", "mean_alpha"):
+        ratio = width(res[True][key]) / width(res[False][key])
+        assert 1.4 < ratio < 2.1, (key, ratio)
+    for t in tasks:
+        ratio = width(res[True]["tasks"][t]["d_alpha"]) / width(res[False]["tasks"][t]["d_alpha"])
+        assert 0.8 < ratio < 1.25, (t, ratio)
+
+
+def _passes(match_rate: float, n: int, rng) -> list[tuple[list, list]]:
+    out = []
+    for _ in range(n):
+        m = (rng.random(33) < match_rate).astype(int).tolist()
+        out.append((m, [0.9 if k else 0.2 for k in m]))
+    return out
+
+
+def test_gamma_is_chosen_out_of_sample_and_the_oracle_is_labelled():
+    """Task ``a``'s test passes reward long drafts and its held-out passes short ones: the
+    gamma chosen on the held-out passes differs from the test oracle's and scores lower on the
+    test; the oracle is an upper bound per task; one gamma cannot beat a gamma per task."""
+    rng = np.random.default_rng(0)
+    test = {"a": _passes(0.97, 30, rng), "b": _passes(0.5, 30, rng)}
+    held = {"a": _passes(0.3, 10, rng), "b": _passes(0.5, 10, rng)}
+    pol, scores = study_policies(test, held, 0.1, 0.02)
+    assert {TASK_ORACLE, ONE_ORACLE, TASK_HELD, ONE_HELD} <= set(pol)
+    assert pol[TASK_HELD]["a"]["gamma"] < pol[TASK_ORACLE]["a"]["gamma"]
+    assert pol[TASK_HELD]["a"]["speedup"] < pol[TASK_ORACLE]["a"]["speedup"]
+    for t in test:
+        assert all(pol[TASK_ORACLE][t]["speedup"] >= pol[lab][t]["speedup"] - 1e-12
+                   for lab in (ONE_ORACLE, TASK_HELD, ONE_HELD))
+    assert len({pol[ONE_HELD][t]["gamma"] for t in test}) == 1
+    assert TASK_ORACLE not in scores and ONE_ORACLE not in scores  # chosen on the test
+    fixed5 = POLICIES[0].label
+    assert all(scores[TASK_HELD][t] >= max(scores[fixed5][t], scores[ONE_HELD][t])
+               for t in test)  # the best fixed gamma on the held-out passes, per task
+    # runs without held-out passes get no out-of-sample choice
+    none_pol, none_scores = study_policies(test, {"a": held["a"]}, 0.1, 0.02)
+    assert none_scores is None and TASK_HELD not in none_pol and TASK_ORACLE in none_pol
+    # the report names both choices
+    r = {"arm": "base", "budget": 0.0, "tokens": 0, "base_worst_task": "b",
+         "policies": pol, "policies_heldout": scores}
+    text = "\n".join(policy_answer({"base": r, "arms": {"uniform": {"budgets": [
+        r | {"arm": "uniform", "budget": 1.0}]}}}))
+    assert "out of sample (chosen on the held-out passes" in text
+    assert "in-sample oracle (chosen on the test passes themselves)" in text
+    assert "policy best on the held-out passes" in text and "in-sample oracle best" in text
