@@ -73,6 +73,11 @@ def test_ngram_bench_and_generate_load_no_drafter(tiny_pair, tmp_path, capsys):
     sd = [r for r in read_jsonl(tmp_path / "bench.jsonl") if r["mode"] == "sd"]
     assert all(r["matches_ar"] for r in sd)
     assert all(set(r.get("by_proposer", {})) <= {"ngram"} for r in sd)
+    printed = capsys.readouterr().out
+    assert "policy confidence:0.5, proposer ngram" in " ".join(printed.split())
+    if s["overall"]["by_proposer"]:  # the table shows the n-gram share
+        assert s["overall"]["by_proposer"]["ngram"]["share"] == 1.0
+        assert "n-gram" in printed
     res = generate_command(str(t_dir), "abcabcabc", drafter="/nonexistent", proposer="ngram",
                            gamma=3, **kw)  # fmt: skip
     assert len(res.tokens) == 6 and all(0 < s.drafted <= 3 for s in res.steps if s.drafted)
