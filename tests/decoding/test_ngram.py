@@ -5,7 +5,12 @@ import pytest
 import torch
 from test_distribution import ALPHA, N, exact_marginals, gof_pvalue
 
-from specfair.decoding import HeuristicGamma, autoregressive_generate, speculative_generate
+from specfair.decoding import (
+    CostAwareGamma,
+    HeuristicGamma,
+    autoregressive_generate,
+    speculative_generate,
+)
 from specfair.decoding.ngram import NgramProposer, ngram_match
 from specfair.errors import SpecfairError
 
@@ -67,13 +72,14 @@ def repeat_prompts(noisy_pair):
 
 
 @pytest.mark.parametrize("kind", ["ngram", "hybrid"])
-@pytest.mark.parametrize("gamma", [3, 6, "heuristic"])
+@pytest.mark.parametrize("gamma", [3, 6, "heuristic", "adaptive"])
 def test_greedy_ngram_and_hybrid_equal_autoregressive(noisy_pair, repeat_prompts, kind, gamma):
     target, drafter = noisy_pair
     steps = []
     for prompt in repeat_prompts:
         ref = autoregressive_generate(target, prompt, max_new_tokens=32)
-        g = HeuristicGamma(start=3, max_gamma=8) if gamma == "heuristic" else gamma
+        g = {"heuristic": HeuristicGamma(start=3, max_gamma=8),
+             "adaptive": CostAwareGamma(max_gamma=8)}.get(gamma, gamma)
         res = speculative_generate(target, drafter if kind == "hybrid" else None, prompt,
                                    max_new_tokens=32, gamma=g, proposer=kind)  # fmt: skip
         assert res.tokens == ref.tokens, prompt

@@ -44,8 +44,8 @@ def test_table_gives_each_task_its_gamma_and_others_the_global(table_file):
     assert [pol.for_task(t).next_gamma() for t in ("code", "math", "chat", None)] == [7, 2, 4, 4]
     assert pol.settings() == {"gamma": 4, "policy": f"table:{table_file}",
                               "policy_table": {"gamma": {"code": 7, "math": 2},
-                                               "global_gamma": 4}}  # fmt: skip
-    assert read_policy_table(table_file) == ({"code": 7, "math": 2}, 4)
+                                               "global_gamma": 4, "split": "train"}}  # fmt: skip
+    assert read_policy_table(table_file) == ({"code": 7, "math": 2}, 4, "train")
 
 
 @pytest.mark.parametrize(

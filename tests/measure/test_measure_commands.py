@@ -32,7 +32,8 @@ def test_commands_end_to_end(tiny_pair, tmp_path, capsys):
     assert "worst task" in out and "within CI" in out
 
 
-def test_estimate_policy_table_drives_bench_and_settings_are_checked(tiny_pair, tmp_path):
+def test_estimate_policy_table_drives_bench_and_settings_are_checked(tiny_pair, tmp_path,
+                                                                     capsys):
     """estimate --split train writes policy.json; bench --split test --policy table:... uses
     its γ per task (records carry the spec and the table); a rerun with another policy or
     proposer in the same directory is refused before any model loads."""
@@ -50,6 +51,7 @@ def test_estimate_policy_table_drives_bench_and_settings_are_checked(tiny_pair, 
     out = tmp_path / "bench"
     s = bench_command(str(t_dir), str(d_dir), "default", out, policy=spec, proposer="hybrid", **kw)
     assert s["meta"]["policy"] == spec and s["meta"]["proposer"] == "hybrid"
+    assert "in-sample" not in capsys.readouterr().err  # chosen on train, benchmarked on test
     for r in read_jsonl(out / "bench.jsonl"):
         assert r["settings"]["policy"] == spec and r["proposer"] == "hybrid"
         assert r["settings"]["policy_table"]["gamma"] == table["gamma"]
@@ -58,6 +60,12 @@ def test_estimate_policy_table_drives_bench_and_settings_are_checked(tiny_pair, 
             assert set(r["by_proposer"]) <= {"ngram", "model"}
             for s_len in r["accepted_lengths"]:
                 assert s_len <= table["gamma"].get(r["task"], table["global_gamma"]) + 1
+    in_sample = tmp_path / "in_sample.json"  # a table chosen on the test split: a notice
+    in_sample.write_text(json.dumps({**table, "split": "test"}))
+    with pytest.raises(SpecfairError, match="existing file"):
+        bench_command(str(t_dir), str(d_dir), "default", in_sample, policy=f"table:{in_sample}",
+                      **kw)  # fmt: skip
+    assert "in-sample" in capsys.readouterr().err
     for other in (dict(policy="heuristic"), dict(policy=None, gamma=3), dict(proposer="ngram")):
         with pytest.raises(SpecfairError, match="was written with"):
             bench_command(str(t_dir), str(d_dir), "default", out,

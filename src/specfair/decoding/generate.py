@@ -1,7 +1,8 @@
 """The decoders: ``speculative_generate`` and its baseline ``autoregressive_generate``.
 
 One readable loop each, in the style of gpt-fast's generate.py, with the split of vLLM's
-spec_decode. A speculative step: the drafter proposes (``_Proposer.propose``), the target scores
+spec_decode. A speculative step: the drafter proposes (``_Proposer.propose``; or prompt lookup,
+:mod:`specfair.decoding.ngram`, for ``proposer="ngram"``/``"hybrid"``), the target scores
 the drafts in one forward over the last token and the drafts (``_verify``), the rejection
 sampler decides (``_accept``, with ``rejection.py``), the step is recorded (``_record``) and both
 caches roll back to the tokens kept. Both decoders share the prefill, the cache set-up, the
@@ -11,7 +12,8 @@ Invariants of the speculative loop (batch 1, shapes kept [1, T]):
 ``buf[:, :n]`` holds prompt + output; the target's KV cache holds the first ``n - 1`` tokens
 (the last token is the input of the next verification); the drafter's cache holds the first
 ``seen <= n - 1`` tokens and the next draft pass feeds it ``buf[:, seen:n]`` (1 token after a
-rejection, 2 after a fully accepted step: the last draft and the bonus token).
+rejection, 2 after a fully accepted step: the last draft and the bonus token, more after the
+n-gram steps of a hybrid proposer).
 """
 
 from __future__ import annotations
@@ -237,10 +239,10 @@ def _verify(target, cache, buf: torch.Tensor, n: int, g: int, sp, gen, q) -> int
 
 def _record(policy: GammaPolicy, g: int, k: int, kept: int, source: str, t0, t1, t2
             ) -> StepRecord:  # fmt: skip
-    """The step's record; the gamma policy learns from the steps that drafted (the drafter's
-    cost only from the drafter's steps: an n-gram step's drafting time is reported as 0)."""
+    """The step's record; the gamma policy learns from the steps that drafted (their drafting
+    time is what the step's proposer cost: an n-gram lookup costs next to nothing)."""
     if g > 0:
-        policy.update(g, k, t1 - t0 if source == "model" else 0.0, t2 - t1)
+        policy.update(g, k, t1 - t0, t2 - t1)
     return StepRecord(g, g, k, kept, t1 - t0 if g else 0.0, t2 - t1, source if g else "")
 
 

@@ -45,6 +45,7 @@ class DraftingPolicy:
     threshold: float = 0.0
     table: dict[str, int] = field(default_factory=dict)
     source: str | None = None
+    chosen_on: str | None = None  # a table's: the split its γs were chosen on
 
     @property
     def spec(self) -> str:
@@ -71,7 +72,8 @@ class DraftingPolicy:
         with an edited table is refused)."""
         out: dict = {"gamma": self.gamma, "policy": self.spec}
         if self.kind == "table":
-            out["policy_table"] = {"gamma": dict(self.table), "global_gamma": self.gamma}
+            out["policy_table"] = {"gamma": dict(self.table), "global_gamma": self.gamma,
+                                   "split": self.chosen_on}  # fmt: skip
         return out
 
 
@@ -110,13 +112,14 @@ def parse_policy(spec: str | None, gamma: int | None = None) -> DraftingPolicy:
     if kind == "table" and arg:
         if gamma is not None:
             raise SpecfairError(f"--gamma {gamma} contradicts --policy {spec} (γ per task)")
-        table, global_gamma = read_policy_table(arg)
-        return DraftingPolicy("table", global_gamma, table=table, source=arg)
+        table, global_gamma, split = read_policy_table(arg)
+        return DraftingPolicy("table", global_gamma, table=table, source=arg, chosen_on=split)
     raise SpecfairError(f"--policy {spec!r}: expected {SYNTAX}")
 
 
-def read_policy_table(path: str | Path) -> tuple[dict[str, int], int]:
-    """(γ per task, global γ) of a ``policy.json``; any defect is one error naming the file."""
+def read_policy_table(path: str | Path) -> tuple[dict[str, int], int, str | None]:
+    """(γ per task, global γ, the split they were chosen on) of a ``policy.json``; any defect
+    is one error naming the file."""
     p = Path(path)
     if not p.is_file():
         raise SpecfairError(f"policy table {p}: no such file")
@@ -131,7 +134,9 @@ def read_policy_table(path: str | Path) -> tuple[dict[str, int], int]:
         raise SpecfairError(f"policy table {p}: 'gamma' must map tasks to integers >= 1")
     table = {str(t): _int_at_least_1(g, f"policy table {p}: gamma of {t!r}")
              for t, g in per_task.items()}  # fmt: skip
-    return table, _int_at_least_1(doc.get("global_gamma"), f"policy table {p}: global_gamma")
+    global_gamma = _int_at_least_1(doc.get("global_gamma"), f"policy table {p}: global_gamma")
+    split = doc.get("split")
+    return table, global_gamma, split if isinstance(split, str) else None
 
 
 def policy_table(per_task: dict[str, int], global_gamma: int, **meta) -> dict:

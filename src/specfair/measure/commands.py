@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 from specfair.backends import open_backend
@@ -106,6 +107,10 @@ def bench_command(
     check_run_args(split=split, n_per_task=n_per_task, gamma=gamma,
                    max_new_tokens=max_new_tokens, temperature=temperature)
     pol = check_drafting(policy, gamma, proposer, backend)
+    if pol.kind == "table" and pol.chosen_on and (pol.chosen_on == split
+                                                  or "all" in (pol.chosen_on, split)):
+        print(f"notice: the policy table's γs were chosen on split {pol.chosen_on}, which "
+              f"overlaps the benchmarked split {split} (in-sample)", file=sys.stderr)
     drafter = None if proposer == "ngram" else drafter
     out_dir, dt = _prepare(out_dir, target, drafter, max_new_tokens, dtype, device)
     prompts, suite_settings = select_prompts(suite, split, n_per_task, seed, data_root)
@@ -239,8 +244,6 @@ def generate_command(
     template applied) under a drafting ``policy`` and ``proposer``; prints the answer, then one
     line of drafting counts on stderr; returns the :class:`GenerationResult`. ``task`` picks a
     ``table:`` policy's γ (None: its global γ)."""
-    import sys
-
     from specfair.backends.hf import hf_generate
 
     if not prompt.strip():
