@@ -11,12 +11,19 @@ For each hard-coded prompt (5 task types, greedy decoding) it times, in one run:
               threshold 0.4, both adaptive),
 - ``hf_sd_g`` the same with ``num_assistant_tokens=gamma``, schedule "constant", threshold 0,
 
+- variants (``--variants``, each ``POLICY[+PROPOSER]``: a ``--policy`` of ``specfair bench``
+  and a proposer model|ngram|hybrid, e.g. ``adaptive``, ``fixed:5+ngram``, ``heuristic+hybrid``,
+  ``table:policy.json``): specfair SD under each, on the same prompts, with each prompt's task
+  choosing its γ for a table,
+
 and reports tokens/s, alpha (accepted/drafted and the geometric MLE), tau, the measured cost
 ratio c = (drafter forward time) / (target AR step time), the Leviathan prediction of the
 speed-up from the measured alpha and c, the greedy match rate of SD vs AR and vs HF, and the
 time split of a step (draft / verify / other overhead).
 
 Run on the real pair (another engineer does):  python benchmarks/engine.py --out engine.json
+(drafting variants:  ... --variants fixed:5 heuristic confidence:0.4 adaptive fixed:5+ngram \
+    fixed:5+hybrid adaptive+hybrid)
 Smoke test on tiny models:  python benchmarks/engine.py --target DIR --drafter DIR --dtype fp32 \
     --limit 2 --max-new-tokens 16
 """
@@ -42,6 +49,8 @@ from specfair.decoding import (
     expected_speedup,
     speculative_generate,
 )
+from specfair.decoding.ngram import PROPOSERS
+from specfair.decoding.policy import DraftingPolicy, parse_policy
 from specfair.errors import SpecfairError
 from specfair.models import DEFAULT_DRAFTER, DEFAULT_TARGET, load_pair
 
@@ -220,6 +229,8 @@ def run_prompt(pair, pid, task, text, args, console) -> dict:
             args.gamma * rec["c"] + rec["v"]
         )
     rec["speedup"] = sd.tokens_per_s / ar.tokens_per_s if ar.tokens_per_s else None
+    if args.variants:
+        rec["variants"] = run_variants(pair, task, ids, ar, args.variants, n)
     if args.conf_gamma:
         # HF's default algorithm (up to 20 drafts, stop below 0.4 drafter confidence) in ours.
         sdc = speculative_generate(target, drafter, ids, max_new_tokens=n,
@@ -247,6 +258,65 @@ def run_prompt(pair, pid, task, text, args, console) -> dict:
                 "match_hf_ar": match_rate(toks, hf_tokens),
             }
     return rec
+
+
+def parse_variants(specs: list[str]) -> list[tuple[str, DraftingPolicy, str]]:
+    """``POLICY[+PROPOSER]`` specs -> (label, policy, proposer); a bad spec is a SpecfairError."""
+    out = []
+    for spec in specs:
+        pol_spec, _, proposer = spec.partition("+")
+        proposer = proposer or "model"
+        if proposer not in PROPOSERS:
+            raise SpecfairError(f"--variants {spec}: the proposer must be one of "
+                                f"{', '.join(PROPOSERS)}")  # fmt: skip
+        pol = parse_policy(pol_spec)
+        out.append((f"{pol.spec}+{proposer}", pol, proposer))
+    labels = [v[0] for v in out]
+    if len(set(labels)) != len(labels):
+        raise SpecfairError(f"--variants: the same variant twice in {labels}")
+    return out
+
+
+def run_variants(pair, task: str, ids: list[int], ar: GenerationResult, variants, n: int) -> dict:
+    """Each variant's SD on one prompt, against the prompt's AR run ``ar``."""
+    out = {}
+    for label, pol, proposer in variants:
+        res = speculative_generate(
+            pair.target, pair.drafter if proposer != "ngram" else None, ids, max_new_tokens=n,
+            gamma=pol.for_task(task), draft_threshold=pol.draft_threshold, proposer=proposer,
+        )  # fmt: skip
+        out[label] = {"tokens": len(res.tokens), "tps": res.tokens_per_s, "wall_s": res.wall_s,
+                      "alpha": res.alpha, "tau": res.tau, "steps": len(res.steps),
+                      "speedup": res.tokens_per_s / ar.tokens_per_s if ar.tokens_per_s else None,
+                      "match_ar": match_rate(res.tokens, ar.tokens),
+                      "by_proposer": res.by_proposer()}  # fmt: skip
+    return out
+
+
+def variant_speedups(records: list[dict]) -> dict[str, dict[str, float]]:
+    """{variant: {task: mean speed-up over the task's prompts, ..., "overall": mean over all
+    prompts}} from the records' ``variants``."""
+    out: dict[str, dict[str, list]] = {}
+    for r in records:
+        for label, v in r.get("variants", {}).items():
+            if v.get("speedup") is not None:
+                out.setdefault(label, {}).setdefault(r["task"], []).append(v["speedup"])
+                out[label].setdefault("overall", []).append(v["speedup"])
+    return {label: {t: statistics.mean(xs) for t, xs in by.items()} for label, by in out.items()}
+
+
+def variant_report(records: list[dict], console) -> None:
+    speedups = variant_speedups(records)
+    if not speedups:
+        return
+    tasks = list(dict.fromkeys(r["task"] for r in records)) + ["overall"]
+    table = Table(title="speed-up over specfair AR per task (mean over prompts), per variant")
+    table.add_column("variant")
+    for t in tasks:
+        table.add_column(t, justify="right")
+    for label, by in speedups.items():
+        table.add_row(label, *(fmt(by.get(t)) for t in tasks))
+    console.print(table)
 
 
 def warm_up(pair, args) -> None:
@@ -378,6 +448,7 @@ def report(records: list[dict], args, console) -> None:
             f"{100 * mean['other_s'] / total:.2f}" if total else "-",
         )
     console.print(over)
+    variant_report(records, console)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -396,6 +467,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="max drafts of the confidence-stopped SD mode (0: skip that mode)")
     ap.add_argument("--draft-threshold", type=float, default=0.4,
                     help="drafter confidence below which a draft stops (sd_conf mode)")
+    ap.add_argument("--variants", nargs="*", default=[],
+                    help="POLICY[+PROPOSER] drafting variants to time too, e.g. adaptive "
+                    "fixed:5+ngram heuristic+hybrid table:policy.json")
     ap.add_argument("--no-hf", action="store_true", help="skip the Hugging Face generate runs")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table of one SD call")
     ap.add_argument("--out", type=Path, default=None, help="write the records as JSON")
@@ -406,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.gamma < 1:
             raise SpecfairError(f"--gamma must be >= 1, got {args.gamma}")
+        args.variants = parse_variants(args.variants)
         pair = load_pair(
             args.target, args.drafter, dtype=args.dtype, device=args.device, kernels=args.kernels
         )
@@ -439,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
             "gamma": args.gamma,
             "max_new_tokens": args.max_new_tokens,
             "threads": torch.get_num_threads(),
+            "variants": [label for label, _, _ in args.variants],
         }
         args.out.write_text(json.dumps({"meta": meta, "prompts": records}, indent=1))
         console.print(f"wrote {args.out}")

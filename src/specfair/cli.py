@@ -46,6 +46,23 @@ def models_fetch(
     fetch_models(names or None)
 
 
+PolicyOpt = Annotated[
+    str | None,
+    typer.Option(help="Drafting policy: fixed:N | heuristic | confidence:T | table:FILE | "
+                 "adaptive (default fixed:--gamma)."),
+]
+GammaOpt = Annotated[
+    int | None,
+    typer.Option(help=f"Drafts per step (fixed:N); with heuristic the start, with confidence "
+                 f"and adaptive the most. Default {DEFAULT_GAMMA}."),
+]
+ProposerOpt = Annotated[
+    str | None,
+    typer.Option(help="model (the drafter) | ngram (prompt lookup, no drafter) | hybrid "
+                 "(n-gram match, else the drafter)."),
+]
+
+
 @app.command()
 def generate(
     prompt: Annotated[str, typer.Argument(help="The user message.")],
@@ -61,17 +78,23 @@ def generate(
         typer.Option(help="Decode speculatively with this drafter (a per-task export is routed "
                           "by its task router; without one, its base drafter drafts)."),
     ] = None,
+    policy: PolicyOpt = None,
+    gamma: GammaOpt = None,
+    proposer: ProposerOpt = None,
 ) -> None:
-    """Apply the chat template and stream a greedy answer (a smoke test of the weights)."""
-    if drafter is not None:
-        from specfair.distill.commands import generate_routed_command
+    """Apply the chat template and stream a greedy answer (a smoke test of the weights); with
+    --drafter, --policy, --gamma or --proposer: decode speculatively (greedy) and print the
+    answer and its drafting counts."""
+    if drafter is None and policy is None and gamma is None and proposer is None:
+        from specfair.models.smoke import stream_greedy
 
-        generate_routed_command(model, drafter, prompt, max_new_tokens, dtype=dtype,
-                                device=device, kernels=kernels)
+        stream_greedy(model, prompt, max_new_tokens, dtype=dtype, device=device, kernels=kernels)
         return
-    from specfair.models.smoke import stream_greedy
+    from specfair.measure.commands import generate_command
 
-    stream_greedy(model, prompt, max_new_tokens, dtype=dtype, device=device, kernels=kernels)
+    generate_command(model, prompt, drafter=drafter, policy=policy, gamma=gamma,
+                     proposer=proposer or "model", max_new_tokens=max_new_tokens, dtype=dtype,
+                     device=device, kernels=kernels)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -129,7 +152,7 @@ def bench(
     n_per_task: Annotated[int | None, typer.Option(help="At most this many prompts per task.")] = (
         None
     ),
-    gamma: Annotated[int, typer.Option(help="Drafts per step.")] = DEFAULT_GAMMA,
+    gamma: GammaOpt = None,
     max_new_tokens: int = 128,
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
     dtype: str = "auto",
@@ -151,6 +174,8 @@ def bench(
     routing: Annotated[
         str, typer.Option(help="Per-task export: oracle (task labels) | classifier (its router).")
     ] = "oracle",
+    policy: PolicyOpt = None,
+    proposer: ProposerOpt = None,
 ) -> None:
     """Benchmark plain vs speculative decoding per task: speed-ups, acceptance, disparity.
 
@@ -167,7 +192,7 @@ def bench(
         target, drafter, suite, out, split=split, n_per_task=n_per_task, gamma=gamma,
         max_new_tokens=max_new_tokens, temperature=temperature, dtype=dtype, device=device,
         seed=seed, kernels=kernels, data_root=data_root, backend=backend, backend_options=opts,
-        routing=routing,
+        routing=routing, policy=policy, proposer=proposer or "model",
     )  # fmt: skip
 
 

@@ -219,15 +219,16 @@ def test_bench_routes_by_the_classifier_and_records_it(export, toy, tiny_pair, t
 
 
 def test_generate_routes_an_unlabelled_prompt(export, toy, tiny_pair, capsys):
-    from specfair.distill.commands import generate_routed_command, router_train_command
+    from specfair.distill.commands import router_train_command
+    from specfair.measure.commands import generate_command
 
     router_train_command(export, toy, device="cpu", dtype="float32")
     capsys.readouterr()
-    generate_routed_command(str(tiny_pair[0]), str(export), "12 3456 789", 4, dtype="float32",
-                            device="cpu")
+    generate_command(str(tiny_pair[0]), "12 3456 789", drafter=str(export), max_new_tokens=4,
+                     dtype="float32", device="cpu")
     assert "drafter: task num (routing: classifier)" in capsys.readouterr().err
-    generate_routed_command(str(tiny_pair[0]), str(tiny_pair[1]), "12", 4, dtype="float32",
-                            device="cpu")
+    generate_command(str(tiny_pair[0]), "12", drafter=str(tiny_pair[1]), max_new_tokens=4,
+                     dtype="float32", device="cpu")
     assert "drafter: plain (routing: none)" in capsys.readouterr().err
 
 

@@ -3,13 +3,17 @@
 Public API (shapes in docs/CONTRACTS.md):
 
 - ``speculative_generate``, ``autoregressive_generate`` -> ``GenerationResult`` (``StepRecord``)
-- gamma policies: ``FixedGamma``, ``HeuristicGamma``, ``CostAwareGamma`` (``GammaPolicy``)
+- gamma policies: ``FixedGamma``, ``HeuristicGamma``, ``CostAwareGamma`` (``GammaPolicy``);
+  ``parse_policy`` (a ``--policy`` spec -> ``DraftingPolicy``)
+- proposers (``speculative_generate(proposer=)``): the drafter, ``ngram_match`` prompt lookup
 - pure functions: ``sampling`` (logits -> probabilities -> tokens), ``rejection`` (verification
   of a block of drafts), ``theory`` (Leviathan et al. formulas).
 """
 
 from specfair.decoding.gamma import CostAwareGamma, FixedGamma, GammaPolicy, HeuristicGamma
 from specfair.decoding.generate import autoregressive_generate, speculative_generate
+from specfair.decoding.ngram import PROPOSERS, ngram_match
+from specfair.decoding.policy import DraftingPolicy, parse_policy
 from specfair.decoding.rejection import (
     acceptance_probs,
     greedy_verify,
@@ -28,7 +32,9 @@ from specfair.decoding.theory import (
 )
 
 __all__ = [
+    "PROPOSERS",
     "CostAwareGamma",
+    "DraftingPolicy",
     "FixedGamma",
     "GammaPolicy",
     "GenerationResult",
@@ -45,7 +51,9 @@ __all__ = [
     "greedy_verify",
     "logits_to_probs",
     "next_token_distribution",
+    "ngram_match",
     "optimal_gamma",
+    "parse_policy",
     "rejection_sample",
     "residual_distribution",
     "sample",

@@ -1,7 +1,8 @@
 """The decoders: ``speculative_generate`` and its baseline ``autoregressive_generate``.
 
 One readable loop each, in the style of gpt-fast's generate.py, with the split of vLLM's
-spec_decode. A speculative step: the drafter proposes (``_Proposer.propose``), the target scores
+spec_decode. A speculative step: the drafter proposes (``_Proposer.propose``; or prompt lookup,
+:mod:`specfair.decoding.ngram`, for ``proposer="ngram"``/``"hybrid"``), the target scores
 the drafts in one forward over the last token and the drafts (``_verify``), the rejection
 sampler decides (``_accept``, with ``rejection.py``), the step is recorded (``_record``) and both
 caches roll back to the tokens kept. Both decoders share the prefill, the cache set-up, the
@@ -11,7 +12,8 @@ Invariants of the speculative loop (batch 1, shapes kept [1, T]):
 ``buf[:, :n]`` holds prompt + output; the target's KV cache holds the first ``n - 1`` tokens
 (the last token is the input of the next verification); the drafter's cache holds the first
 ``seen <= n - 1`` tokens and the next draft pass feeds it ``buf[:, seen:n]`` (1 token after a
-rejection, 2 after a fully accepted step: the last draft and the bonus token).
+rejection, 2 after a fully accepted step: the last draft and the bonus token, more after the
+n-gram steps of a hybrid proposer).
 """
 
 from __future__ import annotations
@@ -23,58 +25,13 @@ import torch
 from transformers import DynamicCache
 
 from specfair.decoding.gamma import GammaPolicy, as_policy
+from specfair.decoding.ngram import PROPOSERS, HybridProposer, NgramProposer
 from specfair.decoding.rejection import greedy_verify, rejection_sample
+from specfair.decoding.request import check_request, eos_set, prompt_tensor
 from specfair.decoding.result import GenerationResult, StepRecord
 from specfair.decoding.sampling import SamplingParams, fit_vocab, logits_to_probs
 from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
-from specfair.models.eos import as_ids, eos_ids
-
-
-def _prompt_tensor(input_ids, device: torch.device) -> torch.Tensor:
-    if isinstance(input_ids, torch.Tensor):
-        ids = input_ids
-        if ids.dim() == 2:
-            if ids.shape[0] != 1:
-                raise SpecfairError(f"batch size must be 1 for now, got {ids.shape[0]}")
-            ids = ids[0]
-        if ids.dim() != 1:
-            raise SpecfairError(f"input_ids must be 1-D or [1, T], got shape {tuple(ids.shape)}")
-        if ids.is_floating_point() or ids.is_complex():
-            raise SpecfairError("input_ids must hold integer token ids")
-        ids = ids.to(device=device, dtype=torch.long)
-    elif isinstance(input_ids, Sequence) and not isinstance(input_ids, str | bytes):
-        ids = torch.tensor(list(input_ids), dtype=torch.long, device=device)
-    else:
-        raise SpecfairError(f"input_ids must be a list of ints or a LongTensor, got {input_ids!r}")
-    if ids.numel() == 0:
-        raise SpecfairError("empty prompt: input_ids has no tokens")
-    return ids.view(1, -1)
-
-
-def _eos_set(model, eos_token_id) -> frozenset[int]:
-    """``eos_token_id`` if given, else the model's rule (:func:`specfair.models.eos.eos_ids`)."""
-    return frozenset(eos_ids(model) if eos_token_id is None else as_ids(eos_token_id))
-
-
-def _context_limit(model) -> int | None:
-    cfg = model.config
-    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-    return getattr(cfg, "max_position_embeddings", None)
-
-
-def _check_request(models, prompt_len: int, max_new_tokens) -> None:
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
-        raise SpecfairError(f"max_new_tokens must be an int, got {max_new_tokens!r}")
-    if max_new_tokens < 1:
-        raise SpecfairError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    for role, model in models:
-        limit = _context_limit(model)
-        if limit is not None and prompt_len + max_new_tokens > limit:
-            raise SpecfairError(
-                f"prompt ({prompt_len} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
-                f"{role}'s context of {limit} tokens"
-            )
 
 
 def _new_cache(model) -> DynamicCache:
@@ -149,9 +106,9 @@ def _setup(
     target, input_ids, max_new_tokens, temperature, top_p, top_k, eos_token_id, seed, drafter=None
 ):
     device = target.device
-    ids = _prompt_tensor(input_ids, device)
+    ids = prompt_tensor(input_ids, device)
     models = [("target", target)] + ([("drafter", drafter)] if drafter is not None else [])
-    _check_request(models, ids.shape[1], max_new_tokens)
+    check_request(models, ids.shape[1], max_new_tokens)
     sp = SamplingParams(float(temperature), int(top_k), float(top_p))
     gen = None
     if seed is not None and not sp.greedy:
@@ -159,7 +116,7 @@ def _setup(
         gen.manual_seed(int(seed))
     buf = torch.empty((1, ids.shape[1] + max_new_tokens + 1), dtype=torch.long, device=device)
     buf[:, : ids.shape[1]] = ids
-    return ids.shape[1], sp, gen, buf, _Output(_eos_set(target, eos_token_id), max_new_tokens)
+    return ids.shape[1], sp, gen, buf, _Output(eos_set(target, eos_token_id), max_new_tokens)
 
 
 def _finish(out: _Output, steps, prefill_s, t_start, sync, tokenizer) -> GenerationResult:
@@ -194,6 +151,8 @@ class _Proposer:
     sampling, the distributions they were drawn from go to ``self.q`` for the rejection
     sampler. ``rollback`` forgets the tokens the target did not keep.
     """
+
+    source = "model"
 
     def __init__(self, drafter, buf, t_len, sp, gen, target_logits, max_g, threshold) -> None:
         self.model, self.cache, self.prepare = drafter, _new_cache(drafter), _drafter_input(drafter)
@@ -239,6 +198,17 @@ class _Proposer:
             self.seen = n - 1
 
 
+def _make_proposer(kind: str, drafter, buf, t_len, sp, gen, logits, max_g, threshold):
+    """The proposer of ``kind`` (:data:`specfair.decoding.ngram.PROPOSERS`); an n-gram
+    proposer needs no drafter."""
+    q_dtype = torch.promote_types(logits.dtype, torch.float32)
+    ngram = NgramProposer(logits.shape[-1], max_g, sp.greedy, buf.device, q_dtype)
+    if kind == "ngram":
+        return ngram
+    model = _Proposer(drafter, buf, t_len, sp, gen, logits, max_g, threshold)
+    return model if kind == "model" else HybridProposer(ngram, model)
+
+
 def _confidence(logits: torch.Tensor, x: torch.Tensor, q: torch.Tensor | None) -> float:
     """The drafter's probability of its draft ``x`` (from ``q`` when sampling)."""
     return float(q[0, x[0]] if q is not None else torch.softmax(logits[0].float(), -1)[x[0]])
@@ -267,11 +237,13 @@ def _verify(target, cache, buf: torch.Tensor, n: int, g: int, sp, gen, q) -> int
     return k
 
 
-def _record(policy: GammaPolicy, g: int, k: int, kept: int, t0, t1, t2) -> StepRecord:
-    """The step's record; the gamma policy learns from the steps that drafted."""
+def _record(policy: GammaPolicy, g: int, k: int, kept: int, source: str, t0, t1, t2
+            ) -> StepRecord:  # fmt: skip
+    """The step's record; the gamma policy learns from the steps that drafted (their drafting
+    time is what the step's proposer cost: an n-gram lookup costs next to nothing)."""
     if g > 0:
         policy.update(g, k, t1 - t0, t2 - t1)
-    return StepRecord(g, g, k, kept, t1 - t0 if g else 0.0, t2 - t1)
+    return StepRecord(g, g, k, kept, t1 - t0 if g else 0.0, t2 - t1, source if g else "")
 
 
 @torch.inference_mode()
@@ -339,6 +311,7 @@ def speculative_generate(
     seed: int | None = None,
     tokenizer=None,
     draft_threshold: float = 0.0,
+    proposer: str = "model",
 ) -> GenerationResult:
     """Lossless speculative decoding: the output has the target's distribution (greedy: the
     target's greedy output, token for token).
@@ -348,13 +321,20 @@ def speculative_generate(
     ``draft_threshold``: stop drafting a step early once the drafter's probability of its own
     draft falls below it (HF's ``assistant_confidence_threshold``); the decision uses the
     drafter's information only, so the output distribution is unchanged.
+    ``proposer``: "model" (the drafter), "ngram" (prompt lookup, :mod:`.ngram`; ``drafter`` may
+    be None) or "hybrid" (the n-gram match, else the drafter); same verification for all.
     A step never drafts more than the tokens still to produce minus one; a step with nothing to
     draft is a plain target step (``gamma=0``).
     """
     t_start = time.perf_counter()
     policy = as_policy(gamma)
+    if proposer not in PROPOSERS:
+        raise SpecfairError(f"proposer must be one of {', '.join(PROPOSERS)}, got {proposer!r}")
+    if drafter is None and proposer != "ngram":
+        raise SpecfairError(f"proposer {proposer!r} needs a drafter model")
+    d_model = drafter if proposer != "ngram" else None
     t_len, sp, gen, buf, out = _setup(
-        target, input_ids, max_new_tokens, temperature, top_p, top_k, eos_token_id, seed, drafter
+        target, input_ids, max_new_tokens, temperature, top_p, top_k, eos_token_id, seed, d_model
     )
     sync = _syncer(buf.device)
     policy.reset()
@@ -364,7 +344,8 @@ def speculative_generate(
     # Prefill: the target reads the prompt and gives the first token, the drafter reads it too.
     logits = _prefill(target, t_cache, buf, t_len, sp, gen, out)
     max_g = max(1, min(policy.max_gamma, max_new_tokens))
-    proposer = _Proposer(drafter, buf, t_len, sp, gen, logits, max_g, draft_threshold)
+    drafts = _make_proposer(proposer, d_model, buf, t_len, sp, gen, logits, max_g,
+                            draft_threshold)  # fmt: skip
     n = t_len + 1
     sync()
     prefill_s = time.perf_counter() - t_start
@@ -372,17 +353,17 @@ def speculative_generate(
     while out.stop_reason is None:
         g = min(policy.next_gamma(), max_new_tokens - len(out.tokens) - 1, max_g)
         t0 = time.perf_counter()
-        g = proposer.propose(buf, n, g)  # the drafter proposes g tokens (or fewer)
+        g = drafts.propose(buf, n, g)  # the proposer drafts g tokens (or fewer)
         sync()
         t1 = time.perf_counter()
-        k = _verify(target, t_cache, buf, n, g, sp, gen, proposer.draft_probs(g))
+        k = _verify(target, t_cache, buf, n, g, sp, gen, drafts.draft_probs(g))
         sync()
         t2 = time.perf_counter()
         kept = out.extend(buf[0, n : n + k + 1].tolist())
-        steps.append(_record(policy, g, k, kept, t0, t1, t2))
+        steps.append(_record(policy, g, k, kept, drafts.source, t0, t1, t2))
         # Roll back: the target keeps n + k tokens (the new last one is read next step).
         _crop(t_cache, g - k)
         n += k + 1
-        proposer.rollback(n)  # the drafter keeps at most as many
+        drafts.rollback(n)  # the drafter keeps at most as many
 
     return _finish(out, steps, prefill_s, t_start, sync, tokenizer)

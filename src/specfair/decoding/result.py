@@ -17,7 +17,9 @@ class StepRecord:
     ``accepted``: drafts accepted by the verification rule (before any truncation at EOS);
     ``accepted_len``: tokens this step appended to the output, bonus/correction token included
     (= accepted + 1 unless the block was truncated at EOS); ``draft_s`` / ``verify_s``: seconds
-    spent in the drafter's forwards + draft sampling / the target's forward + acceptance.
+    spent in the drafter's forwards + draft sampling / the target's forward + acceptance;
+    ``proposer``: what drafted ("model": the drafter, "ngram": prompt lookup; "" when nothing
+    was drafted).
     """
 
     gamma: int
@@ -26,6 +28,7 @@ class StepRecord:
     accepted_len: int
     draft_s: float
     verify_s: float
+    proposer: str = ""
 
 
 @dataclass
@@ -87,6 +90,17 @@ class GenerationResult:
     @property
     def tokens_per_s(self) -> float:
         return len(self.tokens) / self.wall_s if self.wall_s > 0 else 0.0
+
+    def by_proposer(self) -> dict[str, dict[str, int]]:
+        """Per proposer ("model", "ngram"): the steps it drafted, its drafts and acceptances."""
+        out: dict[str, dict[str, int]] = {}
+        for s in self.steps:
+            if s.drafted > 0:
+                d = out.setdefault(s.proposer, {"steps": 0, "drafted": 0, "accepted": 0})
+                d["steps"] += 1
+                d["drafted"] += s.drafted
+                d["accepted"] += s.accepted
+        return out
 
     @property
     def accepted_lengths(self) -> list[int]:

@@ -18,7 +18,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from specfair.defaults import DEFAULT_DRAFTER, DEFAULT_GAMMA, DEFAULT_TARGET
+from specfair.defaults import DEFAULT_DRAFTER, DEFAULT_TARGET
 from specfair.distill.cached import train_cached
 from specfair.distill.config import DistillConfig
 from specfair.distill.data import (
@@ -231,53 +231,3 @@ def _print_router_eval(result: dict, layer: int) -> None:
               f"{d['base_share']:8.3f}")
     print(f"{'all':16s} {result['n']:5d} {fmt(result['accuracy']):>9s} "
           f"{fmt(result['routing_accuracy']):>9s}")
-
-
-def generate_routed_command(target: str, drafter: str, prompt: str, max_new_tokens: int = 128,
-                            *, dtype: str = "auto", device: str = "auto",
-                            kernels: str = "auto") -> str:
-    """``specfair generate --drafter``: the greedy answer to ``prompt`` by speculative decoding.
-    A per-task export drafts with the copy its task router picks (the prompt has no label),
-    the base drafter below the router's threshold or without a router; the text goes to
-    stdout, the drafter used and the acceptance to stderr. Returns the text."""
-    import sys
-
-    from specfair.backends.hf import hf_generate
-    from specfair.decoding.proposer import as_proposer, draft_for, route_of
-    from specfair.distill.routing import (
-        check_drafter_context,
-        check_routing,
-        has_task_router,
-        is_routed_export,
-        load_routed_drafter,
-    )
-    from specfair.models.load import load_model, load_tokenizer
-    from specfair.tasks import encode_prompt
-
-    if not prompt.strip():
-        raise SpecfairError("empty prompt")
-    check_drafter_context(max_new_tokens, target, drafter)
-    dev = resolve_device(device)
-    dt = str(resolve_dtype(dtype, dev)).replace("torch.", "")
-    routing = check_routing("classifier" if has_task_router(drafter) else "oracle", drafter)
-    tok = load_tokenizer(target)
-    if is_routed_export(drafter):
-        target_model = load_model(target, dtype, device, kernels)
-        model = load_routed_drafter(drafter, target, dtype=dt, device=str(dev), routing=routing,
-                                    packed=getattr(target_model, "specfair_packed", False),
-                                    tokenizer=tok)
-    else:
-        pair = load_pair(target, drafter, dtype, device, kernels)
-        target_model, model = pair.target, pair.drafter
-    proposer = as_proposer(model)
-    task = route_of(proposer, prompt)
-    res = hf_generate("sd", target_model, draft_for(proposer, prompt), tok,
-                      encode_prompt(tok, prompt), gamma=DEFAULT_GAMMA,
-                      max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0, top_k=0,
-                      seed=0)
-    text = tok.decode(res.tokens, skip_special_tokens=True)
-    print(text)
-    used = "plain" if routing == "none" else (f"task {task}" if task else "base")
-    print(f"drafter: {used} (routing: {routing}); {len(res.tokens)} tokens, "
-          f"alpha {res.alpha:.3f}", file=sys.stderr)
-    return text

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from specfair.backends.base import add_engine_counts
 from specfair.backends.hf import hf_generate
+from specfair.decoding.ngram import PROPOSERS
+from specfair.decoding.policy import DraftingPolicy, parse_policy
 from specfair.decoding.proposer import as_proposer, draft_for, route_of
 from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
@@ -78,13 +80,17 @@ def prompt_seed(seed: int, prompt_id: str, turn: int = 0) -> int:
 
 def _generate(
     mode, target, drafter, tokenizer, ids, *, gamma, max_new_tokens, temperature, top_p, top_k,
-    seed, backend=None,
+    seed, backend=None, draft_threshold=0.0, proposer="model",
 ):  # fmt: skip
     kw = dict(gamma=gamma, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
               top_k=top_k, seed=seed)
     if backend is not None:  # another engine (specfair.backends): same call, same result fields
+        if draft_threshold or proposer != "model" or not isinstance(gamma, int):
+            raise SpecfairError(f"backend {backend.name}: only --policy fixed:N and --proposer "
+                                "model (the drafting policies run in the hf backend)")
         return backend.generate(mode, ids, **kw)
-    return hf_generate(mode, target, drafter, tokenizer, ids, **kw)
+    return hf_generate(mode, target, drafter, tokenizer, ids, draft_threshold=draft_threshold,
+                       proposer=proposer, **kw)  # fmt: skip
 
 
 def run_prompt(
@@ -95,18 +101,22 @@ def run_prompt(
     prompt,
     *,
     history: Sequence[Sequence[int]] | None = None,
-    gamma: int = DEFAULT_GAMMA,
+    gamma=DEFAULT_GAMMA,
     max_new_tokens: int = 128,
     temperature: float = 0.0,
     top_p: float = 1.0,
     top_k: int = 0,
     seed: int = 0,
     backend=None,
+    draft_threshold: float = 0.0,
+    proposer: str = "model",
 ) -> dict:
     """Run every turn of ``prompt`` in ``mode`` and return the summed record (without the
     run-settings fields). ``history[k]`` are the tokens to use as the answer to turn k when
     asking later turns; ``None`` = this run's own answers. ``backend``: a
-    :class:`specfair.backends.Backend` to generate with instead of ``target``/``drafter``."""
+    :class:`specfair.backends.Backend` to generate with instead of ``target``/``drafter``.
+    ``gamma``: an int or a :class:`specfair.decoding.GammaPolicy` (hf only, as
+    ``draft_threshold`` and ``proposer``: see :func:`specfair.decoding.speculative_generate`)."""
     if mode not in MODES:
         raise SpecfairError(f"mode must be one of {MODES}, got {mode!r}")
     rec = {
@@ -127,7 +137,8 @@ def run_prompt(
         ids = encode_prompt(tokenizer, prompt, turn=turn, history=hist)
         res = _generate(mode, target, drafter, tokenizer, ids, gamma=gamma,
                         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                        top_k=top_k, seed=prompt_seed(seed, prompt.id, turn), backend=backend)
+                        top_k=top_k, seed=prompt_seed(seed, prompt.id, turn), backend=backend,
+                        draft_threshold=draft_threshold, proposer=proposer)
         own.append(_add_turn(rec, mode, res))
     rec["tokens_per_s"] = rec["new_tokens"] / rec["wall_s"] if rec["wall_s"] > 0 else None
     return rec
@@ -151,6 +162,11 @@ def _add_turn(rec: dict, mode: str, res) -> list[int]:
         rec["accepted"] += sum(int(s.accepted) for s in steps)
         rec["accepted_lengths"] += [int(s.accepted_len) for s in steps]
         rec["rejections"] += sum(1 for s in steps if s.accepted < s.drafted)
+        by = rec.setdefault("by_proposer", {})
+        for name, counts in res.by_proposer().items():
+            for k, v in counts.items():
+                by.setdefault(name, {}).setdefault(k, 0)
+                by[name][k] += v
     return toks
 
 
@@ -180,7 +196,8 @@ def run_bench(
     max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
     drafter_label: str | None = None, target_label: str | None = None, tokenizer=None,
     seed: int = 0, warmup: bool = True, progress: bool = True,
-    extra_settings: dict | None = None, backend=None,
+    extra_settings: dict | None = None, backend=None, policy: DraftingPolicy | None = None,
+    proposer: str = "model",
 ) -> Path:  # fmt: skip
     """Benchmark AR vs SD on ``prompts``, appending to ``out_dir/bench.jsonl``; returns its path.
 
@@ -194,41 +211,57 @@ def run_bench(
     (:func:`specfair.rundir.check_settings`).
     ``backend`` (a :class:`specfair.backends.Backend`, e.g. llama.cpp): run on that engine
     instead; ``pair_or_models`` is then ignored (may be None).
+    ``policy`` (:func:`specfair.decoding.policy.parse_policy`; None: ``fixed:gamma``) gives
+    each prompt's γ policy (by its task); ``proposer``: "model", "ngram" (the drafter may be
+    None) or "hybrid". Both are run settings.
     """
     target, drafter, tok, t_name, d_name = _models(pair_or_models, tokenizer, backend)
     ids = [p.id for p in prompts]
     if len(set(ids)) != len(ids):
         raise SpecfairError("prompt ids must be unique")
-    sampling = dict(gamma=gamma, max_new_tokens=max_new_tokens, temperature=temperature,
-                    top_p=top_p, top_k=top_k, seed=seed)
-    settings = {"drafter": _label(drafter, drafter_label or d_name),
-                "target": _label(target, target_label or t_name), **sampling,
+    policy = policy if policy is not None else parse_policy(None, gamma)
+    if proposer not in PROPOSERS:
+        raise SpecfairError(f"--proposer must be one of {', '.join(PROPOSERS)}, got {proposer!r}")
+    sampling = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                    top_k=top_k, seed=seed)
+    d_label = "none" if proposer == "ngram" else _label(drafter, drafter_label or d_name)
+    settings = {"drafter": d_label, "target": _label(target, target_label or t_name),
+                **policy.settings(), **sampling, "proposer": proposer,
                 "backend": backend.name if backend is not None else "hf"}  # fmt: skip
     block = run_settings(**{**settings, "dtype": model_dtype(target), **(extra_settings or {})})
     path = Path(out_dir) / BENCH_FILE
     done = _resume(path, block)
     todo = [(p, m) for p in prompts for m in MODES if (p.id, m) not in done]
-    gen_kw = {**sampling, "backend": backend}
-    proposer = as_proposer(drafter) if drafter is not None else None
-    drafter_of = lambda p: draft_for(proposer, p) if proposer is not None else None  # noqa: E731
-    routed = proposer is not None and callable(getattr(proposer, "route", None))
+    drafts = as_proposer(drafter) if drafter is not None else None
+    drafter_of = lambda p: draft_for(drafts, p) if drafts is not None else None  # noqa: E731
+    routed = drafts is not None and callable(getattr(drafts, "route", None))
+    gen_kw = lambda task: _gen_kw(policy, proposer, task, {**sampling, "backend": backend})  # noqa: E731
     if todo and warmup:
-        _warm_up(target, drafter_of, tok, todo[0][0], gen_kw)
+        _warm_up(target, drafter_of, tok, todo[0][0], gen_kw(todo[0][0].task))
     with progress_bar(len(todo), "bench", enabled=progress) as advance:
         for p, mode in todo:
             ar = done.get((p.id, "ar"))
             body = run_prompt(mode, target, drafter_of(p) if mode == "sd" else None, tok, p,
-                              history=_history(p, mode, ar), **gen_kw)
+                              history=_history(p, mode, ar), **gen_kw(p.task))
             rec = {"id": p.id, "task": p.task, "mode": mode, **settings, "settings": block,
                    **body, "turns": len(p.turns), "time": time.time()}
             if routed and mode == "sd":  # the copy the classifier chose (None: the base)
-                rec["route"] = route_of(proposer, p)
+                rec["route"] = route_of(drafts, p)
             rec["matches_ar"] = (ar["tokens"] == rec["tokens"]
                                  if mode == "sd" and ar is not None else None)
             append_jsonl(path, rec)
             done[(p.id, mode)] = rec
             advance(f"{p.id} {mode}")
     return path
+
+
+def _gen_kw(policy: DraftingPolicy, proposer: str, task: str | None, kw: dict) -> dict:
+    """The decoding arguments of a prompt of ``task``: a fixed γ as an int (every backend takes
+    it), else the task's γ policy, with the confidence threshold and the proposer."""
+    if policy.kind == "fixed" and proposer == "model":
+        return {**kw, "gamma": policy.gamma}
+    return {**kw, "gamma": policy.for_task(task), "draft_threshold": policy.draft_threshold,
+            "proposer": proposer}  # fmt: skip
 
 
 def _models(pair_or_models, tokenizer, backend):

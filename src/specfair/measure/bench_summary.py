@@ -59,7 +59,23 @@ def _bench_block(pairs: Sequence[tuple[dict, dict]], boot: dict) -> dict:
         "ar_tokens": int(ar_tok.sum()),
         "sd_tokens": int(sd_tok.sum()),
         "sd_matches_ar": (sum(bool(m) for m in matches) / len(matches)) if matches else None,
+        "by_proposer": _by_proposer([s for _, s in pairs]),
     }
+
+
+def _by_proposer(sd_recs: Sequence[dict]) -> dict:
+    """Per proposer ("model", "ngram"): its steps, drafts, acceptances summed over the SD
+    records, and its share of the drafting steps."""
+    out: dict[str, dict] = {}
+    for r in sd_recs:
+        for name, counts in r.get("by_proposer", {}).items():
+            d = out.setdefault(name, {"steps": 0, "drafted": 0, "accepted": 0})
+            for k in d:
+                d[k] += counts.get(k, 0)
+    total = sum(d["steps"] for d in out.values())
+    for d in out.values():
+        d["share"] = d["steps"] / total if total else None
+    return out
 
 
 def summarize_bench(
@@ -106,6 +122,8 @@ def summarize_bench(
             "drafter": distinct("drafter"),
             "target": distinct("target"),
             "gamma": distinct("gamma"),
+            "policy": distinct("policy"),
+            "proposer": distinct("proposer"),
             "temperature": distinct("temperature"),
             "max_new_tokens": distinct("max_new_tokens"),
             "bootstrap": {"method": "percentile, prompts resampled", **boot},

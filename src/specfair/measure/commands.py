@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 from specfair.backends import open_backend
+from specfair.decoding.ngram import PROPOSERS
+from specfair.decoding.policy import POLICY_FILE, DraftingPolicy, parse_policy
+from specfair.decoding.proposer import as_proposer, route_of
 from specfair.defaults import DEFAULT_GAMMA
-from specfair.distill.routing import check_drafter_context, check_routing, load_routed_drafter
+from specfair.distill.routing import (
+    check_drafter_context,
+    check_routing,
+    has_task_router,
+    load_routed_drafter,
+)
 from specfair.errors import SpecfairError
 from specfair.measure.bench import BENCH_FILE, BENCH_SUMMARY_FILE, load_bench_records, run_bench
 from specfair.measure.bench_summary import summarize_bench
@@ -17,25 +26,29 @@ from specfair.measure.estimate import (
     measure_cost_ratio,
     run_estimate,
 )
-from specfair.measure.estimate_summary import compare_estimate_to_bench, summarize_estimate
+from specfair.measure.estimate_summary import (
+    compare_estimate_to_bench,
+    policy_from_summary,
+    summarize_estimate,
+)
 from specfair.measure.io import read_json, read_jsonl, write_json
 from specfair.measure.tables import print_bench_table, print_estimate_table
 from specfair.models import load_pair
 from specfair.models.load import Pair, load_model, load_tokenizer, resolve_device, resolve_dtype
 from specfair.rundir import check_out_dir, check_settings, dir_lock, run_settings
-from specfair.tasks import Suite, load_suite, sample_per_task
+from specfair.tasks import Suite, encode_prompt, load_suite, sample_per_task
 
 SPLITS = ("train", "test", "all")
 
 
-def check_run_args(*, split: str, n_per_task: int | None, gamma: int, max_new_tokens: int,
+def check_run_args(*, split: str, n_per_task: int | None, gamma: int | None, max_new_tokens: int,
                    temperature: float, cost_ratio: float | None = None) -> None:
     """Refuse bad bench/estimate arguments before anything is loaded or written."""
     if split not in SPLITS:
         raise SpecfairError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     if n_per_task is not None and n_per_task < 1:
         raise SpecfairError(f"--n-per-task must be >= 1, got {n_per_task}")
-    if gamma < 1:
+    if gamma is not None and gamma < 1:
         raise SpecfairError(f"--gamma must be >= 1, got {gamma}")
     if max_new_tokens < 1:
         raise SpecfairError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
@@ -64,9 +77,13 @@ def _prepare(out_dir, target, drafter, max_new_tokens, dtype, device) -> tuple[P
     """Checks that need no model: ``out_dir`` writable, ``max_new_tokens`` within both contexts;
     returns the output directory and the dtype the models will be loaded in."""
     out_dir = check_out_dir(out_dir)
+    return out_dir, _prepare_dtype(target, drafter, max_new_tokens, dtype, device)
+
+
+def _prepare_dtype(target, drafter, max_new_tokens, dtype, device) -> str:
+    """Checks that need no model (both contexts, dtype, device); the dtype the models load in."""
     check_drafter_context(max_new_tokens, target, drafter)
-    resolved = resolve_dtype(dtype, resolve_device(device))
-    return out_dir, str(resolved).replace("torch.", "")
+    return str(resolve_dtype(dtype, resolve_device(device))).replace("torch.", "")
 
 
 def _load_bench_pair(target, drafter, routing: str, dt: str, dtype, device, kernels):
@@ -88,7 +105,7 @@ def bench_command(
     out_dir: str | Path,
     split: str = "test",
     n_per_task: int | None = None,
-    gamma: int = DEFAULT_GAMMA,
+    gamma: int | None = None,
     max_new_tokens: int = 128,
     temperature: float = 0.0,
     dtype: str = "auto",
@@ -100,6 +117,8 @@ def bench_command(
     backend: str = "hf",
     backend_options: dict | None = None,
     routing: str = "oracle",
+    policy: str | None = None,
+    proposer: str = "model",
 ) -> dict:
     """Benchmark AR vs SD on the suite; write ``out_dir/bench.jsonl`` (resumable) and
     ``out_dir/bench_summary.json``; print the table; return the summary. Everything that can
@@ -110,10 +129,18 @@ def bench_command(
     router picks (:mod:`specfair.distill.routing`); recorded in the settings as ``routing``.
 
     ``backend``: "hf" (specfair's transformers loop), "llamacpp" or "vllm" (see
-    :mod:`specfair.backends`; ``backend_options`` go to its constructor)."""
+    :mod:`specfair.backends`; ``backend_options`` go to its constructor).
+    ``policy``/``gamma``: :func:`specfair.decoding.policy.parse_policy`; ``proposer``: "model",
+    "ngram" (no drafter is loaded) or "hybrid"."""
     check_run_args(split=split, n_per_task=n_per_task, gamma=gamma,
                    max_new_tokens=max_new_tokens, temperature=temperature)
-    routing = check_routing(routing, drafter)
+    pol = check_drafting(policy, gamma, proposer, backend)
+    if pol.kind == "table" and pol.chosen_on and (pol.chosen_on == split
+                                                  or "all" in (pol.chosen_on, split)):
+        print(f"notice: the policy table's γs were chosen on split {pol.chosen_on}, which "
+              f"overlaps the benchmarked split {split} (in-sample)", file=sys.stderr)
+    drafter = None if proposer == "ngram" else drafter
+    routing = check_routing(routing, drafter) if drafter is not None else "none"
     if routing != "none" and backend != "hf":
         raise SpecfairError(f"a per-task drafter export runs on the hf backend, not {backend}")
     out_dir, dt = _prepare(out_dir, target, drafter, max_new_tokens, dtype, device)
@@ -121,10 +148,12 @@ def bench_command(
     extra = {**suite_settings, "dtype": dt if backend == "hf" else backend}
     if routing != "none":  # plain drafters: no key (their records stay comparable)
         extra["routing"] = routing
-    expected = run_settings(target=str(target), drafter=str(drafter), gamma=gamma,
+    d_label = "none" if drafter is None else str(drafter)
+    expected = run_settings(target=str(target), drafter=d_label, **pol.settings(),
                             max_new_tokens=max_new_tokens, temperature=temperature, top_p=1.0,
-                            top_k=0, seed=seed, backend=backend, **extra)
-    labels = {"target_label": str(target), "drafter_label": str(drafter)}
+                            top_k=0, seed=seed, proposer=proposer, backend=backend, **extra)
+    labels = {"target_label": str(target), "drafter_label": d_label,
+              "policy": pol, "proposer": proposer}
     engine_info = None
     with dir_lock(out_dir, "specfair bench"):
         path = out_dir / BENCH_FILE
@@ -132,17 +161,17 @@ def bench_command(
         if backend == "hf":
             pair = _load_bench_pair(target, drafter, routing, dt, dtype, device, kernels)
             path = run_bench(
-                pair, prompts, out_dir, gamma=gamma, max_new_tokens=max_new_tokens,
+                pair, prompts, out_dir, max_new_tokens=max_new_tokens,
                 temperature=temperature, seed=seed, progress=progress, extra_settings=extra,
                 **labels,
             )
         else:
-            engine = open_backend(backend, target, drafter, gamma=gamma,
+            engine = open_backend(backend, target, drafter, gamma=pol.gamma,
                                   **(backend_options or {}))
             try:  # the engine (servers) is always released, also on errors and Ctrl-C
                 engine_info = engine.info()
                 path = run_bench(
-                    None, prompts, out_dir, gamma=gamma, max_new_tokens=max_new_tokens,
+                    None, prompts, out_dir, max_new_tokens=max_new_tokens,
                     temperature=temperature, seed=seed, progress=progress, backend=engine,
                     extra_settings=extra, **labels,
                 )
@@ -157,6 +186,18 @@ def bench_command(
         write_json(out_dir / BENCH_SUMMARY_FILE, summary)
     print_bench_table(summary)
     return summary
+
+
+def check_drafting(policy: str | None, gamma: int | None, proposer: str, backend: str = "hf"
+                   ) -> DraftingPolicy:  # fmt: skip
+    """The parsed ``--policy``/``--gamma``, with ``--proposer`` checked (before any load)."""
+    pol = parse_policy(policy, gamma)
+    if proposer not in PROPOSERS:
+        raise SpecfairError(f"--proposer must be one of {', '.join(PROPOSERS)}, got {proposer!r}")
+    if backend != "hf" and (pol.kind != "fixed" or proposer != "model"):
+        raise SpecfairError(f"--backend {backend} runs --policy fixed:N with --proposer model "
+                            "only; the other drafting policies run in the hf backend")
+    return pol
 
 
 def estimate_command(
@@ -181,7 +222,8 @@ def estimate_command(
     data_root: str | Path | None = None,
 ) -> dict:
     """Teacher-forced estimate on the suite; write ``out_dir/estimate.jsonl`` (resumable),
-    ``out_dir/responses.jsonl`` (or use ``responses``) and ``out_dir/estimate_summary.json``;
+    ``out_dir/responses.jsonl`` (or use ``responses``), ``out_dir/estimate_summary.json`` and
+    ``out_dir/policy.json`` (γ per task for ``bench --policy table:...``);
     print the table (and, given a ``bench_summary.json`` — default ``out_dir``'s if present —
     the comparison with the measured α); return the summary.
 
@@ -217,9 +259,55 @@ def estimate_command(
                   "n_per_task": n_per_task, "target": str(target), "settings": expected},
         )
         write_json(out_dir / ESTIMATE_SUMMARY_FILE, summary)
+        write_json(out_dir / POLICY_FILE, policy_from_summary(summary, split=split))
     comparison = None
     bpath = Path(bench_summary) if bench_summary else out_dir / BENCH_SUMMARY_FILE
     if bpath.exists():
         comparison = compare_estimate_to_bench(summary, read_json(bpath))
     print_estimate_table(summary, comparison=comparison)
     return summary
+
+
+def generate_command(
+    target: str, prompt: str, *, drafter: str | None = None, policy: str | None = None,
+    gamma: int | None = None, proposer: str = "model", task: str | None = None,
+    max_new_tokens: int = 128, dtype: str = "auto", device: str = "auto", kernels: str = "auto",
+):  # fmt: skip
+    """``specfair generate`` with speculative decoding: the greedy answer to ``prompt`` (chat
+    template applied) under a drafting ``policy`` and ``proposer``; prints the answer, then one
+    line naming the drafter used and the drafting counts on stderr; returns the
+    :class:`GenerationResult`. A per-task export drafts with the copy its task router picks (the
+    prompt has no label; the base drafter below the router's threshold or without a router).
+    ``task`` (or the routed task) picks a ``table:`` policy's γ (None: its global γ)."""
+    from specfair.backends.hf import hf_generate
+
+    if not prompt.strip():
+        raise SpecfairError("empty prompt")
+    pol = check_drafting(policy, gamma, proposer)
+    if proposer != "ngram" and drafter is None:
+        raise SpecfairError(f"--proposer {proposer} needs --drafter (or use --proposer ngram)")
+    drafter = None if proposer == "ngram" else drafter
+    routing = "none"
+    if drafter is not None:
+        routing = check_routing("classifier" if has_task_router(drafter) else "oracle", drafter)
+    out_dt = _prepare_dtype(target, drafter, max_new_tokens, dtype, device)
+    pair = _load_bench_pair(target, drafter, routing, out_dt, dtype, device, kernels)
+    drafts = as_proposer(pair.drafter) if pair.drafter is not None else None
+    routed = routing != "none" and task is None
+    if routed:
+        task = route_of(drafts, prompt)
+    ids = encode_prompt(pair.tokenizer, prompt)
+    res = hf_generate("sd", pair.target, drafts.for_task(task) if drafts else None,
+                      pair.tokenizer, ids, gamma=pol.for_task(task),
+                      draft_threshold=pol.draft_threshold, proposer=proposer,
+                      max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0, top_k=0,
+                      seed=None)  # fmt: skip
+    print(res.text)
+    used = "none" if drafter is None else "plain" if routing == "none" else (
+        f"task {task}" if task else "base")
+    by = ", ".join(f"{k} {d['steps']} steps ({d['accepted']}/{d['drafted']} accepted)"
+                   for k, d in res.by_proposer().items()) or "no drafts"  # fmt: skip
+    print(f"drafter: {used} (routing: {routing}); [{pol.spec}, {proposer}] "
+          f"{len(res.tokens)} tokens in {res.wall_s:.2f}s, {len(res.steps)} steps: {by}",
+          file=sys.stderr)
+    return res

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from specfair.decoding.policy import policy_table
 from specfair.defaults import DEFAULT_GAMMA
+from specfair.errors import SpecfairError
 from specfair.measure import metrics
 from specfair.measure.io import read_records
 from specfair.measure.replay import pass_of, predict_policies
@@ -124,6 +126,33 @@ def summarize_estimate(
         "overall": _estimate_block(uniq, boot, gammas, c) if uniq else None,
         "disparity": disp,
     }
+
+
+def _best_gamma(predicted: Mapping) -> tuple[int, float]:
+    """(γ, predicted speed-up) of the highest predicted speed-up (the smallest γ on ties)."""
+    scored = [(int(g), d["speedup"]) for g, d in predicted.items()
+              if d.get("speedup") is not None and math.isfinite(d["speedup"])]  # fmt: skip
+    if not scored:
+        raise SpecfairError("no predicted speed-ups (no cost ratio c): cannot choose a γ")
+    return max(scored, key=lambda gs: (gs[1], -gs[0]))
+
+
+def policy_from_summary(summary: Mapping, *, split: str) -> dict:
+    """``policy.json`` (:mod:`specfair.decoding.policy`) from an estimate summary: per task the
+    γ of the highest predicted greedy speed-up (``predicted``), and one global γ maximizing the
+    overall (all prompts pooled) one; ``split``: the prompts they were chosen on."""
+    per_task = {t: _best_gamma(b["predicted"]) for t, b in summary["tasks"].items()}
+    if summary.get("overall") is None:
+        raise SpecfairError("no estimate records: cannot choose a γ")
+    g_all, s_all = _best_gamma(summary["overall"]["predicted"])
+    meta = summary.get("meta", {})
+    return policy_table(
+        {t: g for t, (g, _) in per_task.items()}, g_all, split=split,
+        chosen_by="highest predicted greedy speed-up (estimate_summary.json 'predicted')",
+        gammas=meta.get("gammas"), c=meta.get("c"), drafter=meta.get("drafter"),
+        target=meta.get("target"), predicted_speedup={t: s for t, (_, s) in per_task.items()},
+        predicted_speedup_global=s_all,
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ comparison

@@ -59,20 +59,27 @@ def _print_rows_and_disparity(
 
 def print_bench_table(summary: Mapping, console=None) -> None:
     """A rich table: per task n, AR/SD tok/s, speed-up [95 % CI], token-weighted speed-up,
-    α, τ; the overall row; then the disparity line."""
+    α, τ (and, with n-gram drafts, their share of the drafting steps); the overall row; then
+    the disparity line."""
     from rich.console import Console
 
     console = console or Console()
     m = summary.get("meta", {})
+    drafting = f"γ={m.get('gamma')}"
+    if m.get("policy") is not None:
+        drafting = f"policy {m.get('policy')}, proposer {m.get('proposer')}"
+    ngram = any("ngram" in b.get("by_proposer", {}) for b in summary.get("tasks", {}).values())
     t = _table(
-        f"AR vs SD  (drafter {m.get('drafter')}, γ={m.get('gamma')}, T={m.get('temperature')})",
+        f"AR vs SD  (drafter {m.get('drafter')}, {drafting}, T={m.get('temperature')})",
         ("task", "n", "AR tok/s", "SD tok/s", "speed-up [95% CI]", "tok-w speed-up",
-         "α acc/drafted", "τ"),
+         "α acc/drafted", "τ") + (("n-gram steps",) if ngram else ()),
     )  # fmt: skip
 
     def cells(b):
+        share = b.get("by_proposer", {}).get("ngram", {}).get("share", 0.0 if ngram else None)
         return [str(b["n"]), _num(b["ar_tps"], 1), _num(b["sd_tps"], 1), _fmt(b["speedup"]),
-                _fmt(b["speedup_tokw"]), _fmt(b["alpha"]), _fmt(b["tau"])]  # fmt: skip
+                _fmt(b["speedup_tokw"]), _fmt(b["alpha"]), _fmt(b["tau"])
+                ] + ([_num(share)] if ngram else [])  # fmt: skip
 
     _print_rows_and_disparity(console, t, summary, cells, worst_unit="×")
 

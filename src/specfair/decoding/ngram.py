@@ -1,0 +1,94 @@
+"""Drafts that cost nothing: prompt lookup (an n-gram match against the context).
+
+Hugging Face's ``prompt_lookup_num_tokens`` (``PromptLookupCandidateGenerator``): take the last
+``n`` tokens of the context (prompt + output), ``n`` from ``max_ngram_size`` down to 1, find
+their first earlier occurrence in the context, and propose the tokens that followed it. The
+proposal is a deterministic function of the context, so as a draft distribution it is one-hot:
+the rejection sampler accepts it with probability p(x) and, on a rejection, samples from p
+with x removed — the output keeps the target's distribution.
+
+Proposers of the speculative loop (:mod:`specfair.decoding.generate`) share one interface:
+``propose(buf, n, g) -> drafted``, ``draft_probs(g)``, ``rollback(n)`` and ``source`` (what
+drafted the last proposal: ``"model"`` or ``"ngram"``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+PROPOSERS = ("model", "ngram", "hybrid")
+MAX_NGRAM_SIZE = 3  # Hugging Face's default
+
+
+def ngram_match(context: torch.Tensor, max_tokens: int, max_ngram_size: int = MAX_NGRAM_SIZE
+                ) -> torch.Tensor:  # fmt: skip
+    """Up to ``max_tokens`` tokens that followed the first earlier occurrence of the longest
+    suffix of ``context`` (1-D, length >= 1) of at most ``max_ngram_size`` tokens; an empty
+    tensor when no suffix occurs earlier (with a token after it)."""
+    n_ctx = context.shape[0]
+    if max_tokens < 1:
+        return context[:0]
+    for size in range(min(max_ngram_size, n_ctx - 1), 0, -1):
+        windows = context[: n_ctx - 1].unfold(0, size, 1)  # every window ending before the last
+        hits = (windows == context[n_ctx - size :]).all(dim=1).nonzero()
+        if hits.numel():  # the windows end before the last token: a token follows each
+            start = int(hits[0, 0]) + size
+            return context[start : min(start + max_tokens, n_ctx)]
+    return context[:0]
+
+
+class NgramProposer:
+    """Prompt lookup as a proposer: drafts copied from the context, with one-hot ``q`` when
+    sampling (``vocab``: the target's vocabulary size)."""
+
+    source = "ngram"
+
+    def __init__(self, vocab: int, max_g: int, greedy: bool, device: torch.device,
+                 dtype: torch.dtype = torch.float32, max_ngram_size: int = MAX_NGRAM_SIZE,
+                 ) -> None:  # fmt: skip
+        self.max_ngram_size = max_ngram_size
+        self.q = None if greedy else torch.zeros((1, max_g, vocab), dtype=dtype, device=device)
+
+    def propose(self, buf: torch.Tensor, n: int, g: int) -> int:
+        """Copy up to ``g`` drafts into ``buf[:, n : n + g]``; returns how many (0: no match)."""
+        drafts = ngram_match(buf[0, :n], g, self.max_ngram_size)
+        k = drafts.shape[0]
+        if k:
+            buf[0, n : n + k] = drafts.clone()
+            if self.q is not None:
+                self.q[:, :k].zero_()
+                self.q[0, torch.arange(k, device=self.q.device), drafts.to(self.q.device)] = 1.0
+        return k
+
+    def draft_probs(self, g: int) -> torch.Tensor | None:
+        return None if self.q is None else self.q[:, :g]
+
+    def rollback(self, n: int) -> None:
+        pass
+
+
+class HybridProposer:
+    """The n-gram match first, the model drafter when there is none. The drafter's cache
+    catches up on the tokens of the n-gram steps the next time it drafts (``buf[:, seen:n]``)."""
+
+    def __init__(self, ngram: NgramProposer, model) -> None:
+        self.ngram, self.model = ngram, model
+        self.last = ngram
+
+    @property
+    def source(self) -> str:
+        return self.last.source
+
+    def propose(self, buf: torch.Tensor, n: int, g: int) -> int:
+        self.last = self.ngram
+        k = self.ngram.propose(buf, n, g) if g > 0 else 0
+        if k == 0 and g > 0:
+            self.last = self.model
+            k = self.model.propose(buf, n, g)
+        return k
+
+    def draft_probs(self, g: int) -> torch.Tensor | None:
+        return self.last.draft_probs(g)
+
+    def rollback(self, n: int) -> None:
+        self.model.rollback(n)
