@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from specfair.measure.io import read_jsonl
+from specfair.measure.io import read_json, read_jsonl
 from specfair.measure.replay import POLICIES, pass_of, predict_policies
 from specfair.study.config import StudyConfig
 
@@ -115,7 +115,7 @@ def dose_response(rows: list[dict], base: dict, tasks: list[str]) -> dict:
 
 def write_summary(run_dir: Path, cfg: StudyConfig) -> Path:
     records = read_jsonl(run_dir / "eval.jsonl")
-    costs = json.loads((run_dir / "costs.json").read_text())
+    costs = read_json(run_dir / "costs.json")
     tasks = list(cfg.tasks)
     base = compare(records, "base", 0.0, tasks, cfg, costs)
     arms = {}
@@ -126,7 +126,7 @@ def write_summary(run_dir: Path, cfg: StudyConfig) -> Path:
             arms[arm] = {"budgets": rows, "dose_response": dose_response(rows, base, tasks)}
     overfit = run_dir / "overfit.json"
     summary = {"config": cfg.to_dict(), "costs": costs, "base": base, "arms": arms,
-               "overfit": json.loads(overfit.read_text()) if overfit.is_file() else None}
+               "overfit": read_json(overfit) if overfit.is_file() else None}
     path = run_dir / "summary.json"
     path.write_text(json.dumps(summary, indent=2, allow_nan=False,
                                default=lambda x: None))
