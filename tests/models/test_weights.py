@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -121,3 +122,12 @@ def test_a_folder_with_only_pickled_weights_is_refused_unread(tmp_path):
     (tmp_path / "adapter_model.bin").write_bytes(b"\x80\x04not read")
     with pytest.raises(SpecfairError, match=r"no adapter_model\*\.safetensors.*adapter_model\.bin"):
         require_safetensors(tmp_path, "adapter_model")
+
+
+def test_what_the_header_check_lets_through_the_reader_still_names(tmp_path):
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(_header({"a": {"dtype": "X99", "shape": [2], "data_offsets": [0, 8]}},
+                            b"12345678"))
+    check_safetensors(bad)  # an unknown dtype: left to the library
+    with pytest.raises(SpecfairError, match=f"{re.escape(str(bad))}: not a valid safetensors"):
+        read_tensors(bad)

@@ -85,19 +85,26 @@ def require_safetensors(folder: str | Path, stem: str = "model") -> list[Path]:
 
 def read_tensors(path: str | Path, device: str = "cpu") -> dict:
     """All tensors of a safetensors file (checked first)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     check_safetensors(path)
-    return load_file(str(path), device=device)
+    try:
+        return load_file(str(path), device=device)
+    except (SafetensorError, OSError) as e:
+        raise SpecfairError(f"{path}: not a valid safetensors file ({e})") from e
 
 
 def read_tensors_and_metadata(path: str | Path) -> tuple[dict, dict]:
     """``(tensors, metadata)`` of a safetensors file (checked first)."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     check_safetensors(path)
-    with safe_open(str(path), framework="pt") as sf:
-        return {k: sf.get_tensor(k) for k in sf.keys()}, dict(sf.metadata() or {})
+    try:
+        with safe_open(str(path), framework="pt") as sf:
+            return {k: sf.get_tensor(k) for k in sf.keys()}, dict(sf.metadata() or {})
+    except (SafetensorError, OSError) as e:
+        raise SpecfairError(f"{path}: not a valid safetensors file ({e})") from e
 
 
 def pretrained(cls, path: str | Path, *, name: str | None = None, gguf_file: str | None = None,
