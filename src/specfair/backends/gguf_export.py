@@ -58,7 +58,7 @@ def export_gguf(
             f"export-gguf supports Qwen2 models only (this is {cfg.model_type!r}); use llama.cpp's "
             "convert_hf_to_gguf.py for other architectures"
         )
-    check_model(model, f"{desc}")
+    check_model(model, desc)
     tok = pretrained(AutoTokenizer, tok_dir)
 
     out.parent.mkdir(parents=True, exist_ok=True)
