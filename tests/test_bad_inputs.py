@@ -120,6 +120,65 @@ ROWS = [
     ("models fetch no-such-model", "no-such-model"),
 ]
 
+# --- issue #20 "safe": one safetensors-only weight reader, router.json, export-gguf outputs,
+# corrupt safetensors (inputs: _safe_inputs below)
+GGUF_OUT = "{w}/x.gguf"
+NOT_ST = "not a valid safetensors file"
+ROWS += [
+    (f"export-gguf {{in}}/pickled {GGUF_OUT}", "safetensors only"),
+    (f"export-gguf {{in}}/pertask_bin {GGUF_OUT} --task code",
+     "no adapter_model*.safetensors (weights are read from safetensors only"),
+    (f"export-gguf {{in}}/router_escape {GGUF_OUT} --task code", "leads outside the export"),
+    (f"export-gguf {{in}}/router_base_escape {GGUF_OUT} --task code", "leads outside the export"),
+    (f"export-gguf {{in}}/router_badjson {GGUF_OUT} --task code", "router.json: not valid JSON"),
+    (f"export-gguf {{in}}/router_types {GGUF_OUT} --task code", "router.json: 'tasks' must be"),
+    (f"export-gguf {{in}}/router_mode {GGUF_OUT} --task code", "router.json: mode 'zip'"),
+    ("export-gguf {d} {in}/adir.gguf", "is a directory, not a .gguf file"),
+    ("export-gguf {d} {in}/afile/x.gguf", "afile is a file, not a directory"),
+    ("export-gguf {d} {in}/exists.gguf", "exists; pass --force to overwrite it"),
+    (f"export-gguf {{in}}/truncated_st {GGUF_OUT}", f"truncated_st/model.safetensors: {NOT_ST}"),
+    (f"export-gguf {{in}}/garbage_st {GGUF_OUT}", f"garbage_st/model.safetensors: {NOT_ST}"),
+    ("generate hi --model {in}/truncated_st", f"truncated_st/model.safetensors: {NOT_ST}"),
+    ("generate hi --model {in}/garbage_st", f"garbage_st/model.safetensors: {NOT_ST}"),
+    (BENCH + " --drafter {in}/truncated_st", f"truncated_st/model.safetensors: {NOT_ST}"),
+    (BENCH + " --target {in}/garbage_st", f"garbage_st/model.safetensors: {NOT_ST}"),
+    (DISTILL + " --drafter {in}/garbage_st", f"garbage_st/model.safetensors: {NOT_ST}"),
+]
+
+
+def _safe_inputs(d, tiny_pair) -> None:
+    """Model directories with corrupt safetensors, per-task exports with a pickled adapter or a
+    bad router.json, and export-gguf outputs that must be refused."""
+    import json
+    import shutil
+
+    import torch
+
+    drafter = tiny_pair[1]
+    weights = (drafter / "model.safetensors").read_bytes()
+    for name, data in [("truncated_st", weights[: len(weights) // 2]),
+                       ("garbage_st", struct.pack("<Q", 16) + b"not json at all!" + weights)]:
+        shutil.copytree(drafter, d / name)
+        (d / name / "model.safetensors").write_bytes(data)
+    router = {"format": "specfair-task-routed/1", "mode": "adapter", "base": "base",
+              "tasks": {"code": "tasks/t_code"}}
+    for name, spec in [("pertask_bin", router),
+                       ("router_escape", router | {"tasks": {"code": "../../../../etc"}}),
+                       ("router_base_escape", router | {"base": "../../../../etc"}),
+                       ("router_types", router | {"tasks": ["code"]}),
+                       ("router_mode", router | {"mode": "zip"}),
+                       ("router_badjson", None)]:
+        shutil.copytree(drafter, d / name / "base")
+        task = d / name / "tasks" / "t_code"
+        task.mkdir(parents=True)
+        (task / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+        torch.save({"x": torch.zeros(1)}, task / "adapter_model.bin")
+        text = json.dumps(spec) if spec is not None else '{"format": "specfair-task-routed/1",'
+        (d / name / "router.json").write_text(text)
+    (d / "adir.gguf").mkdir()
+    (d / "exists.gguf").write_bytes(b"GGUF an earlier export")
+
+
 EXPERIMENT_TOML = """
 target = "{t}"
 drafter = "{d}"
@@ -162,6 +221,7 @@ def inputs(tmp_path_factory, tiny_pair):
     (d / "exp.toml").write_text(exp)
     (d / "exp_key.toml").write_text(exp.replace("n_per_task = 1", "n_per_tsk = 1"))
     (d / "exp_task.toml").write_text(exp + "[distill.prompts_per_task]\ncod = 1\n")
+    _safe_inputs(d, tiny_pair)
     return d
 
 

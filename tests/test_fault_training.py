@@ -127,3 +127,25 @@ def test_experiment_sigkill_at_a_random_step_resumes_to_the_same_result(tiny_pai
         recs = [json.loads(x) for x in (tmp_path / "b" / f).read_text().splitlines()]
         keys = [(r["id"], r.get("mode")) for r in recs]
         assert len(keys) == len(set(keys)), f
+
+
+def test_distill_that_diverges_ends_with_one_error_and_writes_no_drafter(cli, tiny_pair,
+                                                                          tmp_path):
+    """``--lr 1e30`` is finite (the settings accept it) but the weights blow up within a few
+    steps: one ``error:`` line naming the step, exit 2, the finite checkpoints before it kept,
+    no ``drafter/`` and no summary."""
+    suite = write_suite(tmp_path)
+    cfg = tmp_path / "distill.toml"
+    cfg.write_text(DISTILL_TOML.replace("steps = 12", "steps = 8"))
+    out = tmp_path / "run"
+    code, _, err = cli("distill", "--out", out, "--suite", suite, "--target", tiny_pair[0],
+                       "--drafter", tiny_pair[1], "--config", cfg, "--device", "cpu",
+                       "--lr", "1e30")
+    lines = [x for x in err.strip().splitlines() if x.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("error: training diverged at step ")
+    assert "no drafter was written" in lines[0]
+    assert not (out / "drafter").exists() and not (out / "distill_summary.json").exists()
+    for ckpt in (out / "checkpoints").glob("step-*"):
+        w = load_file(str(ckpt / "trainable.safetensors"))
+        assert all(bool(t.isfinite().all()) for t in w.values()), ckpt

@@ -204,11 +204,12 @@ def export_gguf_cmd(
     task: Annotated[
         str | None, typer.Option(help="Per-task export: the task whose drafter to export.")
     ] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing .gguf file.")] = False,
 ) -> None:
     """Write a (fine-tuned) drafter as a GGUF file for llama.cpp (Qwen2 architecture)."""
     from specfair.backends.gguf_export import export_gguf
 
-    path = export_gguf(drafter_dir, out, outtype=outtype, task=task)
+    path = export_gguf(drafter_dir, out, outtype=outtype, task=task, force=force)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 

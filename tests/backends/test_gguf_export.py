@@ -72,6 +72,17 @@ def test_bad_inputs(tiny_pair, tmp_path):
         export_gguf(tmp_path, tmp_path / "x.gguf")
 
 
+def test_an_existing_gguf_is_replaced_only_with_force(tiny_pair, tmp_path, cli):
+    out = tmp_path / "d.gguf"
+    out.write_bytes(b"an earlier export")
+    with pytest.raises(SpecfairError, match="exists; pass --force"):
+        export_gguf(tiny_pair[1], out, outtype="f32")
+    assert out.read_bytes() == b"an earlier export"
+    code, _, err = cli("export-gguf", tiny_pair[1], out, "--outtype", "f32", "--force")
+    assert code == 0, err
+    assert (_logits(tiny_pair[1]) - _logits(None, out)).abs().max() < 1e-5
+
+
 def test_merged_lora_drafter_roundtrip(lora_drafter, tiny_pair, tmp_path):
     out = export_gguf(lora_drafter, tmp_path / "ft.gguf", outtype="f32")
     ref, got = _logits(lora_drafter), _logits(None, out)

@@ -95,6 +95,27 @@ def test_load_drafter_refuses_pickled_adapters(tiny_pair, tok, examples, tmp_pat
     shutil.rmtree(out)
 
 
+@pytest.mark.parametrize("router, why", [
+    ('{"format": "specfair-task-routed/1", ', "not valid JSON"),
+    ('["tasks"]', "not a per-task drafter index"),
+    ('{"format": "specfair-task-routed/1", "mode": "merged", "tasks": {"code": 3}}',
+     "tasks.code = 3 should be a relative path"),
+    ('{"format": "specfair-task-routed/1", "mode": "merged", "tasks": {"code": "/etc"}}',
+     "should be a relative path"),
+    ('{"format": "specfair-task-routed/1", "mode": "adapter", "tasks": {"code": "../../x"}}',
+     "leads outside the export directory"),
+    ('{"format": "specfair-task-routed/1", "mode": "merged", "base": "base/../..", "tasks": {}}',
+     "base = 'base/../..' leads outside"),
+    ('{"format": "specfair-task-routed/1", "mode": "top-layers", "tasks": {}, "top_layers": '
+     '"2"}', "top_layers = '2' should be a whole number"),
+])
+def test_a_corrupt_or_escaping_router_json_is_one_error_naming_it(tmp_path, router, why):
+    (tmp_path / "router.json").write_text(router)
+    with pytest.raises(SpecfairError, match="router.json: ") as e:
+        load_drafter(tmp_path)
+    assert str(tmp_path / "router.json") in str(e.value) and why in str(e.value)
+
+
 def test_encode_decode_round_trip_keeps_types():
     import numpy as np
 

@@ -19,12 +19,14 @@ Only Qwen2-architecture models (the default pair) are supported; for others use 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from specfair.distill.export import load_drafter, read_router
+from specfair.distill.guard import check_model
 from specfair.errors import SpecfairError
+from specfair.models.weights import load_adapter, load_hf_model, pretrained, require_safetensors
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0", "q5_0", "q4_0")
 # HF layer module -> llama.cpp's GGUF tensor name (blk.N.<name>.weight), as its converter does
@@ -38,17 +40,17 @@ GGUF_LAYER_NAMES = {
 
 def export_gguf(
     src: str | Path, out: str | Path, *, outtype: str = "q8_0", task: str | None = None,
-    name: str | None = None,
+    name: str | None = None, force: bool = False,
 ) -> Path:  # fmt: skip
-    """Write ``src`` (see module doc) as a GGUF file ``out`` (atomically); returns ``out``."""
+    """Write ``src`` (see module doc) as a GGUF file ``out`` (atomically); returns ``out``.
+    An existing ``out`` is replaced only with ``force``."""
     import gguf
     from transformers import AutoTokenizer
 
     if outtype not in OUTTYPES:
         raise SpecfairError(f"outtype must be one of {', '.join(OUTTYPES)}, got {outtype!r}")
     src, out = Path(src).expanduser(), Path(out).expanduser()
-    if out.suffix != ".gguf":
-        raise SpecfairError(f"output file must end in .gguf: {out}")
+    check_output(out, force)
     model, tok_dir, desc = _load(src, task)
     cfg = model.config
     if cfg.model_type != "qwen2":
@@ -56,7 +58,8 @@ def export_gguf(
             f"export-gguf supports Qwen2 models only (this is {cfg.model_type!r}); use llama.cpp's "
             "convert_hf_to_gguf.py for other architectures"
         )
-    tok = AutoTokenizer.from_pretrained(tok_dir)
+    check_model(model, desc)
+    tok = pretrained(AutoTokenizer, tok_dir)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
@@ -75,42 +78,50 @@ def export_gguf(
     return out
 
 
+def check_output(out: Path, force: bool) -> None:
+    """Refuse an output that is not a writable ``.gguf`` file path before anything loads: a
+    directory, a path under a file, or an existing file without ``force``."""
+    if out.suffix != ".gguf":
+        raise SpecfairError(f"output file must end in .gguf: {out}")
+    if out.is_dir():
+        raise SpecfairError(f"output {out} is a directory, not a .gguf file")
+    parent = next((p for p in out.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise SpecfairError(f"output {out}: {parent} is a file, not a directory")
+    if out.exists() and not force:
+        raise SpecfairError(f"output {out} exists; pass --force to overwrite it")
+
+
 def _load(src: Path, task: str | None):
-    """(model in float32, tokenizer directory, description) of an export or HF directory."""
+    """(model in float32, tokenizer directory, description) of an export or HF directory;
+    weights through :mod:`specfair.models.weights` (safetensors only)."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    router = src / "router.json"
-    if router.is_file():
-        spec = json.loads(router.read_text())
-        base_dir = src / spec.get("base", "base")
+    if (src / "router.json").is_file():
+        spec = read_router(src)
+        base_dir = spec["base"]
         if task is None:
-            tasks = ", ".join(spec.get("tasks", {}))
             raise SpecfairError(
-                f"{src} holds one drafter per task; pick one with --task (one of: {tasks}), "
-                f"or export the shared drafter {base_dir}"
+                f"{src} holds one drafter per task; pick one with --task (one of: "
+                f"{', '.join(spec['tasks'])}), or export the shared drafter {base_dir}"
             )
-        if task not in spec.get("tasks", {}):
+        if task not in spec["tasks"]:
             raise SpecfairError(f"{src}: no drafter for task {task!r}")
-        sub = src / spec["tasks"][task]
-        if (sub / "config.json").is_file():  # merged per-task directory
-            model = AutoModelForCausalLM.from_pretrained(sub, dtype=torch.float32)
-            return model, sub, f"{src} task {task} (merged)"
-        if spec.get("mode") == "top-layers":  # the task's top layers over the shared base
-            from specfair.distill.export import load_drafter
-
+        sub = spec["tasks"][task]
+        if spec["mode"] == "merged" or (sub / "config.json").is_file():  # a full directory
+            return load_hf_model(sub, torch.float32), sub, f"{src} task {task} (merged)"
+        if spec["mode"] == "top-layers":  # the task's top layers over the shared base
             model = load_drafter(src, dtype="float32").models[task]
             return model, base_dir, f"{src} task {task} (top layers over the base)"
-        from peft import PeftModel
-
-        base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-        model = PeftModel.from_pretrained(base, sub).merge_and_unload()
+        require_safetensors(sub, "adapter_model")  # before the base loads
+        base = load_hf_model(base_dir, torch.float32)
+        model = load_adapter(base, sub).merge_and_unload()
         return model, base_dir, f"{src} task {task} (LoRA merged into base)"
     if not (src / "config.json").is_file():
         raise SpecfairError(f"not a Hugging Face model directory (no config.json): {src}")
     if task is not None:
         raise SpecfairError(f"{src} is a single drafter; --task applies to per-task exports")
-    return AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32), src, str(src)
+    return load_hf_model(src, torch.float32), src, str(src)
 
 
 def _add_hparams(w, cfg, name: str, outtype: str) -> None:

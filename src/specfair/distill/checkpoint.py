@@ -23,9 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from specfair.errors import SpecfairError
+from specfair.measure.io import read_json
+from specfair.models.weights import read_tensors
 
 FORMAT = "specfair-checkpoint/2"
 
@@ -82,7 +84,7 @@ def save_state(obj, folder: Path, name: str) -> None:
 def load_state(folder: Path, name: str):
     """Read back what :func:`save_state` wrote (JSON and safetensors only)."""
     try:
-        tensors = load_file(str(folder / f"{name}.safetensors"), device="cpu")
+        tensors = read_tensors(folder / f"{name}.safetensors")
         return decode(json.loads((folder / f"{name}.json").read_text()), tensors)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise SpecfairError(f"damaged checkpoint {folder} ({name}): {e}") from e
@@ -147,13 +149,13 @@ def save_checkpoint(out_dir: Path, step: int, acc, student, trainable_names, opt
 def load_checkpoint(ckpt: Path, rank: int, student, trainable_names, optimizer, scheduler,
                     sampler) -> tuple[int, dict]:
     """Restore a checkpoint into the given objects; returns ``(step, alpha_before)``."""
-    state = json.loads((ckpt / "state.json").read_text())
-    if state.get("format") != FORMAT:
+    state = read_json(ckpt / "state.json")
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise SpecfairError(
             f"checkpoint {ckpt} is in an old format (pickle files), which is never loaded; "
             f"delete {ckpt.parent} to train from the start")
     try:
-        params = load_file(str(ckpt / "trainable.safetensors"), device="cpu")
+        params = read_tensors(ckpt / "trainable.safetensors")
     except (OSError, ValueError) as e:
         raise SpecfairError(f"damaged checkpoint {ckpt}: {e}") from e
     named = dict(student.named_parameters())

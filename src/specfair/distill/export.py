@@ -35,8 +35,11 @@ from pathlib import Path
 import torch
 
 from specfair.atomic import atomic_dir
+from specfair.distill.guard import check_model
 from specfair.distill.router import TaskRoutedDrafter, adapter_name, copy_top
 from specfair.errors import SpecfairError
+from specfair.measure.io import read_json
+from specfair.models.weights import load_adapter, load_hf_model, read_tensors, require_safetensors
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -76,6 +79,7 @@ def export_drafter(
     out = Path(out_dir)
     if out.exists() and not _is_export(out) and any(out.iterdir()):
         raise SpecfairError(f"export directory {out} exists and is not a drafter export")
+    check_model(student, f"drafter for {out}")
     # Write next to the destination and rename at the end: a crash (or a full disk) never
     # leaves a half-written export where a finished one is expected.
     with atomic_dir(out) as tmp:
@@ -156,24 +160,54 @@ def _export_top_layers(router, tokenizer, out: Path, merged: bool, dtype: str,
         "base": "base", "top_layers": n, "tasks": routes, "meta": meta}, indent=2))
 
 
-def _require_safetensors(folder: Path, stem: str) -> None:
-    """Weights are read from safetensors only: a directory with pickled weights (``.bin``,
-    ``.pt``) and no safetensors is refused before anything reads it."""
-    if not any(folder.glob(f"{stem}*.safetensors")):
-        raise SpecfairError(f"{folder}: no {stem}.safetensors (pickled weights are never loaded)")
+ROUTER_FORMAT = "specfair-task-routed/1"
+ROUTER_MODES = ("adapter", "merged", "top-layers")
 
 
-def _load_top_layers(path: Path, base, tasks: dict, n: int) -> TaskRoutedDrafter:
+def read_router(export_dir: str | Path) -> dict:
+    """``router.json`` of a per-task export, checked: ``{"mode", "base": Path, "tasks": {task:
+    Path}, "top_layers": int | None}``; every path stays inside ``export_dir``. A corrupt file
+    (not JSON, wrong types, a path leading out) is one error naming it."""
+    root = Path(export_dir)
+    path = root / "router.json"
+    spec = read_json(path)
+
+    def bad(why: str) -> SpecfairError:
+        return SpecfairError(f"{path}: {why}")
+
+    if not isinstance(spec, dict) or spec.get("format") != ROUTER_FORMAT:
+        raise bad(f"not a per-task drafter index (format {ROUTER_FORMAT!r} expected)")
+    if spec.get("mode") not in ROUTER_MODES:
+        raise bad(f"mode {spec.get('mode')!r} is not one of {', '.join(ROUTER_MODES)}")
+    tasks = spec.get("tasks")
+    if not isinstance(tasks, dict) or not all(isinstance(t, str) for t in tasks):
+        raise bad("'tasks' must be a table of task -> sub-directory")
+    top = spec.get("top_layers")
+    if spec["mode"] == "top-layers" and not (type(top) is int and top >= 1):
+        raise bad(f"top_layers = {top!r} should be a whole number >= 1")
+
+    def inside(what: str, sub) -> Path:
+        if not isinstance(sub, str) or not sub or Path(sub).is_absolute():
+            raise bad(f"{what} = {sub!r} should be a relative path inside {root}")
+        p = root / sub
+        if not p.resolve().is_relative_to(root.resolve()):
+            raise bad(f"{what} = {sub!r} leads outside the export directory {root}")
+        return p
+
+    return {"mode": spec["mode"], "base": inside("base", spec.get("base", "base")),
+            "tasks": {t: inside(f"tasks.{t}", sub) for t, sub in tasks.items()},
+            "top_layers": top}
+
+
+def _load_top_layers(base, tasks: dict[str, Path], n: int) -> TaskRoutedDrafter:
     """Per task: ``base`` with the task's top ``n`` layers (the rest shared, not copied)."""
-    from safetensors.torch import load_file
-
     models = {}
     for t, sub in tasks.items():
-        _require_safetensors(path / sub, "model")
+        require_safetensors(sub, "model")
         model = copy_top(base, n)
-        sd = load_file(str(path / sub / "model.safetensors"))
+        sd = read_tensors(sub / "model.safetensors")
         if sorted(sd) != sorted(_top_keys(model, n)):
-            raise SpecfairError(f"{path / sub}: not the top {n} layers of the base drafter")
+            raise SpecfairError(f"{sub}: not the top {n} layers of the base drafter")
         model.load_state_dict(sd, strict=False)
         models[t] = model.eval()
     return TaskRoutedDrafter(None, base=base, models=models)
@@ -182,40 +216,31 @@ def _load_top_layers(path: Path, base, tasks: dict, n: int) -> TaskRoutedDrafter
 def load_drafter(path: str | Path, *, dtype: str = "auto", device: str = "cpu"):
     """A drafter exported by :func:`export_drafter`: a ``*ForCausalLM`` (eval mode), or a
     :class:`TaskRoutedDrafter` for a per-task directory (``router.json``)."""
-    from transformers import AutoModelForCausalLM
-
     path = Path(path)
     torch_dtype = "auto" if dtype == "auto" else _DTYPES[dtype]
 
     def load(p: Path):
-        _require_safetensors(p, "model")
-        return AutoModelForCausalLM.from_pretrained(
-            p, dtype=torch_dtype, use_safetensors=True, trust_remote_code=False
-        ).to(device).eval()
+        return load_hf_model(p, torch_dtype).to(device).eval()
 
-    router_file = path / "router.json"
-    if not router_file.is_file():
+    if not (path / "router.json").is_file():
         if not (path / "config.json").is_file():
             raise SpecfairError(f"not a drafter directory (no config.json/router.json): {path}")
         return load(path)
-    spec = json.loads(router_file.read_text())
-    base = load(path / spec.get("base", "base"))
+    spec = read_router(path)
     tasks = spec["tasks"]
-    if spec.get("mode") == "merged":
-        models = {t: load(path / sub) for t, sub in tasks.items()}
+    if spec["mode"] == "adapter":  # refuse pickled adapters before any weights load
+        for sub in tasks.values():
+            require_safetensors(sub, "adapter_model")
+    base = load(spec["base"])
+    if spec["mode"] == "merged":
+        models = {t: load(sub) for t, sub in tasks.items()}
         return TaskRoutedDrafter(None, base=base, models=models)
-    if spec.get("mode") == "top-layers":
-        return _load_top_layers(path, base, tasks, int(spec["top_layers"]))
-    from peft import PeftModel
-
-    items = list(tasks.items())
-    if not items:
+    if spec["mode"] == "top-layers":
+        return _load_top_layers(base, tasks, spec["top_layers"])
+    if not tasks:
         return base
-    for _, sub in items:
-        _require_safetensors(path / sub, "adapter_model")
-    t0, sub0 = items[0]
-    peft = PeftModel.from_pretrained(base, path / sub0, adapter_name=adapter_name(t0))
-    for t, sub in items[1:]:
-        peft.load_adapter(path / sub, adapter_name=adapter_name(t))
-    peft.eval()
-    return TaskRoutedDrafter(peft, [t for t, _ in items])
+    model = base
+    for t, sub in tasks.items():
+        model = load_adapter(model, sub, adapter_name(t))
+    model.eval()
+    return TaskRoutedDrafter(model, list(tasks))

@@ -13,6 +13,7 @@ import torch
 
 from specfair.distill.config import DistillConfig
 from specfair.errors import SpecfairError
+from specfair.measure.io import read_json
 
 
 @dataclass
@@ -66,7 +67,9 @@ def write_config(cfg: DistillConfig, out_dir: Path, acc, resume: bool) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         cfg_path = out_dir / "distill_config.json"
         if resume and cfg_path.is_file():
-            old = json.loads(cfg_path.read_text())
+            old = read_json(cfg_path)
+            if not isinstance(old, dict):
+                raise SpecfairError(f"{cfg_path}: not a JSON object")
             changed = [k for k in DistillConfig.RESUME_KEYS
                        if json.dumps(old.get(k)) != json.dumps(cfg.to_dict().get(k))]
             if changed:

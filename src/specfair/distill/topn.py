@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
+from specfair.distill.guard import check_step, check_weights
 from specfair.distill.topk import topk_acceptance, topk_loss
+from specfair.measure.io import read_json
+from specfair.models.weights import read_tensors
 
 
 class TopLayers(nn.Module):
@@ -122,9 +126,11 @@ def lr_at(step: int, lr: float, warmup: int) -> float:
 def train_until(top: TopLayers, head: torch.Tensor, opt, state: TrainState,
                 draw: Callable[[], Sequence[Signals]], tokens_goal: int, *, lr: float,
                 warmup: int, kind: str, bf16: bool, log: Callable[[dict], None] | None = None,
-                max_grad_norm: float = 1.0) -> TrainState:
+                max_grad_norm: float = 1.0, checkpoint: Path | None = None) -> TrainState:
     """Optimizer steps until ``state.tokens >= tokens_goal``. A batch's loss is the mean over
-    its response positions; each sequence is forwarded alone and its gradient accumulated."""
+    its response positions; each sequence is forwarded alone and its gradient accumulated.
+    A non-finite loss, gradient norm or updated weight stops the loop with one error naming
+    the step and ``checkpoint`` (the last one the caller wrote; :mod:`specfair.distill.guard`)."""
     import time
 
     top.train()
@@ -139,10 +145,13 @@ def train_until(top: TopLayers, head: torch.Tensor, opt, state: TrainState,
             loss = sequence_loss(top, head, s, kind, bf16) / n_pos
             loss.backward()
             total += float(loss.detach())
-        if max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(top.parameters(), max_grad_norm)
+        norm = torch.nn.utils.clip_grad_norm_(
+            top.parameters(), max_grad_norm if max_grad_norm > 0 else math.inf)
+        step_lr = opt.param_groups[0]["lr"]
+        check_step(state.step + 1, total, float(norm), step_lr, checkpoint)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        check_weights(state.step + 1, top.named_parameters(), step_lr, checkpoint)
         n_tok = sum(int(s.hidden.shape[0]) for s in batch)
         state.step += 1
         state.tokens += n_tok
@@ -180,9 +189,9 @@ def save_checkpoint(path: Path, top: TopLayers, opt, state: TrainState, extra: d
 
 
 def load_checkpoint(path: Path, top: TopLayers, opt) -> tuple[TrainState, dict]:
-    top.load_state_dict(load_file(str(path / "top.st")))
-    meta = json.loads((path / "state.json").read_text())
-    moments = load_file(str(path / "adam.st"))
+    top.load_state_dict(read_tensors(path / "top.st"))
+    meta = read_json(path / "state.json")
+    moments = read_tensors(path / "adam.st")
     for name, p in top.named_parameters():
         if name in meta["adam_steps"]:
             opt.state[p] = {"step": torch.tensor(meta["adam_steps"][name]),

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 import warnings
@@ -42,6 +43,7 @@ from specfair.decoding import autoregressive_generate
 from specfair.distill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from specfair.distill.config import DistillConfig
 from specfair.distill.data import Example
+from specfair.distill.guard import check_step, check_weights
 from specfair.distill.router import TaskRoutedDrafter, adapter_name
 from specfair.distill.run_setup import (
     TrainResult,
@@ -274,13 +276,13 @@ class _Run:
             loss_sum += loss
             tokens += n_tokens
             drawn.add(task)
-        self._optimizer_step(drawn)
-        dt = time.perf_counter() - t0
         loss_val = loss_sum / cfg.grad_accum
-        if acc.num_processes > 1:
+        if acc.num_processes > 1:  # before the update: every rank sees the same numbers
             lt = acc.reduce(torch.tensor([loss_val, tokens], dtype=torch.float64,
                                          device=acc.device), reduction="sum").cpu()
             loss_val, tokens = float(lt[0]) / acc.num_processes, int(lt[1])
+        self._optimizer_step(drawn, step + 1, loss_val)
+        dt = time.perf_counter() - t0
         return {"loss": loss_val, "lr": self.scheduler.get_last_lr()[0], "tokens": tokens,
                 "tokens_per_s": tokens / max(dt, 1e-9), "step_s": dt,
                 "tasks": sorted(set(step_tasks)), "weights": weights}
@@ -309,19 +311,25 @@ class _Run:
             acc.backward(loss)
         return float(loss.detach()) * cfg.grad_accum, batch.n_tokens, task
 
-    def _optimizer_step(self, drawn: set[str]) -> None:
+    def _optimizer_step(self, drawn: set[str], step: int, loss: float) -> None:
         """Clip and step. Per-task: the adapters of tasks not drawn in this step keep no
-        gradient, so they do not move (AdamW momentum); every drawn adapter keeps its own."""
+        gradient, so they do not move (AdamW momentum); every drawn adapter keeps its own.
+        A non-finite loss, gradient norm or updated weight stops the run
+        (:mod:`specfair.distill.guard`) before the step's checkpoint is written."""
         if self.per_task:
             for n, p in self.student.named_parameters():
                 if n in self.task_of_param and self.task_of_param[n] not in drawn:
                     p.grad = None
-        if self.cfg.max_grad_norm > 0:
-            self.acc.clip_grad_norm_([p for _, p in self.trainable if p.grad is not None],
-                                     self.cfg.max_grad_norm)
+        norm = self.acc.clip_grad_norm_(
+            [p for _, p in self.trainable if p.grad is not None],
+            self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else math.inf)
+        lr = self.scheduler.get_last_lr()[0]
+        kept = latest_checkpoint(self.log_path.parent)
+        check_step(step, loss, None if norm is None else float(norm), lr, kept)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        check_weights(step, self.trainable, lr, kept)
 
 
 def _on_policy(exs, student, cfg, step, micro, rank, eos) -> list[Example]:

@@ -22,10 +22,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from specfair.errors import SpecfairError
+from specfair.measure.io import read_json
 from specfair.measure.progress import progress_bar
+from specfair.models.weights import read_tensors
 
 
 def seq_key(ids: Sequence[int], n_prompt: int) -> str:
@@ -54,7 +56,9 @@ class SignalStore:
         self.root.mkdir(parents=True, exist_ok=True)
         meta_path = self.root / "meta.json"
         if meta_path.is_file():
-            old = json.loads(meta_path.read_text())
+            old = read_json(meta_path)
+            if not isinstance(old, dict):
+                raise SpecfairError(f"{meta_path}: not a JSON object")
             if old != json.loads(json.dumps(meta)):
                 diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
                 raise SpecfairError(f"signal store {self.root} was made with other settings "
@@ -122,7 +126,7 @@ class SignalStore:
         rec = self._index[key]
         shard = self._shards.get(rec["shard"])
         if shard is None:
-            shard = self._shards[rec["shard"]] = load_file(str(self.root / rec["shard"]))
+            shard = self._shards[rec["shard"]] = read_tensors(self.root / rec["shard"])
         return {n: shard[n][a : a + k] for n, (a, k) in
                 ((n, rec[n]) for n in shard)}
 

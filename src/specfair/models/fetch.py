@@ -43,6 +43,7 @@ from specfair.models.registry import (
     is_cached,
     model_dir,
 )
+from specfair.models.weights import pretrained
 
 console = Console(stderr=True)
 CHUNK = 8 << 20
@@ -154,10 +155,9 @@ def convert_gguf_to_safetensors(gguf_file: Path, out_dir: Path, meta: dict | Non
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with console.status(f"converting {gguf_file.name} to safetensors (about a minute)"):
-        src = AutoModelForCausalLM.from_pretrained(
-            gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.bfloat16
-        )
-        tok = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+        src = pretrained(AutoModelForCausalLM, gguf_file.parent, gguf_file=gguf_file.name,
+                         dtype=torch.bfloat16)
+        tok = pretrained(AutoTokenizer, gguf_file.parent, gguf_file=gguf_file.name)
         # A GGUF-loaded model refuses save_pretrained; rebuild it from its config without the
         # quantization_config and move the dequantized weights over.
         config = src.config

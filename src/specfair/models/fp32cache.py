@@ -47,8 +47,9 @@ def is_fresh(src_dir: Path) -> bool:
 
 def ensure_fp32_mirror(src_dir: Path) -> Path:
     """Return ``src_dir/fp32``, writing it first (atomically) if missing or stale."""
-    from safetensors import safe_open
     from safetensors.torch import save_file
+
+    from specfair.models.weights import read_tensors_and_metadata
 
     src_dir = Path(src_dir)
     out = mirror_dir(src_dir)
@@ -59,13 +60,9 @@ def ensure_fp32_mirror(src_dir: Path) -> Path:
             if f.is_file() and f.suffix != ".safetensors":
                 shutil.copy2(f, tmp / f.name)
         for f in sorted(src_dir.glob("*.safetensors")):
-            with safe_open(f, framework="pt") as sf:
-                meta = sf.metadata() or {}
-                tensors = {
-                    k: (t.float() if t.is_floating_point() else t).contiguous()
-                    for k in sf.keys()
-                    for t in [sf.get_tensor(k)]
-                }
+            tensors, meta = read_tensors_and_metadata(f)
+            tensors = {k: (t.float() if t.is_floating_point() else t).contiguous()
+                       for k, t in tensors.items()}
             save_file(tensors, tmp / f.name, metadata={**meta, "format": "pt"})
             del tensors
         cfg = tmp / "config.json"

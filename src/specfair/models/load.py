@@ -1,13 +1,13 @@
 """Load causal LMs and tokenizers by short name, HF id, local HF directory or GGUF file.
 
-Weights are loaded only from safetensors or GGUF (never pickle) and ``trust_remote_code`` is off.
+Weights are loaded only from safetensors or GGUF (never pickle) and ``trust_remote_code`` is off,
+through :mod:`specfair.models.weights` (the one weight reader).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from specfair.models.fp32cache import fp32_dir, wants_fp32_mirror
 from specfair.models.hardware import resolve_device, resolve_dtype
 from specfair.models.registry import KNOWN_MODELS, is_cached, model_dir
 from specfair.models.tokenizers import check_tokenizers_match, same_tokenizer_files
+from specfair.models.weights import pretrained
 
 
 @dataclass(frozen=True)
@@ -54,25 +55,11 @@ def resolve_source(spec: str | os.PathLike) -> ModelSource:
 
 
 def _from_pretrained(cls, src: ModelSource, **kwargs):
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    kwargs.setdefault("trust_remote_code", False)
-    try:
-        if src.kind == "gguf":
-            p = Path(src.path)
-            return cls.from_pretrained(str(p.parent), gguf_file=p.name, **kwargs)
-        return cls.from_pretrained(src.path, **kwargs)
-    except SpecfairError:
-        raise
-    except (OSError, ValueError, EOFError, struct.error) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SpecfairError(f"could not load {src.name!r}: {first}") from e
-    except (IndexError, KeyError, TypeError) as e:
-        if src.kind != "gguf":
-            raise
-        raise SpecfairError(f"could not load {src.name!r}: not a valid GGUF file "
-                            f"({type(e).__name__}: {e})") from e
+    """``cls.from_pretrained`` of a resolved source, through :func:`weights.pretrained`."""
+    if src.kind == "gguf":
+        p = Path(src.path)
+        return pretrained(cls, p.parent, name=src.name, gguf_file=p.name, **kwargs)
+    return pretrained(cls, src.path, name=src.name, local=src.kind != "hub", **kwargs)
 
 
 def context_length(spec) -> int | None:
@@ -126,8 +113,6 @@ def load_model(
     kwargs = {"dtype": resolve_dtype(dtype, dev)}
     if src.kind == "known" and wants_fp32_mirror(kwargs["dtype"], dev):
         src = ModelSource("known", str(fp32_dir(Path(src.path))), src.name)
-    if src.kind != "gguf":
-        kwargs["use_safetensors"] = True
     model = _from_pretrained(AutoModelForCausalLM, src, **kwargs)
     model.to(dev).eval()
     model.specfair_name = src.name

@@ -39,7 +39,7 @@ from specfair.distill.topn import (
 from specfair.distill.weighting import TaskSampler
 from specfair.errors import SpecfairError
 from specfair.measure.costs import measure_costs
-from specfair.measure.io import append_jsonl, read_jsonl
+from specfair.measure.io import append_jsonl, read_json, read_jsonl
 from specfair.models.hardware import cpu_supports_bf16
 from specfair.models.load import load_model, load_tokenizer
 from specfair.rundir import check_out_dir, dir_lock
@@ -120,7 +120,7 @@ def _check_settings(cfg: StudyConfig, run_dir: Path) -> None:
     """A run directory holds one study: other settings are refused before anything runs."""
     path = run_dir / "study_config.json"
     if path.is_file():
-        old, new = json.loads(path.read_text()), cfg.to_dict()
+        old, new = read_json(path), cfg.to_dict()
         if diff := sorted(k for k in new if old.get(k) != new[k]):
             raise SpecfairError(f"{run_dir} holds a study with other settings "
                                 f"({', '.join(diff)}); use another --run-dir")
@@ -164,7 +164,7 @@ def stage_overfit(run: Run, path: Path) -> dict:
     """Train on one task's train sequences; greedy alpha on those same sequences before and
     after. The task is the test-worst task of the base drafter."""
     if path.is_file():
-        return json.loads(path.read_text())
+        return read_json(path)
     base = [r for r in read_jsonl(run.dir / "eval.jsonl") if r["arm"] == "base"]
     by_task = {t: sum(r["alpha"] for r in base if r["task"] == t) for t in run.cfg.tasks}
     task = min(by_task, key=lambda t: by_task[t] / max(1, sum(r["task"] == t for r in base)))
@@ -239,7 +239,8 @@ def _train_one(run: Run, name: str, seqs: list[Seq], tests: tuple[list[Seq], lis
             log = lambda r: append_jsonl(  # noqa: E731
                 adir / "train_log.jsonl", r | {"weights": sampler.weights()})
             train_until(top, run.head, opt, state, draw, int(b * goal), lr=cfg.lr,
-                        warmup=cfg.warmup_steps, kind=cfg.loss, bf16=run.bf16, log=log)
+                        warmup=cfg.warmup_steps, kind=cfg.loss, bf16=run.bf16, log=log,
+                        checkpoint=ckpt if ckpt.is_dir() else None)
             save_checkpoint(ckpt, top, opt, state, {"sampler": sampler.state_dict(),
                                                     "budget": b})
             _say(f"{name}: budget {b:.2f}, {state.tokens} tokens "

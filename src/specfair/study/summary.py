@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from specfair.measure.io import read_jsonl
+from specfair.measure.io import read_json, read_jsonl
 from specfair.measure.replay import POLICIES, pass_of
 from specfair.study.config import StudyConfig
 from specfair.study.policies import policy_answer, policy_table, study_policies
@@ -155,13 +155,13 @@ def _bootstrap_info(records: list[dict], cfg: StudyConfig) -> dict:
 
 
 def _json_or_none(path: Path):
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path) if path.is_file() else None
 
 
 def write_summary(run_dir: Path, cfg: StudyConfig) -> Path:
     records = read_jsonl(run_dir / "eval.jsonl")
     held = read_jsonl(run_dir / "policy_eval.jsonl")
-    costs = json.loads((run_dir / "costs.json").read_text())
+    costs = read_json(run_dir / "costs.json")
     tasks = list(cfg.tasks)
     base = compare(records, "base", 0.0, tasks, cfg, costs, held)
     arms = {}

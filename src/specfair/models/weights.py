@@ -1,0 +1,163 @@
+"""The one reader of weights: every ``from_pretrained``, peft adapter load and safetensors read
+in specfair goes through here (``tests/test_structure.py`` checks that no other module calls
+them).
+
+Weights come from safetensors (or a GGUF file, through transformers), never from pickle: a local
+directory must hold ``*.safetensors`` for what is loaded (``model*.safetensors`` for a model,
+``adapter_model.safetensors`` for a LoRA adapter), ``use_safetensors=True`` is always passed, and
+every safetensors file is checked before it is opened (the 8-byte header length, the JSON
+header, each tensor's byte range against the file size), so a truncated or garbled file is one
+error naming it, not a library traceback. ``trust_remote_code`` is off.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+
+from specfair.errors import SpecfairError
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+             "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+_MAX_HEADER = 100_000_000  # the safetensors library's own limit
+
+
+def check_safetensors(path: str | Path) -> dict:
+    """The parsed header of a safetensors file (tensor name -> dtype, shape, data_offsets);
+    :class:`SpecfairError` naming the file where it is not a whole, well-formed one."""
+    path = Path(path)
+
+    def bad(why: str) -> SpecfairError:
+        return SpecfairError(f"{path}: not a valid safetensors file ({why})")
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise bad(f"{size} bytes, shorter than the 8-byte header length")
+            (n,) = struct.unpack("<Q", head)
+            if n > min(size - 8, _MAX_HEADER):
+                raise bad(f"header of {n} bytes in a file of {size} bytes: truncated or garbled")
+            raw = f.read(n)
+    except OSError as e:
+        raise SpecfairError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise bad("the header is not JSON") from None
+    if not isinstance(header, dict):
+        raise bad("the header is not a JSON object")
+    data = size - 8 - n
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        if not (isinstance(t, dict) and isinstance(t.get("shape"), list)
+                and isinstance(t.get("data_offsets"), list) and len(t["data_offsets"]) == 2
+                and all(isinstance(x, int) and x >= 0 for x in t["data_offsets"] + t["shape"])):
+            raise bad(f"tensor {name!r} has no valid shape/data_offsets")
+        b, e = t["data_offsets"]
+        if not b <= e <= data:
+            raise bad(f"tensor {name!r} ends at byte {e} of {data}: truncated")
+        item = _ITEMSIZE.get(t.get("dtype"))
+        if item is not None and math.prod(t["shape"]) * item != e - b:
+            raise bad(f"tensor {name!r}: {e - b} bytes for shape {t['shape']} {t['dtype']}")
+    return header
+
+
+def require_safetensors(folder: str | Path, stem: str = "model") -> list[Path]:
+    """The ``stem*.safetensors`` files of ``folder``, each checked; refuses a folder without
+    them (pickled weights such as ``pytorch_model.bin`` are never loaded)."""
+    folder = Path(folder)
+    files = sorted(folder.glob(f"{stem}*.safetensors"))
+    if not files:
+        pickles = sorted(p.name for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES)
+        found = f"; found {', '.join(pickles)}" if pickles else ""
+        raise SpecfairError(f"{folder}: no {stem}*.safetensors (weights are read from safetensors "
+                            f"only, pickled weights are never loaded{found})")
+    for f in files:
+        check_safetensors(f)
+    return files
+
+
+def read_tensors(path: str | Path, device: str = "cpu") -> dict:
+    """All tensors of a safetensors file (checked first)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    check_safetensors(path)
+    try:
+        return load_file(str(path), device=device)
+    except (SafetensorError, OSError) as e:
+        raise SpecfairError(f"{path}: not a valid safetensors file ({e})") from e
+
+
+def read_tensors_and_metadata(path: str | Path) -> tuple[dict, dict]:
+    """``(tensors, metadata)`` of a safetensors file (checked first)."""
+    from safetensors import SafetensorError, safe_open
+
+    check_safetensors(path)
+    try:
+        with safe_open(str(path), framework="pt") as sf:
+            return {k: sf.get_tensor(k) for k in sf.keys()}, dict(sf.metadata() or {})
+    except (SafetensorError, OSError) as e:
+        raise SpecfairError(f"{path}: not a valid safetensors file ({e})") from e
+
+
+def pretrained(cls, path: str | Path, *, name: str | None = None, gguf_file: str | None = None,
+               local: bool = True, **kwargs):
+    """``cls.from_pretrained`` (a transformers auto class) with specfair's rules: a local
+    model directory is checked first (``require_safetensors``), models load with
+    ``use_safetensors=True``, no remote code; a library error on bad files is one
+    :class:`SpecfairError` naming ``name`` (default: the path)."""
+    from safetensors import SafetensorError
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    name = str(path) if name is None else name
+    kwargs["trust_remote_code"] = False
+    is_model = not cls.__name__.endswith("Tokenizer")
+    if gguf_file is not None:
+        kwargs["gguf_file"] = gguf_file
+    elif is_model:
+        kwargs["use_safetensors"] = True
+        if local:
+            require_safetensors(path)
+    try:
+        return cls.from_pretrained(str(path), **kwargs)
+    except SpecfairError:
+        raise
+    except (OSError, ValueError, EOFError, struct.error, SafetensorError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SpecfairError(f"could not load {name!r}: {first}") from e
+    except (IndexError, KeyError, TypeError) as e:
+        if gguf_file is None:
+            raise
+        raise SpecfairError(f"could not load {name!r}: not a valid GGUF file "
+                            f"({type(e).__name__}: {e})") from e
+
+
+def load_hf_model(path: str | Path, dtype="auto"):
+    """A causal LM from a local HF directory (safetensors checked), in ``dtype``."""
+    from transformers import AutoModelForCausalLM
+
+    return pretrained(AutoModelForCausalLM, path, dtype=dtype)
+
+
+def load_adapter(model, folder: str | Path, adapter_name: str = "default"):
+    """Add the LoRA adapter in ``folder`` (``adapter_model.safetensors`` only) to ``model``:
+    a plain model becomes a ``PeftModel``, a ``PeftModel`` gets one more adapter."""
+    from peft import PeftModel
+
+    require_safetensors(folder, "adapter_model")
+    try:
+        if isinstance(model, PeftModel):
+            model.load_adapter(str(folder), adapter_name=adapter_name)
+            return model
+        return PeftModel.from_pretrained(model, str(folder), adapter_name=adapter_name)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SpecfairError(f"could not load the adapter {folder}: {first}") from e
