@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from specfair.errors import SpecfairError
+from specfair.models.weights import read_tensors
 from specfair.tasks import encode_prompt
 
 FORMAT = "specfair-task-router/1"
@@ -172,9 +173,6 @@ def _bad(folder: Path, why: str) -> SpecfairError:
 def load_classifier(folder: str | Path) -> TaskClassifier:
     """The classifier saved in ``folder`` (JSON and safetensors only); a missing or corrupt
     file is one :class:`SpecfairError`."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     if not (folder / META_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
         raise _bad(folder, f"{META_FILE} or {WEIGHTS_FILE} is missing")
@@ -183,8 +181,8 @@ def load_classifier(folder: str | Path) -> TaskClassifier:
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise _bad(folder, f"unreadable JSON: {e}") from None
     try:
-        tensors = load_file(str(folder / WEIGHTS_FILE))
-    except (OSError, SafetensorError, ValueError) as e:
+        tensors = read_tensors(folder / WEIGHTS_FILE)
+    except SpecfairError as e:
         raise _bad(folder, f"unreadable {WEIGHTS_FILE}: {e}") from None
     _check_meta(folder, meta)
     _check_tensors(folder, meta, tensors)
