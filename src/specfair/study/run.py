@@ -43,7 +43,7 @@ from specfair.measure.io import append_jsonl, read_jsonl
 from specfair.models.hardware import cpu_supports_bf16
 from specfair.models.load import load_model, load_tokenizer
 from specfair.rundir import check_out_dir, dir_lock
-from specfair.study.config import StudyConfig
+from specfair.study.config import TRAINING_KEYS, StudyConfig
 from specfair.study.data import Seq, fill_signals, study_prompts, test_sequences, train_sequences
 from specfair.study.summary import write_summary
 from specfair.tasks.study import load_study_suite
@@ -60,6 +60,7 @@ class Run:
         self.cfg, self.dir = cfg, run_dir
         _check_settings(cfg, run_dir)
         prompts = study_prompts(cfg, load_study_suite(seed=cfg.seed))  # data checked first
+        cfg.check_models()  # then the settings that depend on the models' configs
         self.tok = load_tokenizer(cfg.target)
         target = load_model(cfg.target, "auto", "auto")
         self.drafter = load_model(cfg.drafter, "auto", "auto")
@@ -70,6 +71,7 @@ class Run:
         t0 = time.perf_counter()
         self.test = test_sequences(cfg, target, self.tok, prompts.test, run_dir)
         self.train = train_sequences(cfg, target, self.drafter, self.tok, prompts.train, run_dir)
+        cfg.check_budgets([len(s.ids) for s in self.train], [s.task for s in self.train])
         self.heldout = train_sequences(cfg, target, self.drafter, self.tok, prompts.heldout,
                                        run_dir)
         _say(f"sequences: {len(self.train)} train, {len(self.heldout)} held-out, "
@@ -96,11 +98,15 @@ class Run:
 
 
 def _check_settings(cfg: StudyConfig, run_dir: Path) -> None:
-    """A run directory holds one study: other settings are refused before anything runs."""
+    """A run directory holds one study: other settings are refused before anything runs,
+    except settings of the training (``TRAINING_KEYS``) while nothing was trained yet (a
+    study refused for its budgets, say, runs on with corrected ones)."""
     path = run_dir / "study_config.json"
     if path.is_file():
         old, new = json.loads(path.read_text()), cfg.to_dict()
-        if diff := sorted(k for k in new if old.get(k) != new[k]):
+        diff = sorted(k for k in new if old.get(k) != new[k])
+        trained = any((run_dir / n).exists() for n in ("eval.jsonl", "overfit.json", "arms"))
+        if diff and (trained or not set(diff) <= set(TRAINING_KEYS)):
             raise SpecfairError(f"{run_dir} holds a study with other settings "
                                 f"({', '.join(diff)}); use another --run-dir")
 
