@@ -137,6 +137,8 @@ class Rule:
             return "a plain name (not empty, no path separator, not '.' or '..')"
         if self.nonempty or self.unique or self.each is not None:
             words = ["a"] + ["non-empty"] * self.nonempty + ["list of"] + ["unique"] * self.unique
+            if self.each is not None and self.each.choices:
+                return " ".join(words) + " names from " + ", ".join(map(str, self.each.choices))
             item = self.each.describe(_item_hint(hint)) if self.each else describe(_item_hint(hint))
             return " ".join(words) + " " + _plural(item)
         base = "an integer" if _is_int(hint) else "a finite number"

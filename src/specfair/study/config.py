@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from specfair.errors import SpecfairError
-from specfair.schema import Rule, check_table, value_error
+from specfair.schema import Rule, check_table, suggest, value_error
 
 ARMS = ("uniform", "disparity", "per-task")
 _POS, _COUNT, _NONNEG = Rule(gt=0), Rule(ge=1), Rule(ge=0)
@@ -96,20 +96,32 @@ class StudyConfig:
         return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
     def validate(self, origin: str = "study config") -> None:
-        """Types, ranges, choices and lists (:data:`RULES`); the budgets are sorted."""
-        check_table(origin, "", self.to_dict(), self.field_types(), RULES)
-        if self.prompt_head_tokens >= self.max_prompt_tokens:
-            raise value_error(origin, "", "prompt_head_tokens", self.prompt_head_tokens,
-                              f"an integer in [0, max_prompt_tokens = {self.max_prompt_tokens})")
+        self._check(self.to_dict(), origin)
         self.budgets = sorted(self.budgets)
+
+    @classmethod
+    def _check(cls, d: dict[str, Any], origin: str) -> None:
+        """Types, ranges, choices and lists (:data:`RULES`), then the keys that bound each
+        other."""
+        check_table(origin, "", d, cls.field_types(), RULES)
+        head, most = d.get("prompt_head_tokens", 0), d.get("max_prompt_tokens", 96)
+        if head >= most:
+            raise value_error(origin, "", "prompt_head_tokens", head,
+                              f"an integer in [0, max_prompt_tokens = {most})")
+
+    def check_tasks(self, tasks: list[str]) -> None:
+        """Refuse a task the study suite lacks (with the closest name)."""
+        for t in self.tasks:
+            if t not in tasks:
+                raise value_error(self.origin, "", "tasks", self.tasks,
+                                  f"tasks of the study suite; {t!r} is not one{suggest(t, tasks)}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], origin: str = "study config") -> StudyConfig:
         """Refuse unknown keys (with the closest valid name), values of the wrong type or out
         of range, before building the config; every error names ``origin`` and the key."""
-        check_table(origin, "", d, cls.field_types(), RULES)
+        cls._check(d, origin)
         cfg = cls(**d)
-        cfg.validate(origin)
         cfg.origin = origin
         return cfg
 

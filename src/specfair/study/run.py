@@ -59,7 +59,9 @@ class Run:
     def __init__(self, cfg: StudyConfig, run_dir: Path) -> None:
         self.cfg, self.dir = cfg, run_dir
         _check_settings(cfg, run_dir)
-        prompts = study_prompts(cfg, load_study_suite(seed=cfg.seed))  # data checked first
+        suite = load_study_suite(seed=cfg.seed)  # the data are checked first
+        cfg.check_tasks(suite.tasks)
+        prompts = study_prompts(cfg, suite)
         cfg.check_models()  # then the settings that depend on the models' configs
         self.tok = load_tokenizer(cfg.target)
         target = load_model(cfg.target, "auto", "auto")
