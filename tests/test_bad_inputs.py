@@ -119,6 +119,7 @@ ROWS += [
     (DCFG + "d_wd.toml", "weight_decay = -0.1 in [distill] must be a finite number >= 0"),
     (DCFG + "d_warmup.toml", "warmup_steps = -1 in [distill] must be an integer >= 0"),
     (DCFG + "d_flat.toml", "jsd_beta = 1 in the top level must be a finite number in (0, 1)"),
+    (DCFG + "d_flat_top.toml", "d_flat_top.toml: top_layers = 2 in the top level must be"),
     (DCFG + "d_weights.toml", "in [distill] must map task names to integers >= 0"),
     ("experiment {in}/e_lr.toml --run-dir {w}/run", "lr = -1 in [distill] must be a finite"),
     ("experiment {in}/e_vtop.toml --run-dir {w}/run",
@@ -147,6 +148,7 @@ CONFIG_FILES = {
     "d_wd.toml": "[distill]\nweight_decay = -0.1\n",
     "d_warmup.toml": "[distill]\nwarmup_steps = -1\n",
     "d_flat.toml": "jsd_beta = 1\n",
+    "d_flat_top.toml": 'method = "topn"\ntop_layers = 2\n',
     "d_weights.toml": "[distill.prompts_per_task]\ncode = -1\n",
 }
 EXP_EDITS = {  # experiment files: exp.toml with this text replaced

@@ -121,8 +121,7 @@ def distill_command(
     cfg = (DistillConfig.load(config_file, **overrides) if config_file
            else DistillConfig().with_overrides(**overrides))
     target, drafter = target or DEFAULT_TARGET, drafter or DEFAULT_DRAFTER
-    cfg.check_models(target, drafter, str(config_file or "distill config"),
-                     flags=[k for k, v in overrides.items() if v is not None])
+    cfg.check_models(target, drafter, flags=[k for k, v in overrides.items() if v is not None])
     out_dir = check_out_dir(out_dir)
     if resume and not (out_dir / "distill_config.json").is_file():
         raise SpecfairError(f"--resume: no previous run in {out_dir}")

@@ -104,6 +104,9 @@ class DistillConfig:
     export_dtype: str = "auto"  # auto (training dtype) | float32 | bfloat16 | float16
     merge_per_task: bool = False  # per-task export: merged full models instead of adapters
     progress: bool = True
+    # where the settings came from, for error messages (set by from_dict)
+    origin: typing.ClassVar[str] = "distill config"
+    section: typing.ClassVar[str] = "distill"
 
     def __post_init__(self) -> None:
         if isinstance(self.lora_targets, list | str):
@@ -157,8 +160,8 @@ class DistillConfig:
             if value is not None and (allowed := refusal(value, hints[key], RULES.get(key))):
                 raise SpecfairError(f"--{key.replace('_', '-')} {value!r}: must be {allowed}")
 
-    def check_models(self, target, drafter, origin: str = "distill config",
-                     section: str | Callable[[str], str] = "distill",
+    def check_models(self, target, drafter, origin: str | None = None,
+                     section: str | Callable[[str], str] | None = None,
                      flags: Iterable[str] = ()) -> None:
         """The limits that depend on the pair, from the models' configs (no weights read):
         ``top_layers`` and ``cheap_layers`` within the drafter's layers, ``topk`` within the
@@ -166,6 +169,8 @@ class DistillConfig:
         may map a key to the table that set it; ``flags`` are keys set on the command line."""
         from specfair.models.load import model_shape
 
+        origin = self.origin if origin is None else origin
+        section = self.section if section is None else section
         d = model_shape(drafter)
 
         def bad(key: str, allowed: str) -> None:
@@ -214,7 +219,9 @@ class DistillConfig:
         if isinstance(full["lora_targets"], str):
             full["lora_targets"] = full["lora_targets"].split(",")
         cls._check(full, origin, section)
-        return cls(**d)
+        cfg = cls(**d)
+        cfg.origin, cfg.section = origin, section
+        return cfg
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
