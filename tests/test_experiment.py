@@ -191,3 +191,13 @@ def test_suite_include_matching_nothing_is_refused(tmp_path, tiny_pair):
                                             r"did you mean 'beta'\?"):
         run_experiment(str(cfg), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_model_limits_wait_for_models_the_experiment_fetches(tmp_path, monkeypatch):
+    """A known model not in the cache yet is fetched by the `models` stage: its limits are
+    checked there (before any weights load), not refused up front for a missing cache."""
+    monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path / "empty"))
+    cfg = ExperimentConfig.load("default")
+    cfg.check_models(fetched_only=True)  # nothing to read yet: no error
+    with pytest.raises(SpecfairError, match="not in the cache"):
+        cfg.check_models()

@@ -56,6 +56,7 @@ class ExperimentConfig:
     distill: dict = field(default_factory=dict)
     variants: dict = field(default_factory=dict)
     report: dict = field(default_factory=lambda: _section_defaults("report"))
+    origin: typing.ClassVar[str] = "experiment config"  # the file, for error messages
 
     @classmethod
     def load(cls, spec: str | Path | None) -> ExperimentConfig:
@@ -90,6 +91,7 @@ class ExperimentConfig:
             check_table(origin, name, table, {k: t for k, (t, _) in spec.items()}, RULES[name])
             over[name] = {**_section_defaults(name), **table}
         cfg = cls(**{**raw, **over})
+        cfg.origin = origin
         if not cfg.variants:
             raise SpecfairError(f"{origin}: no [variants.*] defined")
         DistillConfig.from_dict(dict(cfg.distill), origin, "distill")
@@ -123,9 +125,16 @@ class ExperimentConfig:
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise value_error(origin, "", "device", self.device, "auto, cpu, cuda or cuda:N")
 
-    def check_models(self, origin: str) -> None:
+    def check_models(self, fetched_only: bool = False) -> None:
         """Every variant's model-dependent limits (layers, vocabulary, LoRA modules), from
-        the models' configs alone."""
+        the models' configs alone. ``fetched_only``: skip it while a known model is not in
+        the cache yet (the ``models`` stage fetches it, then checks again)."""
+        from specfair.models.registry import KNOWN_MODELS, is_cached
+
+        if fetched_only and any(m in KNOWN_MODELS and not is_cached(m)
+                                for m in (self.target, self.drafter)):
+            return
+        origin = self.origin
         for name, table in self.variants.items():
             dc = DistillConfig.from_dict({**self.distill, **table}, origin, f"variants.{name}")
             dc.check_models(self.target, self.drafter, origin,
