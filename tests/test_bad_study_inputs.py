@@ -13,6 +13,7 @@ import pytest
 from study_data import write_study_sources
 from test_bad_inputs import tree
 
+from specfair.errors import SpecfairError
 from specfair.study.config import StudyConfig
 
 BASE = {"n_train": "4", "n_test": "3", "n_heldout": "2", "max_prompt_tokens": "24",
@@ -101,3 +102,21 @@ def test_budgets_are_sorted_for_the_user(tiny_pair, tmp_path):
     cfg = tmp_path / "s.toml"
     cfg.write_text(study_toml(tiny_pair, "budgets = [1.0, 0.25, 0.5]"))
     assert StudyConfig.load(cfg).budgets == [0.25, 0.5, 1.0]  # 1.0 is the fully trained model
+
+
+@pytest.mark.parametrize("settings, message", [
+    # 10 sequences of 10 tokens, 2 a batch: one batch is 20 of the 100 tokens at budget 1.0
+    ({"budgets": [0.1, 1.0]}, r"budgets = \[0.1, 1.0\] .* at least 0.2 apart and from 0"),
+    ({"budgets": [0.5, 0.6, 1.0]}, r"at least 0.2 apart"),
+    ({"epochs": 0.1}, r"epochs = 0.1 .* must be a finite number >= 0.2 \(one batch is up to 20"),
+    ({"arms": ["uniform", "per-task"], "tasks": ["a", "b"], "budgets": [0.3, 1.0]},
+     r"at least 0.4 apart .*per-task arm: 1/2"),
+])
+def test_budgets_within_one_batch_are_refused(settings, message):
+    cfg = StudyConfig(**{"arms": ["uniform"], "tasks": ["a"], "batch_size": 2, "epochs": 1.0,
+                         **settings})
+    tasks = [cfg.tasks[i % len(cfg.tasks)] for i in range(10)]
+    with pytest.raises(SpecfairError, match=message):
+        cfg.check_budgets([10] * 10, tasks)
+    StudyConfig(**{**cfg.to_dict(), "budgets": [0.5, 1.0], "epochs": 1.0}).check_budgets(
+        [10] * 10, tasks)  # one batch apart or more: accepted

@@ -151,14 +151,21 @@ class StudyConfig:
             groups += [(goal // len(self.tasks), [n for n, t in zip(seq_lengths, tasks,
                                                                      strict=True) if t == task])
                        for task in self.tasks]
-        need = max((self.batch_size * max(ls) / g for g, ls in groups if ls and g), default=0.0)
+        batch = self.batch_size * max(seq_lengths)
+        need = max((self.batch_size * max(ls) / max(g, 1) for g, ls in groups if ls),
+                   default=0.0)
+        if need > 1:  # not even the largest budget trains more than one batch
+            raise value_error(self.origin, "", "epochs", self.epochs,
+                              f"a finite number >= {self.epochs * need:.3g} (one batch is up to "
+                              f"{batch} training tokens of the {goal} at the largest budget)")
         steps = [b - a for a, b in zip([0.0, *self.budgets], self.budgets, strict=False)]
         if min(steps) < need:
+            share = f" (the per-task arm: 1/{len(self.tasks)} of them per task)"
             raise value_error(
                 self.origin, "", "budgets", self.budgets,
                 f"fractions at least {need:.3g} apart and from 0: one batch is up to "
-                f"{self.batch_size} x {max(seq_lengths)} training tokens of the "
-                f"{goal} at the largest budget{' (fewer per task)' * (len(groups) > 1)}")
+                f"{batch} training tokens of the {goal} at the largest budget"
+                f"{share * (len(groups) > 1)}")
 
     @classmethod
     def load(cls, spec: str | Path) -> StudyConfig:
