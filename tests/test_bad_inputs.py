@@ -94,8 +94,8 @@ ROWS = [
      "unknown key 'lora_rnk' in [distill]; did you mean 'lora_rank'"),
     (DISTILL + " --config {in}/distill_type.toml", "lr = 'fast' in [distill] should be a number"),
     (DISTILL + " --config {w}/none.toml", "not found"),
-    (DISTILL + " --loss nope", "loss='nope'"),
-    (DISTILL + " --steps 0", "steps must be >= 1"),
+    (DISTILL + " --loss nope", "--loss 'nope': must be one of fkl, rkl, tvd, jsd, ce"),
+    (DISTILL + " --steps 0", "--steps 0: must be an integer >= 1"),
     (DISTILL + " --cheap-layers first:x", "first:x"),
     (DISTILL + " --resume", "no previous run"),
     (DISTILL + " --dtype float8", "unknown dtype"),
@@ -178,6 +178,80 @@ def _safe_inputs(d, tiny_pair) -> None:
     (d / "adir.gguf").mkdir()
     (d / "exists.gguf").write_bytes(b"GGUF an earlier export")
 
+# --- configuration values (types, ranges, model limits): every error names the file or the
+# option, the section and the key, and what the value must be. The study's twin:
+# tests/test_bad_study_inputs.py.
+DCFG = DISTILL + " --config {in}/"
+ROWS += [
+    (DISTILL + " --lr 0", "--lr 0.0: must be a finite number > 0"),
+    (DISTILL + " --lr nan", "--lr nan: must be a finite number > 0"),
+    (DISTILL + " --lr inf", "--lr inf: must be a finite number > 0"),
+    (DISTILL + " --batch-size 0", "--batch-size 0: must be an integer >= 1"),
+    (DISTILL + " --cheap-layers first:99", "--cheap-layers 'first:99': must be layers of"),
+    (DISTILL + " --method topn --loss rkl", "loss = 'rkl' in [distill] must be fkl, tvd or jsd"),
+    (DCFG + "d_temp.toml", "temperature = nan in [distill] must be a finite number > 0"),
+    (DCFG + "d_lr.toml", "lr = inf in [distill] must be a finite number > 0"),
+    (DCFG + "d_dropout.toml", "lora_dropout = 2 in [distill] must be a finite number in [0, 1)"),
+    (DCFG + "d_targets.toml", "in [distill] must be names of linear modules of"),
+    (DCFG + "d_top.toml", "top_layers = 9 in [distill] must be an integer in [1, 1] (the layers"),
+    (DCFG + "d_topk.toml", "topk = 100000 in [distill] must be an integer in [1, 288]"),
+    (DCFG + "d_cheap.toml", "cheap_layers = '0,5' in [distill] must be layers of"),
+    (DCFG + "d_wd.toml", "weight_decay = -0.1 in [distill] must be a finite number >= 0"),
+    (DCFG + "d_warmup.toml", "warmup_steps = -1 in [distill] must be an integer >= 0"),
+    (DCFG + "d_flat.toml", "jsd_beta = 1 in the top level must be a finite number in (0, 1)"),
+    (DCFG + "d_flat_top.toml", "d_flat_top.toml: top_layers = 2 in the top level must be"),
+    (DCFG + "d_weights.toml", "in [distill] must map task names to integers >= 0"),
+    ("experiment {in}/e_lr.toml --run-dir {w}/run", "lr = -1 in [distill] must be a finite"),
+    ("experiment {in}/e_vtop.toml --run-dir {w}/run",
+     "top_layers = 3 in [variants.a] must be an integer in [1, 1]"),
+    ("experiment {in}/e_dtop.toml --run-dir {w}/run",
+     "top_layers = 3 in [distill] must be an integer in [1, 1]"),
+    ("experiment {in}/e_cheap.toml --run-dir {w}/run",
+     "cheap_layers = 'first:9' in [variants.a] must be layers of"),
+    ("experiment {in}/e_lora.toml --run-dir {w}/run", "unknown: nope"),
+    ("experiment {in}/e_temp.toml --run-dir {w}/run",
+     "temperature = nan in [variants.a] must be a finite number > 0"),
+    ("experiment {in}/e_gamma.toml --run-dir {w}/run",
+     "gamma = 0 in the top level must be an integer >= 1"),
+    ("experiment {in}/e_name.toml", "name = '../x' in the top level must be a plain name"),
+    ("experiment {in}/e_nper.toml --run-dir {w}/run",
+     "n_per_task = 0 in [estimate] must be an integer >= 1"),
+]
+CONFIG_FILES = {
+    "d_temp.toml": "[distill]\ntemperature = nan\n",
+    "d_lr.toml": "[distill]\nlr = inf\n",
+    "d_dropout.toml": "[distill]\nlora_dropout = 2\n",
+    "d_targets.toml": '[distill]\nlora_targets = ["q_proj", "qkv"]\n',
+    "d_top.toml": '[distill]\nmethod = "topn"\ntop_layers = 9\n',
+    "d_topk.toml": '[distill]\nmethod = "topn"\ntop_layers = 1\ntopk = 100000\n',
+    "d_cheap.toml": '[distill]\ncheap_layers = "0,5"\n',
+    "d_wd.toml": "[distill]\nweight_decay = -0.1\n",
+    "d_warmup.toml": "[distill]\nwarmup_steps = -1\n",
+    "d_flat.toml": "jsd_beta = 1\n",
+    "d_flat_top.toml": 'method = "topn"\ntop_layers = 2\n',
+    "d_weights.toml": "[distill.prompts_per_task]\ncode = -1\n",
+}
+EXP_EDITS = {  # experiment files: exp.toml with this text replaced
+    "e_lr.toml": ("steps = 1", "steps = 1\nlr = -1"),
+    "e_vtop.toml": ('weighting = "uniform"', 'method = "topn"\ntop_layers = 3'),
+    "e_dtop.toml": ('steps = 1\n[variants.a]\nweighting = "uniform"',
+                    'steps = 1\ntop_layers = 3\n[variants.a]\nmethod = "topn"'),
+    "e_cheap.toml": ('weighting = "uniform"', 'cheap_layers = "first:9"'),
+    "e_lora.toml": ('weighting = "uniform"', 'lora_targets = ["nope"]'),
+    "e_temp.toml": ('weighting = "uniform"', "temperature = nan"),
+    "e_gamma.toml": ('dtype = "float32"', 'dtype = "float32"\ngamma = 0'),
+    "e_name.toml": ('dtype = "float32"', 'dtype = "float32"\nname = "../x"'),
+    "e_nper.toml": ("[distill]", "[estimate]\nn_per_task = 0\n[distill]"),
+}
+
+
+def write_config_inputs(d, exp: str) -> None:
+    """The bad config files of the rows above (distill and experiment)."""
+    for name, text in CONFIG_FILES.items():
+        (d / name).write_text(text)
+    for name, (old, new) in EXP_EDITS.items():
+        assert old in exp, name
+        (d / name).write_text(exp.replace(old, new, 1))
 
 EXPERIMENT_TOML = """
 target = "{t}"
@@ -222,6 +296,7 @@ def inputs(tmp_path_factory, tiny_pair):
     (d / "exp_key.toml").write_text(exp.replace("n_per_task = 1", "n_per_tsk = 1"))
     (d / "exp_task.toml").write_text(exp + "[distill.prompts_per_task]\ncod = 1\n")
     _safe_inputs(d, tiny_pair)
+    write_config_inputs(d, exp)
     return d
 
 

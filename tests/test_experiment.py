@@ -172,6 +172,8 @@ def test_packaged_configs_load():
     (("max_new_tokens = 6", "max_new_tokens = 0"), r"max_new_tokens in \[bench\] must be >= 1"),
     (("gamma = 3", "gamma = 3\nrouting = \"magic\""),
      r"routing in the top level must be oracle or classifier"),
+    (("max_new_tokens = 6", "max_new_tokens = 0"),
+     r"max_new_tokens = 0 in \[bench\] must be an integer >= 1"),
 ])
 def test_whole_config_checked_before_anything_is_written(tmp_path, tiny_pair, edit, message):
     cfg = write_config(tmp_path, tiny_pair, write_suite(tmp_path))
@@ -216,3 +218,11 @@ def test_classifier_routing_trains_the_task_router_and_evaluates_with_it(tmp_pat
     assert all(json.loads(x)["settings"]["routing"] == "classifier" for x in est)
     first = json.loads((run / "baseline/bench.jsonl").read_text().split("\n")[0])
     assert "routing" not in first["settings"]  # a plain drafter
+def test_model_limits_wait_for_models_the_experiment_fetches(tmp_path, monkeypatch):
+    """A known model not in the cache yet is fetched by the `models` stage: its limits are
+    checked there (before any weights load), not refused up front for a missing cache."""
+    monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path / "empty"))
+    cfg = ExperimentConfig.load("default")
+    cfg.check_models(fetched_only=True)  # nothing to read yet: no error
+    with pytest.raises(SpecfairError, match="not in the cache"):
+        cfg.check_models()

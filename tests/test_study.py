@@ -90,3 +90,21 @@ def test_unknown_study_key_suggests_the_closest(tmp_path):
     bad.write_text('kind = "study"\nepoch = 2.0\n')
     with pytest.raises(SpecfairError, match="unknown key 'epoch'.*'epochs'"):
         StudyConfig.load(bad)
+
+
+def test_budgets_closer_than_a_batch_are_refused_and_a_corrected_config_runs_on(
+        tiny_pair, tmp_path, monkeypatch):
+    """How many tokens a batch holds is known once the training text exists: the refusal
+    comes before any training, and the corrected budgets run on in the same directory (the
+    cached sequences are reused; nothing is deleted by hand)."""
+    monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path / "home"))
+    write_study_sources(tmp_path / "home" / "data")
+    out = tmp_path / "run"
+    with pytest.raises(SpecfairError, match=r"budgets = \[0.01, 1.0\] in the top level must be "
+                                            r"fractions at least [0-9.]+ apart and from 0"):
+        run_study(_cfg(tiny_pair, budgets=[0.01, 1.0]), out)
+    assert not any((out / n).exists() for n in ("eval.jsonl", "overfit.json", "arms"))
+    with pytest.raises(SpecfairError, match="other settings.*test_response_tokens"):
+        run_study(_cfg(tiny_pair, test_response_tokens=5), out)  # the cached data differ
+    summary = json.loads(run_study(_cfg(tiny_pair, budgets=[1.0, 0.5]), out).read_text())
+    assert [b["budget"] for b in summary["arms"]["uniform"]["budgets"]] == [0.5, 1.0]

@@ -3,15 +3,20 @@
 Every error names the file (``origin``), the section and the key, and suggests the closest
 valid name (:func:`difflib.get_close_matches`). Types are Python type hints: ``int``,
 ``float`` (ints accepted), ``str``, ``bool``, ``None``, unions, ``list[X]``, ``tuple[X, ...]``,
-``dict[K, V]`` and ``Any``; a boolean is never accepted where a number is expected.
+``dict[K, V]`` and ``Any``; a boolean is never accepted where a number is expected, nor a
+non-finite number (nan, inf) anywhere. A :class:`Rule` adds what a value must be beyond its
+type (a range, a choice, a non-empty list of unique items, a plain name); its error names the
+allowed values, e.g. ``runs.toml: lr = -1 in [distill] must be a finite number > 0``.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from specfair.errors import SpecfairError
@@ -77,12 +82,124 @@ def describe(hint: Any) -> str:
     return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
-def check_table(origin: str, section: str, table: Mapping, hints: Mapping[str, Any]) -> None:
-    """Refuse unknown keys and values of the wrong type."""
+def _finite(value: Any) -> bool:
+    """No nan or inf in ``value`` or its list (a table is checked as its own section)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    return True
+
+
+def _bound(x: float) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a value must be beyond its type: bounds (``gt``, ``ge``, ``lt``, ``le``), one of
+    ``choices``, a ``plain`` file name (no path), a ``nonempty`` list of ``unique`` items, each
+    item checked by ``each``. ``None`` (where the type allows it) always passes."""
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+    choices: tuple = ()
+    plain: bool = False
+    nonempty: bool = False
+    unique: bool = False
+    each: Rule | None = None
+
+    def ok(self, v: Any) -> bool:
+        if v is None:
+            return True
+        if isinstance(v, (list, tuple)):
+            return ((not self.nonempty or len(v) > 0)
+                    and (not self.unique or len(set(v)) == len(v))
+                    and (self.each is None or all(self.each.ok(x) for x in v)))
+        if self.choices and v not in self.choices:
+            return False
+        if self.plain and (not isinstance(v, str) or not v.strip() or v in (".", "..")
+                           or any(c in v for c in "/\\:") or v != v.strip()):
+            return False
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return ((self.gt is None or v > self.gt) and (self.ge is None or v >= self.ge)
+                    and (self.lt is None or v < self.lt) and (self.le is None or v <= self.le))
+        return True
+
+    def describe(self, hint: Any = float) -> str:
+        if self.choices:
+            return "one of " + ", ".join(str(c) for c in self.choices)
+        if self.plain:
+            return "a plain name (not empty, no path separator, not '.' or '..')"
+        if self.nonempty or self.unique or self.each is not None:
+            words = ["a"] + ["non-empty"] * self.nonempty + ["list of"] + ["unique"] * self.unique
+            if self.each is not None and self.each.choices:
+                return " ".join(words) + " names from " + ", ".join(map(str, self.each.choices))
+            item = self.each.describe(_item_hint(hint)) if self.each else describe(_item_hint(hint))
+            return " ".join(words) + " " + _plural(item)
+        base = "an integer" if _is_int(hint) else "a finite number"
+        low = (f"> {_bound(self.gt)}" if self.gt is not None
+               else f">= {_bound(self.ge)}" if self.ge is not None else None)
+        high = (f"< {_bound(self.lt)}" if self.lt is not None
+                else f"<= {_bound(self.le)}" if self.le is not None else None)
+        if low and high:
+            lo = self.gt if self.gt is not None else self.ge
+            hi = self.lt if self.lt is not None else self.le
+            return (f"{base} in {'(' if self.gt is not None else '['}{_bound(lo)}, "
+                    f"{_bound(hi)}{')' if self.lt is not None else ']'}")
+        return f"{base} {low or high}" if low or high else base
+
+
+def _is_int(hint: Any) -> bool:
+    args = typing.get_args(hint) or (hint,)
+    return int in args and float not in args
+
+
+def _item_hint(hint: Any) -> Any:
+    alts = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) \
+        else (hint,)
+    for a in alts:
+        if typing.get_origin(a) in (list, tuple):
+            return typing.get_args(a)[0]
+    return Any
+
+
+def _plural(item: str) -> str:
+    """``a finite number > 0`` -> ``finite numbers > 0``; ``a string`` -> ``strings``."""
+    head, _, rest = item.removeprefix("an ").removeprefix("a ").partition(" ")
+    noun = {"finite": "finite", "integer": "integers", "string": "strings", "number": "numbers"}
+    if head == "finite":
+        first, _, rest = rest.partition(" ")
+        return f"finite {first}s {rest}".strip()
+    return f"{noun.get(head, head)} {rest}".strip()
+
+
+def value_error(origin: str, section: str, key: str, value: Any, allowed: str) -> SpecfairError:
+    """``origin: key = value in [section] must be allowed`` (one line)."""
+    return SpecfairError(f"{origin}: {key} = {value!r} in {_where(section)} must be {allowed}")
+
+
+def check_table(origin: str, section: str, table: Mapping, hints: Mapping[str, Any],
+                rules: Mapping[str, Rule] | None = None) -> None:
+    """Refuse unknown keys, values of the wrong type, non-finite numbers and values that
+    break their :class:`Rule`."""
     if not isinstance(table, Mapping):
         raise SpecfairError(f"{origin}: {_where(section)} should be a table")
     check_keys(origin, section, table, hints)
+    rules = rules or {}
     for key, value in table.items():
         if not matches(value, hints[key]):
             raise SpecfairError(f"{origin}: {key} = {value!r} in {_where(section)} should be "
                                 f"{describe(hints[key])}")
+        if (allowed := refusal(value, hints[key], rules.get(key))) is not None:
+            raise value_error(origin, section, key, value, allowed)
+
+
+def refusal(value: Any, hint: Any, rule: Rule | None) -> str | None:
+    """None if ``value`` (of type ``hint``) is finite and keeps ``rule``, else what it must
+    be."""
+    if _finite(value) and (rule is None or rule.ok(value)):
+        return None
+    return rule.describe(hint) if rule else f"finite ({describe(hint)})"

@@ -117,8 +117,11 @@ def distill_command(
     models (float32 recommended on CPU; the target may be loaded in bfloat16 on GPU).
     """
 
+    DistillConfig.check_flags(overrides)
     cfg = (DistillConfig.load(config_file, **overrides) if config_file
            else DistillConfig().with_overrides(**overrides))
+    target, drafter = target or DEFAULT_TARGET, drafter or DEFAULT_DRAFTER
+    cfg.check_models(target, drafter, flags=[k for k, v in overrides.items() if v is not None])
     out_dir = check_out_dir(out_dir)
     if resume and not (out_dir / "distill_config.json").is_file():
         raise SpecfairError(f"--resume: no previous run in {out_dir}")
@@ -130,8 +133,7 @@ def distill_command(
     with contextlib.ExitStack() as stack:
         if acc.is_main_process:
             stack.enter_context(dir_lock(out_dir, "specfair distill"))
-        return _distill(cfg, out_dir, acc, suite_obj, target or DEFAULT_TARGET,
-                        drafter or DEFAULT_DRAFTER, dtype, resume)
+        return _distill(cfg, out_dir, acc, suite_obj, target, drafter, dtype, resume)
 
 
 def _distill(cfg, out_dir: Path, acc, suite_obj, target, drafter, dtype, resume) -> Path:

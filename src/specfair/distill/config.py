@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import tomllib
+import types
 import typing
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from typing import Any
 from specfair.defaults import DEFAULT_GAMMA
 from specfair.distill.cheap import parse_layer_spec
 from specfair.errors import SpecfairError
-from specfair.schema import check_keys, check_table
+from specfair.schema import Rule, check_keys, check_table, refusal, value_error
 
 WEIGHTINGS = ("uniform", "balanced", "disparity", "per-task")
 LOSSES = ("fkl", "rkl", "tvd", "jsd", "ce")
@@ -28,6 +30,24 @@ METHODS = ("lora", "full", "topn")
 SCHEDULES = ("cosine", "linear", "constant")
 DATA_SOURCES = ("target", "reference", "both")
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_POS, _COUNT, _NONNEG, _UNIT = Rule(gt=0), Rule(ge=1), Rule(ge=0), Rule(ge=0, le=1)
+# What each value must be beyond its type (checked by specfair.schema.check_table).
+RULES = {
+    "weighting": Rule(choices=WEIGHTINGS), "loss": Rule(choices=LOSSES),
+    "jsd_beta": Rule(gt=0, lt=1), "temperature": _POS, "method": Rule(choices=METHODS),
+    "top_layers": _COUNT, "topk": _COUNT, "lora_rank": _COUNT, "lora_alpha": _POS,
+    "lora_dropout": Rule(ge=0, lt=1), "lora_targets": Rule(nonempty=True, unique=True),
+    "lr": _POS, "weight_decay": _NONNEG, "steps": _COUNT, "batch_size": _COUNT,
+    "grad_accum": _COUNT, "max_seq_len": _COUNT, "warmup_steps": _NONNEG,
+    "schedule": Rule(choices=SCHEDULES), "max_grad_norm": _NONNEG, "loss_chunk": _COUNT,
+    "reestimate_every": _COUNT, "disparity_temperature": _POS, "disparity_floor": _UNIT,
+    "alpha_metric": Rule(choices=("alpha", "greedy")), "heldout_per_task": _NONNEG,
+    "data_source": Rule(choices=DATA_SOURCES), "response_max_new_tokens": _COUNT,
+    "response_temperature": _NONNEG, "response_gamma": _COUNT, "max_prompts_per_task": _NONNEG,
+    "on_policy_frac": _UNIT, "on_policy_temperature": _POS, "checkpoint_every": _COUNT,
+    "keep_checkpoints": _COUNT, "log_every": _COUNT,
+    "export_dtype": Rule(choices=("auto", "float32", "bfloat16", "float16")),
+}
 
 
 @dataclass
@@ -84,6 +104,9 @@ class DistillConfig:
     export_dtype: str = "auto"  # auto (training dtype) | float32 | bfloat16 | float16
     merge_per_task: bool = False  # per-task export: merged full models instead of adapters
     progress: bool = True
+    # where the settings came from, for error messages (set by from_dict)
+    origin: typing.ClassVar[str] = "distill config"
+    section: typing.ClassVar[str] = "distill"
 
     def __post_init__(self) -> None:
         if isinstance(self.lora_targets, list | str):
@@ -98,54 +121,80 @@ class DistillConfig:
             return float(self.lr)
         return 3e-4 if self.method == "lora" else 2e-5  # topn: 1e-4 lowered alpha (RESULTS)
 
-    def validate(self) -> None:
-        def bad(msg: str) -> None:
-            raise SpecfairError(f"distill config: {msg}")
+    def validate(self, origin: str = "distill config", section: str = "distill") -> None:
+        self._check(self.to_dict(), origin, section)
 
-        for name, allowed in [
-            ("weighting", WEIGHTINGS),
-            ("loss", LOSSES),
-            ("method", METHODS),
-            ("schedule", SCHEDULES),
-            ("data_source", DATA_SOURCES),
-            ("alpha_metric", ("alpha", "greedy")),
-        ]:
-            if getattr(self, name) not in allowed:
-                bad(f"{name}={getattr(self, name)!r} (choose from {', '.join(allowed)})")
-        if self.weighting == "per-task" and self.method == "full":
-            bad("weighting='per-task' trains one adapter or top-layer copy per task: use "
-                "method='lora' or 'topn'")
-        if self.method == "topn" and (self.loss not in ("fkl", "tvd", "jsd")
-                                      or self.cheap_layers or self.on_policy_frac):
-            bad("method='topn' trains on the cached top-k: loss fkl, tvd or jsd, no "
-                "cheap_layers, no on_policy_frac")
-        if not 0.0 < self.jsd_beta < 1.0:
-            bad("jsd_beta must be in (0, 1)")
-        if self.temperature <= 0:
-            bad("temperature must be > 0")
-        for name in ("steps", "batch_size", "grad_accum", "max_seq_len", "lora_rank", "top_layers",
-                     "topk",
-                     "reestimate_every", "checkpoint_every", "keep_checkpoints", "loss_chunk",
-                     "log_every", "response_max_new_tokens", "response_gamma"):
-            if int(getattr(self, name)) < 1:
-                bad(f"{name} must be >= 1")
-        if self.warmup_steps < 0 or self.heldout_per_task < 0:
-            bad("warmup_steps and heldout_per_task must be >= 0")
-        if not 0.0 <= self.disparity_floor <= 1.0:
-            bad("disparity_floor must be in [0, 1]")
-        if self.disparity_temperature <= 0:
-            bad("disparity_temperature must be > 0")
-        if not 0.0 <= self.on_policy_frac <= 1.0:
-            bad("on_policy_frac must be in [0, 1]")
-        if self.export_dtype not in ("auto", "float32", "bfloat16", "float16"):
-            bad(f"export_dtype={self.export_dtype!r}")
-        if not isinstance(self.prompts_per_task, dict) or any(
-            not isinstance(v, int) or isinstance(v, bool) or v < 0
-            for v in self.prompts_per_task.values()
-        ):
-            bad("prompts_per_task must map task names to integers >= 0")
+    @classmethod
+    def _check(cls, d: dict[str, Any], origin: str, section: str) -> None:
+        """Types and ranges (:data:`RULES`), then the settings that exclude each other."""
+        check_table(origin, section, d, cls.field_types(), RULES)
+        c = types.SimpleNamespace(**d)
+
+        def bad(key: str, allowed: str) -> None:
+            raise value_error(origin, section, key, d[key], allowed)
+
+        if c.weighting == "per-task" and c.method == "full":
+            bad("weighting", "uniform, balanced or disparity with method = 'full' (per-task "
+                "trains one adapter or top-layer copy per task: method 'lora' or 'topn')")
+        if c.method == "topn":
+            if c.loss not in ("fkl", "tvd", "jsd"):
+                bad("loss", "fkl, tvd or jsd with method = 'topn' (it trains on the cached top-k)")
+            if c.cheap_layers or c.on_policy_frac:
+                bad("cheap_layers" if c.cheap_layers else "on_policy_frac",
+                    "unset with method = 'topn' (it trains on the cached top-k)")
+        if any(v < 0 for v in c.prompts_per_task.values()):
+            raise SpecfairError(f"{origin}: prompts_per_task = {c.prompts_per_task!r} in "
+                                f"[{section}] must map task names to integers >= 0")
+        if c.cheap_layers is not None:
+            try:
+                parse_layer_spec(c.cheap_layers, 10**6)  # syntax check only
+            except SpecfairError as e:
+                bad("cheap_layers", f"first:K, every:N or a list like '0,1,5' ({e})")
+
+    @classmethod
+    def check_flags(cls, flags: dict[str, Any]) -> None:
+        """Command-line values (None: not given) against :data:`RULES`; the error names the
+        option."""
+        hints = cls.field_types()
+        for key, value in flags.items():
+            if value is not None and (allowed := refusal(value, hints[key], RULES.get(key))):
+                raise SpecfairError(f"--{key.replace('_', '-')} {value!r}: must be {allowed}")
+
+    def check_models(self, target, drafter, origin: str | None = None,
+                     section: str | Callable[[str], str] | None = None,
+                     flags: Iterable[str] = ()) -> None:
+        """The limits that depend on the pair, from the models' configs (no weights read):
+        ``top_layers`` and ``cheap_layers`` within the drafter's layers, ``topk`` within the
+        target's vocabulary, ``lora_targets`` among the drafter's linear modules. ``section``
+        may map a key to the table that set it; ``flags`` are keys set on the command line."""
+        from specfair.models.load import model_shape
+
+        origin = self.origin if origin is None else origin
+        section = self.section if section is None else section
+        d = model_shape(drafter)
+
+        def bad(key: str, allowed: str) -> None:
+            value = getattr(self, key)
+            if key in flags:  # given on the command line
+                raise SpecfairError(f"--{key.replace('_', '-')} {value!r}: must be {allowed}")
+            raise value_error(origin, section(key) if callable(section) else section, key,
+                              value, allowed)
+
+        if self.method == "topn":
+            if self.top_layers > d.n_layers:
+                bad("top_layers", f"an integer in [1, {d.n_layers}] (the layers of {d.name})")
+            t = model_shape(target)
+            if self.topk > t.vocab_size:
+                bad("topk", f"an integer in [1, {t.vocab_size}] (the vocabulary of {t.name})")
         if self.cheap_layers is not None:
-            parse_layer_spec(self.cheap_layers, 10**6)  # syntax check only
+            try:
+                parse_layer_spec(self.cheap_layers, d.n_layers)
+            except SpecfairError:
+                bad("cheap_layers", f"layers of {d.name}: indices in [0, {d.n_layers - 1}], "
+                    f"first:K or every:N with K, N in [1, {d.n_layers}]")
+        if self.method == "lora" and (unknown := set(self.lora_targets) - d.linear_names):
+            bad("lora_targets", f"names of linear modules of {d.name} "
+                f"({', '.join(sorted(d.linear_names))}); unknown: {', '.join(sorted(unknown))}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -165,8 +214,19 @@ class DistillConfig:
                   section: str = "distill") -> DistillConfig:
         """Build from a table, refusing unknown keys (with the closest valid name) and values
         of the wrong type; the error names ``origin`` and ``section``."""
-        check_table(origin, section, d, cls.field_types())
-        return cls(**d)
+        check_table(origin, section, d, cls.field_types(), RULES)
+        full = {**cls.defaults(), **d}
+        if isinstance(full["lora_targets"], str):
+            full["lora_targets"] = full["lora_targets"].split(",")
+        cls._check(full, origin, section)
+        cfg = cls(**d)
+        cfg.origin, cfg.section = origin, section
+        return cfg
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING
+                else f.default for f in dataclasses.fields(cls)}
 
     def check_tasks(self, tasks: list[str], origin: str = "distill config") -> None:
         """Refuse ``prompts_per_task`` keys that are not tasks of the suite."""

@@ -14,7 +14,7 @@ from typing import Any
 from specfair.defaults import DEFAULT_DRAFTER, DEFAULT_GAMMA, DEFAULT_TARGET
 from specfair.distill.config import DistillConfig
 from specfair.errors import SpecfairError
-from specfair.schema import check_table, suggest
+from specfair.schema import Rule, check_table, suggest, value_error
 from specfair.tasks import load_suite
 
 BASE_STAGES = ("models", "baseline-bench", "baseline-estimate", "data")
@@ -27,6 +27,14 @@ SECTIONS: dict[str, dict[str, tuple[Any, Any]]] = {
     "report": {"bench_variants": (list[str] | str, [])},
 }
 DTYPES = ("auto", "bfloat16", "float32", "float16")
+# What each value must be beyond its type, per table ("" the top level; schema.check_table).
+RULES: dict[str, dict[str, Rule]] = {
+    "": {"name": Rule(plain=True), "dtype": Rule(choices=DTYPES), "gamma": Rule(ge=1),
+         "routing": Rule(choices=("oracle", "classifier"))},
+    "bench": {"n_per_task": Rule(ge=1), "max_new_tokens": Rule(ge=1)},
+    "estimate": {"n_per_task": Rule(ge=1), "max_new_tokens": Rule(ge=1)},
+    "report": {"bench_variants": Rule(unique=True)},
+}
 
 
 def _section_defaults(name: str) -> dict:
@@ -50,6 +58,7 @@ class ExperimentConfig:
     distill: dict = field(default_factory=dict)
     variants: dict = field(default_factory=dict)
     report: dict = field(default_factory=lambda: _section_defaults("report"))
+    origin: typing.ClassVar[str] = "experiment config"  # the file, for error messages
 
     @classmethod
     def load(cls, spec: str | Path | None) -> ExperimentConfig:
@@ -76,13 +85,15 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, raw: dict, origin: str = "experiment config") -> ExperimentConfig:
         hints = typing.get_type_hints(cls)
-        check_table(origin, "", raw, {f.name: hints[f.name] for f in dataclasses.fields(cls)})
+        check_table(origin, "", raw, {f.name: hints[f.name] for f in dataclasses.fields(cls)},
+                    RULES[""])
         over = {}
         for name, spec in SECTIONS.items():
             table = raw.get(name, {})
-            check_table(origin, name, table, {k: t for k, (t, _) in spec.items()})
+            check_table(origin, name, table, {k: t for k, (t, _) in spec.items()}, RULES[name])
             over[name] = {**_section_defaults(name), **table}
         cfg = cls(**{**raw, **over})
+        cfg.origin = origin
         if not cfg.variants:
             raise SpecfairError(f"{origin}: no [variants.*] defined")
         DistillConfig.from_dict(dict(cfg.distill), origin, "distill")
@@ -92,7 +103,7 @@ class ExperimentConfig:
             if not isinstance(table, dict):
                 raise SpecfairError(f"{origin}: [variants.{name}] should be a table")
             DistillConfig.from_dict(dict(table), origin, f"variants.{name}")
-            DistillConfig().with_overrides(**{**cfg.distill, **table})
+            DistillConfig.from_dict({**cfg.distill, **table}, origin, f"variants.{name}")
         bv = cfg.report["bench_variants"]
         if isinstance(bv, str) and bv != "all":
             raise SpecfairError(f"{origin}: bench_variants = {bv!r} in [report] should be "
@@ -113,24 +124,23 @@ class ExperimentConfig:
             DistillConfig().with_overrides(**over).check_tasks(tasks, origin)
 
     def check_values(self, origin: str) -> None:
-        def bad(section: str, key: str, why: str) -> None:
-            where = f"[{section}]" if section else "the top level"
-            raise SpecfairError(f"{origin}: {key} in {where} {why}")
-
-        if self.gamma < 1:
-            bad("", "gamma", "must be >= 1")
-        if self.routing not in ("oracle", "classifier"):
-            bad("", "routing", "must be oracle or classifier")
-        if self.dtype not in DTYPES:
-            bad("", "dtype", f"must be one of {', '.join(DTYPES)}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            bad("", "device", "must be auto, cpu or cuda")
-        for section in ("bench", "estimate"):
-            table = getattr(self, section)
-            if table["max_new_tokens"] < 1:
-                bad(section, "max_new_tokens", "must be >= 1")
-            if table["n_per_task"] is not None and table["n_per_task"] < 1:
-                bad(section, "n_per_task", "must be >= 1")
+            raise value_error(origin, "", "device", self.device, "auto, cpu, cuda or cuda:N")
+
+    def check_models(self, fetched_only: bool = False) -> None:
+        """Every variant's model-dependent limits (layers, vocabulary, LoRA modules), from
+        the models' configs alone. ``fetched_only``: skip it while a known model is not in
+        the cache yet (the ``models`` stage fetches it, then checks again)."""
+        from specfair.models.registry import KNOWN_MODELS, is_cached
+
+        if fetched_only and any(m in KNOWN_MODELS and not is_cached(m)
+                                for m in (self.target, self.drafter)):
+            return
+        origin = self.origin
+        for name, table in self.variants.items():
+            dc = DistillConfig.from_dict({**self.distill, **table}, origin, f"variants.{name}")
+            dc.check_models(self.target, self.drafter, origin,
+                            lambda k, n=name, t=table: f"variants.{n}" if k in t else "distill")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

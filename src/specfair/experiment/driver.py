@@ -20,6 +20,7 @@ def run_experiment(config: str | Path | None, run_dir: str | Path | None = None,
     if data_root:
         cfg.data_root = data_root
     cfg.check_suite(str(config or "default"))
+    cfg.check_models(fetched_only=True)  # else at the models stage, before any weights load
     for stage in force or []:
         dependents(stage, cfg)  # an unknown stage is refused before anything is written
     run_path = check_out_dir(Path("runs") / cfg.name if run_dir is None else run_dir,

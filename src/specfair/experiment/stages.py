@@ -137,6 +137,7 @@ def _stage_models(run: Run) -> dict:
     for name in (run.cfg.target, run.cfg.drafter):
         if name in KNOWN_MODELS:
             fetch_model(name)
+    run.cfg.check_models()  # the limits that depend on the models, now fetched
     # A smoke answer from the target (greedy, streamed): proves the weights are sane before
     # a long run of measuring; kept in the stage record.
     pair = run.pair()

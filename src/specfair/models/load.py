@@ -77,6 +77,36 @@ def context_length(spec) -> int | None:
     return n if isinstance(n, int) and not isinstance(n, bool) else None
 
 
+@dataclass(frozen=True)
+class ModelShape:
+    """What the settings are checked against before any weights load: the decoder's layer
+    count, the vocabulary (output rows) and the names of its linear modules."""
+
+    name: str
+    n_layers: int
+    vocab_size: int
+    linear_names: frozenset[str]
+
+
+def model_shape(spec) -> ModelShape:
+    """Read a model's config (``config.json``, or the GGUF header) and build its module tree
+    on the meta device: no weights are read or allocated."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    src = resolve_source(spec)
+    cfg = _from_pretrained(AutoConfig, src)
+    text = getattr(cfg, "text_config", None) or cfg
+    try:
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(cfg)
+    except (ValueError, KeyError, TypeError) as e:
+        raise SpecfairError(f"could not read the architecture of {src.name!r}: {e}") from None
+    names = {n.rsplit(".", 1)[-1] for n, m in skeleton.named_modules()
+             if isinstance(m, torch.nn.Linear)}
+    return ModelShape(src.name, int(text.num_hidden_layers), int(text.vocab_size),
+                      frozenset(names))
+
+
 def check_max_new_tokens(max_new_tokens: int, *specs) -> None:
     """Refuse ``max_new_tokens`` that no prompt could fit in a model's context (before any
     model is loaded)."""

@@ -3,16 +3,37 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from specfair.errors import SpecfairError
+from specfair.schema import Rule, check_table, suggest, value_error
 
 ARMS = ("uniform", "disparity", "per-task")
+_POS, _COUNT, _NONNEG = Rule(gt=0), Rule(ge=1), Rule(ge=0)
+# What each value must be beyond its type (checked by specfair.schema.check_table).
+RULES = {
+    "name": Rule(plain=True), "tasks": Rule(nonempty=True, unique=True),
+    "n_train": _COUNT, "n_test": _COUNT, "n_heldout": _NONNEG, "max_prompt_tokens": _COUNT,
+    "prompt_head_tokens": _NONNEG, "train_response_tokens": _COUNT,
+    "test_response_tokens": _COUNT, "train_text": Rule(choices=(
+        "reference+drafter", "drafter", "target")),
+    "topk": _COUNT, "top_layers": _COUNT, "loss": Rule(choices=("fkl", "tvd", "jsd")),
+    "lr": _POS, "warmup_steps": _NONNEG, "batch_size": _COUNT, "epochs": _POS,
+    "overfit_epochs": _POS, "overfit_lr": _POS,
+    "budgets": Rule(nonempty=True, unique=True, each=Rule(gt=0, le=1)),
+    "arms": Rule(nonempty=True, unique=True, each=Rule(choices=ARMS)),
+    "disparity_temperature": _POS, "disparity_floor": Rule(ge=0, le=1), "bootstrap": _COUNT,
+}
+# Settings that shape only the training and what follows it, not the cached sequences and
+# signals: a run directory with no training output yet takes other values of these.
+TRAINING_KEYS = ("name", "loss", "lr", "warmup_steps", "batch_size", "epochs", "overfit_epochs",
+                 "overfit_lr", "budgets", "arms", "disparity_temperature", "disparity_floor",
+                 "bootstrap")
 
 
 def _packaged(name: str):
@@ -65,33 +86,87 @@ class StudyConfig:
     disparity_temperature: float = 0.05
     disparity_floor: float = 0.2
     bootstrap: int = 2000
+    origin: typing.ClassVar[str] = "study config"  # the file, for error messages
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @classmethod
+    def field_types(cls) -> dict[str, Any]:
+        hints = typing.get_type_hints(cls)
+        return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
     def validate(self, origin: str = "study config") -> None:
-        if bad := [a for a in self.arms if a not in ARMS]:
-            raise SpecfairError(f"{origin}: unknown arm(s) {bad} (choose from {', '.join(ARMS)})")
-        if self.train_text not in ("reference+drafter", "drafter", "target"):
-            raise SpecfairError(f"{origin}: train_text={self.train_text!r}")
-        if self.loss not in ("fkl", "tvd", "jsd"):
-            raise SpecfairError(f"{origin}: loss={self.loss!r} (fkl, tvd or jsd)")
-        if not self.budgets or any(not 0 < b <= 1 for b in self.budgets):
-            raise SpecfairError(f"{origin}: budgets must be fractions in (0, 1]")
-        if not 0 <= self.prompt_head_tokens < self.max_prompt_tokens:
-            raise SpecfairError(f"{origin}: prompt_head_tokens must be in [0, max_prompt_tokens)")
-        for k in ("n_train", "n_test", "topk", "top_layers", "batch_size"):
-            if int(getattr(self, k)) < 1:
-                raise SpecfairError(f"{origin}: {k} must be >= 1")
+        self._check(self.to_dict(), origin)
+        self.budgets = sorted(self.budgets)
+
+    @classmethod
+    def _check(cls, d: dict[str, Any], origin: str) -> None:
+        """Types, ranges, choices and lists (:data:`RULES`), then the keys that bound each
+        other."""
+        check_table(origin, "", d, cls.field_types(), RULES)
+        head, most = d.get("prompt_head_tokens", 0), d.get("max_prompt_tokens", 96)
+        if head >= most:
+            raise value_error(origin, "", "prompt_head_tokens", head,
+                              f"an integer in [0, max_prompt_tokens = {most})")
+
+    def check_tasks(self, tasks: list[str]) -> None:
+        """Refuse a task the study suite lacks (with the closest name)."""
+        for t in self.tasks:
+            if t not in tasks:
+                raise value_error(self.origin, "", "tasks", self.tasks,
+                                  f"tasks of the study suite; {t!r} is not one{suggest(t, tasks)}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], origin: str = "study config") -> StudyConfig:
-        names = [f.name for f in dataclasses.fields(cls)]
-        for k in d:
-            if k not in names:
-                close = difflib.get_close_matches(k, names, 1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise SpecfairError(f"{origin}: unknown key {k!r}{hint}")
+        """Refuse unknown keys (with the closest valid name), values of the wrong type or out
+        of range, before building the config; every error names ``origin`` and the key."""
+        cls._check(d, origin)
         cfg = cls(**d)
-        cfg.validate(origin)
+        cfg.origin = origin
         return cfg
+
+    def check_models(self) -> None:
+        """``top_layers`` within the drafter's layers and ``topk`` within the target's
+        vocabulary, from the models' configs (no weights read)."""
+        from specfair.models.load import model_shape
+
+        d = model_shape(self.drafter)
+        if self.top_layers > d.n_layers:
+            raise value_error(self.origin, "", "top_layers", self.top_layers,
+                              f"an integer in [1, {d.n_layers}] (the layers of {d.name})")
+        t = model_shape(self.target)
+        if self.topk > t.vocab_size:
+            raise value_error(self.origin, "", "topk", self.topk,
+                              f"an integer in [1, {t.vocab_size}] (the vocabulary of {t.name})")
+
+    def check_budgets(self, seq_lengths: list[int], tasks: list[str]) -> None:
+        """Refuse budgets closer (to each other or to 0) than one batch of the training
+        sequences: their checkpoints would be the same. ``seq_lengths`` and ``tasks`` are those
+        of the training sequences (the per-task arm trains each task on its share)."""
+        if not seq_lengths:
+            return
+        goal = int(self.epochs * sum(seq_lengths))  # as study.run.budget_tokens
+        groups = [(goal, seq_lengths)]
+        if "per-task" in self.arms:
+            groups += [(goal // len(self.tasks), [n for n, t in zip(seq_lengths, tasks,
+                                                                     strict=True) if t == task])
+                       for task in self.tasks]
+        batch = self.batch_size * max(seq_lengths)
+        need = max((self.batch_size * max(ls) / max(g, 1) for g, ls in groups if ls),
+                   default=0.0)
+        if need > 1:  # not even the largest budget trains more than one batch
+            raise value_error(self.origin, "", "epochs", self.epochs,
+                              f"a finite number >= {self.epochs * need:.3g} (one batch is up to "
+                              f"{batch} training tokens of the {goal} at the largest budget)")
+        steps = [b - a for a, b in zip([0.0, *self.budgets], self.budgets, strict=False)]
+        if min(steps) < need:
+            share = f" (the per-task arm: 1/{len(self.tasks)} of them per task)"
+            raise value_error(
+                self.origin, "", "budgets", self.budgets,
+                f"fractions at least {need:.3g} apart and from 0: one batch is up to "
+                f"{batch} training tokens of the {goal} at the largest budget"
+                f"{share * (len(groups) > 1)}")
 
     @classmethod
     def load(cls, spec: str | Path) -> StudyConfig:

@@ -43,7 +43,7 @@ from specfair.measure.io import append_jsonl, read_json, read_jsonl
 from specfair.models.hardware import cpu_supports_bf16
 from specfair.models.load import load_model, load_tokenizer
 from specfair.rundir import check_out_dir, dir_lock
-from specfair.study.config import StudyConfig
+from specfair.study.config import TRAINING_KEYS, StudyConfig
 from specfair.study.data import Seq, fill_signals, study_prompts, test_sequences, train_sequences
 from specfair.study.summary import write_summary
 from specfair.tasks.split import split_key
@@ -60,7 +60,10 @@ class Run:
     def __init__(self, cfg: StudyConfig, run_dir: Path) -> None:
         self.cfg, self.dir = cfg, run_dir
         _check_settings(cfg, run_dir)
-        prompts = study_prompts(cfg, load_study_suite(seed=cfg.seed))  # data checked first
+        suite = load_study_suite(seed=cfg.seed)  # the data are checked first
+        cfg.check_tasks(suite.tasks)
+        prompts = study_prompts(cfg, suite)
+        cfg.check_models()  # then the settings that depend on the models' configs
         self.groups = {p.id: split_key(p)[:16] for p in prompts.test + prompts.heldout}
         self.tok = load_tokenizer(cfg.target)
         target = load_model(cfg.target, "auto", "auto")
@@ -73,6 +76,7 @@ class Run:
         t0 = time.perf_counter()
         self.test = test_sequences(cfg, target, self.tok, prompts.test, run_dir)
         self.train = train_sequences(cfg, target, self.drafter, self.tok, prompts.train, run_dir)
+        cfg.check_budgets([len(s.ids) for s in self.train], [s.task for s in self.train])
         self.heldout = train_sequences(cfg, target, self.drafter, self.tok, prompts.heldout,
                                        run_dir)
         # the target's own answers to the held-out prompts: drafting policies are chosen there
@@ -117,11 +121,15 @@ def _write_leakage(dropped: list[dict], path: Path) -> None:
 
 
 def _check_settings(cfg: StudyConfig, run_dir: Path) -> None:
-    """A run directory holds one study: other settings are refused before anything runs."""
+    """A run directory holds one study: other settings are refused before anything runs,
+    except settings of the training (``TRAINING_KEYS``) while nothing was trained yet (a
+    study refused for its budgets, say, runs on with corrected ones)."""
     path = run_dir / "study_config.json"
     if path.is_file():
         old, new = read_json(path), cfg.to_dict()
-        if diff := sorted(k for k in new if old.get(k) != new[k]):
+        diff = sorted(k for k in new if old.get(k) != new[k])
+        trained = any((run_dir / n).exists() for n in ("eval.jsonl", "overfit.json", "arms"))
+        if diff and (trained or not set(diff) <= set(TRAINING_KEYS)):
             raise SpecfairError(f"{run_dir} holds a study with other settings "
                                 f"({', '.join(diff)}); use another --run-dir")
 
