@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import platform
 import statistics
 import sys
 import time
@@ -192,6 +193,60 @@ def split(res: GenerationResult) -> dict:
     }
 
 
+def prompts_of(args) -> list[tuple[str, str, str]]:
+    """(id, task, first user turn) of the built-in prompts, or of ``--suite``'s split."""
+    if args.suite is None:
+        return PROMPTS
+    from specfair.tasks import load_suite, sample_per_task
+
+    suite = load_suite(args.suite, data_root=args.data_root)
+    chosen = sample_per_task(suite.prompts(args.split), args.n_per_task, seed=0)
+    return [(p.id, p.task, p.turns[0]) for p in chosen]
+
+
+def against_hf(records: list[dict], n_boot: int = 2000) -> dict[str, dict]:
+    """Each SD variant's tokens/s over HF assisted generation's (defaults) on the same prompts:
+    the geometric mean of the per-prompt ratios with a bootstrap 95 % CI over prompts, and the
+    variant's worst task (mean speed-up over specfair AR)."""
+    import numpy as np
+
+    rows = [r for r in records if r.get("hf_sd", {}).get("tps")]
+    labels = ["sd"] + list(dict.fromkeys(k for r in rows for k in r.get("variants", {})))
+    speedups = variant_speedups(records)
+    out = {}
+    rng = np.random.default_rng(0)
+    for label in labels:
+        tps = [(r["sd"] if label == "sd" else r["variants"][label])["tps"] for r in rows]
+        logs = np.log(np.array(tps) / np.array([r["hf_sd"]["tps"] for r in rows]))
+        boot = logs[rng.integers(0, len(logs), (n_boot, len(logs)))].mean(axis=1)
+        by_task = speedups.get(label) if label != "sd" else None
+        if by_task is None:
+            by: dict[str, list] = {}
+            for r in records:
+                by.setdefault(r["task"], []).append(r["speedup"])
+            by_task = {t: statistics.mean(x) for t, x in by.items()}
+        worst = min((t for t in by_task if t != "overall"), key=by_task.get)
+        out[label] = {"vs_hf": float(np.exp(logs.mean())),
+                      "ci": [float(np.exp(np.quantile(boot, 0.025))),
+                             float(np.exp(np.quantile(boot, 0.975)))],
+                      "worst_task": worst, "worst_speedup": by_task[worst]}
+    return out
+
+
+def hf_report(records: list[dict], console) -> None:
+    res = against_hf(records)
+    if not res:
+        return
+    table = Table(title="SD variants against HF assisted generation (defaults), same prompts")
+    for col in ("variant", "t/s ratio vs HF (geo. mean)", "95% CI", "worst task",
+                "its speed-up vs AR"):
+        table.add_column(col)
+    for label, d in res.items():
+        table.add_row(label, fmt(d["vs_hf"]), f"[{d['ci'][0]:.2f}, {d['ci'][1]:.2f}]",
+                      d["worst_task"], fmt(d["worst_speedup"]))
+    console.print(table)
+
+
 def run_prompt(pair, pid, task, text, args, console) -> dict:
     target, drafter, tok = pair.target, pair.drafter, pair.tokenizer
     ids = encode(tok, text)
@@ -244,7 +299,8 @@ def run_prompt(pair, pid, task, text, args, console) -> dict:
         rec["hf_ar"] = {"tokens": len(hf_tokens), "tps": len(hf_tokens) / hf_s, "wall_s": hf_s}
         rec["match_sd_hf"] = match_rate(sd.tokens, hf_tokens)
         rec["match_ar_hf"] = match_rate(ar.tokens, hf_tokens)
-        for key, gamma in (("hf_sd", None), ("hf_sd_g", args.gamma)):
+        hf_runs = (("hf_sd", None),) + (() if args.no_hf_gamma else (("hf_sd_g", args.gamma),))
+        for key, gamma in hf_runs:
             try:
                 toks, secs = hf_generate(target, ids, n, drafter=drafter, gamma=gamma)
             except Exception as e:  # e.g. vocabularies of different sizes
@@ -317,6 +373,22 @@ def variant_report(records: list[dict], console) -> None:
     for label, by in speedups.items():
         table.add_row(label, *(fmt(by.get(t)) for t in tasks))
     console.print(table)
+
+
+def cpu_name() -> str:
+    """The CPU model and whether it has native bf16 (every measurement says which CPU)."""
+    name, flags = "", ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and not name.strip():
+                name = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = line
+                break
+    except OSError:
+        pass
+    bf16 = " ".join(f for f in ("avx512_bf16", "amx_bf16") if f in flags.split())
+    return f"{name or platform.machine()} ({bf16 or 'no native bf16'})"
 
 
 def warm_up(pair, args) -> None:
@@ -449,6 +521,7 @@ def report(records: list[dict], args, console) -> None:
         )
     console.print(over)
     variant_report(records, console)
+    hf_report(records, console)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -470,7 +543,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", nargs="*", default=[],
                     help="POLICY[+PROPOSER] drafting variants to time too, e.g. adaptive "
                     "fixed:5+ngram heuristic+hybrid table:policy.json")
+    ap.add_argument("--suite", default=None,
+                    help="take the prompts (first turns) from this suite instead of the built-in "
+                         "ones ('default', a packaged name or a TOML file)")
+    ap.add_argument("--split", default="test", help="with --suite: train|test|all")
+    ap.add_argument("--n-per-task", type=int, default=2, help="with --suite: prompts per task")
+    ap.add_argument("--data-root", default=None, help="with --suite: base of its data paths")
     ap.add_argument("--no-hf", action="store_true", help="skip the Hugging Face generate runs")
+    ap.add_argument("--no-hf-gamma", action="store_true",
+                    help="skip HF assisted generation at a fixed gamma (keep its defaults)")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table of one SD call")
     ap.add_argument("--out", type=Path, default=None, help="write the records as JSON")
     args = ap.parse_args(argv)
@@ -491,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         warm_up(pair, args)
         records = []
-        for pid, task, text in PROMPTS[: args.limit]:
+        for pid, task, text in prompts_of(args)[: args.limit]:
             rec = run_prompt(pair, pid, task, text, args, console)
             console.print(
                 f"{pid}: AR {rec['ar']['tps']:.2f} t/s, SD {rec['sd']['tps']:.2f} t/s, "
@@ -515,7 +596,10 @@ def main(argv: list[str] | None = None) -> int:
             "max_new_tokens": args.max_new_tokens,
             "threads": torch.get_num_threads(),
             "variants": [label for label, _, _ in args.variants],
+            "suite": args.suite, "split": args.split, "n_per_task": args.n_per_task,
+            "cpu": cpu_name(),
         }
+        meta["against_hf"] = against_hf(records)
         args.out.write_text(json.dumps({"meta": meta, "prompts": records}, indent=1))
         console.print(f"wrote {args.out}")
     return 0

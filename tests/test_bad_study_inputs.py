@@ -72,7 +72,9 @@ def study_toml(tiny_pair, edit: str = "") -> str:
 @pytest.fixture(scope="module")
 def study_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("study_home")
-    write_study_sources(home / "data")
+    with pytest.MonkeyPatch.context() as mp:  # the cache records are made under this home
+        mp.setenv("SPECFAIR_HOME", str(home))
+        write_study_sources(home / "data")
     return home
 
 
