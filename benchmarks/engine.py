@@ -198,8 +198,12 @@ def prompts_of(args) -> list[tuple[str, str, str]]:
     if args.suite is None:
         return PROMPTS
     from specfair.tasks import load_suite, sample_per_task
+    from specfair.tasks.study import load_study_suite
 
-    suite = load_suite(args.suite, data_root=args.data_root)
+    if args.suite == "study":  # the study's suite (`specfair data fetch` first)
+        suite = load_study_suite(seed=0)
+    else:
+        suite = load_suite(args.suite, data_root=args.data_root)
     chosen = sample_per_task(suite.prompts(args.split), args.n_per_task, seed=0)
     return [(p.id, p.task, p.turns[0]) for p in chosen]
 
@@ -545,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
                     "fixed:5+ngram heuristic+hybrid table:policy.json")
     ap.add_argument("--suite", default=None,
                     help="take the prompts (first turns) from this suite instead of the built-in "
-                         "ones ('default', a packaged name or a TOML file)")
+                         "ones ('default', 'study', a packaged name or a TOML file)")
     ap.add_argument("--split", default="test", help="with --suite: train|test|all")
     ap.add_argument("--n-per-task", type=int, default=2, help="with --suite: prompts per task")
     ap.add_argument("--data-root", default=None, help="with --suite: base of its data paths")
