@@ -69,6 +69,12 @@ ROWS = [
     (BENCH + " --policy table:{in}/afile --gamma 3", "contradicts"),
     (BENCH + " --proposer lookup", "--proposer must be one of model, ngram, hybrid"),
     (BENCH + " --backend llamacpp --policy heuristic", "runs --policy fixed:N with --proposer"),
+    (BENCH + " --backend llamacpp --proposer hybrid",
+     "--backend llamacpp runs --policy fixed:N with --proposer model or ngram only"),
+    (BENCH + " --backend llamacpp --proposer ngram --policy adaptive", "runs --policy fixed:N"),
+    (BENCH + " --backend llamacpp --proposer ngram --gamma 2", "ngram needs --gamma >= 3"),
+    (BENCH + " --backend vllm --proposer ngram", "vllm runs --policy fixed:N with --proposer "
+                                                 "model only"),
     ("generate hi --model {t} --proposer model", "needs --drafter"),
     ("generate hi --model {t} --proposer ngram --policy fixed:0", "must be an integer >= 1"),
     ("generate hi --model {t} --policy adaptive --gamma 0", "--gamma must be an integer >= 1"),

@@ -1,11 +1,15 @@
 """A stand-in for ``llama-server`` (stdlib only) to test process handling without llama.cpp.
 
-Environment: FAKE_FLAGS=old (print the pre-2026 draft flag names in --help), FAKE_CRASH=1
+Environment: FAKE_FLAGS=old (print the pre-2026 draft flag names in --help), =spec (a 2026
+build: ``--spec-type`` with ``ngram-simple`` and its ``--spec-ngram-simple-size-n/-m`` flags;
+an unknown flag or a draft model with ``--spec-type ngram-simple`` exits 1), FAKE_CRASH=1
 (exit 3 at start; =silent: without output), FAKE_SLOW=seconds (sleep in /completion),
 FAKE_PIDDIR (write PID there).
 /completion returns n_predict tokens counting up from the last prompt id; with a draft model
-it reports gamma-token drafts whose first (gamma - 1) tokens are accepted, in the response's
-``timings`` and in the Prometheus counters of /metrics.
+(or ``--spec-type ngram-simple``: gamma = ``--spec-ngram-simple-size-m``, the request's
+``speculative.n_max`` ignored as llama.cpp does) it reports gamma-token drafts whose first
+(gamma - 1) tokens are accepted, in the response's ``timings`` and in the Prometheus counters
+of /metrics.
 """
 
 import json
@@ -23,6 +27,14 @@ OLD = (
     "--draft-min, --draft-n-min N\n--draft-p-min P\n"
 )
 
+SPEC = NEW + (
+    "--spec-type none,draft-simple,draft-eagle3,ngram-simple,ngram-map-k,ngram-mod\n"
+    "--spec-ngram-simple-size-n N\n--spec-ngram-simple-size-m N\n"
+    "--spec-ngram-simple-min-hits N\n--spec-ngram-size-n N  the argument has been removed\n"
+)
+HELP = {"old": OLD, "spec": SPEC}.get(os.environ.get("FAKE_FLAGS", ""), NEW)
+VALUED = {"-m", "--port", "--host", "-c", "-np", "-ngl", "-t"}  # flags with a value
+
 
 def arg(name, default=None):
     a = sys.argv
@@ -30,8 +42,7 @@ def arg(name, default=None):
 
 
 if "--help" in sys.argv:
-    print("usage: llama-server [options]\n-m, --model FNAME\n--port PORT\n--no-webui\n"
-          + (OLD if os.environ.get("FAKE_FLAGS") == "old" else NEW))
+    print("usage: llama-server [options]\n-m, --model FNAME\n--port PORT\n--no-webui\n" + HELP)
     sys.exit(0)
 if "--version" in sys.argv:
     print("version: 4242 (fakefake)\nbuilt with fake")
@@ -44,8 +55,20 @@ if os.environ.get("FAKE_PIDDIR"):
     with open(os.path.join(os.environ["FAKE_PIDDIR"], f"{os.getpid()}.pid"), "w") as f:
         f.write(" ".join(sys.argv))
 
+if os.environ.get("FAKE_FLAGS") == "spec":  # refuse what this build would not take
+    known = VALUED | {"--metrics", "--no-webui"} | {w.strip(",") for w in SPEC.split()
+                                                    if w.startswith("-")}
+    bad = [a for a in sys.argv[1:] if a.startswith("-") and a not in known]
+    if bad or arg("--spec-type", "draft-simple") not in ("draft-simple", "ngram-simple"):
+        print(f"error: invalid argument: {bad}", file=sys.stderr)
+        sys.exit(1)
+ngram = arg("--spec-type") == "ngram-simple"
 draft = arg("--spec-draft-model") or arg("--model-draft") or arg("-md")
-gamma = int(arg("--spec-draft-n-max") or arg("--draft-max") or 5)
+if ngram and draft:
+    print("error: the fake runs one speculative type", file=sys.stderr)
+    sys.exit(1)
+gamma = int(arg("--spec-ngram-simple-size-m") if ngram
+            else arg("--spec-draft-n-max") or arg("--draft-max") or 5)
 state = {"drafts": 0, "drafted": 0, "accepted": 0, "pos": [0] * gamma}
 state["ready_at"] = time.time() + 0.3
 
@@ -68,7 +91,7 @@ class H(BaseHTTPRequestHandler):
             return self._send(200 if ok else 503, {"status": "ok" if ok else "loading"})
         if self.path == "/metrics":
             lines = ["llamacpp:tokens_predicted_total 0"]
-            if draft:
+            if draft or ngram:
                 lines += [
                     f"llamacpp:spec_decode_num_draft_tokens_total {state['drafted']}",
                     f"llamacpp:spec_decode_num_accepted_tokens_total {state['accepted']}",
@@ -89,8 +112,8 @@ class H(BaseHTTPRequestHandler):
         toks = [(last + 1 + i) % 250 for i in range(n)]
         timings = {"prompt_n": len(body["prompt"]), "prompt_ms": 2.0, "predicted_n": n,
                    "predicted_ms": 10.0 * n}
-        if draft and n > 1:
-            g = int(body.get("speculative.n_max", gamma))
+        if (draft or ngram) and n > 1:
+            g = gamma if ngram else int(body.get("speculative.n_max", gamma))
             steps = (n - 1) // g  # each step: g drafted, g - 1 accepted + 1 correction
             timings.update({"draft_n": steps * g, "draft_n_accepted": steps * (g - 1)})
             state["drafts"] += steps

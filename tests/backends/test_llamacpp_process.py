@@ -17,6 +17,7 @@ from specfair.backends.llama_server import (
     LlamaServer,
     draft_flags,
     find_llama_server,
+    ngram_flags,
     parse_metrics,
 )
 from specfair.backends.llamacpp import LlamaCppBackend
@@ -49,6 +50,23 @@ def test_draft_flags_new_and_old_names():
         "--model-draft", "--draft-max", "--draft-min", "--draft-p-min", "--threads-draft")
     with pytest.raises(SpecfairError, match=INSTALL_HINT):
         draft_flags("-m FNAME\n--port N\n")
+
+
+def test_ngram_flags_from_help_and_a_build_without_them():
+    typed = "--spec-type none,draft-simple,ngram-simple,ngram-mod\n"
+    help_text = (typed + "--spec-ngram-simple-size-n N\n--spec-ngram-simple-size-m N\n"
+                 "--spec-ngram-size-n N   the argument has been removed\n")
+    assert ngram_flags(help_text) == {"type": "--spec-type",
+                                      "size_n": "--spec-ngram-simple-size-n",
+                                      "size_m": "--spec-ngram-simple-size-m"}
+    older = typed + "--spec-ngram-size-n N\n--spec-ngram-size-m N\n"  # before the split
+    assert ngram_flags(older)["size_m"] == "--spec-ngram-size-m"
+    for without in ("--spec-type none,draft-simple\n--spec-ngram-simple-size-n N\n"
+                    "--spec-ngram-simple-size-m N\n", "--spec-draft-model, -md FNAME\n",
+                    typed):  # fmt: skip
+        with pytest.raises(SpecfairError, match=r"no n-gram drafting.*--proposer ngram.*"
+                                                + INSTALL_HINT):
+            ngram_flags(without)
 
 
 def test_parse_metrics():
@@ -138,6 +156,67 @@ def test_backend_with_fake_server(fake_server, tmp_path, tiny_pair, ggufs, monke
     assert not any(alive(p) for p in pids)
 
 
+def test_ngram_backend_runs_llamacpp_prompt_lookup(fake_server, tmp_path, tiny_pair, ggufs,
+                                                   monkeypatch):
+    monkeypatch.setenv("FAKE_FLAGS", "spec")
+    from specfair.backends import llama_server
+
+    llama_server.server_help.cache_clear()
+    be = LlamaCppBackend(str(ggufs[0]), "not-a-drafter", gamma=6, binary=str(fake_server),
+                         tokenizer=str(tiny_pair[0]), proposer="ngram")
+    try:
+        pids = started_pids(tmp_path)
+        assert len(pids) == 2 and all(alive(p) for p in pids)
+        argv = [(tmp_path / "pids" / f"{p}.pid").read_text().split() for p in pids]
+        sd_argv = next(a for a in argv if "--spec-type" in a)
+        ar_argv = next(a for a in argv if a is not sd_argv)
+        i = sd_argv.index("--spec-type")
+        assert sd_argv[i:i + 6] == ["--spec-type", "ngram-simple", "--spec-ngram-simple-size-n",
+                                    "3", "--spec-ngram-simple-size-m", "6"]
+        assert not any("draft" in a for a in sd_argv + ar_argv)  # no draft model, no -n-max
+        assert "--spec-type" not in ar_argv
+        ar = be.generate("ar", [1, 2, 3], gamma=6, max_new_tokens=13)
+        sd = be.generate("sd", [1, 2, 3], gamma=6, max_new_tokens=13)
+        assert ar.tokens == sd.tokens and ar.drafted == 0
+        assert sd.drafted == 12 and sd.accepted == 10 and sd.n_drafts == 2
+        assert sd.accepted_per_pos == [2, 2, 2, 2, 2, 0]
+        info = be.info()
+        assert info["proposer"] == "ngram" and info["drafter_gguf"] is None
+        assert be.drafter_label == "none" and "ngram-simple" in info["server_args"]
+    finally:
+        be.close()
+    assert not any(alive(p) for p in pids)
+
+
+@pytest.mark.parametrize("flags", ["new", "old"])
+def test_ngram_on_a_build_without_it_is_one_error_before_any_start(
+        fake_server, tmp_path, tiny_pair, ggufs, monkeypatch, flags):  # fmt: skip
+    monkeypatch.setenv("FAKE_FLAGS", flags)
+    from specfair.backends import llama_server
+
+    llama_server.server_help.cache_clear()
+    with pytest.raises(SpecfairError, match="no n-gram drafting.*newer llama-server"):
+        LlamaCppBackend(str(ggufs[0]), None, gamma=4, binary=str(fake_server),
+                        tokenizer=str(tiny_pair[0]), proposer="ngram")
+    assert started_pids(tmp_path) == []
+
+
+def test_ngram_server_arguments_are_checked(fake_server, ggufs, monkeypatch):
+    monkeypatch.setenv("FAKE_FLAGS", "spec")
+    from specfair.backends import llama_server
+
+    llama_server.server_help.cache_clear()
+    with pytest.raises(SpecfairError, match="takes no draft model"):
+        LlamaServer(ggufs[0], draft=ggufs[1], spec="ngram", binary=fake_server)
+    with pytest.raises(SpecfairError, match="gamma >= 3"):
+        LlamaServer(ggufs[0], spec="ngram", gamma=2, binary=fake_server)
+    with pytest.raises(SpecfairError, match="spec must be one of draft, ngram"):
+        LlamaServer(ggufs[0], spec="eagle", binary=fake_server)
+    # the draft-model server on a build with --spec-type names its method
+    cmd = LlamaServer(ggufs[0], draft=ggufs[1], gamma=4, binary=fake_server).command(1)
+    assert cmd[cmd.index("--spec-type") + 1] == "draft-simple"
+
+
 def test_run_bench_records_and_summary(fake_server, tmp_path, tiny_pair, ggufs):
     from specfair.measure.bench import run_bench
     from specfair.measure.bench_summary import summarize_bench
@@ -160,6 +239,26 @@ def test_run_bench_records_and_summary(fake_server, tmp_path, tiny_pair, ggufs):
     assert s["overall"]["tau"]["mean"] == pytest.approx(4.0)
     assert s["overall"]["sd_matches_ar"] == 1.0
     assert set(s["tasks"]) == {"a", "b"} and s["disparity"]["n_tasks"] == 2
+
+
+def test_bench_command_ngram_on_llamacpp(fake_server, tmp_path, tiny_pair, ggufs, monkeypatch,
+                                        capsys):
+    monkeypatch.setenv("FAKE_FLAGS", "spec")
+    from specfair.backends import llama_server
+    from specfair.measure.commands import bench_command
+
+    llama_server.server_help.cache_clear()
+    opts = {"binary": str(fake_server), "tokenizer": str(tiny_pair[0])}
+    s = bench_command(str(ggufs[0]), "unused", "default", tmp_path / "o", n_per_task=1,
+                      gamma=4, max_new_tokens=9, backend="llamacpp", backend_options=opts,
+                      proposer="ngram", progress=False)
+    recs = [json.loads(x) for x in (tmp_path / "o" / "bench.jsonl").read_text().splitlines()]
+    assert {(r["proposer"], r["drafter"], r["backend"]) for r in recs} == {
+        ("ngram", "none", "llamacpp")}
+    assert all(r["matches_ar"] for r in recs if r["mode"] == "sd")
+    assert s["meta"]["engine"]["proposer"] == "ngram"
+    assert "--spec-ngram-simple-size-m" in s["meta"]["engine"]["server_args"]
+    assert s["meta"]["settings"]["proposer"] == "ngram" and s["overall"]["alpha"]["mean"] > 0
 
 
 @pytest.mark.parametrize("crash, said", [("1", "error: cannot load model"),

@@ -58,6 +58,33 @@ def test_sd_output_equals_ar_output_and_servers_stop(ggufs, tiny_pair):
     assert all(p.poll() is not None for p in procs)
 
 
+def test_ngram_drafting_output_equals_ar_output(ggufs, tiny_pair):
+    """llama.cpp's own prompt lookup (no draft GGUF): the SD answers are the AR answers. The
+    prompt holds the answer once already (prompt + answer + prompt), so the 3-token lookup finds
+    it and drafts γ tokens a step. (ngram-simple copies from the latest earlier match and only
+    when >= 3 tokens follow it: the tiny model's constant answer alone gives no drafts.)"""
+    from specfair.backends.llama_server import ngram_flags, server_help
+
+    try:
+        ngram_flags(server_help(BINARY))
+    except SpecfairError:
+        pytest.skip("this llama-server build has no --spec-type ngram-simple")
+    be = LlamaCppBackend(str(ggufs[0]), None, gamma=4, binary=BINARY, proposer="ngram",
+                         tokenizer=str(tiny_pair[0]), threads=1, ctx_size=512)
+    with be:
+        assert be.servers["sd"].draft is None
+        drafted = steps = 0
+        for ids in PROMPTS:
+            ids = ids + be.generate("ar", ids, gamma=4, max_new_tokens=12).tokens + ids
+            ar = be.generate("ar", ids, gamma=4, max_new_tokens=24)
+            sd = be.generate("sd", ids, gamma=4, max_new_tokens=24)
+            assert sd.tokens == ar.tokens and len(ar.tokens) > 0
+            assert ar.drafted == 0 and sd.accepted <= sd.drafted
+            drafted += sd.drafted
+            steps += sd.n_drafts or 0
+        assert drafted > 0 and drafted <= 4 * steps
+
+
 def test_target_as_its_own_drafter_accepts_almost_everything(ggufs, tiny_pair):
     with _backend(ggufs[0], ggufs[0], tiny_pair) as be:
         acc = dra = 0

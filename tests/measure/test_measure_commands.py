@@ -3,7 +3,12 @@ import json
 import pytest
 
 from specfair.errors import SpecfairError
-from specfair.measure.commands import bench_command, estimate_command, generate_command
+from specfair.measure.commands import (
+    bench_command,
+    check_drafting,
+    estimate_command,
+    generate_command,
+)
 from specfair.measure.io import read_jsonl
 
 
@@ -91,3 +96,15 @@ def test_ngram_bench_and_generate_load_no_drafter(tiny_pair, tmp_path, capsys):
     assert len(res.tokens) == 6 and all(0 < s.drafted <= 3 for s in res.steps if s.drafted)
     captured = capsys.readouterr()
     assert res.text in captured.out and "[fixed:3, ngram] 6 tokens" in captured.err
+
+
+def test_check_drafting_engines_run_their_own_drafting_only():
+    assert check_drafting(None, 5, "ngram", "llamacpp").spec == "fixed:5"
+    assert check_drafting("fixed:4", None, "model", "vllm").gamma == 4
+    assert check_drafting("heuristic", None, "hybrid", "hf").kind == "heuristic"
+    for args, said in [(("fixed:4", None, "hybrid", "llamacpp"), "model or ngram only"),
+                       (("heuristic", None, "ngram", "llamacpp"), "fixed:N"),
+                       (("fixed:2", None, "ngram", "llamacpp"), "--gamma >= 3"),
+                       (("fixed:4", None, "ngram", "vllm"), "--proposer model only")]:
+        with pytest.raises(SpecfairError, match=said):
+            check_drafting(*args)

@@ -30,16 +30,20 @@ __all__ = ["BACKENDS", "Backend", "EngineResult", "add_engine_counts", "lengths_
 BACKENDS = ("hf", "llamacpp", "vllm")
 
 
-def open_backend(name: str, target: str, drafter: str, **kw) -> Backend:
+def open_backend(name: str, target: str, drafter: str | None, *, proposer: str = "model",
+                 **kw) -> Backend:  # fmt: skip
     """Start the named backend (``kw`` are its constructor options). Call ``close()`` (or use it
     as a context manager) when done. The other engines' modules are imported here, on demand
-    (vLLM is an optional dependency)."""
-    if name == "hf":
-        return HFBackend.load(target, drafter, **kw)
+    (vLLM is an optional dependency). ``proposer``: "model" (the drafter drafts); "ngram"
+    (llama.cpp's own prompt lookup, ``llamacpp`` only)."""
     if name == "llamacpp":
         from specfair.backends.llamacpp import LlamaCppBackend
 
-        return LlamaCppBackend(target, drafter, **kw)
+        return LlamaCppBackend(target, drafter, proposer=proposer, **kw)
+    if proposer != "model":
+        raise SpecfairError(f"backend {name} drafts with --proposer model only, got {proposer!r}")
+    if name == "hf":
+        return HFBackend.load(target, drafter, **kw)
     if name == "vllm":
         from specfair.backends.vllm import VLLMBackend
 

@@ -3,7 +3,9 @@ it on 127.0.0.1 (a free port, one slot, ``--metrics``), wait until it is healthy
 requests, read its Prometheus counters, stop it.
 
 Flag names differ between llama.cpp versions (``--draft-max/--draft-min/--draft-p-min`` before
-the ``--spec-draft-*`` rename); they are picked by reading ``llama-server --help``.
+the ``--spec-draft-*`` rename); they are picked by reading ``llama-server --help``. A server
+drafts with a draft model or, without one, with llama.cpp's own prompt lookup
+(``--spec-type ngram-simple``, builds from 2026 on).
 
 A server is always stopped: on ``stop()``, at interpreter exit, on errors and on Ctrl-C (it
 runs in its own process group, terminated then killed), and when specfair's process dies.
@@ -33,6 +35,8 @@ from specfair.models.registry import cache_root
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"  # the sdist whose vendored llama.cpp the installer builds
 INSTALL_HINT = "specfair backends install llamacpp"
+SPEC_KINDS = ("draft", "ngram")  # a draft model (or none: AR); llama.cpp's own prompt lookup
+NGRAM_LOOKUP = 3  # lookup n-gram length of ``spec="ngram"`` (Hugging Face prompt lookup's)
 _LIVE: set[LlamaServer] = set()
 
 
@@ -78,13 +82,24 @@ def server_version(binary: str) -> str:
     return m.group(0) if m else text.splitlines()[0] if text else "unknown"
 
 
+def _pick(help_text: str, *names: str) -> str | None:
+    """The first of ``names`` that ``llama-server --help`` lists."""
+    for n in names:
+        if re.search(rf"(^|[\s,]){re.escape(n)}([\s,=]|$)", help_text, re.M):
+            return n
+    return None
+
+
+def spec_types(help_text: str) -> list[str]:
+    """The speculative methods of ``--spec-type a,b,...`` (builds from 2026 on; else [])."""
+    m = re.search(r"--spec-type\s+(\S+)", help_text)
+    return m.group(1).split(",") if m else []
+
+
 def draft_flags(help_text: str) -> dict[str, str]:
     """The draft-related flag names this ``llama-server`` understands (new names first)."""
     def pick(*names):
-        for n in names:
-            if re.search(rf"(^|[\s,]){re.escape(n)}([\s,=]|$)", help_text, re.M):
-                return n
-        return None
+        return _pick(help_text, *names)
 
     flags = {
         "model": pick("--spec-draft-model", "--model-draft", "-md"),
@@ -95,8 +110,7 @@ def draft_flags(help_text: str) -> dict[str, str]:
         "ngl": pick("--spec-draft-ngl", "--gpu-layers-draft", "-ngld"),
     }
     # builds with several speculative methods (2026 on) need the method named, else none runs
-    m = re.search(r"--spec-type\s+(\S+)", help_text)
-    if m and "draft-simple" in m.group(1).split(","):
+    if "draft-simple" in spec_types(help_text):
         flags["type"] = "--spec-type"
     missing = [k for k in ("model", "n_max") if flags[k] is None]
     if missing:
@@ -105,6 +119,20 @@ def draft_flags(help_text: str) -> dict[str, str]:
             f"rebuild it with `{INSTALL_HINT}`"
         )
     return {k: v for k, v in flags.items() if v}
+
+
+def ngram_flags(help_text: str) -> dict[str, str]:
+    """The flag names of llama.cpp's own prompt lookup (``--spec-type ngram-simple``); a
+    :class:`SpecfairError` when this ``llama-server`` has none."""
+    n = _pick(help_text, "--spec-ngram-simple-size-n", "--spec-ngram-size-n")
+    m = _pick(help_text, "--spec-ngram-simple-size-m", "--spec-ngram-size-m")
+    if "ngram-simple" not in spec_types(help_text) or n is None or m is None:
+        raise SpecfairError(
+            "this llama-server has no n-gram drafting (no `--spec-type ngram-simple` with "
+            "--spec-ngram-simple-size-n/-m in its --help); --proposer ngram with --backend "
+            f"llamacpp needs a newer llama-server: `{INSTALL_HINT}`"
+        )
+    return {"type": "--spec-type", "size_n": n, "size_m": m}
 
 
 def free_port() -> int:
@@ -138,13 +166,25 @@ class LlamaServer:
     def __init__(
         self, model: str | os.PathLike, *, draft: str | os.PathLike | None = None,
         gamma: int = DEFAULT_GAMMA, binary: str | os.PathLike | None = None,
-        threads: int | None = None,
+        threads: int | None = None, spec: str = "draft",
         ctx_size: int = 4096, startup_timeout: float = 300.0, extra_args: Sequence[str] = (),
         log_dir: str | os.PathLike | None = None,
     ):  # fmt: skip
-        """``log_dir``: keep the server's log there (default: a temporary file, removed on
+        """``spec``: "draft" (with ``draft``, a draft model drafts ``gamma`` tokens; without,
+        the target alone) or "ngram" (no draft model: llama.cpp's ``ngram-simple`` prompt
+        lookup, a :data:`NGRAM_LOOKUP`-token n-gram, drafts of up to ``gamma`` tokens).
+        ``log_dir``: keep the server's log there (default: a temporary file, removed on
         stop; its tail is in the error message when the server fails)."""
         self.binary = str(find_llama_server(binary))
+        if spec not in SPEC_KINDS:
+            raise SpecfairError(f"spec must be one of {', '.join(SPEC_KINDS)}, got {spec!r}")
+        if spec == "ngram" and draft is not None:
+            raise SpecfairError("n-gram drafting (spec='ngram') takes no draft model")
+        if spec == "ngram" and gamma < NGRAM_LOOKUP:  # ngram-simple drafts >= n tokens or none
+            raise SpecfairError(f"llama.cpp's n-gram drafting needs gamma >= {NGRAM_LOOKUP} "
+                                f"(its lookup length), got {gamma}")
+        self.spec = spec
+        self._ngram = ngram_flags(server_help(self.binary)) if spec == "ngram" else None
         self.model, self.draft = Path(model), Path(draft) if draft else None
         for p in filter(None, (self.model, self.draft)):
             if not p.is_file():
@@ -180,6 +220,10 @@ class LlamaServer:
                 cmd += [f["ngl"], "0"]
             if self.threads and "threads" in f:
                 cmd += [f["threads"], str(self.threads)]
+        if self._ngram is not None:
+            f = self._ngram
+            cmd += [f["type"], "ngram-simple", f["size_n"], str(NGRAM_LOOKUP),
+                    f["size_m"], str(self.gamma)]  # fmt: skip
         return cmd + self.extra_args
 
     def start(self) -> LlamaServer:

@@ -3,11 +3,16 @@
 Two servers (:class:`specfair.backends.llama_server.LlamaServer`) run side by side on 127.0.0.1
 (free ports, one slot each, ``--metrics``): one with the target alone (AR) and one with the
 target and ``--spec-draft-model`` / ``-md`` (SD), so that the AR runs never pay for a loaded
-drafter. Each request is a bounded, non-streaming ``POST /completion`` with the prompt as token
+drafter. With ``proposer="ngram"`` the SD server has no draft model: llama.cpp's own prompt
+lookup drafts (``--spec-type ngram-simple``: the last 3 tokens looked up in the context, the
+γ tokens that followed their latest earlier occurrence drafted; builds from 2026 on).
+Each request is a bounded, non-streaming ``POST /completion`` with the prompt as token
 ids (the same chat-templated ids as the hf backend), ``cache_prompt: false`` (the SD request
 must not reuse the AR request's prompt cache), greedy unless a temperature is given,
 ``speculative.n_max = gamma``, ``speculative.n_min = 0``, ``speculative.p_min = 0`` (always
-draft gamma tokens, like the hf loop). Per request the backend reads ``timings``
+draft gamma tokens, like the hf loop; the n-gram drafts' length is the server's
+``--spec-ngram-simple-size-m``, and builds from 2026 on ignore these request fields: their
+server flags are set to the same values). Per request the backend reads ``timings``
 (``prompt_ms``, ``predicted_ms``, ``draft_n``, ``draft_n_accepted``) and, from the Prometheus
 ``/metrics`` counters before/after it, the verification steps
 (``spec_decode_num_drafts_total``) and accepted tokens per draft position, when the build
@@ -62,6 +67,9 @@ def resolve_gguf(spec: str | os.PathLike) -> Path:
     raise SpecfairError(f"{spec!r}: not a known model name or a .gguf file")
 
 
+PROPOSERS = ("model", "ngram")
+
+
 class LlamaCppBackend:
     """Target (and drafter) GGUFs served by two ``llama-server`` processes (see module doc).
 
@@ -71,24 +79,30 @@ class LlamaCppBackend:
     name = "llamacpp"
 
     def __init__(
-        self, target: str, drafter: str, *, gamma: int = DEFAULT_GAMMA,
+        self, target: str, drafter: str | None, *, gamma: int = DEFAULT_GAMMA,
         tokenizer: str | None = None, binary: str | None = None, threads: int | None = None,
-        ctx_size: int = 4096,
+        ctx_size: int = 4096, proposer: str = "model",
         request_timeout: float = 600.0, log_dir: str | None = None,
         extra_args: Sequence[str] = (), startup_timeout: float = 600.0,
     ):  # fmt: skip
-
+        """``proposer``: "model" (``drafter``'s GGUF drafts) or "ngram" (llama.cpp's own
+        prompt lookup drafts; ``drafter`` is ignored, no GGUF is needed)."""
+        if proposer not in PROPOSERS:
+            raise SpecfairError(f"--backend llamacpp drafts with --proposer "
+                                f"{' or '.join(PROPOSERS)}, got {proposer!r}")
         self.binary = str(find_llama_server(binary))
-        self.target_gguf, self.drafter_gguf = resolve_gguf(target), resolve_gguf(drafter)
-        self.target_label, self.drafter_label = str(target), str(drafter)
+        self.proposer = proposer
+        self.target_gguf = resolve_gguf(target)
+        self.drafter_gguf = resolve_gguf(drafter) if proposer == "model" else None
+        self.target_label = str(target)
+        self.drafter_label = str(drafter) if proposer == "model" else "none"
         self.tokenizer = load_tokenizer(tokenizer or target)
         self.gamma, self.request_timeout = gamma, request_timeout
         kw = dict(binary=self.binary, threads=threads, ctx_size=ctx_size, log_dir=log_dir,
                   extra_args=extra_args, startup_timeout=startup_timeout)  # fmt: skip
-        self.servers = {
-            "ar": LlamaServer(self.target_gguf, **kw),
-            "sd": LlamaServer(self.target_gguf, draft=self.drafter_gguf, gamma=gamma, **kw),
-        }
+        sd = LlamaServer(self.target_gguf, draft=self.drafter_gguf, gamma=gamma,
+                         spec="draft" if proposer == "model" else "ngram", **kw)  # fmt: skip
+        self.servers = {"ar": LlamaServer(self.target_gguf, **kw), "sd": sd}
         self._last_metrics: dict[str, dict] = {}
         # specfair's EOS rule without a model config: the tokenizer's end-of-sequence id
         self._eos = eos_ids(None, self.tokenizer)
@@ -111,7 +125,7 @@ class LlamaCppBackend:
             "temperature": float(temperature), "top_k": int(top_k), "top_p": float(top_p),
             "min_p": 0.0, "typical_p": 1.0, "repeat_penalty": 1.0, "n_probs": 0,
         }  # fmt: skip
-        if mode == "sd":
+        if mode == "sd":  # draft-model settings; n-gram drafts are sized by the server's flags
             body.update({"speculative.n_max": int(gamma), "speculative.n_min": 0,
                          "speculative.p_min": 0.0})  # fmt: skip
         t0 = time.perf_counter()
@@ -169,7 +183,8 @@ class LlamaCppBackend:
             "build": stamp.read_text().strip() if stamp.is_file() else None,
             "binary": self.binary,
             "target_gguf": str(self.target_gguf),
-            "drafter_gguf": str(self.drafter_gguf),
+            "drafter_gguf": str(self.drafter_gguf) if self.drafter_gguf else None,
+            "proposer": self.proposer,
             "server_args": _drop_port(s.command(0)[1:]),
             "threads": s.threads,
         }

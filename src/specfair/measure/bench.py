@@ -85,9 +85,10 @@ def _generate(
     kw = dict(gamma=gamma, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
               top_k=top_k, seed=seed)
     if backend is not None:  # another engine (specfair.backends): same call, same result fields
-        if draft_threshold or proposer != "model" or not isinstance(gamma, int):
+        own = getattr(backend, "proposer", "model")  # what drafts in the engine
+        if draft_threshold or proposer != own or not isinstance(gamma, int):
             raise SpecfairError(f"backend {backend.name}: only --policy fixed:N and --proposer "
-                                "model (the drafting policies run in the hf backend)")
+                                f"{own} (the drafting policies run in the hf backend)")
         return backend.generate(mode, ids, **kw)
     return hf_generate(mode, target, drafter, tokenizer, ids, draft_threshold=draft_threshold,
                        proposer=proposer, **kw)  # fmt: skip
@@ -260,6 +261,8 @@ def _gen_kw(policy: DraftingPolicy, proposer: str, task: str | None, kw: dict) -
     it), else the task's γ policy, with the confidence threshold and the proposer."""
     if policy.kind == "fixed" and proposer == "model":
         return {**kw, "gamma": policy.gamma}
+    if policy.kind == "fixed" and kw.get("backend") is not None:  # the engine's own drafting
+        return {**kw, "gamma": policy.gamma, "proposer": proposer}
     return {**kw, "gamma": policy.for_task(task), "draft_threshold": policy.draft_threshold,
             "proposer": proposer}  # fmt: skip
 

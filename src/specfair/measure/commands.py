@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from specfair.backends import open_backend
+from specfair.backends.llama_server import NGRAM_LOOKUP
 from specfair.decoding.ngram import PROPOSERS
 from specfair.decoding.policy import POLICY_FILE, DraftingPolicy, parse_policy
 from specfair.decoding.proposer import as_proposer, route_of
@@ -167,7 +168,7 @@ def bench_command(
             )
         else:
             engine = open_backend(backend, target, drafter, gamma=pol.gamma,
-                                  **(backend_options or {}))
+                                  proposer=proposer, **(backend_options or {}))
             try:  # the engine (servers) is always released, also on errors and Ctrl-C
                 engine_info = engine.info()
                 path = run_bench(
@@ -194,9 +195,15 @@ def check_drafting(policy: str | None, gamma: int | None, proposer: str, backend
     pol = parse_policy(policy, gamma)
     if proposer not in PROPOSERS:
         raise SpecfairError(f"--proposer must be one of {', '.join(PROPOSERS)}, got {proposer!r}")
-    if backend != "hf" and (pol.kind != "fixed" or proposer != "model"):
-        raise SpecfairError(f"--backend {backend} runs --policy fixed:N with --proposer model "
-                            "only; the other drafting policies run in the hf backend")
+    own = ("model", "ngram") if backend == "llamacpp" else ("model",)  # the engine's drafting
+    if backend != "hf" and (pol.kind != "fixed" or proposer not in own):
+        raise SpecfairError(f"--backend {backend} runs --policy fixed:N with --proposer "
+                            f"{' or '.join(own)} only; the other drafting policies run in the "
+                            "hf backend")
+    if backend == "llamacpp" and proposer == "ngram" and pol.gamma < NGRAM_LOOKUP:
+        raise SpecfairError(f"--backend llamacpp --proposer ngram needs --gamma >= {NGRAM_LOOKUP}"
+                            f" (llama.cpp drafts at least its {NGRAM_LOOKUP}-token lookup "
+                            f"length), got {pol.gamma}")
     return pol
 
 
