@@ -261,6 +261,19 @@ def test_bench_command_ngram_on_llamacpp(fake_server, tmp_path, tiny_pair, ggufs
     assert s["meta"]["settings"]["proposer"] == "ngram" and s["overall"]["alpha"]["mean"] > 0
 
 
+def test_run_bench_refuses_a_proposer_the_engine_does_not_run(fake_server, tmp_path, tiny_pair,
+                                                              ggufs):
+    from specfair.measure.bench import run_bench
+    from specfair.tasks import Prompt
+
+    prompts = [Prompt(id="p0", task="a", turns=("hello",), reference=None, source="test")]
+    with LlamaCppBackend(str(ggufs[0]), str(ggufs[1]), gamma=4, binary=str(fake_server),
+                         tokenizer=str(tiny_pair[0])) as be:
+        with pytest.raises(SpecfairError, match="only --policy fixed:N and --proposer model"):
+            run_bench(None, prompts, tmp_path / "out", gamma=4, max_new_tokens=4, backend=be,
+                      proposer="ngram", progress=False)
+
+
 @pytest.mark.parametrize("crash, said", [("1", "error: cannot load model"),
                                          ("silent", "(no output)")])
 def test_server_crash_at_start_is_reported_and_cleaned(fake_server, tmp_path, ggufs, monkeypatch,
