@@ -59,3 +59,47 @@ def test_engine_runs_variants_end_to_end(engine, tiny_pair, tmp_path, one_thread
             assert v["match_ar"] == 1.0 and v["tokens"] == rec["ar"]["tokens"]
         assert set(rec["variants"]["fixed:2+ngram"]["by_proposer"]) <= {"ngram"}
     assert engine.main(argv[:-3] + ["nope"]) == 2
+
+
+def test_against_hf_is_a_paired_ratio_with_the_worst_task(engine):
+    recs = [{"task": t, "speedup": s, "sd": {"tps": sd}, "hf_sd": {"tps": hf},
+             "variants": {"v": {"tps": v, "speedup": vs}}}
+            for t, s, sd, hf, v, vs in [("a", 1.5, 3.0, 2.0, 4.0, 2.0),
+                                        ("a", 1.5, 3.0, 2.0, 4.0, 2.0),
+                                        ("b", 0.8, 1.0, 2.0, 2.0, 1.2)]]
+    got = engine.against_hf(recs, n_boot=200)
+    assert got["sd"]["vs_hf"] == pytest.approx((1.5 * 1.5 * 0.5) ** (1 / 3))
+    assert got["sd"]["worst_task"] == "b" and got["sd"]["worst_speedup"] == 0.8
+    assert got["v"]["vs_hf"] == pytest.approx(2.0 ** (2 / 3))
+    assert got["v"]["worst_task"] == "b" and got["v"]["worst_speedup"] == 1.2
+    lo, hi = got["v"]["ci"]
+    assert lo <= got["v"]["vs_hf"] <= hi
+
+
+def test_engine_takes_a_suites_prompts(engine, tiny_pair, tmp_path, one_thread):
+    t_dir, d_dir = tiny_pair
+    out = tmp_path / "engine.json"
+    argv = ["--target", str(t_dir), "--drafter", str(d_dir), "--dtype", "float32",
+            "--device", "cpu", "--kernels", "default", "--suite", "default", "--n-per-task", "1",
+            "--limit", "2", "--max-new-tokens", "4", "--no-hf", "--conf-gamma", "0",
+            "--out", str(out)]
+    assert engine.main(argv) == 0
+    doc = json.loads(out.read_text())
+    from specfair.tasks import load_suite, sample_per_task
+
+    want = [p.id for p in sample_per_task(load_suite("default").prompts("test"), 1, seed=0)][:2]
+    assert [r["id"] for r in doc["prompts"]] == want
+    assert doc["meta"]["suite"] == "default" and doc["meta"]["cpu"]
+
+
+def test_router_accuracy_runs_on_a_tiny_drafter(tiny_pair, tmp_path, one_thread):
+    spec = importlib.util.spec_from_file_location(
+        "router_accuracy", Path(__file__).parents[2] / "benchmarks" / "router_accuracy.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "router.json"
+    assert mod.main(["--drafter", str(tiny_pair[1]), "--n-per-task", "3", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["n"] == sum(d["n"] for d in doc["tasks"].values()) > 0
+    assert 0.0 <= doc["accuracy"] <= 1.0 and doc["train_accuracy"] > 0.5
+    assert mod.main(["--drafter", str(tmp_path / "nope")]) == 2
