@@ -286,3 +286,21 @@ def test_plain_drafters_ignore_the_routing(tiny_pair, export):
     assert check_routing("oracle", str(export)) == "oracle"
     with pytest.raises(SpecfairError, match="--routing must be one of"):
         check_routing("random", str(tiny_pair[1]))
+
+
+def test_routed_base_stays_inside_the_export(tmp_path):
+    """bench/generate read a per-task export's base drafter through the checked router.json:
+    a base path leading out of the export is refused before anything loads."""
+    from specfair.distill.export import ROUTER_FORMAT
+    from specfair.distill.routing import check_drafter_context, routed_base
+
+    export = tmp_path / "export"
+    export.mkdir()
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "config.json").write_text("{}")
+    (export / "router.json").write_text(json.dumps(
+        {"format": ROUTER_FORMAT, "mode": "adapter", "base": "../outside", "tasks": {}}))
+    with pytest.raises(SpecfairError, match="leads outside the export"):
+        routed_base(export)
+    with pytest.raises(SpecfairError, match="leads outside the export"):
+        check_drafter_context(4, "unused", export)

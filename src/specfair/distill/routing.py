@@ -9,12 +9,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from specfair.distill.export import load_drafter
+from specfair.distill.export import load_drafter, read_router
 from specfair.distill.router import ClassifierRoutedDrafter, TaskRoutedDrafter
 from specfair.distill.task_classifier import has_classifier, load_classifier
 from specfair.errors import SpecfairError
 from specfair.models.cpu_kernels import pack_linears
-from specfair.models.load import check_max_new_tokens, load_model, load_tokenizer, resolve_source
+from specfair.models.load import (
+    check_max_new_tokens,
+    load_model,
+    load_tokenizer,
+    model_shape,
+    resolve_source,
+)
 from specfair.models.tokenizers import check_tokenizers_match, same_tokenizer_files
 
 ROUTINGS = ("oracle", "classifier")
@@ -26,14 +32,10 @@ def is_routed_export(spec) -> bool:
 
 
 def routed_base(spec) -> Path:
-    """The base drafter directory of a per-task export (its tokenizer and config)."""
-    import json
-
-    try:
-        base = json.loads((Path(spec) / "router.json").read_text(encoding="utf-8")).get("base")
-    except (OSError, ValueError, AttributeError) as e:
-        raise SpecfairError(f"{Path(spec) / 'router.json'}: unreadable ({e})") from None
-    path = Path(spec) / str(base or "base")
+    """The base drafter directory of a per-task export (its tokenizer and config), from its
+    checked ``router.json`` (:func:`specfair.distill.export.read_router`: the path stays inside
+    the export)."""
+    path = read_router(spec)["base"]
     if not (path / "config.json").is_file():
         raise SpecfairError(f"{spec}: the per-task export has no base drafter ({path})")
     return path
@@ -97,14 +99,8 @@ def has_task_router(spec) -> bool:
 
 
 def drafter_layers(spec) -> int:
-    """The base drafter's ``num_hidden_layers``, read from its config (no weights loaded)."""
-    import json
-
-    try:
-        cfg = json.loads((routed_base(spec) / "config.json").read_text(encoding="utf-8"))
-        return int(cfg.get("text_config", cfg)["num_hidden_layers"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise SpecfairError(f"{spec}: unreadable base drafter config ({e})") from None
+    """The base drafter's layer count, read from its config (no weights loaded)."""
+    return model_shape(routed_base(spec)).n_layers
 
 
 def train_task_router(spec, train_prompts, test_prompts, *, layer: int | None = None,
@@ -142,7 +138,4 @@ def train_task_router(spec, train_prompts, test_prompts, *, layer: int | None = 
 
 def export_tasks(spec) -> list[str]:
     """The tasks of a per-task export that have their own drafter (``router.json``)."""
-    import json
-
-    tasks = json.loads((Path(spec) / "router.json").read_text(encoding="utf-8")).get("tasks")
-    return list(tasks) if isinstance(tasks, dict) else []
+    return list(read_router(spec)["tasks"])
