@@ -54,6 +54,7 @@ from specfair.decoding.ngram import PROPOSERS
 from specfair.decoding.policy import DraftingPolicy, parse_policy
 from specfair.errors import SpecfairError
 from specfair.models import DEFAULT_DRAFTER, DEFAULT_TARGET, load_pair
+from specfair.models.hardware import cpu_supports_bf16
 
 # (id, task, user message): short, written in-house.
 PROMPTS: list[tuple[str, str, str]] = [
@@ -381,18 +382,15 @@ def variant_report(records: list[dict], console) -> None:
 
 def cpu_name() -> str:
     """The CPU model and whether it has native bf16 (every measurement says which CPU)."""
-    name, flags = "", ""
+    name = ""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and not name.strip():
-                name = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = line
-                break
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        name = next((ln.split(":", 1)[1].strip() for ln in lines
+                     if ln.startswith("model name")), "")
     except OSError:
         pass
-    bf16 = " ".join(f for f in ("avx512_bf16", "amx_bf16") if f in flags.split())
-    return f"{name or platform.machine()} ({bf16 or 'no native bf16'})"
+    bf16 = "native bf16" if cpu_supports_bf16() else "no native bf16"
+    return f"{name or platform.machine()} ({bf16})"
 
 
 def warm_up(pair, args) -> None:
