@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import statistics
 import sys
 import time
@@ -54,7 +53,7 @@ from specfair.decoding.ngram import PROPOSERS
 from specfair.decoding.policy import DraftingPolicy, parse_policy
 from specfair.errors import SpecfairError
 from specfair.models import DEFAULT_DRAFTER, DEFAULT_TARGET, load_pair
-from specfair.models.hardware import cpu_supports_bf16
+from specfair.models.hardware import cpu_name
 
 # (id, task, user message): short, written in-house.
 PROMPTS: list[tuple[str, str, str]] = [
@@ -202,7 +201,7 @@ def prompts_of(args) -> list[tuple[str, str, str]]:
     from specfair.tasks.study import load_study_suite
 
     if args.suite == "study":  # the study's suite (`specfair data fetch` first)
-        suite = load_study_suite(seed=0)
+        suite = load_study_suite(seed=0, tasks=args.tasks)
     else:
         suite = load_suite(args.suite, data_root=args.data_root)
     chosen = sample_per_task(suite.prompts(args.split), args.n_per_task, seed=0)
@@ -300,10 +299,14 @@ def run_prompt(pair, pid, task, text, args, console) -> dict:
                           "wall_s": sdc.wall_s, "alpha": sdc.alpha, "tau": sdc.tau,
                           "match_ar": match_rate(sdc.tokens, ar.tokens)}  # fmt: skip
     if not args.no_hf:
-        hf_tokens, hf_s = hf_generate(target, ids, n)
-        rec["hf_ar"] = {"tokens": len(hf_tokens), "tps": len(hf_tokens) / hf_s, "wall_s": hf_s}
-        rec["match_sd_hf"] = match_rate(sd.tokens, hf_tokens)
-        rec["match_ar_hf"] = match_rate(ar.tokens, hf_tokens)
+        if args.no_hf_ar:  # HF's assisted output is held against ours instead
+            hf_tokens = ar.tokens
+        else:
+            hf_tokens, hf_s = hf_generate(target, ids, n)
+            rec["hf_ar"] = {"tokens": len(hf_tokens), "tps": len(hf_tokens) / hf_s,
+                            "wall_s": hf_s}
+            rec["match_sd_hf"] = match_rate(sd.tokens, hf_tokens)
+            rec["match_ar_hf"] = match_rate(ar.tokens, hf_tokens)
         hf_runs = (("hf_sd", None),) + (() if args.no_hf_gamma else (("hf_sd_g", args.gamma),))
         for key, gamma in hf_runs:
             try:
@@ -366,6 +369,37 @@ def variant_speedups(records: list[dict]) -> dict[str, dict[str, float]]:
     return {label: {t: statistics.mean(xs) for t, xs in by.items()} for label, by in out.items()}
 
 
+def task_speedup_cis(records: list[dict], n_boot: int = 2000) -> dict[str, dict]:
+    """Per label (``sd`` = fixed γ, each variant): each task's mean speed-up over our AR with a
+    95 % bootstrap CI over its prompts, and the max/min ratio of the task means with a CI
+    (prompts resampled within each task; the argmax/argmin tasks are re-chosen per resample)."""
+    import numpy as np
+
+    labels = ["sd"] + list(dict.fromkeys(k for r in records for k in r.get("variants", {})))
+    rng = np.random.default_rng(0)
+    out = {}
+    for label in labels:
+        by: dict[str, list[float]] = {}
+        for r in records:
+            v = r["speedup"] if label == "sd" else r.get("variants", {}).get(label, {}).get(
+                "speedup")
+            if v is not None:
+                by.setdefault(r["task"], []).append(v)
+        if not by:
+            continue
+        boots = {t: np.array(x)[rng.integers(0, len(x), (n_boot, len(x)))].mean(axis=1)
+                 for t, x in by.items()}
+        means = {t: float(np.mean(x)) for t, x in by.items()}
+        stack = np.stack(list(boots.values()))
+        ratio = stack.max(axis=0) / stack.min(axis=0)
+        q = lambda a: [float(np.quantile(a, 0.025)), float(np.quantile(a, 0.975))]  # noqa: E731
+        out[label] = {
+            "tasks": {t: {"mean": means[t], "ci": q(boots[t]), "n": len(by[t])} for t in by},
+            "max_min": max(means.values()) / min(means.values()), "max_min_ci": q(ratio),
+            "best": max(means, key=means.get), "worst": min(means, key=means.get)}
+    return out
+
+
 def variant_report(records: list[dict], console) -> None:
     speedups = variant_speedups(records)
     if not speedups:
@@ -378,19 +412,6 @@ def variant_report(records: list[dict], console) -> None:
     for label, by in speedups.items():
         table.add_row(label, *(fmt(by.get(t)) for t in tasks))
     console.print(table)
-
-
-def cpu_name() -> str:
-    """The CPU model and whether it has native bf16 (every measurement says which CPU)."""
-    name = ""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        name = next((ln.split(":", 1)[1].strip() for ln in lines
-                     if ln.startswith("model name")), "")
-    except OSError:
-        pass
-    bf16 = "native bf16" if cpu_supports_bf16() else "no native bf16"
-    return f"{name or platform.machine()} ({bf16})"
 
 
 def warm_up(pair, args) -> None:
@@ -524,6 +545,11 @@ def report(records: list[dict], args, console) -> None:
     console.print(over)
     variant_report(records, console)
     hf_report(records, console)
+    for label, d in task_speedup_cis(records).items():
+        cells = ", ".join(f"{t} {v['mean']:.2f} [{v['ci'][0]:.2f}, {v['ci'][1]:.2f}]"
+                          for t, v in sorted(d["tasks"].items(), key=lambda kv: kv[1]["mean"]))
+        console.print(f"{label}: max/min {d['max_min']:.2f} [{d['max_min_ci'][0]:.2f}, "
+                      f"{d['max_min_ci'][1]:.2f}]; per task: {cells}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -552,6 +578,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-per-task", type=int, default=2, help="with --suite: prompts per task")
     ap.add_argument("--data-root", default=None, help="with --suite: base of its data paths")
     ap.add_argument("--no-hf", action="store_true", help="skip the Hugging Face generate runs")
+    ap.add_argument("--no-hf-ar", action="store_true",
+                    help="skip HF's plain generate (HF assisted output is matched to our AR)")
+    ap.add_argument("--tasks", nargs="*", default=None, help="with --suite study: these tasks")
     ap.add_argument("--no-hf-gamma", action="store_true",
                     help="skip HF assisted generation at a fixed gamma (keep its defaults)")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table of one SD call")
@@ -574,8 +603,19 @@ def main(argv: list[str] | None = None) -> int:
         )
         warm_up(pair, args)
         records = []
+        done = {}
+        partial = args.out.with_suffix(".partial.jsonl") if args.out else None
+        if partial and partial.is_file():  # resume: the prompts a killed run finished
+            done = {r["id"]: r for r in map(json.loads, partial.read_text().splitlines()) if r}
+            console.print(f"resuming: {len(done)} prompts done in {partial}")
         for pid, task, text in prompts_of(args)[: args.limit]:
+            if pid in done:
+                records.append(done[pid])
+                continue
             rec = run_prompt(pair, pid, task, text, args, console)
+            if partial:
+                with open(partial, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
             console.print(
                 f"{pid}: AR {rec['ar']['tps']:.2f} t/s, SD {rec['sd']['tps']:.2f} t/s, "
                 f"alpha {rec['alpha']:.2f}, tau {rec['tau']:.2f}"
@@ -602,6 +642,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpu": cpu_name(),
         }
         meta["against_hf"] = against_hf(records)
+        meta["per_task"] = task_speedup_cis(records)
         args.out.write_text(json.dumps({"meta": meta, "prompts": records}, indent=1))
         console.print(f"wrote {args.out}")
     return 0

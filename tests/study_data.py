@@ -16,7 +16,7 @@ def write_study_sources(data):
     convs = []
     for i in range(30):
         convs.append(conv(i, f"What is a good name for a cat number {i}? Tell me why.",
-                          f"A good name is Tom {i}. " * 60))
+                          f"A good name is Tom {i}. " * 40))
         convs.append(conv(100 + i, f"Write a python function that returns {i} plus one.",
                           f"def f(): return {i} + 1"))
     # re-shared copies: the same opening with another answer, another opening with an answer
@@ -25,7 +25,7 @@ def write_study_sources(data):
     convs[-1:-1] = [conv(200 + i, f"What is a good name for a cat number {i}? Tell me why.",
                        f"Any name will do, even {i}. " * 40) for i in range(3)]
     convs[-1:-1] = [conv(300, "Tell me a story about a dog, please.",
-                         "A good name is Tom 5. " * 60)]
+                         "A good name is Tom 5. " * 40)]
     text = json.dumps(convs, indent=1)
     (data / "sharegpt").mkdir(parents=True)
     (data / "sharegpt" / "ShareGPT_V3_unfiltered_cleaned_split.json").write_text(
@@ -45,5 +45,12 @@ def write_study_sources(data):
                     ("zh", "安有{}支笔。"), ("ja", "アンはペンを{}本持っています。")]:
         (data / "mgsm" / f"mgsm_{lang}.tsv").write_text(
             "".join(f"{q.format(i)}\t{i}\n" for i in range(30)), encoding="utf-8")
-    for name in ("sharegpt", "hsk", "gsm8k", "mgsm"):
+    (data / "synthetic").mkdir()
+    for task, q in [("zh", "请介绍一下你喜欢的城市{}。"),
+                    ("ja", "好きな季節{}について教えてください。"),
+                    ("qa", "What is the capital of country number {}?")]:
+        (data / "synthetic" / f"{task}.jsonl").write_text("".join(
+            json.dumps({"id": f"synth_{task}-{i:04d}", "task": task, "prompt": q.format(i)},
+                       ensure_ascii=False) + "\n" for i in range(30)), encoding="utf-8")
+    for name in ("sharegpt", "hsk", "gsm8k", "mgsm", "synthetic"):
         datasets.write_manifest(datasets.SOURCES[name], pinned=False)

@@ -351,6 +351,8 @@ PATH_ROWS = [
     ({"SPECFAIR_HOME": "{in}/afile"}, "data list", "$SPECFAIR_HOME {in}/afile: not a directory"),
     ({"SPECFAIR_HOME": "{in}/afile/sub"}, "data fetch", "not a directory ({in}/afile is a file)"),
     ({"SPECFAIR_HOME": "{in}/afile"}, "models fetch", "$SPECFAIR_HOME"),
+    (CORRUPT, "data synthesize zh nope", "no synthetic recipe for ['nope']"),
+    (CORRUPT, "data synthesize qa --n 0", "--n must be >= 1"),
     ({"SPECFAIR_HOME": "{in}/paths/dangling"}, "models list", "is a broken symlink"),
 ]
 

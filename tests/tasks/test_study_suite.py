@@ -69,6 +69,17 @@ def test_the_study_suite_derives_every_task_and_keeps_splits_apart(home):
     assert all("python" in p.text for p in by["code"])
     assert all(p.text.startswith("Translate into French:\nAnn has") for p in
                by["translation_en_fr"])
+    assert all("in one sentence, in your own words" in p.text for p in by["summarization"])
+    assert all(p.text.startswith("Translate into Japanese:\nShall we") for p in
+               by["translation_en_ja"])
+    assert all(p.reference.startswith("我们") for p in by["translation_en_zh"])
+    assert all(p.source == "synthetic" for t in ("zh", "ja", "qa") for p in by[t])
+    # one HSK sentence is in one split in every direction
+    hsk: dict[str, set] = {}
+    for p in suite.items:
+        if p.source == "hsk":
+            hsk.setdefault(p.id.split("-", 1)[1], set()).add(suite.split_of(p))
+    assert all(len(s) == 1 for s in hsk.values()) and len(hsk) > 10
     math = by["math"][0]
     assert "<<" not in math.reference and "The answer is" in math.reference
     # one MGSM problem is in the same split in every language and in the en->fr task
@@ -122,3 +133,47 @@ def test_the_study_suite_lets_no_text_cross_the_split(home):
             for p in suite.prompts("test")}
     assert len(train) > 100 and len(test) > 20
     assert find_leaks(train, test) == {}
+
+
+def test_a_study_suite_of_some_tasks_needs_only_their_data(home):
+    from specfair.tasks.study import load_study_suite
+
+    write_study_sources(home / "data")
+    (home / "data" / "synthetic" / "zh.jsonl").unlink()
+    suite = load_study_suite(n_per_task=10, tasks=["math", "qa"])
+    assert suite.tasks == ["math", "qa"] or set(suite.tasks) == {"math", "qa"}
+    with pytest.raises(SpecfairError, match="specfair data synthesize zh"):
+        load_study_suite(n_per_task=10, tasks=["zh"])
+    with pytest.raises(SpecfairError, match="no task"):
+        load_study_suite(tasks=["nope"])
+
+
+def test_synthesized_prompts_are_cleaned_filtered_deduplicated_and_recorded(home):
+    from specfair.tasks.synthetic import read_synthetic, synthesize, write_synthetic
+
+    outs = iter(["1. 请介绍一下长城的历史。", "请介绍一下长城的历史。", "How are you?",
+                 "“如何学习弹钢琴？”\n这是一个问题", "好", "请介绍一下长城的历史吧。"]
+                + [f"第{i}个问题：怎样养一只{'猫狗鱼鸟兔龟'[i % 6]}{i}号？" for i in range(40)])
+    calls = []
+
+    def generate(requests, seed):
+        calls.append(seed)
+        assert all("1. " in r and "4. " in r for r in requests)  # 4 seed examples each
+        return [next(outs) for _ in requests]
+
+    rows, meta = synthesize("zh", 5, generate, batch_size=4)
+    texts = [r["prompt"] for r in rows]
+    assert texts[:2] == ["请介绍一下长城的历史。", "如何学习弹钢琴？"]  # numbering, quotes cut
+    assert len(set(texts)) == 5 and all("How" not in t and t != "好" for t in texts)
+    assert not any(t.endswith("吧。") for t in texts)  # a near duplicate
+    assert meta["kept"] == 5 and meta["samples"] >= 8 and len(set(calls)) == len(calls)
+    write_synthetic("zh", rows, meta, "a-model")
+    got = read_synthetic("zh")
+    assert [p.text for p in got] == texts and {p.task for p in got} == {"zh"}
+    made = json.loads((home / "data" / "synthetic" / "SOURCE.json").read_text())["made"]
+    assert made["zh.jsonl"]["model"] == "a-model"
+    (home / "data" / "synthetic" / "zh.jsonl").write_text("tampered\n")
+    with pytest.raises(SpecfairError, match="changed since"):
+        read_synthetic("zh")
+    with pytest.raises(SpecfairError, match="too many rejected"):
+        synthesize("qa", 3, lambda reqs, seed: ["no question mark"] * len(reqs))

@@ -22,12 +22,16 @@ def batched_greedy(
     pad_token_id: int,
     batch_size: int = 16,
     on_batch: Callable[[list[int], list[tuple[list[int], str]]], None] | None = None,
+    sampling: dict | None = None,
 ) -> list[tuple[list[int], str]]:
     """Greedy answers ``[(new_tokens, stop_reason)]`` for token-id prompts, in input order.
 
     Prompts are grouped by length (less padding) and left-padded; ``on_batch(indices,
-    results)`` is called after each batch (to write results as they finish).
+    results)`` is called after each batch (to write results as they finish). ``sampling``
+    (e.g. ``{"temperature": 0.9, "top_p": 0.95}``) samples instead, from torch's global
+    generator (seed it first): only for writing synthetic prompts, never for answers.
     """
+    how = {"do_sample": False} if sampling is None else {"do_sample": True, **sampling}
     eos = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: list[tuple[list[int], str] | None] = [None] * len(prompts)
@@ -42,7 +46,7 @@ def batched_greedy(
             ids[row, width - len(p) :] = torch.tensor(p)
             mask[row, width - len(p) :] = 1
         out = target.generate(
-            input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
+            input_ids=ids.to(device), attention_mask=mask.to(device), **how,
             max_new_tokens=max_new_tokens, eos_token_id=sorted(eos), pad_token_id=pad_token_id,
         )  # fmt: skip
         batch = []

@@ -47,7 +47,7 @@ from specfair.study.config import TRAINING_KEYS, StudyConfig
 from specfair.study.data import Seq, fill_signals, study_prompts, test_sequences, train_sequences
 from specfair.study.summary import write_summary
 from specfair.tasks.split import split_key
-from specfair.tasks.study import load_study_suite
+from specfair.tasks.study import STUDY_TASKS, load_study_suite
 
 
 def _say(msg: str) -> None:
@@ -60,8 +60,8 @@ class Run:
     def __init__(self, cfg: StudyConfig, run_dir: Path) -> None:
         self.cfg, self.dir = cfg, run_dir
         _check_settings(cfg, run_dir)
-        suite = load_study_suite(seed=cfg.seed)  # the data are checked first
-        cfg.check_tasks(suite.tasks)
+        cfg.check_tasks([t.name for t in STUDY_TASKS])
+        suite = load_study_suite(seed=cfg.seed, tasks=cfg.tasks)  # the data are checked first
         prompts = study_prompts(cfg, suite)
         cfg.check_models()  # then the settings that depend on the models' configs
         self.groups = {p.id: split_key(p)[:16] for p in prompts.test + prompts.heldout}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +24,15 @@ from specfair.tasks.prompt import Prompt, normalize_text
 from specfair.tasks.readers_math import read_gsm8k, read_mgsm
 from specfair.tasks.split import LEAK_MIN_CHARS
 from specfair.tasks.suite import Suite, sample_per_task
+from specfair.tasks.synthetic import SOURCE as SYNTHETIC
+from specfair.tasks.synthetic import read_synthetic
 
+_SYNTH = ("written by the target (`specfair data synthesize`) from 4 of the embedded default "
+          "suite's train prompts of the task as examples")
 PER_TASK = 250  # prompts per task before the split (test_fraction 0.2: ~200 train, ~50 test)
 TEST_FRACTION = 0.2
+SUMMARY_INSTRUCTION = ("Summarize the following text in one sentence, in your own words "
+                       "(do not copy its sentences).")
 _CODE = re.compile(r"```|\bdef |\bfunction\b|\bpython\b|\bjavascript\b|\bSQL\b|\bcode\b|"
                    r"\bclass |\breact\b|\bjava\b|\bC\+\+|\bscript\b", re.IGNORECASE)
 
@@ -70,9 +76,8 @@ def _sharegpt_kind(human: str, answer: str) -> list[tuple[str, str]]:
         out.append(("chat", human))
     elif code and 40 <= len(human) <= 1500:
         out.append(("code", human))
-    if 800 <= len(answer) <= 1800 and _english(answer) and not _CODE.search(answer):
-        out.append(("summarization",
-                     f"Summarize the following text in three sentences.\n\n{answer}"))
+    if 400 <= len(answer) <= 1200 and _english(answer) and not _CODE.search(answer):
+        out.append(("summarization", f"{SUMMARY_INSTRUCTION}\n\n{answer}"))
     return out
 
 
@@ -127,14 +132,26 @@ def _sharegpt(kind: str) -> list[Prompt]:
     return _sharegpt_prompts(path)[kind]
 
 
-def _hsk_zh_en() -> list[Prompt]:
+def _hsk_rows() -> list[dict]:
+    """HSK level >= 2 sentences of >= 10 characters with an English translation."""
     rows = json.loads(source_path("hsk", "sentences.json").read_text(encoding="utf-8"))
-    return [
-        Prompt(f"hsk-{r['id']}", "translation_zh_en",
-               (f"Translate into English:\n{r['chinese']}",),
-               reference=r.get("translation", {}).get("en"), source="hsk")
-        for r in rows if r.get("hsk_level", 0) >= 2 and len(r.get("chinese", "")) >= 10
-    ]
+    return [r for r in rows if r.get("hsk_level", 0) >= 2 and len(r.get("chinese", "")) >= 10
+            and r.get("translation", {}).get("en")]
+
+
+def _hsk(direction: str) -> list[Prompt]:
+    """HSK sentences in one direction; every direction of one sentence has the sentence as split
+    group, so it is in one split in zh→en, en→zh and en→ja (a reference of one is never a test
+    prompt of another)."""
+    out = []
+    for r in _hsk_rows():
+        zh, en = r["chinese"], r["translation"]["en"]
+        text, ref = {"zh_en": (f"Translate into English:\n{zh}", en),
+                     "en_zh": (f"Translate into Chinese:\n{en}", zh),
+                     "en_ja": (f"Translate into Japanese:\n{en}", None)}[direction]
+        out.append(Prompt(f"hsk_{direction}-{r['id']}", f"translation_{direction}", (text,),
+                          reference=ref, source="hsk", group=f"hsk sentence {r['id']}"))
+    return out
 
 
 def _mgsm(lang: str) -> list[Prompt]:
@@ -172,15 +189,27 @@ STUDY_TASKS: tuple[StudyTask, ...] = (
               "mentions code (```, def, function, python, SQL, ...), 40-1500 characters; "
               "reference: the conversation's answer",
               lambda: _sharegpt("code"), True),
-    StudyTask("summarization", "sharegpt", "'Summarize the following text in three "
-              "sentences.' + an English ShareGPT answer of 800-1800 characters without code",
+    StudyTask("summarization", "sharegpt", f"'{SUMMARY_INSTRUCTION}' + an English ShareGPT "
+              "answer of 400-1200 characters without code (abstractive: one sentence, own words)",
               lambda: _sharegpt("summarization")),
     StudyTask("math", "gsm8k", "a GSM8K train question as is; reference: its worked solution "
               "(GSM8K test, the source of MGSM, is not used)", _gsm8k, True),
+    StudyTask("qa", SYNTHETIC, "a short factual question in English " + _SYNTH,
+              lambda: read_synthetic("qa")),
+    StudyTask("zh", SYNTHETIC, "an open-ended request in Chinese (not math) " + _SYNTH,
+              lambda: read_synthetic("zh")),
+    StudyTask("ja", SYNTHETIC, "an open-ended request in Japanese (not math) " + _SYNTH,
+              lambda: read_synthetic("ja")),
     StudyTask("translation_en_fr", "mgsm", "'Translate into French:' + an MGSM English "
               "question; reference: the MGSM French row", _en_fr, True),
     StudyTask("translation_zh_en", "hsk", "'Translate into English:' + an HSK level >= 2 "
-              "sentence of >= 10 characters; reference: its English translation", _hsk_zh_en, True),
+              "sentence of >= 10 characters; reference: its English translation",
+              lambda: _hsk("zh_en"), True),
+    StudyTask("translation_en_zh", "hsk", "'Translate into Chinese:' + the English translation "
+              "of an HSK level >= 2 sentence; reference: the HSK sentence",
+              lambda: _hsk("en_zh"), True),
+    StudyTask("translation_en_ja", "hsk", "'Translate into Japanese:' + the English translation "
+              "of an HSK level >= 2 sentence (no reference)", lambda: _hsk("en_ja")),
     StudyTask("mgsm_zh", "mgsm", "an MGSM Chinese question as is (a math word problem in "
               "Chinese; the same problems as mgsm_ja and translation_en_fr)", lambda: _mgsm("zh")),
     StudyTask("mgsm_ja", "mgsm", "an MGSM Japanese question as is (a math word problem in "
@@ -192,10 +221,17 @@ def text_reference_tasks() -> set[str]:
     return {t.name for t in STUDY_TASKS if t.text_reference}
 
 
-def load_study_suite(n_per_task: int | None = PER_TASK, seed: int = 0) -> Suite:
+def load_study_suite(n_per_task: int | None = PER_TASK, seed: int = 0,
+                     tasks: Iterable[str] | None = None) -> Suite:
+    """The study suite's ``tasks`` (default: all), ``n_per_task`` prompts each."""
+    keep = None if tasks is None else set(tasks)
+    if keep is not None and (unknown := keep - {t.name for t in STUDY_TASKS}):
+        raise SpecfairError(f"study suite: no task(s) {sorted(unknown)}")
     items: list[Prompt] = []
     sources: dict[str, list[str]] = {}
     for task in STUDY_TASKS:
+        if keep is not None and task.name not in keep:
+            continue
         prompts = sample_per_task(task.build(), n_per_task, seed)
         if not prompts:
             raise SpecfairError(f"study suite: task {task.name} has no prompts")
