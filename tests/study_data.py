@@ -45,12 +45,5 @@ def write_study_sources(data):
                     ("zh", "安有{}支笔。"), ("ja", "アンはペンを{}本持っています。")]:
         (data / "mgsm" / f"mgsm_{lang}.tsv").write_text(
             "".join(f"{q.format(i)}\t{i}\n" for i in range(30)), encoding="utf-8")
-    (data / "synthetic").mkdir()
-    for task, q in [("zh", "请介绍一下你喜欢的城市{}。"),
-                    ("ja", "好きな季節{}について教えてください。"),
-                    ("qa", "What is the capital of country number {}?")]:
-        (data / "synthetic" / f"{task}.jsonl").write_text("".join(
-            json.dumps({"id": f"synth_{task}-{i:04d}", "task": task, "prompt": q.format(i)},
-                       ensure_ascii=False) + "\n" for i in range(30)), encoding="utf-8")
-    for name in ("sharegpt", "hsk", "gsm8k", "mgsm", "synthetic"):
+    for name in ("sharegpt", "hsk", "gsm8k", "mgsm"):
         datasets.write_manifest(datasets.SOURCES[name], pinned=False)

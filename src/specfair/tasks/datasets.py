@@ -92,14 +92,6 @@ SOURCES: dict[str, DataSource] = {
             hf=("juletxara/mgsm", None, ("test",)),
             mirror_dir="mgsm",
         ),
-        DataSource(
-            "synthetic",
-            tuple(DataFile(f"{t}.jsonl", "") for t in ("zh", "ja", "qa")),
-            license="written by the target model from specfair's embedded prompts (see "
-                    "SOURCE.json)",
-            origin="not fetched: `specfair data synthesize zh ja qa` (needs the target model)",
-            extra={"synthesized": True},
-        ),
     ]
 }
 
@@ -317,10 +309,6 @@ def fetch_sources(names: Iterable[str] | None = None, *, data_root: str | Path |
     for name in names:
         src, dest = SOURCES[name], data_home() / name
         out.append(dest)
-        if src.extra.get("synthesized"):
-            log(f"{name}: {states[name][0]}; made by the target, not fetched: "
-                f"`specfair data synthesize {' '.join(f.name.split('.')[0] for f in src.files)}`")
-            continue
         if states[name][0] == "fetched" and not force:
             checked = " (sha256 verified)" if verify else ""
             log(f"{name}: already fetched ({dest}){checked}; nothing to do")
