@@ -42,10 +42,12 @@ from specfair.measure.costs import measure_costs
 from specfair.measure.io import append_jsonl, read_json, read_jsonl
 from specfair.models.hardware import cpu_supports_bf16
 from specfair.models.load import load_model, load_tokenizer
+from specfair.report.study import write_report
 from specfair.rundir import check_out_dir, dir_lock
 from specfair.study.config import TRAINING_KEYS, StudyConfig
 from specfair.study.data import Seq, fill_signals, study_prompts, test_sequences, train_sequences
 from specfair.study.summary import write_summary
+from specfair.study.timed import export_arms, run_timed
 from specfair.tasks.split import split_key
 from specfair.tasks.study import load_study_suite
 
@@ -64,6 +66,7 @@ class Run:
         cfg.check_tasks(suite.tasks)
         prompts = study_prompts(cfg, suite)
         cfg.check_models()  # then the settings that depend on the models' configs
+        self.prompts = prompts
         self.groups = {p.id: split_key(p)[:16] for p in prompts.test + prompts.heldout}
         self.tok = load_tokenizer(cfg.target)
         target = load_model(cfg.target, "auto", "auto")
@@ -127,6 +130,7 @@ def _check_settings(cfg: StudyConfig, run_dir: Path) -> None:
     path = run_dir / "study_config.json"
     if path.is_file():
         old, new = read_json(path), cfg.to_dict()
+        old = StudyConfig().to_dict() | old  # a key newer than the run: its default
         diff = sorted(k for k in new if old.get(k) != new[k])
         trained = any((run_dir / n).exists() for n in ("eval.jsonl", "overfit.json", "arms"))
         if diff and (trained or not set(diff) <= set(TRAINING_KEYS)):
@@ -303,5 +307,7 @@ def _run_study(cfg: StudyConfig, run_dir: Path) -> Path:
     for arm in cfg.arms:
         stage_arm(run, arm, out)
     path = write_summary(run_dir, cfg)
+    run_timed(run, export_arms(run))  # the timed stage (specfair.study.timed)
+    write_report(run_dir)  # report.md, report.html (specfair.report.study)
     _say(f"done in {time.perf_counter() - t0:.0f} s: {path}")
     return path
