@@ -140,3 +140,21 @@ def test_budgets_closer_than_a_batch_are_refused_and_a_corrected_config_runs_on(
         run_study(_cfg(long_pair, test_response_tokens=5), out)  # the cached data differ
     summary = json.loads(run_study(_cfg(long_pair, budgets=[1.0, 0.5]), out).read_text())
     assert [b["budget"] for b in summary["arms"]["uniform"]["budgets"]] == [0.5, 1.0]
+
+
+def test_packaged_configs_are_one_design_at_three_sizes(cli, monkeypatch):
+    """demo, study and full share the tasks (the gap is between them) and grow in prompts,
+    budgets and timed prompts; `specfair experiment` with no CONFIG runs the demo."""
+    from specfair.study.config import CONFIGS
+
+    demo, study, full = (StudyConfig.load(n) for n in CONFIGS)
+    assert demo.tasks == study.tasks == full.tasks
+    assert demo.n_train < study.n_train <= full.n_train and demo.n_test < study.n_test
+    assert len(demo.budgets) < len(study.budgets) <= len(full.budgets)
+    assert 1 <= demo.n_bench < study.n_bench <= full.n_bench and study.n_bench >= 10
+    ran = []
+    monkeypatch.setattr("specfair.study.run.run_study", lambda cfg, d: ran.append((cfg, d)))
+    assert cli("experiment")[0] == 0
+    assert ran[0][0] == demo and str(ran[0][1]) == "runs/demo"
+    code, out, _ = cli("experiment", "--help")
+    assert code == 0 and all(n in out for n in CONFIGS)
