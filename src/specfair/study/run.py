@@ -1,4 +1,5 @@
-"""``specfair experiment study``: the dose-response study, stage by stage, resumable.
+"""``specfair experiment [demo|study|full|FILE]``: the experiment, stage by stage, resumable
+(one runner for every size; the sizes differ only in their :class:`StudyConfig`).
 
 1. prompts: the ``study`` suite (``specfair data fetch``), per task ``n_train`` + ``n_heldout``
    train prompts and ``n_test`` test prompts;
@@ -11,7 +12,11 @@
 5. arms x budgets: the base drafter, then each arm trained with checkpoints at each budget (a
    fraction of the largest budget's training tokens, constant learning rate after warm-up, so a
    checkpoint is the same as a shorter run) and evaluated on the test sequences;
-6. summary: ``summary.json`` and ``report.md`` (see :mod:`specfair.study.summary`).
+6. summary: ``summary.json`` (see :mod:`specfair.study.summary`);
+7. timed: each arm's drafter at the largest budget exported and benchmarked against the base
+   drafter (``drafters/``, ``timed/``, ``timed.json``: see :mod:`specfair.study.timed`);
+8. report: ``report.md`` and ``report.html`` from the stored records
+   (:mod:`specfair.report.study`).
 
 Every evaluation is a line of ``eval.jsonl`` (arm, budget, tokens, prompt, task, alpha, greedy,
 ce, resid); a finished (arm, budget) is never redone; an arm resumes from its last checkpoint.
@@ -294,7 +299,7 @@ def run_study(cfg: StudyConfig, run_dir: str | Path) -> Path:
     """Run (or resume) the study into ``run_dir``; returns the summary path."""
     run_dir = check_out_dir(run_dir, "--run-dir")
     _check_settings(cfg, run_dir)
-    with dir_lock(run_dir, "specfair experiment study"):
+    with dir_lock(run_dir, "specfair experiment"):
         return _run_study(cfg, run_dir)
 
 
