@@ -238,8 +238,9 @@ def timed_tables(t: dict) -> list[Block]:
                          f"{p / m - 1:+.0%}" if p is not None and m else "–"])
     out.append(Table(["drafter", "task", "predicted", "measured", "predicted ÷ measured - 1"],
                      rows, f"Predicted (the policy replayed on the same prompts' "
-                     f"teacher-forced passes, measured c = {t['costs']['c']:.3f}) against "
-                     "measured speed-ups", ["l", "l", "r", "r", "r"]))
+                     f"teacher-forced passes, measured c = {t['costs']['c']:.3f}; no prefill "
+                     "cost) against measured speed-ups (wall time of the whole answer, prefill "
+                     "included)", ["l", "l", "r", "r", "r"]))
     return out
 
 

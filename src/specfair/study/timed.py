@@ -32,6 +32,7 @@ from specfair.errors import SpecfairError
 from specfair.measure.bench import (
     BENCH_FILE,
     BENCH_SUMMARY_FILE,
+    MODES,
     load_bench_records,
     model_dtype,
     run_bench,
@@ -106,6 +107,10 @@ def run_timed(run, exports: dict[str, Path]) -> Path | None:
     if cfg.n_bench == 0:
         return None
     prompts = sample_per_task(run.prompts.test, cfg.n_bench, cfg.seed)
+    want = {(p.id, m) for p in prompts for m in MODES}
+    if all(want <= {(r["id"], r["mode"]) for r in load_bench_records(
+            run.dir / TIMED / name / BENCH_FILE)} for name in (BASE, *exports)):
+        return summarize_timed(run.dir, cfg)  # every run is there: no model to load
     pair = load_pair(cfg.target, cfg.drafter, "auto", "auto", kernels="auto")
     dt, device = model_dtype(pair.target), str(pair.target.device)
     kw = dict(gamma=cfg.gamma, max_new_tokens=cfg.test_response_tokens, seed=cfg.seed,
