@@ -91,6 +91,11 @@ def test_the_study_runs_resumes_and_refuses_other_settings(long_pair, tmp_path, 
     assert "data:image/png;base64," in html and "Measured speed-up" in html
     # a rerun redoes nothing, and the report is rebuilt from the records alone
     before = {p: p.read_bytes() for p in [out / "eval.jsonl", *(out / "timed").rglob("*.jsonl")]}
+
+    def no_load(*a, **k):
+        raise AssertionError("the timed stage loaded the models again")
+
+    monkeypatch.setattr("specfair.study.timed.load_pair", no_load)
     run_study(cfg, out)
     assert {p: p.read_bytes() for p in before} == before
     (out / "report.md").unlink()
