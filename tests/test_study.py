@@ -87,6 +87,7 @@ def test_the_study_runs_resumes_and_refuses_other_settings(long_pair, tmp_path, 
     assert "in-sample oracle" in report and "out of sample" in report
     assert "## Measured speed-ups (timed)" in report and "predicted ÷ measured" in report
     assert (out / "figures/dose_response.png").stat().st_size > 1000
+    assert "figures/speedup.png" in report and (out / "figures/speedup.png").is_file()
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "Measured speed-up" in html
     # a rerun redoes nothing, and the report is rebuilt from the records alone

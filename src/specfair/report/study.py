@@ -5,8 +5,9 @@ under ``figures/``) and the self-contained ``report.html`` (:mod:`.html`).
 
 Sections: the answer; the dose-response figure (alpha per task against training tokens, with
 paired CIs) and slopes; alpha per task; paired changes against the base drafter; the measured
-speed-ups (timed, with CIs; paired against the base drafter; predicted against measured); the
-drafting policies (predicted); setup notes (overfit check, leak check, bootstrap).
+speed-ups (timed: a figure and tables with CIs; paired against the base drafter; predicted
+against measured); the drafting policies (predicted); setup notes (overfit check, leak check,
+bootstrap).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from specfair.report.doc import Block, Bullets, Figure, Heading, Para, Table, to
 from specfair.report.html import to_html
 
 FIGURES = "figures"
-DOSE_FIGURE = "dose_response.png"
+DOSE_FIGURE, SPEEDUP_FIGURE = "dose_response.png", "speedup.png"
 
 
 def _fmt(ci: dict, nd: int = 3) -> str:
@@ -244,21 +245,56 @@ def timed_tables(t: dict) -> list[Block]:
     return out
 
 
-# ----------------------------------------------------------------------------- figure
+# ----------------------------------------------------------------------------- figures
+
+
+def _canvas(w: float, h: float, ncols: int = 1, nrows: int = 1):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure as MplFigure
+
+    fig = MplFigure(figsize=(w, h), dpi=90, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def speedup_figure(t: dict) -> bytes:
+    """Measured speed-up per task and drafter (bars, 95% CI) and the predicted ones (dots)."""
+    names = list(t["drafters"])
+    tasks = list(t["drafters"][names[0]]["tasks"])
+    fig, axes = _canvas(max(7.0, 1.1 * len(tasks)), 3.6)
+    ax, width = axes[0][0], 0.8 / len(names)
+    for k, n in enumerate(names):
+        per = t["drafters"][n]["tasks"]
+        xs = np.arange(len(tasks)) + (k - (len(names) - 1) / 2) * width
+        ci = [per.get(task, {}).get("speedup") or {} for task in tasks]
+        m = np.array([c.get("mean", np.nan) for c in ci], float)
+        err = [np.nan_to_num(np.maximum(m - [c.get("lo", np.nan) for c in ci], 0)),
+               np.nan_to_num(np.maximum(np.array([c.get("hi", np.nan) for c in ci]) - m, 0))]
+        bars = ax.bar(xs, m, width, yerr=err, capsize=2, label=f"{n} (measured)")
+        pred = [per.get(task, {}).get("predicted") for task in tasks]
+        ax.plot(xs, [np.nan if p is None else p for p in pred], "o", ms=4,
+                color=bars.patches[0].get_facecolor(), markeredgecolor="k")
+    ax.axhline(1.0, color="k", lw=0.8, ls="--")
+    ax.set_xticks(np.arange(len(tasks)), tasks, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("speed-up (SD / AR)")
+    ax.set_title(f"Measured speed-up per task ({t['policy']}); dots: predicted")
+    ax.legend(fontsize=7, ncol=min(4, len(names)))
+    return _png(fig)
+
 
 
 def dose_figure(s: dict) -> bytes:
     """Per arm: alpha per task against training tokens (bars: the paired 95% CI of the change
     against the base drafter, placed on the base alpha), and worst / mean alpha with their
     CIs and U."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure as MplFigure
-
     tasks, arms, base = list(s["config"]["tasks"]), s["arms"], s["base"]
-    n = max(1, len(arms))
-    fig = MplFigure(figsize=(11, 3.4 * n), dpi=90, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(n, 2, squeeze=False)
+    fig, axes = _canvas(11, 3.4 * max(1, len(arms)), 2, max(1, len(arms)))
     for row, (name, a) in zip(axes, arms.items(), strict=False):
         rows = a["budgets"]
         xs = np.array([0] + [r["tokens"] for r in rows], float)
@@ -288,9 +324,7 @@ def dose_figure(s: dict) -> bytes:
         row[1].set_xlabel("training tokens")
         row[1].legend(loc="lower left", fontsize=7)
     axes[0][0].legend(fontsize=7, ncol=2)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return _png(fig)
 
 
 # ----------------------------------------------------------------------------- document
@@ -355,6 +389,10 @@ def report_blocks(s: dict, timed: dict | None, name: str) -> list[Block]:
         Heading("Alpha per task"), alpha_table(s, tasks), change_table(s),
         Heading("Measured speed-ups (timed)")]
     if timed and timed["drafters"]:
+        blocks.append(Figure(SPEEDUP_FIGURE, speedup_figure(timed),
+                             "Measured speed-up per task and drafter (bars: 95% bootstrap CI "
+                             "over prompts; dashed: no speed-up) and the predicted speed-up of "
+                             "the same policy (dots)."))
         blocks += timed_tables(timed)
     else:
         blocks.append(Para("Nothing timed in this run (n_bench = 0, or the timed stage has "
@@ -377,6 +415,7 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     timed = read_json(run_dir / "timed.json") if (run_dir / "timed.json").is_file() else None
     blocks = report_blocks(s, timed, s["config"].get("name", run_dir.name))
     (run_dir / FIGURES).mkdir(exist_ok=True)
+    (run_dir / FIGURES / SPEEDUP_FIGURE).unlink(missing_ok=True)  # none stale from a rebuild
     for b in blocks:
         if isinstance(b, Figure):
             (run_dir / FIGURES / b.name).write_bytes(b.png)
