@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import statistics
 import sys
 import time
@@ -54,7 +53,7 @@ from specfair.decoding.ngram import PROPOSERS
 from specfair.decoding.policy import DraftingPolicy, parse_policy
 from specfair.errors import SpecfairError
 from specfair.models import DEFAULT_DRAFTER, DEFAULT_TARGET, load_pair
-from specfair.models.hardware import cpu_supports_bf16
+from specfair.models.hardware import cpu_name
 
 # (id, task, user message): short, written in-house.
 PROMPTS: list[tuple[str, str, str]] = [
@@ -378,19 +377,6 @@ def variant_report(records: list[dict], console) -> None:
     for label, by in speedups.items():
         table.add_row(label, *(fmt(by.get(t)) for t in tasks))
     console.print(table)
-
-
-def cpu_name() -> str:
-    """The CPU model and whether it has native bf16 (every measurement says which CPU)."""
-    name = ""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        name = next((ln.split(":", 1)[1].strip() for ln in lines
-                     if ln.startswith("model name")), "")
-    except OSError:
-        pass
-    bf16 = "native bf16" if cpu_supports_bf16() else "no native bf16"
-    return f"{name or platform.machine()} ({bf16})"
 
 
 def warm_up(pair, args) -> None:

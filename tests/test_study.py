@@ -86,6 +86,7 @@ def test_the_study_runs_resumes_and_refuses_other_settings(long_pair, tmp_path, 
     assert "Leak check: 0 train-split prompt(s) dropped" in report
     assert "in-sample oracle" in report and "out of sample" in report
     assert "## Measured speed-ups (timed)" in report and "predicted ÷ measured" in report
+    assert timed["machines"] and f"Timed on: {timed['machines'][0]['cpu']}" in report
     assert (out / "figures/dose_response.png").stat().st_size > 1000
     assert "figures/speedup.png" in report and (out / "figures/speedup.png").is_file()
     html = (out / "report.html").read_text()

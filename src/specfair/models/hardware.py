@@ -25,6 +25,30 @@ def cpu_supports_bf16() -> bool:
     return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
 
 
+def cpu_name() -> str:
+    """The CPU model and whether it has native bf16 (every measurement says which CPU)."""
+    import platform
+
+    name = ""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        name = next((ln.split(":", 1)[1].strip() for ln in lines
+                     if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    bf16 = "native bf16" if cpu_supports_bf16() else "no native bf16"
+    return f"{name or platform.machine()} ({bf16})"
+
+
+def machine() -> dict:
+    """What a timing depends on: the CPU, its cores, torch and its threads, the GPU if any."""
+    import os
+
+    return {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

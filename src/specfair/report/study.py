@@ -354,6 +354,18 @@ def _notes(s: dict) -> list[str]:
     return out
 
 
+def _machines(ms: list[dict]) -> str:
+    """Where the timed runs ran (``timed/machines.jsonl``)."""
+    says = [f"{m['cpu']}, {m['cpu_count']} cores, torch {m['torch']} with {m['torch_threads']} "
+            f"threads" + (f", GPU {m['cuda']}" if m.get("cuda") else "") for m in ms]
+    if not says:
+        return "Timed on: not recorded."
+    if len(says) == 1:
+        return f"Timed on: {says[0]}."
+    return ("Timed in sessions on different machines (speed-ups of different drafters may not "
+            "compare): " + "; ".join(says) + ".")
+
+
 def _slopes(s: dict) -> list[str]:
     out = []
     for name, a in s["arms"].items():
@@ -389,6 +401,7 @@ def report_blocks(s: dict, timed: dict | None, name: str) -> list[Block]:
         Heading("Alpha per task"), alpha_table(s, tasks), change_table(s),
         Heading("Measured speed-ups (timed)")]
     if timed and timed["drafters"]:
+        blocks.append(Para(_machines(timed.get("machines") or []), kind="note"))
         blocks.append(Figure(SPEEDUP_FIGURE, speedup_figure(timed),
                              "Measured speed-up per task and drafter (bars: 95% bootstrap CI "
                              "over prompts; dashed: no speed-up) and the predicted speed-up of "

@@ -10,7 +10,8 @@ Face directories and benchmarked with the engine against the base drafter.
    greedy, fixed ``gamma``, ``test_response_tokens`` new tokens (the length of the answers the
    prediction replays). ``timed/base`` holds the AR runs and the base drafter's SD runs; each
    arm's file starts from the same AR records (same target, same prompts: the pairing) and adds
-   its own SD runs. Resumable per prompt, as every bench.
+   its own SD runs. Resumable per prompt, as every bench; ``timed/machines.jsonl`` says on
+   which machine each session timed.
 3. ``timed.json`` (:func:`summarize_timed`): per drafter and task the measured speed-up with its
    bootstrap CI, the paired ratio to the base drafter's speed-up
    (:func:`specfair.measure.bench_summary.compare_bench`), and the speed-up predicted for the
@@ -40,6 +41,7 @@ from specfair.measure.bench import (
 from specfair.measure.bench_summary import compare_bench, summarize_bench
 from specfair.measure.io import append_jsonl, read_json, read_jsonl, write_json
 from specfair.measure.replay import Policy, pass_of, replay_all
+from specfair.models.hardware import machine
 from specfair.models.load import load_model, load_pair
 from specfair.study.config import StudyConfig
 from specfair.tasks.suite import sample_per_task
@@ -48,6 +50,7 @@ BASE = "base"
 TIMED = "timed"
 DRAFTERS = "drafters"
 TIMED_FILE = "timed.json"
+MACHINES = "machines.jsonl"  # one line for each session that timed something
 
 
 def _say(msg: str) -> None:
@@ -112,6 +115,7 @@ def run_timed(run, exports: dict[str, Path]) -> Path | None:
             run.dir / TIMED / name / BENCH_FILE)} for name in (BASE, *exports)):
         return summarize_timed(run.dir, cfg)  # every run is there: no model to load
     pair = load_pair(cfg.target, cfg.drafter, "auto", "auto", kernels="auto")
+    append_jsonl(run.dir / TIMED / MACHINES, machine() | {"time": time.time()})
     dt, device = model_dtype(pair.target), str(pair.target.device)
     kw = dict(gamma=cfg.gamma, max_new_tokens=cfg.test_response_tokens, seed=cfg.seed,
               target_label=cfg.target)
@@ -175,7 +179,11 @@ def summarize_timed(run_dir: Path, cfg: StudyConfig) -> Path:
                            "max_min": max(sp) / min(sp) if sp and min(sp) > 0 else None,
                            "sd_matches_ar": (s["overall"] or {}).get("sd_matches_ar")}
     out = run_dir / TIMED_FILE
+    machines: list[dict] = []  # the distinct machines the sessions timed on
+    for m in read_jsonl(run_dir / TIMED / MACHINES):
+        if (m := {k: v for k, v in m.items() if k != "time"}) not in machines:
+            machines.append(m)
     write_json(out, {"policy": policy.label, "gamma": cfg.gamma, "budget": largest,
                      "max_new_tokens": cfg.test_response_tokens, "n_per_task": cfg.n_bench,
-                     "costs": costs, "drafters": drafters})
+                     "costs": costs, "machines": machines, "drafters": drafters})
     return out
