@@ -107,7 +107,17 @@ def test_the_study_runs_resumes_and_refuses_other_settings(long_pair, tmp_path, 
     assert (out / "report.md").read_text() == report
     with pytest.raises(SpecfairError, match="other settings.*lr"):
         run_study(_cfg(long_pair, lr=5e-4), out)
+    with pytest.raises(SpecfairError, match="other settings.*gamma"):
+        run_study(_cfg(long_pair, gamma=2), out)
     assert not list(out.rglob("*.pt")) and not list(out.rglob("*.pkl"))
+    # more timed prompts: the finished run times them on (the records made stay as they were)
+    monkeypatch.undo()
+    monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path / "home"))
+    run_study(_cfg(long_pair, n_bench=2), out)
+    more = [json.loads(x) for x in (out / "timed/uniform/bench.jsonl").read_text().splitlines()]
+    assert more[:len(bench["uniform"])] == bench["uniform"]
+    assert len({r["id"] for r in more if r["mode"] == "sd"}) == 2 * len(cfg.tasks)
+    assert json.loads((out / "timed.json").read_text())["n_per_task"] == 2
 
 
 def test_study_without_data_is_one_error_and_writes_nothing(tmp_path, monkeypatch, capsys):

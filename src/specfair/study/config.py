@@ -37,7 +37,9 @@ RULES = {
 TRAINING_KEYS = ("name", "loss", "lr", "warmup_steps", "batch_size", "epochs", "overfit_epochs",
                  "overfit_lr", "budgets", "arms", "disparity_temperature", "disparity_floor",
                  "bootstrap")
-TRAINING_KEYS += ("n_bench", "gamma")  # the timed stage comes after the training
+TRAINING_KEYS += ("gamma",)  # the timed stage comes after the training
+# Settings a run directory takes other values of at any time: more prompts are timed (resumed).
+ANY_TIME_KEYS = ("n_bench",)
 CONFIGS = ("demo", "study", "full")  # the packaged experiment_NAME.toml files
 
 

@@ -49,7 +49,7 @@ from specfair.models.hardware import cpu_supports_bf16
 from specfair.models.load import load_model, load_tokenizer
 from specfair.report.study import write_report
 from specfair.rundir import check_out_dir, dir_lock
-from specfair.study.config import TRAINING_KEYS, StudyConfig
+from specfair.study.config import ANY_TIME_KEYS, TRAINING_KEYS, StudyConfig
 from specfair.study.data import Seq, fill_signals, study_prompts, test_sequences, train_sequences
 from specfair.study.summary import write_summary
 from specfair.study.timed import export_arms, run_timed
@@ -135,7 +135,8 @@ def _check_settings(cfg: StudyConfig, run_dir: Path) -> None:
     path = run_dir / "study_config.json"
     if path.is_file():
         old, new = read_json(path), cfg.to_dict()
-        old = StudyConfig().to_dict() | old  # a key newer than the run: its default
+        # a key newer than the run: its default; ANY_TIME_KEYS: any value
+        old = StudyConfig().to_dict() | old | {k: new[k] for k in ANY_TIME_KEYS}
         diff = sorted(k for k in new if old.get(k) != new[k])
         trained = any((run_dir / n).exists() for n in ("eval.jsonl", "overfit.json", "arms"))
         if diff and (trained or not set(diff) <= set(TRAINING_KEYS)):
