@@ -105,6 +105,10 @@ def test_the_study_runs_resumes_and_refuses_other_settings(long_pair, tmp_path, 
 
     report_command(out)
     assert (out / "report.md").read_text() == report
+    (out / "timed.json").unlink()  # a run with nothing timed: the report says so
+    report_command(out)
+    assert "Nothing timed in this run" in (out / "report.md").read_text()
+    assert not (out / "figures/speedup.png").exists()
     with pytest.raises(SpecfairError, match="other settings.*lr"):
         run_study(_cfg(long_pair, lr=5e-4), out)
     with pytest.raises(SpecfairError, match="other settings.*gamma"):

@@ -32,6 +32,10 @@ def _fmt(ci: dict, nd: int = 3) -> str:
     return f"{ci['value']:+.{nd}f} [{ci['lo']:+.{nd}f}, {ci['hi']:+.{nd}f}]"
 
 
+def _f(x: float | None, nd: int = 2) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{x:.{nd}f}"
+
+
 def _x(ci: dict | None, nd: int = 2) -> str:
     """A ``{"mean", "lo", "hi"}`` bootstrap block as ``m [lo, hi]``."""
     if not ci or ci.get("mean") is None or not math.isfinite(ci["mean"]):
@@ -72,7 +76,7 @@ def timed_answer(t: dict) -> list[str]:
     lo, hi = min(sp, key=sp.get), max(sp, key=sp.get)
     out = [f"Measured ({t['policy']}, {t['n_per_task']} prompts per task): the base drafter "
            f"is slowest on {lo} ({_x(base['tasks'][lo]['speedup'])}x) and fastest on {hi} "
-           f"({_x(base['tasks'][hi]['speedup'])}x), max/min {base['max_min']:.2f}."]
+           f"({_x(base['tasks'][hi]['speedup'])}x), max/min {_f(base['max_min'])}."]
     for name, d in t["drafters"].items():
         if name == "base":
             continue
@@ -84,7 +88,7 @@ def timed_answer(t: dict) -> list[str]:
                    f"(paired 95% CI); faster beyond the CI: {', '.join(up) or 'no task'}; "
                    f"slower beyond the CI: {', '.join(down) or 'no task'}"
                    f"{'' if len(ci) == len(d['tasks']) else ' (tasks timed on one prompt: no CI)'}"
-                   f"; max/min {d['max_min']:.2f}.")
+                   f"; max/min {_f(d['max_min'])}.")
     return out
 
 
@@ -215,8 +219,7 @@ def timed_tables(t: dict) -> list[Block]:
     rows = [[task, *(_x(t["drafters"][n]["tasks"].get(task, {}).get("speedup"))
                      for n in names)] for task in tasks]
     rows.append(["all prompts", *(_x(t["drafters"][n]["overall"]) for n in names)])
-    rows.append(["max/min", *(f"{t['drafters'][n]['max_min']:.2f}"
-                              if t["drafters"][n]["max_min"] else "–" for n in names)])
+    rows.append(["max/min", *(_f(t["drafters"][n]["max_min"]) for n in names)])
     out: list[Block] = [Table(["task", *names], rows,
                               f"Measured speed-up (SD ÷ AR tokens/s, 95% bootstrap CI over "
                               f"prompts), {t['policy']}, greedy, {t['max_new_tokens']} new "
