@@ -74,6 +74,12 @@ def test_the_study_runs_resumes_and_refuses_other_settings(long_pair, tmp_path, 
             r["wall_s"] for r in bench["base"] if r["mode"] == "ar"]  # the same AR runs
     assert all(r["settings"]["routing"] == "oracle" for r in bench["per-task"]
                if r["mode"] == "sd")
+    # prompt by prompt: every drafter's SD run of a prompt comes before the next prompt's AR
+    ar_t = [(r["id"], r["time"]) for r in bench["base"] if r["mode"] == "ar"]
+    span = {i: (t, ar_t[k + 1][1] if k + 1 < len(ar_t) else float("inf"))
+            for k, (i, t) in enumerate(ar_t)}
+    assert all(span[r["id"]][0] < r["time"] < span[r["id"]][1]
+               for recs in bench.values() for r in recs if r["mode"] == "sd")
     timed = json.loads((out / "timed.json").read_text())
     assert set(timed["drafters"]) == {"base", *cfg.arms}
     for a, d in timed["drafters"].items():

@@ -8,8 +8,9 @@ Face directories and benchmarked with the engine against the base drafter.
 2. bench (``timed/<drafter>/bench.jsonl``, :func:`specfair.measure.bench.run_bench`): the
    ``n_bench`` test prompts per task (a seeded subset of the study's test prompts), AR and SD,
    greedy, fixed ``gamma``, ``test_response_tokens`` new tokens (the length of the answers the
-   prediction replays). ``timed/base`` holds the AR runs and the base drafter's SD runs; each
-   arm's file starts from the same AR records (same target, same prompts: the pairing) and adds
+   prediction replays), prompt by prompt: AR, then SD with the base drafter and with each arm's
+   (every drafter is loaded at once). ``timed/base`` holds the AR runs and the base drafter's SD
+   runs; each arm's file holds the same AR records (same target, same prompts: the pairing) and
    its own SD runs. Resumable per prompt, as every bench; ``timed/machines.jsonl`` says on
    which machine each session timed.
 3. ``timed.json`` (:func:`summarize_timed`): per drafter and task the measured speed-up with its
@@ -40,6 +41,7 @@ from specfair.measure.bench import (
 )
 from specfair.measure.bench_summary import compare_bench, summarize_bench
 from specfair.measure.io import append_jsonl, read_json, read_jsonl, write_json
+from specfair.measure.progress import progress_bar
 from specfair.measure.replay import Policy, pass_of, replay_all
 from specfair.models.hardware import machine
 from specfair.models.load import load_model, load_pair
@@ -103,40 +105,55 @@ def _share_ar(base: Path, out: Path, label: str) -> None:
                                    "settings": r["settings"] | {"drafter": label}})
 
 
+def _load(path: Path, pair, cfg: StudyConfig):
+    """An export as the engine's drafter, in the target's dtype, device and kernels (the base
+    drafter's); per-task copies routed by the prompt's task (oracle)."""
+    dt, device = model_dtype(pair.target), str(pair.target.device)
+    if is_routed_export(path):
+        return load_routed_drafter(path, cfg.target, dtype=dt, device=device,
+                                   packed=getattr(pair.target, "specfair_packed", False),
+                                   tokenizer=pair.tokenizer), {"routing": "oracle"}
+    return load_model(path, dt, device, kernels="auto"), {}
+
+
 def run_timed(run, exports: dict[str, Path]) -> Path | None:
-    """Benchmark the base drafter and every export on the timed prompts; returns the path of
-    ``timed.json`` (None when ``n_bench`` is 0)."""
+    """Benchmark the base drafter and every export on the timed prompts, prompt by prompt (AR,
+    then SD with each drafter: a drift of the machine's speed hits every drafter alike);
+    returns the path of ``timed.json`` (None when ``n_bench`` is 0)."""
     cfg = run.cfg
     if cfg.n_bench == 0:
         return None
     prompts = sample_per_task(run.prompts.test, cfg.n_bench, cfg.seed)
-    want = {(p.id, m) for p in prompts for m in MODES}
-    if all(want <= {(r["id"], r["mode"]) for r in load_bench_records(
-            run.dir / TIMED / name / BENCH_FILE)} for name in (BASE, *exports)):
+    files = {name: run.dir / TIMED / name / BENCH_FILE for name in (BASE, *exports)}
+
+    def todo(name: str, p) -> bool:
+        done = {(r["id"], r["mode"]) for r in load_bench_records(files[name])}
+        return not {(p.id, m) for m in MODES} <= done
+
+    if not any(todo(name, p) for name in files for p in prompts):
         return summarize_timed(run.dir, cfg)  # every run is there: no model to load
     pair = load_pair(cfg.target, cfg.drafter, "auto", "auto", kernels="auto")
     append_jsonl(run.dir / TIMED / MACHINES, machine() | {"time": time.time()})
-    dt, device = model_dtype(pair.target), str(pair.target.device)
-    kw = dict(gamma=cfg.gamma, max_new_tokens=cfg.test_response_tokens, seed=cfg.seed,
-              target_label=cfg.target)
-    settings = {"study": cfg.name, "split": "test"}
-    base = run.dir / TIMED / BASE
-    _say(f"{len(prompts)} prompts, AR and SD with the base drafter")
-    run_bench(pair, prompts, base, drafter_label=cfg.drafter, extra_settings=settings, **kw)
+    drafters = {BASE: (pair.drafter, cfg.drafter, {})}
     for arm, path in exports.items():
-        label, routed = f"{DRAFTERS}/{arm}", is_routed_export(path)
-        if routed:
-            drafter = load_routed_drafter(path, cfg.target, dtype=dt, device=device,
-                                          packed=getattr(pair.target, "specfair_packed", False),
-                                          tokenizer=pair.tokenizer)
-        else:
-            drafter = load_model(path, dt, device, kernels="auto")
-        out = run.dir / TIMED / arm
-        _share_ar(base / BENCH_FILE, out / BENCH_FILE, label)
-        _say(f"SD with {label}")
-        run_bench((pair.target, drafter, pair.tokenizer), prompts, out, drafter_label=label,
-                  extra_settings=settings | ({"routing": "oracle"} if routed else {}), **kw)
-        del drafter
+        drafter, extra = _load(path, pair, cfg)
+        drafters[arm] = (drafter, f"{DRAFTERS}/{arm}", extra)
+    kw = dict(gamma=cfg.gamma, max_new_tokens=cfg.test_response_tokens, seed=cfg.seed,
+              target_label=cfg.target, progress=False)
+    settings = {"study": cfg.name, "split": "test"}
+    _say(f"{len(prompts)} prompts, each: AR, then SD with {', '.join(drafters)}")
+    warm: set[str] = set()
+    with progress_bar(len(prompts), "timed") as advance:
+        for p in prompts:
+            for name, (drafter, label, extra) in drafters.items():
+                if name != BASE:  # the base run's AR record of p, relabelled
+                    _share_ar(files[BASE], files[name], label)
+                if todo(name, p):
+                    run_bench((pair.target, drafter, pair.tokenizer), [p], files[name].parent,
+                              drafter_label=label, extra_settings=settings | extra,
+                              warmup=name not in warm, **kw)
+                    warm.add(name)
+            advance(p.id)
     return summarize_timed(run.dir, cfg)
 
 
