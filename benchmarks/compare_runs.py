@@ -1,9 +1,9 @@
 """Compare two run directories of `specfair experiment` record by record, timings excluded: does
-a change keep the numbers? (Issue 10's check: same records on the default experiment.)
+a change keep the numbers? (Issue 10's check, first made on the retired default experiment.)
 
     python benchmarks/compare_runs.py OLD_RUN_DIR NEW_RUN_DIR
 
-For each JSONL file of the run (bench, estimate, responses, training logs), prints how many
+For each JSONL file of the run (evaluations, bench, responses, training logs), prints how many
 records are identical; fields only the new run has are listed and ignored (a record format
 that grew), fields that differ are shown for the first records that differ.
 """
@@ -24,7 +24,8 @@ def records(path: Path) -> dict[tuple, dict] | None:
     for line in path.read_text().splitlines():
         if line.strip():
             r = json.loads(line)
-            key = tuple(r.get(k) for k in ("id", "mode", "turn", "step", "event"))
+            key = tuple(r.get(k) for k in ("arm", "budget", "id", "mode", "turn", "step",
+                                           "event"))
             out[key] = {k: v for k, v in r.items() if k not in TIMING}
     return out
 

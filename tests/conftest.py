@@ -25,6 +25,13 @@ def tiny_pair(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def long_pair(tmp_path_factory):
+    """The tiny pair with a context that holds the study data's longest prompts (the timed
+    stage decodes them whole)."""
+    return make_tiny_pair(tmp_path_factory.mktemp("long_pair"), context=4096)
+
+
+@pytest.fixture(scope="session")
 def mismatched_pair(tmp_path_factory):
     return make_tiny_pair(tmp_path_factory.mktemp("mismatched_pair"), mismatched=True)
 

@@ -1,6 +1,7 @@
 """Fault tests for training, as for the bench: ``specfair distill`` and ``specfair experiment``
-are SIGKILLed at a random training step, rerun, and must end with the same numbers as an
-uninterrupted run (seeded) and no duplicate log records."""
+are SIGKILLed at a random training step (the experiment also at a random point of its timed
+stage), rerun, and must end with the same numbers as an uninterrupted run (seeded) and no
+duplicate records."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
-from test_experiment import write_config, write_suite
+from study_data import write_study_sources
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 DISTILL_TOML = """[distill]
@@ -31,6 +32,18 @@ progress = false
 """
 
 
+def write_suite(root: Path) -> Path:
+    """A two-task JSONL suite of 24 prompts."""
+    rows = [{"task": task, "id": f"{task}-{i}", "prompt": template.format(f"w{i}x")}
+            for task, template in (("alpha", "Say something about {}."),
+                                   ("beta", "Count the letters of {}.")) for i in range(12)]
+    (root / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    suite = root / "suite.toml"
+    suite.write_text('name = "tiny"\ntest_fraction = 0.4\n[sources.tiny]\nformat = "jsonl"\n'
+                     'path = "prompts.jsonl"\n')
+    return suite
+
+
 def steps_logged(log: Path) -> int:
     if not log.is_file():
         return 0
@@ -39,15 +52,15 @@ def steps_logged(log: Path) -> int:
     return max(steps, default=0)
 
 
-def kill_at_step(cmd: list[str], log: Path, step: int, timeout: float = 900) -> None:
-    """Run ``cmd`` and SIGKILL it once ``log`` holds training step ``step``."""
+def kill_when(cmd: list[str], done, timeout: float = 900) -> None:
+    """Run ``cmd`` and SIGKILL it once ``done()`` holds."""
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     t0 = time.monotonic()
     try:
-        while steps_logged(log) < step:
+        while not done():
             if proc.poll() is not None:
-                pytest.fail(f"finished before step {step}: {proc.stderr.read()[-2000:]!r}")
+                pytest.fail(f"finished first: {proc.stderr.read()[-2000:]!r}")
             if time.monotonic() - t0 > timeout:
                 pytest.fail("no progress")
             time.sleep(0.01)
@@ -55,6 +68,11 @@ def kill_at_step(cmd: list[str], log: Path, step: int, timeout: float = 900) -> 
     finally:
         proc.kill()
         proc.wait()
+
+
+def kill_at_step(cmd: list[str], log: Path, step: int, timeout: float = 900) -> None:
+    """Run ``cmd`` and SIGKILL it once ``log`` holds training step ``step``."""
+    kill_when(cmd, lambda: steps_logged(log) >= step, timeout)
 
 
 def step_records(log: Path) -> list[dict]:
@@ -95,57 +113,62 @@ def test_distill_sigkill_at_a_random_step_resumes_to_the_same_result(tiny_pair, 
         assert (wa[n] - wb[n]).abs().max() <= 1e-5, (step, n)
 
 
-def test_experiment_sigkill_at_a_random_step_resumes_to_the_same_result(tiny_pair, tmp_path):
-    from specfair.experiment import run_experiment
-
-    cfg = write_config(tmp_path, tiny_pair, write_suite(tmp_path))
-    text = (cfg.read_text().replace("steps = 2", "steps = 4")
-            .replace("n_per_task = 2", "n_per_task = 1").replace("n_per_task = 3", "n_per_task = 1")
-            .replace('bench_variants = ["balanced", "per-task", "topn-per-task"]',
-                     "bench_variants = []"))
-    text = text.replace('[variants.per-task]\nweighting = "per-task"\n', "")
-    cfg.write_text(text.replace('[variants.topn-per-task]\nweighting = "per-task"\n'
-                                'method = "topn"\ntop_layers = 1\ntopk = 8\n', ""))
-    run_experiment(str(cfg), tmp_path / "a")
-    variant, step = "balanced", random.Random(os.getpid()).randint(1, 3)
-    cmd = [sys.executable, "-m", "specfair", "experiment", str(cfg), "--run-dir",
-           str(tmp_path / "b")]
-    kill_at_step(cmd, tmp_path / "b" / "variants" / variant / "train" / "train_log.jsonl",
-                 step)
-    assert not (tmp_path / "b" / "stages" / "report.json").exists()
-    run_experiment(str(cfg), tmp_path / "b")
-    for v in ("balanced",):
-        assert_same_training(tmp_path / "a" / "variants" / v / "train",
-                             tmp_path / "b" / "variants" / v / "train")
-        ea, eb = (json.loads((r / "variants" / v / "estimate_summary.json").read_text())
-                  for r in (tmp_path / "a", tmp_path / "b"))
-        for t in ea["tasks"]:
-            assert ea["tasks"][t]["alpha"]["mean"] == pytest.approx(
-                eb["tasks"][t]["alpha"]["mean"], abs=1e-6), (variant, step, v, t)
-    for f in ("baseline/bench.jsonl", "baseline/estimate.jsonl",
-              "variants/balanced/estimate.jsonl"):
-        recs = [json.loads(x) for x in (tmp_path / "b" / f).read_text().splitlines()]
-        keys = [(r["id"], r.get("mode")) for r in recs]
-        assert len(keys) == len(set(keys)), f
+EXPERIMENT_TOML = """target = "{t}"
+drafter = "{d}"
+n_train = 4
+n_test = 2
+n_heldout = 1
+max_prompt_tokens = 24
+train_response_tokens = 6
+test_response_tokens = 6
+topk = 8
+top_layers = 1
+batch_size = 2
+epochs = 1.0
+budgets = [0.5, 1.0]
+lr = 1e-3
+overfit_epochs = 1.0
+bootstrap = 20
+arms = ["uniform"]
+n_bench = 1
+gamma = 3
+"""
 
 
-def test_distill_that_diverges_ends_with_one_error_and_writes_no_drafter(cli, tiny_pair,
-                                                                          tmp_path):
-    """``--lr 1e30`` is finite (the settings accept it) but the weights blow up within a few
-    steps: one ``error:`` line naming the step, exit 2, the finite checkpoints before it kept,
-    no ``drafter/`` and no summary."""
-    suite = write_suite(tmp_path)
-    cfg = tmp_path / "distill.toml"
-    cfg.write_text(DISTILL_TOML.replace("steps = 12", "steps = 8"))
-    out = tmp_path / "run"
-    code, _, err = cli("distill", "--out", out, "--suite", suite, "--target", tiny_pair[0],
-                       "--drafter", tiny_pair[1], "--config", cfg, "--device", "cpu",
-                       "--lr", "1e30")
-    lines = [x for x in err.strip().splitlines() if x.startswith("error:")]
-    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith("error: training diverged at step ")
-    assert "no drafter was written" in lines[0]
-    assert not (out / "drafter").exists() and not (out / "distill_summary.json").exists()
-    for ckpt in (out / "checkpoints").glob("step-*"):
-        w = load_file(str(ckpt / "trainable.safetensors"))
-        assert all(bool(t.isfinite().all()) for t in w.values()), ckpt
+def _lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.is_file() else 0
+
+
+@pytest.mark.parametrize("stage", ["training", "timed"])
+def test_experiment_sigkill_resumes_to_the_same_result(long_pair, tmp_path, monkeypatch, stage):
+    from specfair.study.config import StudyConfig
+    from specfair.study.run import run_study
+
+    monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path / "home"))
+    write_study_sources(tmp_path / "home" / "data")
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text(EXPERIMENT_TOML.format(t=long_pair[0], d=long_pair[1]))
+    run_study(StudyConfig.load(cfg), tmp_path / "a")
+    a, b = tmp_path / "a", tmp_path / "b"
+    cmd = [sys.executable, "-m", "specfair", "experiment", str(cfg), "--run-dir", str(b)]
+    rng = random.Random(os.getpid())
+    if stage == "training":
+        kill_at_step(cmd, b / "arms" / "uniform" / "train_log.jsonl", rng.randint(1, 6))
+    else:  # 8 prompts AR + SD with the base drafter, then the uniform arm's SD runs
+        kill_when(cmd, lambda n=rng.randint(1, 12): _lines(b / "timed/base/bench.jsonl") >= n)
+    assert not (b / "report.md").exists()
+    run_study(StudyConfig.load(cfg), b)
+    ea, eb = ([json.loads(x) for x in (r / "eval.jsonl").read_text().splitlines()]
+              for r in (a, b))
+    key = lambda r: (r["arm"], r["budget"], r["id"])  # noqa: E731
+    assert sorted(map(key, eb)) == sorted(map(key, ea))  # complete, no duplicate
+    alpha = {key(r): r["alpha"] for r in ea}
+    assert all(r["alpha"] == pytest.approx(alpha[key(r)], abs=1e-5) for r in eb)
+    for arm in ("base", "uniform"):
+        ba, bb = ([json.loads(x) for x in (r / "timed" / arm / "bench.jsonl").read_text()
+                   .splitlines()] for r in (a, b))
+        assert sorted((r["id"], r["mode"]) for r in bb) == sorted((r["id"], r["mode"])
+                                                                  for r in ba), arm
+        tokens = {(r["id"], r["mode"]): r["tokens"] for r in ba}
+        assert all(r["tokens"] == tokens[(r["id"], r["mode"])] for r in bb), arm
+    assert (b / "report.html").is_file() and json.loads((b / "timed.json").read_text())

@@ -78,7 +78,7 @@ def test_second_writer_is_refused_at_once_by_every_command(cli, tiny_pair, tmp_p
 
 def test_experiment_second_writer_is_refused(cli, tmp_path):
     with dir_lock(tmp_path / "run", "specfair first"):
-        code, _, err = cli("experiment", "default", "--run-dir", tmp_path / "run")
+        code, _, err = cli("experiment", "demo", "--run-dir", tmp_path / "run")
     assert code == 2 and f"in use by specfair process {os.getpid()}" in err
     assert not (tmp_path / "run").exists()
 

@@ -153,7 +153,7 @@ def test_defaults_defined_once():
 
 LAYERS = {"defaults": 0, "errors": 0, "schema": 0, "rundir": 0, "atomic": 0,
           "tasks": 1, "models": 1, "decoding": 1, "measure": 2, "backends": 2, "distill": 3,
-          "report": 4, "cli": 5, "cli_groups": 5, "experiment": 5, "study": 5, "__main__": 5}
+          "report": 4, "cli": 5, "cli_groups": 5, "study": 5, "__main__": 5}
 BOTTOM = {"specfair.models.hardware", "specfair.models.eos"}  # layer 0 inside models
 # command-level modules inside lower packages: export-gguf converts distill's exports
 TOP = {"specfair.backends.gguf_export"}

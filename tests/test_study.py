@@ -16,19 +16,19 @@ from specfair.study.run import run_study
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _cfg(tiny_pair, **kw) -> StudyConfig:
-    target, drafter = tiny_pair
+def _cfg(long_pair, **kw) -> StudyConfig:
+    target, drafter = long_pair
     base = dict(target=str(target), drafter=str(drafter), n_train=4, n_test=3, n_heldout=2,
                 max_prompt_tokens=24, train_response_tokens=6, test_response_tokens=6, topk=8,
                 top_layers=1, batch_size=2, epochs=1.0, budgets=[0.5, 1.0], lr=1e-3,
-                overfit_epochs=2.0, bootstrap=50)
+                overfit_epochs=2.0, bootstrap=50, n_bench=1, gamma=3)
     return StudyConfig(**(base | kw))
 
 
-def test_the_study_runs_resumes_and_refuses_other_settings(tiny_pair, tmp_path, monkeypatch):
+def test_the_study_runs_resumes_and_refuses_other_settings(long_pair, tmp_path, monkeypatch):
     monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path / "home"))
     write_study_sources(tmp_path / "home" / "data")
-    cfg = _cfg(tiny_pair)
+    cfg = _cfg(long_pair)
     out = tmp_path / "run"
     summary = json.loads(run_study(cfg, out).read_text())
     recs = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
@@ -57,18 +57,77 @@ def test_the_study_runs_resumes_and_refuses_other_settings(tiny_pair, tmp_path, 
     assert set(largest["policies"]) and largest["d_base_worst_alpha"]["lo"] <= \
         largest["d_base_worst_alpha"]["value"] <= largest["d_base_worst_alpha"]["hi"]
     assert summary["overfit"]["greedy_after"] >= 0.0
+    # the timed stage: each arm's drafter exported, then benchmarked against the base drafter
+    assert (out / "drafters/uniform/config.json").is_file()
+    router = json.loads((out / "drafters/per-task/router.json").read_text())
+    assert router["mode"] == "top-layers" and set(router["tasks"]) == set(cfg.tasks)
+    bench = {a: [json.loads(x) for x in (out / "timed" / a / "bench.jsonl").read_text()
+                 .splitlines()] for a in ["base", *cfg.arms]}
+    ar = {r["id"]: r["tokens"] for r in bench["base"] if r["mode"] == "ar"}
+    assert len(ar) == len(cfg.tasks) and set(ar) <= base_ids  # n_bench test prompts a task
+    for a, recs in bench.items():
+        sd = [r for r in recs if r["mode"] == "sd"]
+        assert sorted(r["id"] for r in sd) == sorted(ar), a  # paired: the same prompts
+        assert all(r["tokens"] == ar[r["id"]] for r in sd), a  # greedy SD is lossless
+        assert all(r["gamma"] == 3 and r["max_new_tokens"] == 6 for r in sd), a
+        assert [r["wall_s"] for r in recs if r["mode"] == "ar"] == [
+            r["wall_s"] for r in bench["base"] if r["mode"] == "ar"]  # the same AR runs
+    assert all(r["settings"]["routing"] == "oracle" for r in bench["per-task"]
+               if r["mode"] == "sd")
+    # prompt by prompt: every drafter's SD run of a prompt comes before the next prompt's AR
+    ar_t = [(r["id"], r["time"]) for r in bench["base"] if r["mode"] == "ar"]
+    span = {i: (t, ar_t[k + 1][1] if k + 1 < len(ar_t) else float("inf"))
+            for k, (i, t) in enumerate(ar_t)}
+    assert all(span[r["id"]][0] < r["time"] < span[r["id"]][1]
+               for recs in bench.values() for r in recs if r["mode"] == "sd")
+    timed = json.loads((out / "timed.json").read_text())
+    assert set(timed["drafters"]) == {"base", *cfg.arms}
+    for a, d in timed["drafters"].items():
+        assert set(d["tasks"]) == set(cfg.tasks)
+        for v in d["tasks"].values():
+            assert v["speedup"]["lo"] <= v["speedup"]["mean"] <= v["speedup"]["hi"]
+            assert v["predicted"] > 0 and (v["vs_base"] is None) == (a == "base")
     report = (out / "report.md").read_text()
-    assert "## Answer" in report and "dose_response.png" in report
+    assert "## Answer" in report and "figures/dose_response.png" in report
     assert "Leak check: 0 train-split prompt(s) dropped" in report
     assert "in-sample oracle" in report and "out of sample" in report
-    assert (out / "dose_response.png").stat().st_size > 1000
-    # a rerun redoes nothing
-    before = (out / "eval.jsonl").read_text()
+    assert "## Measured speed-ups (timed)" in report and "predicted ÷ measured" in report
+    assert timed["machines"] and f"Timed on: {timed['machines'][0]['cpu']}" in report
+    assert (out / "figures/dose_response.png").stat().st_size > 1000
+    assert "figures/speedup.png" in report and (out / "figures/speedup.png").is_file()
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "Measured speed-up" in html
+    # a rerun redoes nothing, and the report is rebuilt from the records alone
+    before = {p: p.read_bytes() for p in [out / "eval.jsonl", *(out / "timed").rglob("*.jsonl")]}
+
+    def no_load(*a, **k):
+        raise AssertionError("the timed stage loaded the models again")
+
+    monkeypatch.setattr("specfair.study.timed.load_pair", no_load)
     run_study(cfg, out)
-    assert (out / "eval.jsonl").read_text() == before
+    assert {p: p.read_bytes() for p in before} == before
+    (out / "report.md").unlink()
+    from specfair.report.commands import report_command
+
+    report_command(out)
+    assert (out / "report.md").read_text() == report
+    (out / "timed.json").unlink()  # a run with nothing timed: the report says so
+    report_command(out)
+    assert "Nothing timed in this run" in (out / "report.md").read_text()
+    assert not (out / "figures/speedup.png").exists()
     with pytest.raises(SpecfairError, match="other settings.*lr"):
-        run_study(_cfg(tiny_pair, lr=5e-4), out)
+        run_study(_cfg(long_pair, lr=5e-4), out)
+    with pytest.raises(SpecfairError, match="other settings.*gamma"):
+        run_study(_cfg(long_pair, gamma=2), out)
     assert not list(out.rglob("*.pt")) and not list(out.rglob("*.pkl"))
+    # more timed prompts: the finished run times them on (the records made stay as they were)
+    monkeypatch.undo()
+    monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path / "home"))
+    run_study(_cfg(long_pair, n_bench=2), out)
+    more = [json.loads(x) for x in (out / "timed/uniform/bench.jsonl").read_text().splitlines()]
+    assert more[:len(bench["uniform"])] == bench["uniform"]
+    assert len({r["id"] for r in more if r["mode"] == "sd"}) == 2 * len(cfg.tasks)
+    assert json.loads((out / "timed.json").read_text())["n_per_task"] == 2
 
 
 def test_study_without_data_is_one_error_and_writes_nothing(tmp_path, monkeypatch, capsys):
@@ -93,7 +152,7 @@ def test_unknown_study_key_suggests_the_closest(tmp_path):
 
 
 def test_budgets_closer_than_a_batch_are_refused_and_a_corrected_config_runs_on(
-        tiny_pair, tmp_path, monkeypatch):
+        long_pair, tmp_path, monkeypatch):
     """How many tokens a batch holds is known once the training text exists: the refusal
     comes before any training, and the corrected budgets run on in the same directory (the
     cached sequences are reused; nothing is deleted by hand)."""
@@ -102,9 +161,27 @@ def test_budgets_closer_than_a_batch_are_refused_and_a_corrected_config_runs_on(
     out = tmp_path / "run"
     with pytest.raises(SpecfairError, match=r"budgets = \[0.01, 1.0\] in the top level must be "
                                             r"fractions at least [0-9.]+ apart and from 0"):
-        run_study(_cfg(tiny_pair, budgets=[0.01, 1.0]), out)
+        run_study(_cfg(long_pair, budgets=[0.01, 1.0]), out)
     assert not any((out / n).exists() for n in ("eval.jsonl", "overfit.json", "arms"))
     with pytest.raises(SpecfairError, match="other settings.*test_response_tokens"):
-        run_study(_cfg(tiny_pair, test_response_tokens=5), out)  # the cached data differ
-    summary = json.loads(run_study(_cfg(tiny_pair, budgets=[1.0, 0.5]), out).read_text())
+        run_study(_cfg(long_pair, test_response_tokens=5), out)  # the cached data differ
+    summary = json.loads(run_study(_cfg(long_pair, budgets=[1.0, 0.5]), out).read_text())
     assert [b["budget"] for b in summary["arms"]["uniform"]["budgets"]] == [0.5, 1.0]
+
+
+def test_packaged_configs_are_one_design_at_three_sizes(cli, monkeypatch):
+    """demo, study and full share the tasks (the gap is between them) and grow in prompts,
+    budgets and timed prompts; `specfair experiment` with no CONFIG runs the demo."""
+    from specfair.study.config import CONFIGS
+
+    demo, study, full = (StudyConfig.load(n) for n in CONFIGS)
+    assert demo.tasks == study.tasks == full.tasks
+    assert demo.n_train < study.n_train <= full.n_train and demo.n_test < study.n_test
+    assert len(demo.budgets) < len(study.budgets) <= len(full.budgets)
+    assert 1 <= demo.n_bench < study.n_bench <= full.n_bench and study.n_bench >= 10
+    ran = []
+    monkeypatch.setattr("specfair.study.run.run_study", lambda cfg, d: ran.append((cfg, d)))
+    assert cli("experiment")[0] == 0
+    assert ran[0][0] == demo and str(ran[0][1]) == "runs/demo"
+    code, out, _ = cli("experiment", "--help")
+    assert code == 0 and all(n in out for n in CONFIGS)

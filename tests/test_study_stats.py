@@ -9,6 +9,7 @@ import dataclasses
 import numpy as np
 
 from specfair.measure.replay import POLICIES
+from specfair.report.study import policy_answer
 from specfair.study.config import StudyConfig
 from specfair.study.data import study_prompts
 from specfair.study.policies import (
@@ -16,7 +17,6 @@ from specfair.study.policies import (
     ONE_ORACLE,
     TASK_HELD,
     TASK_ORACLE,
-    policy_answer,
     study_policies,
 )
 from specfair.study.summary import compare
@@ -127,8 +127,9 @@ def test_gamma_is_chosen_out_of_sample_and_the_oracle_is_labelled():
     # the report names both choices
     r = {"arm": "base", "budget": 0.0, "tokens": 0, "base_worst_task": "b",
          "policies": pol, "policies_heldout": scores}
-    text = "\n".join(policy_answer({"base": r, "arms": {"uniform": {"budgets": [
-        r | {"arm": "uniform", "budget": 1.0}]}}}))
+    head, items = policy_answer({"base": r, "arms": {"uniform": {"budgets": [
+        r | {"arm": "uniform", "budget": 1.0}]}}})
+    text = "\n".join([head, *items])
     assert "out of sample (chosen on the held-out passes" in text
     assert "in-sample oracle (chosen on the test passes themselves)" in text
     assert "policy best on the held-out passes" in text and "in-sample oracle best" in text

@@ -42,7 +42,8 @@ def make_tokenizer(chars: list[str] | None = None) -> PreTrainedTokenizerFast:
     return fast
 
 
-def tiny_config(vocab_size: int, layers: int = 2, hidden: int = 32, tok=None) -> Qwen2Config:
+def tiny_config(vocab_size: int, layers: int = 2, hidden: int = 32, tok=None,
+                context: int = 512) -> Qwen2Config:
     eos = tok.convert_tokens_to_ids("<|im_end|>") if tok is not None else 0
     pad = tok.convert_tokens_to_ids("<|endoftext|>") if tok is not None else 0
     return Qwen2Config(
@@ -52,7 +53,7 @@ def tiny_config(vocab_size: int, layers: int = 2, hidden: int = 32, tok=None) ->
         num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=context,
         tie_word_embeddings=True,
         eos_token_id=eos,
         pad_token_id=pad,
@@ -61,11 +62,12 @@ def tiny_config(vocab_size: int, layers: int = 2, hidden: int = 32, tok=None) ->
 
 
 def make_tiny_model(
-    path: Path, vocab_size: int, seed: int, layers: int = 2, tok=None, hidden: int = 32
+    path: Path, vocab_size: int, seed: int, layers: int = 2, tok=None, hidden: int = 32,
+    context: int = 512,
 ) -> Path:
     tok = tok or make_tokenizer()
     torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(tiny_config(vocab_size, layers, hidden, tok)).eval()
+    model = Qwen2ForCausalLM(tiny_config(vocab_size, layers, hidden, tok, context)).eval()
     # Sharper logits than the default init so that greedy ties are improbable and
     # drafts are sometimes accepted and sometimes rejected.
     with torch.no_grad():
@@ -77,21 +79,23 @@ def make_tiny_model(
     return path
 
 
-def make_tiny_pair(root: Path, mismatched: bool = False) -> tuple[Path, Path]:
+def make_tiny_pair(root: Path, mismatched: bool = False,
+                   context: int = 512) -> tuple[Path, Path]:
     """Target (vocab 288, 2 layers) and drafter (vocab 272, 1 layer) sharing one tokenizer
-    of 260 tokens (256 bytes, 3 specials, one merge).
+    of 260 tokens (256 bytes, 3 specials, one merge), ``context`` positions each.
 
     With ``mismatched=True`` the drafter's tokenizer differs in one token string.
     """
     root = Path(root)
     tok = make_tokenizer()
-    target = make_tiny_model(root / "target", 288, seed=0, layers=2, tok=tok)
+    target = make_tiny_model(root / "target", 288, seed=0, layers=2, tok=tok, context=context)
     dtok = tok
     if mismatched:
         chars = list(CHARS)
         chars[chars.index("z")], chars[chars.index("y")] = "y", "z"
         dtok = make_tokenizer(chars)
-    drafter = make_tiny_model(root / "drafter", 272, seed=1, layers=1, tok=dtok)
+    drafter = make_tiny_model(root / "drafter", 272, seed=1, layers=1, tok=dtok,
+                              context=context)
     return target, drafter
 
 

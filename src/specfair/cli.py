@@ -236,37 +236,28 @@ def distill(
 @app.command()
 def experiment(
     config: Annotated[
-        str | None, typer.Argument(help="'default', 'full' or a TOML file (default: default).")
-    ] = None,
+        str, typer.Argument(help="demo (what `make demo` runs: the study's tasks at fewer "
+                                 "prompts and budgets), study (the CPU study), full (a "
+                                 "GPU-sized study) or a TOML file of StudyConfig keys.")
+    ] = "demo",
     run_dir: Annotated[str | None, typer.Option(help="Run directory (default runs/NAME).")] = (
         None
     ),
-    force: Annotated[
-        list[str] | None, typer.Option(help="Redo this stage (and what depends on it).")
-    ] = None,
-    data_root: Annotated[
-        str | None, typer.Option(help="Base for the suite's relative data paths.")
-    ] = None,
 ) -> None:
-    """Run the whole study in cached stages: baseline, fine-tuning variants, report.
-    `specfair experiment study` runs the dose-response study (`specfair data fetch` first)."""
-    from specfair.study.config import is_study_config
+    """Run the experiment end to end, resumable (`specfair data fetch` first): target answers
+    and signals, the overfit check, every arm trained to each budget and evaluated, the
+    summary, the timed stage (each arm's drafter exported and benchmarked against the base
+    drafter) and the report (report.md, report.html)."""
+    from specfair.study.config import StudyConfig
+    from specfair.study.run import run_study
 
-    if config is not None and is_study_config(config):
-        from specfair.study.config import StudyConfig
-        from specfair.study.run import run_study
-
-        cfg = StudyConfig.load(config)
-        run_study(cfg, Path("runs") / cfg.name if run_dir is None else run_dir)
-        return
-    from specfair.experiment import run_experiment
-
-    run_experiment(config, run_dir, force=force, data_root=data_root)
+    cfg = StudyConfig.load(config)
+    run_study(cfg, Path("runs") / cfg.name if run_dir is None else run_dir)
 
 
 @app.command()
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="An experiment's run directory.")],
+    run_dir: Annotated[Path, typer.Argument(help="A `specfair experiment` run directory.")],
     screenshot: Annotated[
         Path | None, typer.Option(help="Also render report.html to this PNG (needs chromium).")
     ] = None,

@@ -36,3 +36,24 @@ def test_leviathan_formulas():
     assert M.expected_tau(1.0, 4) == 5.0
     assert M.expected_tau(0.0, 4) == 1.0
     assert M.expected_tau(0.999999, 3) == pytest.approx(4.0, rel=1e-5)
+
+
+def test_compare_bench_pairs_two_drafters_on_the_same_prompts():
+    """The ratio of two drafters' speed-ups against the same AR runs is the ratio of their SD
+    tokens/s, prompt by prompt; a prompt one drafter lacks is left out; the CI holds it."""
+    from specfair.measure.bench_summary import compare_bench
+
+    def sd(i, task, tps):
+        return {"id": i, "task": task, "mode": "sd", "new_tokens": 10, "wall_s": 10 / tps}
+
+    base = [sd("a1", "a", 10), sd("a2", "a", 20), sd("b1", "b", 5), sd("b2", "b", 5),
+            {"id": "a1", "task": "a", "mode": "ar", "new_tokens": 10, "wall_s": 9.0}]
+    other = [sd("a1", "a", 15), sd("a2", "a", 30), sd("b1", "b", 4)]
+    out = compare_bench(base, other, n_resamples=200)
+    assert set(out) == {"a", "b"} and out["a"]["n"] == 2 and out["b"]["n"] == 1
+    assert out["a"]["ratio"]["mean"] == pytest.approx(1.5)  # (15 + 30) / (10 + 20)
+    assert out["a"]["ratio"]["lo"] == pytest.approx(1.5) == out["a"]["ratio"]["hi"]
+    assert out["b"]["ratio"]["mean"] == pytest.approx(0.8)
+    mixed = compare_bench(base, [sd("a1", "a", 20), sd("a2", "a", 20)], n_resamples=500)
+    r = mixed["a"]["ratio"]
+    assert r["mean"] == pytest.approx(40 / 30) and r["lo"] < r["mean"] < r["hi"]  # a real CI

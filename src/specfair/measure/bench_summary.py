@@ -132,3 +132,31 @@ def summarize_bench(
         "overall": _bench_block(list(pairs.values()), boot) if pairs else None,
         "disparity": disp,
     }
+
+
+def _tps(r: dict) -> float:
+    return r["new_tokens"] / r["wall_s"] if r["wall_s"] else float("nan")
+
+
+def compare_bench(
+    base: str | Path | Iterable[dict],
+    other: str | Path | Iterable[dict],
+    *,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> dict[str, dict]:
+    """Two drafters benchmarked on the same prompts against the same AR runs, paired per task:
+    ``{task: {"n", "ratio"}}`` where ``ratio`` = mean SD tokens/s of ``other`` ÷ that of
+    ``base`` (= its speed-up ÷ the base's, the AR runs being the same) with a bootstrap CI,
+    prompts resampled jointly. Only prompts with an SD record in both count."""
+    sd = [{r["id"]: r for r in read_records(src)[0] if r["mode"] == "sd"}
+          for src in (base, other)]
+    out: dict[str, dict] = {}
+    boot = {"n_resamples": n_resamples, "seed": seed, "level": level}
+    for task in dict.fromkeys(r["task"] for r in sd[0].values()):
+        ids = [i for i, r in sd[0].items() if r["task"] == task and i in sd[1]]
+        if ids:
+            out[task] = {"n": len(ids), "ratio": bootstrap_ratio_of_means(
+                [_tps(sd[1][i]) for i in ids], [_tps(sd[0][i]) for i in ids], **boot)}
+    return out

@@ -118,6 +118,11 @@ def replay_all(passes: Sequence[tuple[Sequence[bool], Sequence[float]]], policy:
 POLICIES = (Policy("fixed", DEFAULT_GAMMA), Policy("heuristic", DEFAULT_GAMMA, max_gamma=32),
             Policy("confidence", max_gamma=20, threshold=0.4))
 PER_TASK_GAMMA = "per-task gamma (best fixed 1-10, oracle)"
+# The study's fixed-gamma choices (specfair.study.policies), as labelled in summary.json
+TASK_ORACLE = "per-task gamma (in-sample oracle)"
+ONE_ORACLE = "one gamma (in-sample oracle)"
+TASK_HELD = "per-task gamma (chosen on held-out)"
+ONE_HELD = "one gamma (chosen on held-out)"
 
 
 def best_fixed(passes: Sequence[tuple[Sequence[bool], Sequence[float]]], c: float,

@@ -40,6 +40,15 @@ def cpu_name() -> str:
     return f"{name or platform.machine()} ({bf16})"
 
 
+def machine() -> dict:
+    """What a timing depends on: the CPU, its cores, torch and its threads, the GPU if any."""
+    import os
+
+    return {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

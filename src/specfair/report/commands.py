@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from specfair.report.build import build_report
+from specfair.errors import SpecfairError
 from specfair.report.screenshot import screenshot
+from specfair.report.study import write_report
 
 
 def report_command(run_dir: str | Path, screenshot_png: str | Path | None = None) -> dict:
     """Rebuild ``RUN_DIR/report.md`` and ``RUN_DIR/report.html`` from the stored records alone;
     print both paths; optionally screenshot the HTML. Raises ``SpecfairError`` if ``run_dir``
     is not a directory. Returns ``{"markdown", "html", "screenshot"}``."""
-    md, html = build_report(run_dir)
+    if not Path(run_dir).is_dir():
+        raise SpecfairError(f"{run_dir}: no such run directory")
+    md, html = write_report(run_dir)
     print(f"wrote {md}")
     print(f"wrote {html}")
     shot = None

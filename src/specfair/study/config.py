@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
 from specfair.schema import Rule, check_table, suggest, value_error
 
@@ -28,29 +29,22 @@ RULES = {
     "budgets": Rule(nonempty=True, unique=True, each=Rule(gt=0, le=1)),
     "arms": Rule(nonempty=True, unique=True, each=Rule(choices=ARMS)),
     "disparity_temperature": _POS, "disparity_floor": Rule(ge=0, le=1), "bootstrap": _COUNT,
+    # the timed stage (specfair.study.timed)
+    "n_bench": _NONNEG, "gamma": _COUNT,
 }
 # Settings that shape only the training and what follows it, not the cached sequences and
 # signals: a run directory with no training output yet takes other values of these.
 TRAINING_KEYS = ("name", "loss", "lr", "warmup_steps", "batch_size", "epochs", "overfit_epochs",
                  "overfit_lr", "budgets", "arms", "disparity_temperature", "disparity_floor",
                  "bootstrap")
+TRAINING_KEYS += ("gamma",)  # the timed stage comes after the training
+# Settings a run directory takes other values of at any time: more prompts are timed (resumed).
+ANY_TIME_KEYS = ("n_bench",)
+CONFIGS = ("demo", "study", "full")  # the packaged experiment_NAME.toml files
 
 
 def _packaged(name: str):
     return resources.files("specfair") / "configs" / f"experiment_{name}.toml"
-
-
-def is_study_config(spec: str) -> bool:
-    """A packaged ``experiment_NAME.toml`` or a TOML file whose ``kind`` is ``"study"``."""
-    path = Path(spec)
-    if not path.is_file():
-        path = _packaged(spec)
-        if not path.is_file():
-            return False
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8")).get("kind") == "study"
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return False  # the experiment loader reports it
 
 
 @dataclass
@@ -86,6 +80,9 @@ class StudyConfig:
     disparity_temperature: float = 0.05
     disparity_floor: float = 0.2
     bootstrap: int = 2000
+    # --- the timed stage: every arm's drafter at the largest budget, exported and benchmarked
+    n_bench: int = 10  # test prompts per task timed (AR and SD, paired with the base drafter)
+    gamma: int = DEFAULT_GAMMA  # fixed drafts per step, timed and predicted (replay)
     origin: typing.ClassVar[str] = "study config"  # the file, for error messages
 
     def __post_init__(self) -> None:
@@ -169,12 +166,15 @@ class StudyConfig:
                 f"{share * (len(groups) > 1)}")
 
     @classmethod
-    def load(cls, spec: str | Path) -> StudyConfig:
+    def load(cls, spec: str | Path = "demo") -> StudyConfig:
+        """``spec``: a packaged config (:data:`CONFIGS`) or a TOML file of StudyConfig keys."""
         path = Path(spec)
         if not path.is_file():
             res = _packaged(str(spec))
-            if not res.is_file():
-                raise SpecfairError(f"study config not found: {spec}")
+            if str(spec) not in CONFIGS or not res.is_file():
+                hint = suggest(spec, CONFIGS) if "; did" in suggest(spec, CONFIGS) else ""
+                raise SpecfairError(f"experiment config not found: {spec} (a TOML file or one "
+                                    f"of {', '.join(CONFIGS)}){hint}")
             text, origin = res.read_text(encoding="utf-8"), f"experiment_{spec}.toml"
         else:
             try:
@@ -184,8 +184,8 @@ class StudyConfig:
         try:
             d = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
-            raise SpecfairError(f"{origin}: {e}") from None
-        d.pop("kind", None)
+            raise SpecfairError(f"{origin}: invalid TOML: {e}") from None
+        d.pop("kind", None)  # written by files of the two-pipeline days ("study")
         return cls.from_dict(d, origin)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""``specfair experiment study``: the dose-response study, stage by stage, resumable.
+"""``specfair experiment [demo|study|full|FILE]``: the experiment, stage by stage, resumable
+(one runner for every size; the sizes differ only in their :class:`StudyConfig`).
 
 1. prompts: the ``study`` suite (``specfair data fetch``), per task ``n_train`` + ``n_heldout``
    train prompts and ``n_test`` test prompts;
@@ -11,7 +12,11 @@
 5. arms x budgets: the base drafter, then each arm trained with checkpoints at each budget (a
    fraction of the largest budget's training tokens, constant learning rate after warm-up, so a
    checkpoint is the same as a shorter run) and evaluated on the test sequences;
-6. summary: ``summary.json`` and ``report.md`` (see :mod:`specfair.study.summary`).
+6. summary: ``summary.json`` (see :mod:`specfair.study.summary`);
+7. timed: each arm's drafter at the largest budget exported and benchmarked against the base
+   drafter (``drafters/``, ``timed/``, ``timed.json``: see :mod:`specfair.study.timed`);
+8. report: ``report.md`` and ``report.html`` from the stored records
+   (:mod:`specfair.report.study`).
 
 Every evaluation is a line of ``eval.jsonl`` (arm, budget, tokens, prompt, task, alpha, greedy,
 ce, resid); a finished (arm, budget) is never redone; an arm resumes from its last checkpoint.
@@ -42,10 +47,12 @@ from specfair.measure.costs import measure_costs
 from specfair.measure.io import append_jsonl, read_json, read_jsonl
 from specfair.models.hardware import cpu_supports_bf16
 from specfair.models.load import load_model, load_tokenizer
+from specfair.report.study import write_report
 from specfair.rundir import check_out_dir, dir_lock
-from specfair.study.config import TRAINING_KEYS, StudyConfig
+from specfair.study.config import ANY_TIME_KEYS, TRAINING_KEYS, StudyConfig
 from specfair.study.data import Seq, fill_signals, study_prompts, test_sequences, train_sequences
 from specfair.study.summary import write_summary
+from specfair.study.timed import export_arms, run_timed
 from specfair.tasks.split import split_key
 from specfair.tasks.study import STUDY_TASKS, load_study_suite
 
@@ -64,6 +71,7 @@ class Run:
         suite = load_study_suite(seed=cfg.seed, tasks=cfg.tasks)  # the data are checked first
         prompts = study_prompts(cfg, suite)
         cfg.check_models()  # then the settings that depend on the models' configs
+        self.prompts = prompts
         self.groups = {p.id: split_key(p)[:16] for p in prompts.test + prompts.heldout}
         self.tok = load_tokenizer(cfg.target)
         target = load_model(cfg.target, "auto", "auto")
@@ -127,6 +135,8 @@ def _check_settings(cfg: StudyConfig, run_dir: Path) -> None:
     path = run_dir / "study_config.json"
     if path.is_file():
         old, new = read_json(path), cfg.to_dict()
+        # a key newer than the run: its default; ANY_TIME_KEYS: any value
+        old = StudyConfig().to_dict() | old | {k: new[k] for k in ANY_TIME_KEYS}
         diff = sorted(k for k in new if old.get(k) != new[k])
         trained = any((run_dir / n).exists() for n in ("eval.jsonl", "overfit.json", "arms"))
         if diff and (trained or not set(diff) <= set(TRAINING_KEYS)):
@@ -290,7 +300,7 @@ def run_study(cfg: StudyConfig, run_dir: str | Path) -> Path:
     """Run (or resume) the study into ``run_dir``; returns the summary path."""
     run_dir = check_out_dir(run_dir, "--run-dir")
     _check_settings(cfg, run_dir)
-    with dir_lock(run_dir, "specfair experiment study"):
+    with dir_lock(run_dir, "specfair experiment"):
         return _run_study(cfg, run_dir)
 
 
@@ -303,5 +313,7 @@ def _run_study(cfg: StudyConfig, run_dir: Path) -> Path:
     for arm in cfg.arms:
         stage_arm(run, arm, out)
     path = write_summary(run_dir, cfg)
+    run_timed(run, export_arms(run))  # the timed stage (specfair.study.timed)
+    write_report(run_dir)  # report.md, report.html (specfair.report.study)
     _say(f"done in {time.perf_counter() - t0:.0f} s: {path}")
     return path

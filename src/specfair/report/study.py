@@ -1,0 +1,442 @@
+"""The experiment's report, rebuilt from its stored records alone: ``summary.json``
+(:mod:`specfair.study.summary`) and ``timed.json`` (:mod:`specfair.study.timed`, absent when
+nothing was timed) → one list of blocks (:mod:`.doc`) written twice: ``report.md`` (figures
+under ``figures/``) and the self-contained ``report.html`` (:mod:`.html`).
+
+Sections: the answer; the dose-response figure (alpha per task against training tokens, with
+paired CIs) and slopes; alpha per task; paired changes against the base drafter; the measured
+speed-ups (timed: a figure and tables with CIs; paired against the base drafter; predicted
+against measured); the drafting policies (predicted); setup notes (overfit check, leak check,
+bootstrap).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+
+from specfair.errors import SpecfairError
+from specfair.measure.io import read_json
+from specfair.measure.replay import ONE_HELD, ONE_ORACLE, TASK_HELD, TASK_ORACLE
+from specfair.report.doc import Block, Bullets, Figure, Heading, Para, Table, to_markdown
+from specfair.report.html import to_html
+
+FIGURES = "figures"
+DOSE_FIGURE, SPEEDUP_FIGURE = "dose_response.png", "speedup.png"
+
+
+def _fmt(ci: dict, nd: int = 3) -> str:
+    return f"{ci['value']:+.{nd}f} [{ci['lo']:+.{nd}f}, {ci['hi']:+.{nd}f}]"
+
+
+def _f(x: float | None, nd: int = 2) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{x:.{nd}f}"
+
+
+def _x(ci: dict | None, nd: int = 2) -> str:
+    """A ``{"mean", "lo", "hi"}`` bootstrap block as ``m [lo, hi]``."""
+    if not ci or ci.get("mean") is None or not math.isfinite(ci["mean"]):
+        return "–"
+    lo, hi = ci.get("lo"), ci.get("hi")
+    band = f" [{lo:.{nd}f}, {hi:.{nd}f}]" if lo is not None and hi is not None else ""
+    return f"{ci['mean']:.{nd}f}{band}"
+
+
+# ----------------------------------------------------------------------------- answer
+
+
+def answer(s: dict) -> list[str]:
+    """Per arm at the largest budget: the base-worst task's alpha change and U change."""
+    out = []
+    for name, a in s["arms"].items():
+        r = a["budgets"][-1]
+        w = r["d_base_worst_alpha"]
+        verdict = ("rises (its paired 95% CI is above 0)" if w["lo"] > 0 else
+                   "falls (its paired 95% CI is below 0)" if w["hi"] < 0 else
+                   "does not change beyond its paired 95% CI")
+        u = r["U_change"]
+        out.append(
+            f"{name} at {r['tokens']} tokens: the base-worst task ({r['base_worst_task']}) "
+            f"alpha {verdict}: {_fmt(w)}; U changes by {u['value']:+.0%} [{u['lo']:+.0%}, "
+            f"{u['hi']:+.0%}]{' (a fall of 30% or more)' if u['hi'] <= -0.30 else ''}; "
+            f"mean alpha {_fmt(r['d_mean_alpha'])}.")
+    return out
+
+
+def timed_answer(t: dict) -> list[str]:
+    """The measured side: the base drafter's slowest and fastest task, and per arm the
+    tasks whose measured speed-up moved beyond its paired CI."""
+    base = t["drafters"].get("base")
+    if not base:
+        return []
+    sp = {k: v["speedup"]["mean"] for k, v in base["tasks"].items()}
+    lo, hi = min(sp, key=sp.get), max(sp, key=sp.get)
+    out = [f"Measured ({t['policy']}, {t['n_per_task']} prompts per task): the base drafter "
+           f"is slowest on {lo} ({_x(base['tasks'][lo]['speedup'])}x) and fastest on {hi} "
+           f"({_x(base['tasks'][hi]['speedup'])}x), max/min {_f(base['max_min'])}."]
+    for name, d in t["drafters"].items():
+        if name == "base":
+            continue
+        ci = {k: v["vs_base"] for k, v in d["tasks"].items() if v["vs_base"] and v["n"] >= 2}
+        up = [k for k, v in ci.items() if v["lo"] > 1]
+        down = [k for k, v in ci.items() if v["hi"] < 1]
+        w = d["tasks"].get(lo, {}).get("vs_base")
+        out.append(f"{name}: on {lo} its speed-up is {_x(w)} times the base drafter's "
+                   f"(paired 95% CI); faster beyond the CI: {', '.join(up) or 'no task'}; "
+                   f"slower beyond the CI: {', '.join(down) or 'no task'}"
+                   f"{'' if len(ci) == len(d['tasks']) else ' (tasks timed on one prompt: no CI)'}"
+                   f"; max/min {_f(d['max_min'])}.")
+    return out
+
+
+# ----------------------------------------------------------------------------- policies
+
+
+def _spread(r: dict, label: str, task: str) -> tuple[float, float]:
+    sp = [v["speedup"] for v in r["policies"][label].values()]
+    return r["policies"][label][task]["speedup"], max(sp) / min(sp)
+
+
+def _gammas(per: dict[str, dict]) -> str:
+    gs = {v["gamma"] for v in per.values()}
+    return f"gamma={gs.pop()}" if len(gs) == 1 else \
+        "gammas " + ", ".join(f"{t} {v['gamma']}" for t, v in per.items())
+
+
+def _one_vs_per(r: dict) -> list[str]:
+    """One gamma for all tasks against a gamma per task, out of sample and in sample."""
+    out = []
+    for how, one, per in (("out of sample (chosen on the held-out passes, scored on test)",
+                           ONE_HELD, TASK_HELD),
+                          ("in-sample oracle (chosen on the test passes themselves)",
+                           ONE_ORACLE, TASK_ORACLE)):
+        if one not in r["policies"]:
+            out.append(f"one gamma against a gamma per task, {how}: not recorded in this run "
+                       "(no held-out passes)")
+            continue
+        cells = []
+        for label in (one, per):
+            sp = [v["speedup"] for v in r["policies"][label].values()]
+            cells.append(f"{label.split(' (')[0]} ({_gammas(r['policies'][label])}): mean "
+                         f"{np.mean(sp):.2f}x, worst {min(sp):.2f}x, max/min "
+                         f"{max(sp) / min(sp):.2f}")
+        out.append(f"one gamma against a gamma per task (base drafter), {how}: "
+                   + "; ".join(cells))
+    return out
+
+
+def _best(r: dict, w: str) -> str:
+    """The arm's best policy for the base-worst task ``w``, out of sample and in sample."""
+    held = r.get("policies_heldout")
+    parts = []
+    if held:
+        lab = max(held, key=lambda x: held[x][w])
+        wb, mb = _spread(r, lab, w)
+        parts.append(f"with the policy best on the held-out passes ({lab}): {w} {wb:.2f}x, "
+                     f"max/min {mb:.2f}")
+    else:
+        parts.append("out-of-sample choice not recorded in this run")
+    lab = max(r["policies"], key=lambda x: _spread(r, x, w)[0])
+    wb, mb = _spread(r, lab, w)
+    parts.append(f"in-sample oracle best ({lab}): {w} {wb:.2f}x, max/min {mb:.2f}")
+    return "; ".join(parts)
+
+
+def policy_table(s: dict, tasks: list[str]) -> Table:
+    """Predicted speed-ups per drafting policy: the base drafter and each arm's largest
+    budget (replayed on the teacher-forced test passes with the measured c and v)."""
+    rows = []
+    for r in [s["base"]] + [a["budgets"][-1] for a in s["arms"].values()]:
+        for label, per in r["policies"].items():
+            sp = [per[t]["speedup"] for t in tasks]
+            rows.append([f"{r['arm']} {r['budget']:.2f}", label, *(f"{x:.2f}" for x in sp),
+                         f"{max(sp) / min(sp):.2f}"])
+    c = s["costs"]
+    return Table(["drafter", "policy", *tasks, "max/min"], rows,
+                 f"Predicted speed-ups; measured c = {c['c']:.3f}, v(k) = 1 + "
+                 f"{c['verify_slope']:.3f} (k - 1). Gamma is chosen per task or once for all "
+                 "tasks either on the test passes themselves (in-sample oracle: an upper bound) "
+                 "or on the held-out train prompts' passes (out of sample); every number is "
+                 "scored on the test passes.", ["l", "l"] + ["r"] * (len(tasks) + 1))
+
+
+def policy_answer(s: dict) -> tuple[str, list[str]]:
+    """Drafting policy alone, fine-tuning alone and both, on the base-worst task's predicted
+    speed-up and the max/min speed-up ratio across tasks."""
+    base = s["base"]
+    fixed = next(iter(base["policies"]))
+    w = base["base_worst_task"]
+    w0, m0 = _spread(base, fixed, w)
+    head = (f"Drafting policy against fine-tuning (predicted speed-ups; {w} is the base-worst "
+            f"task; base drafter with {fixed}: {w} {w0:.2f}x, max/min {m0:.2f}):")
+    out = []
+    for label in base["policies"]:
+        if label != fixed:
+            wt, mm = _spread(base, label, w)
+            out.append(f"policy alone, {label}: {w} {wt:.2f}x, max/min {mm:.2f} (no training)")
+    out += _one_vs_per(base)
+    for name, a in s["arms"].items():
+        r = a["budgets"][-1]
+        wt, mm = _spread(r, fixed, w)
+        out.append(f"fine-tuning, {name} ({r['tokens']} tokens), with {fixed}: {w} "
+                   f"{wt:.2f}x, max/min {mm:.2f}; combined {_best(r, w)}")
+    return head, out
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def alpha_table(s: dict, tasks: list[str]) -> Table:
+    rows = []
+    for r in [s["base"]] + [r for a in s["arms"].values() for r in a["budgets"]]:
+        rows.append([r["arm"], f"{r['budget']:.2f}", str(r["tokens"]),
+                     *(f"{r['tasks'][t]['alpha']:.3f}" for t in tasks),
+                     f"{r['mean_alpha']['value']:.3f}", f"{r['worst_alpha']['value']:.3f}",
+                     f"{r['U']['value']:.4f}"])
+    return Table(["arm", "budget", "tokens", *tasks, "mean", "worst", "U"], rows,
+                 "Alpha per task (test split, teacher-forced on the target's greedy answers)",
+                 ["l"] + ["r"] * (len(tasks) + 5))
+
+
+def change_table(s: dict) -> Table:
+    rows = [[r["arm"], f"{r['budget']:.2f}", _fmt(r["d_base_worst_alpha"]),
+             _fmt(r["d_mean_alpha"]), _fmt(r["d_worst_alpha"]), _fmt(r["U_change"], 2)]
+            for a in s["arms"].values() for r in a["budgets"]]
+    return Table(["arm", "budget", "base-worst task d-alpha", "mean d-alpha",
+                  "worst-alpha change", "U change"], rows,
+                 "Paired changes against the base drafter (95% bootstrap CI)",
+                 ["l"] + ["r"] * 5)
+
+
+def timed_tables(t: dict) -> list[Block]:
+    """Measured speed-ups per task and drafter; each arm against the base drafter (paired);
+    predicted against measured."""
+    names = list(t["drafters"])
+    tasks = list(t["drafters"][names[0]]["tasks"])
+    rows = [[task, *(_x(t["drafters"][n]["tasks"].get(task, {}).get("speedup"))
+                     for n in names)] for task in tasks]
+    rows.append(["all prompts", *(_x(t["drafters"][n]["overall"]) for n in names)])
+    rows.append(["max/min", *(_f(t["drafters"][n]["max_min"]) for n in names)])
+    out: list[Block] = [Table(["task", *names], rows,
+                              f"Measured speed-up (SD ÷ AR tokens/s, 95% bootstrap CI over "
+                              f"prompts), {t['policy']}, greedy, {t['max_new_tokens']} new "
+                              f"tokens, up to {t['n_per_task']} test prompts per task; every "
+                              "drafter against the same AR runs",
+                              ["l"] + ["r"] * len(names))]
+    arms = [n for n in names if n != "base"]
+    if arms:
+        rows = [[task, *(_x(t["drafters"][n]["tasks"].get(task, {}).get("vs_base"), 3)
+                         for n in arms)] for task in tasks]
+        out.append(Table(["task", *arms], rows,
+                         "Each arm's speed-up ÷ the base drafter's, same prompts and AR runs "
+                         "(paired 95% CI; above 1: faster than the base drafter)",
+                         ["l"] + ["r"] * len(arms)))
+    rows = []
+    for n in names:
+        for task, v in t["drafters"][n]["tasks"].items():
+            m, p = v["speedup"]["mean"], v["predicted"]
+            rows.append([n, task, f"{p:.2f}" if p is not None else "–", _x(v["speedup"]),
+                         f"{p / m - 1:+.0%}" if p is not None and m else "–"])
+    out.append(Table(["drafter", "task", "predicted", "measured", "predicted ÷ measured - 1"],
+                     rows, f"Predicted (the policy replayed on the same prompts' "
+                     f"teacher-forced passes, measured c = {t['costs']['c']:.3f}; no prefill "
+                     "cost) against measured speed-ups (wall time of the whole answer, prefill "
+                     "included)", ["l", "l", "r", "r", "r"]))
+    return out
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def _canvas(w: float, h: float, ncols: int = 1, nrows: int = 1):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure as MplFigure
+
+    fig = MplFigure(figsize=(w, h), dpi=90, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def speedup_figure(t: dict) -> bytes:
+    """Measured speed-up per task and drafter (bars, 95% CI) and the predicted ones (dots)."""
+    names = list(t["drafters"])
+    tasks = list(t["drafters"][names[0]]["tasks"])
+    fig, axes = _canvas(max(7.0, 1.1 * len(tasks)), 3.6)
+    ax, width = axes[0][0], 0.8 / len(names)
+    for k, n in enumerate(names):
+        per = t["drafters"][n]["tasks"]
+        xs = np.arange(len(tasks)) + (k - (len(names) - 1) / 2) * width
+        ci = [per.get(task, {}).get("speedup") or {} for task in tasks]
+        m = np.array([c.get("mean", np.nan) for c in ci], float)
+        err = [np.nan_to_num(np.maximum(m - [c.get("lo", np.nan) for c in ci], 0)),
+               np.nan_to_num(np.maximum(np.array([c.get("hi", np.nan) for c in ci]) - m, 0))]
+        bars = ax.bar(xs, m, width, yerr=err, capsize=2, label=f"{n} (measured)")
+        pred = [per.get(task, {}).get("predicted") for task in tasks]
+        ax.plot(xs, [np.nan if p is None else p for p in pred], "o", ms=4,
+                color=bars.patches[0].get_facecolor(), markeredgecolor="k")
+    ax.axhline(1.0, color="k", lw=0.8, ls="--")
+    ax.set_xticks(np.arange(len(tasks)), tasks, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("speed-up (SD / AR)")
+    ax.set_title(f"Measured speed-up per task ({t['policy']}); dots: predicted")
+    ax.legend(fontsize=7, ncol=min(4, len(names)))
+    return _png(fig)
+
+
+
+def dose_figure(s: dict) -> bytes:
+    """Per arm: alpha per task against training tokens (bars: the paired 95% CI of the change
+    against the base drafter, placed on the base alpha), and worst / mean alpha with their
+    CIs and U."""
+    tasks, arms, base = list(s["config"]["tasks"]), s["arms"], s["base"]
+    fig, axes = _canvas(11, 3.4 * max(1, len(arms)), 2, max(1, len(arms)))
+    for row, (name, a) in zip(axes, arms.items(), strict=False):
+        rows = a["budgets"]
+        xs = np.array([0] + [r["tokens"] for r in rows], float)
+        for k, t in enumerate(tasks):
+            b = base["tasks"][t]["alpha"]
+            ys = np.array([b] + [r["tasks"][t]["alpha"] for r in rows])
+            lo = np.array([b] + [b + r["tasks"][t]["d_alpha"]["lo"] for r in rows])
+            hi = np.array([b] + [b + r["tasks"][t]["d_alpha"]["hi"] for r in rows])
+            off = (k - len(tasks) / 2) * 0.004 * max(xs)  # keep the bars apart
+            row[0].errorbar(xs + off, ys, yerr=[np.maximum(ys - lo, 0), np.maximum(hi - ys, 0)],
+                            marker="o", ms=3, capsize=2, label=t)
+        row[0].set_title(f"{name}: alpha per task")
+        row[0].set_xlabel("training tokens")
+        row[0].set_ylabel("alpha (test)")
+        for key, style, label in (("worst_alpha", "k-o", "worst-task alpha"),
+                                  ("mean_alpha", "b-o", "mean alpha")):
+            pts = [base[key]] + [r[key] for r in rows]
+            ys = np.array([p["value"] for p in pts])
+            err = [np.maximum(ys - [p["lo"] for p in pts], 0),
+                   np.maximum([p["hi"] for p in pts] - ys, 0)]
+            row[1].errorbar(xs, ys, yerr=err, fmt=style, capsize=2, label=label)
+        ax2 = row[1].twinx()
+        ax2.plot(xs, [base["U"]["value"]] + [r["U"]["value"] for r in rows], "r--s",
+                 label="U (CE spread)")
+        ax2.set_ylabel("U", color="r")
+        row[1].set_title(f"{name}: worst and mean alpha (95% CI), U")
+        row[1].set_xlabel("training tokens")
+        row[1].legend(loc="lower left", fontsize=7)
+    axes[0][0].legend(fontsize=7, ncol=2)
+    return _png(fig)
+
+
+# ----------------------------------------------------------------------------- document
+
+
+def _notes(s: dict) -> list[str]:
+    """The overfit check, the leak check's drops and how the bootstrap resamples."""
+    out = []
+    if o := s.get("overfit"):
+        out.append(f"Overfit check ({o['task']}, {o['n_sequences']} train sequences, "
+                   f"{o['epochs']} epochs, {o['tokens']} tokens, {o['tokens_per_s']:.0f} "
+                   f"tokens/s): greedy alpha on those sequences {o['greedy_before']:.3f} -> "
+                   f"{o['greedy_after']:.3f} ({o['greedy_after'] - o['greedy_before']:+.3f}).")
+    if (leak := s.get("leakage")) is not None:
+        per = ", ".join(f"{t} {n}" for t, n in leak["per_task"].items())
+        out.append(f"Leak check: {leak['n_dropped']} train-split prompt(s) dropped before "
+                   f"training for sharing a text with a test prompt or reference"
+                   + (f" ({per}; `leakage.json`)." if per else "."))
+    else:
+        out.append("Leak check: not recorded in this run (made before the check).")
+    b = s.get("bootstrap") or {}
+    out.append(f"Bootstrap: {b.get('replicates', '?')} replicates, "
+               + (f"resampling split groups jointly across tasks ({b['shared_groups']} groups "
+                  "span several tasks)." if b.get("grouped") else
+                  "resampling prompts independently per task (no split groups recorded: "
+                  "CIs across tasks that share sources are too narrow)."))
+    return out
+
+
+def _machines(ms: list[dict]) -> str:
+    """Where the timed runs ran (``timed/machines.jsonl``)."""
+    says = [f"{m['cpu']}, {m['cpu_count']} cores, torch {m['torch']} with {m['torch_threads']} "
+            f"threads" + (f", GPU {m['cuda']}" if m.get("cuda") else "") for m in ms]
+    if not says:
+        return "Timed on: not recorded."
+    if len(says) == 1:
+        return f"Timed on: {says[0]}."
+    return ("Timed in sessions on different machines (speed-ups of different drafters may not "
+            "compare): " + "; ".join(says) + ".")
+
+
+def _slopes(s: dict) -> list[str]:
+    out = []
+    for name, a in s["arms"].items():
+        d = a["dose_response"]
+        proj = d["projected_tokens_worst_reaches_mean"]
+        proj_s = (f"~{proj:,.0f} training tokens (extrapolation)" if proj is not None
+                  else "never at the measured slopes (the worst task does not rise, or does "
+                       "not gain on the mean)")
+        w = d["worst_task"]
+        out.append(f"**{name}**: worst task {w} {d['alpha_per_10k'][w]:+.4f} alpha/10k, mean "
+                   f"{d['mean_alpha_per_10k']:+.4f}/10k, U {d['U_per_10k']:+.5f}/10k; worst "
+                   f"reaches the mean: {proj_s}.")
+    return out
+
+
+def report_blocks(s: dict, timed: dict | None, name: str) -> list[Block]:
+    tasks = list(s["config"]["tasks"])
+    cfg = s["config"]
+    blocks: list[Block] = [
+        Heading(f"specfair experiment {name}: drafter fine-tuning against the per-task gap", 1),
+        Para(f"{cfg['target']} with drafter {cfg['drafter']}; tasks {', '.join(tasks)}; arms "
+             f"{', '.join(cfg['arms'])} at budgets {', '.join(map(str, cfg['budgets']))} of "
+             f"the training tokens (top {cfg['top_layers']} layers, {cfg['loss']}, lr "
+             f"{cfg['lr']:g}). Built from the stored records alone (`summary.json`, "
+             "`timed.json`).", kind="note"),
+        Heading("Answer"), Bullets(answer(s) + (timed_answer(timed) if timed else [])),
+        Heading("Dose-response"),
+        Figure(DOSE_FIGURE, dose_figure(s),
+               "Alpha per task against training tokens (bars: the paired 95% CI of the change "
+               "against the base drafter); worst and mean alpha with their CIs, and U."),
+        Para("Least-squares slopes per 10k training tokens (the base drafter at 0 tokens "
+             "included):"), Bullets(_slopes(s)),
+        Heading("Alpha per task"), alpha_table(s, tasks), change_table(s),
+        Heading("Measured speed-ups (timed)")]
+    if timed and timed["drafters"]:
+        blocks.append(Para(_machines(timed.get("machines") or []), kind="note"))
+        blocks.append(Figure(SPEEDUP_FIGURE, speedup_figure(timed),
+                             "Measured speed-up per task and drafter (bars: 95% bootstrap CI "
+                             "over prompts; dashed: no speed-up) and the predicted speed-up of "
+                             "the same policy (dots)."))
+        blocks += timed_tables(timed)
+    else:
+        blocks.append(Para("Nothing timed in this run (n_bench = 0, or the timed stage has "
+                           "not run yet).", kind="note"))
+    head, items = policy_answer(s)
+    blocks += [Heading("Drafting policy against fine-tuning (predicted)"), policy_table(s, tasks),
+               Para(head), Bullets(items), Heading("Setup"), Bullets(_notes(s))]
+    return blocks
+
+
+def write_report(run_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``report.md`` (figures under ``figures/``) and ``report.html`` into ``run_dir``
+    from its ``summary.json`` and ``timed.json``; return their paths."""
+    run_dir = Path(run_dir)
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        raise SpecfairError(f"{run_dir}: no summary.json (not an experiment run directory, or "
+                            "its training has not finished)")
+    s = read_json(path)
+    timed = read_json(run_dir / "timed.json") if (run_dir / "timed.json").is_file() else None
+    blocks = report_blocks(s, timed, s["config"].get("name", run_dir.name))
+    (run_dir / FIGURES).mkdir(exist_ok=True)
+    (run_dir / FIGURES / SPEEDUP_FIGURE).unlink(missing_ok=True)  # none stale from a rebuild
+    for b in blocks:
+        if isinstance(b, Figure):
+            (run_dir / FIGURES / b.name).write_bytes(b.png)
+    md, html = run_dir / "report.md", run_dir / "report.html"
+    md.write_text(to_markdown(blocks, FIGURES), encoding="utf-8")
+    html.write_text(to_html(blocks, f"specfair experiment {run_dir.resolve().name}"),
+                    encoding="utf-8")
+    return md, html

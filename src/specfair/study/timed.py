@@ -1,0 +1,206 @@
+"""The experiment's timed stage: every arm's drafter at the largest budget, exported as Hugging
+Face directories and benchmarked with the engine against the base drafter.
+
+1. export (``drafters/<arm>/``): a plain HF directory (``uniform``, ``disparity``), or for
+   ``per-task`` the per-task layout (``router.json``, ``base/``, ``tasks/<task>/`` holding the
+   task's top layers), both by :func:`specfair.distill.export.export_drafter`; each one is a
+   ``specfair bench --drafter`` argument as it is.
+2. bench (``timed/<drafter>/bench.jsonl``, :func:`specfair.measure.bench.run_bench`): the
+   ``n_bench`` test prompts per task (a seeded subset of the study's test prompts), AR and SD,
+   greedy, fixed ``gamma``, ``test_response_tokens`` new tokens (the length of the answers the
+   prediction replays), prompt by prompt: AR, then SD with the base drafter and with each arm's
+   (every drafter is loaded at once). ``timed/base`` holds the AR runs and the base drafter's SD
+   runs; each arm's file holds the same AR records (same target, same prompts: the pairing) and
+   its own SD runs. Resumable per prompt, as every bench; ``timed/machines.jsonl`` says on
+   which machine each session timed.
+3. ``timed.json`` (:func:`summarize_timed`): per drafter and task the measured speed-up with its
+   bootstrap CI, the paired ratio to the base drafter's speed-up
+   (:func:`specfair.measure.bench_summary.compare_bench`), and the speed-up predicted for the
+   same policy by replaying the same prompts' teacher-forced passes (``eval.jsonl``) with the
+   measured costs (:mod:`specfair.measure.replay`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from specfair.distill.cached import with_top
+from specfair.distill.export import export_drafter
+from specfair.distill.router import TaskRoutedDrafter
+from specfair.distill.routing import is_routed_export, load_routed_drafter
+from specfair.distill.topn import TopLayers, load_checkpoint, make_optimizer
+from specfair.errors import SpecfairError
+from specfair.measure.bench import (
+    BENCH_FILE,
+    BENCH_SUMMARY_FILE,
+    MODES,
+    load_bench_records,
+    model_dtype,
+    run_bench,
+)
+from specfair.measure.bench_summary import compare_bench, summarize_bench
+from specfair.measure.io import append_jsonl, read_json, read_jsonl, write_json
+from specfair.measure.progress import progress_bar
+from specfair.measure.replay import Policy, pass_of, replay_all
+from specfair.models.hardware import machine
+from specfair.models.load import load_model, load_pair
+from specfair.study.config import StudyConfig
+from specfair.tasks.suite import sample_per_task
+
+BASE = "base"
+TIMED = "timed"
+DRAFTERS = "drafters"
+TIMED_FILE = "timed.json"
+MACHINES = "machines.jsonl"  # one line for each session that timed something
+
+
+def _say(msg: str) -> None:
+    print(f"[timed {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _is_export(path: Path) -> bool:
+    return (path / "config.json").is_file() or (path / "router.json").is_file()
+
+
+def _top_at_largest(run, name: str) -> TopLayers:
+    """The top layers of ``arms/<name>`` at the largest budget (its last checkpoint)."""
+    ckpt = run.dir / "arms" / name / "checkpoint"
+    top = run.fresh_top()
+    _, meta = load_checkpoint(ckpt, top, make_optimizer(top, run.cfg.lr))
+    if meta["budget"] != max(run.cfg.budgets):
+        raise SpecfairError(f"{ckpt}: trained to budget {meta['budget']}, not the largest "
+                            f"({max(run.cfg.budgets)})")
+    return top
+
+
+def export_arms(run) -> dict[str, Path]:
+    """``{arm: export directory}``; an arm already exported is kept as it is."""
+    cfg, out = run.cfg, {}
+    for arm in cfg.arms:
+        path = out[arm] = run.dir / DRAFTERS / arm
+        if _is_export(path):
+            continue
+        meta = {"study": cfg.name, "arm": arm, "budget": max(cfg.budgets), "loss": cfg.loss,
+                "method": "topn", "top_layers": cfg.top_layers}
+        if arm == "per-task":
+            models = {t: with_top(run.drafter, _top_at_largest(run, f"per-task/{t}"))
+                      for t in cfg.tasks}
+            export_drafter(TaskRoutedDrafter(None, base=run.drafter, models=models), run.tok,
+                           path, tasks=list(cfg.tasks), meta=meta)
+        else:
+            export_drafter(with_top(run.drafter, _top_at_largest(run, arm)), run.tok, path,
+                           meta=meta)
+        _say(f"exported {arm} -> {path}")
+    return out
+
+
+def _share_ar(base: Path, out: Path, label: str) -> None:
+    """Start ``out`` from the base run's AR records (relabelled): the same target on the same
+    prompts, so every drafter is timed against the same AR runs."""
+    have = {r["id"] for r in load_bench_records(out, repair=True) if r["mode"] == "ar"}
+    for r in load_bench_records(base):
+        if r["mode"] == "ar" and r["id"] not in have:
+            append_jsonl(out, r | {"drafter": label,
+                                   "settings": r["settings"] | {"drafter": label}})
+
+
+def _load(path: Path, pair, cfg: StudyConfig):
+    """An export as the engine's drafter, in the target's dtype, device and kernels (the base
+    drafter's); per-task copies routed by the prompt's task (oracle)."""
+    dt, device = model_dtype(pair.target), str(pair.target.device)
+    if is_routed_export(path):
+        return load_routed_drafter(path, cfg.target, dtype=dt, device=device,
+                                   packed=getattr(pair.target, "specfair_packed", False),
+                                   tokenizer=pair.tokenizer), {"routing": "oracle"}
+    return load_model(path, dt, device, kernels="auto"), {}
+
+
+def run_timed(run, exports: dict[str, Path]) -> Path | None:
+    """Benchmark the base drafter and every export on the timed prompts, prompt by prompt (AR,
+    then SD with each drafter: a drift of the machine's speed hits every drafter alike);
+    returns the path of ``timed.json`` (None when ``n_bench`` is 0)."""
+    cfg = run.cfg
+    if cfg.n_bench == 0:
+        return None
+    prompts = sample_per_task(run.prompts.test, cfg.n_bench, cfg.seed)
+    files = {name: run.dir / TIMED / name / BENCH_FILE for name in (BASE, *exports)}
+
+    def todo(name: str, p) -> bool:
+        done = {(r["id"], r["mode"]) for r in load_bench_records(files[name])}
+        return not {(p.id, m) for m in MODES} <= done
+
+    if not any(todo(name, p) for name in files for p in prompts):
+        return summarize_timed(run.dir, cfg)  # every run is there: no model to load
+    pair = load_pair(cfg.target, cfg.drafter, "auto", "auto", kernels="auto")
+    append_jsonl(run.dir / TIMED / MACHINES, machine() | {"time": time.time()})
+    drafters = {BASE: (pair.drafter, cfg.drafter, {})}
+    for arm, path in exports.items():
+        drafter, extra = _load(path, pair, cfg)
+        drafters[arm] = (drafter, f"{DRAFTERS}/{arm}", extra)
+    kw = dict(gamma=cfg.gamma, max_new_tokens=cfg.test_response_tokens, seed=cfg.seed,
+              target_label=cfg.target, progress=False)
+    settings = {"study": cfg.name, "split": "test"}
+    _say(f"{len(prompts)} prompts, each: AR, then SD with {', '.join(drafters)}")
+    warm: set[str] = set()
+    with progress_bar(len(prompts), "timed") as advance:
+        for p in prompts:
+            for name, (drafter, label, extra) in drafters.items():
+                if name != BASE:  # the base run's AR record of p, relabelled
+                    _share_ar(files[BASE], files[name], label)
+                if todo(name, p):
+                    run_bench((pair.target, drafter, pair.tokenizer), [p], files[name].parent,
+                              drafter_label=label, extra_settings=settings | extra,
+                              warmup=name not in warm, **kw)
+                    warm.add(name)
+            advance(p.id)
+    return summarize_timed(run.dir, cfg)
+
+
+def _passes(evals: list[dict], arm: str, budget: float) -> dict[str, dict[str, tuple]]:
+    out: dict[str, dict[str, tuple]] = {}
+    for r in evals:
+        if r["arm"] == arm and r["budget"] == budget:
+            out.setdefault(r["task"], {})[r["id"]] = pass_of(r)
+    return out
+
+
+def summarize_timed(run_dir: Path, cfg: StudyConfig) -> Path:
+    """``timed.json`` (and each drafter's ``bench_summary.json``) from the stored records."""
+    costs = read_json(run_dir / "costs.json")
+    evals = read_jsonl(run_dir / "eval.jsonl")
+    policy, largest = Policy("fixed", cfg.gamma), max(cfg.budgets)
+    boot = {"n_resamples": cfg.bootstrap, "seed": cfg.seed}
+    base = run_dir / TIMED / BASE / BENCH_FILE
+    drafters = {}
+    for label in (BASE, *cfg.arms):
+        path = run_dir / TIMED / label / BENCH_FILE
+        if not path.is_file():
+            continue
+        s = summarize_bench(path, **boot)
+        write_json(path.with_name(BENCH_SUMMARY_FILE), s)
+        records = load_bench_records(path)
+        passes = _passes(evals, *((BASE, 0.0) if label == BASE else (label, largest)))
+        paired = {} if label == BASE else compare_bench(base, path, **boot)
+        tasks = {}
+        for t, b in s["tasks"].items():
+            ids = [r["id"] for r in records if r["task"] == t and r["mode"] == "sd"
+                   and r["id"] in passes.get(t, {})]
+            pred = replay_all([passes[t][i] for i in ids], policy, costs["c"],
+                              costs["verify_slope"])["speedup"] if ids else None
+            tasks[t] = {"n": b["n"], "speedup": b["speedup"], "alpha": b["alpha"]["mean"],
+                        "predicted": pred, "vs_base": paired.get(t, {}).get("ratio")}
+        sp = [v["speedup"]["mean"] for v in tasks.values()]
+        drafters[label] = {"drafter": s["meta"]["drafter"], "tasks": tasks,
+                           "overall": (s["overall"] or {}).get("speedup"),
+                           "max_min": max(sp) / min(sp) if sp and min(sp) > 0 else None,
+                           "sd_matches_ar": (s["overall"] or {}).get("sd_matches_ar")}
+    out = run_dir / TIMED_FILE
+    machines: list[dict] = []  # the distinct machines the sessions timed on
+    for m in read_jsonl(run_dir / TIMED / MACHINES):
+        if (m := {k: v for k, v in m.items() if k != "time"}) not in machines:
+            machines.append(m)
+    write_json(out, {"policy": policy.label, "gamma": cfg.gamma, "budget": largest,
+                     "max_new_tokens": cfg.test_response_tokens, "n_per_task": cfg.n_bench,
+                     "costs": costs, "machines": machines, "drafters": drafters})
+    return out
