@@ -52,6 +52,7 @@ def test_topk_losses_equal_full_vocabulary_when_k_is_v_and_bound_it_otherwise():
     a_full, g_full = acceptance(s, t)
     m = topk_acceptance(s, idx, val)
     assert torch.allclose(m["alpha"], a_full, atol=1e-5)
+    assert torch.allclose(m["alpha_lo"], a_full, atol=1e-5)  # no residual: the bounds meet
     assert torch.equal(m["greedy"], g_full.float())
     tvd_full = 0.5 * (torch.softmax(s, -1) - torch.softmax(t, -1)).abs().sum()
     assert torch.allclose(topk_loss(s, idx, val, "tvd"), tvd_full, atol=1e-4)
@@ -62,6 +63,11 @@ def test_topk_losses_equal_full_vocabulary_when_k_is_v_and_bound_it_otherwise():
     m = topk_acceptance(s, idx, val)
     assert (m["alpha"] >= a_full - 1e-6).all()
     assert (m["alpha"] <= a_full + m["resid"] + 1e-6).all()
+    # the top-k-only sum is a lower bound; the gap is min(p_rest, q_rest) <= the residual
+    assert (m["alpha_lo"] <= a_full + 1e-6).all()
+    assert (m["alpha"] - m["alpha_lo"] <= m["resid"] + 1e-6).all()
+    assert (m["alpha"] - m["alpha_lo"] > 1e-4).any()  # k < V: a gap there is, somewhere
+    assert ((m["resid"] >= 0) & (m["resid"] <= 1)).all()
     assert torch.equal(m["greedy"], g_full.float())
     p, q = bucket_probs(s, idx, val)
     assert torch.allclose(p.sum(-1), torch.ones(7)) and torch.allclose(q.sum(-1), torch.ones(7))

@@ -93,9 +93,12 @@ def sequence_loss(top, head, s: Signals, kind: str, bf16: bool) -> torch.Tensor:
 @torch.inference_mode()
 def evaluate(top: TopLayers, head: torch.Tensor, signals: Sequence[Signals],
              bf16: bool) -> list[dict[str, float]]:
-    """Per sequence: the means over its response positions of alpha, greedy, ce, resid, and per
-    position ``match`` (greedy agreement) and ``conf`` (the drafter's top probability): what a
-    drafting policy replay needs (:mod:`specfair.measure.replay`)."""
+    """Per sequence: the means over its response positions of ``greedy`` (exact greedy
+    agreement), ``alpha`` and ``alpha_lo`` (the sampled acceptance's upper bound, with the
+    residual bucket, and lower bound, top-k only: :func:`specfair.distill.topk.topk_acceptance`),
+    ``ce``, ``resid`` (the teacher's residual mass), and per position ``match`` (greedy
+    agreement) and ``conf`` (the drafter's top probability): what a drafting policy replay needs
+    (:mod:`specfair.measure.replay`)."""
     top.eval()
     out = []
     for s in signals:
