@@ -28,7 +28,7 @@ def _cfg(tiny_pair, **kw) -> StudyConfig:
 def test_the_study_runs_resumes_and_refuses_other_settings(tiny_pair, tmp_path, monkeypatch):
     monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path / "home"))
     write_study_sources(tmp_path / "home" / "data")
-    cfg = _cfg(tiny_pair)
+    cfg = _cfg(tiny_pair, seeds=[0, 1], prompt_fractions=[0.5, 1.0])
     out = tmp_path / "run"
     summary = json.loads(run_study(cfg, out).read_text())
     recs = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
@@ -36,8 +36,45 @@ def test_the_study_runs_resumes_and_refuses_other_settings(tiny_pair, tmp_path, 
     assert len(base_ids) == 3 * len(cfg.tasks)
     for arm in cfg.arms:
         for b in cfg.budgets:
-            ids = [r["id"] for r in recs if r["arm"] == arm and r["budget"] == b]
-            assert sorted(ids) == sorted(base_ids), (arm, b)  # paired, complete, no duplicate
+            for seed in (0, 1):
+                ids = [r["id"] for r in recs
+                       if r["arm"] == arm and r["budget"] == b and r["seed"] == seed]
+                # paired, complete, no duplicate; the second seed at the largest budget only
+                assert sorted(ids) == (sorted(base_ids) if seed == 0 or b == 1.0 else []), \
+                    (arm, b, seed)
+    assert (out / "arms" / "seed1" / "uniform" / "checkpoint").is_dir()
+    # sampled alpha between its bounds, the residual mass a probability, greedy alpha exact
+    for r in recs:
+        assert 0.0 <= r["alpha_lo"] <= r["alpha"] <= r["alpha_lo"] + r["resid"] + 1e-6 <= 2
+        assert 0.0 <= r["resid"] <= 1.0 and 0.0 <= r["greedy"] <= 1.0
+        assert abs(r["greedy"] - sum(r["match"]) / len(r["match"])) < 1e-6
+    # the data dose: nested prompt subsets at fixed epochs, the same test prompts
+    half = [r for r in recs if r["arm"] == "uniform@0.5"]
+    assert sorted(r["id"] for r in half) == sorted(base_ids)
+    assert all(r["dose_prompts"] == 2 and r["dose_supervised_tokens"] > 0 for r in half)
+    full = [r for r in recs if r["arm"] == "uniform@1"]
+    assert {r["dose_prompts"] for r in full} == {4}
+    same = {r["id"]: r["greedy"] for r in recs if r["arm"] == "uniform" and r["budget"] == 1.0
+            and r["seed"] == 0}
+    assert all(same[r["id"]] == r["greedy"] for r in full)  # fraction 1.0 is budget 1.0
+    trained = json.loads((out / "arms" / "dose" / "uniform@0.5" / "prompts.json").read_text())
+    assert len(trained) == 2 * len(cfg.tasks) and not set(trained) & base_ids
+    dose = summary["data_dose"]
+    assert dose["fractions"] == [0.5, 1.0]
+    for t in cfg.tasks:
+        assert dose["prompts"][t] == [0, 2, 4]
+        for key in ("vs_prompts", "vs_supervised_tokens"):
+            sl = dose[key]["tasks"][t]["slope"]
+            assert sl["lo"] <= sl["value"] <= sl["hi"]
+    largest = summary["arms"]["uniform"]["budgets"][-1]
+    assert largest["seeds"] == [0, 1] and summary["bootstrap"]["seeds"] == [0, 1]
+    for t in cfg.tasks:
+        row = largest["tasks"][t]
+        for key in ("d_greedy", "d_speedup", "d_alpha"):
+            assert row[key]["lo"] <= row[key]["value"] <= row[key]["hi"]
+        assert row["alpha_bounds"][0] <= row["alpha_bounds"][1]
+    leak = json.loads((out / "leakage.json").read_text())
+    assert leak["training_texts"]["n_checked"] == 4 * len(cfg.tasks)
     assert set(summary["arms"]) == set(cfg.arms)
     # the held-out prompts' passes, for every arm and budget, on which gamma is chosen
     held = [json.loads(x) for x in (out / "policy_eval.jsonl").read_text().splitlines()]
@@ -52,7 +89,6 @@ def test_the_study_runs_resumes_and_refuses_other_settings(tiny_pair, tmp_path, 
     assert summary["bootstrap"]["grouped"] and summary["bootstrap"]["shared_groups"] >= 3
     assert summary["leakage"]["n_dropped"] == 0 and (out / "leakage.json").is_file()
     assert "one gamma (chosen on held-out)" in summary["base"]["policies"]
-    largest = summary["arms"]["uniform"]["budgets"][-1]
     assert largest["tokens"] >= int(cfg.epochs * 0.9 * largest["tokens"])
     assert set(largest["policies"]) and largest["d_base_worst_alpha"]["lo"] <= \
         largest["d_base_worst_alpha"]["value"] <= largest["d_base_worst_alpha"]["hi"]
@@ -61,6 +97,8 @@ def test_the_study_runs_resumes_and_refuses_other_settings(tiny_pair, tmp_path, 
     assert "## Answer" in report and "dose_response.png" in report
     assert "Leak check: 0 train-split prompt(s) dropped" in report
     assert "in-sample oracle" in report and "out of sample" in report
+    assert "## Primary: greedy alpha and predicted speed-up per task" in report
+    assert "Dose in data" in report and "CE spread (top-k)" in report
     assert (out / "dose_response.png").stat().st_size > 1000
     # a rerun redoes nothing
     before = (out / "eval.jsonl").read_text()

@@ -28,12 +28,15 @@ RULES = {
     "budgets": Rule(nonempty=True, unique=True, each=Rule(gt=0, le=1)),
     "arms": Rule(nonempty=True, unique=True, each=Rule(choices=ARMS)),
     "disparity_temperature": _POS, "disparity_floor": Rule(ge=0, le=1), "bootstrap": _COUNT,
+    "seeds": Rule(nonempty=True, unique=True, each=Rule(ge=0)),
+    "prompt_fractions": Rule(unique=True, each=Rule(gt=0, le=1)),
+    "dose_arm": Rule(choices=ARMS),
 }
 # Settings that shape only the training and what follows it, not the cached sequences and
 # signals: a run directory with no training output yet takes other values of these.
 TRAINING_KEYS = ("name", "loss", "lr", "warmup_steps", "batch_size", "epochs", "overfit_epochs",
                  "overfit_lr", "budgets", "arms", "disparity_temperature", "disparity_floor",
-                 "bootstrap")
+                 "bootstrap", "seeds", "prompt_fractions", "dose_arm")
 
 
 def _packaged(name: str):
@@ -86,6 +89,14 @@ class StudyConfig:
     disparity_temperature: float = 0.05
     disparity_floor: float = 0.2
     bootstrap: int = 2000
+    # --- variance and data dose (issue 18)
+    # training seeds (the order batches are drawn in): the first trains the whole budget curve,
+    # the others each arm to the largest budget; CIs resample seeds, then prompts
+    seeds: list[int] = field(default_factory=lambda: [0])
+    # data dose: ``dose_arm`` trained on the first fraction of each task's distinct training
+    # prompts, at ``epochs`` passes over them, for each fraction ([] = no dose curve)
+    prompt_fractions: list[float] = field(default_factory=list)
+    dose_arm: str = "uniform"
     origin: typing.ClassVar[str] = "study config"  # the file, for error messages
 
     def __post_init__(self) -> None:
@@ -99,6 +110,7 @@ class StudyConfig:
     def validate(self, origin: str = "study config") -> None:
         self._check(self.to_dict(), origin)
         self.budgets = sorted(self.budgets)
+        self.prompt_fractions = sorted(self.prompt_fractions)
 
     @classmethod
     def _check(cls, d: dict[str, Any], origin: str) -> None:

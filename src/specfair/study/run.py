@@ -20,6 +20,7 @@ ce, resid); a finished (arm, budget) is never redone; an arm resumes from its la
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from pathlib import Path
@@ -44,8 +45,15 @@ from specfair.models.hardware import cpu_supports_bf16
 from specfair.models.load import load_model, load_tokenizer
 from specfair.rundir import check_out_dir, dir_lock
 from specfair.study.config import TRAINING_KEYS, StudyConfig
-from specfair.study.data import Seq, fill_signals, study_prompts, test_sequences, train_sequences
-from specfair.study.summary import write_summary
+from specfair.study.data import (
+    Seq,
+    fill_signals,
+    study_prompts,
+    test_sequences,
+    train_sequences,
+    training_text_leaks,
+)
+from specfair.study.summary import dose_name, write_summary
 from specfair.tasks.split import split_key
 from specfair.tasks.study import load_study_suite
 
@@ -70,12 +78,18 @@ class Run:
         self.drafter = load_model(cfg.drafter, "auto", "auto")
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "study_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        _write_leakage(prompts.dropped, run_dir / "leakage.json")
         self.bf16 = cpu_supports_bf16() or torch.cuda.is_available()
         _say(f"CPU native bf16: {self.bf16}")
         t0 = time.perf_counter()
         self.test = test_sequences(cfg, target, self.tok, prompts.test, run_dir)
         self.train = train_sequences(cfg, target, self.drafter, self.tok, prompts.train, run_dir)
+        text_leaks = training_text_leaks(
+            self.train, self.test, prompts.test,
+            lambda ids: self.tok.decode(list(ids), skip_special_tokens=True))
+        gone = {d["id"] for d in text_leaks}
+        self.train = [s for s in self.train if s.id not in gone]
+        _write_leakage(prompts.dropped, text_leaks, len(self.train) + len(gone),
+                       run_dir / "leakage.json")
         cfg.check_budgets([len(s.ids) for s in self.train], [s.task for s in self.train])
         self.heldout = train_sequences(cfg, target, self.drafter, self.tok, prompts.heldout,
                                        run_dir)
@@ -108,16 +122,28 @@ class Run:
                 for s, r in zip(seqs, res, strict=True)]
 
 
-def _write_leakage(dropped: list[dict], path: Path) -> None:
-    """``leakage.json``: the train-split prompts the leak check dropped, counted per task."""
+def _write_leakage(dropped: list[dict], text_leaks: list[dict], n_checked: int,
+                   path: Path) -> None:
+    """``leakage.json``: the train-split prompts the prompt check dropped, counted per task,
+    and the training sequences the text check dropped (their text as trained on equals or
+    contains a test prompt, reference or target answer: ``text_leaks``, of ``n_checked``)."""
     counts: dict[str, int] = {}
     for d in dropped:
         counts[d["task"]] = counts.get(d["task"], 0) + 1
+    text_counts: dict[str, int] = {}
+    for d in text_leaks:
+        text_counts[d["task"]] = text_counts.get(d["task"], 0) + 1
     path.write_text(json.dumps({"n_dropped": len(dropped), "per_task": counts,
-                                "dropped": dropped}, indent=2))
+                                "dropped": dropped,
+                                "training_texts": {"n_checked": n_checked,
+                                                   "n_dropped": len(text_leaks),
+                                                   "per_task": text_counts,
+                                                   "dropped": text_leaks}}, indent=2))
     _say(f"leak check: dropped {len(dropped)} train-split prompt(s) sharing a text with a test "
          f"prompt or reference" + (f" ({', '.join(f'{t} {n}' for t, n in counts.items())})"
-                                   if counts else ""))
+                                   if counts else "")
+         + f"; {len(text_leaks)} of {n_checked} training texts containing a test prompt or "
+           "answer")
 
 
 def _check_settings(cfg: StudyConfig, run_dir: Path) -> None:
@@ -126,7 +152,9 @@ def _check_settings(cfg: StudyConfig, run_dir: Path) -> None:
     study refused for its budgets, say, runs on with corrected ones)."""
     path = run_dir / "study_config.json"
     if path.is_file():
-        old, new = read_json(path), cfg.to_dict()
+        # a key the old run's file lacks (added since) counts as its default
+        old = StudyConfig().to_dict() | read_json(path)
+        new = cfg.to_dict()
         diff = sorted(k for k in new if old.get(k) != new[k])
         trained = any((run_dir / n).exists() for n in ("eval.jsonl", "overfit.json", "arms"))
         if diff and (trained or not set(diff) <= set(TRAINING_KEYS)):
@@ -146,7 +174,8 @@ def _measure_costs(target, drafter, seq: Seq, path: Path) -> None:
 
 
 def _done(path: Path) -> set[tuple]:
-    return {(r["arm"], r["budget"]) for r in read_jsonl(path, repair=True)}
+    """The finished ``(arm, budget, seed)`` (records without ``seed``, older runs: 0)."""
+    return {(r["arm"], r["budget"], r.get("seed", 0)) for r in read_jsonl(path, repair=True)}
 
 
 def _write(path: Path, records: list[dict]) -> None:
@@ -160,7 +189,7 @@ def budget_tokens(run: Run) -> int:
 
 
 def stage_base(run: Run, out: Path) -> None:
-    if ("base", 0.0) in _done(out):
+    if ("base", 0.0, 0) in _done(out):
         return
     _say("evaluating the base drafter")
     top, tags = run.fresh_top(), {"arm": "base", "budget": 0.0, "tokens": 0}
@@ -210,20 +239,23 @@ def _heldout_alphas(run: Run, top: TopLayers) -> dict[str, float]:
 
 
 def _train_one(run: Run, name: str, seqs: list[Seq], tests: tuple[list[Seq], list[Seq]],
-               rule: str, goal: int) -> Path:
-    """One trainable copy of the top layers, trained to each budget in turn and evaluated there
-    on ``tests``: the test sequences (``arms/<name>/eval.jsonl``) and the held-out prompts'
-    target answers (``policy_eval.jsonl``, written first); resumes from the last budget's
-    checkpoint."""
+               rule: str, goal: int, seed: int, budgets: list[float],
+               adir: Path | None = None) -> Path:
+    """One trainable copy of the top layers, trained to each of ``budgets`` in turn and
+    evaluated there on ``tests``: the test sequences (``<adir>/eval.jsonl``) and the held-out
+    prompts' target answers (``policy_eval.jsonl``, written first); resumes from the last
+    budget's checkpoint. ``seed`` draws the batches (the training's only randomness: the
+    copy starts from the drafter's weights)."""
     cfg = run.cfg
-    adir = run.dir / "arms" / name
+    adir = adir or run.dir / "arms" / name
     ckpt, evals = adir / "checkpoint", adir / "eval.jsonl"
     have = {r["budget"] for r in read_jsonl(evals, repair=True)}
-    if all(b in have for b in cfg.budgets):
+    if all(b in have for b in budgets):
         return evals
+    torch.manual_seed(seed)
     top = run.fresh_top()
     opt = make_optimizer(top, cfg.lr)
-    sampler = TaskSampler([s.task for s in seqs], rule, seed=cfg.seed,
+    sampler = TaskSampler([s.task for s in seqs], rule, seed=seed,
                           temperature=cfg.disparity_temperature, floor=cfg.disparity_floor)
     state, reached = TrainState(), None
     if ckpt.is_dir():
@@ -239,7 +271,7 @@ def _train_one(run: Run, name: str, seqs: list[Seq], tests: tuple[list[Seq], lis
             top.train()
         return [sig[seqs[i].key] for i in sampler.sample(cfg.batch_size)]
 
-    for b in cfg.budgets:
+    for b in budgets:
         if b in have or (reached is not None and b < reached):
             continue
         if b != reached:
@@ -253,37 +285,100 @@ def _train_one(run: Run, name: str, seqs: list[Seq], tests: tuple[list[Seq], lis
                                                     "budget": b})
             _say(f"{name}: budget {b:.2f}, {state.tokens} tokens "
                  f"({time.perf_counter() - t0:.0f} s)")
-        _write(adir / "policy_eval.jsonl",
-               run.eval_records(top, tests[1], budget=b, tokens=state.tokens))
-        _write(evals, run.eval_records(top, tests[0], budget=b, tokens=state.tokens))
+        tags = {"budget": b, "tokens": state.tokens, "seed": seed}
+        _write(adir / "policy_eval.jsonl", run.eval_records(top, tests[1], **tags))
+        _write(evals, run.eval_records(top, tests[0], **tags))
     return evals
 
 
-def stage_arm(run: Run, arm: str, out: Path) -> None:
-    """Train and evaluate one arm at every budget; its records join ``out`` when complete.
-    ``per-task``: one copy per task, each with an equal share of the tokens, oracle routing."""
+def _arm_dir(run: Run, seed: int) -> Path:
+    """``arms/`` for the first seed (the whole budget curve), ``arms/seed<N>/`` for others."""
+    return run.dir / "arms" if seed == run.cfg.seeds[0] else run.dir / "arms" / f"seed{seed}"
+
+
+def stage_arm(run: Run, arm: str, out: Path, seed: int | None = None) -> None:
+    """Train and evaluate one arm at every budget (the first of ``cfg.seeds``) or at the
+    largest budget (the other seeds); its records join ``out`` when complete. ``per-task``:
+    one copy per task, each with an equal share of the tokens, oracle routing."""
     cfg = run.cfg
-    if all((arm, b) in _done(out) for b in cfg.budgets):
+    seed = cfg.seeds[0] if seed is None else seed
+    budgets = cfg.budgets if seed == cfg.seeds[0] else cfg.budgets[-1:]
+    if all((arm, b, seed) in _done(out) for b in budgets):
         return
     goal = budget_tokens(run)
-    _say(f"arm {arm}: {goal} training tokens at the largest budget")
+    _say(f"arm {arm}, seed {seed}: {goal} training tokens at the largest budget")
+    _train_arm(run, arm, arm, run.train, out, seed, budgets, goal, _arm_dir(run, seed),
+               with_policy=seed == cfg.seeds[0])
+
+
+def _train_arm(run: Run, arm: str, name: str, train: list[Seq], out: Path, seed: int,
+               budgets: list[float], goal: int, root: Path, with_policy: bool,
+               extra: dict[str, dict] | None = None) -> None:
+    """Train ``arm``'s copies on ``train`` (``goal`` tokens at budget 1.0) under ``root``,
+    evaluate them, and write their records to ``out`` as arm ``name`` (with ``extra[task]``
+    fields) and, ``with_policy``, the held-out passes to ``policy_eval.jsonl``."""
+    cfg = run.cfg
+    held = run.policy if with_policy else []
     if arm == "per-task":
         of = lambda seqs, t: [s for s in seqs if s.task == t]  # noqa: E731
-        files = [_train_one(run, f"per-task/{t}", of(run.train, t),
-                            (of(run.test, t), of(run.policy, t)), "uniform",
-                            goal // len(cfg.tasks))
+        files = [_train_one(run, f"{name}/{t}", of(train, t), (of(run.test, t), of(held, t)),
+                            "uniform", goal // len(cfg.tasks), seed, budgets,
+                            root / name / t)
                  for t in cfg.tasks]
     else:
-        files = [_train_one(run, arm, run.train, (run.test, run.policy),
-                            "uniform" if arm == "uniform" else "disparity", goal)]
+        files = [_train_one(run, name, train, (run.test, held),
+                            "uniform" if arm == "uniform" else "disparity", goal, seed, budgets,
+                            root / name)]
     tokens = {b: sum({f: r["tokens"] for f in files for r in read_jsonl(f)
-                      if r["budget"] == b}.values()) for b in cfg.budgets}
-    held = {(r["budget"], r["id"]): r for f in files  # a redone budget's records replace
-            for r in read_jsonl(f.with_name("policy_eval.jsonl"))}
-    _write(run.dir / "policy_eval.jsonl",
-           [r | {"arm": arm, "tokens": tokens[r["budget"]]} for r in held.values()])
-    recs = [r for f in files for r in read_jsonl(f)]
-    _write(out, [r | {"arm": arm, "tokens": tokens[r["budget"]]} for r in recs])
+                      if r["budget"] == b}.values()) for b in budgets}
+    tag = lambda r: r | {"arm": name, "tokens": tokens[r["budget"]], "seed": seed} | (  # noqa: E731
+        (extra or {}).get(r["task"], {}))
+    if with_policy:
+        pol = {(r["budget"], r["id"]): r for f in files  # a redone budget's records replace
+               for r in read_jsonl(f.with_name("policy_eval.jsonl"))}
+        _write(run.dir / "policy_eval.jsonl", [tag(r) for r in pol.values()])
+    recs = [r for f in files for r in read_jsonl(f) if r["budget"] in tokens]
+    _write(out, [tag(r) for r in recs])
+
+
+def dose_subset(seqs: list[Seq], tasks: list[str], fraction: float) -> list[Seq]:
+    """The first ``ceil(fraction * n)`` of each task's ``n`` training sequences (one per
+    distinct prompt), in their order: a smaller fraction's subset is in every larger one's."""
+    out = []
+    for t in tasks:
+        mine = [s for s in seqs if s.task == t]
+        out += mine[: max(1, math.ceil(fraction * len(mine) - 1e-9))]
+    return out
+
+
+def stage_dose(run: Run, out: Path) -> None:
+    """Dose in data: ``cfg.dose_arm`` trained (first seed, ``epochs`` passes) on the first
+    fraction of each task's distinct training prompts, for each of ``prompt_fractions``;
+    evaluated on the same test sequences as arm ``<arm>@<fraction>``, budget 1.0, each record
+    with its task's ``dose_prompts`` and ``dose_supervised_tokens`` (response positions trained
+    on). Fraction 1.0 is the arm itself at budget 1.0 where the study trained it."""
+    cfg, seed = run.cfg, run.cfg.seeds[0]
+    for f in cfg.prompt_fractions:
+        name = dose_name(cfg.dose_arm, f)
+        if (name, 1.0, seed) in _done(out):
+            continue
+        sub = dose_subset(run.train, cfg.tasks, f)
+        extra = {t: {"prompt_fraction": f,
+                     "dose_prompts": sum(s.task == t for s in sub),
+                     "dose_supervised_tokens": sum(s.n_resp for s in sub if s.task == t)}
+                 for t in cfg.tasks}
+        same = [r for r in read_jsonl(out) if r["arm"] == cfg.dose_arm and r["budget"] == 1.0
+                and r.get("seed", 0) == seed] if f == 1.0 else []
+        if same:
+            _write(out, [r | {"arm": name} | extra[r["task"]] for r in same])
+            continue
+        goal = int(cfg.epochs * sum(len(s.ids) for s in sub))
+        _say(f"data dose {name}: {len(sub)} training prompts, {goal} tokens")
+        (run.dir / "arms" / "dose" / name).mkdir(parents=True, exist_ok=True)
+        (run.dir / "arms" / "dose" / name / "prompts.json").write_text(
+            json.dumps([s.id for s in sub]))
+        _train_arm(run, cfg.dose_arm, name, sub, out, seed, [1.0], goal,
+                   run.dir / "arms" / "dose", with_policy=False, extra=extra)
 
 
 def run_study(cfg: StudyConfig, run_dir: str | Path) -> Path:
@@ -302,6 +397,10 @@ def _run_study(cfg: StudyConfig, run_dir: Path) -> Path:
     stage_overfit(run, run_dir / "overfit.json")
     for arm in cfg.arms:
         stage_arm(run, arm, out)
+    stage_dose(run, out)
+    for seed in cfg.seeds[1:]:
+        for arm in cfg.arms:
+            stage_arm(run, arm, out, seed)
     path = write_summary(run_dir, cfg)
     _say(f"done in {time.perf_counter() - t0:.0f} s: {path}")
     return path

@@ -120,3 +120,32 @@ def find_leaks(train: Mapping[str, Sequence[str]],
         if hit := next((owner[u] for u in sorted(us) if u in owner), None):
             leaks[pid] = hit
     return leaks
+
+
+def find_contained(train: Mapping[str, str], test: Mapping[str, Sequence[str]],
+                   ) -> dict[str, tuple[str, str]]:
+    """The train texts that equal or contain a test text: ``{train id: (test id, sha256 of the
+    test unit)}``. A test item's units are its texts and their blank-line paragraphs, after
+    :func:`normalize_text`, of at least :data:`LEAK_MIN_CHARS` characters (their sha256 are
+    :func:`text_units`); a train text leaks when its normalised text contains one as whole
+    words, anywhere (equal, a paragraph of it, or mid-sentence: stronger than comparing hashes
+    of whole units).
+    A unit that more than :data:`LEAK_TEMPLATE_ITEMS` train texts contain is a template (an
+    instruction many prompts repeat), not one source, and is not compared."""
+    norm = {pid: f" {normalize_text(t)} " for pid, t in train.items()}  # whole words only
+    leaks: dict[str, tuple[str, str]] = {}
+    seen: set[str] = set()
+    for tid, texts in test.items():
+        for text in texts:
+            for part in [text, *_PARAGRAPH.split(text)]:
+                unit = normalize_text(part)
+                if len(unit) < LEAK_MIN_CHARS or unit in seen:
+                    continue
+                seen.add(unit)
+                hits = [pid for pid, t in norm.items() if f" {unit} " in t]
+                if len(hits) > LEAK_TEMPLATE_ITEMS:
+                    continue
+                digest = hashlib.sha256(unit.encode("utf-8")).hexdigest()
+                for pid in hits:
+                    leaks.setdefault(pid, (tid, digest))
+    return leaks
