@@ -106,6 +106,22 @@ def test_the_study_runs_resumes_and_refuses_other_settings(tiny_pair, tmp_path, 
     assert (out / "eval.jsonl").read_text() == before
     with pytest.raises(SpecfairError, match="other settings.*lr"):
         run_study(_cfg(tiny_pair, lr=5e-4), out)
+    # resume: a finished (arm, budget, seed) is never retrained; records lost from eval.jsonl
+    # after training (a crash before they joined) come back from the arm's own file
+    logs = {p: p.read_text() for p in (out / "arms").rglob("train_log.jsonl")}
+    lines = (out / "eval.jsonl").read_text().splitlines()
+    (out / "eval.jsonl").write_text("".join(
+        x + "\n" for x in lines if not (json.loads(x).get("seed") == 1
+                                        and json.loads(x)["arm"] == "uniform")))
+    run_study(cfg, out)
+    assert sorted((out / "eval.jsonl").read_text().splitlines()) == sorted(lines)
+    # more seeds (the same first one) train only the new seed; another first seed is refused
+    more = _cfg(tiny_pair, seeds=[0, 1, 2], prompt_fractions=[0.5, 1.0])
+    summary = json.loads(run_study(more, out).read_text())
+    assert {p: p.read_text() for p in logs} == logs
+    assert summary["arms"]["uniform"]["budgets"][-1]["seeds"] == [0, 1, 2]
+    with pytest.raises(SpecfairError, match="other settings.*seeds"):
+        run_study(_cfg(tiny_pair, seeds=[1, 2], prompt_fractions=[0.5, 1.0]), out)
     assert not list(out.rglob("*.pt")) and not list(out.rglob("*.pkl"))
 
 

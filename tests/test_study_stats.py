@@ -184,8 +184,8 @@ def test_a_training_text_that_contains_a_test_prompt_or_answer_is_caught():
     """The text check sees what training actually trains on (the cut prompt and the reference
     or generated continuation) and what the test scores (the target's answers): a planted
     continuation that quotes a test answer mid-sentence, a reference equal to a test prompt's
-    paragraph, are caught; an instruction many texts repeat, a short common answer, a number
-    inside a longer number are not."""
+    paragraph, are caught; an instruction many texts repeat, a stock opening of many test
+    answers, a short common answer, a number inside a longer number are not."""
     from specfair.study.data import Seq, training_text_leaks
 
     enc = lambda text: tuple(ord(c) for c in text)  # noqa: E731
@@ -209,7 +209,31 @@ def test_a_training_text_that_contains_a_test_prompt_or_answer_is_caught():
              seq(4, "chat", "Short.", "Yes")]
     train += [seq(10 + i, "translation_en_fr", f"Translate into French.\n\nSentence {i}.", "Ok")
               for i in range(6)]  # the shared instruction is a template
+    stock = "To solve this problem we need to follow these steps."
+    for i in range(5):  # a stock paragraph of many test answers and of one training text
+        test_prompts.append(Prompt(f"m-{i}", "math", (f"Problem {i}?",)))
+        test.append(Seq(f"m-{i}", "math", enc(f"Problem {i}?" + stock + f"\n\nIt is {i}."),
+                        len(f"Problem {i}?"), "target"))
+    train.append(seq(20, "math", "A problem?", stock + "\n\nFirst, add."))
     leaks = training_text_leaks(train, test, test_prompts, decode)
     assert {d["id"]: d["test_id"] for d in leaks} == {"s-0": "t-1", "s-1": "t-1", "s-2": "t-2"}
     assert all(len(d["sha256"]) == 64 for d in leaks)
     assert training_text_leaks(train[3:], test, test_prompts, decode) == []
+
+
+def test_data_dose_subsets_are_nested_per_task():
+    from specfair.study.data import Seq
+    from specfair.study.run import dose_subset
+
+    seqs = [Seq(f"{t}-{i}", t, (1, 2, 3), 1, "reference") for i in range(10) for t in "ab"]
+    seqs += [Seq(f"c-{i}", "c", (1, 2), 1, "reference") for i in range(3)]
+    subs = {f: dose_subset(seqs, ["a", "b", "c"], f) for f in (0.25, 0.5, 1.0)}
+    count = lambda sub, t: sum(s.task == t for s in sub)  # noqa: E731
+    assert [count(subs[f], "a") for f in subs] == [3, 5, 10]
+    assert [count(subs[f], "c") for f in subs] == [1, 2, 3]
+    assert subs[1.0] == [s for t in "abc" for s in seqs if s.task == t]
+    for small, big in ((0.25, 0.5), (0.5, 1.0)):
+        assert set(subs[small]) < set(subs[big])
+        for t in "abc":  # the first prompts of each task, in the train order
+            mine = [s for s in seqs if s.task == t]
+            assert [s for s in subs[small] if s.task == t] == mine[: count(subs[small], t)]

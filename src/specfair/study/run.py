@@ -90,6 +90,11 @@ class Run:
         self.train = [s for s in self.train if s.id not in gone]
         _write_leakage(prompts.dropped, text_leaks, len(self.train) + len(gone),
                        run_dir / "leakage.json")
+        if gone and any((run_dir / n).exists() for n in ("overfit.json", "arms")):
+            raise SpecfairError(
+                f"{run_dir} trained on {len(gone)} text(s) that contain a test prompt or answer "
+                "(leakage.json, training_texts), made before this check: its results are "
+                "contaminated; run the study again in another --run-dir")
         cfg.check_budgets([len(s.ids) for s in self.train], [s.task for s in self.train])
         self.heldout = train_sequences(cfg, target, self.drafter, self.tok, prompts.heldout,
                                        run_dir)
@@ -149,17 +154,30 @@ def _write_leakage(dropped: list[dict], text_leaks: list[dict], n_checked: int,
 def _check_settings(cfg: StudyConfig, run_dir: Path) -> None:
     """A run directory holds one study: other settings are refused before anything runs,
     except settings of the training (``TRAINING_KEYS``) while nothing was trained yet (a
-    study refused for its budgets, say, runs on with corrected ones)."""
+    study refused for its budgets, say, runs on with corrected ones), and settings that only
+    add training (``ADDITIVE_KEYS``: more seeds with the same first one, a data dose) at any
+    time: what was trained stays, and the summary reads the records the settings name."""
     path = run_dir / "study_config.json"
     if path.is_file():
         # a key the old run's file lacks (added since) counts as its default
         old = StudyConfig().to_dict() | read_json(path)
         new = cfg.to_dict()
-        diff = sorted(k for k in new if old.get(k) != new[k])
+        diff = sorted(k for k in new if old.get(k) != new[k] and not _adds_only(k, old, new))
         trained = any((run_dir / n).exists() for n in ("eval.jsonl", "overfit.json", "arms"))
         if diff and (trained or not set(diff) <= set(TRAINING_KEYS)):
             raise SpecfairError(f"{run_dir} holds a study with other settings "
                                 f"({', '.join(diff)}); use another --run-dir")
+
+
+# Settings that only add training to a finished run: more seeds after the first one (which
+# trained the budget curve), another data dose. A trained run takes other values of these.
+ADDITIVE_KEYS = ("seeds", "prompt_fractions", "dose_arm")
+
+
+def _adds_only(key: str, old: dict, new: dict) -> bool:
+    if key == "seeds":
+        return bool(new[key]) and bool(old[key]) and new[key][0] == old[key][0]
+    return key in ADDITIVE_KEYS
 
 
 def _measure_costs(target, drafter, seq: Seq, path: Path) -> None:

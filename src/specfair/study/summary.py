@@ -168,6 +168,7 @@ def compare(records, arm, budget, tasks, cfg: StudyConfig, costs: dict,
     the first seed's passes; gamma is chosen in sample and on ``held_records``."""
     base = _by_prompt(records, "base", 0.0)
     seeds = _by_seed(records, arm, budget)
+    seeds = {k: v for k, v in seeds.items() if k in cfg.seeds} or seeds
     first = _first_seed(seeds, cfg)
     order = [first] + sorted(k for k in seeds if k != first)
     arms = [seeds[k] for k in order]
@@ -259,7 +260,7 @@ def curve(records: list[dict], points: list[tuple[str, float]], x: np.ndarray,
     Per task, and for the mean over tasks against the mean dose: the least-squares slope of
     ``metric`` per ``per`` units of dose, with a bootstrap CI (prompt groups drawn once for
     every point: the points are paired), and the value fitted at twice the largest measured
-    dose (:data:`PROJECTION_LIMIT`): nothing is projected further."""
+    dose (:data:`PROJECTION_LIMIT`; clipped to [0, 1]): nothing is projected further."""
     base = _by_prompt(records, "base", 0.0)
     recs = []
     for arm, b in points:
@@ -282,8 +283,9 @@ def curve(records: list[dict], points: list[tuple[str, float]], x: np.ndarray,
         s0, i0 = _ls(xk, y[:, k])
         sb, ib = _ls(xk, yb[:, :, k])
         far = PROJECTION_LIMIT * xk.max()
+        fit = lambda v: np.clip(v, 0.0, 1.0)  # noqa: E731  (alphas are probabilities)
         out["tasks"][t] = {"slope": _dci(s0 * per, sb * per), "max_dose": float(xk.max()),
-                           "fitted_at_limit": _ci(i0 + s0 * far, ib + sb * far)}
+                           "fitted_at_limit": _ci(fit(i0 + s0 * far), fit(ib + sb * far))}
     xm = x.mean(1).astype(float)
     if np.ptp(xm) > 0:
         s0, _ = _ls(xm, y.mean(1))
@@ -360,7 +362,7 @@ def _bootstrap_info(records: list[dict], cfg: StudyConfig) -> dict:
     tasks_of: dict[str, set] = {}
     for r in base:
         tasks_of.setdefault(r.get("group") or r["id"], set()).add(r["task"])
-    seeds = sorted({r.get("seed", 0) for r in records if r["arm"] != "base"})
+    seeds = sorted({r.get("seed", 0) for r in records if r["arm"] != "base"} & set(cfg.seeds))
     return {"replicates": cfg.bootstrap, "grouped": all(r.get("group") for r in base),
             "shared_groups": sum(len(t) > 1 for t in tasks_of.values()), "seeds": seeds}
 
