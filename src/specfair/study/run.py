@@ -3,18 +3,24 @@
 1. prompts: the ``study`` suite (``specfair data fetch``), per task ``n_train`` + ``n_heldout``
    train prompts and ``n_test`` test prompts;
 2. sequences: the target's greedy test responses; the training text (references, else drafter
-   continuations);
+   continuations); training texts that contain a test prompt, reference or answer are dropped
+   (``leakage.json``);
 3. signals: the target's top-k and the drafter's lower-layer hidden states for every sequence
    (the only target forward passes of the study);
 4. overfit check: one task's train sequences, several epochs; greedy alpha on those sequences
    before and after (a pipeline that cannot overfit cannot help);
 5. arms x budgets: the base drafter, then each arm trained with checkpoints at each budget (a
    fraction of the largest budget's training tokens, constant learning rate after warm-up, so a
-   checkpoint is the same as a shorter run) and evaluated on the test sequences;
-6. summary: ``summary.json`` and ``report.md`` (see :mod:`specfair.study.summary`).
+   checkpoint is the same as a shorter run) and evaluated on the test sequences, with the first
+   of ``seeds``;
+6. data dose: ``dose_arm`` on the first fraction of each task's distinct training prompts, at
+   ``epochs`` passes, for each of ``prompt_fractions``;
+7. seeds: each arm again with each further seed, to the largest budget only;
+8. summary: ``summary.json`` and ``report.md`` (see :mod:`specfair.study.summary`).
 
-Every evaluation is a line of ``eval.jsonl`` (arm, budget, tokens, prompt, task, alpha, greedy,
-ce, resid); a finished (arm, budget) is never redone; an arm resumes from its last checkpoint.
+Every evaluation is a line of ``eval.jsonl`` (arm, budget, tokens, seed, prompt, task, greedy,
+alpha, alpha_lo, ce, resid); a finished (arm, budget, seed) is never redone; an arm resumes
+from its last checkpoint.
 """
 
 from __future__ import annotations

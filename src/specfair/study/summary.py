@@ -1,6 +1,14 @@
-"""The study's numbers: per arm and budget, each task's alpha and its paired change against the
-base drafter, the disparity metrics with paired bootstrap CIs, slopes per 10k training tokens,
-and the projected budget for the worst task to reach the mean (an extrapolation).
+"""The study's numbers: per arm and budget, each task's greedy alpha and predicted speed-up (the
+primary metrics: the top-k buckets the loss trains on cannot inflate them), sampled alpha as
+[lower, upper] bounds and the residual mass, their paired changes against the base drafter and
+their spread across tasks with bootstrap CIs; dose-response curves over training tokens and,
+with ``prompt_fractions``, over distinct training prompts and supervised tokens, with slope CIs;
+nothing is projected beyond twice the largest measured dose.
+
+Seeds: an arm trained with several seeds (the largest budget) is the mean over them, and each
+replicate draws seeds with replacement before it draws prompt groups (a hierarchical bootstrap),
+so a CI covers the training's randomness as well as the prompts'. A change is claimed only when
+its CI excludes 0 (``"claimed"``).
 
 Pairing: every arm is evaluated on the same test sequences as the base drafter; a bootstrap
 resample draws prompts once and applies the draw to both, so the CI of a change is the CI of a
