@@ -419,6 +419,12 @@ def _data_notes(s: dict) -> list[str]:
         out.append(f"Leak check: {leak['n_dropped']} train-split prompt(s) dropped before "
                    f"training for sharing a text with a test prompt or reference"
                    + (f" ({per}; `leakage.json`)." if per else "."))
+        if (tt := leak.get("training_texts")) is not None:
+            out.append(f"Training texts as trained on, checked against the test prompts, "
+                       f"references and the target's test answers: {tt['n_dropped']} of "
+                       f"{tt['n_checked']} contained one and were dropped before training.")
+        else:
+            out.append("Training texts: not checked against the test answers in this run.")
     else:
         out.append("Leak check: not recorded in this run (made before the check).")
     b = s.get("bootstrap") or {}
@@ -599,6 +605,15 @@ def primary_tables(s: dict) -> list[str]:
         for r in rows:
             out.append(f"| {r['arm']} | {r['budget']:.2f} | {len(r.get('seeds', [0]))} | "
                        + " | ".join(_mark(r["tasks"][t][key], nd) for t in tasks) + " |")
+    out += ["", "Paired change in sampled alpha, lower / upper bound (the loss's residual bucket "
+            "can move only the upper one):", "",
+            "| arm | budget | " + " | ".join(tasks) + " |", "|" + " --- |" * (len(tasks) + 2)]
+    for r in rows:
+        if all("d_alpha_lo" in r["tasks"][t] for t in tasks):
+            short = lambda d: f"{d['value']:+.3f}" + "*" * d["claimed"]  # noqa: E731
+            out.append(f"| {r['arm']} | {r['budget']:.2f} | " + " | ".join(
+                f"{short(r['tasks'][t]['d_alpha_lo'])} / {short(r['tasks'][t]['d_alpha'])}"
+                for t in tasks) + " |")
     out += ["", "Spread across tasks (value, and paired change against the base):", "",
             "| drafter | greedy max/min | greedy max-min | speed-up max/min | "
             "speed-up max-min |", "| --- | --- | --- | --- | --- |"]
