@@ -539,12 +539,12 @@ def answer(s: dict) -> str:
                    "falls (its paired 95% CI is below 0)" if w["hi"] < 0 else
                    "does not change beyond its paired 95% CI")
         u = r["ce_spread_topk_change"]
-        out.append(
-            f"- {name} at {r['tokens']} tokens: the base-worst task ({r['base_worst_task']}) "
-            f"sampled alpha (upper bound) {verdict}: {_fmt(w)}; the CE spread on the top-k "
-            f"buckets (the loss's own quantity) changes by {u['value']:+.0%} [{u['lo']:+.0%}, "
-            f"{u['hi']:+.0%}]; mean alpha {_fmt(r['d_mean_alpha'])}.")
         out += answer_primary(name, r)
+        out.append(
+            f"  - secondary: the base-worst task ({r['base_worst_task']}) sampled alpha (upper "
+            f"bound) {verdict}: {_fmt(w)}; mean sampled alpha {_fmt(r['d_mean_alpha'])}; the "
+            f"CE spread on the top-k buckets (the loss's own quantity, not an outcome) changes "
+            f"by {u['value']:+.0%} [{u['lo']:+.0%}, {u['hi']:+.0%}].")
     return "\n".join(out + policy_answer(s))
 
 
@@ -670,13 +670,13 @@ def data_dose_lines(s: dict) -> list[str]:
 def answer_primary(name: str, r: dict) -> list[str]:
     """The primary metrics' verdict for one arm at its largest budget: the tasks whose greedy
     alpha or predicted speed-up moved beyond its CI, and the change of the speed-up spread."""
-    out = []
+    out = [f"- {name} at {r['tokens']} tokens, over {len(r.get('seeds', [0]))} seed(s) and the "
+           "prompts (primary metrics; tasks beyond their paired 95% CI):"]
     for key, label in (("d_greedy", "greedy alpha"), ("d_speedup", "predicted speed-up")):
         moved = [f"{t} {_fmt(v[key], 3)}" for t, v in r["tasks"].items() if v[key]["claimed"]]
         out.append(f"  - {label}: " + ("; ".join(moved) if moved else
                                        "no task moved beyond its paired CI"))
     d = r["speedup_spread"]["d_max_min"]
-    out.append(f"  - predicted speed-up max/min {r['speedup_spread']['max_min']['value']:.2f} "
-               f"(change {_mark(d, 2)}); over {len(r.get('seeds', [0]))} seed(s) and the "
-               "prompts")
+    out.append(f"  - predicted speed-up max/min across tasks "
+               f"{r['speedup_spread']['max_min']['value']:.2f} (change {_mark(d, 2)})")
     return out
