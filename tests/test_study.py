@@ -48,6 +48,9 @@ def test_the_study_runs_resumes_and_refuses_other_settings(tiny_pair, tmp_path, 
         assert 0.0 <= r["alpha_lo"] <= r["alpha"] <= r["alpha_lo"] + r["resid"] + 1e-6 <= 2
         assert 0.0 <= r["resid"] <= 1.0 and 0.0 <= r["greedy"] <= 1.0
         assert abs(r["greedy"] - sum(r["match"]) / len(r["match"])) < 1e-6
+        # exact over the full vocabulary (the target's stored final states and head)
+        assert r["alpha_lo"] - 2e-3 <= r["alpha_full"] <= r["alpha"] + 2e-3
+        assert r["ce_full"] >= r["ce"] - 2e-3
     # the data dose: nested prompt subsets at fixed epochs, the same test prompts
     half = [r for r in recs if r["arm"] == "uniform@0.5"]
     assert sorted(r["id"] for r in half) == sorted(base_ids)
@@ -73,6 +76,10 @@ def test_the_study_runs_resumes_and_refuses_other_settings(tiny_pair, tmp_path, 
         for key in ("d_greedy", "d_speedup", "d_alpha"):
             assert row[key]["lo"] <= row[key]["value"] <= row[key]["hi"]
         assert row["alpha_bounds"][0] <= row["alpha_bounds"][1]
+        assert row["d_alpha_exact"]["lo"] <= row["d_alpha_exact"]["value"] <= \
+            row["d_alpha_exact"]["hi"]
+    u = largest["U_sandler_change"]
+    assert largest["U_sandler"]["value"] >= 0 and u["lo"] <= u["value"] <= u["hi"]
     leak = json.loads((out / "leakage.json").read_text())
     assert leak["training_texts"]["n_checked"] == 4 * len(cfg.tasks)
     assert set(summary["arms"]) == set(cfg.arms)
@@ -99,6 +106,7 @@ def test_the_study_runs_resumes_and_refuses_other_settings(tiny_pair, tmp_path, 
     assert "in-sample oracle" in report and "out of sample" in report
     assert "## Primary: greedy alpha and predicted speed-up per task" in report
     assert "Dose in data" in report and "CE spread (top-k)" in report
+    assert "U (Sandler et al., full-vocabulary CE variance across tasks)" in report
     assert (out / "dose_response.png").stat().st_size > 1000
     # a rerun redoes nothing
     before = (out / "eval.jsonl").read_text()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from specfair.measure.responses import fill_responses_batched, read_responses
 from specfair.measure.signals import fill_signals as _fill
+from specfair.measure.signals import fill_target_final as _fill_final
 from specfair.measure.signals import seq_key
 from specfair.study.config import StudyConfig
 from specfair.tasks import encode_prompt
@@ -157,6 +158,13 @@ def training_text_leaks(train: Sequence[Seq], test: Sequence[Seq],
     leaks = find_contained({s.id: decode(s.ids) for s in train}, tests)
     return [{"id": s.id, "task": s.task, "test_id": leaks[s.id][0], "sha256": leaks[s.id][1]}
             for s in train if s.id in leaks]
+
+
+def fill_target_final(cfg: StudyConfig, target, seqs: Sequence[Seq], run_dir: Path):
+    """The target's final hidden states for ``seqs`` (the test sequences): with its output head
+    the evaluation scores exact full-vocabulary alpha and cross-entropy there."""
+    return _fill_final(target, [(s.key, (s.ids, s.n_prompt)) for s in seqs], run_dir / "signals",
+                       target_name=cfg.target)
 
 
 def fill_signals(cfg: StudyConfig, target, drafter, seqs: Sequence[Seq], run_dir: Path):

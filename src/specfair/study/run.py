@@ -54,6 +54,7 @@ from specfair.study.config import TRAINING_KEYS, StudyConfig
 from specfair.study.data import (
     Seq,
     fill_signals,
+    fill_target_final,
     study_prompts,
     test_sequences,
     train_sequences,
@@ -114,21 +115,26 @@ class Run:
         self.teacher, self.lower = fill_signals(
             cfg, target, self.drafter, self.test + self.train + self.heldout + self.policy,
             run_dir)
+        self.final = fill_target_final(cfg, target, self.test, run_dir)
         _say(f"signals ready ({time.perf_counter() - t0:.0f} s)")
         _measure_costs(target, self.drafter, self.test[0], run_dir / "costs.json")
+        # the target's output head alone: full-vocabulary distributions on the test sequences
+        self.target_head = target.get_output_embeddings().weight.detach()
         del target
         self.head = self.drafter.get_output_embeddings().weight.detach()
         self.head.requires_grad_(False)
 
     def signals(self, s: Seq) -> Signals:
         t, h = self.teacher.get(s.key), self.lower.get(s.key)
-        return Signals(h["hidden"], t["topk_idx"], t["topk_logp"], s.n_prompt)
+        final = self.final.get(s.key)["hidden"] if s.key in self.final else None
+        return Signals(h["hidden"], t["topk_idx"], t["topk_logp"], s.n_prompt, final)
 
     def fresh_top(self) -> TopLayers:
         return TopLayers(self.drafter, self.cfg.top_layers)
 
     def eval_records(self, top: TopLayers, seqs: list[Seq], **tags) -> list[dict]:
-        res = evaluate(top, self.head, [self.signals(s) for s in seqs], self.bf16)
+        res = evaluate(top, self.head, [self.signals(s) for s in seqs], self.bf16,
+                       self.target_head)
         return [tags | {"id": s.id, "task": s.task, "group": self.groups.get(s.id)} | r
                 for s, r in zip(seqs, res, strict=True)]
 
