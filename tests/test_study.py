@@ -78,6 +78,7 @@ def test_the_study_runs_resumes_and_refuses_other_settings(tiny_pair, tmp_path, 
         assert row["alpha_bounds"][0] <= row["alpha_bounds"][1]
         assert row["d_alpha_exact"]["lo"] <= row["d_alpha_exact"]["value"] <= \
             row["d_alpha_exact"]["hi"]
+    assert set(largest["alpha_exact_spread"]) == {"max_min", "range", "d_max_min", "d_range"}
     u = largest["U_sandler_change"]
     assert largest["U_sandler"]["value"] >= 0 and u["lo"] <= u["value"] <= u["hi"]
     leak = json.loads((out / "leakage.json").read_text())

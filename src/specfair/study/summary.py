@@ -226,9 +226,11 @@ def compare(records, arm, budget, tasks, cfg: StudyConfig, costs: dict,
     sandler = {}
     if "ce_full" in mean:
         f_pb, f_pa, f_bb, f_ba = mean["ce_full"]
+        x_pb, x_pa, x_bb, x_ba = mean["alpha_full"]
         sandler = {"U_sandler": _ci(float(_ce_spread(f_pa)), _ce_spread(f_ba)),
                    "U_sandler_change": _dci(float(_ce_spread(f_pa) / _ce_spread(f_pb) - 1),
-                                            _ce_spread(f_ba) / _ce_spread(f_bb) - 1)}
+                                            _ce_spread(f_ba) / _ce_spread(f_bb) - 1),
+                   "alpha_exact_spread": _spread(x_pa, x_ba, x_pb, x_bb)}
 
     return {
         "arm": arm, "budget": budget, "seeds": order,
