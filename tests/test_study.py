@@ -171,3 +171,47 @@ def test_budgets_closer_than_a_batch_are_refused_and_a_corrected_config_runs_on(
         run_study(_cfg(tiny_pair, test_response_tokens=5), out)  # the cached data differ
     summary = json.loads(run_study(_cfg(tiny_pair, budgets=[1.0, 0.5]), out).read_text())
     assert [b["budget"] for b in summary["arms"]["uniform"]["budgets"]] == [0.5, 1.0]
+
+
+def test_a_training_text_planted_with_a_test_prompt_is_dropped_and_a_trained_run_refused(
+        tiny_pair, tmp_path, monkeypatch):
+    """The text check runs on the decoded training sequences: one planted with a test prompt's
+    text (as a continuation quoting it would be) is dropped before anything trains, and the run
+    resumes; a trained run in which a leak appears only later (it trained on that text) is
+    refused as contaminated."""
+    import specfair.study.run as study_run
+
+    monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path / "home"))
+    write_study_sources(tmp_path / "home" / "data")
+    real = study_run.training_text_leaks
+    planted: dict[str, str] = {}
+
+    def plant(train, test, prompts, decode):
+        quote = next(t for p in prompts for t in p.turns if len(t) >= 40)
+        victim = train[0]
+        planted["id"] = victim.id
+        return real(train, test, prompts, lambda ids: decode(ids) + (
+            f" so, {quote} ok" if ids is victim.ids else ""))  # this sequence alone
+
+    cfg = _cfg(tiny_pair, arms=["uniform"], budgets=[1.0], tasks=["chat", "code", "mgsm_zh"],
+               batch_size=1)
+    out = tmp_path / "run"
+    monkeypatch.setattr(study_run, "training_text_leaks", plant)
+    run_study(cfg, out)
+    leak = json.loads((out / "leakage.json").read_text())["training_texts"]
+    assert [d["id"] for d in leak["dropped"]] == [planted["id"]]
+    assert leak["n_dropped"] == 1 and leak["n_checked"] == 4 * len(cfg.tasks)
+    assert len(leak["dropped"][0]["sha256"]) == 64
+    run_study(cfg, out)  # dropped before it trained: the run resumes
+    monkeypatch.setattr(study_run, "training_text_leaks", real)
+    out2 = tmp_path / "run2"
+    run_study(cfg, out2)  # trained with that text in
+    # the dropped sequence was not trained on: fewer training tokens than with it
+    def tokens(run_dir):
+        s = json.loads((run_dir / "summary.json").read_text())
+        return s["arms"]["uniform"]["budgets"][-1]["tokens"]
+
+    assert tokens(out) < tokens(out2)
+    monkeypatch.setattr(study_run, "training_text_leaks", plant)
+    with pytest.raises(SpecfairError, match="contaminated"):
+        run_study(cfg, out2)

@@ -95,13 +95,18 @@ class Run:
             lambda ids: self.tok.decode(list(ids), skip_special_tokens=True))
         gone = {d["id"] for d in text_leaks}
         self.train = [s for s in self.train if s.id not in gone]
+        # texts this run dropped before it trained (none known for runs made before the check)
+        old = run_dir / "leakage.json"
+        before = ({d["id"] for d in read_json(old).get("training_texts", {}).get("dropped", [])}
+                  if old.is_file() and "training_texts" in read_json(old) else set())
         _write_leakage(prompts.dropped, text_leaks, len(self.train) + len(gone),
                        run_dir / "leakage.json")
-        if gone and any((run_dir / n).exists() for n in ("overfit.json", "arms")):
+        trained = any((run_dir / n).exists() for n in ("overfit.json", "arms"))
+        if trained and gone - before:
             raise SpecfairError(
-                f"{run_dir} trained on {len(gone)} text(s) that contain a test prompt or answer "
-                "(leakage.json, training_texts), made before this check: its results are "
-                "contaminated; run the study again in another --run-dir")
+                f"{run_dir} trained on {len(gone - before)} text(s) that contain a test prompt "
+                "or answer (leakage.json, training_texts) before they were checked: its results "
+                "are contaminated; run the study again in another --run-dir")
         cfg.check_budgets([len(s.ids) for s in self.train], [s.task for s in self.train])
         self.heldout = train_sequences(cfg, target, self.drafter, self.tok, prompts.heldout,
                                        run_dir)
