@@ -109,6 +109,7 @@ def test_the_study_runs_resumes_and_refuses_other_settings(tiny_pair, tmp_path, 
     assert "Dose in data" in report and "CE spread (top-k)" in report
     assert "U (Sandler et al., full-vocabulary CE variance across tasks)" in report
     assert (out / "dose_response.png").stat().st_size > 1000
+    assert (out / "data_dose.png").stat().st_size > 1000 and "data_dose.png" in report
     # a rerun redoes nothing
     before = (out / "eval.jsonl").read_text()
     run_study(cfg, out)

@@ -420,6 +420,8 @@ def write_summary(run_dir: Path, cfg: StudyConfig) -> Path:
     path.write_text(json.dumps(summary, indent=2, allow_nan=False,
                                default=lambda x: None))
     plot(summary, run_dir / "dose_response.png")
+    if summary["data_dose"]:
+        plot_data_dose(summary, run_dir / "data_dose.png")
     (run_dir / "report.md").write_text(render(summary))
     return path
 
@@ -692,7 +694,7 @@ def data_dose_lines(s: dict) -> list[str]:
         out.append(f"| {t} | {' / '.join(map(str, d['prompts'][t]))} | "
                    f"{' / '.join(map(str, d['supervised_tokens'][t]))} | "
                    f"{' / '.join(f'{y:.3f}' for y in ys)} |")
-    out.append("")
+    out += ["", "![data dose](data_dose.png)", ""]
     out += curve_lines(d["vs_prompts"], "greedy alpha per 100 distinct training prompts")
     out += curve_lines(d["vs_supervised_tokens"], "greedy alpha per 10k supervised tokens")
     return out
@@ -715,3 +717,31 @@ def answer_primary(name: str, r: dict) -> list[str]:
                    f"directly) changes by {u['value']:+.0%} [{u['lo']:+.0%}, {u['hi']:+.0%}]"
                    + "*" * u["claimed"])
     return out
+
+
+def plot_data_dose(s: dict, path: Path) -> None:
+    """Per task, the paired change in greedy alpha against the base drafter (95% CI bars)
+    against the task's distinct training prompts and its supervised tokens."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d, tasks = s["data_dose"], list(s["config"]["tasks"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), squeeze=False)
+    for ax, key, label in ((axes[0][0], "prompts", "distinct training prompts (per task)"),
+                           (axes[0][1], "supervised_tokens", "supervised tokens (per task)")):
+        for t in tasks:
+            cis = [p["tasks"][t]["d_greedy"] for p in d["points"]]
+            ys = [0.0] + [c["value"] for c in cis]
+            err = [[0.0] + [c["value"] - c["lo"] for c in cis],
+                   [0.0] + [c["hi"] - c["value"] for c in cis]]
+            ax.errorbar(d[key][t], ys, yerr=err, marker="o", capsize=3, label=t)
+        ax.axhline(0.0, color="k", lw=0.5)
+        ax.set_xlabel(label)
+        ax.set_ylabel("greedy alpha change vs base")
+        ax.set_title(f"{d['arm']}: data dose at fixed epochs")
+    axes[0][0].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
