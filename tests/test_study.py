@@ -108,6 +108,7 @@ def test_the_study_runs_resumes_and_refuses_other_settings(tiny_pair, tmp_path, 
     assert "## Primary: greedy alpha and predicted speed-up per task" in report
     assert "Dose in data" in report and "CE spread (top-k)" in report
     assert "U (Sandler et al., full-vocabulary CE variance across tasks)" in report
+    assert "- data dose (uniform, fixed epochs): the base-worst task by greedy alpha" in report
     assert (out / "dose_response.png").stat().st_size > 1000
     assert (out / "data_dose.png").stat().st_size > 1000 and "data_dose.png" in report
     # a rerun redoes nothing

@@ -564,7 +564,7 @@ def answer(s: dict) -> str:
             f"bound) {verdict}: {_fmt(w)}; mean sampled alpha {_fmt(r['d_mean_alpha'])}; the "
             f"CE spread on the top-k buckets (the loss's own quantity, not an outcome) changes "
             f"by {u['value']:+.0%} [{u['lo']:+.0%}, {u['hi']:+.0%}].")
-    return "\n".join(out + policy_answer(s))
+    return "\n".join(out + answer_dose(s) + policy_answer(s))
 
 
 # ---------------------------------------------------------------------------- report sections
@@ -745,3 +745,22 @@ def plot_data_dose(s: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def answer_dose(s: dict) -> list[str]:
+    """The data dose's verdict for the base-worst task (by greedy alpha): its slope per 100
+    distinct prompts and per 10k supervised tokens, claimed only where the CI excludes 0."""
+    d = s.get("data_dose")
+    if not d:
+        return []
+    w = s["base"].get("base_worst_greedy_task")
+    if w is None or w not in d["vs_prompts"]["tasks"]:
+        return []
+    p, t = d["vs_prompts"]["tasks"][w], d["vs_supervised_tokens"]["tasks"][w]
+    moves = "rises" if p["slope"]["lo"] > 0 else "falls" if p["slope"]["hi"] < 0 else \
+        "does not move beyond its CI"
+    return [f"- data dose ({d['arm']}, fixed epochs): the base-worst task by greedy alpha ({w}) "
+            f"{moves} with more distinct prompts: {_mark(p['slope'], 4)} per 100 prompts, "
+            f"{_mark(t['slope'], 4)} per 10k supervised tokens (measured up to "
+            f"{p['max_dose']:.0f} prompts; nothing projected beyond "
+            f"{PROJECTION_LIMIT * p['max_dose']:.0f})."]
