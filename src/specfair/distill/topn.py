@@ -109,7 +109,8 @@ def evaluate(top: TopLayers, head: torch.Tensor, signals: Sequence[Signals],
         logits = _logits(top, head, s, bf16).float()
         m = topk_acceptance(logits, s.topk_idx, s.topk_logp)
         if s.target_final is not None and target_head is not None:
-            t_logits = (s.target_final.to(target_head.dtype) @ target_head.T).float()
+            t_logits = (s.target_final.to(target_head.device, target_head.dtype)
+                        @ target_head.T).float().to(logits.device)
             m["alpha_full"] = position_alpha(logits, t_logits)[0]
             m["ce_full"] = position_ce_kl(logits, t_logits)[0]
         conf = torch.softmax(logits, -1).max(-1).values
