@@ -687,7 +687,7 @@ def data_dose_lines(s: dict) -> list[str]:
     tasks = list(s["config"]["tasks"])
     fr = ", ".join(f"{f:g}" for f in d["fractions"])
     out = ["", f"## Dose in data: {d['arm']} on the first {fr} of each task's distinct "
-           "training prompts, at fixed epochs", "",
+           "training prompts, at fixed epochs (the first seed; base at 0)", "",
            "| task | prompts | supervised tokens | greedy alpha |", "| --- | --- | --- | --- |"]
     for t in tasks:
         ys = [s["base"]["tasks"][t]["greedy"]] + [p["tasks"][t]["greedy"] for p in d["points"]]
