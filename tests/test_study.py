@@ -194,9 +194,16 @@ def test_the_study_runs_resumes_and_refuses_other_settings(long_pair, tmp_path, 
     timed_recs = {p: b for p, b in before.items() if p.name != "eval.jsonl"}
     assert {p: p.read_bytes() for p in timed_recs} == timed_recs
     # the prediction beside each timed drafter replays the first seed's passes (the drafter
-    # exported), not a later seed's
-    recs = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
-    timed = json.loads((out / "timed.json").read_text())
+    # exported), not a later seed's: later seeds' passes turned around leave it as it is
+    from specfair.study.timed import summarize_timed
+
+    kept = (out / "eval.jsonl").read_text()
+    recs = [json.loads(x) for x in kept.splitlines()]
+    (out / "eval.jsonl").write_text("".join(json.dumps(r | (
+        {"match": [1 - m for m in r["match"]]} if r.get("seed", 0) > 0 else {})) + "\n"
+        for r in recs))
+    timed = json.loads(summarize_timed(out, more).read_text())
+    (out / "eval.jsonl").write_text(kept)
     c = json.loads((out / "costs.json").read_text())
     for t, v in timed["drafters"]["uniform"]["tasks"].items():
         ids = {r["id"] for r in bench["uniform"] if r["mode"] == "sd" and r["task"] == t}
