@@ -57,6 +57,19 @@ ROWS = [
     ("prompt_head_tokens = 24", f"prompt_head_tokens = 24 {TOP} an integer in [0, "
                                 "max_prompt_tokens = 24)"),
     ("epoch = 2.0", "unknown key 'epoch' in the top level; did you mean 'epochs'"),
+    ("seeds = []", f"seeds = [] {TOP} a non-empty list of unique integers >= 0"),
+    ("seeds = [0, 0]", f"seeds = [0, 0] {TOP} a non-empty list of unique integers >= 0"),
+    ("seeds = [-1]", f"seeds = [-1] {TOP} a non-empty list of unique integers >= 0"),
+    ("seeds = 1", "seeds = 1 in the top level should be a list of integers"),
+    ("seeds = [0.5]", "seeds = [0.5] in the top level should be a list of integers"),
+    ("prompt_fractions = [0]", f"prompt_fractions = [0] {TOP} a list of unique finite numbers "
+                               "in (0, 1]"),
+    ("prompt_fractions = [0.5, 0.5]", f"prompt_fractions = [0.5, 0.5] {TOP} a list of unique"),
+    ("prompt_fractions = [1.5]", f"prompt_fractions = [1.5] {TOP} a list of unique finite"),
+    ("prompt_fractions = nan", "prompt_fractions = nan in the top level should be a list of"),
+    ('dose_arm = "nope"', f"dose_arm = 'nope' {TOP} one of uniform, disparity, per-task"),
+    ("seed = [0, 1]", "seed = [0, 1] in the top level should be an integer"),
+    ("seedss = [0, 1]", "unknown key 'seedss' in the top level; did you mean 'seeds'"),
 ]
 
 
@@ -102,8 +115,16 @@ def test_bad_study_setting(cli, tiny_pair, study_home, tmp_path, monkeypatch, ed
 
 def test_budgets_are_sorted_for_the_user(tiny_pair, tmp_path):
     cfg = tmp_path / "s.toml"
-    cfg.write_text(study_toml(tiny_pair, "budgets = [1.0, 0.25, 0.5]"))
-    assert StudyConfig.load(cfg).budgets == [0.25, 0.5, 1.0]  # 1.0 is the fully trained model
+    cfg.write_text(study_toml(tiny_pair, "budgets = [1.0, 0.25, 0.5]\n"
+                                         "prompt_fractions = [1.0, 0.25]"))
+    loaded = StudyConfig.load(cfg)
+    assert loaded.budgets == [0.25, 0.5, 1.0]  # 1.0 is the fully trained model
+    assert loaded.prompt_fractions == [0.25, 1.0] and loaded.seeds == [0]
+
+
+def test_the_packaged_study_has_three_seeds_and_a_data_dose():
+    cfg = StudyConfig.load("study")
+    assert len(cfg.seeds) >= 3 and cfg.prompt_fractions and cfg.dose_arm in cfg.arms
 
 
 @pytest.mark.parametrize("settings, message", [

@@ -10,6 +10,7 @@ import pytest
 from study_data import write_study_sources
 
 from specfair.errors import SpecfairError
+from specfair.measure.replay import Policy, pass_of, replay_all
 from specfair.study.config import StudyConfig
 from specfair.study.run import run_study
 
@@ -28,7 +29,7 @@ def _cfg(long_pair, **kw) -> StudyConfig:
 def test_the_study_runs_resumes_and_refuses_other_settings(long_pair, tmp_path, monkeypatch):
     monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path / "home"))
     write_study_sources(tmp_path / "home" / "data")
-    cfg = _cfg(long_pair)
+    cfg = _cfg(long_pair, seeds=[0, 1], prompt_fractions=[0.5, 1.0])
     out = tmp_path / "run"
     summary = json.loads(run_study(cfg, out).read_text())
     recs = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
@@ -36,8 +37,53 @@ def test_the_study_runs_resumes_and_refuses_other_settings(long_pair, tmp_path, 
     assert len(base_ids) == 3 * len(cfg.tasks)
     for arm in cfg.arms:
         for b in cfg.budgets:
-            ids = [r["id"] for r in recs if r["arm"] == arm and r["budget"] == b]
-            assert sorted(ids) == sorted(base_ids), (arm, b)  # paired, complete, no duplicate
+            for seed in (0, 1):
+                ids = [r["id"] for r in recs
+                       if r["arm"] == arm and r["budget"] == b and r["seed"] == seed]
+                # paired, complete, no duplicate; the second seed at the largest budget only
+                assert sorted(ids) == (sorted(base_ids) if seed == 0 or b == 1.0 else []), \
+                    (arm, b, seed)
+    assert (out / "arms" / "seed1" / "uniform" / "checkpoint").is_dir()
+    # sampled alpha between its bounds, the residual mass a probability, greedy alpha exact
+    for r in recs:
+        assert 0.0 <= r["alpha_lo"] <= r["alpha"] <= r["alpha_lo"] + r["resid"] + 1e-6 <= 2
+        assert 0.0 <= r["resid"] <= 1.0 and 0.0 <= r["greedy"] <= 1.0
+        assert abs(r["greedy"] - sum(r["match"]) / len(r["match"])) < 1e-6
+        # exact over the full vocabulary (the target's stored final states and head)
+        assert r["alpha_lo"] - 2e-3 <= r["alpha_full"] <= r["alpha"] + 2e-3
+        assert r["ce_full"] >= r["ce"] - 2e-3
+    # the data dose: nested prompt subsets at fixed epochs, the same test prompts
+    half = [r for r in recs if r["arm"] == "uniform@0.5"]
+    assert sorted(r["id"] for r in half) == sorted(base_ids)
+    assert all(r["dose_prompts"] == 2 and r["dose_supervised_tokens"] > 0 for r in half)
+    full = [r for r in recs if r["arm"] == "uniform@1"]
+    assert {r["dose_prompts"] for r in full} == {4}
+    same = {r["id"]: r["greedy"] for r in recs if r["arm"] == "uniform" and r["budget"] == 1.0
+            and r["seed"] == 0}
+    assert all(same[r["id"]] == r["greedy"] for r in full)  # fraction 1.0 is budget 1.0
+    trained = json.loads((out / "arms" / "dose" / "uniform@0.5" / "prompts.json").read_text())
+    assert len(trained) == 2 * len(cfg.tasks) and not set(trained) & base_ids
+    dose = summary["data_dose"]
+    assert dose["fractions"] == [0.5, 1.0]
+    for t in cfg.tasks:
+        assert dose["prompts"][t] == [0, 2, 4]
+        for key in ("vs_prompts", "vs_supervised_tokens"):
+            sl = dose[key]["tasks"][t]["slope"]
+            assert sl["lo"] <= sl["value"] <= sl["hi"]
+    largest = summary["arms"]["uniform"]["budgets"][-1]
+    assert largest["seeds"] == [0, 1] and summary["bootstrap"]["seeds"] == [0, 1]
+    for t in cfg.tasks:
+        row = largest["tasks"][t]
+        for key in ("d_greedy", "d_speedup", "d_alpha"):
+            assert row[key]["lo"] <= row[key]["value"] <= row[key]["hi"]
+        assert row["alpha_bounds"][0] <= row["alpha_bounds"][1]
+        assert row["d_alpha_exact"]["lo"] <= row["d_alpha_exact"]["value"] <= \
+            row["d_alpha_exact"]["hi"]
+    assert set(largest["alpha_exact_spread"]) == {"max_min", "range", "d_max_min", "d_range"}
+    u = largest["U_sandler_change"]
+    assert largest["U_sandler"]["value"] >= 0 and u["lo"] <= u["value"] <= u["hi"]
+    leak = json.loads((out / "leakage.json").read_text())
+    assert leak["training_texts"]["n_checked"] == 4 * len(cfg.tasks)
     assert set(summary["arms"]) == set(cfg.arms)
     # the held-out prompts' passes, for every arm and budget, on which gamma is chosen
     held = [json.loads(x) for x in (out / "policy_eval.jsonl").read_text().splitlines()]
@@ -52,7 +98,6 @@ def test_the_study_runs_resumes_and_refuses_other_settings(long_pair, tmp_path, 
     assert summary["bootstrap"]["grouped"] and summary["bootstrap"]["shared_groups"] >= 3
     assert summary["leakage"]["n_dropped"] == 0 and (out / "leakage.json").is_file()
     assert "one gamma (chosen on held-out)" in summary["base"]["policies"]
-    largest = summary["arms"]["uniform"]["budgets"][-1]
     assert largest["tokens"] >= int(cfg.epochs * 0.9 * largest["tokens"])
     assert set(largest["policies"]) and largest["d_base_worst_alpha"]["lo"] <= \
         largest["d_base_worst_alpha"]["value"] <= largest["d_base_worst_alpha"]["hi"]
@@ -95,8 +140,20 @@ def test_the_study_runs_resumes_and_refuses_other_settings(long_pair, tmp_path, 
     assert timed["machines"] and f"Timed on: {timed['machines'][0]['cpu']}" in report
     assert (out / "figures/dose_response.png").stat().st_size > 1000
     assert "figures/speedup.png" in report and (out / "figures/speedup.png").is_file()
+    # the metrics of issue 18: primary first, sampled alpha an upper bound, U by its name
+    assert "## Primary: greedy alpha and predicted speed-up per task" in report
+    assert report.index("## Primary") < report.index("Sampled alpha, upper bound")
+    assert "Dose in data" in report and "CE spread (top-k)" in report
+    assert "U (Sandler et al., full-vocabulary CE variance across tasks)" in report
+    assert "| U |" not in report and "U change" not in report  # the buckets' spread is not U
+    assert "data dose (uniform, fixed epochs): the base-worst task by greedy alpha" in report
+    assert "training texts" in report.lower()
+    assert (out / "figures/data_dose.png").stat().st_size > 1000
+    assert "figures/data_dose.png" in report
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "Measured speed-up" in html
+    assert "Primary: greedy alpha" in html and "Dose in data" in html
+    assert "U (Sandler et al." in html and html.count("data:image/png;base64,") == 3
     # a rerun redoes nothing, and the report is rebuilt from the records alone
     before = {p: p.read_bytes() for p in [out / "eval.jsonl", *(out / "timed").rglob("*.jsonl")]}
 
@@ -119,11 +176,48 @@ def test_the_study_runs_resumes_and_refuses_other_settings(long_pair, tmp_path, 
         run_study(_cfg(long_pair, lr=5e-4), out)
     with pytest.raises(SpecfairError, match="other settings.*gamma"):
         run_study(_cfg(long_pair, gamma=2), out)
+    # resume: a finished (arm, budget, seed) is never retrained; records lost from eval.jsonl
+    # after training (a crash before they joined) come back from the arm's own file
+    logs = {p: p.read_text() for p in (out / "arms").rglob("train_log.jsonl")}
+    lines = (out / "eval.jsonl").read_text().splitlines()
+    (out / "eval.jsonl").write_text("".join(
+        x + "\n" for x in lines if not (json.loads(x).get("seed") == 1
+                                        and json.loads(x)["arm"] == "uniform")))
+    run_study(cfg, out)
+    assert sorted((out / "eval.jsonl").read_text().splitlines()) == sorted(lines)
+    # more seeds (the same first one) train only the new seed, and time nothing again (the
+    # timed drafters are the first seed's); another first seed is refused
+    more = _cfg(long_pair, seeds=[0, 1, 2], prompt_fractions=[0.5, 1.0])
+    summary = json.loads(run_study(more, out).read_text())
+    assert {p: p.read_text() for p in logs} == logs
+    assert summary["arms"]["uniform"]["budgets"][-1]["seeds"] == [0, 1, 2]
+    timed_recs = {p: b for p, b in before.items() if p.name != "eval.jsonl"}
+    assert {p: p.read_bytes() for p in timed_recs} == timed_recs
+    # the prediction beside each timed drafter replays the first seed's passes (the drafter
+    # exported), not a later seed's: later seeds' passes turned around leave it as it is
+    from specfair.study.timed import summarize_timed
+
+    kept = (out / "eval.jsonl").read_text()
+    recs = [json.loads(x) for x in kept.splitlines()]
+    (out / "eval.jsonl").write_text("".join(json.dumps(r | (
+        {"match": [1 - m for m in r["match"]]} if r.get("seed", 0) > 0 else {})) + "\n"
+        for r in recs))
+    timed = json.loads(summarize_timed(out, more).read_text())
+    (out / "eval.jsonl").write_text(kept)
+    c = json.loads((out / "costs.json").read_text())
+    for t, v in timed["drafters"]["uniform"]["tasks"].items():
+        ids = {r["id"] for r in bench["uniform"] if r["mode"] == "sd" and r["task"] == t}
+        passes = [pass_of(r) for r in recs if r["arm"] == "uniform" and r["budget"] == 1.0
+                  and r["seed"] == 0 and r["id"] in ids]
+        want = replay_all(passes, Policy("fixed", 3), c["c"], c["verify_slope"])["speedup"]
+        assert v["predicted"] == pytest.approx(want), t
+    with pytest.raises(SpecfairError, match="other settings.*seeds"):
+        run_study(_cfg(long_pair, seeds=[1, 2], prompt_fractions=[0.5, 1.0]), out)
     assert not list(out.rglob("*.pt")) and not list(out.rglob("*.pkl"))
     # more timed prompts: the finished run times them on (the records made stay as they were)
     monkeypatch.undo()
     monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path / "home"))
-    run_study(_cfg(long_pair, n_bench=2), out)
+    run_study(_cfg(long_pair, seeds=[0, 1, 2], prompt_fractions=[0.5, 1.0], n_bench=2), out)
     more = [json.loads(x) for x in (out / "timed/uniform/bench.jsonl").read_text().splitlines()]
     assert more[:len(bench["uniform"])] == bench["uniform"]
     assert len({r["id"] for r in more if r["mode"] == "sd"}) == 2 * len(cfg.tasks)
@@ -171,7 +265,8 @@ def test_budgets_closer_than_a_batch_are_refused_and_a_corrected_config_runs_on(
 
 def test_packaged_configs_are_one_design_at_three_sizes(cli, monkeypatch):
     """demo, study and full share the tasks (the gap is between them) and grow in prompts,
-    budgets and timed prompts; `specfair experiment` with no CONFIG runs the demo."""
+    budgets, timed prompts, seeds and data dose; `specfair experiment` with no CONFIG runs the
+    demo."""
     from specfair.study.config import CONFIGS
 
     demo, study, full = (StudyConfig.load(n) for n in CONFIGS)
@@ -179,9 +274,58 @@ def test_packaged_configs_are_one_design_at_three_sizes(cli, monkeypatch):
     assert demo.n_train < study.n_train <= full.n_train and demo.n_test < study.n_test
     assert len(demo.budgets) < len(study.budgets) <= len(full.budgets)
     assert 1 <= demo.n_bench < study.n_bench <= full.n_bench and study.n_bench >= 10
+    # 3 seeds and a data dose where the CIs are claimed; the demo's 30 minutes hold one seed
+    assert demo.seeds == [0] and demo.prompt_fractions == []
+    for cfg in (study, full):
+        assert len(cfg.seeds) >= 3 and cfg.seeds[0] == demo.seeds[0]
+        assert cfg.prompt_fractions[-1] == 1.0 and cfg.dose_arm in cfg.arms
     ran = []
     monkeypatch.setattr("specfair.study.run.run_study", lambda cfg, d: ran.append((cfg, d)))
     assert cli("experiment")[0] == 0
     assert ran[0][0] == demo and str(ran[0][1]) == "runs/demo"
     code, out, _ = cli("experiment", "--help")
     assert code == 0 and all(n in out for n in CONFIGS)
+
+
+def test_a_training_text_planted_with_a_test_prompt_is_dropped_and_a_trained_run_refused(
+        long_pair, tmp_path, monkeypatch):
+    """The text check runs on the decoded training sequences: one planted with a test prompt's
+    text (as a continuation quoting it would be) is dropped before anything trains, and the run
+    resumes; a trained run in which a leak appears only later (it trained on that text) is
+    refused as contaminated."""
+    import specfair.study.run as study_run
+
+    monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path / "home"))
+    write_study_sources(tmp_path / "home" / "data")
+    real = study_run.training_text_leaks
+    planted: dict[str, str] = {}
+
+    def plant(train, test, prompts, decode):
+        quote = next(t for p in prompts for t in p.turns if len(t) >= 40)
+        victim = train[0]
+        planted["id"] = victim.id
+        return real(train, test, prompts, lambda ids: decode(ids) + (
+            f" so, {quote} ok" if ids is victim.ids else ""))  # this sequence alone
+
+    cfg = _cfg(long_pair, arms=["uniform"], budgets=[1.0], tasks=["chat", "code", "mgsm_zh"],
+               batch_size=1, n_bench=0)
+    out = tmp_path / "run"
+    monkeypatch.setattr(study_run, "training_text_leaks", plant)
+    run_study(cfg, out)
+    leak = json.loads((out / "leakage.json").read_text())["training_texts"]
+    assert [d["id"] for d in leak["dropped"]] == [planted["id"]]
+    assert leak["n_dropped"] == 1 and leak["n_checked"] == 4 * len(cfg.tasks)
+    assert len(leak["dropped"][0]["sha256"]) == 64
+    run_study(cfg, out)  # dropped before it trained: the run resumes
+    monkeypatch.setattr(study_run, "training_text_leaks", real)
+    out2 = tmp_path / "run2"
+    run_study(cfg, out2)  # trained with that text in
+    # the dropped sequence was not trained on: fewer training tokens than with it
+    def tokens(run_dir):
+        s = json.loads((run_dir / "summary.json").read_text())
+        return s["arms"]["uniform"]["budgets"][-1]["tokens"]
+
+    assert tokens(out) < tokens(out2)
+    monkeypatch.setattr(study_run, "training_text_leaks", plant)
+    with pytest.raises(SpecfairError, match="contaminated"):
+        run_study(cfg, out2)

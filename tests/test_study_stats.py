@@ -59,11 +59,12 @@ def test_study_prompts_drop_train_items_that_share_a_text_with_the_test():
     assert other.dropped == []
 
 
-def _records(arm: str, budget: float, values: dict[str, np.ndarray], grouped: bool) -> list:
+def _records(arm: str, budget: float, values: dict[str, np.ndarray], grouped: bool,
+             seed: int = 0, match=(1, 1, 0, 1, 1)) -> list:
     return [{"arm": arm, "budget": budget, "tokens": 0, "id": f"{t}-{j}", "task": t,
-             "group": f"problem{j}" if grouped else None, "alpha": float(x),
-             "greedy": float(x), "ce": float(1 - x), "match": [1, 1, 0, 1, 1],
-             "conf": [0.9] * 5}
+             "seed": seed, "group": f"problem{j}" if grouped else None, "alpha": float(x),
+             "alpha_lo": float(x) - 0.01, "greedy": float(x), "ce": float(1 - x),
+             "resid": 0.02, "match": list(match), "conf": [0.9] * len(match)}
             for t, xs in values.items() for j, x in enumerate(xs)]
 
 
@@ -133,3 +134,107 @@ def test_gamma_is_chosen_out_of_sample_and_the_oracle_is_labelled():
     assert "out of sample (chosen on the held-out passes" in text
     assert "in-sample oracle (chosen on the test passes themselves)" in text
     assert "policy best on the held-out passes" in text and "in-sample oracle best" in text
+
+
+def test_seeds_are_resampled_and_primary_metrics_have_paired_cis():
+    """Three training seeds that disagree (one gains, two do not): the CI of the change resamples
+    seeds as well as prompts, so it is wider than any one seed's and is not claimed; with
+    three seeds that agree it is claimed. Greedy alpha and the predicted speed-up (replayed
+    greedy acceptance) carry paired CIs, sampled alpha its [lower, upper] bounds."""
+    rng = np.random.default_rng(2)
+    tasks = ["a", "b"]
+    x = {t: rng.uniform(0.4, 0.6, 30) for t in tasks}
+    noise = {t: rng.normal(0, 0.01, 30) for t in tasks}
+    cfg = StudyConfig(tasks=tasks, bootstrap=1000, seeds=[0, 1, 2])
+    costs = {"c": 0.3, "verify_slope": 0.02}
+    base = _records("base", 0.0, x, True, match=(1, 0, 1, 0, 1, 0, 1, 0))
+    width = lambda ci: ci["hi"] - ci["lo"]  # noqa: E731
+
+    def arm(gains):
+        recs = []
+        for seed, g in enumerate(gains):
+            noisy = {t: v + g + noise[t] for t, v in x.items()}
+            recs += _records("uniform", 1.0, noisy, True, seed,
+                             match=(1, 1, 1, 1, 1, 1, 1, 0) if g > 0 else
+                             (1, 0, 1, 0, 1, 0, 1, 0))
+        return recs
+
+    agree = compare(base + arm([0.05, 0.05, 0.05]), "uniform", 1.0, tasks, cfg, costs)
+    split = compare(base + arm([0.15, 0.0, 0.0]), "uniform", 1.0, tasks, cfg, costs)
+    one = compare(base + arm([0.15]), "uniform", 1.0, tasks, cfg, costs)
+    assert agree["seeds"] == [0, 1, 2] and one["seeds"] == [0]
+    for t in tasks:
+        assert agree["tasks"][t]["d_greedy"]["claimed"]
+        assert agree["tasks"][t]["d_speedup"]["claimed"] and \
+            agree["tasks"][t]["d_speedup"]["value"] > 0
+        d = split["tasks"][t]["d_greedy"]
+        assert abs(d["value"] - 0.05 - noise[t].mean()) < 1e-9  # the mean over seeds
+        assert not d["claimed"] and d["lo"] <= 0.0 and d["hi"] > 0.1  # one seed gained
+        assert width(d) > 3 * width(one["tasks"][t]["d_greedy"]) > 0
+        lo, hi = agree["tasks"][t]["alpha_bounds"]
+        assert lo < hi and abs(hi - lo - 0.01) < 1e-9
+        assert abs(agree["tasks"][t]["resid"] - 0.02) < 1e-12
+        sp = agree["tasks"][t]["speedup"]
+        assert sp["lo"] <= sp["value"] <= sp["hi"]
+    for key in ("greedy_spread", "speedup_spread"):
+        assert {"max_min", "range", "d_max_min", "d_range"} <= set(agree[key])
+    assert "ce_spread_topk" in agree and "U" not in agree
+
+
+def test_a_training_text_that_contains_a_test_prompt_or_answer_is_caught():
+    """The text check sees what training actually trains on (the cut prompt and the reference
+    or generated continuation) and what the test scores (the target's answers): a planted
+    continuation that quotes a test answer mid-sentence, a reference equal to a test prompt's
+    paragraph, are caught; an instruction many texts repeat, a stock opening of many test
+    answers, a short common answer, a number inside a longer number are not."""
+    from specfair.study.data import Seq, training_text_leaks
+
+    enc = lambda text: tuple(ord(c) for c in text)  # noqa: E731
+    decode = lambda ids: "".join(map(chr, ids))  # noqa: E731
+    prompt = "Translate into French.\n\nThe weather in spring is mild and the days grow long 1"
+    test_prompts = [Prompt("t-1", "translation_en_fr", (prompt,)),
+                    Prompt("t-2", "chat", ("Which fruit is the sweetest one of all?",),
+                           reference="Mangoes are the sweetest fruit of all in my view.")]
+    answer = "Le temps au printemps est doux et les jours rallongent."
+    test = [Seq("t-1", "translation_en_fr", enc(prompt + answer), len(prompt), "target"),
+            Seq("t-2", "chat", enc("Which fruit?" + "Yes"), 12, "target")]
+
+    def seq(i, task, p, r):
+        return Seq(f"s-{i}", task, enc(p + r), len(p), "drafter")
+
+    train = [seq(0, "chat", "Say something.", f"Well, {answer.lower()} So it goes."),  # planted
+             seq(1, "chat", "Write about seasons.\n\n",
+                 "The weather in spring is mild and the days grow long 1"),  # a test paragraph
+             seq(2, "chat", "Anything?", "Mangoes are the sweetest fruit of all in my view"),
+             seq(3, "chat", "Count.", "The weather in spring is mild and the days grow long 12"),
+             seq(4, "chat", "Short.", "Yes")]
+    train += [seq(10 + i, "translation_en_fr", f"Translate into French.\n\nSentence {i}.", "Ok")
+              for i in range(6)]  # the shared instruction is a template
+    stock = "To solve this problem we need to follow these steps."
+    for i in range(5):  # a stock paragraph of many test answers and of one training text
+        test_prompts.append(Prompt(f"m-{i}", "math", (f"Problem {i}?",)))
+        test.append(Seq(f"m-{i}", "math", enc(f"Problem {i}?" + stock + f"\n\nIt is {i}."),
+                        len(f"Problem {i}?"), "target"))
+    train.append(seq(20, "math", "A problem?", stock + "\n\nFirst, add."))
+    leaks = training_text_leaks(train, test, test_prompts, decode)
+    assert {d["id"]: d["test_id"] for d in leaks} == {"s-0": "t-1", "s-1": "t-1", "s-2": "t-2"}
+    assert all(len(d["sha256"]) == 64 for d in leaks)
+    assert training_text_leaks(train[3:], test, test_prompts, decode) == []
+
+
+def test_data_dose_subsets_are_nested_per_task():
+    from specfair.study.data import Seq
+    from specfair.study.run import dose_subset
+
+    seqs = [Seq(f"{t}-{i}", t, (1, 2, 3), 1, "reference") for i in range(10) for t in "ab"]
+    seqs += [Seq(f"c-{i}", "c", (1, 2), 1, "reference") for i in range(3)]
+    subs = {f: dose_subset(seqs, ["a", "b", "c"], f) for f in (0.25, 0.5, 1.0)}
+    count = lambda sub, t: sum(s.task == t for s in sub)  # noqa: E731
+    assert [count(subs[f], "a") for f in subs] == [3, 5, 10]
+    assert [count(subs[f], "c") for f in subs] == [1, 2, 3]
+    assert subs[1.0] == [s for t in "abc" for s in seqs if s.task == t]
+    for small, big in ((0.25, 0.5), (0.5, 1.0)):
+        assert set(subs[small]) < set(subs[big])
+        for t in "abc":  # the first prompts of each task, in the train order
+            mine = [s for s in seqs if s.task == t]
+            assert [s for s in subs[small] if s.task == t] == mine[: count(subs[small], t)]

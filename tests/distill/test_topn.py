@@ -52,6 +52,7 @@ def test_topk_losses_equal_full_vocabulary_when_k_is_v_and_bound_it_otherwise():
     a_full, g_full = acceptance(s, t)
     m = topk_acceptance(s, idx, val)
     assert torch.allclose(m["alpha"], a_full, atol=1e-5)
+    assert torch.allclose(m["alpha_lo"], a_full, atol=1e-5)  # no residual: the bounds meet
     assert torch.equal(m["greedy"], g_full.float())
     tvd_full = 0.5 * (torch.softmax(s, -1) - torch.softmax(t, -1)).abs().sum()
     assert torch.allclose(topk_loss(s, idx, val, "tvd"), tvd_full, atol=1e-4)
@@ -62,6 +63,11 @@ def test_topk_losses_equal_full_vocabulary_when_k_is_v_and_bound_it_otherwise():
     m = topk_acceptance(s, idx, val)
     assert (m["alpha"] >= a_full - 1e-6).all()
     assert (m["alpha"] <= a_full + m["resid"] + 1e-6).all()
+    # the top-k-only sum is a lower bound; the gap is min(p_rest, q_rest) <= the residual
+    assert (m["alpha_lo"] <= a_full + 1e-6).all()
+    assert (m["alpha"] - m["alpha_lo"] <= m["resid"] + 1e-6).all()
+    assert (m["alpha"] - m["alpha_lo"] > 1e-4).any()  # k < V: a gap there is, somewhere
+    assert ((m["resid"] >= 0) & (m["resid"] <= 1)).all()
     assert torch.equal(m["greedy"], g_full.float())
     p, q = bucket_probs(s, idx, val)
     assert torch.allclose(p.sum(-1), torch.ones(7)) and torch.allclose(q.sum(-1), torch.ones(7))
@@ -153,3 +159,37 @@ def test_checkpoint_resume_equals_uninterrupted_training(tmp_path):
     for (n, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert torch.allclose(p, q, atol=1e-6), n
     assert not any(p.suffix == ".pt" for p in (tmp_path / "ck").iterdir())
+
+
+def test_evaluate_scores_exact_alpha_and_ce_from_the_targets_final_states(tmp_path):
+    """With the target's final hidden states (stored, then read back) and its output head, the
+    evaluation's ``alpha_full`` and ``ce_full`` equal the full-vocabulary values from the
+    target's own logits, and lie within (alpha) or above (CE) the top-k bucket values."""
+    from specfair.measure.acceptance import position_alpha, position_ce_kl
+    from specfair.measure.signals import fill_target_final
+
+    teacher, drafter = _model(5), _model(6)
+    rng = random.Random(1)
+    seqs = [([rng.randrange(3, V) for _ in range(20)], 6) for _ in range(3)]
+    store = fill_target_final(teacher, [(seq_key(i, n), (i, n)) for i, n in seqs], tmp_path,
+                              target_name="t")
+    tk = target_topk(teacher, seqs, 16)
+    lh = lower_hidden(drafter, seqs, 2)
+    sig = [Signals(h["hidden"], t["topk_idx"], t["topk_logp"], n,
+                   store.get(seq_key(i, n))["hidden"])
+           for (i, n), h, t in zip(seqs, lh, tk, strict=True)]
+    top = TopLayers(drafter, 2)
+    head = drafter.lm_head.weight.detach()
+    res = evaluate(top, head, sig, False, teacher.lm_head.weight.detach())
+    assert "alpha_full" not in evaluate(top, head, sig, False)[0]  # no head, no exact values
+    for (ids, n), r in zip(seqs, res, strict=True):
+        with torch.no_grad():
+            lt = teacher(input_ids=torch.tensor([ids])).logits[0, n - 1:-1]
+            lq = drafter(input_ids=torch.tensor([ids])).logits[0, n - 1:-1]
+        a, _ = position_alpha(lq, lt)
+        ce, _ = position_ce_kl(lq, lt)
+        assert abs(r["alpha_full"] - float(a.mean())) < 2e-3
+        assert abs(r["ce_full"] - float(ce.mean())) < 2e-2
+        assert r["alpha_lo"] - 1e-4 <= r["alpha_full"] <= r["alpha"] + 1e-4
+        assert r["ce_full"] >= r["ce"] - 1e-4  # the buckets' CE is a lower bound
+        assert r["alpha"] - r["alpha_lo"] > 1e-4  # k < V: the bounds differ

@@ -56,14 +56,19 @@ def topk_loss(student_logits: torch.Tensor, topk_idx: torch.Tensor, topk_logp: t
 @torch.no_grad()
 def topk_acceptance(student_logits: torch.Tensor, topk_idx: torch.Tensor,
                     topk_logp: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per position: ``alpha`` (``sum min(p, q)`` on the k + 1 buckets), ``greedy`` (the
-    student's argmax is the teacher's top-1), ``ce`` (cross-entropy ``-sum p log q`` on the
-    buckets, Sandler et al.'s per-token CE) and ``resid`` (the teacher's residual mass: the most
-    by which ``alpha`` can be too high)."""
+    """Per position: ``alpha`` (``sum min(p, q)`` on the k + 1 buckets: an upper bound of the
+    full-vocabulary acceptance), ``alpha_lo`` (``sum min(p, q)`` over the teacher's top-k tokens
+    only, both full softmaxes: a lower bound; ``alpha - alpha_lo = min(p_rest, q_rest)``),
+    ``greedy`` (the student's argmax is the teacher's top-1: exact), ``ce`` (cross-entropy
+    ``-sum p log q`` on the buckets, a lower bound of the full-vocabulary CE and what the
+    ``fkl`` loss trains) and ``resid`` (the teacher's residual mass ``1 - sum p[top-k]``: the
+    most by which ``alpha`` can be too high)."""
     p, q = bucket_probs(student_logits, topk_idx, topk_logp)
     top1 = topk_idx[:, 0].long()
+    both = torch.minimum(p, q)
     return {
-        "alpha": torch.minimum(p, q).sum(-1),
+        "alpha": both.sum(-1),
+        "alpha_lo": both[:, :-1].sum(-1),
         "greedy": (student_logits.argmax(-1) == top1).float(),
         "ce": -(p * torch.log(q + 1e-12)).sum(-1),
         "resid": p[:, -1],

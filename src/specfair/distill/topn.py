@@ -27,6 +27,7 @@ from torch import nn
 
 from specfair.distill.guard import check_step, check_weights
 from specfair.distill.topk import topk_acceptance, topk_loss
+from specfair.measure.acceptance import position_alpha, position_ce_kl
 from specfair.measure.io import read_json
 from specfair.models.weights import read_tensors
 
@@ -78,6 +79,7 @@ class Signals:
     topk_idx: torch.Tensor  # [R, k]
     topk_logp: torch.Tensor  # [R, k]
     n_prompt: int
+    target_final: torch.Tensor | None = None  # [R, H_target]: exact metrics with its head
 
 
 def _logits(top: TopLayers, head: torch.Tensor, s: Signals, bf16: bool) -> torch.Tensor:
@@ -92,15 +94,25 @@ def sequence_loss(top, head, s: Signals, kind: str, bf16: bool) -> torch.Tensor:
 
 @torch.inference_mode()
 def evaluate(top: TopLayers, head: torch.Tensor, signals: Sequence[Signals],
-             bf16: bool) -> list[dict[str, float]]:
-    """Per sequence: the means over its response positions of alpha, greedy, ce, resid, and per
-    position ``match`` (greedy agreement) and ``conf`` (the drafter's top probability): what a
-    drafting policy replay needs (:mod:`specfair.measure.replay`)."""
+             bf16: bool, target_head: torch.Tensor | None = None) -> list[dict[str, float]]:
+    """Per sequence: the means over its response positions of ``greedy`` (exact greedy
+    agreement), ``alpha`` and ``alpha_lo`` (the sampled acceptance's upper bound, with the
+    residual bucket, and lower bound, top-k only: :func:`specfair.distill.topk.topk_acceptance`),
+    ``ce``, ``resid`` (the teacher's residual mass), and per position ``match`` (greedy
+    agreement) and ``conf`` (the drafter's top probability): what a drafting policy replay needs
+    (:mod:`specfair.measure.replay`). Where a sequence has the target's final hidden states and
+    ``target_head`` is given: ``alpha_full`` and ``ce_full``, exact over the full vocabulary
+    (:mod:`specfair.measure.acceptance`)."""
     top.eval()
     out = []
     for s in signals:
         logits = _logits(top, head, s, bf16).float()
         m = topk_acceptance(logits, s.topk_idx, s.topk_logp)
+        if s.target_final is not None and target_head is not None:
+            t_logits = (s.target_final.to(target_head.device, target_head.dtype)
+                        @ target_head.T).float().to(logits.device)
+            m["alpha_full"] = position_alpha(logits, t_logits)[0]
+            m["ce_full"] = position_ce_kl(logits, t_logits)[0]
         conf = torch.softmax(logits, -1).max(-1).values
         out.append({k: float(v.mean()) for k, v in m.items()} | {
             "n": int(s.topk_idx.shape[0]), "match": [int(x) for x in m["greedy"].tolist()],

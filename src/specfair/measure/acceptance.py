@@ -6,7 +6,10 @@ drafter's softmaxes at temperature T over their full vocabularies:
 * ``alpha(s)  = Σ_{x < V} min(p(x|s), q(x|s))``, V = min(V_target, V_drafter): the probability
   that speculative *sampling* accepts a drafted token (Leviathan et al., 2023);
 * ``greedy(s) = 1[argmax p(·|s) = argmax q(·|s)]``: whether greedy verification accepts a greedy
-  drafter's token.
+  drafter's token;
+* ``ce(s) = -Σ_{x < V} p'(x|s) log q'(x|s)`` and ``kl(s) = Σ_{x < V} p' log(p' / q')`` with p', q'
+  the softmaxes over the V shared tokens: the drafter's cross-entropy to the target (Sandler et
+  al.'s per-task CE is its mean over a task's positions) and the forward KL.
 
 Two aggregates, never mixed:
 
@@ -38,3 +41,15 @@ def position_alpha(
     match = (target_logits.argmax(-1) == drafter_logits.argmax(-1)).float()
     return torch.minimum(p, q).sum(-1), match
 
+
+
+def position_ce_kl(
+    drafter_logits: torch.Tensor, target_logits: torch.Tensor, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ce, kl)`` per position (leading dimensions kept) from ``[..., V]`` logits, over the
+    V = min(V_target, V_drafter) shared tokens."""
+    v = min(target_logits.shape[-1], drafter_logits.shape[-1])
+    lp = F.log_softmax(target_logits[..., :v].float() / temperature, dim=-1)
+    lq = F.log_softmax(drafter_logits[..., :v].float() / temperature, dim=-1)
+    p = lp.exp()
+    return -(p * lq).sum(-1), (p * (lp - lq)).sum(-1).clamp_min(0.0)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from specfair.decoding.proposer import as_proposer, draft_for
 from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
-from specfair.measure.acceptance import position_alpha
+from specfair.measure.acceptance import position_alpha, position_ce_kl
 from specfair.measure.bench import _label, model_dtype
 from specfair.measure.io import append_jsonl, read_jsonl
 from specfair.measure.progress import progress_bar
@@ -155,18 +155,14 @@ def teacher_forced_positions(
         b = min(n, a + chunk_size)
         lt = t_fn(a, b).cpu()
         lq = d_fn(a, b).cpu()
-        vc = min(lt.shape[-1], lq.shape[-1])
-        st, sq = lt / temperature, lq / temperature
         alpha, greedy = position_alpha(lq, lt, temperature)
         out["alpha"].append(alpha)
         out["greedy_match"].append(greedy)
         out["target_match"].append((lt.argmax(-1) == resp[a:b]).float())
         out["conf"].append(F.softmax(lq.float(), dim=-1).max(-1).values)
-        lpc = F.log_softmax(st[:, :vc], dim=-1)
-        lqc = F.log_softmax(sq[:, :vc], dim=-1)
-        pc = lpc.exp()
-        out["ce"].append(-(pc * lqc).sum(-1))
-        out["kl"].append((pc * (lpc - lqc)).sum(-1).clamp_min(0.0))
+        ce, kl = position_ce_kl(lq, lt, temperature)
+        out["ce"].append(ce)
+        out["kl"].append(kl)
     return {k: torch.cat(v).double() for k, v in out.items()}
 
 

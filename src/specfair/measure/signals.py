@@ -250,3 +250,19 @@ def fill_signals(target, drafter, items: Sequence[tuple[str, tuple[Sequence[int]
             store.fill(items, compute, batch=batch,
                        progress=lambda n, adv=advance: [adv() for _ in range(n)])
     return teacher, lower
+
+
+def fill_target_final(target, items: Sequence[tuple[str, tuple[Sequence[int], int]]],
+                      root: str | Path, *, target_name: str) -> SignalStore:
+    """The target's final hidden states (:func:`target_hidden`: ``[len(ids) - n_prompt, H]``
+    float32) for every ``(key, (ids, n_prompt))`` not yet stored under ``root /
+    "target-final"`` (resumable): with the target's output head they give its full-vocabulary
+    distributions again without the model, for exact alpha and cross-entropy."""
+    store = SignalStore(Path(root) / "target-final",
+                        {"kind": "target_final_hidden", "model": target_name})
+    missing = sum(k not in store for k, _ in dict(items).items())
+    with progress_bar(missing, "target final states") as advance:
+        store.fill(items, lambda b: [{"hidden": target_hidden(target, ids, n, remember=False)}
+                                     for ids, n in b],
+                   batch=8, progress=lambda n: [advance() for _ in range(n)])
+    return store

@@ -3,11 +3,15 @@
 nothing was timed) → one list of blocks (:mod:`.doc`) written twice: ``report.md`` (figures
 under ``figures/``) and the self-contained ``report.html`` (:mod:`.html`).
 
-Sections: the answer; the dose-response figure (alpha per task against training tokens, with
-paired CIs) and slopes; alpha per task; paired changes against the base drafter; the measured
-speed-ups (timed: a figure and tables with CIs; paired against the base drafter; predicted
-against measured); the drafting policies (predicted); setup notes (overfit check, leak check,
-bootstrap).
+Sections: the answer (the primary metrics first, then the secondary ones, the data dose, the
+measured speed-ups and the drafting policies); the primary metrics (greedy alpha and predicted
+speed-up per task with paired CIs, sampled-alpha bounds, spreads, U under Sandler et al.'s
+definition: :mod:`.study_metrics`); the dose-response figure (greedy alpha per task against
+training tokens, with paired CIs) and slopes; the dose in data (figure and slopes); sampled
+alpha (upper bound) per task and its paired changes, beside the CE spread on the top-k buckets
+(never called U); the measured speed-ups (timed: a figure and tables with CIs; paired against
+the base drafter; predicted against measured); the drafting policies (predicted); setup notes
+(overfit check, leak checks of prompts and training texts, bootstrap and seeds).
 """
 
 from __future__ import annotations
@@ -23,9 +27,17 @@ from specfair.measure.io import read_json
 from specfair.measure.replay import ONE_HELD, ONE_ORACLE, TASK_HELD, TASK_ORACLE
 from specfair.report.doc import Block, Bullets, Figure, Heading, Para, Table, to_markdown
 from specfair.report.html import to_html
+from specfair.report.study_metrics import (
+    answer_dose,
+    answer_primary,
+    answer_u,
+    curve_table,
+    data_dose_blocks,
+    primary_blocks,
+)
 
 FIGURES = "figures"
-DOSE_FIGURE, SPEEDUP_FIGURE = "dose_response.png", "speedup.png"
+DOSE_FIGURE, SPEEDUP_FIGURE, DATA_DOSE_FIGURE = "dose_response.png", "speedup.png", "data_dose.png"
 
 
 def _fmt(ci: dict, nd: int = 3) -> str:
@@ -49,7 +61,9 @@ def _x(ci: dict | None, nd: int = 2) -> str:
 
 
 def answer(s: dict) -> list[str]:
-    """Per arm at the largest budget: the base-worst task's alpha change and U change."""
+    """Per arm at the largest budget: the primary metrics (:func:`.study_metrics.answer_primary`)
+    first, then the secondary ones (U under Sandler et al.'s definition, sampled alpha, an
+    upper bound, and the CE spread on the top-k buckets); then the data dose's verdict."""
     out = []
     for name, a in s["arms"].items():
         r = a["budgets"][-1]
@@ -57,13 +71,15 @@ def answer(s: dict) -> list[str]:
         verdict = ("rises (its paired 95% CI is above 0)" if w["lo"] > 0 else
                    "falls (its paired 95% CI is below 0)" if w["hi"] < 0 else
                    "does not change beyond its paired 95% CI")
-        u = r["U_change"]
+        u = r["ce_spread_topk_change"]
+        out += answer_primary(name, r)
         out.append(
-            f"{name} at {r['tokens']} tokens: the base-worst task ({r['base_worst_task']}) "
-            f"alpha {verdict}: {_fmt(w)}; U changes by {u['value']:+.0%} [{u['lo']:+.0%}, "
-            f"{u['hi']:+.0%}]{' (a fall of 30% or more)' if u['hi'] <= -0.30 else ''}; "
-            f"mean alpha {_fmt(r['d_mean_alpha'])}.")
-    return out
+            f"**{name}**, secondary: {answer_u(r)}; the base-worst task ({r['base_worst_task']}) "
+            f"sampled alpha (upper bound) {verdict}: {_fmt(w)}; mean sampled alpha "
+            f"{_fmt(r['d_mean_alpha'])}; the CE spread on the top-k buckets (the loss's own "
+            f"quantity, not U, not an outcome) changes by {u['value']:+.0%} [{u['lo']:+.0%}, "
+            f"{u['hi']:+.0%}].")
+    return out + answer_dose(s)
 
 
 def timed_answer(t: dict) -> list[str]:
@@ -195,20 +211,22 @@ def alpha_table(s: dict, tasks: list[str]) -> Table:
         rows.append([r["arm"], f"{r['budget']:.2f}", str(r["tokens"]),
                      *(f"{r['tasks'][t]['alpha']:.3f}" for t in tasks),
                      f"{r['mean_alpha']['value']:.3f}", f"{r['worst_alpha']['value']:.3f}",
-                     f"{r['U']['value']:.4f}"])
-    return Table(["arm", "budget", "tokens", *tasks, "mean", "worst", "U"], rows,
-                 "Alpha per task (test split, teacher-forced on the target's greedy answers)",
+                     f"{r['ce_spread_topk']['value']:.4f}"])
+    return Table(["arm", "budget", "tokens", *tasks, "mean", "worst", "CE spread (top-k)"], rows,
+                 "Sampled alpha, upper bound (top-k + residual bucket; test split, "
+                 "teacher-forced on the target's greedy answers)",
                  ["l"] + ["r"] * (len(tasks) + 5))
 
 
 def change_table(s: dict) -> Table:
     rows = [[r["arm"], f"{r['budget']:.2f}", _fmt(r["d_base_worst_alpha"]),
-             _fmt(r["d_mean_alpha"]), _fmt(r["d_worst_alpha"]), _fmt(r["U_change"], 2)]
+             _fmt(r["d_mean_alpha"]), _fmt(r["d_worst_alpha"]),
+             _fmt(r["ce_spread_topk_change"], 2)]
             for a in s["arms"].values() for r in a["budgets"]]
     return Table(["arm", "budget", "base-worst task d-alpha", "mean d-alpha",
-                  "worst-alpha change", "U change"], rows,
-                 "Paired changes against the base drafter (95% bootstrap CI)",
-                 ["l"] + ["r"] * 5)
+                  "worst-alpha change", "CE spread (top-k) change"], rows,
+                 "Sampled alpha (upper bound): paired changes against the base drafter (95% "
+                 "bootstrap CI)", ["l"] + ["r"] * 5)
 
 
 def timed_tables(t: dict) -> list[Block]:
@@ -293,39 +311,66 @@ def speedup_figure(t: dict) -> bytes:
 
 
 def dose_figure(s: dict) -> bytes:
-    """Per arm: alpha per task against training tokens (bars: the paired 95% CI of the change
-    against the base drafter, placed on the base alpha), and worst / mean alpha with their
-    CIs and U."""
+    """Per arm: greedy alpha per task against training tokens (bars: the paired 95% CI of the
+    change against the base drafter, placed on the base value), and mean greedy alpha and mean
+    sampled alpha (upper bound) with their CIs, beside the CE spread on the top-k buckets and,
+    where recorded, U (Sandler et al.)."""
     tasks, arms, base = list(s["config"]["tasks"]), s["arms"], s["base"]
     fig, axes = _canvas(11, 3.4 * max(1, len(arms)), 2, max(1, len(arms)))
     for row, (name, a) in zip(axes, arms.items(), strict=False):
         rows = a["budgets"]
         xs = np.array([0] + [r["tokens"] for r in rows], float)
         for k, t in enumerate(tasks):
-            b = base["tasks"][t]["alpha"]
-            ys = np.array([b] + [r["tasks"][t]["alpha"] for r in rows])
-            lo = np.array([b] + [b + r["tasks"][t]["d_alpha"]["lo"] for r in rows])
-            hi = np.array([b] + [b + r["tasks"][t]["d_alpha"]["hi"] for r in rows])
+            b = base["tasks"][t]["greedy"]
+            ys = np.array([b] + [r["tasks"][t]["greedy"] for r in rows])
+            lo = np.array([b] + [b + r["tasks"][t]["d_greedy"]["lo"] for r in rows])
+            hi = np.array([b] + [b + r["tasks"][t]["d_greedy"]["hi"] for r in rows])
             off = (k - len(tasks) / 2) * 0.004 * max(xs)  # keep the bars apart
             row[0].errorbar(xs + off, ys, yerr=[np.maximum(ys - lo, 0), np.maximum(hi - ys, 0)],
                             marker="o", ms=3, capsize=2, label=t)
-        row[0].set_title(f"{name}: alpha per task")
+        row[0].set_title(f"{name}: greedy alpha per task")
         row[0].set_xlabel("training tokens")
-        row[0].set_ylabel("alpha (test)")
-        for key, style, label in (("worst_alpha", "k-o", "worst-task alpha"),
-                                  ("mean_alpha", "b-o", "mean alpha")):
+        row[0].set_ylabel("greedy alpha (test)")
+        for key, style, label in (("mean_greedy", "k-o", "mean greedy alpha"),
+                                  ("mean_alpha", "b-o", "mean sampled alpha (upper bound)")):
             pts = [base[key]] + [r[key] for r in rows]
             ys = np.array([p["value"] for p in pts])
             err = [np.maximum(ys - [p["lo"] for p in pts], 0),
                    np.maximum([p["hi"] for p in pts] - ys, 0)]
             row[1].errorbar(xs, ys, yerr=err, fmt=style, capsize=2, label=label)
         ax2 = row[1].twinx()
-        ax2.plot(xs, [base["U"]["value"]] + [r["U"]["value"] for r in rows], "r--s",
-                 label="U (CE spread)")
-        ax2.set_ylabel("U", color="r")
-        row[1].set_title(f"{name}: worst and mean alpha (95% CI), U")
+        ax2.plot(xs, [base["ce_spread_topk"]["value"]] + [r["ce_spread_topk"]["value"]
+                                                           for r in rows], "r--s",
+                 label="CE spread (top-k)")
+        if all("U_sandler" in r for r in [base, *rows]):
+            ax2.plot(xs, [base["U_sandler"]["value"]] + [r["U_sandler"]["value"] for r in rows],
+                     "m:^", label="U (Sandler et al.)")
+        ax2.set_ylabel("CE variance across tasks", color="r")
+        ax2.legend(loc="upper right", fontsize=7)
+        row[1].set_title(f"{name}: mean alpha (95% CI), CE spreads")
         row[1].set_xlabel("training tokens")
         row[1].legend(loc="lower left", fontsize=7)
+    axes[0][0].legend(fontsize=7, ncol=2)
+    return _png(fig)
+
+
+def data_dose_figure(s: dict) -> bytes:
+    """Per task, the paired change in greedy alpha against the base drafter (95% CI bars)
+    against the task's distinct training prompts and its supervised tokens."""
+    d, tasks = s["data_dose"], list(s["config"]["tasks"])
+    fig, axes = _canvas(11, 3.6, 2)
+    for ax, key, label in ((axes[0][0], "prompts", "distinct training prompts (per task)"),
+                           (axes[0][1], "supervised_tokens", "supervised tokens (per task)")):
+        for t in tasks:
+            cis = [p["tasks"][t]["d_greedy"] for p in d["points"]]
+            ys = [0.0] + [c["value"] for c in cis]
+            err = [[0.0] + [max(c["value"] - c["lo"], 0.0) for c in cis],
+                   [0.0] + [max(c["hi"] - c["value"], 0.0) for c in cis]]
+            ax.errorbar(d[key][t], ys, yerr=err, marker="o", capsize=3, label=t)
+        ax.axhline(0.0, color="k", lw=0.5)
+        ax.set_xlabel(label)
+        ax.set_ylabel("greedy alpha change vs base")
+        ax.set_title(f"{d['arm']}: data dose at fixed epochs")
     axes[0][0].legend(fontsize=7, ncol=2)
     return _png(fig)
 
@@ -334,7 +379,8 @@ def dose_figure(s: dict) -> bytes:
 
 
 def _notes(s: dict) -> list[str]:
-    """The overfit check, the leak check's drops and how the bootstrap resamples."""
+    """The overfit check, the leak checks' drops (train prompts, training texts) and how the
+    bootstrap resamples (groups, seeds)."""
     out = []
     if o := s.get("overfit"):
         out.append(f"Overfit check ({o['task']}, {o['n_sequences']} train sequences, "
@@ -346,14 +392,27 @@ def _notes(s: dict) -> list[str]:
         out.append(f"Leak check: {leak['n_dropped']} train-split prompt(s) dropped before "
                    f"training for sharing a text with a test prompt or reference"
                    + (f" ({per}; `leakage.json`)." if per else "."))
+        if (tt := leak.get("training_texts")) is not None:
+            per = ", ".join(f"{t} {n}" for t, n in tt["per_task"].items())
+            out.append(f"Training texts as trained on, checked against the test prompts, "
+                       f"references and the target's test answers: {tt['n_dropped']} of "
+                       f"{tt['n_checked']} contained one and were dropped before training"
+                       + (f" ({per})." if per else "."))
+        else:
+            out.append("Training texts: not checked against the test answers in this run.")
     else:
         out.append("Leak check: not recorded in this run (made before the check).")
     b = s.get("bootstrap") or {}
+    seeds = b.get("seeds") or []
     out.append(f"Bootstrap: {b.get('replicates', '?')} replicates, "
                + (f"resampling split groups jointly across tasks ({b['shared_groups']} groups "
-                  "span several tasks)." if b.get("grouped") else
+                  "span several tasks)" if b.get("grouped") else
                   "resampling prompts independently per task (no split groups recorded: "
-                  "CIs across tasks that share sources are too narrow)."))
+                  "CIs across tasks that share sources are too narrow)")
+               + (f"; training seeds {', '.join(map(str, seeds))} resampled first (the largest "
+                  "budget; the budget curve and the timed drafters are the first seed's)."
+                  if len(seeds) > 1 else "; one training seed: the CIs cover the prompts, not "
+                  "the training's randomness."))
     return out
 
 
@@ -370,39 +429,61 @@ def _machines(ms: list[dict]) -> str:
 
 
 def _slopes(s: dict) -> list[str]:
+    """Per arm: the slopes of sampled alpha (upper bound) and of the CE spread on the top-k
+    buckets per 10k training tokens, and whether the worst task reaches the mean."""
     out = []
     for name, a in s["arms"].items():
         d = a["dose_response"]
         proj = d["projected_tokens_worst_reaches_mean"]
         proj_s = (f"~{proj:,.0f} training tokens (extrapolation)" if proj is not None
+                  else f"not projected: beyond {d['projection_limit_tokens']:,.0f} tokens, "
+                       "twice the largest measured budget" if d.get("projection_beyond_limit")
                   else "never at the measured slopes (the worst task does not rise, or does "
                        "not gain on the mean)")
         w = d["worst_task"]
-        out.append(f"**{name}**: worst task {w} {d['alpha_per_10k'][w]:+.4f} alpha/10k, mean "
-                   f"{d['mean_alpha_per_10k']:+.4f}/10k, U {d['U_per_10k']:+.5f}/10k; worst "
-                   f"reaches the mean: {proj_s}.")
+        out.append(f"**{name}**: worst task {w} {d['alpha_per_10k'][w]:+.4f} sampled alpha "
+                   f"(upper bound)/10k, mean {d['mean_alpha_per_10k']:+.4f}/10k, CE spread "
+                   f"(top-k) {d['ce_spread_topk_per_10k']:+.5f}/10k; worst reaches the mean: "
+                   f"{proj_s}.")
     return out
 
 
 def report_blocks(s: dict, timed: dict | None, name: str) -> list[Block]:
     tasks = list(s["config"]["tasks"])
     cfg = s["config"]
+    dose = (f"; a data dose of {cfg['dose_arm']} at {', '.join(map(str, fr))} of the distinct "
+            "training prompts" if (fr := cfg.get("prompt_fractions")) else "")
     blocks: list[Block] = [
         Heading(f"specfair experiment {name}: drafter fine-tuning against the per-task gap", 1),
         Para(f"{cfg['target']} with drafter {cfg['drafter']}; tasks {', '.join(tasks)}; arms "
              f"{', '.join(cfg['arms'])} at budgets {', '.join(map(str, cfg['budgets']))} of "
              f"the training tokens (top {cfg['top_layers']} layers, {cfg['loss']}, lr "
-             f"{cfg['lr']:g}). Built from the stored records alone (`summary.json`, "
-             "`timed.json`).", kind="note"),
-        Heading("Answer"), Bullets(answer(s) + (timed_answer(timed) if timed else [])),
+             f"{cfg['lr']:g}), training seeds {', '.join(map(str, cfg.get('seeds', [0])))} "
+             f"(the further ones at the largest budget){dose}. Built from the stored records "
+             "alone (`summary.json`, `timed.json`).", kind="note"),
+        Heading("Answer"), Bullets(answer(s) + (timed_answer(timed) if timed else []))]
+    head, items = policy_answer(s)
+    blocks += [Para(head), Bullets(items)]
+    blocks += primary_blocks(s)
+    blocks += [
         Heading("Dose-response"),
         Figure(DOSE_FIGURE, dose_figure(s),
-               "Alpha per task against training tokens (bars: the paired 95% CI of the change "
-               "against the base drafter); worst and mean alpha with their CIs, and U."),
+               "Greedy alpha per task against training tokens (bars: the paired 95% CI of the "
+               "change against the base drafter); mean greedy alpha and mean sampled alpha "
+               "(upper bound) with their CIs; the CE spread on the top-k buckets and U (Sandler "
+               "et al.) where recorded."),
         Para("Least-squares slopes per 10k training tokens (the base drafter at 0 tokens "
-             "included):"), Bullets(_slopes(s)),
-        Heading("Alpha per task"), alpha_table(s, tasks), change_table(s),
-        Heading("Measured speed-ups (timed)")]
+             "included):"), Bullets(_slopes(s))]
+    blocks += [t for a_name, a in s["arms"].items()
+               if (t := curve_table(a["dose_response"].get("greedy_curve"),
+                                    f"{a_name}: greedy alpha per 10k training tokens"))]
+    if s.get("data_dose"):
+        blocks += data_dose_blocks(s, Figure(
+            DATA_DOSE_FIGURE, data_dose_figure(s),
+            "Each task's paired change in greedy alpha against the base drafter (95% CI bars) "
+            "against its distinct training prompts and its supervised tokens."))
+    blocks += [Heading("Sampled alpha per task (secondary)"), alpha_table(s, tasks),
+               change_table(s), Heading("Measured speed-ups (timed)")]
     if timed and timed["drafters"]:
         blocks.append(Para(_machines(timed.get("machines") or []), kind="note"))
         blocks.append(Figure(SPEEDUP_FIGURE, speedup_figure(timed),
@@ -413,9 +494,8 @@ def report_blocks(s: dict, timed: dict | None, name: str) -> list[Block]:
     else:
         blocks.append(Para("Nothing timed in this run (n_bench = 0, or the timed stage has "
                            "not run yet).", kind="note"))
-    head, items = policy_answer(s)
     blocks += [Heading("Drafting policy against fine-tuning (predicted)"), policy_table(s, tasks),
-               Para(head), Bullets(items), Heading("Setup"), Bullets(_notes(s))]
+               Heading("Setup"), Bullets(_notes(s))]
     return blocks
 
 
@@ -431,7 +511,8 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     timed = read_json(run_dir / "timed.json") if (run_dir / "timed.json").is_file() else None
     blocks = report_blocks(s, timed, s["config"].get("name", run_dir.name))
     (run_dir / FIGURES).mkdir(exist_ok=True)
-    (run_dir / FIGURES / SPEEDUP_FIGURE).unlink(missing_ok=True)  # none stale from a rebuild
+    for stale in (SPEEDUP_FIGURE, DATA_DOSE_FIGURE):  # none left from an earlier build
+        (run_dir / FIGURES / stale).unlink(missing_ok=True)
     for b in blocks:
         if isinstance(b, Figure):
             (run_dir / FIGURES / b.name).write_bytes(b.png)

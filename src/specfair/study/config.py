@@ -29,6 +29,9 @@ RULES = {
     "budgets": Rule(nonempty=True, unique=True, each=Rule(gt=0, le=1)),
     "arms": Rule(nonempty=True, unique=True, each=Rule(choices=ARMS)),
     "disparity_temperature": _POS, "disparity_floor": Rule(ge=0, le=1), "bootstrap": _COUNT,
+    "seeds": Rule(nonempty=True, unique=True, each=Rule(ge=0)),
+    "prompt_fractions": Rule(unique=True, each=Rule(gt=0, le=1)),
+    "dose_arm": Rule(choices=ARMS),
     # the timed stage (specfair.study.timed)
     "n_bench": _NONNEG, "gamma": _COUNT,
 }
@@ -36,7 +39,7 @@ RULES = {
 # signals: a run directory with no training output yet takes other values of these.
 TRAINING_KEYS = ("name", "loss", "lr", "warmup_steps", "batch_size", "epochs", "overfit_epochs",
                  "overfit_lr", "budgets", "arms", "disparity_temperature", "disparity_floor",
-                 "bootstrap")
+                 "bootstrap", "seeds", "prompt_fractions", "dose_arm")
 TRAINING_KEYS += ("gamma",)  # the timed stage comes after the training
 # Settings a run directory takes other values of at any time: more prompts are timed (resumed).
 ANY_TIME_KEYS = ("n_bench",)
@@ -80,7 +83,16 @@ class StudyConfig:
     disparity_temperature: float = 0.05
     disparity_floor: float = 0.2
     bootstrap: int = 2000
-    # --- the timed stage: every arm's drafter at the largest budget, exported and benchmarked
+    # --- variance and data dose (issue 18)
+    # training seeds (the order batches are drawn in): the first trains the whole budget curve,
+    # the others each arm to the largest budget; CIs resample seeds, then prompts
+    seeds: list[int] = field(default_factory=lambda: [0])
+    # data dose: ``dose_arm`` trained on the first fraction of each task's distinct training
+    # prompts, at ``epochs`` passes over them, for each fraction ([] = no dose curve)
+    prompt_fractions: list[float] = field(default_factory=list)
+    dose_arm: str = "uniform"
+    # --- the timed stage: every arm's drafter at the largest budget (first seed), exported and
+    # benchmarked
     n_bench: int = 10  # test prompts per task timed (AR and SD, paired with the base drafter)
     gamma: int = DEFAULT_GAMMA  # fixed drafts per step, timed and predicted (replay)
     origin: typing.ClassVar[str] = "study config"  # the file, for error messages
@@ -96,6 +108,7 @@ class StudyConfig:
     def validate(self, origin: str = "study config") -> None:
         self._check(self.to_dict(), origin)
         self.budgets = sorted(self.budgets)
+        self.prompt_fractions = sorted(self.prompt_fractions)
 
     @classmethod
     def _check(cls, d: dict[str, Any], origin: str) -> None:

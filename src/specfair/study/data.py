@@ -15,11 +15,12 @@ from pathlib import Path
 
 from specfair.measure.responses import fill_responses_batched, read_responses
 from specfair.measure.signals import fill_signals as _fill
+from specfair.measure.signals import fill_target_final as _fill_final
 from specfair.measure.signals import seq_key
 from specfair.study.config import StudyConfig
 from specfair.tasks import encode_prompt
 from specfair.tasks.prompt import Prompt
-from specfair.tasks.split import find_leaks
+from specfair.tasks.split import find_contained, find_leaks
 from specfair.tasks.study import text_reference_tasks
 from specfair.tasks.suite import sample_per_task
 
@@ -141,6 +142,29 @@ def train_sequences(cfg: StudyConfig, target, drafter, tokenizer, prompts: Seque
             p = prompts[k]
             out[p.id] = Seq(p.id, p.task, tuple(ids[k] + resp[p.id]), len(ids[k]), label)
     return [out[p.id] for p in prompts if out[p.id].n_resp > 0]
+
+
+def training_text_leaks(train: Sequence[Seq], test: Sequence[Seq],
+                        test_prompts: Sequence[Prompt], decode) -> list[dict]:
+    """The training sequences whose text, as trained on (the cut prompt and the training text:
+    reference or generated continuation, ``decode``d from its token ids), equals or contains a
+    test prompt's text, its reference answer or the target's test answer
+    (:func:`specfair.tasks.split.find_contained`): ``[{"id", "task", "test_id", "sha256"}]``.
+    The prompt check (:func:`study_prompts`) runs before any text is generated; this one sees
+    the generated text and the test answers."""
+    answers = {s.id: decode(s.ids[s.n_prompt:]) for s in test}
+    tests = {p.id: [*p.turns, *((p.reference,) if p.reference else ()),
+                    *((answers[p.id],) if p.id in answers else ())] for p in test_prompts}
+    leaks = find_contained({s.id: decode(s.ids) for s in train}, tests)
+    return [{"id": s.id, "task": s.task, "test_id": leaks[s.id][0], "sha256": leaks[s.id][1]}
+            for s in train if s.id in leaks]
+
+
+def fill_target_final(cfg: StudyConfig, target, seqs: Sequence[Seq], run_dir: Path):
+    """The target's final hidden states for ``seqs`` (the test sequences): with its output head
+    the evaluation scores exact full-vocabulary alpha and cross-entropy there."""
+    return _fill_final(target, [(s.key, (s.ids, s.n_prompt)) for s in seqs], run_dir / "signals",
+                       target_name=cfg.target)
 
 
 def fill_signals(cfg: StudyConfig, target, drafter, seqs: Sequence[Seq], run_dir: Path):

@@ -4,27 +4,35 @@
 1. prompts: the ``study`` suite (``specfair data fetch``), per task ``n_train`` + ``n_heldout``
    train prompts and ``n_test`` test prompts;
 2. sequences: the target's greedy test responses; the training text (references, else drafter
-   continuations);
+   continuations); training texts that contain a test prompt, reference or answer are dropped
+   (``leakage.json``);
 3. signals: the target's top-k and the drafter's lower-layer hidden states for every sequence
    (the only target forward passes of the study);
 4. overfit check: one task's train sequences, several epochs; greedy alpha on those sequences
    before and after (a pipeline that cannot overfit cannot help);
 5. arms x budgets: the base drafter, then each arm trained with checkpoints at each budget (a
    fraction of the largest budget's training tokens, constant learning rate after warm-up, so a
-   checkpoint is the same as a shorter run) and evaluated on the test sequences;
-6. summary: ``summary.json`` (see :mod:`specfair.study.summary`);
-7. timed: each arm's drafter at the largest budget exported and benchmarked against the base
-   drafter (``drafters/``, ``timed/``, ``timed.json``: see :mod:`specfair.study.timed`);
-8. report: ``report.md`` and ``report.html`` from the stored records
-   (:mod:`specfair.report.study`).
+   checkpoint is the same as a shorter run) and evaluated on the test sequences, with the first
+   of ``seeds``;
+6. data dose: ``dose_arm`` on the first fraction of each task's distinct training prompts, at
+   ``epochs`` passes, for each of ``prompt_fractions``;
+7. seeds: each arm again with each further seed, to the largest budget only;
+8. summary: ``summary.json`` (see :mod:`specfair.study.summary`);
+9. timed: each arm's drafter at the largest budget, first seed (``arms/<arm>``: the drafter
+   the budget curve and the replayed prediction are of), exported and benchmarked against the
+   base drafter (``drafters/``, ``timed/``, ``timed.json``: see :mod:`specfair.study.timed`);
+10. report: ``report.md`` and ``report.html`` from the stored records
+    (:mod:`specfair.report.study`).
 
-Every evaluation is a line of ``eval.jsonl`` (arm, budget, tokens, prompt, task, alpha, greedy,
-ce, resid); a finished (arm, budget) is never redone; an arm resumes from its last checkpoint.
+Every evaluation is a line of ``eval.jsonl`` (arm, budget, tokens, seed, prompt, task, greedy,
+alpha, alpha_lo, ce, resid); a finished (arm, budget, seed) is never redone; an arm resumes
+from its last checkpoint.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from pathlib import Path
@@ -50,8 +58,16 @@ from specfair.models.load import load_model, load_tokenizer
 from specfair.report.study import write_report
 from specfair.rundir import check_out_dir, dir_lock
 from specfair.study.config import ANY_TIME_KEYS, TRAINING_KEYS, StudyConfig
-from specfair.study.data import Seq, fill_signals, study_prompts, test_sequences, train_sequences
-from specfair.study.summary import write_summary
+from specfair.study.data import (
+    Seq,
+    fill_signals,
+    fill_target_final,
+    study_prompts,
+    test_sequences,
+    train_sequences,
+    training_text_leaks,
+)
+from specfair.study.summary import dose_name, write_summary
 from specfair.study.timed import export_arms, run_timed
 from specfair.tasks.split import split_key
 from specfair.tasks.study import STUDY_TASKS, load_study_suite
@@ -78,12 +94,28 @@ class Run:
         self.drafter = load_model(cfg.drafter, "auto", "auto")
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "study_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        _write_leakage(prompts.dropped, run_dir / "leakage.json")
         self.bf16 = cpu_supports_bf16() or torch.cuda.is_available()
         _say(f"CPU native bf16: {self.bf16}")
         t0 = time.perf_counter()
         self.test = test_sequences(cfg, target, self.tok, prompts.test, run_dir)
         self.train = train_sequences(cfg, target, self.drafter, self.tok, prompts.train, run_dir)
+        text_leaks = training_text_leaks(
+            self.train, self.test, prompts.test,
+            lambda ids: self.tok.decode(list(ids), skip_special_tokens=True))
+        gone = {d["id"] for d in text_leaks}
+        self.train = [s for s in self.train if s.id not in gone]
+        # texts this run dropped before it trained (none known for runs made before the check)
+        old = run_dir / "leakage.json"
+        before = ({d["id"] for d in read_json(old).get("training_texts", {}).get("dropped", [])}
+                  if old.is_file() and "training_texts" in read_json(old) else set())
+        _write_leakage(prompts.dropped, text_leaks, len(self.train) + len(gone),
+                       run_dir / "leakage.json")
+        trained = any((run_dir / n).exists() for n in ("overfit.json", "arms"))
+        if trained and gone - before:
+            raise SpecfairError(
+                f"{run_dir} trained on {len(gone - before)} text(s) that contain a test prompt "
+                "or answer (leakage.json, training_texts) before they were checked: its results "
+                "are contaminated; run the study again in another --run-dir")
         cfg.check_budgets([len(s.ids) for s in self.train], [s.task for s in self.train])
         self.heldout = train_sequences(cfg, target, self.drafter, self.tok, prompts.heldout,
                                        run_dir)
@@ -97,51 +129,82 @@ class Run:
         self.teacher, self.lower = fill_signals(
             cfg, target, self.drafter, self.test + self.train + self.heldout + self.policy,
             run_dir)
+        self.final = fill_target_final(cfg, target, self.test, run_dir)
         _say(f"signals ready ({time.perf_counter() - t0:.0f} s)")
         _measure_costs(target, self.drafter, self.test[0], run_dir / "costs.json")
+        # the target's output head alone: full-vocabulary distributions on the test sequences
+        self.target_head = target.get_output_embeddings().weight.detach()
         del target
         self.head = self.drafter.get_output_embeddings().weight.detach()
         self.head.requires_grad_(False)
 
     def signals(self, s: Seq) -> Signals:
         t, h = self.teacher.get(s.key), self.lower.get(s.key)
-        return Signals(h["hidden"], t["topk_idx"], t["topk_logp"], s.n_prompt)
+        final = self.final.get(s.key)["hidden"] if s.key in self.final else None
+        return Signals(h["hidden"], t["topk_idx"], t["topk_logp"], s.n_prompt, final)
 
     def fresh_top(self) -> TopLayers:
         return TopLayers(self.drafter, self.cfg.top_layers)
 
     def eval_records(self, top: TopLayers, seqs: list[Seq], **tags) -> list[dict]:
-        res = evaluate(top, self.head, [self.signals(s) for s in seqs], self.bf16)
+        res = evaluate(top, self.head, [self.signals(s) for s in seqs], self.bf16,
+                       self.target_head)
         return [tags | {"id": s.id, "task": s.task, "group": self.groups.get(s.id)} | r
                 for s, r in zip(seqs, res, strict=True)]
 
 
-def _write_leakage(dropped: list[dict], path: Path) -> None:
-    """``leakage.json``: the train-split prompts the leak check dropped, counted per task."""
+def _write_leakage(dropped: list[dict], text_leaks: list[dict], n_checked: int,
+                   path: Path) -> None:
+    """``leakage.json``: the train-split prompts the prompt check dropped, counted per task,
+    and the training sequences the text check dropped (their text as trained on equals or
+    contains a test prompt, reference or target answer: ``text_leaks``, of ``n_checked``)."""
     counts: dict[str, int] = {}
     for d in dropped:
         counts[d["task"]] = counts.get(d["task"], 0) + 1
+    text_counts: dict[str, int] = {}
+    for d in text_leaks:
+        text_counts[d["task"]] = text_counts.get(d["task"], 0) + 1
     path.write_text(json.dumps({"n_dropped": len(dropped), "per_task": counts,
-                                "dropped": dropped}, indent=2))
+                                "dropped": dropped,
+                                "training_texts": {"n_checked": n_checked,
+                                                   "n_dropped": len(text_leaks),
+                                                   "per_task": text_counts,
+                                                   "dropped": text_leaks}}, indent=2))
     _say(f"leak check: dropped {len(dropped)} train-split prompt(s) sharing a text with a test "
          f"prompt or reference" + (f" ({', '.join(f'{t} {n}' for t, n in counts.items())})"
-                                   if counts else ""))
+                                   if counts else "")
+         + f"; {len(text_leaks)} of {n_checked} training texts containing a test prompt or "
+           "answer")
 
 
 def _check_settings(cfg: StudyConfig, run_dir: Path) -> None:
     """A run directory holds one study: other settings are refused before anything runs,
     except settings of the training (``TRAINING_KEYS``) while nothing was trained yet (a
-    study refused for its budgets, say, runs on with corrected ones)."""
+    study refused for its budgets, say, runs on with corrected ones), and settings that only
+    add training (``ADDITIVE_KEYS``: more seeds with the same first one, a data dose) or only
+    more timing (``ANY_TIME_KEYS``: ``n_bench``) at any time: what was trained and timed
+    stays, and the summary and report read the records the settings name."""
     path = run_dir / "study_config.json"
     if path.is_file():
         old, new = read_json(path), cfg.to_dict()
-        # a key newer than the run: its default; ANY_TIME_KEYS: any value
+        # a key newer than the run (added since): its default; ANY_TIME_KEYS: any value
         old = StudyConfig().to_dict() | old | {k: new[k] for k in ANY_TIME_KEYS}
-        diff = sorted(k for k in new if old.get(k) != new[k])
+        diff = sorted(k for k in new if old.get(k) != new[k] and not _adds_only(k, old, new))
         trained = any((run_dir / n).exists() for n in ("eval.jsonl", "overfit.json", "arms"))
         if diff and (trained or not set(diff) <= set(TRAINING_KEYS)):
             raise SpecfairError(f"{run_dir} holds a study with other settings "
                                 f"({', '.join(diff)}); use another --run-dir")
+
+
+# Settings that only add training to a finished run: more seeds after the first one (which
+# trained the budget curve), another data dose. A trained run takes other values of these.
+ADDITIVE_KEYS = ("seeds", "prompt_fractions", "dose_arm")
+
+
+def _adds_only(key: str, old: dict, new: dict) -> bool:
+    if key == "seeds":
+        return bool(new[key]) and bool(old[key]) and new[key][0] == old[key][0]
+    return key in ADDITIVE_KEYS
 
 
 def _measure_costs(target, drafter, seq: Seq, path: Path) -> None:
@@ -156,7 +219,8 @@ def _measure_costs(target, drafter, seq: Seq, path: Path) -> None:
 
 
 def _done(path: Path) -> set[tuple]:
-    return {(r["arm"], r["budget"]) for r in read_jsonl(path, repair=True)}
+    """The finished ``(arm, budget, seed)`` (records without ``seed``, older runs: 0)."""
+    return {(r["arm"], r["budget"], r.get("seed", 0)) for r in read_jsonl(path, repair=True)}
 
 
 def _write(path: Path, records: list[dict]) -> None:
@@ -170,7 +234,7 @@ def budget_tokens(run: Run) -> int:
 
 
 def stage_base(run: Run, out: Path) -> None:
-    if ("base", 0.0) in _done(out):
+    if ("base", 0.0, 0) in _done(out):
         return
     _say("evaluating the base drafter")
     top, tags = run.fresh_top(), {"arm": "base", "budget": 0.0, "tokens": 0}
@@ -220,20 +284,23 @@ def _heldout_alphas(run: Run, top: TopLayers) -> dict[str, float]:
 
 
 def _train_one(run: Run, name: str, seqs: list[Seq], tests: tuple[list[Seq], list[Seq]],
-               rule: str, goal: int) -> Path:
-    """One trainable copy of the top layers, trained to each budget in turn and evaluated there
-    on ``tests``: the test sequences (``arms/<name>/eval.jsonl``) and the held-out prompts'
-    target answers (``policy_eval.jsonl``, written first); resumes from the last budget's
-    checkpoint."""
+               rule: str, goal: int, seed: int, budgets: list[float],
+               adir: Path | None = None) -> Path:
+    """One trainable copy of the top layers, trained to each of ``budgets`` in turn and
+    evaluated there on ``tests``: the test sequences (``<adir>/eval.jsonl``) and the held-out
+    prompts' target answers (``policy_eval.jsonl``, written first); resumes from the last
+    budget's checkpoint. ``seed`` draws the batches (the training's only randomness: the
+    copy starts from the drafter's weights)."""
     cfg = run.cfg
-    adir = run.dir / "arms" / name
+    adir = adir or run.dir / "arms" / name
     ckpt, evals = adir / "checkpoint", adir / "eval.jsonl"
     have = {r["budget"] for r in read_jsonl(evals, repair=True)}
-    if all(b in have for b in cfg.budgets):
+    if all(b in have for b in budgets):
         return evals
+    torch.manual_seed(seed)
     top = run.fresh_top()
     opt = make_optimizer(top, cfg.lr)
-    sampler = TaskSampler([s.task for s in seqs], rule, seed=cfg.seed,
+    sampler = TaskSampler([s.task for s in seqs], rule, seed=seed,
                           temperature=cfg.disparity_temperature, floor=cfg.disparity_floor)
     state, reached = TrainState(), None
     if ckpt.is_dir():
@@ -249,7 +316,7 @@ def _train_one(run: Run, name: str, seqs: list[Seq], tests: tuple[list[Seq], lis
             top.train()
         return [sig[seqs[i].key] for i in sampler.sample(cfg.batch_size)]
 
-    for b in cfg.budgets:
+    for b in budgets:
         if b in have or (reached is not None and b < reached):
             continue
         if b != reached:
@@ -263,37 +330,100 @@ def _train_one(run: Run, name: str, seqs: list[Seq], tests: tuple[list[Seq], lis
                                                     "budget": b})
             _say(f"{name}: budget {b:.2f}, {state.tokens} tokens "
                  f"({time.perf_counter() - t0:.0f} s)")
-        _write(adir / "policy_eval.jsonl",
-               run.eval_records(top, tests[1], budget=b, tokens=state.tokens))
-        _write(evals, run.eval_records(top, tests[0], budget=b, tokens=state.tokens))
+        tags = {"budget": b, "tokens": state.tokens, "seed": seed}
+        _write(adir / "policy_eval.jsonl", run.eval_records(top, tests[1], **tags))
+        _write(evals, run.eval_records(top, tests[0], **tags))
     return evals
 
 
-def stage_arm(run: Run, arm: str, out: Path) -> None:
-    """Train and evaluate one arm at every budget; its records join ``out`` when complete.
-    ``per-task``: one copy per task, each with an equal share of the tokens, oracle routing."""
+def _arm_dir(run: Run, seed: int) -> Path:
+    """``arms/`` for the first seed (the whole budget curve), ``arms/seed<N>/`` for others."""
+    return run.dir / "arms" if seed == run.cfg.seeds[0] else run.dir / "arms" / f"seed{seed}"
+
+
+def stage_arm(run: Run, arm: str, out: Path, seed: int | None = None) -> None:
+    """Train and evaluate one arm at every budget (the first of ``cfg.seeds``) or at the
+    largest budget (the other seeds); its records join ``out`` when complete. ``per-task``:
+    one copy per task, each with an equal share of the tokens, oracle routing."""
     cfg = run.cfg
-    if all((arm, b) in _done(out) for b in cfg.budgets):
+    seed = cfg.seeds[0] if seed is None else seed
+    budgets = cfg.budgets if seed == cfg.seeds[0] else cfg.budgets[-1:]
+    if all((arm, b, seed) in _done(out) for b in budgets):
         return
     goal = budget_tokens(run)
-    _say(f"arm {arm}: {goal} training tokens at the largest budget")
+    _say(f"arm {arm}, seed {seed}: {goal} training tokens at the largest budget")
+    _train_arm(run, arm, arm, run.train, out, seed, budgets, goal, _arm_dir(run, seed),
+               with_policy=seed == cfg.seeds[0])
+
+
+def _train_arm(run: Run, arm: str, name: str, train: list[Seq], out: Path, seed: int,
+               budgets: list[float], goal: int, root: Path, with_policy: bool,
+               extra: dict[str, dict] | None = None) -> None:
+    """Train ``arm``'s copies on ``train`` (``goal`` tokens at budget 1.0) under ``root``,
+    evaluate them, and write their records to ``out`` as arm ``name`` (with ``extra[task]``
+    fields) and, ``with_policy``, the held-out passes to ``policy_eval.jsonl``."""
+    cfg = run.cfg
+    held = run.policy if with_policy else []
     if arm == "per-task":
         of = lambda seqs, t: [s for s in seqs if s.task == t]  # noqa: E731
-        files = [_train_one(run, f"per-task/{t}", of(run.train, t),
-                            (of(run.test, t), of(run.policy, t)), "uniform",
-                            goal // len(cfg.tasks))
+        files = [_train_one(run, f"{name}/{t}", of(train, t), (of(run.test, t), of(held, t)),
+                            "uniform", goal // len(cfg.tasks), seed, budgets,
+                            root / name / t)
                  for t in cfg.tasks]
     else:
-        files = [_train_one(run, arm, run.train, (run.test, run.policy),
-                            "uniform" if arm == "uniform" else "disparity", goal)]
+        files = [_train_one(run, name, train, (run.test, held),
+                            "uniform" if arm == "uniform" else "disparity", goal, seed, budgets,
+                            root / name)]
     tokens = {b: sum({f: r["tokens"] for f in files for r in read_jsonl(f)
-                      if r["budget"] == b}.values()) for b in cfg.budgets}
-    held = {(r["budget"], r["id"]): r for f in files  # a redone budget's records replace
-            for r in read_jsonl(f.with_name("policy_eval.jsonl"))}
-    _write(run.dir / "policy_eval.jsonl",
-           [r | {"arm": arm, "tokens": tokens[r["budget"]]} for r in held.values()])
-    recs = [r for f in files for r in read_jsonl(f)]
-    _write(out, [r | {"arm": arm, "tokens": tokens[r["budget"]]} for r in recs])
+                      if r["budget"] == b}.values()) for b in budgets}
+    tag = lambda r: r | {"arm": name, "tokens": tokens[r["budget"]], "seed": seed} | (  # noqa: E731
+        (extra or {}).get(r["task"], {}))
+    if with_policy:
+        pol = {(r["budget"], r["id"]): r for f in files  # a redone budget's records replace
+               for r in read_jsonl(f.with_name("policy_eval.jsonl"))}
+        _write(run.dir / "policy_eval.jsonl", [tag(r) for r in pol.values()])
+    recs = [r for f in files for r in read_jsonl(f) if r["budget"] in tokens]
+    _write(out, [tag(r) for r in recs])
+
+
+def dose_subset(seqs: list[Seq], tasks: list[str], fraction: float) -> list[Seq]:
+    """The first ``ceil(fraction * n)`` of each task's ``n`` training sequences (one per
+    distinct prompt), in their order: a smaller fraction's subset is in every larger one's."""
+    out = []
+    for t in tasks:
+        mine = [s for s in seqs if s.task == t]
+        out += mine[: max(1, math.ceil(fraction * len(mine) - 1e-9))]
+    return out
+
+
+def stage_dose(run: Run, out: Path) -> None:
+    """Dose in data: ``cfg.dose_arm`` trained (first seed, ``epochs`` passes) on the first
+    fraction of each task's distinct training prompts, for each of ``prompt_fractions``;
+    evaluated on the same test sequences as arm ``<arm>@<fraction>``, budget 1.0, each record
+    with its task's ``dose_prompts`` and ``dose_supervised_tokens`` (response positions trained
+    on). Fraction 1.0 is the arm itself at budget 1.0 where the study trained it."""
+    cfg, seed = run.cfg, run.cfg.seeds[0]
+    for f in cfg.prompt_fractions:
+        name = dose_name(cfg.dose_arm, f)
+        if (name, 1.0, seed) in _done(out):
+            continue
+        sub = dose_subset(run.train, cfg.tasks, f)
+        extra = {t: {"prompt_fraction": f,
+                     "dose_prompts": sum(s.task == t for s in sub),
+                     "dose_supervised_tokens": sum(s.n_resp for s in sub if s.task == t)}
+                 for t in cfg.tasks}
+        same = [r for r in read_jsonl(out) if r["arm"] == cfg.dose_arm and r["budget"] == 1.0
+                and r.get("seed", 0) == seed] if f == 1.0 else []
+        if same:
+            _write(out, [r | {"arm": name} | extra[r["task"]] for r in same])
+            continue
+        goal = int(cfg.epochs * sum(len(s.ids) for s in sub))
+        _say(f"data dose {name}: {len(sub)} training prompts, {goal} tokens")
+        (run.dir / "arms" / "dose" / name).mkdir(parents=True, exist_ok=True)
+        (run.dir / "arms" / "dose" / name / "prompts.json").write_text(
+            json.dumps([s.id for s in sub]))
+        _train_arm(run, cfg.dose_arm, name, sub, out, seed, [1.0], goal,
+                   run.dir / "arms" / "dose", with_policy=False, extra=extra)
 
 
 def run_study(cfg: StudyConfig, run_dir: str | Path) -> Path:
@@ -312,6 +442,10 @@ def _run_study(cfg: StudyConfig, run_dir: Path) -> Path:
     stage_overfit(run, run_dir / "overfit.json")
     for arm in cfg.arms:
         stage_arm(run, arm, out)
+    stage_dose(run, out)
+    for seed in cfg.seeds[1:]:
+        for arm in cfg.arms:
+            stage_arm(run, arm, out, seed)
     path = write_summary(run_dir, cfg)
     run_timed(run, export_arms(run))  # the timed stage (specfair.study.timed)
     write_report(run_dir)  # report.md, report.html (specfair.report.study)

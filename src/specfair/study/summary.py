@@ -1,6 +1,14 @@
-"""The study's numbers: per arm and budget, each task's alpha and its paired change against the
-base drafter, the disparity metrics with paired bootstrap CIs, slopes per 10k training tokens,
-and the projected budget for the worst task to reach the mean (an extrapolation).
+"""The study's numbers: per arm and budget, each task's greedy alpha and predicted speed-up (the
+primary metrics: the top-k buckets the loss trains on cannot inflate them), sampled alpha as
+[lower, upper] bounds and the residual mass, their paired changes against the base drafter and
+their spread across tasks with bootstrap CIs; dose-response curves over training tokens and,
+with ``prompt_fractions``, over distinct training prompts and supervised tokens, with slope CIs;
+nothing is projected beyond twice the largest measured dose.
+
+Seeds: an arm trained with several seeds (the largest budget) is the mean over them, and each
+replicate draws seeds with replacement before it draws prompt groups (a hierarchical bootstrap),
+so a CI covers the training's randomness as well as the prompts'. A change is claimed only when
+its CI excludes 0 (``"claimed"``).
 
 Pairing: every arm is evaluated on the same test sequences as the base drafter; a bootstrap
 resample draws prompts once and applies the draw to both, so the CI of a change is the CI of a
@@ -19,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from specfair.measure.io import read_json, read_jsonl
-from specfair.measure.replay import POLICIES, pass_of
+from specfair.measure.replay import POLICIES, pass_of, replay
 from specfair.study.config import StudyConfig
 from specfair.study.policies import study_policies
 
@@ -54,18 +62,60 @@ def group_draws(base, arm, tasks, n_boot, seed) -> tuple[dict, dict, np.ndarray]
     return ids, {t: np.array([col[group[(t, i)]] for i in ids[t]], int) for t in tasks}, w
 
 
-def _resampled_means(base, arm, tasks, metric, draws):
-    """``(point_base [K], point_arm [K], boot_base [B, K], boot_arm [B, K])`` task means."""
+def seed_draws(n_seeds: int, n_boot: int, seed: int) -> np.ndarray:
+    """``[B, S]`` weights of the training seeds in each replicate (seeds drawn with
+    replacement, each row sums to 1): the outer level of the hierarchical bootstrap (seeds,
+    then groups of prompts). One seed: all weight on it."""
+    rng = np.random.default_rng([seed, 1])
+    w = np.zeros((n_boot, n_seeds))
+    np.add.at(w, (np.arange(n_boot)[:, None], rng.integers(0, n_seeds, (n_boot, n_seeds))), 1)
+    return w / n_seeds
+
+
+def _resampled_means(base, arm, tasks, metric, draws, sw=None):
+    """``(point_base [K], point_arm [K], boot_base [B, K], boot_arm [B, K])`` task means.
+    ``arm`` is one seed's ``{task: {id: record}}`` or a list of them (one per training seed,
+    weighted per replicate by ``sw`` [B, S], :func:`seed_draws`): the arm's point is the mean
+    over seeds, its replicates resample seeds and, with the same draw as the base, groups."""
+    arms = arm if isinstance(arm, list) else [arm]
+    sw = np.ones((draws[2].shape[0], 1)) if sw is None else sw
     ids, cols, w = draws
     pb, pa, bb, ba = [], [], [], []
     for t in tasks:
         xb = np.array([base[t][i][metric] for i in ids[t]])
-        xa = np.array([arm[t][i][metric] for i in ids[t]])
+        xa = np.array([[a[t][i][metric] for i in ids[t]] for a in arms])  # [S, n]
         wt = w[:, cols[t]]
+        den = wt.sum(1)
         pb.append(xb.mean())
         pa.append(xa.mean())
-        bb.append(wt @ xb / wt.sum(1))
-        ba.append(wt @ xa / wt.sum(1))
+        bb.append(wt @ xb / den)
+        ba.append(((wt @ xa.T) / den[:, None] * sw).sum(1))
+    return np.array(pb), np.array(pa), np.stack(bb, 1), np.stack(ba, 1)
+
+
+def _replay_costs(recs: dict, ids: list[str], c: float, v: float) -> tuple[np.ndarray, ...]:
+    """Per prompt: the tokens and the cost (target-step units) of greedy decoding with the
+    headline policy (:data:`specfair.measure.replay.POLICIES` [0]), replayed on its pass."""
+    rs = [replay(*pass_of(recs[i]), POLICIES[0]) for i in ids]
+    return (np.array([r.tokens for r in rs], float),
+            np.array([r.cost(c, v) for r in rs], float))
+
+
+def _resampled_speedups(base, arms, tasks, draws, sw, costs):
+    """Like :func:`_resampled_means` for the predicted speed-up (tokens / cost, pooled over a
+    task's prompts, as :func:`specfair.measure.replay.replay_all`): replayed greedy
+    acceptance, so it moves only with greedy agreement (``match``)."""
+    ids, cols, w = draws
+    c, v = costs["c"], costs["verify_slope"]
+    pb, pa, bb, ba = [], [], [], []
+    for t in tasks:
+        tok, cb = _replay_costs(base[t], ids[t], c, v)
+        ca = np.stack([_replay_costs(a[t], ids[t], c, v)[1] for a in arms])  # [S, n]
+        wt = w[:, cols[t]]
+        pb.append(tok.sum() / cb.sum())
+        pa.append(float(np.mean(tok.sum() / ca.sum(1))))
+        bb.append(wt @ tok / (wt @ cb))
+        ba.append((((wt @ tok)[:, None] / (wt @ ca.T)) * sw).sum(1))
     return np.array(pb), np.array(pa), np.stack(bb, 1), np.stack(ba, 1)
 
 
@@ -74,44 +124,135 @@ def _ci(point: float, boot: np.ndarray) -> dict:
     return {"value": float(point), "lo": float(lo), "hi": float(hi)}
 
 
-def _u(ce: np.ndarray) -> np.ndarray:
-    """Sandler et al.'s CE spread: population variance across tasks (last axis)."""
+def _dci(point: float, boot: np.ndarray) -> dict:
+    """A paired change's CI and whether it is claimed (the CI excludes 0)."""
+    ci = _ci(point, boot)
+    return ci | {"claimed": bool(ci["lo"] > 0 or ci["hi"] < 0)}
+
+
+def _ce_spread(ce: np.ndarray) -> np.ndarray:
+    """Population variance across tasks (last axis) of the per-task mean cross-entropy. On the
+    full-vocabulary CE (``ce_full``) this is Sandler et al.'s unfairness U (``U_sandler``); on
+    the top-k + 1 buckets (``ce``: a lower bound of each task's CE, and what the ``fkl`` loss
+    trains) it is ``ce_spread_topk``, the training objective's own spread."""
     return ce.var(-1)
+
+
+def _spread(p: np.ndarray, b: np.ndarray, p0: np.ndarray, b0: np.ndarray) -> dict:
+    """Spread across tasks of per-task values (point ``p`` [K], replicates ``b`` [B, K]) and
+    its paired change against the base drafter's (``p0``, ``b0``): max/min ratio and
+    max - min."""
+    ratio = lambda x: x.max(-1) / x.min(-1)  # noqa: E731
+    rng = lambda x: x.max(-1) - x.min(-1)  # noqa: E731
+    return {"max_min": _ci(ratio(p), ratio(b)), "range": _ci(rng(p), rng(b)),
+            "d_max_min": _dci(ratio(p) - ratio(p0), ratio(b) - ratio(b0)),
+            "d_range": _dci(rng(p) - rng(p0), rng(b) - rng(b0))}
+
+
+def _by_seed(records: list[dict], arm: str, budget: float) -> dict[int, dict]:
+    """``{seed: {task: {id: record}}}`` (records without ``seed``, older runs: seed 0)."""
+    out: dict[int, dict] = {}
+    for r in records:
+        if r["arm"] == arm and r["budget"] == budget:
+            out.setdefault(r.get("seed", 0), {}).setdefault(r["task"], {})[r["id"]] = r
+    return out
+
+
+def _first_seed(by_seed: dict[int, dict], cfg: StudyConfig) -> int:
+    """The seed that trains the whole budget curve (``cfg.seeds[0]``) where present."""
+    return cfg.seeds[0] if cfg.seeds[0] in by_seed else min(by_seed)
 
 
 def compare(records, arm, budget, tasks, cfg: StudyConfig, costs: dict,
             held_records: list[dict] = ()) -> dict:
-    """One arm at one budget against the base drafter, on the same test prompts. Predicted
-    speed-ups replay each drafting policy on the teacher-forced passes with the measured c
-    and v(k) (:mod:`specfair.measure.replay`); the first policy is the headline one; gamma is
-    chosen in sample and on ``held_records`` (:mod:`specfair.study.policies`)."""
-    base, mine = _by_prompt(records, "base", 0.0), _by_prompt(records, arm, budget)
-    draws = group_draws(base, mine, tasks, cfg.bootstrap, cfg.seed)
-    a_pb, a_pa, a_bb, a_ba = _resampled_means(base, mine, tasks, "alpha", draws)
-    c_pb, c_pa, c_bb, c_ba = _resampled_means(base, mine, tasks, "ce", draws)
-    g_pb, g_pa, _, _ = _resampled_means(base, mine, tasks, "greedy", draws)
+    """One arm at one budget against the base drafter, on the same test prompts.
+
+    Primary (the loss cannot fill them): greedy alpha (exact greedy agreement) and the predicted
+    speed-up (the headline policy replayed with greedy acceptance on the teacher-forced passes,
+    with the measured c and v(k): :mod:`specfair.measure.replay`), per task with paired CIs over
+    training seeds and prompt groups (hierarchical bootstrap); their spread across tasks.
+    Secondary: sampled alpha as [``alpha_lo``, ``alpha``] bounds (top-k only / with the residual
+    bucket), each task's residual mass, and the CE spread on the buckets (the training
+    objective's own quantity). Drafting policies (:mod:`specfair.study.policies`) are replayed on
+    the first seed's passes; gamma is chosen in sample and on ``held_records``."""
+    base = _by_prompt(records, "base", 0.0)
+    seeds = _by_seed(records, arm, budget)
+    seeds = {k: v for k, v in seeds.items() if k in cfg.seeds} or seeds
+    first = _first_seed(seeds, cfg)
+    order = [first] + sorted(k for k in seeds if k != first)
+    arms = [seeds[k] for k in order]
+    # the prompts every seed was evaluated on (all of them, unless a run was cut short)
+    common = {t: {i: r for i, r in arms[0].get(t, {}).items()
+                  if all(i in a.get(t, {}) for a in arms[1:])} for t in tasks}
+    draws = group_draws(base, common, tasks, cfg.bootstrap, cfg.seed)
+    sw = seed_draws(len(arms), cfg.bootstrap, cfg.seed)
+    has = lambda k: all(k in r for a in [base, *arms] for t in tasks  # noqa: E731
+                        for r in a[t].values())
+    mean = {m: _resampled_means(base, arms, tasks, m, draws, sw)
+            for m in ("alpha", "greedy", "ce", "resid", "alpha_lo", "alpha_full", "ce_full")
+            if m in ("alpha", "greedy", "ce", "resid") or has(m)}
+    a_pb, a_pa, a_bb, a_ba = mean["alpha"]
+    g_pb, g_pa, g_bb, g_ba = mean["greedy"]
+    c_pb, c_pa, c_bb, c_ba = mean["ce"]
+    s_pb, s_pa, s_bb, s_ba = _resampled_speedups(base, arms, tasks, draws, sw, costs)
     worst = int(np.argmin(a_pb))
+    gworst = int(np.argmin(g_pb))
     held = _by_prompt(held_records, arm, budget)
     policies, held_scores = study_policies(
-        {t: [pass_of(r) for r in mine[t].values()] for t in tasks},
+        {t: [pass_of(r) for r in arms[0][t].values()] for t in tasks},
         {t: [pass_of(r) for r in held.get(t, {}).values()] for t in tasks},
         costs["c"], costs["verify_slope"])
     sp = [policies[POLICIES[0].label][t]["speedup"] for t in tasks]
+
+    def task_row(k: int) -> dict:
+        row = {"alpha": float(a_pa[k]), "greedy": float(g_pa[k]), "ce": float(c_pa[k]),
+               "resid": float(mean["resid"][1][k]),
+               "d_alpha": _dci(a_pa[k] - a_pb[k], a_ba[:, k] - a_bb[:, k]),
+               "d_greedy": _dci(g_pa[k] - g_pb[k], g_ba[:, k] - g_bb[:, k]),
+               "speedup": _ci(s_pa[k], s_ba[:, k]),
+               "d_speedup": _dci(s_pa[k] - s_pb[k], s_ba[:, k] - s_bb[:, k]),
+               "predicted_speedup": sp[k]}
+        if "alpha_lo" in mean:
+            lo_pb, lo_pa, lo_bb, lo_ba = mean["alpha_lo"]
+            row["alpha_bounds"] = [float(lo_pa[k]), float(a_pa[k])]
+            row["d_alpha_lo"] = _dci(lo_pa[k] - lo_pb[k], lo_ba[:, k] - lo_bb[:, k])
+        if "alpha_full" in mean:
+            x_pb, x_pa, x_bb, x_ba = mean["alpha_full"]
+            row["alpha_exact"] = float(x_pa[k])
+            row["d_alpha_exact"] = _dci(x_pa[k] - x_pb[k], x_ba[:, k] - x_bb[:, k])
+            row["ce_full"] = float(mean["ce_full"][1][k])
+        return row
+
+    sandler = {}
+    if "ce_full" in mean:
+        f_pb, f_pa, f_bb, f_ba = mean["ce_full"]
+        x_pb, x_pa, x_bb, x_ba = mean["alpha_full"]
+        sandler = {"U_sandler": _ci(float(_ce_spread(f_pa)), _ce_spread(f_ba)),
+                   "U_sandler_change": _dci(float(_ce_spread(f_pa) / _ce_spread(f_pb) - 1),
+                                            _ce_spread(f_ba) / _ce_spread(f_bb) - 1),
+                   "alpha_exact_spread": _spread(x_pa, x_ba, x_pb, x_bb)}
+
     return {
-        "arm": arm, "budget": budget,
+        "arm": arm, "budget": budget, "seeds": order,
         "tokens": next(r["tokens"] for r in records if r["arm"] == arm and r["budget"] == budget),
-        "tasks": {t: {"alpha": float(a_pa[k]), "greedy": float(g_pa[k]), "ce": float(c_pa[k]),
-                      "d_alpha": _ci(a_pa[k] - a_pb[k], a_ba[:, k] - a_bb[:, k]),
-                      "predicted_speedup": sp[k]}
-                  for k, t in enumerate(tasks)},
+        "tasks": {t: task_row(k) for k, t in enumerate(tasks)},
+        "mean_greedy": _ci(g_pa.mean(), g_ba.mean(1)),
+        "d_mean_greedy": _dci(g_pa.mean() - g_pb.mean(), g_ba.mean(1) - g_bb.mean(1)),
+        "base_worst_greedy_task": tasks[gworst],
+        "d_base_worst_greedy": _dci(g_pa[gworst] - g_pb[gworst],
+                                    g_ba[:, gworst] - g_bb[:, gworst]),
+        "greedy_spread": _spread(g_pa, g_ba, g_pb, g_bb),
+        "speedup_spread": _spread(s_pa, s_ba, s_pb, s_bb),
         "mean_alpha": _ci(a_pa.mean(), a_ba.mean(1)),
-        "d_mean_alpha": _ci(a_pa.mean() - a_pb.mean(), a_ba.mean(1) - a_bb.mean(1)),
+        "d_mean_alpha": _dci(a_pa.mean() - a_pb.mean(), a_ba.mean(1) - a_bb.mean(1)),
         "base_worst_task": tasks[worst],
-        "d_base_worst_alpha": _ci(a_pa[worst] - a_pb[worst], a_ba[:, worst] - a_bb[:, worst]),
+        "d_base_worst_alpha": _dci(a_pa[worst] - a_pb[worst], a_ba[:, worst] - a_bb[:, worst]),
         "worst_alpha": _ci(a_pa.min(), a_ba.min(1)),
-        "d_worst_alpha": _ci(a_pa.min() - a_pb.min(), a_ba.min(1) - a_bb.min(1)),
-        "U": _ci(float(_u(c_pa)), _u(c_ba)),
-        "U_change": _ci(float(_u(c_pa) / _u(c_pb) - 1), _u(c_ba) / _u(c_bb) - 1),
+        "d_worst_alpha": _dci(a_pa.min() - a_pb.min(), a_ba.min(1) - a_bb.min(1)),
+        "ce_spread_topk": _ci(float(_ce_spread(c_pa)), _ce_spread(c_ba)),
+        "ce_spread_topk_change": _dci(float(_ce_spread(c_pa) / _ce_spread(c_pb) - 1),
+                                      _ce_spread(c_ba) / _ce_spread(c_bb) - 1),
+        **sandler,
         "max_min_speedup": float(max(sp) / min(sp)),
         "policies": policies,
         "policies_heldout": held_scores,
@@ -126,23 +267,119 @@ def _slope(xs: list[float], ys: list[float]) -> float:
     return float(np.polyfit(np.array(xs, float), np.array(ys, float), 1)[0])
 
 
-def dose_response(rows: list[dict], base: dict, tasks: list[str]) -> dict:
-    """Slopes per 10k training tokens (base at 0 tokens included) and the projection."""
+def _ls(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares ``(slope, intercept)`` of ``y [..., P]`` on ``x [P]`` (last axis)."""
+    xc = x - x.mean()
+    slope = ((y - y.mean(-1, keepdims=True)) * xc).sum(-1) / (xc ** 2).sum()
+    return slope, y.mean(-1) - slope * x.mean()
+
+
+PROJECTION_LIMIT = 2.0  # no projection beyond this many times the largest measured dose
+
+
+def curve(records: list[dict], points: list[tuple[str, float]], x: np.ndarray,
+          tasks: list[str], cfg: StudyConfig, metric: str = "greedy",
+          per: float = 1e4) -> dict:
+    """A dose-response curve: ``points`` are ``(arm, budget)`` (the first training seed's
+    records; ``("base", 0.0)`` the undosed drafter), ``x [P, K]`` each point's dose per task.
+    Per task, and for the mean over tasks against the mean dose: the least-squares slope of
+    ``metric`` per ``per`` units of dose, with a bootstrap CI (prompt groups drawn once for
+    every point: the points are paired), and the value fitted at twice the largest measured
+    dose (:data:`PROJECTION_LIMIT`; clipped to [0, 1]): nothing is projected further."""
+    base = _by_prompt(records, "base", 0.0)
+    recs = []
+    for arm, b in points:
+        seeds = _by_seed(records, arm, b) if arm != "base" else {0: base}
+        recs.append(seeds[_first_seed(seeds, cfg)] if arm != "base" else base)
+    common = {t: {i: r for i, r in base.get(t, {}).items()
+                  if all(i in p.get(t, {}) for p in recs)} for t in tasks}
+    draws = group_draws(base, common, tasks, cfg.bootstrap, cfg.seed)
+    ys, boots = [], []
+    for p in recs:
+        _, pa, _, ba = _resampled_means(base, p, tasks, metric, draws)
+        ys.append(pa)
+        boots.append(ba)
+    y, yb = np.stack(ys), np.stack(boots, 1)  # [P, K], [B, P, K]
+    out: dict = {"metric": metric, "per": per, "limit": PROJECTION_LIMIT, "tasks": {}}
+    for k, t in enumerate(tasks):
+        xk = x[:, k].astype(float)
+        if np.ptp(xk) == 0:
+            continue
+        s0, i0 = _ls(xk, y[:, k])
+        sb, ib = _ls(xk, yb[:, :, k])
+        far = PROJECTION_LIMIT * xk.max()
+        fit = lambda v: np.clip(v, 0.0, 1.0)  # noqa: E731  (alphas are probabilities)
+        out["tasks"][t] = {"slope": _dci(s0 * per, sb * per), "max_dose": float(xk.max()),
+                           "fitted_at_limit": _ci(fit(i0 + s0 * far), fit(ib + sb * far))}
+    xm = x.mean(1).astype(float)
+    if np.ptp(xm) > 0:
+        s0, _ = _ls(xm, y.mean(1))
+        sb, _ = _ls(xm, yb.mean(2))
+        out["mean"] = {"slope": _dci(s0 * per, sb * per), "max_dose": float(xm.max())}
+    out["points"] = [{"arm": a, "budget": b, "dose": [float(v) for v in x[j]],
+                      "value": [float(v) for v in y[j]]} for j, (a, b) in enumerate(points)]
+    return out
+
+
+def dose_response(rows: list[dict], base: dict, tasks: list[str],
+                  greedy: dict | None = None) -> dict:
+    """Slopes per 10k training tokens (base at 0 tokens included) and the projection of the
+    tokens until the base-worst task's alpha reaches the base mean, omitted when it lies
+    beyond :data:`PROJECTION_LIMIT` times the largest measured budget. ``greedy``: the
+    budget curve of greedy alpha with slope CIs (:func:`curve`)."""
     xs = [0.0] + [r["tokens"] for r in rows]
     per_task = {t: 1e4 * _slope(xs, [base["tasks"][t]["alpha"]] +
                                 [r["tasks"][t]["alpha"] for r in rows]) for t in tasks}
     mean_s = 1e4 * _slope(xs, [base["mean_alpha"]["value"]] +
                           [r["mean_alpha"]["value"] for r in rows])
-    u_s = 1e4 * _slope(xs, [base["U"]["value"]] + [r["U"]["value"] for r in rows])
+    ce_s = 1e4 * _slope(xs, [base["ce_spread_topk"]["value"]] +
+                        [r["ce_spread_topk"]["value"] for r in rows])
     w = base["base_worst_task"]
     gap = base["mean_alpha"]["value"] - base["tasks"][w]["alpha"]
     closing = per_task[w] - mean_s
     # only a rising worst task that gains on the mean is projected (a falling one "closes" the
     # gap only when the mean falls faster: no budget makes it reach the base mean)
     proj = gap / closing * 1e4 if closing > 0 and per_task[w] > 0 else None
-    return {"alpha_per_10k": per_task, "mean_alpha_per_10k": mean_s, "U_per_10k": u_s,
-            "worst_task": w, "gap": gap,
-            "projected_tokens_worst_reaches_mean": proj}
+    limit = PROJECTION_LIMIT * max(xs)
+    beyond = proj is not None and proj > limit
+    return {"alpha_per_10k": per_task, "mean_alpha_per_10k": mean_s,
+            "ce_spread_topk_per_10k": ce_s, "worst_task": w, "gap": gap,
+            "projected_tokens_worst_reaches_mean": None if beyond else proj,
+            "projection_limit_tokens": limit, "projection_beyond_limit": beyond,
+            "greedy_curve": greedy}
+
+
+def dose_name(arm: str, fraction: float) -> str:
+    """The ``arm`` of a data-dose point in ``eval.jsonl``: ``uniform@0.25``."""
+    return f"{arm}@{fraction:g}"
+
+
+def data_dose(records: list[dict], tasks: list[str], cfg: StudyConfig,
+              costs: dict) -> dict | None:
+    """The data-dose curves of ``cfg.dose_arm``: one point per prompt fraction (trained at
+    fixed epochs on the first fraction of each task's distinct training prompts), the base
+    drafter at 0. Per task, greedy alpha against the task's distinct training prompts (slope
+    per 100 prompts) and against its supervised tokens (response positions trained on, slope
+    per 10k), with bootstrap CIs; each point's paired comparison against the base."""
+    pts = [(dose_name(cfg.dose_arm, f), f) for f in cfg.prompt_fractions]
+    pts = [(a, f) for a, f in pts if any(r["arm"] == a for r in records)]
+    if not pts:
+        return None
+    dose: dict[str, dict[str, tuple[int, int]]] = {}
+    for r in records:
+        if any(r["arm"] == a for a, _ in pts):
+            dose.setdefault(r["arm"], {})[r["task"]] = (r["dose_prompts"],
+                                                        r["dose_supervised_tokens"])
+    points = [("base", 0.0)] + [(a, 1.0) for a, _ in pts]
+    n = np.array([[0] * len(tasks)] + [[dose[a][t][0] for t in tasks] for a, _ in pts])
+    sup = np.array([[0] * len(tasks)] + [[dose[a][t][1] for t in tasks] for a, _ in pts])
+    return {"arm": cfg.dose_arm, "fractions": [f for _, f in pts],
+            "prompts": {t: [int(v) for v in n[:, k]] for k, t in enumerate(tasks)},
+            "supervised_tokens": {t: [int(v) for v in sup[:, k]] for k, t in enumerate(tasks)},
+            "vs_prompts": curve(records, points, n, tasks, cfg, "greedy", 100.0),
+            "vs_supervised_tokens": curve(records, points, sup, tasks, cfg, "greedy", 1e4),
+            "points": [compare(records, a, 1.0, tasks, cfg, costs) | {"prompt_fraction": f}
+                       for a, f in pts]}
 
 
 def _bootstrap_info(records: list[dict], cfg: StudyConfig) -> dict:
@@ -150,8 +387,9 @@ def _bootstrap_info(records: list[dict], cfg: StudyConfig) -> dict:
     tasks_of: dict[str, set] = {}
     for r in base:
         tasks_of.setdefault(r.get("group") or r["id"], set()).add(r["task"])
+    seeds = sorted({r.get("seed", 0) for r in records if r["arm"] != "base"} & set(cfg.seeds))
     return {"replicates": cfg.bootstrap, "grouped": all(r.get("group") for r in base),
-            "shared_groups": sum(len(t) > 1 for t in tasks_of.values())}
+            "shared_groups": sum(len(t) > 1 for t in tasks_of.values()), "seeds": seeds}
 
 
 def _json_or_none(path: Path):
@@ -169,8 +407,12 @@ def write_summary(run_dir: Path, cfg: StudyConfig) -> Path:
         rows = [compare(records, arm, b, tasks, cfg, costs, held) for b in cfg.budgets
                 if any(r["arm"] == arm and r["budget"] == b for r in records)]
         if rows:
-            arms[arm] = {"budgets": rows, "dose_response": dose_response(rows, base, tasks)}
+            pts = [("base", 0.0)] + [(arm, r["budget"]) for r in rows]
+            x = np.array([[0.0] * len(tasks)] + [[r["tokens"]] * len(tasks) for r in rows])
+            arms[arm] = {"budgets": rows, "dose_response": dose_response(
+                rows, base, tasks, curve(records, pts, x, tasks, cfg))}
     summary = {"config": cfg.to_dict(), "costs": costs, "base": base, "arms": arms,
+               "data_dose": data_dose(records, tasks, cfg, costs),
                "overfit": _json_or_none(run_dir / "overfit.json"),
                "leakage": _json_or_none(run_dir / "leakage.json"),
                "bootstrap": _bootstrap_info(records, cfg)}

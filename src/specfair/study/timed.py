@@ -1,5 +1,8 @@
 """The experiment's timed stage: every arm's drafter at the largest budget, exported as Hugging
-Face directories and benchmarked with the engine against the base drafter.
+Face directories and benchmarked with the engine against the base drafter. The drafter timed is
+the first training seed's (``arms/<arm>``): the one the budget curve, the policies and the
+prediction beside each measurement are of; further seeds (``arms/seed<N>``) and the data dose
+(``arms/dose``) are evaluated, not timed.
 
 1. export (``drafters/<arm>/``): a plain HF directory (``uniform``, ``disparity``), or for
    ``per-task`` the per-task layout (``router.json``, ``base/``, ``tasks/<task>/`` holding the
@@ -64,7 +67,8 @@ def _is_export(path: Path) -> bool:
 
 
 def _top_at_largest(run, name: str) -> TopLayers:
-    """The top layers of ``arms/<name>`` at the largest budget (its last checkpoint)."""
+    """The top layers of ``arms/<name>`` (the first seed's) at the largest budget (its last
+    checkpoint)."""
     ckpt = run.dir / "arms" / name / "checkpoint"
     top = run.fresh_top()
     _, meta = load_checkpoint(ckpt, top, make_optimizer(top, run.cfg.lr))
@@ -82,7 +86,7 @@ def export_arms(run) -> dict[str, Path]:
         if _is_export(path):
             continue
         meta = {"study": cfg.name, "arm": arm, "budget": max(cfg.budgets), "loss": cfg.loss,
-                "method": "topn", "top_layers": cfg.top_layers}
+                "method": "topn", "top_layers": cfg.top_layers, "seed": cfg.seeds[0]}
         if arm == "per-task":
             models = {t: with_top(run.drafter, _top_at_largest(run, f"per-task/{t}"))
                       for t in cfg.tasks}
@@ -157,10 +161,13 @@ def run_timed(run, exports: dict[str, Path]) -> Path | None:
     return summarize_timed(run.dir, cfg)
 
 
-def _passes(evals: list[dict], arm: str, budget: float) -> dict[str, dict[str, tuple]]:
+def _passes(evals: list[dict], arm: str, budget: float,
+            seed: int) -> dict[str, dict[str, tuple]]:
+    """``{task: {id: pass}}`` of one arm at one budget, trained with ``seed`` (the base
+    drafter's records and records of runs before seeds were recorded: any)."""
     out: dict[str, dict[str, tuple]] = {}
     for r in evals:
-        if r["arm"] == arm and r["budget"] == budget:
+        if r["arm"] == arm and r["budget"] == budget and r.get("seed", seed) == seed:
             out.setdefault(r["task"], {})[r["id"]] = pass_of(r)
     return out
 
@@ -180,7 +187,8 @@ def summarize_timed(run_dir: Path, cfg: StudyConfig) -> Path:
         s = summarize_bench(path, **boot)
         write_json(path.with_name(BENCH_SUMMARY_FILE), s)
         records = load_bench_records(path)
-        passes = _passes(evals, *((BASE, 0.0) if label == BASE else (label, largest)))
+        passes = _passes(evals, *((BASE, 0.0) if label == BASE else (label, largest)),
+                         cfg.seeds[0])
         paired = {} if label == BASE else compare_bench(base, path, **boot)
         tasks = {}
         for t, b in s["tasks"].items():

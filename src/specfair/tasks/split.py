@@ -120,3 +120,35 @@ def find_leaks(train: Mapping[str, Sequence[str]],
         if hit := next((owner[u] for u in sorted(us) if u in owner), None):
             leaks[pid] = hit
     return leaks
+
+
+def find_contained(train: Mapping[str, str], test: Mapping[str, Sequence[str]],
+                   ) -> dict[str, tuple[str, str]]:
+    """The train texts that equal or contain a test text: ``{train id: (test id, sha256 of the
+    test unit)}``. A test item's units are its texts and their blank-line paragraphs, after
+    :func:`normalize_text`, of at least :data:`LEAK_MIN_CHARS` characters (their sha256 are
+    :func:`text_units`); a train text leaks when its normalised text contains one as whole
+    words, anywhere (equal, a paragraph of it, or mid-sentence: stronger than comparing hashes
+    of whole units).
+    A unit in more than :data:`LEAK_TEMPLATE_ITEMS` items (test items that have it and train
+    texts that contain it, together) is a template (an instruction many prompts repeat, a stock
+    opening of many answers), not one source, and is not compared (as :func:`find_leaks`)."""
+    norm = {pid: f" {normalize_text(t)} " for pid, t in train.items()}  # whole words only
+    owners: dict[str, list[str]] = {}
+    for tid, texts in test.items():
+        for text in texts:
+            for part in [text, *_PARAGRAPH.split(text)]:
+                unit = normalize_text(part)
+                if len(unit) >= LEAK_MIN_CHARS and tid not in owners.setdefault(unit, []):
+                    owners[unit].append(tid)
+    leaks: dict[str, tuple[str, str]] = {}
+    for unit, tids in owners.items():
+        if len(tids) > LEAK_TEMPLATE_ITEMS:
+            continue
+        hits = [pid for pid, t in norm.items() if f" {unit} " in t]
+        if len(hits) + len(tids) > LEAK_TEMPLATE_ITEMS:
+            continue
+        digest = hashlib.sha256(unit.encode("utf-8")).hexdigest()
+        for pid in hits:
+            leaks.setdefault(pid, (tids[0], digest))
+    return leaks

@@ -1,0 +1,112 @@
+"""The experiment's report from stored records alone, without models: synthetic ``eval.jsonl``
+records (two seeds, a data dose, the full-vocabulary metrics or not) → ``summary.json`` →
+``report.md`` and ``report.html`` carry the same sections: the primary metrics first, sampled
+alpha as an upper bound, the CE spread on the buckets never called U, Sandler et al.'s U where
+the run recorded it, the data dose and its figure, the leak checks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from specfair.report.study import write_report
+from specfair.study.config import StudyConfig
+from specfair.study.summary import write_summary
+
+TASKS = ["a", "b"]
+
+
+def _records(rng, full: bool) -> list[dict]:
+    out = []
+
+    def add(arm, budget, tokens, gain, seed=None, **extra):
+        for t, base in (("a", 0.5), ("b", 0.8)):
+            for j in range(8):
+                x = float(np.clip(base + gain + rng.normal(0, 0.02), 0.05, 0.95))
+                match = [int(k < round(10 * x)) for k in range(10)]
+                r = {"arm": arm, "budget": budget, "tokens": tokens, "id": f"{t}-{j}",
+                     "task": t, "group": f"g{t}{j}", "alpha": x, "alpha_lo": x - 0.02,
+                     "greedy": sum(match) / 10, "ce": 1 - x, "resid": 0.03, "n": 10,
+                     "match": match, "conf": [0.8] * 10} | extra
+                if full:
+                    r |= {"alpha_full": x - 0.01, "ce_full": 1.2 - x}
+                out.append(r | ({} if seed is None else {"seed": seed}))
+
+    add("base", 0.0, 0, 0.0)
+    add("uniform", 0.5, 100, 0.02, 0)
+    add("uniform", 1.0, 200, 0.05, 0)
+    add("uniform", 1.0, 200, 0.04, 1)
+    for f, n in ((0.5, 4), (1.0, 8)):
+        add(f"uniform@{f:g}", 1.0, int(200 * f), 0.05 * f, 0, prompt_fraction=f,
+            dose_prompts=n, dose_supervised_tokens=10 * n)
+    return out
+
+
+def _run_dir(tmp_path, full: bool):
+    d = tmp_path / ("full" if full else "old")
+    d.mkdir()
+    recs = _records(np.random.default_rng(0), full)
+    (d / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (d / "costs.json").write_text(json.dumps({"c": 0.3, "verify_slope": 0.02}))
+    (d / "leakage.json").write_text(json.dumps({
+        "n_dropped": 1, "per_task": {"a": 1}, "dropped": [{"id": "x", "task": "a",
+                                                           "test_id": "a-0"}],
+        "training_texts": {"n_checked": 16, "n_dropped": 2, "per_task": {"b": 2},
+                           "dropped": []}}))
+    cfg = StudyConfig(tasks=TASKS, arms=["uniform"], budgets=[0.5, 1.0], seeds=[0, 1],
+                      prompt_fractions=[0.5, 1.0], bootstrap=200)
+    write_summary(d, cfg)
+    return d
+
+
+def test_the_report_leads_with_the_primary_metrics_and_names_each_one(tmp_path):
+    d = _run_dir(tmp_path, full=True)
+    md_path, html_path = write_report(d)
+    md, html = md_path.read_text(), html_path.read_text()
+    order = ["## Answer", "## Primary: greedy alpha and predicted speed-up per task",
+             "## Dose-response", "## Dose in data", "## Sampled alpha per task (secondary)",
+             "## Measured speed-ups (timed)", "## Drafting policy", "## Setup"]
+    assert [md.index(h) for h in order] == sorted(md.index(h) for h in order)
+    answer = md[md.index("## Answer"):md.index("## Primary")]
+    # per arm: the primary metrics (over both seeds), then the secondary ones
+    assert answer.index("greedy alpha (primary") < answer.index("predicted speed-up (primary")
+    assert answer.index("predicted speed-up (primary") < answer.index("secondary")
+    assert "over 2 seed(s) and the prompts" in answer
+    assert "secondary: U (Sandler et al., full-vocabulary CE variance" in answer
+    assert "data dose (uniform, fixed epochs): the base-worst task by greedy alpha (a)" in answer
+    assert "one gamma against a gamma per task" in answer
+    # the bucketed CE spread is never labelled U; U is Sandler et al.'s, defined and tabled
+    assert "CE spread (top-k)" in md and "| U |" not in md and "U change" not in md
+    assert "**U (Sandler et al.)**: the population variance across tasks" in md
+    assert "*U (Sandler et al., full-vocabulary CE variance across tasks)*" in md
+    assert "| sampled alpha [lower, upper] |" in md and "| residual mass |" in md
+    assert "Sampled alpha, upper bound (top-k + residual bucket" in md
+    # the curves: slopes with CIs per task, nothing projected past the limit
+    assert "uniform: greedy alpha per 10k training tokens" in md
+    assert "greedy alpha per 100 distinct training prompts" in md
+    assert "| a | 0 / 4 / 8 | 0 / 40 / 80 |" in md
+    # leak checks of both kinds, seeds resampled
+    assert "Leak check: 1 train-split prompt(s) dropped" in md
+    assert "2 of 16 contained one and were dropped before training (b 2)" in md
+    assert "training seeds 0, 1 resampled first" in md
+    for fig in ("dose_response.png", "data_dose.png"):
+        assert f"figures/{fig}" in md and (d / "figures" / fig).stat().st_size > 1000
+    assert not (d / "figures/speedup.png").exists() and "Nothing timed in this run" in md
+    # the HTML carries the same blocks
+    for text in ("Primary: greedy alpha", "U (Sandler et al.", "CE spread (top-k)",
+                 "Dose in data", "data dose (uniform, fixed epochs)", "Training texts as "
+                 "trained on", "<strong>greedy alpha</strong> (primary)"):
+        assert text in html, text
+    assert html.count("data:image/png;base64,") == 2
+
+
+def test_a_run_without_full_vocabulary_states_says_u_was_not_computed(tmp_path):
+    d = _run_dir(tmp_path, full=False)
+    s = json.loads((d / "summary.json").read_text())
+    assert "U_sandler" not in s["base"] and "ce_spread_topk" in s["base"]
+    md = write_report(d)[0].read_text()
+    assert "U (Sandler et al., full-vocabulary CE variance across tasks): not computed" in md
+    assert "secondary: U (Sandler et al.) not computed" in md
+    assert "U (Sandler et al., full-vocabulary CE variance;" not in md
+    assert "| exact sampled alpha |" in md and "| – | 0.0300 |" in md  # no exact value
