@@ -89,9 +89,8 @@ def test_the_study_suite_derives_every_task_and_keeps_splits_apart(home):
         assert split.get(("mgsm_zh", row), s) == s and \
             split.get(("translation_en_fr", row), s) == s
     assert "mgsm_zh" not in text_reference_tasks() and "math" in text_reference_tasks()
-    for t in STUDY_TASKS:
-        assert t.derived and t.source in datasets.SOURCES
-        assert datasets.SOURCES[t.source].license
+    for t in STUDY_TASKS:  # written by the target: MADE.json says how (tested below)
+        assert t.derived and (t.source == "synthetic" or datasets.SOURCES[t.source].license)
 
 
 def test_sharegpt_prompts_of_one_conversation_share_its_split(home):
@@ -167,7 +166,10 @@ def test_the_packaged_synthetic_prompts_are_clean_and_apart_from_the_real_test_p
 def test_synthesized_prompts_are_cleaned_filtered_deduplicated_and_recorded(home):
     from specfair.tasks.synthetic import read_synthetic, synthesize, write_synthetic
 
-    outs = iter(["1. 请介绍一下长城的历史。", "请介绍一下长城的历史。", "How are you?",
+    from specfair.tasks.suite_load import load_default_suite
+
+    real_test = load_default_suite().prompts("test", ["zh"])[0].text  # never a seed
+    outs = iter([real_test, "1. 请介绍一下长城的历史。", "请介绍一下长城的历史。", "How are you?",
                  "“如何学习弹钢琴？”\n这是一个问题", "好", "请介绍一下长城的历史吧。"]
                 + [f"第{i}个问题：怎样养一只{'猫狗鱼鸟兔龟'[i % 6]}{i}号？" for i in range(40)])
     calls = []
@@ -182,6 +184,7 @@ def test_synthesized_prompts_are_cleaned_filtered_deduplicated_and_recorded(home
     assert texts[:2] == ["请介绍一下长城的历史。", "如何学习弹钢琴？"]  # numbering, quotes cut
     assert len(set(texts)) == 5 and all("How" not in t and t != "好" for t in texts)
     assert not any(t.endswith("吧。") for t in texts)  # a near duplicate
+    assert real_test not in texts  # a real prompt of the task, though not shown as a seed
     assert meta["kept"] == 5 and meta["samples"] >= 8 and len(set(calls)) == len(calls)
     out = home / "made"
     write_synthetic("zh", rows, meta, "a-model", out)

@@ -7,8 +7,8 @@ the target: each new prompt is sampled (temperature 0.9, top-p 0.95, seeded) fro
 shows it 4 seed examples drawn from the embedded default suite's *train* split of the same task
 (the default suite's test prompts are never shown), in the seed language. Outputs are cleaned
 (first line, quotes and numbering stripped), filtered (the task's script, 6-300 characters, no
-URL) and deduplicated against each other and the seeds (also near duplicates: character-bigram
-Jaccard similarity > 0.6); the file says how it was made.
+URL) and deduplicated against each other and every real prompt of the task (also near
+duplicates: character-bigram Jaccard similarity > 0.6); the file says how it was made.
 
 The study uses the packaged set (``specfair/tasks/synthetic/TASK.jsonl``, and ``MADE.json``:
 how each file was made, by which model, its sha256), so no user has to wait for the writing;
@@ -110,12 +110,15 @@ def _clean(text: str) -> str:
     return line.strip().strip("\"'“”「」『』").strip()
 
 
-def _seed_prompts(spec: SynthSpec) -> list[str]:
+def _seed_prompts(spec: SynthSpec) -> tuple[list[str], list[str]]:
+    """The seeds (the default suite's train prompts of the task) and every real prompt of the
+    task (both splits: a synthetic prompt must not repeat one, nor come close)."""
     from specfair.tasks.suite_load import load_default_suite
 
     suite = load_default_suite()
-    return [p.turns[0] for p in suite.prompts("train", [spec.seed_task])
-            if spec.accept(p.turns[0]) or spec.task == "qa"]
+    seeds = [p.turns[0] for p in suite.prompts("train", [spec.seed_task])
+             if spec.accept(p.turns[0]) or spec.task == "qa"]
+    return seeds, [p.turns[0] for p in suite.prompts("all", [spec.seed_task])]
 
 
 def synthesize(
@@ -132,11 +135,11 @@ def synthesize(
     if task not in SPECS:
         raise SpecfairError(f"no synthetic recipe for task {task!r} (known: {sorted(SPECS)})")
     spec = SPECS[task]
-    seeds = _seed_prompts(spec)
+    seeds, real = _seed_prompts(spec)
     if len(seeds) < 4:
         raise SpecfairError(f"synthetic {task}: only {len(seeds)} seed prompts")
-    seen = {normalize_text(s) for s in seeds}
-    grams = [_grams(s) for s in seeds]
+    seen = {normalize_text(s) for s in real}
+    grams = [_grams(s) for s in real]
     rng = random.Random(seed)
     rows: list[dict] = []
     tried = rounds = 0
