@@ -164,9 +164,8 @@ def test_the_packaged_synthetic_prompts_are_clean_and_apart_from_the_real_test_p
 
 
 def test_synthesized_prompts_are_cleaned_filtered_deduplicated_and_recorded(home):
-    from specfair.tasks.synthetic import read_synthetic, synthesize, write_synthetic
-
     from specfair.tasks.suite_load import load_default_suite
+    from specfair.tasks.synthetic import read_synthetic, synthesize, write_synthetic
 
     real_test = load_default_suite().prompts("test", ["zh"])[0].text  # never a seed
     outs = iter([real_test, "1. 请介绍一下长城的历史。", "请介绍一下长城的历史。", "How are you?",

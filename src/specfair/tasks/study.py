@@ -196,9 +196,11 @@ STUDY_TASKS: tuple[StudyTask, ...] = (
               "(GSM8K test, the source of MGSM, is not used)", _gsm8k, True),
     StudyTask("qa", SYNTHETIC, "a short factual question in English " + _SYNTH,
               lambda: read_synthetic("qa")),
-    StudyTask("zh", SYNTHETIC, "an open-ended request in Chinese (not math) " + _SYNTH,
+    StudyTask("zh", SYNTHETIC, "an open-ended request in Chinese (like its seeds, a few are "
+              "small math questions) " + _SYNTH,
               lambda: read_synthetic("zh")),
-    StudyTask("ja", SYNTHETIC, "an open-ended request in Japanese (not math) " + _SYNTH,
+    StudyTask("ja", SYNTHETIC, "an open-ended request in Japanese (like its seeds, a few are "
+              "small math questions) " + _SYNTH,
               lambda: read_synthetic("ja")),
     StudyTask("translation_en_fr", "mgsm", "'Translate into French:' + an MGSM English "
               "question; reference: the MGSM French row", _en_fr, True),

@@ -64,13 +64,15 @@ SPECS: dict[str, SynthSpec] = {
         "zh", "zh",
         "下面是用户向AI助手提出的一些请求示例：\n{examples}\n请用中文写一个新的用户请求，话题要和"
         "上面的例子都不同。只输出这个请求本身，不要回答它。",
-        _is_zh, "open-ended requests in Chinese (not math), written by the target from 4 of the "
+        _is_zh, "open-ended requests in Chinese (a few small math questions, like the seeds), "
+        "written by the target from 4 of the "
         "default suite's zh train prompts each"),
     "ja": SynthSpec(
         "ja", "ja",
         "以下は、ユーザーがAIアシスタントに送った依頼の例です：\n{examples}\n上の例とは違う話題"
         "で、新しい依頼を日本語で一つ書いてください。依頼文だけを出力し、答えは書かないでください。",
-        _is_ja, "open-ended requests in Japanese (not math), written by the target from 4 of the "
+        _is_ja, "open-ended requests in Japanese (a few small math questions, like the seeds), "
+        "written by the target from 4 of the "
         "default suite's ja train prompts each"),
     "qa": SynthSpec(
         "qa", "qa",
