@@ -174,6 +174,23 @@ def train_until(top: TopLayers, head: torch.Tensor, opt, state: TrainState,
     return state
 
 
+def train_copy(drafter, head: torch.Tensor, signals: Sequence[Signals], tokens: int, *,
+               layers: int, lr: float, batch_size: int, seed: int, warmup: int, kind: str,
+               bf16: bool) -> tuple[TopLayers, TrainState, float]:
+    """A fresh copy of ``drafter``'s top ``layers`` trained on ``signals`` (batches drawn
+    uniformly, seeded) for ``tokens`` training tokens: the copy, its state and the seconds."""
+    import random
+    import time
+
+    torch.manual_seed(seed)
+    top, rng = TopLayers(drafter, layers), random.Random(seed)
+    t0 = time.perf_counter()
+    state = train_until(top, head, make_optimizer(top, lr), TrainState(),
+                        lambda: rng.sample(list(signals), min(batch_size, len(signals))),
+                        tokens, lr=lr, warmup=warmup, kind=kind, bf16=bf16)
+    return top, state, time.perf_counter() - t0
+
+
 # ---------------------------------------------------------------------------- checkpoints
 
 

@@ -384,9 +384,15 @@ def _notes(s: dict) -> list[str]:
     out = []
     if o := s.get("overfit"):
         out.append(f"Overfit check ({o['task']}, {o['n_sequences']} train sequences, "
-                   f"{o['epochs']} epochs, {o['tokens']} tokens, {o['tokens_per_s']:.0f} "
-                   f"tokens/s): greedy alpha on those sequences {o['greedy_before']:.3f} -> "
-                   f"{o['greedy_after']:.3f} ({o['greedy_after'] - o['greedy_before']:+.3f}).")
+                   f"{o['epochs']} epochs, lr {o['lr']:g}, {o['tokens']} tokens, "
+                   f"{o['tokens_per_s']:.0f} tokens/s): greedy alpha on those sequences "
+                   f"{o['greedy_before']:.3f} -> {o['greedy_after']:.3f} "
+                   f"({o['greedy_after'] - o['greedy_before']:+.3f})" + _test_side(o) + ".")
+        if st := o.get("at_study_settings"):
+            out.append(f"The same task at the study's own settings ({st['epochs']} epochs, lr "
+                       f"{st['lr']:g}): greedy alpha on the train sequences "
+                       f"{st['greedy_before']:.3f} -> {st['greedy_after']:.3f}"
+                       + _test_side(st) + ".")
     if (leak := s.get("leakage")) is not None:
         per = ", ".join(f"{t} {n}" for t, n in leak["per_task"].items())
         out.append(f"Leak check: {leak['n_dropped']} train-split prompt(s) dropped before "
@@ -414,6 +420,51 @@ def _notes(s: dict) -> list[str]:
                   if len(seeds) > 1 else "; one training seed: the CIs cover the prompts, not "
                   "the training's randomness."))
     return out
+
+
+def _test_side(o: dict) -> str:
+    """The overfit check's test alpha beside its train alpha (runs made before: nothing)."""
+    if "test_greedy_before" not in o:
+        return ""
+    return (f"; on the task's {o['n_test']} test sequences {o['test_greedy_before']:.3f} -> "
+            f"{o['test_greedy_after']:.3f} "
+            f"({o['test_greedy_after'] - o['test_greedy_before']:+.3f})")
+
+
+def methods_blocks(m: dict | None) -> list[Block]:
+    """The method comparison (``methods.json``): per method and compared task held-out and test
+    greedy alpha and their paired change against the base drafter, the gain over the configured
+    method, training speed; which method the arms trained with and why."""
+    if not m:
+        return []
+    tasks = m["tasks"]
+    head = ["method", *[f"{t} {split}" for t in tasks for split in ("held-out", "test")],
+            "held-out vs configured", "tokens/s"]
+    rows = [["base", *[f"{m['base'][t][split]:.3f}" for t in tasks
+                       for split in ("heldout", "test")], "", ""]]
+    for r in m["methods"]:
+        cells = []
+        for t in tasks:
+            for split in ("heldout", "test"):
+                d = r["tasks"][t][f"d_{split}_vs_base"]
+                cells.append(f"{r['tasks'][t][split]:.3f} ({d['value']:+.3f} "
+                             f"[{d['lo']:+.3f}, {d['hi']:+.3f}])")
+        dc = r["d_heldout_vs_configured"]
+        rate = np.mean([r["tasks"][t]["tokens_per_s"] for t in tasks])
+        rows.append([r["name"], *cells, f"{dc['value']:+.3f} [{dc['lo']:+.3f}, {dc['hi']:+.3f}]",
+                     f"{rate:.0f}"])
+    return [Heading("Method comparison"),
+            Para(f"Before the arms, on {', '.join(tasks)} (the base drafter's worst and best "
+                 f"task on the held-out prompts, or as configured), one copy per task and "
+                 f"method, {m['tokens_per_task']:,} training tokens each (paired: the same "
+                 "prompts). Greedy alpha on the held-out prompts' target answers (the "
+                 "selection) and on the test sequences, with the paired change against the "
+                 "base drafter (95% CI over prompts). Method names: top layers trained, "
+                 "learning rate, training text."),
+            Table(head, rows),
+            Para(f"Configured: {m['configured']}. The arms trained with **{m['chosen']}**"
+                 + ("" if m.get("select", True) else " (selection off)")
+                 + f": {m['why']}.")]
 
 
 def _machines(ms: list[dict]) -> str:
@@ -465,6 +516,7 @@ def report_blocks(s: dict, timed: dict | None, name: str) -> list[Block]:
     head, items = policy_answer(s)
     blocks += [Para(head), Bullets(items)]
     blocks += primary_blocks(s)
+    blocks += methods_blocks(s.get("methods"))
     blocks += [
         Heading("Dose-response"),
         Figure(DOSE_FIGURE, dose_figure(s),

@@ -34,12 +34,19 @@ RULES = {
     "dose_arm": Rule(choices=ARMS),
     # the timed stage (specfair.study.timed)
     "n_bench": _NONNEG, "gamma": _COUNT,
+    # the method comparison (specfair.study.methods)
+    "method_layers": Rule(unique=True, each=Rule(ge=1)),
+    "method_lrs": Rule(unique=True, each=Rule(gt=0)),
+    "method_texts": Rule(unique=True, each=Rule(choices=("reference+drafter", "drafter",
+                                                          "target"))),
+    "method_tasks": Rule(unique=True), "method_budget": Rule(gt=0, le=1),
 }
 # Settings that shape only the training and what follows it, not the cached sequences and
 # signals: a run directory with no training output yet takes other values of these.
 TRAINING_KEYS = ("name", "loss", "lr", "warmup_steps", "batch_size", "epochs", "overfit_epochs",
                  "overfit_lr", "budgets", "arms", "disparity_temperature", "disparity_floor",
-                 "bootstrap", "seeds", "prompt_fractions", "dose_arm")
+                 "bootstrap", "seeds", "prompt_fractions", "dose_arm", "method_layers",
+                 "method_lrs", "method_texts", "method_tasks", "method_budget", "method_select")
 TRAINING_KEYS += ("gamma",)  # the timed stage comes after the training
 # Settings a run directory takes other values of at any time: more prompts are timed (resumed).
 ANY_TIME_KEYS = ("n_bench",)
@@ -91,6 +98,16 @@ class StudyConfig:
     # prompts, at ``epochs`` passes over them, for each fraction ([] = no dose curve)
     prompt_fractions: list[float] = field(default_factory=list)
     dose_arm: str = "uniform"
+    # --- the method comparison (specfair.study.methods), before the arms: on the base
+    # drafter's worst and best task (or ``method_tasks``), at equal tokens (``method_budget`` of
+    # the per-task arm's largest budget), top layers x learning rates, then training texts at
+    # the best of those; [] everywhere = no comparison (the configured method)
+    method_layers: list[int] = field(default_factory=list)  # e.g. [4, 8, 24]: 24 = all layers
+    method_lrs: list[float] = field(default_factory=list)
+    method_texts: list[str] = field(default_factory=list)
+    method_tasks: list[str] = field(default_factory=list)
+    method_budget: float = 0.25
+    method_select: bool = True  # the arms train with the best method (held-out greedy alpha)
     # --- the timed stage: every arm's drafter at the largest budget (first seed), exported and
     # benchmarked
     n_bench: int = 10  # test prompts per task timed (AR and SD, paired with the base drafter)
@@ -126,6 +143,11 @@ class StudyConfig:
             if t not in tasks:
                 raise value_error(self.origin, "", "tasks", self.tasks,
                                   f"tasks of the study suite; {t!r} is not one{suggest(t, tasks)}")
+        for t in self.method_tasks:
+            if t not in self.tasks:
+                raise value_error(self.origin, "", "method_tasks", self.method_tasks,
+                                  f"tasks of this study; {t!r} is not one"
+                                  f"{suggest(t, self.tasks)}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], origin: str = "study config") -> StudyConfig:
@@ -145,6 +167,9 @@ class StudyConfig:
         if self.top_layers > d.n_layers:
             raise value_error(self.origin, "", "top_layers", self.top_layers,
                               f"an integer in [1, {d.n_layers}] (the layers of {d.name})")
+        if any(n > d.n_layers for n in self.method_layers):
+            raise value_error(self.origin, "", "method_layers", self.method_layers,
+                              f"integers in [1, {d.n_layers}] (the layers of {d.name})")
         t = model_shape(self.target)
         if self.topk > t.vocab_size:
             raise value_error(self.origin, "", "topk", self.topk,

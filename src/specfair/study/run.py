@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from specfair.distill.topn import (
     load_checkpoint,
     make_optimizer,
     save_checkpoint,
+    train_copy,
     train_until,
 )
 from specfair.distill.weighting import TaskSampler
@@ -67,6 +67,7 @@ from specfair.study.data import (
     train_sequences,
     training_text_leaks,
 )
+from specfair.study.methods import Method, applied, read_methods, stage_methods
 from specfair.study.summary import dose_name, write_summary
 from specfair.study.timed import export_arms, run_timed
 from specfair.tasks.split import split_key
@@ -78,14 +79,18 @@ def _say(msg: str) -> None:
 
 
 class Run:
-    """The run directory, the models and the cached sequences and signals."""
+    """The run directory, the models and the cached sequences and signals. ``method``: the
+    top layers, learning rate and training text the method comparison chose
+    (:mod:`specfair.study.methods`) in place of the configured ones (``self.cfg`` has them;
+    ``study_config.json`` keeps the configured values)."""
 
-    def __init__(self, cfg: StudyConfig, run_dir: Path) -> None:
-        self.cfg, self.dir = cfg, run_dir
-        _check_settings(cfg, run_dir)
+    def __init__(self, config: StudyConfig, run_dir: Path, method: Method | None = None) -> None:
+        cfg = applied(config, method) if method else config
+        self.cfg, self.dir, self.method = cfg, run_dir, method
+        _check_settings(config, run_dir)
         cfg.check_tasks([t.name for t in STUDY_TASKS])
         suite = load_study_suite(seed=cfg.seed, tasks=cfg.tasks)  # the data are checked first
-        prompts = study_prompts(cfg, suite)
+        prompts = study_prompts(config, suite)  # the same prompts whichever method
         cfg.check_models()  # then the settings that depend on the models' configs
         self.prompts = prompts
         self.groups = {p.id: split_key(p)[:16] for p in prompts.test + prompts.heldout}
@@ -93,7 +98,7 @@ class Run:
         target = load_model(cfg.target, "auto", "auto")
         self.drafter = load_model(cfg.drafter, "auto", "auto")
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "study_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        (run_dir / "study_config.json").write_text(json.dumps(config.to_dict(), indent=2))
         self.bf16 = cpu_supports_bf16() or torch.cuda.is_available()
         _say(f"CPU native bf16: {self.bf16}")
         t0 = time.perf_counter()
@@ -134,12 +139,17 @@ class Run:
         _measure_costs(target, self.drafter, self.test[0], run_dir / "costs.json")
         # the target's output head alone: full-vocabulary distributions on the test sequences
         self.target_head = target.get_output_embeddings().weight.detach()
-        del target
+        self.target = target  # the method comparison may write other training texts
         self.head = self.drafter.get_output_embeddings().weight.detach()
         self.head.requires_grad_(False)
 
-    def signals(self, s: Seq) -> Signals:
-        t, h = self.teacher.get(s.key), self.lower.get(s.key)
+    def release_target(self) -> None:
+        """Drop the target model (its head stays): nothing after the sequences needs it."""
+        self.target = None
+
+    def signals(self, s: Seq, teacher=None, lower=None) -> Signals:
+        """``s``'s cached signals (``teacher``/``lower``: other stores, e.g. another layer's)."""
+        t, h = (teacher or self.teacher).get(s.key), (lower or self.lower).get(s.key)
         final = self.final.get(s.key)["hidden"] if s.key in self.final else None
         return Signals(h["hidden"], t["topk_idx"], t["topk_logp"], s.n_prompt, final)
 
@@ -190,7 +200,8 @@ def _check_settings(cfg: StudyConfig, run_dir: Path) -> None:
         # a key newer than the run (added since): its default; ANY_TIME_KEYS: any value
         old = StudyConfig().to_dict() | old | {k: new[k] for k in ANY_TIME_KEYS}
         diff = sorted(k for k in new if old.get(k) != new[k] and not _adds_only(k, old, new))
-        trained = any((run_dir / n).exists() for n in ("eval.jsonl", "overfit.json", "arms"))
+        trained = any((run_dir / n).exists()
+                      for n in ("eval.jsonl", "overfit.json", "arms", "methods"))
         if diff and (trained or not set(diff) <= set(TRAINING_KEYS)):
             raise SpecfairError(f"{run_dir} holds a study with other settings "
                                 f"({', '.join(diff)}); use another --run-dir")
@@ -243,37 +254,43 @@ def stage_base(run: Run, out: Path) -> None:
 
 
 def stage_overfit(run: Run, path: Path) -> dict:
-    """Train on one task's train sequences; greedy alpha on those same sequences before and
-    after. The task is the test-worst task of the base drafter."""
+    """Train on one task's train sequences; greedy alpha on those same sequences and on the
+    task's test sequences before and after: at the check's settings (``overfit_epochs``,
+    ``overfit_lr``: a pipeline that cannot overfit cannot help) and at the study's own
+    (``epochs``, ``lr``: what the arms do to that task, train beside test). The task is the
+    test-worst task of the base drafter."""
     if path.is_file():
         return read_json(path)
+    cfg = run.cfg
     base = [r for r in read_jsonl(run.dir / "eval.jsonl") if r["arm"] == "base"]
-    by_task = {t: sum(r["alpha"] for r in base if r["task"] == t) for t in run.cfg.tasks}
+    by_task = {t: sum(r["alpha"] for r in base if r["task"] == t) for t in cfg.tasks}
     task = min(by_task, key=lambda t: by_task[t] / max(1, sum(r["task"] == t for r in base)))
     seqs = [s for s in run.train if s.task == task]
-    epochs, lr = run.cfg.overfit_epochs, run.cfg.overfit_lr
-    _say(f"overfit check on {task}: {len(seqs)} train sequences, {epochs} epochs")
-    top = run.fresh_top()
-    before = run.eval_records(top, seqs)
-    opt = make_optimizer(top, lr)
-    rng = random.Random(run.cfg.seed)
-    sig = [run.signals(s) for s in seqs]
-    t0 = time.perf_counter()
-    state = train_until(top, run.head, opt, TrainState(),
-                        lambda: rng.sample(sig, min(run.cfg.batch_size, len(sig))),
-                        int(epochs * sum(len(s.ids) for s in seqs)), lr=lr,
-                        warmup=run.cfg.warmup_steps, kind=run.cfg.loss, bf16=run.bf16)
-    secs = time.perf_counter() - t0
-    after = run.eval_records(top, seqs)
+    tests = [s for s in run.test if s.task == task]
     mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
-    res = {"task": task, "n_sequences": len(seqs), "epochs": epochs, "lr": lr,
-           "tokens": state.tokens,
-           "seconds": secs, "tokens_per_s": state.tokens / secs,
-           "greedy_before": mean(before, "greedy"), "greedy_after": mean(after, "greedy"),
-           "alpha_before": mean(before, "alpha"), "alpha_after": mean(after, "alpha")}
+    top = run.fresh_top()
+    before, before_test = run.eval_records(top, seqs), run.eval_records(top, tests)
+    sig = [run.signals(s) for s in seqs]
+    runs = []
+    for epochs, lr in ((cfg.overfit_epochs, cfg.overfit_lr), (cfg.epochs, cfg.lr)):
+        _say(f"overfit check on {task}: {len(seqs)} train sequences, {epochs} epochs, lr {lr}")
+        top, state, secs = train_copy(
+            run.drafter, run.head, sig, int(epochs * sum(len(s.ids) for s in seqs)),
+            layers=cfg.top_layers, lr=lr, batch_size=cfg.batch_size, seed=cfg.seed,
+            warmup=cfg.warmup_steps, kind=cfg.loss, bf16=run.bf16)
+        after, after_test = run.eval_records(top, seqs), run.eval_records(top, tests)
+        runs.append({"epochs": epochs, "lr": lr, "tokens": state.tokens, "seconds": secs,
+                     "tokens_per_s": state.tokens / secs,
+                     "greedy_before": mean(before, "greedy"), "greedy_after": mean(after, "greedy"),
+                     "alpha_before": mean(before, "alpha"), "alpha_after": mean(after, "alpha"),
+                     "test_greedy_before": mean(before_test, "greedy"),
+                     "test_greedy_after": mean(after_test, "greedy"), "n_test": len(tests)})
+        _say(f"overfit ({epochs} epochs, lr {lr}): greedy alpha on the train sequences "
+             f"{runs[-1]['greedy_before']:.3f} -> {runs[-1]['greedy_after']:.3f}, on the test "
+             f"sequences {runs[-1]['test_greedy_before']:.3f} -> "
+             f"{runs[-1]['test_greedy_after']:.3f} ({state.tokens / secs:.0f} tokens/s)")
+    res = {"task": task, "n_sequences": len(seqs)} | runs[0] | {"at_study_settings": runs[1]}
     path.write_text(json.dumps(res, indent=2))
-    _say(f"overfit: greedy alpha {res['greedy_before']:.3f} -> {res['greedy_after']:.3f} "
-         f"({state.tokens / secs:.0f} training tokens/s)")
     return res
 
 
@@ -434,9 +451,22 @@ def run_study(cfg: StudyConfig, run_dir: str | Path) -> Path:
         return _run_study(cfg, run_dir)
 
 
+def _chosen(cfg: StudyConfig, run_dir: Path) -> Method | None:
+    """The method a finished comparison chose for the arms (``methods.json``), if any."""
+    res = read_methods(run_dir)
+    if res is None or not res["select"] or res["chosen"] == res["configured"]:
+        return None
+    m = next(r for r in res["methods"] if r["name"] == res["chosen"])
+    return Method(m["top_layers"], m["lr"], m["train_text"])
+
+
 def _run_study(cfg: StudyConfig, run_dir: Path) -> Path:
     t0 = time.perf_counter()
-    run = Run(cfg, run_dir)
+    run = Run(cfg, run_dir, _chosen(cfg, run_dir))
+    if read_methods(run_dir) is None and (m := stage_methods(run)) is not None:
+        del run  # the arms train with the chosen method: its signals and training text
+        run = Run(cfg, run_dir, m)
+    run.release_target()
     out = run_dir / "eval.jsonl"
     stage_base(run, out)
     stage_overfit(run, run_dir / "overfit.json")
@@ -446,7 +476,7 @@ def _run_study(cfg: StudyConfig, run_dir: Path) -> Path:
     for seed in cfg.seeds[1:]:
         for arm in cfg.arms:
             stage_arm(run, arm, out, seed)
-    path = write_summary(run_dir, cfg)
+    path = write_summary(run_dir, run.cfg)
     run_timed(run, export_arms(run))  # the timed stage (specfair.study.timed)
     write_report(run_dir)  # report.md, report.html (specfair.report.study)
     _say(f"done in {time.perf_counter() - t0:.0f} s: {path}")

@@ -414,6 +414,7 @@ def write_summary(run_dir: Path, cfg: StudyConfig) -> Path:
     summary = {"config": cfg.to_dict(), "costs": costs, "base": base, "arms": arms,
                "data_dose": data_dose(records, tasks, cfg, costs),
                "overfit": _json_or_none(run_dir / "overfit.json"),
+               "methods": _json_or_none(run_dir / "methods.json"),
                "leakage": _json_or_none(run_dir / "leakage.json"),
                "bootstrap": _bootstrap_info(records, cfg)}
     path = run_dir / "summary.json"
