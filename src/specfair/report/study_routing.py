@@ -68,7 +68,7 @@ def routing_blocks(r: dict, tasks: list[str]) -> list[Block]:
     mat = r["matrix"]["greedy"]
     copies = [c for c in mat if c in tasks] + [c for c in mat if c not in tasks]
     blocks.append(Table(
-        ["copy \\ prompts of", *tasks],
+        ["copy / prompts of", *tasks],
         [[c, *(("**" if c == t else "") + acc(mat[c].get(t)) + ("**" if c == t else "")
                for t in tasks)] for c in copies],
         "Greedy alpha of each per-task copy (rows; base: the base drafter) on each task's test "
