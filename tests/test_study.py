@@ -117,8 +117,9 @@ def test_the_study_runs_resumes_and_refuses_other_settings(long_pair, tmp_path, 
         assert all(r["gamma"] == 3 and r["max_new_tokens"] == 6 for r in sd), a
         assert [r["wall_s"] for r in recs if r["mode"] == "ar"] == [
             r["wall_s"] for r in bench["base"] if r["mode"] == "ar"]  # the same AR runs
-    assert all(r["settings"]["routing"] == "oracle" for r in bench["per-task"]
-               if r["mode"] == "sd")
+    # the per-task drafter timed as deployed: routed by its task router (routing.json)
+    assert all(r["settings"]["routing"] == "classifier" and "route" in r
+               for r in bench["per-task"] if r["mode"] == "sd")
     # prompt by prompt: every drafter's SD run of a prompt comes before the next prompt's AR
     ar_t = [(r["id"], r["time"]) for r in bench["base"] if r["mode"] == "ar"]
     span = {i: (t, ar_t[k + 1][1] if k + 1 < len(ar_t) else float("inf"))
@@ -137,6 +138,7 @@ def test_the_study_runs_resumes_and_refuses_other_settings(long_pair, tmp_path, 
     assert "Leak check: 0 train-split prompt(s) dropped" in report
     assert "in-sample oracle" in report and "out of sample" in report
     assert "## Measured speed-ups (timed)" in report and "predicted ÷ measured" in report
+    assert "## Task routing" in report and (out / "routing.json").is_file()
     assert timed["machines"] and f"Timed on: {timed['machines'][0]['cpu']}" in report
     assert (out / "figures/dose_response.png").stat().st_size > 1000
     assert "figures/speedup.png" in report and (out / "figures/speedup.png").is_file()
@@ -155,7 +157,8 @@ def test_the_study_runs_resumes_and_refuses_other_settings(long_pair, tmp_path, 
     assert "Primary: greedy alpha" in html and "Dose in data" in html
     assert "U (Sandler et al." in html and html.count("data:image/png;base64,") == 3
     # a rerun redoes nothing, and the report is rebuilt from the records alone
-    before = {p: p.read_bytes() for p in [out / "eval.jsonl", *(out / "timed").rglob("*.jsonl")]}
+    before = {p: p.read_bytes() for p in [out / "eval.jsonl", out / "routing/eval.jsonl",
+                                          *(out / "timed").rglob("*.jsonl")]}
 
     def no_load(*a, **k):
         raise AssertionError("the timed stage loaded the models again")

@@ -245,9 +245,10 @@ def experiment(
     ),
 ) -> None:
     """Run the experiment end to end, resumable (`specfair data fetch` first): target answers
-    and signals, the overfit check, every arm trained to each budget and evaluated, the
-    summary, the timed stage (each arm's drafter exported and benchmarked against the base
-    drafter) and the report (report.md, report.html)."""
+    and signals, the overfit check, every arm trained to each budget and evaluated, the task
+    router of the per-task arm against oracle routing, the summary, the timed stage (each
+    arm's drafter exported and benchmarked against the base drafter) and the report
+    (report.md, report.html)."""
     from specfair.study.config import StudyConfig
     from specfair.study.run import run_study
 

@@ -111,24 +111,16 @@ def train_task_router(spec, train_prompts, test_prompts, *, layer: int | None = 
     ``router_eval.json``; returns ``(classifier, evaluation)``."""
     import torch
 
-    from specfair.distill.task_classifier import (
-        EVAL_FILE,
-        TaskClassifier,
-        evaluate,
-        prompt_features,
-        resolve_layer,
-    )
+    from specfair.distill.task_classifier import EVAL_FILE, evaluate, fit_router, prompt_features
     from specfair.measure.io import write_json
 
     model = load_feature_model(spec, dtype=dtype, device=device)
     tokenizer = load_tokenizer(routed_base(spec))
-    layer = resolve_layer(model, layer)
-    feats = prompt_features(model, tokenizer, train_prompts, layer, max_tokens)
-    clf = TaskClassifier.fit(feats, [p.task for p in train_prompts], layer=layer, l2=l2,
-                             threshold=threshold, max_tokens=max_tokens)
+    clf = fit_router(model, tokenizer, train_prompts, layer=layer, l2=l2, threshold=threshold,
+                     max_tokens=max_tokens)
     copies = export_tasks(spec)
-    test = (prompt_features(model, tokenizer, test_prompts, layer, max_tokens) if test_prompts
-            else torch.zeros(0, feats.shape[1]))
+    test = (prompt_features(model, tokenizer, test_prompts, clf.layer, max_tokens)
+            if test_prompts else torch.zeros(0, clf.weight.shape[1]))
     result = evaluate(clf, test, [p.task for p in test_prompts], copies)
     result["train"] = clf.train
     clf.save(spec)

@@ -161,6 +161,17 @@ class TaskClassifier:
         return folder / META_FILE
 
 
+def fit_router(model, tokenizer, prompts, *, layer: int | None = None, l2: float = 1e-3,
+               threshold: float = DEFAULT_THRESHOLD,
+               max_tokens: int = DEFAULT_MAX_TOKENS) -> TaskClassifier:
+    """A task router fitted on ``prompts`` (their task labels), on ``model``'s features at
+    ``layer`` (None: the last layer; :func:`resolve_layer`)."""
+    layer = resolve_layer(model, layer)
+    feats = prompt_features(model, tokenizer, prompts, layer, max_tokens)
+    return TaskClassifier.fit(feats, [p.task for p in prompts], layer=layer, l2=l2,
+                              threshold=threshold, max_tokens=max_tokens)
+
+
 def has_classifier(folder: str | Path) -> bool:
     return (Path(folder) / META_FILE).is_file()
 

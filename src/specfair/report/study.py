@@ -1,6 +1,7 @@
 """The experiment's report, rebuilt from its stored records alone: ``summary.json``
-(:mod:`specfair.study.summary`) and ``timed.json`` (:mod:`specfair.study.timed`, absent when
-nothing was timed) → one list of blocks (:mod:`.doc`) written twice: ``report.md`` (figures
+(:mod:`specfair.study.summary`), ``timed.json`` (:mod:`specfair.study.timed`, absent when
+nothing was timed) and ``routing.json`` (:mod:`specfair.study.routing`, absent without the
+per-task arm) → one list of blocks (:mod:`.doc`) written twice: ``report.md`` (figures
 under ``figures/``) and the self-contained ``report.html`` (:mod:`.html`).
 
 Sections: the answer (the primary metrics first, then the secondary ones, the data dose, the
@@ -9,9 +10,11 @@ speed-up per task with paired CIs, sampled-alpha bounds, spreads, U under Sandle
 definition: :mod:`.study_metrics`); the dose-response figure (greedy alpha per task against
 training tokens, with paired CIs) and slopes; the dose in data (figure and slopes); sampled
 alpha (upper bound) per task and its paired changes, beside the CE spread on the top-k buckets
-(never called U); the measured speed-ups (timed: a figure and tables with CIs; paired against
-the base drafter; predicted against measured); the drafting policies (predicted); setup notes
-(overfit check, leak checks of prompts and training texts, bootstrap and seeds).
+(never called U); the task routing (:mod:`.study_routing`: the router's accuracy, the copy ×
+task matrix, routed against oracle routing); the measured speed-ups (timed: a figure and
+tables with CIs; paired against the base drafter; predicted against measured; how the per-task
+drafter was routed); the drafting policies (predicted); setup notes (overfit check, leak checks
+of prompts and training texts, bootstrap and seeds).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from specfair.report.study_metrics import (
     data_dose_blocks,
     primary_blocks,
 )
+from specfair.report.study_routing import routing_answer, routing_blocks
 
 FIGURES = "figures"
 DOSE_FIGURE, SPEEDUP_FIGURE, DATA_DOSE_FIGURE = "dose_response.png", "speedup.png", "data_dose.png"
@@ -499,7 +503,25 @@ def _slopes(s: dict) -> list[str]:
     return out
 
 
-def report_blocks(s: dict, timed: dict | None, name: str) -> list[Block]:
+def _timed_routing(t: dict) -> list[str]:
+    """How each per-task drafter was routed while timed (``timed.json``)."""
+    out = []
+    for name, d in t["drafters"].items():
+        if d.get("routing") == "classifier":
+            wrong = sum(n for task, c in d.get("routes", {}).items()
+                        for copy, n in c.items() if copy != task)
+            out.append(f"{name} is timed as deployed without labels: each prompt drafted by "
+                       f"the copy the task router picks ({wrong} timed prompt(s) routed away "
+                       "from their own task's copy; oracle routing is compared on the "
+                       "teacher-forced passes, under Task routing).")
+        elif d.get("routing") == "oracle":
+            out.append(f"{name} is timed with oracle routing: each prompt drafted by its own "
+                       "task's copy (its task label).")
+    return out
+
+
+def report_blocks(s: dict, timed: dict | None, name: str,
+                  routing: dict | None = None) -> list[Block]:
     tasks = list(s["config"]["tasks"])
     cfg = s["config"]
     dose = (f"; a data dose of {cfg['dose_arm']} at {', '.join(map(str, fr))} of the distinct "
@@ -512,7 +534,9 @@ def report_blocks(s: dict, timed: dict | None, name: str) -> list[Block]:
              f"{cfg['lr']:g}), training seeds {', '.join(map(str, cfg.get('seeds', [0])))} "
              f"(the further ones at the largest budget){dose}. Built from the stored records "
              "alone (`summary.json`, `timed.json`).", kind="note"),
-        Heading("Answer"), Bullets(answer(s) + (timed_answer(timed) if timed else []))]
+        Heading("Answer"), Bullets(answer(s) + (timed_answer(timed) if timed else [])
+                                   + ([f"Task routing: {routing_answer(routing)[0]}"]
+                                      if routing else []))]
     head, items = policy_answer(s)
     blocks += [Para(head), Bullets(items)]
     blocks += primary_blocks(s)
@@ -535,9 +559,13 @@ def report_blocks(s: dict, timed: dict | None, name: str) -> list[Block]:
             "Each task's paired change in greedy alpha against the base drafter (95% CI bars) "
             "against its distinct training prompts and its supervised tokens."))
     blocks += [Heading("Sampled alpha per task (secondary)"), alpha_table(s, tasks),
-               change_table(s), Heading("Measured speed-ups (timed)")]
+               change_table(s)]
+    if routing:
+        blocks += routing_blocks(routing, tasks)
+    blocks.append(Heading("Measured speed-ups (timed)"))
     if timed and timed["drafters"]:
-        blocks.append(Para(_machines(timed.get("machines") or []), kind="note"))
+        blocks.append(Para(" ".join([_machines(timed.get("machines") or []),
+                                     *_timed_routing(timed)]), kind="note"))
         blocks.append(Figure(SPEEDUP_FIGURE, speedup_figure(timed),
                              "Measured speed-up per task and drafter (bars: 95% bootstrap CI "
                              "over prompts; dashed: no speed-up) and the predicted speed-up of "
@@ -553,15 +581,16 @@ def report_blocks(s: dict, timed: dict | None, name: str) -> list[Block]:
 
 def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     """Write ``report.md`` (figures under ``figures/``) and ``report.html`` into ``run_dir``
-    from its ``summary.json`` and ``timed.json``; return their paths."""
+    from its ``summary.json``, ``timed.json`` and ``routing.json``; return their paths."""
     run_dir = Path(run_dir)
     path = run_dir / "summary.json"
     if not path.is_file():
         raise SpecfairError(f"{run_dir}: no summary.json (not an experiment run directory, or "
                             "its training has not finished)")
     s = read_json(path)
-    timed = read_json(run_dir / "timed.json") if (run_dir / "timed.json").is_file() else None
-    blocks = report_blocks(s, timed, s["config"].get("name", run_dir.name))
+    timed, routing = (read_json(run_dir / f) if (run_dir / f).is_file() else None
+                      for f in ("timed.json", "routing.json"))
+    blocks = report_blocks(s, timed, s["config"].get("name", run_dir.name), routing)
     (run_dir / FIGURES).mkdir(exist_ok=True)
     for stale in (SPEEDUP_FIGURE, DATA_DOSE_FIGURE):  # none left from an earlier build
         (run_dir / FIGURES / stale).unlink(missing_ok=True)

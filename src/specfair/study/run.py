@@ -17,11 +17,16 @@
 6. data dose: ``dose_arm`` on the first fraction of each task's distinct training prompts, at
    ``epochs`` passes, for each of ``prompt_fractions``;
 7. seeds: each arm again with each further seed, to the largest budget only;
-8. summary: ``summary.json`` (see :mod:`specfair.study.summary`);
-9. timed: each arm's drafter at the largest budget, first seed (``arms/<arm>``: the drafter
-   the budget curve and the replayed prediction are of), exported and benchmarked against the
-   base drafter (``drafters/``, ``timed/``, ``timed.json``: see :mod:`specfair.study.timed`);
-10. report: ``report.md`` and ``report.html`` from the stored records
+8. routing (with the ``per-task`` arm): a task router fitted on the train prompts, the copy
+   each test prompt is routed to, every copy teacher-forced on every task's test sequences,
+   routed against oracle routing (``routing/``, ``routing.json``: see
+   :mod:`specfair.study.routing`);
+9. summary: ``summary.json`` (see :mod:`specfair.study.summary`);
+10. timed: each arm's drafter at the largest budget, first seed (``arms/<arm>``: the drafter
+    the budget curve and the replayed prediction are of), exported and benchmarked against the
+    base drafter, the per-task drafter routed by the task router (``drafters/``, ``timed/``,
+    ``timed.json``: see :mod:`specfair.study.timed`);
+11. report: ``report.md`` and ``report.html`` from the stored records
     (:mod:`specfair.report.study`).
 
 Every evaluation is a line of ``eval.jsonl`` (arm, budget, tokens, seed, prompt, task, greedy,
@@ -68,6 +73,7 @@ from specfair.study.data import (
     training_text_leaks,
 )
 from specfair.study.methods import Method, applied, read_methods, stage_methods
+from specfair.study.routing import stage_routing
 from specfair.study.summary import dose_name, write_summary
 from specfair.study.timed import export_arms, run_timed
 from specfair.tasks.split import split_key
@@ -155,6 +161,17 @@ class Run:
 
     def fresh_top(self) -> TopLayers:
         return TopLayers(self.drafter, self.cfg.top_layers)
+
+    def top_at_largest(self, name: str) -> TopLayers:
+        """The top layers of ``arms/<name>`` (the first seed's) at the largest budget (its
+        last checkpoint)."""
+        ckpt = self.dir / "arms" / name / "checkpoint"
+        top = self.fresh_top()
+        _, meta = load_checkpoint(ckpt, top, make_optimizer(top, self.cfg.lr))
+        if meta["budget"] != max(self.cfg.budgets):
+            raise SpecfairError(f"{ckpt}: trained to budget {meta['budget']}, not the largest "
+                                f"({max(self.cfg.budgets)})")
+        return top
 
     def eval_records(self, top: TopLayers, seqs: list[Seq], **tags) -> list[dict]:
         res = evaluate(top, self.head, [self.signals(s) for s in seqs], self.bf16,
@@ -476,8 +493,9 @@ def _run_study(cfg: StudyConfig, run_dir: Path) -> Path:
     for seed in cfg.seeds[1:]:
         for arm in cfg.arms:
             stage_arm(run, arm, out, seed)
+    router = stage_routing(run)  # the task router against oracle routing (study.routing)
     path = write_summary(run_dir, run.cfg)
-    run_timed(run, export_arms(run))  # the timed stage (specfair.study.timed)
+    run_timed(run, export_arms(run, router))  # the timed stage (specfair.study.timed)
     write_report(run_dir)  # report.md, report.html (specfair.report.study)
     _say(f"done in {time.perf_counter() - t0:.0f} s: {path}")
     return path

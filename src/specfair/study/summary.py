@@ -260,6 +260,33 @@ def compare(records, arm, budget, tasks, cfg: StudyConfig, costs: dict,
     }
 
 
+def paired_changes(base: dict, arm: dict, tasks: list[str], cfg: StudyConfig, costs: dict,
+                   metrics: tuple[str, ...] = ("greedy", "alpha")) -> dict:
+    """``arm`` against ``base`` (one seed each, ``{task: {id: record}}``) on the prompts both
+    hold: per metric and for the predicted speed-up (``"speedup"``, as in :func:`compare`),
+    ``{"base": {task: value, "mean": value}, "arm": {...}, "change": {task: paired CI, "mean":
+    paired CI}}``, ``"mean"`` the mean over tasks; the bootstrap draws prompt groups as
+    :func:`compare` does."""
+    draws = group_draws(base, arm, tasks, cfg.bootstrap, cfg.seed)
+    sw = seed_draws(1, cfg.bootstrap, cfg.seed)
+    per = lambda x: {t: float(x[k]) for k, t in enumerate(tasks)} | {"mean": float(x.mean())}  # noqa: E731
+
+    def side(m: str, x: dict) -> tuple:
+        """``(point [K], replicates [B, K])`` of one side, each through an arm's arithmetic:
+        the same records on both sides give a change of exactly 0."""
+        return (_resampled_speedups(base, [x], tasks, draws, sw, costs) if m == "speedup"
+                else _resampled_means(base, x, tasks, m, draws))[1::2]
+
+    out = {}
+    for m in (*metrics, "speedup"):
+        (pb, bb), (pa, ba) = side(m, base), side(m, arm)
+        out[m] = {"base": per(pb), "arm": per(pa),
+                  "change": {t: _dci(pa[k] - pb[k], ba[:, k] - bb[:, k])
+                             for k, t in enumerate(tasks)}
+                  | {"mean": _dci(pa.mean() - pb.mean(), ba.mean(1) - bb.mean(1))}}
+    return out
+
+
 def _slope(xs: list[float], ys: list[float]) -> float:
     """Least-squares slope (per token) through the points."""
     if len(xs) < 2:

@@ -6,8 +6,10 @@ prediction beside each measurement are of; further seeds (``arms/seed<N>``) and 
 
 1. export (``drafters/<arm>/``): a plain HF directory (``uniform``, ``disparity``), or for
    ``per-task`` the per-task layout (``router.json``, ``base/``, ``tasks/<task>/`` holding the
-   task's top layers), both by :func:`specfair.distill.export.export_drafter`; each one is a
-   ``specfair bench --drafter`` argument as it is.
+   task's top layers), both by :func:`specfair.distill.export.export_drafter`, with the task
+   router of the routing stage (:mod:`specfair.study.routing`) copied in; each one is a
+   ``specfair bench --drafter`` argument as it is (``specfair generate`` routes an unlabelled
+   prompt by the router).
 2. bench (``timed/<drafter>/bench.jsonl``, :func:`specfair.measure.bench.run_bench`): the
    ``n_bench`` test prompts per task (a seeded subset of the study's test prompts), AR and SD,
    greedy, fixed ``gamma``, ``test_response_tokens`` new tokens (the length of the answers the
@@ -15,25 +17,33 @@ prediction beside each measurement are of; further seeds (``arms/seed<N>``) and 
    (every drafter is loaded at once). ``timed/base`` holds the AR runs and the base drafter's SD
    runs; each arm's file holds the same AR records (same target, same prompts: the pairing) and
    its own SD runs. Resumable per prompt, as every bench; ``timed/machines.jsonl`` says on
-   which machine each session timed.
+   which machine each session timed. The per-task drafter is timed as it is deployed: each
+   prompt drafted by the copy the task router picks (``routing: classifier`` in the settings,
+   the copy in each SD record's ``route``; the router runs on the prompt before the timed
+   generation, as every bench's routing). Oracle routing is not timed as well: that would
+   time the arm twice, and the routing stage compares the two on the same teacher-forced
+   passes (``routing.json``: alpha and predicted speed-up, routed against oracle). A per-task
+   export without a router (one task) and a run timed before the router existed keep oracle
+   routing (a bench file refuses records of other settings).
 3. ``timed.json`` (:func:`summarize_timed`): per drafter and task the measured speed-up with its
    bootstrap CI, the paired ratio to the base drafter's speed-up
    (:func:`specfair.measure.bench_summary.compare_bench`), and the speed-up predicted for the
    same policy by replaying the same prompts' teacher-forced passes (``eval.jsonl``) with the
-   measured costs (:mod:`specfair.measure.replay`).
+   measured costs (:mod:`specfair.measure.replay`); for a per-task drafter, the routing its
+   timing used and where the router sent each task's timed prompts.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 
 from specfair.distill.cached import with_top
 from specfair.distill.export import export_drafter
 from specfair.distill.router import TaskRoutedDrafter
-from specfair.distill.routing import is_routed_export, load_routed_drafter
-from specfair.distill.topn import TopLayers, load_checkpoint, make_optimizer
-from specfair.errors import SpecfairError
+from specfair.distill.routing import has_task_router, is_routed_export, load_routed_drafter
+from specfair.distill.task_classifier import EVAL_FILE, has_classifier, load_classifier
 from specfair.measure.bench import (
     BENCH_FILE,
     BENCH_SUMMARY_FILE,
@@ -49,6 +59,7 @@ from specfair.measure.replay import Policy, pass_of, replay_all
 from specfair.models.hardware import machine
 from specfair.models.load import load_model, load_pair
 from specfair.study.config import StudyConfig
+from specfair.study.routing import routed_passes
 from specfair.tasks.suite import sample_per_task
 
 BASE = "base"
@@ -66,36 +77,30 @@ def _is_export(path: Path) -> bool:
     return (path / "config.json").is_file() or (path / "router.json").is_file()
 
 
-def _top_at_largest(run, name: str) -> TopLayers:
-    """The top layers of ``arms/<name>`` (the first seed's) at the largest budget (its last
-    checkpoint)."""
-    ckpt = run.dir / "arms" / name / "checkpoint"
-    top = run.fresh_top()
-    _, meta = load_checkpoint(ckpt, top, make_optimizer(top, run.cfg.lr))
-    if meta["budget"] != max(run.cfg.budgets):
-        raise SpecfairError(f"{ckpt}: trained to budget {meta['budget']}, not the largest "
-                            f"({max(run.cfg.budgets)})")
-    return top
-
-
-def export_arms(run) -> dict[str, Path]:
-    """``{arm: export directory}``; an arm already exported is kept as it is."""
+def export_arms(run, router: Path | None = None) -> dict[str, Path]:
+    """``{arm: export directory}``; an arm already exported is kept as it is. ``router``: the
+    directory of the per-task drafter's task router (:mod:`specfair.study.routing`), copied
+    into the per-task export where it has none."""
     cfg, out = run.cfg, {}
     for arm in cfg.arms:
         path = out[arm] = run.dir / DRAFTERS / arm
-        if _is_export(path):
-            continue
-        meta = {"study": cfg.name, "arm": arm, "budget": max(cfg.budgets), "loss": cfg.loss,
-                "method": "topn", "top_layers": cfg.top_layers, "seed": cfg.seeds[0]}
-        if arm == "per-task":
-            models = {t: with_top(run.drafter, _top_at_largest(run, f"per-task/{t}"))
-                      for t in cfg.tasks}
-            export_drafter(TaskRoutedDrafter(None, base=run.drafter, models=models), run.tok,
-                           path, tasks=list(cfg.tasks), meta=meta)
-        else:
-            export_drafter(with_top(run.drafter, _top_at_largest(run, arm)), run.tok, path,
-                           meta=meta)
-        _say(f"exported {arm} -> {path}")
+        if not _is_export(path):
+            meta = {"study": cfg.name, "arm": arm, "budget": max(cfg.budgets),
+                    "loss": cfg.loss, "method": "topn", "top_layers": cfg.top_layers,
+                    "seed": cfg.seeds[0]}
+            if arm == "per-task":
+                models = {t: with_top(run.drafter, run.top_at_largest(f"per-task/{t}"))
+                          for t in cfg.tasks}
+                export_drafter(TaskRoutedDrafter(None, base=run.drafter, models=models),
+                               run.tok, path, tasks=list(cfg.tasks), meta=meta)
+            else:
+                export_drafter(with_top(run.drafter, run.top_at_largest(arm)), run.tok, path,
+                               meta=meta)
+            _say(f"exported {arm} -> {path}")
+        if arm == "per-task" and router is not None and not has_classifier(path):
+            load_classifier(router).save(path)  # checked on the way
+            write_json(path / EVAL_FILE, read_json(router / EVAL_FILE))
+            _say(f"task router {router} -> {path}")
     return out
 
 
@@ -109,14 +114,24 @@ def _share_ar(base: Path, out: Path, label: str) -> None:
                                    "settings": r["settings"] | {"drafter": label}})
 
 
-def _load(path: Path, pair, cfg: StudyConfig):
+def _routing(path: Path, bench: Path) -> str:
+    """How a per-task export is timed: as the SD records already in ``bench`` were (a bench
+    file refuses other settings), else by its task router where it has one."""
+    for r in load_bench_records(bench):
+        if r["mode"] == "sd":
+            return r["settings"].get("routing", "oracle")
+    return "classifier" if has_task_router(path) else "oracle"
+
+
+def _load(path: Path, pair, cfg: StudyConfig, bench: Path):
     """An export as the engine's drafter, in the target's dtype, device and kernels (the base
-    drafter's); per-task copies routed by the prompt's task (oracle)."""
+    drafter's); per-task copies routed by :func:`_routing`, which the settings record."""
     dt, device = model_dtype(pair.target), str(pair.target.device)
     if is_routed_export(path):
+        routing = _routing(path, bench)
         return load_routed_drafter(path, cfg.target, dtype=dt, device=device,
                                    packed=getattr(pair.target, "specfair_packed", False),
-                                   tokenizer=pair.tokenizer), {"routing": "oracle"}
+                                   routing=routing, tokenizer=pair.tokenizer), {"routing": routing}
     return load_model(path, dt, device, kernels="auto"), {}
 
 
@@ -140,7 +155,7 @@ def run_timed(run, exports: dict[str, Path]) -> Path | None:
     append_jsonl(run.dir / TIMED / MACHINES, machine() | {"time": time.time()})
     drafters = {BASE: (pair.drafter, cfg.drafter, {})}
     for arm, path in exports.items():
-        drafter, extra = _load(path, pair, cfg)
+        drafter, extra = _load(path, pair, cfg, files[arm])
         drafters[arm] = (drafter, f"{DRAFTERS}/{arm}", extra)
     kw = dict(gamma=cfg.gamma, max_new_tokens=cfg.test_response_tokens, seed=cfg.seed,
               target_label=cfg.target, progress=False)
@@ -187,8 +202,11 @@ def summarize_timed(run_dir: Path, cfg: StudyConfig) -> Path:
         s = summarize_bench(path, **boot)
         write_json(path.with_name(BENCH_SUMMARY_FILE), s)
         records = load_bench_records(path)
-        passes = _passes(evals, *((BASE, 0.0) if label == BASE else (label, largest)),
-                         cfg.seeds[0])
+        sd = [r for r in records if r["mode"] == "sd"]
+        routing = next((r["settings"].get("routing") for r in sd), None)  # per-task drafters
+        passes = (routed_passes(run_dir, sd) if routing == "classifier" else
+                  _passes(evals, *((BASE, 0.0) if label == BASE else (label, largest)),
+                          cfg.seeds[0]))
         paired = {} if label == BASE else compare_bench(base, path, **boot)
         tasks = {}
         for t, b in s["tasks"].items():
@@ -203,6 +221,11 @@ def summarize_timed(run_dir: Path, cfg: StudyConfig) -> Path:
                            "overall": (s["overall"] or {}).get("speedup"),
                            "max_min": max(sp) / min(sp) if sp and min(sp) > 0 else None,
                            "sd_matches_ar": (s["overall"] or {}).get("sd_matches_ar")}
+        if routing:
+            drafters[label]["routing"] = routing
+        if routing == "classifier":
+            drafters[label]["routes"] = {t: dict(Counter(r.get("route") or BASE for r in sd
+                                                         if r["task"] == t)) for t in tasks}
     out = run_dir / TIMED_FILE
     machines: list[dict] = []  # the distinct machines the sessions timed on
     for m in read_jsonl(run_dir / TIMED / MACHINES):
