@@ -299,6 +299,17 @@ def table(doc: dict) -> str:
 
 
 # ------------------------------------------------------------------ main
+def check_one_run(out: Path, run: Path) -> None:
+    """``out`` holds one run's drafters and records: the first use writes ``out/run.txt``, a
+    later one with another run is refused."""
+    stamp = out / "run.txt"
+    if stamp.is_file() and stamp.read_text().strip() != str(run):
+        raise SpecfairError(f"{out} holds the drafters of {stamp.read_text().strip()}, not "
+                            f"{run}: use another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(f"{run}\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", type=Path, help="a run directory of specfair experiment")
@@ -312,7 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--llama-server", help="the llama-server binary (default: the cached build)")
     args = ap.parse_args(argv)
     try:
-        run, out = args.run, args.out
+        run, out = args.run.resolve(), args.out
+        check_one_run(out, run)
         cfg = StudyConfig.from_dict(read_json(run / "study_config.json"),
                                     str(run / "study_config.json"))
         exported = [a for a in cfg.arms if (run / DRAFTERS / a).is_dir()]

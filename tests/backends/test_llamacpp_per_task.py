@@ -10,6 +10,7 @@ import pytest
 from benchmark_scripts import load_benchmark
 from conftest import alive, started_pids
 
+from specfair.errors import SpecfairError
 from specfair.measure.io import append_jsonl
 from specfair.measure.replay import break_even_alpha
 from specfair.study.config import StudyConfig
@@ -137,3 +138,11 @@ def test_runs_with_the_fake_server_share_the_ar_runs_and_resume(mod, fake_server
     assert len(started_pids(tmp_path)) == 6
     s = mod.summarize(out, list(ggufs), 4, {"n_resamples": 50})
     assert s["overall"]["n"] == 4 and s["tasks"]["code"]["drafters"]["per-task"]["n"] == 2
+
+
+def test_an_output_directory_serves_one_run(mod, tmp_path):
+    mod.check_one_run(tmp_path / "out", tmp_path / "run1")
+    mod.check_one_run(tmp_path / "out", tmp_path / "run1")
+    with pytest.raises(SpecfairError, match="holds the drafters of .*run1"):
+        mod.check_one_run(tmp_path / "out", tmp_path / "run2")
+    assert mod.main([str(tmp_path / "run2"), "--out", str(tmp_path / "out")]) == 2
