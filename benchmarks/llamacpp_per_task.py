@@ -13,7 +13,8 @@ run's test prompts; ``--n-per-task N`` takes the first N of them), checked again
 
 1. Export (``OUT/gguf/``, :func:`specfair.backends.gguf_export.export_gguf`): the base drafter
    (the run's ``drafter``) and each arm's drafter for each task (``per-task``: that task's copy;
-   other arms: their one drafter); a file already there is reused (delete it to re-export).
+   other arms: their one drafter); a file already there is reused (delete it to re-export;
+   ``OUT/run.txt`` names the run, another run is refused). 29-39 s a drafter on 2 cores.
    ``--outtype`` q8_0 by default, not the target's Q4_K_M: the exporter cannot write k-quants
    (``gguf`` has no k-quant quantizer, and the installer builds ``llama-server`` only, no
    ``llama-quantize``), and the fine-tuning moves the top layers' weights a little (lr 2e-5):
