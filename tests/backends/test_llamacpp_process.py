@@ -156,6 +156,28 @@ def test_backend_with_fake_server(fake_server, tmp_path, tiny_pair, ggufs, monke
     assert not any(alive(p) for p in pids)
 
 
+def test_backends_share_one_ar_server_and_run_without_a_drafter(fake_server, tmp_path,
+                                                                 tiny_pair, ggufs):
+    tok = str(tiny_pair[0])
+    with LlamaCppBackend(str(ggufs[0]), str(ggufs[1]), gamma=4, binary=str(fake_server),
+                         tokenizer=tok) as owner:
+        ar = owner.servers["ar"]
+        with LlamaCppBackend(str(ggufs[0]), str(ggufs[1]), gamma=4, binary=str(fake_server),
+                             tokenizer=tok, ar_server=ar) as other:
+            assert other.servers["ar"] is ar and len(started_pids(tmp_path)) == 3
+            assert other.generate("ar", [1, 2], gamma=4, max_new_tokens=3).tokens == [3, 4, 5]
+        assert ar.running  # left to its owner
+        with pytest.raises(SpecfairError, match="ar_server serves"):
+            LlamaCppBackend(str(ggufs[1]), None, binary=str(fake_server), tokenizer=tok,
+                            ar_server=ar)
+    with LlamaCppBackend(str(ggufs[1]), None, binary=str(fake_server), tokenizer=tok) as alone:
+        assert list(alone.servers) == ["ar"] and alone.drafter_label == "none"
+        assert alone.generate("ar", [1], gamma=4, max_new_tokens=2).tokens == [2, 3]
+        with pytest.raises(SpecfairError, match="no drafter"):
+            alone.generate("sd", [1], gamma=4, max_new_tokens=2)
+    assert len(started_pids(tmp_path)) == 4 and not any(alive(p) for p in started_pids(tmp_path))
+
+
 def test_ngram_backend_runs_llamacpp_prompt_lookup(fake_server, tmp_path, tiny_pair, ggufs,
                                                    monkeypatch):
     monkeypatch.setenv("FAKE_FLAGS", "spec")

@@ -1,24 +1,18 @@
 """benchmarks/engine.py's drafting variants (``--variants POLICY[+PROPOSER]``): the parser,
 the per-task table, and one run end to end on the tiny pair (no timing is checked)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from benchmark_scripts import load_benchmark
 
 from specfair.decoding.policy import policy_table
 from specfair.errors import SpecfairError
 
-ENGINE = Path(__file__).parents[2] / "benchmarks" / "engine.py"
-
 
 @pytest.fixture(scope="module")
 def engine():
-    spec = importlib.util.spec_from_file_location("engine_benchmark", ENGINE)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("engine")
 
 
 def test_parse_variants(engine):
@@ -115,10 +109,7 @@ def test_task_speedup_cis_give_each_task_and_the_max_min_ratio(engine):
 
 
 def test_router_accuracy_runs_on_a_tiny_drafter(tiny_pair, tmp_path, one_thread):
-    spec = importlib.util.spec_from_file_location(
-        "router_accuracy", Path(__file__).parents[2] / "benchmarks" / "router_accuracy.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("router_accuracy")
     out = tmp_path / "router.json"
     assert mod.main(["--drafter", str(tiny_pair[1]), "--n-per-task", "3", "--out", str(out)]) == 0
     doc = json.loads(out.read_text())

@@ -3,9 +3,11 @@
 Two servers (:class:`specfair.backends.llama_server.LlamaServer`) run side by side on 127.0.0.1
 (free ports, one slot each, ``--metrics``): one with the target alone (AR) and one with the
 target and ``--spec-draft-model`` / ``-md`` (SD), so that the AR runs never pay for a loaded
-drafter. With ``proposer="ngram"`` the SD server has no draft model: llama.cpp's own prompt
-lookup drafts (``--spec-type ngram-simple``: the last 3 tokens looked up in the context, the
-γ tokens that followed their latest earlier occurrence drafted; builds from 2026 on).
+drafter (without a drafter only the first runs; backends of several drafters can share one
+AR server: ``ar_server``). With ``proposer="ngram"`` the SD server has no draft model:
+llama.cpp's own prompt lookup drafts (``--spec-type ngram-simple``: the last 3 tokens looked
+up in the context, the γ tokens that followed their latest earlier occurrence drafted; builds
+from 2026 on).
 Each request is a bounded, non-streaming ``POST /completion`` with the prompt as token
 ids (the same chat-templated ids as the hf backend), ``cache_prompt: false`` (the SD request
 must not reuse the AR request's prompt cache), greedy unless a temperature is given,
@@ -84,25 +86,34 @@ class LlamaCppBackend:
         ctx_size: int = 4096, proposer: str = "model",
         request_timeout: float = 600.0, log_dir: str | None = None,
         extra_args: Sequence[str] = (), startup_timeout: float = 600.0,
+        ar_server: LlamaServer | None = None,
     ):  # fmt: skip
-        """``proposer``: "model" (``drafter``'s GGUF drafts) or "ngram" (llama.cpp's own
-        prompt lookup drafts; ``drafter`` is ignored, no GGUF is needed)."""
+        """``proposer``: "model" (``drafter``'s GGUF drafts; ``drafter`` None: no SD server,
+        the target alone, mode "ar" only) or "ngram" (llama.cpp's own prompt lookup drafts;
+        ``drafter`` is ignored, no GGUF is needed). ``ar_server``: a server of the same target
+        alone to run mode "ar" on, shared with other backends (started if it is not; ``close``
+        leaves it to its owner)."""
         if proposer not in PROPOSERS:
             raise SpecfairError(f"--backend llamacpp drafts with --proposer "
                                 f"{' or '.join(PROPOSERS)}, got {proposer!r}")
         self.binary = str(find_llama_server(binary))
         self.proposer = proposer
         self.target_gguf = resolve_gguf(target)
-        self.drafter_gguf = resolve_gguf(drafter) if proposer == "model" else None
+        use = proposer == "model" and drafter is not None
+        self.drafter_gguf = resolve_gguf(drafter) if use else None
         self.target_label = str(target)
-        self.drafter_label = str(drafter) if proposer == "model" else "none"
+        self.drafter_label = str(drafter) if use else "none"
         self.tokenizer = load_tokenizer(tokenizer or target)
         self.gamma, self.request_timeout = gamma, request_timeout
         kw = dict(binary=self.binary, threads=threads, ctx_size=ctx_size, log_dir=log_dir,
                   extra_args=extra_args, startup_timeout=startup_timeout)  # fmt: skip
-        sd = LlamaServer(self.target_gguf, draft=self.drafter_gguf, gamma=gamma,
-                         spec="draft" if proposer == "model" else "ngram", **kw)  # fmt: skip
-        self.servers = {"ar": LlamaServer(self.target_gguf, **kw), "sd": sd}
+        if ar_server is not None and ar_server.model != self.target_gguf:
+            raise SpecfairError(f"ar_server serves {ar_server.model}, not {self.target_gguf}")
+        self.servers = {"ar": ar_server or LlamaServer(self.target_gguf, **kw)}
+        if use or proposer == "ngram":
+            self.servers["sd"] = LlamaServer(self.target_gguf, draft=self.drafter_gguf,
+                                             gamma=gamma, spec="draft" if use else "ngram", **kw)
+        self._owned = [s for s in self.servers.values() if s is not ar_server]
         self._last_metrics: dict[str, dict] = {}
         # specfair's EOS rule without a model config: the tokenizer's end-of-sequence id
         self._eos = eos_ids(None, self.tokenizer)
@@ -118,6 +129,8 @@ class LlamaCppBackend:
         self, mode: str, ids: Sequence[int], *, gamma: int, max_new_tokens: int,
         temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int = 0,
     ) -> EngineResult:  # fmt: skip
+        if mode not in self.servers:
+            raise SpecfairError(f"this llama.cpp backend has no drafter: mode {mode!r}")
         server = self.servers[mode]
         body = {
             "prompt": [int(t) for t in ids], "n_predict": int(max_new_tokens), "stream": False,
@@ -175,7 +188,7 @@ class LlamaCppBackend:
             res.n_drafts = res.accepted_per_pos = None
 
     def info(self) -> dict:
-        s = self.servers["sd"]
+        s = self.servers.get("sd", self.servers["ar"])
         stamp = Path(self.binary).parent.parent / "VERSION.txt"  # written by the installer
         return {
             "backend": self.name,
@@ -190,7 +203,7 @@ class LlamaCppBackend:
         }
 
     def close(self) -> None:
-        for s in getattr(self, "servers", {}).values():
+        for s in getattr(self, "_owned", []):
             s.stop()
 
     def __enter__(self):

@@ -21,8 +21,10 @@ Policies (the names of :mod:`specfair.decoding.gamma`):
   still proposed).
 
 The predicted speed-up prices each step at ``drafts * c + v(drafts)`` target-step units
-(``c``: drafter/target forward cost; ``v(k)``: the cost of verifying k drafts, 1 + slope * k)
-against one target step per token for plain decoding.
+(:func:`step_cost`; ``c``: drafter/target forward cost; ``v(k)``: the cost of verifying k
+drafts, 1 + slope * k) against one target step per token for plain decoding. Under the same
+price, :func:`break_even_alpha` is the per-position acceptance at which drafting γ tokens a
+step is as fast as plain decoding.
 """
 
 from __future__ import annotations
@@ -30,7 +32,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from specfair.decoding.theory import alpha_from_tau
 from specfair.defaults import DEFAULT_GAMMA
+
+
+def step_cost(k, c: float, verify_slope: float):
+    """The price of a step that drafts ``k`` tokens, in target decode steps: ``k`` drafter
+    forwards (``c`` each) and a verification ``v(k) = 1 + verify_slope * k``."""
+    return k * c + 1.0 + verify_slope * k
+
+
+def break_even_alpha(gamma: int, c: float, verify_slope: float = 0.0) -> float | None:
+    """The per-position acceptance α at which drafting ``gamma`` tokens a step, each accepted
+    with probability α given the earlier ones (expected tokens a step
+    ``(1 - α^(γ+1)) / (1 - α)``), costs as much per token as plain decoding under
+    :func:`step_cost`: SD is faster above it. None when no α in [0, 1] breaks even (a step
+    costs more than the γ + 1 tokens it yields at best); 0 when a step costs at most 1."""
+    cost = step_cost(gamma, c, verify_slope)
+    if cost > gamma + 1:
+        return None
+    return alpha_from_tau(cost, gamma)
 
 
 @dataclass(frozen=True)
@@ -58,7 +79,7 @@ class Replay:
 
     def cost(self, c: float, verify_slope: float) -> float:
         """Time in target-step units."""
-        return sum(k * c + 1.0 + verify_slope * k for k in self.draft_sizes)
+        return sum(step_cost(k, c, verify_slope) for k in self.draft_sizes)
 
     def speedup(self, c: float, verify_slope: float) -> float:
         return self.tokens / self.cost(c, verify_slope)

@@ -56,6 +56,11 @@ def uses_reference(cfg: StudyConfig, p: Prompt) -> bool:
             and bool(p.reference))
 
 
+def test_prompts(cfg: StudyConfig, suite) -> list[Prompt]:
+    """The run's test prompts: ``n_test`` per task of the suite's test split (seeded)."""
+    return sample_per_task(suite.prompts("test", cfg.tasks), cfg.n_test, cfg.seed)
+
+
 def study_prompts(cfg: StudyConfig, suite) -> StudyPrompts:
     """Per task: ``n_test`` test prompts, and ``n_train + n_heldout`` train-split prompts of
     which the last ``n_heldout`` (in the seeded hash order) are held back.
@@ -63,7 +68,7 @@ def study_prompts(cfg: StudyConfig, suite) -> StudyPrompts:
     Leak check first: a train-split prompt whose prompt text or reference training text shares
     a text (or paragraph, :func:`specfair.tasks.split.find_leaks`) with a test prompt or its
     reference answer, in any task, is dropped before the train prompts are picked."""
-    test = sample_per_task(suite.prompts("test", cfg.tasks), cfg.n_test, cfg.seed)
+    test = test_prompts(cfg, suite)
     train = suite.prompts("train", cfg.tasks)
     leaks = find_leaks(
         {p.id: p.turns + ((p.reference,) if uses_reference(cfg, p) else ()) for p in train},

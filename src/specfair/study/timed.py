@@ -60,6 +60,7 @@ from specfair.models.hardware import machine
 from specfair.models.load import load_model, load_pair
 from specfair.study.config import StudyConfig
 from specfair.study.routing import routed_passes
+from specfair.tasks.prompt import Prompt
 from specfair.tasks.suite import sample_per_task
 
 BASE = "base"
@@ -104,7 +105,14 @@ def export_arms(run, router: Path | None = None) -> dict[str, Path]:
     return out
 
 
-def _share_ar(base: Path, out: Path, label: str) -> None:
+def timed_prompts(cfg: StudyConfig, test: list[Prompt], n: int | None = None) -> list[Prompt]:
+    """The prompts this stage times: ``n`` (default ``n_bench``) of each task's ``test``
+    prompts (the run's, :func:`specfair.study.data.test_prompts`), seeded: a smaller ``n``
+    picks a subset of a larger one's."""
+    return sample_per_task(test, cfg.n_bench if n is None else n, cfg.seed)
+
+
+def share_ar(base: Path, out: Path, label: str) -> None:
     """Start ``out`` from the base run's AR records (relabelled): the same target on the same
     prompts, so every drafter is timed against the same AR runs."""
     have = {r["id"] for r in load_bench_records(out, repair=True) if r["mode"] == "ar"}
@@ -142,7 +150,7 @@ def run_timed(run, exports: dict[str, Path]) -> Path | None:
     cfg = run.cfg
     if cfg.n_bench == 0:
         return None
-    prompts = sample_per_task(run.prompts.test, cfg.n_bench, cfg.seed)
+    prompts = timed_prompts(cfg, run.prompts.test)
     files = {name: run.dir / TIMED / name / BENCH_FILE for name in (BASE, *exports)}
 
     def todo(name: str, p) -> bool:
@@ -166,7 +174,7 @@ def run_timed(run, exports: dict[str, Path]) -> Path | None:
         for p in prompts:
             for name, (drafter, label, extra) in drafters.items():
                 if name != BASE:  # the base run's AR record of p, relabelled
-                    _share_ar(files[BASE], files[name], label)
+                    share_ar(files[BASE], files[name], label)
                 if todo(name, p):
                     run_bench((pair.target, drafter, pair.tokenizer), [p], files[name].parent,
                               drafter_label=label, extra_settings=settings | extra,
