@@ -286,6 +286,9 @@ def test_packaged_configs_are_one_design_at_three_sizes(cli, monkeypatch):
     assert 1 <= demo.n_bench < study.n_bench <= full.n_bench and study.n_bench >= 10
     # 3 seeds and a data dose where the CIs are claimed; the demo's 30 minutes hold one seed
     assert demo.seeds == [0] and demo.prompt_fractions == []
+    from specfair.study.methods import enabled
+    assert not enabled(demo) and enabled(study) and enabled(full)
+    assert max(study.method_layers) == 24 and study.method_texts  # all layers, other texts
     for cfg in (study, full):
         assert len(cfg.seeds) >= 3 and cfg.seeds[0] == demo.seeds[0]
         assert cfg.prompt_fractions[-1] == 1.0 and cfg.dose_arm in cfg.arms
