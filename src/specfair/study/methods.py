@@ -25,7 +25,6 @@ train.jsonl`` (tokens and seconds per method and task: what each method costs on
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import time
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from specfair.distill.topn import TopLayers, train_copy
+from specfair.distill.topn import train_copy
 from specfair.measure.io import append_jsonl, read_json, read_jsonl
 from specfair.measure.stats import bootstrap_mean
 from specfair.study.config import StudyConfig
@@ -125,24 +124,19 @@ def _tasks(run, root: Path) -> list[str]:
     path = root / "tasks.json"
     if path.is_file():
         return read_json(path)["tasks"]
-    top = run.fresh_top()
-    sig = lambda s: run.signals(s)  # noqa: E731
-    held = _evaluate(run, top, run.policy, sig)
-    base = {t: float(np.mean([r["greedy"] for s, r in zip(run.policy, held, strict=True)
-                              if s.task == t]))
-            for t in run.cfg.tasks if any(s.task == t for s in run.policy)}
+    top, tags = run.fresh_top(), {"method": "base"}
+    held = run.eval_records(top, run.policy, split="heldout", **tags)
+    base = {t: float(np.mean([r["greedy"] for r in held if r["task"] == t]))
+            for t in run.cfg.tasks if any(r["task"] == t for r in held)}
     if run.cfg.method_tasks:
         tasks = list(run.cfg.method_tasks)
     else:
         ranked = sorted(base, key=lambda t: (base[t], t))
         tasks = sorted({ranked[0], ranked[-1]}, key=ranked.index)  # worst, best
     test = [s for s in run.test if s.task in tasks]
-    for split, seqs, res in (("heldout", run.policy, held),
-                             ("test", test, _evaluate(run, top, test, sig))):
-        for s, r in zip(seqs, res, strict=True):
-            if s.task in tasks:
-                append_jsonl(root / "eval.jsonl", {"method": "base", "task": s.task,
-                                                   "split": split, "id": s.id} | r)
+    for r in held + run.eval_records(top, test, split="test", **tags):
+        if r["task"] in tasks:
+            append_jsonl(root / "eval.jsonl", r)
     path.write_text(json.dumps({"tasks": tasks, "heldout_greedy_base": base}, indent=2))
     return tasks
 
@@ -176,31 +170,21 @@ def _run_method(run, m: Method, tasks: list[str], tokens: int, root: Path) -> No
         test = [s for s in run.test if s.task == task]
         teacher, lower = fill_signals(dataclasses.replace(cfg, top_layers=m.layers),
                                       run.target, run.drafter, train + held + test, run.dir)
-        sig = functools.partial(run.signals, teacher=teacher, lower=lower)
         _say(f"{m.name} on {task}: {len(train)} sequences")
         top, state, secs = train_copy(
-            run.drafter, run.head, [sig(s) for s in train], tokens, layers=m.layers, lr=m.lr,
-            batch_size=cfg.batch_size, seed=cfg.seed, warmup=cfg.warmup_steps, kind=cfg.loss,
-            bf16=run.bf16)
+            run.drafter, run.head, [run.signals(s, teacher, lower) for s in train], tokens,
+            layers=m.layers, lr=m.lr, batch_size=cfg.batch_size, seed=cfg.seed,
+            warmup=cfg.warmup_steps, kind=cfg.loss, bf16=run.bf16)
         tags = {"method": m.name} | m.settings()
         for split, seqs in (("heldout", held), ("test", test)):
-            res = _evaluate(run, top, seqs, sig)
-            for s, r in zip(seqs, res, strict=True):
-                append_jsonl(evals, tags | {"task": task, "split": split, "id": s.id} | r)
+            for r in run.eval_records(top, seqs, teacher, lower, split=split, **tags):
+                append_jsonl(evals, r)
         append_jsonl(root / "train.jsonl", tags | {
             "task": task, "n_sequences": len(train), "tokens": state.tokens, "seconds": secs,
             "tokens_per_s": state.tokens / max(secs, 1e-9),
             "supervised_tokens": sum(s.n_resp for s in train)})
         _say(f"{m.name} on {task}: {state.tokens} tokens in {secs:.0f} s")
         del top
-
-
-def _evaluate(run, top: TopLayers, seqs: list, sig) -> list[dict]:
-    from specfair.distill.topn import evaluate
-
-    keep = ("greedy", "alpha", "alpha_lo", "alpha_full", "ce", "ce_full")
-    res = evaluate(top, run.head, [sig(s) for s in seqs], run.bf16, run.target_head)
-    return [{k: r[k] for k in keep if k in r} for r in res]
 
 
 # ---------------------------------------------------------------------------- the summary

@@ -173,9 +173,12 @@ class Run:
                                 f"({max(self.cfg.budgets)})")
         return top
 
-    def eval_records(self, top: TopLayers, seqs: list[Seq], **tags) -> list[dict]:
-        res = evaluate(top, self.head, [self.signals(s) for s in seqs], self.bf16,
-                       self.target_head)
+    def eval_records(self, top: TopLayers, seqs: list[Seq], teacher=None, lower=None,
+                     **tags) -> list[dict]:
+        """One record per sequence: ``tags``, its id, task, split group and the metrics of
+        :func:`specfair.distill.topn.evaluate` (``teacher``/``lower``: as :meth:`signals`)."""
+        res = evaluate(top, self.head, [self.signals(s, teacher, lower) for s in seqs],
+                       self.bf16, self.target_head)
         return [tags | {"id": s.id, "task": s.task, "group": self.groups.get(s.id)} | r
                 for s, r in zip(seqs, res, strict=True)]
 
