@@ -151,15 +151,18 @@ def test_the_packaged_synthetic_prompts_are_clean_and_apart_from_the_real_test_p
     """The packaged set the study uses: enough prompts per task, each in the task's script,
     no duplicates, none equal to a prompt of the embedded default suite (whose test prompts
     judge them), each file the one its MADE.json records."""
+    from specfair.study.config import StudyConfig
     from specfair.tasks.prompt import normalize_text
     from specfair.tasks.suite_load import load_default_suite
     from specfair.tasks.synthetic import SPECS, read_synthetic
 
+    study = StudyConfig.load("study")
+    need = study.n_train + study.n_heldout + study.n_test  # what the packaged study draws
     real = {normalize_text(p.text) for p in load_default_suite().items}
     for task, spec in SPECS.items():
         got = read_synthetic(task)
         texts = [normalize_text(p.text) for p in got]
-        assert len(got) >= 250 and len(set(texts)) == len(texts)
+        assert len(got) >= need + 10 and len(set(texts)) == len(texts)
         assert all(spec.accept(p.text) for p in got) and not set(texts) & real
 
 
@@ -201,3 +204,21 @@ def test_synthesized_prompts_are_cleaned_filtered_deduplicated_and_recorded(home
         read_synthetic("qa", out)
     with pytest.raises(SpecfairError, match="too many rejected"):
         synthesize("qa", 3, lambda reqs, seed: ["no question mark"] * len(reqs))
+
+
+def test_synthetic_qa_keeps_one_fact_questions_only():
+    """qa's recipe keeps questions answered in a word or a phrase, as the real qa prompts are;
+    questions that ask for an explanation failed the real-vs-synthetic check (RESULTS)."""
+    from specfair.tasks.synthetic import SPECS
+
+    ok = SPECS["qa"].accept
+    assert all(ok(q) for q in ("What is the capital city of Australia?", "Who wrote Hamlet?",
+                               "How many continents are there on Earth?",
+                               "In which year did the Berlin Wall fall?"))
+    assert not any(ok(q) for q in (
+        "Why did the Napoleonic Wars end?", "How does a battery work?",
+        "What are the primary purposes of renewable energy sources?",
+        "What is the primary function of a generator?", "Explain photosynthesis?",
+        "What is the capital of France? And of Spain?",
+        "Quelle ville est la capitale de l’Équateur ?",
+        "What is the capital city of Australia"))

@@ -14,20 +14,24 @@
    fraction of the largest budget's training tokens, constant learning rate after warm-up, so a
    checkpoint is the same as a shorter run) and evaluated on the test sequences, with the first
    of ``seeds``;
-6. data dose: ``dose_arm`` on the first fraction of each task's distinct training prompts, at
-   ``epochs`` passes, for each of ``prompt_fractions``;
-7. seeds: each arm again with each further seed, to the largest budget only;
-8. routing (with the ``per-task`` arm): a task router fitted on the train prompts, the copy
+6. routing (with the ``per-task`` arm): a task router fitted on the train prompts, the copy
    each test prompt is routed to, every copy teacher-forced on every task's test sequences,
    routed against oracle routing (``routing/``, ``routing.json``: see
    :mod:`specfair.study.routing`);
-9. summary: ``summary.json`` (see :mod:`specfair.study.summary`);
-10. timed: each arm's drafter at the largest budget, first seed (``arms/<arm>``: the drafter
-    the budget curve and the replayed prediction are of), exported and benchmarked against the
-    base drafter, the per-task drafter routed by the task router (``drafters/``, ``timed/``,
-    ``timed.json``: see :mod:`specfair.study.timed`);
-11. report: ``report.md`` and ``report.html`` from the stored records
-    (:mod:`specfair.report.study`).
+7. summary: ``summary.json`` (see :mod:`specfair.study.summary`);
+8. timed: each arm's drafter at the largest budget, first seed (``arms/<arm>``: the drafter
+   the budget curve and the replayed prediction are of), exported and benchmarked against the
+   base drafter, the per-task drafter routed by the task router (``drafters/``, ``timed/``,
+   ``timed.json``: see :mod:`specfair.study.timed`);
+9. report: ``report.md`` and ``report.html`` from the stored records
+   (:mod:`specfair.report.study`) -- a first answer, of the first seed and the budget curve;
+10. data dose: ``dose_arm`` on the first fraction of each task's distinct training prompts, at
+    ``epochs`` passes, for each of ``prompt_fractions``;
+11. seeds: each arm again with each further seed, to the largest budget only;
+12. summary and report again, with the seeds and the dose (the answer).
+
+Stages 10-11 come after the timed stage so that a run stopped on a slow machine has its
+measured speed-ups and a report first; they add CIs over seeds and the data-dose curve.
 
 Every evaluation is a line of ``eval.jsonl`` (arm, budget, tokens, seed, prompt, task, greedy,
 alpha, alpha_lo, ce, resid); a finished (arm, budget, seed) is never redone; an arm resumes
@@ -492,13 +496,16 @@ def _run_study(cfg: StudyConfig, run_dir: Path) -> Path:
     stage_overfit(run, run_dir / "overfit.json")
     for arm in cfg.arms:
         stage_arm(run, arm, out)
+    router = stage_routing(run)  # the task router against oracle routing (study.routing)
+    write_summary(run_dir, run.cfg)
+    run_timed(run, export_arms(run, router))  # the timed stage (specfair.study.timed)
+    write_report(run_dir)  # a first report.md, report.html (specfair.report.study)
+    _say("first report written (first seed); next: the data dose and the other seeds")
     stage_dose(run, out)
     for seed in cfg.seeds[1:]:
         for arm in cfg.arms:
             stage_arm(run, arm, out, seed)
-    router = stage_routing(run)  # the task router against oracle routing (study.routing)
     path = write_summary(run_dir, run.cfg)
-    run_timed(run, export_arms(run, router))  # the timed stage (specfair.study.timed)
-    write_report(run_dir)  # report.md, report.html (specfair.report.study)
+    write_report(run_dir)
     _say(f"done in {time.perf_counter() - t0:.0f} s: {path}")
     return path

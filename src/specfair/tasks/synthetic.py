@@ -50,6 +50,23 @@ def _is_en(s: str) -> bool:
     return sum(c.isascii() for c in s) >= 0.97 * len(s) and s.rstrip().endswith("?")
 
 
+# questions that ask for an explanation rather than one fact: the real qa prompts ("What is the
+# capital city of Australia?") are answered in a word or a phrase; the first synthetic set, whose
+# questions ("Why did the Napoleonic Wars end?") invite paragraphs, failed the real-vs-synthetic
+# check by -0.123 greedy alpha (docs/RESULTS.md)
+_OPEN_QA = re.compile(
+    r"^(why|how (do|does|did|can|could|is|are|was|were|has|have|would|should|to)|explain|"
+    r"describe|discuss|compare|what (are|were) the|what is the (difference|role|purpose|"
+    r"function|importance|significance|impact|effect|main|primary|process|reason|benefit|"
+    r"advantage|relationship|meaning))\b", re.IGNORECASE)
+
+
+def _is_short_fact(s: str) -> bool:
+    """One short English question after one fact, as the real qa prompts are."""
+    s = s.strip()
+    return _is_en(s) and len(s) <= 120 and s.count("?") == 1 and not _OPEN_QA.match(s)
+
+
 @dataclass(frozen=True)
 class SynthSpec:
     task: str  # the study task the prompts are for
@@ -77,9 +94,11 @@ SPECS: dict[str, SynthSpec] = {
     "qa": SynthSpec(
         "qa", "qa",
         "Here are examples of short factual questions that users ask an AI assistant:\n"
-        "{examples}\nWrite one new factual question on a different topic. Output only the "
+        "{examples}\nWrite one new factual question on a different topic whose answer is a "
+        "single word, name, number, date or short phrase, like the examples. Output only the "
         "question, not its answer.",
-        _is_en, "short factual questions in English, written by the target from 4 of the "
+        _is_short_fact, "short one-fact questions in English (answered in a word or a phrase; "
+        "questions asking why/how/explain rejected), written by the target from 4 of the "
         "default suite's qa train prompts each"),
 }
 
