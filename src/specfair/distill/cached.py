@@ -16,6 +16,7 @@ steps of ``batch_size`` sequences; ``per-task`` trains one copy per task, the st
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from specfair.distill.topn import (
     TrainState,
     evaluate,
     make_optimizer,
-    train_until,
+    train_sampled,
 )
 from specfair.distill.weighting import TaskSampler
 from specfair.measure.io import append_jsonl
@@ -102,29 +103,24 @@ class _Trainer:
                               temperature=cfg.disparity_temperature, floor=cfg.disparity_floor)
         top = TopLayers(self.drafter, cfg.top_layers)
         opt = make_optimizer(top, cfg.learning_rate)
-        state = TrainState()
+        key = "alpha" if cfg.alpha_metric == "alpha" else "greedy"
+        estimates: dict[int, dict] = {}
 
-        def estimate(step: int) -> dict:
-            est = self.alphas(top, tasks)
+        def estimate(step: int) -> None:
+            est = estimates[step] = self.alphas(top, tasks)
             if est:
-                key = "alpha" if cfg.alpha_metric == "alpha" else "greedy"
                 sampler.update({t: v[key] for t, v in est.items()})
                 if log_estimates:
                     log(_estimate_record(step, est, sampler.weights()))
-            return est
 
-        before = estimate(0)
-        for step in range(1, steps + 1):
-            idx = sampler.sample(cfg.batch_size)
-            batch = [pool[i][1] for i in idx]
-            step_log = lambda r, b=idx: log(r | {  # noqa: E731
-                "tasks": sorted({pool[i][0] for i in b}), "weights": sampler.weights()})
-            train_until(top, self.head, opt, state, lambda b=batch: b, state.tokens + 1,
-                        lr=cfg.learning_rate, warmup=cfg.warmup_steps, kind=cfg.loss,
-                        bf16=self.bf16, log=step_log, max_grad_norm=cfg.max_grad_norm)
-            if step % cfg.reestimate_every == 0 and step < steps:
-                estimate(step)
-        return top, before, estimate(steps)
+        train_sampled(top, self.head, opt, TrainState(), [s for _, s in pool], sampler,
+                      math.inf, batch_size=cfg.batch_size, lr=cfg.learning_rate,
+                      warmup=cfg.warmup_steps, kind=cfg.loss, bf16=self.bf16, hook=estimate,
+                      every=cfg.reestimate_every, log=log, max_grad_norm=cfg.max_grad_norm,
+                      max_steps=steps)
+        if steps not in estimates:
+            estimate(steps)
+        return top, estimates[0], estimates[steps]
 
 
 def train_cached(cfg: DistillConfig, target, drafter, train_ex: Sequence[Example],

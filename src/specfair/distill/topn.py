@@ -136,17 +136,20 @@ def lr_at(step: int, lr: float, warmup: int) -> float:
 
 
 def train_until(top: TopLayers, head: torch.Tensor, opt, state: TrainState,
-                draw: Callable[[], Sequence[Signals]], tokens_goal: int, *, lr: float,
+                draw: Callable[[], Sequence[Signals]], tokens_goal: float, *, lr: float,
                 warmup: int, kind: str, bf16: bool, log: Callable[[dict], None] | None = None,
-                max_grad_norm: float = 1.0, checkpoint: Path | None = None) -> TrainState:
-    """Optimizer steps until ``state.tokens >= tokens_goal``. A batch's loss is the mean over
-    its response positions; each sequence is forwarded alone and its gradient accumulated.
-    A non-finite loss, gradient norm or updated weight stops the loop with one error naming
-    the step and ``checkpoint`` (the last one the caller wrote; :mod:`specfair.distill.guard`)."""
+                max_grad_norm: float = 1.0, checkpoint: Path | None = None,
+                max_steps: int | None = None) -> TrainState:
+    """The training loop (the only one on cached signals): optimizer steps until
+    ``state.tokens >= tokens_goal`` (or ``state.step == max_steps``). A batch's loss is the
+    mean over its response positions; each sequence is forwarded alone and its gradient
+    accumulated. A non-finite loss, gradient norm or updated weight stops the loop with one
+    error naming the step and ``checkpoint`` (the last one the caller wrote;
+    :mod:`specfair.distill.guard`)."""
     import time
 
     top.train()
-    while state.tokens < tokens_goal:
+    while state.tokens < tokens_goal and (max_steps is None or state.step < max_steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(state.step, lr, warmup)
         t0 = time.perf_counter()
@@ -172,6 +175,37 @@ def train_until(top: TopLayers, head: torch.Tensor, opt, state: TrainState,
             log({"step": state.step, "tokens": state.tokens, "loss": total,
                  "lr": opt.param_groups[0]["lr"], "tokens_per_s": n_tok / max(dt, 1e-9)})
     return state
+
+
+def train_sampled(top: TopLayers, head: torch.Tensor, opt, state: TrainState,
+                  pool: Sequence[Signals], sampler, tokens_goal: float, *, batch_size: int,
+                  lr: float, warmup: int, kind: str, bf16: bool,
+                  hook: Callable[[int], None] | None = None, every: int = 0,
+                  log: Callable[[dict], None] | None = None, max_grad_norm: float = 1.0,
+                  checkpoint: Path | None = None, max_steps: int | None = None) -> TrainState:
+    """:func:`train_until` on batches of ``batch_size`` drawn from ``pool`` by ``sampler`` (a
+    :class:`~specfair.distill.weighting.TaskSampler` over the pool's task labels, in order).
+    ``hook(step)`` runs every ``every`` steps (step 0 included) before a batch is drawn: where
+    a held-out alpha re-estimate updates the sampler (the ``disparity`` rule) and is logged.
+    Each step's log record carries the tasks it drew and the sampler's weights. The
+    experiment's arms (:mod:`specfair.study.run`) and ``specfair distill --method topn``
+    (:mod:`specfair.distill.cached`) both train through here."""
+    label = {i: t for t, ids in sampler.by_task.items() for i in ids}
+    drawn: list[int] = []
+
+    def draw() -> list[Signals]:
+        if hook is not None and every > 0 and state.step % every == 0:
+            hook(state.step)
+            top.train()
+        drawn[:] = sampler.sample(batch_size)
+        return [pool[i] for i in drawn]
+
+    def step_log(r: dict) -> None:
+        log(r | {"tasks": sorted({label[i] for i in drawn}), "weights": sampler.weights()})
+
+    return train_until(top, head, opt, state, draw, tokens_goal, lr=lr, warmup=warmup,
+                       kind=kind, bf16=bf16, log=None if log is None else step_log,
+                       max_grad_norm=max_grad_norm, checkpoint=checkpoint, max_steps=max_steps)
 
 
 def train_copy(drafter, head: torch.Tensor, signals: Sequence[Signals], tokens: int, *,

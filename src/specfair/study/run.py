@@ -56,7 +56,7 @@ from specfair.distill.topn import (
     make_optimizer,
     save_checkpoint,
     train_copy,
-    train_until,
+    train_sampled,
 )
 from specfair.distill.weighting import TaskSampler
 from specfair.errors import SpecfairError
@@ -348,25 +348,21 @@ def _train_one(run: Run, name: str, seqs: list[Seq], tests: tuple[list[Seq], lis
         state, meta = load_checkpoint(ckpt, top, opt)
         sampler.load_state_dict(meta["sampler"])
         reached = meta["budget"]
-    sig = {s.key: run.signals(s) for s in seqs}
+    pool = [run.signals(s) for s in seqs]
     reest = max(1, len(seqs) // (4 * cfg.batch_size))  # ~4 re-estimates per epoch
-
-    def draw():
-        if rule == "disparity" and state.step % reest == 0:
-            sampler.update(_heldout_alphas(run, top))
-            top.train()
-        return [sig[seqs[i].key] for i in sampler.sample(cfg.batch_size)]
+    hook = (lambda step: sampler.update(_heldout_alphas(run, top))) if rule == "disparity" \
+        else None
 
     for b in budgets:
         if b in have or (reached is not None and b < reached):
             continue
         if b != reached:
             t0 = time.perf_counter()
-            log = lambda r: append_jsonl(  # noqa: E731
-                adir / "train_log.jsonl", r | {"weights": sampler.weights()})
-            train_until(top, run.head, opt, state, draw, int(b * goal), lr=cfg.lr,
-                        warmup=cfg.warmup_steps, kind=cfg.loss, bf16=run.bf16, log=log,
-                        checkpoint=ckpt if ckpt.is_dir() else None)
+            train_sampled(top, run.head, opt, state, pool, sampler, int(b * goal),
+                          batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup_steps,
+                          kind=cfg.loss, bf16=run.bf16, hook=hook, every=reest,
+                          log=lambda r: append_jsonl(adir / "train_log.jsonl", r),
+                          checkpoint=ckpt if ckpt.is_dir() else None)
             save_checkpoint(ckpt, top, opt, state, {"sampler": sampler.state_dict(),
                                                     "budget": b})
             _say(f"{name}: budget {b:.2f}, {state.tokens} tokens "
