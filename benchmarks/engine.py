@@ -593,6 +593,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.gamma < 1:
             raise SpecfairError(f"--gamma must be >= 1, got {args.gamma}")
         args.variants = parse_variants(args.variants)
+        partial = args.out.with_suffix(".partial.jsonl") if args.out else None
+        settings = _settings(args)
+        done = _resumed(partial, settings) if partial else {}
         pair = load_pair(
             args.target, args.drafter, dtype=args.dtype, device=args.device, kernels=args.kernels
         )
@@ -603,11 +606,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         warm_up(pair, args)
         records = []
-        done = {}
-        partial = args.out.with_suffix(".partial.jsonl") if args.out else None
-        if partial and partial.is_file():  # resume: the prompts a killed run finished
-            done = {r["id"]: r for r in map(json.loads, partial.read_text().splitlines()) if r}
+        if done:
             console.print(f"resuming: {len(done)} prompts done in {partial}")
+        elif partial:  # a fresh file: its first line records the settings
+            partial.write_text(json.dumps({"settings": settings}) + "\n")
         for pid, task, text in prompts_of(args)[: args.limit]:
             if pid in done:
                 records.append(done[pid])
@@ -646,6 +648,33 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(json.dumps({"meta": meta, "prompts": records}, indent=1))
         console.print(f"wrote {args.out}")
     return 0
+
+
+# what a resumed run must share with the killed one (its prompts, models and decoding)
+_RESUME_KEYS = ("target", "drafter", "dtype", "kernels", "device", "gamma", "max_new_tokens",
+                "conf_gamma", "draft_threshold", "suite", "split", "n_per_task", "tasks",
+                "data_root", "no_hf", "no_hf_ar", "no_hf_gamma")
+
+
+def _settings(args) -> dict:
+    return {k: getattr(args, k) for k in _RESUME_KEYS} | {
+        "variants": [label for label, _, _ in args.variants]}
+
+
+def _resumed(partial: Path, settings: dict) -> dict:
+    """The records of the prompts a killed run finished (``--out``'s ``.partial.jsonl``),
+    refused (one error, nothing written) where that run had other settings: its records would
+    be mixed into these. Files from before the settings line resume as they are."""
+    if not partial.is_file():
+        return {}
+    rows = [json.loads(x) for x in partial.read_text().splitlines() if x.strip()]
+    had = next((r["settings"] for r in rows if "settings" in r), None)
+    if had is not None and had != json.loads(json.dumps(settings)):
+        diff = sorted(k for k in settings.keys() | had.keys()
+                      if had.get(k) != json.loads(json.dumps(settings)).get(k))
+        raise SpecfairError(f"{partial} holds a run with other settings ({', '.join(diff)}); "
+                            "use another --out or delete it")
+    return {r["id"]: r for r in rows if "id" in r}
 
 
 if __name__ == "__main__":

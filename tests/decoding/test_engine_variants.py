@@ -70,7 +70,7 @@ def test_against_hf_is_a_paired_ratio_with_the_worst_task(engine):
     assert lo <= got["v"]["vs_hf"] <= hi
 
 
-def test_engine_takes_a_suites_prompts(engine, tiny_pair, tmp_path, one_thread):
+def test_engine_takes_a_suites_prompts(engine, tiny_pair, tmp_path, one_thread, capsys):
     t_dir, d_dir = tiny_pair
     out = tmp_path / "engine.json"
     argv = ["--target", str(t_dir), "--drafter", str(d_dir), "--dtype", "float32",
@@ -86,13 +86,22 @@ def test_engine_takes_a_suites_prompts(engine, tiny_pair, tmp_path, one_thread):
     assert doc["meta"]["suite"] == "default" and doc["meta"]["cpu"]
     # a killed run resumes from its partial records: the finished prompts are not rerun
     partial = out.with_suffix(".partial.jsonl")
-    first = json.loads(partial.read_text().splitlines()[0])
+    head, first = map(json.loads, partial.read_text().splitlines()[:2])
+    assert head["settings"]["max_new_tokens"] == 4  # the first line: what a resume must share
     first["ar"]["tps"] = 123.0  # marked: a rerun would measure it again
-    partial.write_text(json.dumps(first) + "\n")
+    partial.write_text(json.dumps(head) + "\n" + json.dumps(first) + "\n")
     assert engine.main(argv) == 0
     doc = json.loads(out.read_text())
     assert [r["id"] for r in doc["prompts"]] == want
     assert doc["prompts"][0]["ar"]["tps"] == 123.0 and doc["prompts"][1]["ar"]["tps"] != 123.0
+    # a resume with other settings is refused before anything is written
+    partial.write_text(json.dumps(head) + "\n" + json.dumps(first) + "\n")
+    kept = partial.read_text()
+    other = [("8" if a == "4" else a) for a in argv]  # --max-new-tokens 8
+    assert engine.main(other) == 2
+    assert partial.read_text() == kept
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "max_new_tokens" in err
 
 
 def test_task_speedup_cis_give_each_task_and_the_max_min_ratio(engine):
