@@ -101,7 +101,7 @@ def test_topn_training_stops_at_a_nan_loss_and_writes_no_summary(
         tiny_pair, examples, tmp_path, monkeypatch):
     tr, ho = heldout_split(examples, 1)
     out = tmp_path / "run"
-    nan_from_call(monkeypatch, topn, "sequence_loss", 5)  # batch 2: step 3's first sequence
+    nan_from_call(monkeypatch, topn, "batch_loss", 3)  # step 3
     c = DistillConfig(method="topn", top_layers=1, topk=8, steps=6, batch_size=2, lr=3e-3,
                       reestimate_every=3, heldout_per_task=1, progress=False)
     with pytest.raises(SpecfairError, match=r"diverged at step 3: loss is nan .*no checkpoint"):

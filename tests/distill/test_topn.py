@@ -15,10 +15,12 @@ from specfair.distill.topn import (
     Signals,
     TopLayers,
     TrainState,
+    batch_loss,
     evaluate,
     load_checkpoint,
     make_optimizer,
     save_checkpoint,
+    sequence_loss,
     train_until,
 )
 from specfair.errors import SpecfairError
@@ -112,6 +114,30 @@ def _signals(teacher, drafter, n_layers_top, n=6, seed=0):
     lh = lower_hidden(drafter, seqs, 4 - n_layers_top)
     return [Signals(h["hidden"], t["topk_idx"], t["topk_logp"], 8)
             for h, t in zip(lh, tk, strict=True)]
+
+
+def test_a_batch_forwarded_at_once_equals_its_sequences_one_by_one():
+    """Right-padded into one forward, sequences of different lengths and prompt lengths give
+    the sum of their losses one by one, and the same gradients."""
+    torch.manual_seed(0)
+    teacher, drafter = _model(3), _model(4)
+    rng = random.Random(1)
+    seqs = [([rng.randrange(3, V) for _ in range(n)], p) for n, p in ((24, 8), (11, 3), (17, 16))]
+    tk, lh = target_topk(teacher, seqs, 16), lower_hidden(drafter, seqs, 2)
+    sig = [Signals(h["hidden"], t["topk_idx"], t["topk_logp"], p)
+           for h, t, (_, p) in zip(lh, tk, seqs, strict=True)]
+    top, head = TopLayers(drafter, 2), drafter.lm_head.weight.detach()
+    for kind in ("fkl", "tvd", "jsd"):
+        one = sum(sequence_loss(top, head, x, kind, False) for x in sig)
+        one.backward()
+        g1 = [p.grad.clone() for p in top.parameters()]
+        top.zero_grad()
+        both = batch_loss(top, head, sig, kind, False)
+        both.backward()
+        assert torch.allclose(both, one, rtol=1e-5, atol=1e-6), (kind, both, one)
+        for a, p in zip(g1, top.parameters(), strict=True):
+            assert float((a - p.grad).norm()) <= 1e-4 * float(a.norm()) + 1e-7, kind
+        top.zero_grad()
 
 
 def test_top_layer_training_overfits_its_training_sequences():
