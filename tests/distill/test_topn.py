@@ -138,6 +138,10 @@ def test_a_batch_forwarded_at_once_equals_its_sequences_one_by_one():
         for a, p in zip(g1, top.parameters(), strict=True):
             assert float((a - p.grad).norm()) <= 1e-4 * float(a.norm()) + 1e-7, kind
         top.zero_grad()
+    one, both = evaluate(top, head, sig, False, batch=1), evaluate(top, head, sig, False)
+    for a, b in zip(one, both, strict=True):
+        assert a["match"] == b["match"] and a["n"] == b["n"]
+        assert all(abs(a[k] - b[k]) < 1e-5 for k in ("alpha", "alpha_lo", "ce", "greedy"))
 
 
 def test_top_layer_training_overfits_its_training_sequences():

@@ -98,7 +98,7 @@ def _matrix(run, path: Path) -> None:
         if have.get(copy, set()) >= ids:
             continue
         top = run.fresh_top() if copy == BASE else run.top_at_largest(f"per-task/{copy}")
-        for r in run.eval_records(top, run.test, copy=copy):
+        for r in run.eval_records(top, run.test, exact=False, copy=copy):  # greedy, alpha
             append_jsonl(path, r)
         _say(f"copy {copy}: evaluated on every task's {len(run.test)} test sequences")
 

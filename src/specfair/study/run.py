@@ -178,11 +178,13 @@ class Run:
         return top
 
     def eval_records(self, top: TopLayers, seqs: list[Seq], teacher=None, lower=None,
-                     **tags) -> list[dict]:
+                     exact: bool = True, **tags) -> list[dict]:
         """One record per sequence: ``tags``, its id, task, split group and the metrics of
-        :func:`specfair.distill.topn.evaluate` (``teacher``/``lower``: as :meth:`signals`)."""
+        :func:`specfair.distill.topn.evaluate` (``teacher``/``lower``: as :meth:`signals`;
+        ``exact=False``: without the full-vocabulary metrics from the target's head, the
+        costliest part of an evaluation)."""
         res = evaluate(top, self.head, [self.signals(s, teacher, lower) for s in seqs],
-                       self.bf16, self.target_head)
+                       self.bf16, self.target_head if exact else None)
         return [tags | {"id": s.id, "task": s.task, "group": self.groups.get(s.id)} | r
                 for s, r in zip(seqs, res, strict=True)]
 
