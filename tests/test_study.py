@@ -136,6 +136,9 @@ def test_the_study_runs_resumes_and_refuses_other_settings(long_pair, tmp_path, 
     report = (out / "report.md").read_text()
     assert "## Answer" in report and "figures/dose_response.png" in report
     assert "Leak check: 0 train-split prompt(s) dropped" in report
+    from specfair.models.hardware import cpu_name
+
+    assert f"Measured on {cpu_name()}." in report  # the scope names the CPU
     assert "in-sample oracle" in report and "out of sample" in report
     assert "## Measured speed-ups (timed)" in report and "predicted ÷ measured" in report
     assert "## Task routing" in report and (out / "routing.json").is_file()

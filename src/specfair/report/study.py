@@ -471,6 +471,14 @@ def methods_blocks(m: dict | None) -> list[Block]:
                  + f": {m['why']}.")]
 
 
+def _where(s: dict, timed: dict | None) -> str:
+    """The CPU the costs were measured on (the training and evaluation's machine; runs before
+    it was recorded: the timed stage's)."""
+    cpu = (s.get("costs") or {}).get("cpu") or next(
+        (m["cpu"] for m in (timed or {}).get("machines") or []), None)
+    return f"Measured on {cpu}. " if cpu else ""
+
+
 def _machines(ms: list[dict]) -> str:
     """Where the timed runs ran (``timed/machines.jsonl``)."""
     says = [f"{m['cpu']}, {m['cpu_count']} cores, torch {m['torch']} with {m['torch_threads']} "
@@ -532,8 +540,8 @@ def report_blocks(s: dict, timed: dict | None, name: str,
              f"{', '.join(cfg['arms'])} at budgets {', '.join(map(str, cfg['budgets']))} of "
              f"the training tokens (top {cfg['top_layers']} layers, {cfg['loss']}, lr "
              f"{cfg['lr']:g}), training seeds {', '.join(map(str, cfg.get('seeds', [0])))} "
-             f"(the further ones at the largest budget){dose}. Built from the stored records "
-             "alone (`summary.json`, `timed.json`).", kind="note"),
+             f"(the further ones at the largest budget){dose}. {_where(s, timed)}Built from "
+             "the stored records alone (`summary.json`, `timed.json`).", kind="note"),
         Heading("Answer"), Bullets(answer(s) + (timed_answer(timed) if timed else [])
                                    + ([f"Task routing: {routing_answer(routing)[0]}"]
                                       if routing else []))]

@@ -62,7 +62,7 @@ from specfair.distill.weighting import TaskSampler
 from specfair.errors import SpecfairError
 from specfair.measure.costs import measure_costs
 from specfair.measure.io import append_jsonl, read_json, read_jsonl
-from specfair.models.hardware import cpu_supports_bf16
+from specfair.models.hardware import cpu_name, cpu_supports_bf16
 from specfair.models.load import load_model, load_tokenizer
 from specfair.report.study import write_report
 from specfair.rundir import check_out_dir, dir_lock
@@ -247,7 +247,7 @@ def _adds_only(key: str, old: dict, new: dict) -> bool:
 def _measure_costs(target, drafter, seq: Seq, path: Path) -> None:
     if path.is_file():
         return
-    c = measure_costs(target, drafter, seq.ids[: seq.n_prompt])
+    c = measure_costs(target, drafter, seq.ids[: seq.n_prompt]) | {"cpu": cpu_name()}
     path.write_text(json.dumps(c, indent=2))
     _say(f"measured costs: c={c['c']:.3f}, v(k)=1+{c['verify_slope']:.3f}(k-1)")
 
