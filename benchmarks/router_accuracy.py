@@ -4,7 +4,8 @@ The classifier of ``specfair router train`` (:mod:`specfair.distill.task_classif
 regression on the base drafter's mean prompt hidden states) fitted on the TRAIN prompts and
 scored on the TEST prompts, without a per-task export (so it runs before any fine-tuning):
 routing accuracy, the share below the threshold (sent to the base drafter) and the confusion
-matrix. A wrong route's cost in α needs the per-task drafters: ``benchmarks/router_alpha.py``.
+matrix. A wrong route's cost in α needs the per-task drafters: the experiment's routing stage
+(``specfair experiment``: :mod:`specfair.study.routing`) measures it.
 
     python benchmarks/router_accuracy.py --suite default --out router_default.json
     python benchmarks/router_accuracy.py --suite study --n-per-task 60 --out router_study.json

@@ -254,31 +254,6 @@ def test_bad_router_inputs_are_one_error_line(cli, export, tiny_pair, tmp_path):
         assert not (tmp_path / "out").exists()
 
 
-def test_copy_task_alpha_matrix_and_routed_vs_oracle(export, toy, tiny_pair, tok, tmp_path):
-    from specfair.distill.commands import router_train_command
-    from specfair.distill.route_cost import BASE, copy_task_alpha
-    from specfair.distill.routing import with_routing
-
-    router_train_command(export, toy, device="cpu", dtype="float32")
-    target, drafter = load(tiny_pair[0]), load_drafter(export)
-    prompts = [p for p in toy.prompts("test") if p.task == "num"][:3] + \
-        [p for p in toy.prompts("test") if p.task == "abc"][:3]
-    kw = dict(max_new_tokens=4)
-    routed = with_routing(drafter, "classifier", export, tok)
-    res = copy_task_alpha(target, routed, tok, prompts, tmp_path / "r.jsonl", **kw)
-    assert set(res["matrix"]) == {"num", "abc", BASE} and res["n"] == {"num": 3, "abc": 3}
-    for t in VOCAB:  # the oracle is the matrix's diagonal; a right router equals it
-        assert res["oracle"][t] == res["matrix"][t][t] == res["routed"][t]
-        assert res["routes"][t] == {t: 3}
-    assert res["matrix"]["num"]["abc"] != res["matrix"]["abc"]["abc"]  # the copies differ
-    # a router sending everything to the wrong copy gets that copy's row
-    wrong = with_routing(drafter, "classifier", export, tok)
-    wrong.route = lambda p: "abc" if p.task == "num" else "num"
-    bad = copy_task_alpha(target, wrong, tok, prompts, tmp_path / "r.jsonl", **kw)
-    assert bad["routed"]["num"] == res["matrix"]["abc"]["num"]
-    assert bad["routed"]["abc"] == res["matrix"]["num"]["abc"]
-
-
 def test_plain_drafters_ignore_the_routing(tiny_pair, export):
     from specfair.distill.routing import check_routing
 
