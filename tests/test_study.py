@@ -217,6 +217,15 @@ def test_the_study_runs_resumes_and_refuses_other_settings(long_pair, tmp_path, 
                   and r["seed"] == 0 and r["id"] in ids]
         want = replay_all(passes, Policy("fixed", 3), c["c"], c["verify_slope"])["speedup"]
         assert v["predicted"] == pytest.approx(want), t
+        # with the prefills: each prompt's AR prefill in its own decode steps, priced in
+        ar = {r["id"]: r for r in bench["uniform"] if r["mode"] == "ar"}
+        order = [r["id"] for r in recs if r["arm"] == "uniform" and r["budget"] == 1.0
+                 and r["seed"] == 0 and r["id"] in ids]
+        pre = [ar[i]["prefill_s"] * (ar[i]["new_tokens"] - 1)
+               / (ar[i]["wall_s"] - ar[i]["prefill_s"]) for i in order]
+        n = sum(len(m) for m, _ in passes)
+        with_pre = (n + sum(pre)) / (n / want + sum(pre) * (1 + c["c"]))
+        assert v["predicted_prefill"] == pytest.approx(with_pre), t
     with pytest.raises(SpecfairError, match="other settings.*seeds"):
         run_study(_cfg(long_pair, seeds=[1, 2], prompt_fractions=[0.5, 1.0]), out)
     assert not list(out.rglob("*.pt")) and not list(out.rglob("*.pkl"))

@@ -125,11 +125,19 @@ def pass_of(record: dict) -> tuple[list, list]:
 
 
 def replay_all(passes: Sequence[tuple[Sequence[bool], Sequence[float]]], policy: Policy,
-               c: float, verify_slope: float) -> dict:
-    """Pooled over passes (one prompt each): tokens / time, alpha = accepted / drafted."""
+               c: float, verify_slope: float, prefill: Sequence[float] | None = None) -> dict:
+    """Pooled over passes (one prompt each): tokens / time, alpha = accepted / drafted.
+    ``prefill``: per pass, the target's prefill of that prompt in decode-step units (plain
+    decoding pays it once; speculative decoding pays it and the drafter's, ``c`` times it):
+    the speed-up of the whole answer, as a wall-clock benchmark measures it; None: decoding
+    steps only."""
     rs = [replay(m, q, policy) for m, q in passes]
     tokens = sum(r.tokens for r in rs)
-    return {"policy": policy.label, "speedup": tokens / sum(r.cost(c, verify_slope) for r in rs),
+    cost = sum(r.cost(c, verify_slope) for r in rs)
+    if prefill is not None:
+        pre = sum(prefill)
+        tokens, cost = tokens + pre, cost + pre * (1.0 + c)
+    return {"policy": policy.label, "speedup": tokens / cost,
             "alpha": sum(r.accepted for r in rs) / max(1, sum(r.drafted for r in rs)),
             "tokens_per_step": tokens / max(1, sum(r.steps for r in rs))}
 

@@ -257,16 +257,23 @@ def timed_tables(t: dict) -> list[Block]:
                          "(paired 95% CI; above 1: faster than the base drafter)",
                          ["l"] + ["r"] * len(arms)))
     rows = []
+    err = lambda p, m: f"{p / m - 1:+.0%}" if p is not None and m else "–"  # noqa: E731
+    num = lambda p: f"{p:.2f}" if p is not None else "–"  # noqa: E731
     for n in names:
         for task, v in t["drafters"][n]["tasks"].items():
-            m, p = v["speedup"]["mean"], v["predicted"]
-            rows.append([n, task, f"{p:.2f}" if p is not None else "–", _x(v["speedup"]),
-                         f"{p / m - 1:+.0%}" if p is not None and m else "–"])
-    out.append(Table(["drafter", "task", "predicted", "measured", "predicted ÷ measured - 1"],
+            m, p, q = v["speedup"]["mean"], v["predicted"], v.get("predicted_prefill")
+            rows.append([n, task, _x(v["speedup"]), num(p), err(p, m), num(q), err(q, m)])
+    out.append(Table(["drafter", "task", "measured", "predicted, steps only", "error",
+                      "predicted, with prefills", "error"],
                      rows, f"Predicted (the policy replayed on the same prompts' "
-                     f"teacher-forced passes, measured c = {t['costs']['c']:.3f}; no prefill "
-                     "cost) against measured speed-ups (wall time of the whole answer, prefill "
-                     "included)", ["l", "l", "r", "r", "r"]))
+                     f"teacher-forced passes, measured c = {t['costs']['c']:.3f}, "
+                     f"v(k) = 1 + {t['costs']['verify_slope']:.3f}(k - 1)) against measured "
+                     "speed-ups (wall time of the whole answer, prefill included). Steps only: "
+                     "decoding steps priced in target steps; with prefills: plus each prompt's "
+                     "target prefill (from its plain-decoding run, in that run's decode steps, "
+                     "engine overhead included) and the drafter's (c times it); error: "
+                     "predicted ÷ measured − 1 (the replay's error against the engine)",
+                     ["l", "l", "r", "r", "r", "r", "r"]))
     return out
 
 

@@ -195,6 +195,17 @@ def _passes(evals: list[dict], arm: str, budget: float,
     return out
 
 
+def _prefill_steps(ar: list[dict]) -> dict[str, float]:
+    """Per prompt, its plain-decoding run's prefill time in units of the same run's decode
+    steps (engine overhead included): what a prediction adds for the prefills."""
+    out = {}
+    for r in ar:
+        steps = r["new_tokens"] - 1
+        if steps > 0 and r["wall_s"] > r["prefill_s"] > 0:
+            out[r["id"]] = r["prefill_s"] / ((r["wall_s"] - r["prefill_s"]) / steps)
+    return out
+
+
 def summarize_timed(run_dir: Path, cfg: StudyConfig) -> Path:
     """``timed.json`` (and each drafter's ``bench_summary.json``) from the stored records."""
     costs = read_json(run_dir / "costs.json")
@@ -216,14 +227,20 @@ def summarize_timed(run_dir: Path, cfg: StudyConfig) -> Path:
                   _passes(evals, *((BASE, 0.0) if label == BASE else (label, largest)),
                           cfg.seeds[0]))
         paired = {} if label == BASE else compare_bench(base, path, **boot)
+        prefill = _prefill_steps([r for r in records if r["mode"] == "ar"])
         tasks = {}
         for t, b in s["tasks"].items():
             ids = [r["id"] for r in records if r["task"] == t and r["mode"] == "sd"
                    and r["id"] in passes.get(t, {})]
-            pred = replay_all([passes[t][i] for i in ids], policy, costs["c"],
-                              costs["verify_slope"])["speedup"] if ids else None
+            run = [passes[t][i] for i in ids]
+            pred = replay_all(run, policy, costs["c"], costs["verify_slope"])["speedup"] \
+                if ids else None
+            pre = [prefill.get(i) for i in ids]
+            pred_pre = replay_all(run, policy, costs["c"], costs["verify_slope"], pre)[
+                "speedup"] if ids and None not in pre else None
             tasks[t] = {"n": b["n"], "speedup": b["speedup"], "alpha": b["alpha"]["mean"],
-                        "predicted": pred, "vs_base": paired.get(t, {}).get("ratio")}
+                        "predicted": pred, "predicted_prefill": pred_pre,
+                        "vs_base": paired.get(t, {}).get("ratio")}
         sp = [v["speedup"]["mean"] for v in tasks.values()]
         drafters[label] = {"drafter": s["meta"]["drafter"], "tasks": tasks,
                            "overall": (s["overall"] or {}).get("speedup"),
