@@ -108,9 +108,10 @@ def sequence_loss(top, head, s: Signals, kind: str, bf16: bool) -> torch.Tensor:
 
 def batch_loss(top, head, batch: Sequence[Signals], kind: str, bf16: bool) -> torch.Tensor:
     """The loss summed over the response positions of every sequence of ``batch`` (the sum of
-    :func:`sequence_loss`), in one forward (:func:`_batch_logits`). About 1.4x the tokens/s of
-    one forward per sequence for the top 4 layers of the 0.5B drafter on 2 cores (batches of
-    8)."""
+    :func:`sequence_loss`), in one forward (:func:`_batch_logits`): 1.4x the tokens/s of one
+    forward per sequence in a synthetic check (top 4 layers of the 0.5B drafter, 8 random
+    sequences of 100-150 tokens, 2 cores shared with another job); on the study's
+    variable-length batches the gain was not measured paired (docs/RESULTS.md)."""
     return topk_loss(torch.cat(_batch_logits(top, head, batch, bf16)),
                      torch.cat([s.topk_idx for s in batch]),
                      torch.cat([s.topk_logp for s in batch]), kind)
