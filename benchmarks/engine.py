@@ -669,9 +669,9 @@ def _resumed(partial: Path, settings: dict) -> dict:
         return {}
     rows = [json.loads(x) for x in partial.read_text().splitlines() if x.strip()]
     had = next((r["settings"] for r in rows if "settings" in r), None)
-    if had is not None and had != json.loads(json.dumps(settings)):
-        diff = sorted(k for k in settings.keys() | had.keys()
-                      if had.get(k) != json.loads(json.dumps(settings)).get(k))
+    now = json.loads(json.dumps(settings))  # as the file holds them (tuples as lists)
+    if had is not None and had != now:
+        diff = sorted(k for k in now.keys() | had.keys() if had.get(k) != now.get(k))
         raise SpecfairError(f"{partial} holds a run with other settings ({', '.join(diff)}); "
                             "use another --out or delete it")
     return {r["id"]: r for r in rows if "id" in r}

@@ -232,12 +232,13 @@ def summarize_timed(run_dir: Path, cfg: StudyConfig) -> Path:
         for t, b in s["tasks"].items():
             ids = [r["id"] for r in records if r["task"] == t and r["mode"] == "sd"
                    and r["id"] in passes.get(t, {})]
-            run = [passes[t][i] for i in ids]
-            pred = replay_all(run, policy, costs["c"], costs["verify_slope"])["speedup"] \
-                if ids else None
-            pre = [prefill.get(i) for i in ids]
-            pred_pre = replay_all(run, policy, costs["c"], costs["verify_slope"], pre)[
-                "speedup"] if ids and None not in pre else None
+            chosen, pre = [passes[t][i] for i in ids], [prefill.get(i) for i in ids]
+            pred = pred_pre = None
+            if ids:
+                pred = replay_all(chosen, policy, costs["c"], costs["verify_slope"])["speedup"]
+            if ids and None not in pre:
+                pred_pre = replay_all(chosen, policy, costs["c"], costs["verify_slope"],
+                                      pre)["speedup"]
             tasks[t] = {"n": b["n"], "speedup": b["speedup"], "alpha": b["alpha"]["mean"],
                         "predicted": pred, "predicted_prefill": pred_pre,
                         "vs_base": paired.get(t, {}).get("ratio")}
