@@ -25,13 +25,16 @@
    ``timed.json``: see :mod:`specfair.study.timed`);
 9. report: ``report.md`` and ``report.html`` from the stored records
    (:mod:`specfair.report.study`) -- a first answer, of the first seed and the budget curve;
-10. data dose: ``dose_arm`` on the first fraction of each task's distinct training prompts, at
+10. seeds of ``dose_arm``: that arm again with each further seed, to the largest budget only;
+11. data dose: ``dose_arm`` on the first fraction of each task's distinct training prompts, at
     ``epochs`` passes, for each of ``prompt_fractions``;
-11. seeds: each arm again with each further seed, to the largest budget only;
-12. summary and report again, with the seeds and the dose (the answer).
+12. seeds of the other arms, one arm after the other;
+13. summary and report again after 11 and after each arm of 12 (the last one is the answer).
 
-Stages 10-11 come after the timed stage so that a run stopped on a slow machine has its
-measured speed-ups and a report first; they add CIs over seeds and the data-dose curve.
+Stages 10-12 come after the timed stage so that a run stopped on a slow machine has its
+measured speed-ups and a report first; they add CIs over seeds and the data-dose curve, one
+arm complete (seeds and dose) before the next, and the report is rewritten after each, so a
+run stopped early reports everything it measured.
 
 Every evaluation is a line of ``eval.jsonl`` (arm, budget, tokens, seed, prompt, task, greedy,
 alpha, alpha_lo, ce, resid); a finished (arm, budget, seed) is never redone; an arm resumes
@@ -498,12 +501,15 @@ def _run_study(cfg: StudyConfig, run_dir: Path) -> Path:
     write_summary(run_dir, run.cfg)
     run_timed(run, export_arms(run, router))  # the timed stage (specfair.study.timed)
     write_report(run_dir)  # a first report.md, report.html (specfair.report.study)
-    _say("first report written (first seed); next: the data dose and the other seeds")
-    stage_dose(run, out)
-    for seed in cfg.seeds[1:]:
-        for arm in cfg.arms:
+    _say("first report written (first seed); next: the other seeds and the data dose")
+    # the dose arm first, complete (its seeds, then the dose), then the other arms' seeds; the
+    # summary and report after each, so a run stopped early reports all it measured
+    for i, arm in enumerate(sorted(cfg.arms, key=lambda a: a != cfg.dose_arm)):
+        for seed in cfg.seeds[1:]:
             stage_arm(run, arm, out, seed)
-    path = write_summary(run_dir, run.cfg)
-    write_report(run_dir)
+        if i == 0:
+            stage_dose(run, out)
+        path = write_summary(run_dir, run.cfg)
+        write_report(run_dir)
     _say(f"done in {time.perf_counter() - t0:.0f} s: {path}")
     return path
