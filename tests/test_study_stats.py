@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 
 from specfair.measure.replay import POLICIES
 from specfair.report.study import policy_answer
@@ -19,7 +20,7 @@ from specfair.study.policies import (
     TASK_ORACLE,
     study_policies,
 )
-from specfair.study.summary import compare
+from specfair.study.summary import compare, dose_response
 from specfair.tasks.prompt import Prompt
 
 SUMMARIZE = "Summarize the following text in three sentences.\n\n"
@@ -238,3 +239,29 @@ def test_data_dose_subsets_are_nested_per_task():
         for t in "abc":  # the first prompts of each task, in the train order
             mine = [s for s in seqs if s.task == t]
             assert [s for s in subs[small] if s.task == t] == mine[: count(subs[small], t)]
+
+
+def test_dose_response_projects_on_greedy_alpha_not_the_upper_bound():
+    """The projection is of the primary metric: a worst task whose greedy alpha rises toward the
+    mean is projected even when its sampled alpha (upper bound) is flat, and not the reverse."""
+    def row(tokens, greedy_a, alpha_a):
+        return {"tokens": tokens,
+                "tasks": {"a": {"greedy": greedy_a, "alpha": alpha_a},
+                          "b": {"greedy": 0.9, "alpha": 0.9}},
+                "mean_greedy": {"value": (greedy_a + 0.9) / 2},
+                "mean_alpha": {"value": (alpha_a + 0.9) / 2},
+                "ce_spread_topk": {"value": 0.1}}
+
+    base = row(0, 0.6, 0.6) | {"base_worst_greedy_task": "a", "base_worst_task": "a"}
+    rising = dose_response([row(10_000, 0.62, 0.6), row(20_000, 0.64, 0.6)], base, ["a", "b"])
+    assert rising["worst_task"] == "a"
+    assert rising["greedy_per_10k"]["a"] == pytest.approx(0.02)
+    assert rising["alpha_per_10k"]["a"] == pytest.approx(0.0, abs=1e-12)
+    # gap 0.15 (base mean 0.75 - 0.6), closing 0.02 - 0.01 per 10k -> 150k tokens: beyond 2x 20k
+    assert rising["projection_beyond_limit"]
+    assert rising["projected_tokens_worst_reaches_mean"] is None
+    flat = dose_response([row(10_000, 0.6, 0.62), row(20_000, 0.6, 0.64)], base, ["a", "b"])
+    assert flat["projected_tokens_worst_reaches_mean"] is None
+    assert not flat["projection_beyond_limit"]  # never: greedy alpha does not rise
+    near = dose_response([row(10_000, 0.7, 0.6), row(20_000, 0.8, 0.6)], base, ["a", "b"])
+    assert near["projected_tokens_worst_reaches_mean"] == pytest.approx(30_000)

@@ -499,8 +499,9 @@ def _machines(ms: list[dict]) -> str:
 
 
 def _slopes(s: dict) -> list[str]:
-    """Per arm: the slopes of sampled alpha (upper bound) and of the CE spread on the top-k
-    buckets per 10k training tokens, and whether the worst task reaches the mean."""
+    """Per arm: the slopes of greedy alpha (primary), of sampled alpha (upper bound) and of
+    the CE spread on the top-k buckets per 10k training tokens, and whether the worst task's
+    greedy alpha reaches the mean."""
     out = []
     for name, a in s["arms"].items():
         d = a["dose_response"]
@@ -511,10 +512,12 @@ def _slopes(s: dict) -> list[str]:
                   else "never at the measured slopes (the worst task does not rise, or does "
                        "not gain on the mean)")
         w = d["worst_task"]
-        out.append(f"**{name}**: worst task {w} {d['alpha_per_10k'][w]:+.4f} sampled alpha "
-                   f"(upper bound)/10k, mean {d['mean_alpha_per_10k']:+.4f}/10k, CE spread "
-                   f"(top-k) {d['ce_spread_topk_per_10k']:+.5f}/10k; worst reaches the mean: "
-                   f"{proj_s}.")
+        g = (f"{d['greedy_per_10k'][w]:+.4f} greedy alpha/10k (mean over tasks "
+             f"{d['mean_greedy_per_10k']:+.4f}/10k), " if "greedy_per_10k" in d else "")
+        out.append(f"**{name}**: worst task {w} {g}{d['alpha_per_10k'][w]:+.4f} sampled alpha "
+                   f"(upper bound)/10k (mean {d['mean_alpha_per_10k']:+.4f}/10k), CE spread "
+                   f"(top-k) {d['ce_spread_topk_per_10k']:+.5f}/10k; worst reaches the mean "
+                   f"(greedy alpha): {proj_s}.")
     return out
 
 

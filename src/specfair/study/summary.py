@@ -350,26 +350,33 @@ def curve(records: list[dict], points: list[tuple[str, float]], x: np.ndarray,
 
 def dose_response(rows: list[dict], base: dict, tasks: list[str],
                   greedy: dict | None = None) -> dict:
-    """Slopes per 10k training tokens (base at 0 tokens included) and the projection of the
-    tokens until the base-worst task's alpha reaches the base mean, omitted when it lies
-    beyond :data:`PROJECTION_LIMIT` times the largest measured budget. ``greedy``: the
-    budget curve of greedy alpha with slope CIs (:func:`curve`)."""
+    """Slopes per 10k training tokens (base at 0 tokens included) of greedy alpha (primary)
+    and of sampled alpha (upper bound), and the projection of the tokens until the base-worst
+    task's greedy alpha reaches the base mean greedy alpha at the measured slopes, omitted
+    when it lies beyond :data:`PROJECTION_LIMIT` times the largest measured budget.
+    ``greedy``: the budget curve of greedy alpha with slope CIs (:func:`curve`)."""
     xs = [0.0] + [r["tokens"] for r in rows]
-    per_task = {t: 1e4 * _slope(xs, [base["tasks"][t]["alpha"]] +
-                                [r["tasks"][t]["alpha"] for r in rows]) for t in tasks}
-    mean_s = 1e4 * _slope(xs, [base["mean_alpha"]["value"]] +
-                          [r["mean_alpha"]["value"] for r in rows])
+
+    def slopes(key: str, mean_key: str) -> tuple[dict, float]:
+        per = {t: 1e4 * _slope(xs, [base["tasks"][t][key]] + [r["tasks"][t][key] for r in rows])
+               for t in tasks}
+        return per, 1e4 * _slope(xs, [base[mean_key]["value"]] +
+                                 [r[mean_key]["value"] for r in rows])
+
+    per_task, mean_s = slopes("alpha", "mean_alpha")
+    g_task, g_mean = slopes("greedy", "mean_greedy")
     ce_s = 1e4 * _slope(xs, [base["ce_spread_topk"]["value"]] +
                         [r["ce_spread_topk"]["value"] for r in rows])
-    w = base["base_worst_task"]
-    gap = base["mean_alpha"]["value"] - base["tasks"][w]["alpha"]
-    closing = per_task[w] - mean_s
+    w = base["base_worst_greedy_task"]
+    gap = base["mean_greedy"]["value"] - base["tasks"][w]["greedy"]
+    closing = g_task[w] - g_mean
     # only a rising worst task that gains on the mean is projected (a falling one "closes" the
     # gap only when the mean falls faster: no budget makes it reach the base mean)
-    proj = gap / closing * 1e4 if closing > 0 and per_task[w] > 0 else None
+    proj = gap / closing * 1e4 if closing > 0 and g_task[w] > 0 else None
     limit = PROJECTION_LIMIT * max(xs)
     beyond = proj is not None and proj > limit
-    return {"alpha_per_10k": per_task, "mean_alpha_per_10k": mean_s,
+    return {"greedy_per_10k": g_task, "mean_greedy_per_10k": g_mean,
+            "alpha_per_10k": per_task, "mean_alpha_per_10k": mean_s,
             "ce_spread_topk_per_10k": ce_s, "worst_task": w, "gap": gap,
             "projected_tokens_worst_reaches_mean": None if beyond else proj,
             "projection_limit_tokens": limit, "projection_beyond_limit": beyond,
