@@ -68,6 +68,8 @@ ROWS = [
     ("prompt_fractions = [1.5]", f"prompt_fractions = [1.5] {TOP} a list of unique finite"),
     ("prompt_fractions = nan", "prompt_fractions = nan in the top level should be a list of"),
     ('dose_arm = "nope"', f"dose_arm = 'nope' {TOP} one of uniform, disparity, per-task"),
+    ('arms = ["per-task"]\nprompt_fractions = [0.5]',
+     f"dose_arm = 'uniform' {TOP} one of this study's arms (per-task) when prompt_fractions"),
     ("seed = [0, 1]", "seed = [0, 1] in the top level should be an integer"),
     ("seedss = [0, 1]", "unknown key 'seedss' in the top level; did you mean 'seeds'"),
 ]

@@ -265,3 +265,16 @@ def test_dose_response_projects_on_greedy_alpha_not_the_upper_bound():
     assert not flat["projection_beyond_limit"]  # never: greedy alpha does not rise
     near = dose_response([row(10_000, 0.7, 0.6), row(20_000, 0.8, 0.6)], base, ["a", "b"])
     assert near["projected_tokens_worst_reaches_mean"] == pytest.approx(30_000)
+    assert near["projection_slopes"]["source"].startswith("budget rows")
+    # given the greedy curve (the slopes the report shows with CIs), the projection reads it,
+    # not the budget rows: here a curve whose worst task gains 0.06/10k on a flat mean
+    def ci(v):
+        return {"value": v, "lo": v, "hi": v}
+
+    curve_ = {"per": 1e4, "tasks": {"a": {"slope": ci(0.06)}, "b": {"slope": ci(0.0)}},
+              "mean": {"slope": ci(0.0)}}
+    by_curve = dose_response([row(10_000, 0.7, 0.6), row(20_000, 0.8, 0.6)], base, ["a", "b"],
+                             curve_)
+    assert by_curve["projection_slopes"]["worst"] == pytest.approx(0.06)
+    assert by_curve["projected_tokens_worst_reaches_mean"] == pytest.approx(25_000)
+    assert by_curve["greedy_per_10k"]["a"] == pytest.approx(0.1)  # the rows' slopes still shown

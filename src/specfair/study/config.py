@@ -136,6 +136,11 @@ class StudyConfig:
         if head >= most:
             raise value_error(origin, "", "prompt_head_tokens", head,
                               f"an integer in [0, max_prompt_tokens = {most})")
+        arms, dose_arm = d.get("arms", list(ARMS)), d.get("dose_arm", "uniform")
+        if d.get("prompt_fractions") and dose_arm not in arms:
+            raise value_error(origin, "", "dose_arm", dose_arm,
+                              f"one of this study's arms ({', '.join(arms)}) when "
+                              "prompt_fractions is set")
 
     def check_tasks(self, tasks: list[str]) -> None:
         """Refuse a task the study suite lacks (with the closest name)."""

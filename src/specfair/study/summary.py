@@ -354,7 +354,8 @@ def dose_response(rows: list[dict], base: dict, tasks: list[str],
     and of sampled alpha (upper bound), and the projection of the tokens until the base-worst
     task's greedy alpha reaches the base mean greedy alpha at the measured slopes, omitted
     when it lies beyond :data:`PROJECTION_LIMIT` times the largest measured budget.
-    ``greedy``: the budget curve of greedy alpha with slope CIs (:func:`curve`)."""
+    ``greedy``: the budget curve of greedy alpha with slope CIs (:func:`curve`); when given,
+    the projection uses its slopes (the ones the report shows)."""
     xs = [0.0] + [r["tokens"] for r in rows]
 
     def slopes(key: str, mean_key: str) -> tuple[dict, float]:
@@ -369,10 +370,18 @@ def dose_response(rows: list[dict], base: dict, tasks: list[str],
                         [r["ce_spread_topk"]["value"] for r in rows])
     w = base["base_worst_greedy_task"]
     gap = base["mean_greedy"]["value"] - base["tasks"][w]["greedy"]
-    closing = g_task[w] - g_mean
+    # the projection reads the slopes the report shows with their CIs (the curve's, of the
+    # first seed's records) where the curve is given, else the budget rows' (seed means)
+    w_slope, m_slope, source = g_task[w], g_mean, "budget rows (seed means)"
+    if greedy and w in greedy.get("tasks", {}) and "mean" in greedy:
+        scale = 1e4 / greedy.get("per", 1e4)
+        w_slope = greedy["tasks"][w]["slope"]["value"] * scale
+        m_slope = greedy["mean"]["slope"]["value"] * scale
+        source = "greedy curve (first seed)"
+    closing = w_slope - m_slope
     # only a rising worst task that gains on the mean is projected (a falling one "closes" the
     # gap only when the mean falls faster: no budget makes it reach the base mean)
-    proj = gap / closing * 1e4 if closing > 0 and g_task[w] > 0 else None
+    proj = gap / closing * 1e4 if closing > 0 and w_slope > 0 else None
     limit = PROJECTION_LIMIT * max(xs)
     beyond = proj is not None and proj > limit
     return {"greedy_per_10k": g_task, "mean_greedy_per_10k": g_mean,
@@ -380,6 +389,7 @@ def dose_response(rows: list[dict], base: dict, tasks: list[str],
             "ce_spread_topk_per_10k": ce_s, "worst_task": w, "gap": gap,
             "projected_tokens_worst_reaches_mean": None if beyond else proj,
             "projection_limit_tokens": limit, "projection_beyond_limit": beyond,
+            "projection_slopes": {"worst": w_slope, "mean": m_slope, "source": source},
             "greedy_curve": greedy}
 
 
