@@ -44,6 +44,10 @@ def test_the_study_runs_resumes_and_refuses_other_settings(long_pair, tmp_path, 
                 assert sorted(ids) == (sorted(base_ids) if seed == 0 or b == 1.0 else []), \
                     (arm, b, seed)
     assert (out / "arms" / "seed1" / "uniform" / "checkpoint").is_dir()
+    # trained to the largest budget: the weights kept, the AdamW moments (2/3 of it) dropped
+    ckpts = list((out / "arms").rglob("checkpoint"))
+    assert ckpts and all((c / "top.st").is_file() and not (c / "adam.st").exists()
+                         for c in ckpts)
     # sampled alpha between its bounds, the residual mass a probability, greedy alpha exact
     for r in recs:
         assert 0.0 <= r["alpha_lo"] <= r["alpha"] <= r["alpha_lo"] + r["resid"] + 1e-6 <= 2

@@ -16,6 +16,7 @@ from specfair.distill.topn import (
     TopLayers,
     TrainState,
     batch_loss,
+    drop_moments,
     evaluate,
     load_checkpoint,
     make_optimizer,
@@ -223,3 +224,26 @@ def test_evaluate_scores_exact_alpha_and_ce_from_the_targets_final_states(tmp_pa
         assert r["alpha_lo"] - 1e-4 <= r["alpha_full"] <= r["alpha"] + 1e-4
         assert r["ce_full"] >= r["ce"] - 1e-4  # the buckets' CE is a lower bound
         assert r["alpha"] - r["alpha_lo"] > 1e-4  # k < V: the bounds differ
+
+
+def test_dropping_a_finished_checkpoints_moments_keeps_its_weights(tmp_path):
+    """A copy trained to the end keeps its weights (exported, timed) and loses its AdamW
+    moments (2/3 of the checkpoint); loading it gives the same weights and no moments."""
+    teacher, drafter = _model(5), _model(6)
+    sig = _signals(teacher, drafter, 1, n=4)
+    head = drafter.lm_head.weight.detach()
+    torch.manual_seed(0)
+    top = TopLayers(drafter, 1)
+    opt = make_optimizer(top, 1e-3)
+    state = train_until(top, head, opt, TrainState(), lambda: sig[:2], 24 * 2 * 2, lr=1e-3,
+                        warmup=1, kind="fkl", bf16=False)
+    save_checkpoint(tmp_path / "ck", top, opt, state, {"budget": 1.0})
+    drop_moments(tmp_path / "ck")
+    assert not (tmp_path / "ck" / "adam.st").exists()
+    top2 = TopLayers(drafter, 1)
+    opt2 = make_optimizer(top2, 1e-3)
+    state2, meta = load_checkpoint(tmp_path / "ck", top2, opt2)
+    assert (state2.step, state2.tokens, meta["budget"]) == (state.step, state.tokens, 1.0)
+    assert not opt2.state
+    for (n, p), (_, q) in zip(top.state_dict().items(), top2.state_dict().items(), strict=True):
+        assert torch.equal(p, q), n

@@ -282,9 +282,21 @@ def save_checkpoint(path: Path, top: TopLayers, opt, state: TrainState, extra: d
     os.replace(tmp, path)
 
 
+def drop_moments(path: Path) -> None:
+    """Remove a finished checkpoint's AdamW moments (2/3 of its size: 0.48 of 0.72 GB for
+    the top 4 layers of the 0.5B drafter); its weights stay. Only for a checkpoint that is
+    never trained again: :func:`load_checkpoint` then gives the weights and no moments."""
+    meta = read_json(path / "state.json")
+    (path / "state.json").write_text(json.dumps(meta | {"adam_steps": {},
+                                                        "moments_dropped": True}))
+    (path / "adam.st").unlink(missing_ok=True)
+
+
 def load_checkpoint(path: Path, top: TopLayers, opt) -> tuple[TrainState, dict]:
     top.load_state_dict(read_tensors(path / "top.st"))
     meta = read_json(path / "state.json")
+    if meta.get("moments_dropped"):  # :func:`drop_moments`: the weights only
+        return TrainState(meta["step"], meta["tokens"]), meta
     moments = read_tensors(path / "adam.st")
     for name, p in top.named_parameters():
         if name in meta["adam_steps"]:

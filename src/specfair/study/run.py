@@ -54,6 +54,7 @@ from specfair.distill.topn import (
     Signals,
     TopLayers,
     TrainState,
+    drop_moments,
     evaluate,
     load_checkpoint,
     make_optimizer,
@@ -375,6 +376,8 @@ def _train_one(run: Run, name: str, seqs: list[Seq], tests: tuple[list[Seq], lis
         tags = {"budget": b, "tokens": state.tokens, "seed": seed}
         _write(adir / "policy_eval.jsonl", run.eval_records(top, tests[1], **tags))
         _write(evals, run.eval_records(top, tests[0], **tags))
+    if budgets[-1] == max(cfg.budgets) and ckpt.is_dir():
+        drop_moments(ckpt)  # trained to the end: the weights are all anything reads again
     return evals
 
 
