@@ -370,19 +370,26 @@ def variant_speedups(records: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def task_speedup_cis(records: list[dict], n_boot: int = 2000) -> dict[str, dict]:
-    """Per label (``sd`` = fixed γ, each variant): each task's mean speed-up over our AR with a
+    """Per label (``sd`` = fixed γ, each variant, ``hf_sd`` = HF assisted generation with its
+    defaults where it ran): each task's mean speed-up over our AR with a
     95 % bootstrap CI over its prompts, and the max/min ratio of the task means with a CI
     (prompts resampled within each task; the argmax/argmin tasks are re-chosen per resample)."""
     import numpy as np
 
     labels = ["sd"] + list(dict.fromkeys(k for r in records for k in r.get("variants", {})))
+    labels.append("hf_sd")
     rng = np.random.default_rng(0)
     out = {}
+
+    def hf(r: dict) -> float | None:
+        tps, ar = r.get("hf_sd", {}).get("tps"), r.get("ar", {}).get("tps")
+        return tps / ar if tps and ar else None
+
     for label in labels:
         by: dict[str, list[float]] = {}
         for r in records:
-            v = r["speedup"] if label == "sd" else r.get("variants", {}).get(label, {}).get(
-                "speedup")
+            v = r["speedup"] if label == "sd" else hf(r) if label == "hf_sd" else \
+                r.get("variants", {}).get(label, {}).get("speedup")
             if v is not None:
                 by.setdefault(r["task"], []).append(v)
         if not by:

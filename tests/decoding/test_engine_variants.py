@@ -115,6 +115,11 @@ def test_task_speedup_cis_give_each_task_and_the_max_min_ratio(engine):
     assert sd["max_min"] == pytest.approx(2.2 / 1.1) and (sd["best"], sd["worst"]) == ("b", "a")
     assert sd["max_min_ci"][0] <= sd["max_min"] <= sd["max_min_ci"][1]
     assert got["v"]["max_min"] == pytest.approx(sd["max_min"])  # a scale-free ratio
+    assert "hf_sd" not in got  # HF did not run
+    for r in recs:
+        r |= {"ar": {"tps": 2.0}, "hf_sd": {"tps": 2.0 * r["speedup"] * 1.5}}
+    hf = engine.task_speedup_cis(recs, n_boot=300)["hf_sd"]
+    assert hf["tasks"]["a"]["mean"] == pytest.approx(1.65) and hf["worst"] == "a"
 
 
 def test_router_accuracy_runs_on_a_tiny_drafter(tiny_pair, tmp_path, one_thread):
