@@ -110,3 +110,15 @@ def test_a_run_without_full_vocabulary_states_says_u_was_not_computed(tmp_path):
     assert "secondary: U (Sandler et al.) not computed" in md
     assert "U (Sandler et al., full-vocabulary CE variance;" not in md
     assert "| exact sampled alpha |" in md and "| – | 0.0300 |" in md  # no exact value
+
+
+def test_slopes_line_of_a_summary_from_before_greedy_alpha():
+    """A stored summary without greedy-alpha slopes (older runs) still reports its slopes: the
+    greedy part is left out, nothing raises."""
+    from specfair.report.study import _slopes
+
+    d = {"projected_tokens_worst_reaches_mean": None, "projection_limit_tokens": 10.0,
+         "projection_beyond_limit": False, "worst_task": "a", "alpha_per_10k": {"a": 0.1},
+         "mean_alpha_per_10k": 0.0, "ce_spread_topk_per_10k": 0.0}
+    (line,) = _slopes({"arms": {"uniform": {"dose_response": d}}})
+    assert "+0.1000 sampled alpha" in line and "greedy alpha/10k" not in line

@@ -512,11 +512,13 @@ def _slopes(s: dict) -> list[str]:
                   else "never at the measured slopes (the worst task does not rise, or does "
                        "not gain on the mean)")
         w = d["worst_task"]
-        ps = d.get("projection_slopes") or {"worst": d["greedy_per_10k"][w],
-                                            "mean": d["mean_greedy_per_10k"],
-                                            "source": "budget rows"}
-        g = (f"{ps['worst']:+.4f} greedy alpha/10k (mean over tasks {ps['mean']:+.4f}/10k; "
-             f"{ps['source']}), " if "greedy_per_10k" in d else "")
+        g = ""
+        if "greedy_per_10k" in d:  # summaries from before greedy alpha have neither
+            ps = d.get("projection_slopes") or {"worst": d["greedy_per_10k"][w],
+                                                "mean": d["mean_greedy_per_10k"],
+                                                "source": "budget rows"}
+            g = (f"{ps['worst']:+.4f} greedy alpha/10k (mean over tasks {ps['mean']:+.4f}/10k; "
+                 f"{ps['source']}), ")
         out.append(f"**{name}**: worst task {w} {g}{d['alpha_per_10k'][w]:+.4f} sampled alpha "
                    f"(upper bound)/10k (mean {d['mean_alpha_per_10k']:+.4f}/10k), CE spread "
                    f"(top-k) {d['ce_spread_topk_per_10k']:+.5f}/10k; worst reaches the mean "
