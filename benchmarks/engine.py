@@ -381,15 +381,18 @@ def task_speedup_cis(records: list[dict], n_boot: int = 2000) -> dict[str, dict]
     rng = np.random.default_rng(0)
     out = {}
 
-    def hf(r: dict) -> float | None:
-        tps, ar = r.get("hf_sd", {}).get("tps"), r.get("ar", {}).get("tps")
-        return tps / ar if tps and ar else None
+    def speedup(r: dict, label: str) -> float | None:
+        if label == "sd":
+            return r["speedup"]
+        if label == "hf_sd":
+            tps, ar = r.get("hf_sd", {}).get("tps"), r.get("ar", {}).get("tps")
+            return tps / ar if tps and ar else None
+        return r.get("variants", {}).get(label, {}).get("speedup")
 
     for label in labels:
         by: dict[str, list[float]] = {}
         for r in records:
-            v = r["speedup"] if label == "sd" else hf(r) if label == "hf_sd" else \
-                r.get("variants", {}).get(label, {}).get("speedup")
+            v = speedup(r, label)
             if v is not None:
                 by.setdefault(r["task"], []).append(v)
         if not by:
