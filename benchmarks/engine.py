@@ -49,7 +49,7 @@ from specfair.decoding import (
     expected_speedup,
     speculative_generate,
 )
-from specfair.decoding.ngram import PROPOSERS
+from specfair.decoding.ngram import parse_proposer, uses_drafter
 from specfair.decoding.policy import DraftingPolicy, parse_policy
 from specfair.errors import SpecfairError
 from specfair.models import DEFAULT_DRAFTER, DEFAULT_TARGET, load_pair
@@ -330,9 +330,10 @@ def parse_variants(specs: list[str]) -> list[tuple[str, DraftingPolicy, str]]:
     for spec in specs:
         pol_spec, _, proposer = spec.partition("+")
         proposer = proposer or "model"
-        if proposer not in PROPOSERS:
-            raise SpecfairError(f"--variants {spec}: the proposer must be one of "
-                                f"{', '.join(PROPOSERS)}")  # fmt: skip
+        try:
+            parse_proposer(proposer)
+        except SpecfairError as e:
+            raise SpecfairError(f"--variants {spec}: {e}") from None
         pol = parse_policy(pol_spec)
         out.append((f"{pol.spec}+{proposer}", pol, proposer))
     labels = [v[0] for v in out]
@@ -346,7 +347,7 @@ def run_variants(pair, task: str, ids: list[int], ar: GenerationResult, variants
     out = {}
     for label, pol, proposer in variants:
         res = speculative_generate(
-            pair.target, pair.drafter if proposer != "ngram" else None, ids, max_new_tokens=n,
+            pair.target, pair.drafter if uses_drafter(proposer) else None, ids, max_new_tokens=n,
             gamma=pol.for_task(task), draft_threshold=pol.draft_threshold, proposer=proposer,
         )  # fmt: skip
         out[label] = {"tokens": len(res.tokens), "tps": res.tokens_per_s, "wall_s": res.wall_s,

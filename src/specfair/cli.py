@@ -35,7 +35,9 @@ GammaOpt = Annotated[
 ProposerOpt = Annotated[
     str | None,
     typer.Option(help="model (the drafter) | ngram (prompt lookup, no drafter) | hybrid "
-                 "(n-gram match, else the drafter)."),
+                 "(n-gram match, else the drafter); ngram:N / hybrid:N: a lookup step copies "
+                 "up to N tokens (HF's prompt_lookup_num_tokens) and the policy sizes the "
+                 "drafter's steps only."),
 ]
 
 

@@ -16,9 +16,11 @@ def engine():
 
 
 def test_parse_variants(engine):
-    got = engine.parse_variants(["adaptive", "fixed:5+ngram", "heuristic+hybrid"])
+    got = engine.parse_variants(["adaptive", "fixed:5+ngram", "heuristic+hybrid",
+                                 "fixed:2+hybrid:10"])
     assert [(label, proposer) for label, _, proposer in got] == [
-        ("adaptive+model", "model"), ("fixed:5+ngram", "ngram"), ("heuristic+hybrid", "hybrid")]
+        ("adaptive+model", "model"), ("fixed:5+ngram", "ngram"), ("heuristic+hybrid", "hybrid"),
+        ("fixed:2+hybrid:10", "hybrid:10")]
     with pytest.raises(SpecfairError, match="proposer must be one of"):
         engine.parse_variants(["fixed:5+lookup"])
     with pytest.raises(SpecfairError, match="expected fixed:N"):
@@ -42,10 +44,10 @@ def test_engine_runs_variants_end_to_end(engine, tiny_pair, tmp_path, one_thread
     argv = ["--target", str(t_dir), "--drafter", str(d_dir), "--dtype", "float32",
             "--device", "cpu", "--kernels", "default", "--limit", "3", "--max-new-tokens", "8",
             "--no-hf", "--conf-gamma", "0", "--out", str(out),
-            "--variants", "fixed:2+ngram", "adaptive+hybrid", f"table:{table}"]
+            "--variants", "fixed:2+ngram", "adaptive+hybrid:6", f"table:{table}"]
     assert engine.main(argv) == 0
     doc = json.loads(out.read_text())
-    labels = ["fixed:2+ngram", "adaptive+hybrid", f"table:{table}+model"]
+    labels = ["fixed:2+ngram", "adaptive+hybrid:6", f"table:{table}+model"]
     assert doc["meta"]["variants"] == labels
     for rec in doc["prompts"]:
         assert list(rec["variants"]) == labels

@@ -12,7 +12,7 @@ Public API (shapes in docs/CONTRACTS.md):
 
 from specfair.decoding.gamma import CostAwareGamma, FixedGamma, GammaPolicy, HeuristicGamma
 from specfair.decoding.generate import autoregressive_generate, speculative_generate
-from specfair.decoding.ngram import PROPOSERS, ngram_match
+from specfair.decoding.ngram import PROPOSERS, ngram_match, parse_proposer
 from specfair.decoding.policy import DraftingPolicy, parse_policy
 from specfair.decoding.rejection import (
     acceptance_probs,
@@ -54,6 +54,7 @@ __all__ = [
     "ngram_match",
     "optimal_gamma",
     "parse_policy",
+    "parse_proposer",
     "rejection_sample",
     "residual_distribution",
     "sample",

@@ -25,7 +25,7 @@ import torch
 from transformers import DynamicCache
 
 from specfair.decoding.gamma import GammaPolicy, as_policy
-from specfair.decoding.ngram import PROPOSERS, HybridProposer, NgramProposer
+from specfair.decoding.ngram import HybridProposer, NgramProposer, parse_proposer
 from specfair.decoding.rejection import greedy_verify, rejection_sample
 from specfair.decoding.request import check_request, eos_set, prompt_tensor
 from specfair.decoding.result import GenerationResult, StepRecord
@@ -166,7 +166,7 @@ class _Proposer:
         self.model(input_ids=prompt, cache=self.cache, use_cache=True, logits_to_keep=1)
         self.seen = t_len
 
-    def propose(self, buf: torch.Tensor, n: int, g: int) -> int:
+    def propose(self, buf: torch.Tensor, n: int, g: int, room: int = 0) -> int:
         """Draft up to ``g`` tokens into ``buf[:, n : n + g]``; returns how many were drafted
         (fewer once the drafter's confidence in its draft falls below the threshold)."""
         inp = buf[:, self.seen : n]
@@ -198,11 +198,11 @@ class _Proposer:
             self.seen = n - 1
 
 
-def _make_proposer(kind: str, drafter, buf, t_len, sp, gen, logits, max_g, threshold):
-    """The proposer of ``kind`` (:data:`specfair.decoding.ngram.PROPOSERS`); an n-gram
-    proposer needs no drafter."""
+def _make_proposer(kind: str, lookup, drafter, buf, t_len, sp, gen, logits, max_g, threshold):
+    """The proposer of ``kind`` (:data:`specfair.decoding.ngram.PROPOSERS`; ``lookup``: the
+    n-gram's tokens a step, None: the policy's γ); an n-gram proposer needs no drafter."""
     q_dtype = torch.promote_types(logits.dtype, torch.float32)
-    ngram = NgramProposer(logits.shape[-1], max_g, sp.greedy, buf.device, q_dtype)
+    ngram = NgramProposer(logits.shape[-1], max_g, sp.greedy, buf.device, q_dtype, tokens=lookup)
     if kind == "ngram":
         return ngram
     model = _Proposer(drafter, buf, t_len, sp, gen, logits, max_g, threshold)
@@ -237,11 +237,12 @@ def _verify(target, cache, buf: torch.Tensor, n: int, g: int, sp, gen, q) -> int
     return k
 
 
-def _record(policy: GammaPolicy, g: int, k: int, kept: int, source: str, t0, t1, t2
-            ) -> StepRecord:  # fmt: skip
-    """The step's record; the gamma policy learns from the steps that drafted (their drafting
-    time is what the step's proposer cost: an n-gram lookup costs next to nothing)."""
-    if g > 0:
+def _record(policy: GammaPolicy, g: int, k: int, kept: int, source: str, sized: bool, t0, t1,
+            t2) -> StepRecord:  # fmt: skip
+    """The step's record; the gamma policy learns from the steps that drafted and that it
+    ``sized`` (their drafting time is what the step's proposer cost: an n-gram lookup costs
+    next to nothing)."""
+    if g > 0 and sized:
         policy.update(g, k, t1 - t0, t2 - t1)
     return StepRecord(g, g, k, kept, t1 - t0 if g else 0.0, t2 - t1, source if g else "")
 
@@ -323,16 +324,17 @@ def speculative_generate(
     drafter's information only, so the output distribution is unchanged.
     ``proposer``: "model" (the drafter), "ngram" (prompt lookup, :mod:`.ngram`; ``drafter`` may
     be None) or "hybrid" (the n-gram match, else the drafter); same verification for all.
+    ``ngram:N`` / ``hybrid:N``: a lookup step copies up to N tokens (HF's
+    ``prompt_lookup_num_tokens``) and ``gamma`` sizes the drafter's steps only.
     A step never drafts more than the tokens still to produce minus one; a step with nothing to
     draft is a plain target step (``gamma=0``).
     """
     t_start = time.perf_counter()
     policy = as_policy(gamma)
-    if proposer not in PROPOSERS:
-        raise SpecfairError(f"proposer must be one of {', '.join(PROPOSERS)}, got {proposer!r}")
-    if drafter is None and proposer != "ngram":
+    kind, lookup = parse_proposer(proposer)
+    if drafter is None and kind != "ngram":
         raise SpecfairError(f"proposer {proposer!r} needs a drafter model")
-    d_model = drafter if proposer != "ngram" else None
+    d_model = drafter if kind != "ngram" else None
     t_len, sp, gen, buf, out = _setup(
         target, input_ids, max_new_tokens, temperature, top_p, top_k, eos_token_id, seed, d_model
     )
@@ -343,24 +345,26 @@ def speculative_generate(
 
     # Prefill: the target reads the prompt and gives the first token, the drafter reads it too.
     logits = _prefill(target, t_cache, buf, t_len, sp, gen, out)
-    max_g = max(1, min(policy.max_gamma, max_new_tokens))
-    drafts = _make_proposer(proposer, d_model, buf, t_len, sp, gen, logits, max_g,
+    max_g = max(1, min(max(policy.max_gamma, lookup or 0), max_new_tokens))
+    drafts = _make_proposer(kind, lookup, d_model, buf, t_len, sp, gen, logits, max_g,
                             draft_threshold)  # fmt: skip
     n = t_len + 1
     sync()
     prefill_s = time.perf_counter() - t_start
 
     while out.stop_reason is None:
-        g = min(policy.next_gamma(), max_new_tokens - len(out.tokens) - 1, max_g)
+        room = max_new_tokens - len(out.tokens) - 1
+        g = min(policy.next_gamma(), room, max_g)
         t0 = time.perf_counter()
-        g = drafts.propose(buf, n, g)  # the proposer drafts g tokens (or fewer)
+        g = drafts.propose(buf, n, g, room)  # the proposer drafts g tokens (lookup: its own)
         sync()
         t1 = time.perf_counter()
         k = _verify(target, t_cache, buf, n, g, sp, gen, drafts.draft_probs(g))
         sync()
         t2 = time.perf_counter()
         kept = out.extend(buf[0, n : n + k + 1].tolist())
-        steps.append(_record(policy, g, k, kept, drafts.source, t0, t1, t2))
+        sized = lookup is None or drafts.source == "model"
+        steps.append(_record(policy, g, k, kept, drafts.source, sized, t0, t1, t2))
         # Roll back: the target keeps n + k tokens (the new last one is read next step).
         _crop(t_cache, g - k)
         n += k + 1

@@ -8,16 +8,44 @@ the rejection sampler accepts it with probability p(x) and, on a rejection, samp
 with x removed — the output keeps the target's distribution.
 
 Proposers of the speculative loop (:mod:`specfair.decoding.generate`) share one interface:
-``propose(buf, n, g) -> drafted``, ``draft_probs(g)``, ``rollback(n)`` and ``source`` (what
-drafted the last proposal: ``"model"`` or ``"ngram"``).
+``propose(buf, n, g, room) -> drafted`` (``g``: the γ policy's drafts for this step; ``room``:
+the most a step may draft), ``draft_probs(g)``, ``rollback(n)`` and ``source`` (what drafted the
+last proposal: ``"model"`` or ``"ngram"``).
+
+A proposer is named ``model``, ``ngram[:N]`` or ``hybrid[:N]`` (:func:`parse_proposer`). ``N``
+is Hugging Face's ``prompt_lookup_num_tokens``: a lookup step copies up to N tokens whatever
+the γ policy says (a copy costs nothing to draft, only its verification), and the policy then
+sizes, and learns from, the drafter's steps only. Without ``N`` the policy's γ bounds every
+step, lookup steps included.
 """
 
 from __future__ import annotations
 
 import torch
 
+from specfair.errors import SpecfairError
+
 PROPOSERS = ("model", "ngram", "hybrid")
 MAX_NGRAM_SIZE = 3  # Hugging Face's default
+SYNTAX = "model | ngram[:N] | hybrid[:N]"
+
+
+def parse_proposer(spec: str) -> tuple[str, int | None]:
+    """``spec`` (:data:`SYNTAX`) as (kind, N): N, the most tokens a lookup step copies
+    (None: the γ policy's γ); a bad spec is one :class:`SpecfairError`."""
+    kind, colon, arg = str(spec).strip().partition(":")
+    if kind not in PROPOSERS or (colon and kind == "model"):
+        raise SpecfairError(f"proposer must be one of {SYNTAX}, got {spec!r}")
+    if not colon:
+        return kind, None
+    if not arg.isdigit() or int(arg) < 1:
+        raise SpecfairError(f"proposer {spec!r}: N of {kind}:N must be an integer >= 1")
+    return kind, int(arg)
+
+
+def uses_drafter(spec: str) -> bool:
+    """Whether proposer ``spec`` drafts with a model (all but ``ngram[:N]``)."""
+    return parse_proposer(spec)[0] != "ngram"
 
 
 def ngram_match(context: torch.Tensor, max_tokens: int, max_ngram_size: int = MAX_NGRAM_SIZE
@@ -45,13 +73,15 @@ class NgramProposer:
 
     def __init__(self, vocab: int, max_g: int, greedy: bool, device: torch.device,
                  dtype: torch.dtype = torch.float32, max_ngram_size: int = MAX_NGRAM_SIZE,
-                 ) -> None:  # fmt: skip
-        self.max_ngram_size = max_ngram_size
+                 tokens: int | None = None) -> None:  # fmt: skip
+        self.max_ngram_size, self.tokens = max_ngram_size, tokens
         self.q = None if greedy else torch.zeros((1, max_g, vocab), dtype=dtype, device=device)
 
-    def propose(self, buf: torch.Tensor, n: int, g: int) -> int:
-        """Copy up to ``g`` drafts into ``buf[:, n : n + g]``; returns how many (0: no match)."""
-        drafts = ngram_match(buf[0, :n], g, self.max_ngram_size)
+    def propose(self, buf: torch.Tensor, n: int, g: int, room: int) -> int:
+        """Copy up to ``g`` drafts (``tokens``, at most ``room``, when set) into
+        ``buf[:, n : ...]``; returns how many (0: no match)."""
+        want = g if self.tokens is None else min(self.tokens, room)
+        drafts = ngram_match(buf[0, :n], want, self.max_ngram_size)
         k = drafts.shape[0]
         if k:
             buf[0, n : n + k] = drafts.clone()
@@ -79,12 +109,12 @@ class HybridProposer:
     def source(self) -> str:
         return self.last.source
 
-    def propose(self, buf: torch.Tensor, n: int, g: int) -> int:
+    def propose(self, buf: torch.Tensor, n: int, g: int, room: int) -> int:
         self.last = self.ngram
-        k = self.ngram.propose(buf, n, g) if g > 0 else 0
+        k = self.ngram.propose(buf, n, g, room) if g > 0 else 0
         if k == 0 and g > 0:
             self.last = self.model
-            k = self.model.propose(buf, n, g)
+            k = self.model.propose(buf, n, g, room)
         return k
 
     def draft_probs(self, g: int) -> torch.Tensor | None:

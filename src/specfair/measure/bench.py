@@ -26,7 +26,7 @@ from pathlib import Path
 
 from specfair.backends.base import add_engine_counts
 from specfair.backends.hf import hf_generate
-from specfair.decoding.ngram import PROPOSERS
+from specfair.decoding.ngram import parse_proposer, uses_drafter
 from specfair.decoding.policy import DraftingPolicy, parse_policy
 from specfair.decoding.proposer import as_proposer, draft_for, route_of
 from specfair.defaults import DEFAULT_GAMMA
@@ -213,19 +213,18 @@ def run_bench(
     ``backend`` (a :class:`specfair.backends.Backend`, e.g. llama.cpp): run on that engine
     instead; ``pair_or_models`` is then ignored (may be None).
     ``policy`` (:func:`specfair.decoding.policy.parse_policy`; None: ``fixed:gamma``) gives
-    each prompt's γ policy (by its task); ``proposer``: "model", "ngram" (the drafter may be
-    None) or "hybrid". Both are run settings.
+    each prompt's γ policy (by its task); ``proposer``: "model", "ngram[:N]" (the drafter may be
+    None) or "hybrid[:N]". Both are run settings.
     """
     target, drafter, tok, t_name, d_name = _models(pair_or_models, tokenizer, backend)
     ids = [p.id for p in prompts]
     if len(set(ids)) != len(ids):
         raise SpecfairError("prompt ids must be unique")
     policy = policy if policy is not None else parse_policy(None, gamma)
-    if proposer not in PROPOSERS:
-        raise SpecfairError(f"--proposer must be one of {', '.join(PROPOSERS)}, got {proposer!r}")
+    parse_proposer(proposer)
     sampling = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                     top_k=top_k, seed=seed)
-    d_label = "none" if proposer == "ngram" else _label(drafter, drafter_label or d_name)
+    d_label = "none" if not uses_drafter(proposer) else _label(drafter, drafter_label or d_name)
     settings = {"drafter": d_label, "target": _label(target, target_label or t_name),
                 **policy.settings(), **sampling, "proposer": proposer,
                 "backend": backend.name if backend is not None else "hf"}  # fmt: skip

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from specfair.backends import open_backend
 from specfair.backends.llama_server import NGRAM_LOOKUP
-from specfair.decoding.ngram import PROPOSERS
+from specfair.decoding.ngram import parse_proposer, uses_drafter
 from specfair.decoding.policy import POLICY_FILE, DraftingPolicy, parse_policy
 from specfair.decoding.proposer import as_proposer, route_of
 from specfair.defaults import DEFAULT_GAMMA
@@ -132,7 +132,8 @@ def bench_command(
     ``backend``: "hf" (specfair's transformers loop), "llamacpp" or "vllm" (see
     :mod:`specfair.backends`; ``backend_options`` go to its constructor).
     ``policy``/``gamma``: :func:`specfair.decoding.policy.parse_policy`; ``proposer``: "model",
-    "ngram" (no drafter is loaded) or "hybrid"."""
+    "ngram[:N]" (no drafter is loaded) or "hybrid[:N]"
+    (:func:`specfair.decoding.ngram.parse_proposer`)."""
     check_run_args(split=split, n_per_task=n_per_task, gamma=gamma,
                    max_new_tokens=max_new_tokens, temperature=temperature)
     pol = check_drafting(policy, gamma, proposer, backend)
@@ -140,7 +141,7 @@ def bench_command(
                                                   or "all" in (pol.chosen_on, split)):
         print(f"notice: the policy table's γs were chosen on split {pol.chosen_on}, which "
               f"overlaps the benchmarked split {split} (in-sample)", file=sys.stderr)
-    drafter = None if proposer == "ngram" else drafter
+    drafter = drafter if uses_drafter(proposer) else None
     routing = check_routing(routing, drafter) if drafter is not None else "none"
     if routing != "none" and backend != "hf":
         raise SpecfairError(f"a per-task drafter export runs on the hf backend, not {backend}")
@@ -193,8 +194,7 @@ def check_drafting(policy: str | None, gamma: int | None, proposer: str, backend
                    ) -> DraftingPolicy:  # fmt: skip
     """The parsed ``--policy``/``--gamma``, with ``--proposer`` checked (before any load)."""
     pol = parse_policy(policy, gamma)
-    if proposer not in PROPOSERS:
-        raise SpecfairError(f"--proposer must be one of {', '.join(PROPOSERS)}, got {proposer!r}")
+    parse_proposer(proposer)
     own = ("model", "ngram") if backend == "llamacpp" else ("model",)  # the engine's drafting
     if backend != "hf" and (pol.kind != "fixed" or proposer not in own):
         raise SpecfairError(f"--backend {backend} runs --policy fixed:N with --proposer "
@@ -291,9 +291,9 @@ def generate_command(
     if not prompt.strip():
         raise SpecfairError("empty prompt")
     pol = check_drafting(policy, gamma, proposer)
-    if proposer != "ngram" and drafter is None:
+    if uses_drafter(proposer) and drafter is None:
         raise SpecfairError(f"--proposer {proposer} needs --drafter (or use --proposer ngram)")
-    drafter = None if proposer == "ngram" else drafter
+    drafter = drafter if uses_drafter(proposer) else None
     routing = "none"
     if drafter is not None:
         routing = check_routing("classifier" if has_task_router(drafter) else "oracle", drafter)
