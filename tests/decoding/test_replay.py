@@ -7,6 +7,7 @@ import torch
 
 from specfair.decoding import speculative_generate
 from specfair.decoding.gamma import FixedGamma, HeuristicGamma
+from specfair.errors import SpecfairError
 from specfair.measure.replay import Policy, replay, replay_all
 
 
@@ -47,6 +48,45 @@ def test_replay_counts_equal_the_engine(noisy_pair, policy):
                 == [min(s.drafted, s.accepted + 1) for s in res.steps]
 
 
+# prompts that repeat themselves, so that lookups match (and miss) often
+LOOKUP_PROMPTS = [[40, 101, 7, 220, 33, 58] * 3, [5, 9, 5, 9, 5, 9, 11, 12, 13, 5, 9], [77, 3]]
+
+
+@pytest.mark.parametrize("proposer", ["ngram", "ngram:6", "hybrid", "hybrid:6"])
+@pytest.mark.parametrize("policy", [Policy("fixed", 3), Policy("heuristic", 2, max_gamma=8)])
+def test_replay_of_a_lookup_proposer_equals_the_engine(noisy_pair, proposer, policy):
+    target, drafter = noisy_pair
+    sources = set()
+    for prompt in LOOKUP_PROMPTS:
+        gp = FixedGamma(policy.gamma) if policy.kind == "fixed" else HeuristicGamma(
+            policy.gamma, policy.max_gamma)
+        d = drafter if proposer.startswith("hybrid") else None
+        res = speculative_generate(target, d, prompt, max_new_tokens=40, eos_token_id=[],
+                                   gamma=gp, proposer=proposer)  # fmt: skip
+        m, q = _pass(target, drafter, prompt, res.tokens)
+        r = replay(m, q, policy, proposer=proposer, context=(prompt, res.tokens))
+        assert list(r.draft_sizes) == [s.drafted for s in res.steps]
+        assert list(r.accepted_sizes) == [s.accepted for s in res.steps]
+        assert list(r.sources) == [s.proposer for s in res.steps]
+        sources |= set(r.sources)
+    assert "ngram" in sources and ("model" in sources) == proposer.startswith("hybrid")
+
+
+def test_a_lookup_step_costs_its_verification_only():
+    r = replay([False] * 7, [0.5] * 7, Policy("fixed", 2), proposer="hybrid:4",
+               context=([1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 7, 9, 9]))
+    # the prefill's 1 looks up 2 3 4 5 (4 tokens, whatever γ = 2 says; all accepted) and the
+    # target adds 7; nothing precedes 7: the drafter drafts min(γ, room 1) = 1, rejected; the
+    # last token is a plain target step
+    assert (r.draft_sizes, r.accepted_sizes, r.sources) == ((4, 1, 0), (4, 0, 0),
+                                                            ("ngram", "model", ""))
+    assert r.cost(0.5, 0.1) == pytest.approx((1 + 0.4) + (0.5 + 1 + 0.1) + 1)
+    with pytest.raises(SpecfairError, match="needs the prompt and answer"):
+        replay([True], [0.9], Policy("fixed", 2), proposer="ngram")
+    with pytest.raises(SpecfairError, match="model proposer only"):
+        replay([True], [0.9], Policy("confidence"), proposer="hybrid", context=([1], [1, 2]))
+
+
 def test_replay_arithmetic():
     r = replay([True] * 12, [0.9] * 12, Policy("fixed", 5))
     assert (r.steps, r.drafted, r.accepted) == (2, 10, 10)
@@ -56,3 +96,34 @@ def test_replay_arithmetic():
     assert none.draft_sizes == (1, 1, 1, 1, 1, 0) and none.accepted == 0
     out = replay_all([([True] * 12, [0.9] * 12)], Policy("fixed", 5), 0.0, 0.0)
     assert out["alpha"] == 1.0 and out["speedup"] == pytest.approx(6.0)
+
+
+def test_replay_proposers_ranks_variants_on_held_out_answers(tmp_path):
+    import json
+
+    from benchmark_scripts import load_benchmark
+
+    mod = load_benchmark("replay_proposers")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "costs.json").write_text(json.dumps({"c": 0.4, "verify_slope": 0.01}))
+    # an answer that copies its prompt (lookup drafts it) and one the drafter drafts well
+    answers = [{"id": "a", "prompt_ids": [1, 2, 3, 4, 5, 6, 7], "response_ids": [1, 2, 3, 4, 5, 6]},
+               {"id": "b", "prompt_ids": [9], "response_ids": [10, 11, 12, 13, 14, 15]}]
+    passes = [{"arm": "base", "id": "a", "task": "copy", "match": [0] * 6, "conf": [0.5] * 6},
+              {"arm": "base", "id": "b", "task": "free", "match": [1] * 6, "conf": [0.9] * 6},
+              {"arm": "uniform", "id": "b", "task": "free", "match": [0] * 6, "conf": [0.1] * 6}]
+    (run / "heldout_responses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in answers))
+    (run / "policy_eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in passes))
+    out = tmp_path / "out.json"
+    assert mod.main(["--run-dir", str(run), "--variants", "fixed:2+model", "fixed:2+hybrid:4",
+                     "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["ranked"] == ["fixed:2+hybrid:4", "fixed:2+model"] and doc["n_prompts"] == 2
+    v = doc["variants"]
+    # 5 tokens after the prefill's, every draft rejected: steps of 2, 2, 2, 1, 0 drafts
+    cost = 3 * (2 * 0.4 + 1 + 0.02) + (0.4 + 1 + 0.01) + 1
+    assert v["fixed:2+model"]["by_task"]["copy"] == pytest.approx(5 / cost)
+    assert v["fixed:2+hybrid:4"]["worst_task"] == "free"
+    assert mod.main(["--run-dir", str(run), "--variants", "fixed:2+lookup"]) == 2
+    assert mod.main(["--run-dir", str(tmp_path / "nope")]) == 2

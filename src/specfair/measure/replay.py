@@ -11,7 +11,12 @@ step's first rejected one are conditioned on the drafter's own wrong token, whic
 teacher-forced pass does not see: their count is estimated from the teacher-forced confidences
 (it changes the price of a step, not its tokens).
 
-Policies (the names of :mod:`specfair.decoding.gamma`):
+Proposers (:mod:`specfair.decoding.ngram`): with ``ngram[:N]`` and ``hybrid[:N]`` a step looks
+its drafts up in the prompt and the answer so far, as the engine does, and the lookup's drafts
+are accepted up to the first that differs from the answer: exact too, given the answer's ids.
+
+Policies (the names of :mod:`specfair.decoding.gamma`; an engine policy object also replays,
+e.g. ``CostAwareGamma``, told each step's time in the replay's cost units):
 
 - ``fixed``: ``gamma`` drafts per step;
 - ``heuristic``: Hugging Face's default schedule: start at ``gamma``, +2 after a step whose
@@ -32,8 +37,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
+
+from specfair.decoding.gamma import FixedGamma, GammaPolicy, HeuristicGamma
+from specfair.decoding.ngram import ngram_match, parse_proposer
 from specfair.decoding.theory import alpha_from_tau
 from specfair.defaults import DEFAULT_GAMMA
+from specfair.errors import SpecfairError
 
 
 def step_cost(k, c: float, verify_slope: float):
@@ -76,45 +86,89 @@ class Replay:
     accepted: int
     draft_sizes: tuple[int, ...]
     accepted_sizes: tuple[int, ...]
+    sources: tuple[str, ...] = ()  # per step, what drafted ("model", "ngram", ""); () all model
 
     def cost(self, c: float, verify_slope: float) -> float:
-        """Time in target-step units."""
-        return sum(step_cost(k, c, verify_slope) for k in self.draft_sizes)
+        """Time in target-step units (a lookup's drafts cost nothing to draft)."""
+        srcs = self.sources or ("model",) * len(self.draft_sizes)
+        return sum(step_cost(k, c if s != "ngram" else 0.0, verify_slope)
+                   for k, s in zip(self.draft_sizes, srcs, strict=True))  # fmt: skip
 
     def speedup(self, c: float, verify_slope: float) -> float:
         return self.tokens / self.cost(c, verify_slope)
 
 
-def replay(match: Sequence[bool], conf: Sequence[float], policy: Policy) -> Replay:
+LOOKUP_COST = 1e-3  # what an adaptive policy is told a lookup draft cost, in target steps
+
+
+def engine_policy(policy: Policy | GammaPolicy) -> GammaPolicy | None:
+    """The engine's γ policy of a replay :class:`Policy` (None for ``confidence``, which the
+    replay sizes from the confidences); an engine policy is returned as is."""
+    if not isinstance(policy, Policy):
+        return policy
+    if policy.kind == "heuristic":
+        return HeuristicGamma(start=policy.gamma, max_gamma=max(policy.gamma, policy.max_gamma))
+    return FixedGamma(policy.gamma) if policy.kind == "fixed" else None
+
+
+def replay(match: Sequence[bool], conf: Sequence[float], policy: Policy | GammaPolicy, *,
+           proposer: str = "model", context: tuple[Sequence[int], Sequence[int]] | None = None,
+           c: float = 0.0, verify_slope: float = 0.0) -> Replay:  # fmt: skip
     """``match[j]`` / ``conf[j]``: the drafter at the position of the answer's token ``j + 1``
     (token 0 comes from the prefill). As in the engine, a step drafts at most the tokens still
-    to produce minus one (a step with nothing to draft is a plain target step)."""
+    to produce minus one (a step with nothing to draft is a plain target step).
+
+    ``proposer`` (:func:`specfair.decoding.ngram.parse_proposer`): ``ngram[:N]`` and
+    ``hybrid[:N]`` look up drafts as the engine does, in ``context`` = (the prompt's ids, the
+    answer's ids), and the policy sizes and hears the steps the engine's does. ``policy``: a
+    :class:`Policy`, or an engine :class:`GammaPolicy` (e.g. ``CostAwareGamma``: it is told
+    each step's time in target steps, ``c`` a draft, :data:`LOOKUP_COST` a looked-up one,
+    ``1 + verify_slope k`` the verification; fresh state per call)."""
+    kind, lookup = parse_proposer(proposer)
+    gp = engine_policy(policy)
+    if gp is None and kind != "model":
+        raise SpecfairError("the confidence policy is replayed with the model proposer only")
+    if kind != "model" and context is None:
+        raise SpecfairError(f"replaying proposer {proposer!r} needs the prompt and answer ids")
+    if gp is not None:
+        gp.reset()
+    prompt, answer = context if context is not None else ((), ())
+    ctx = torch.tensor(list(prompt) + list(answer), dtype=torch.long)
     n = len(match)
-    i = steps = drafted = accepted = 0
-    gamma = policy.gamma
-    sizes, acc = [], []
+    i = 0
+    sizes, acc, srcs = [], [], []
     while i < n:
         room = n - i - 1
-        if policy.kind == "confidence":
+        src, drafts = "model", None
+        if gp is None:  # confidence: up to max_gamma, stop after a draft below the threshold
             k = 0
             while k < min(policy.max_gamma, room):
                 k += 1
                 if conf[i + k - 1] < policy.threshold:
                     break
         else:
-            k = min(gamma, room)
-        a = 0
-        while a < k and match[i + a]:
-            a += 1
-        steps += 1
-        drafted += k
-        accepted += a
+            k = min(gp.next_gamma(), room)
+            if kind != "model" and k > 0:
+                want = k if lookup is None else min(lookup, room)
+                drafts = ngram_match(ctx[: len(prompt) + i + 1], want).tolist()
+                src = "ngram" if drafts else ("" if kind == "ngram" else "model")
+                k = len(drafts) if drafts or kind == "ngram" else k
+        if src == "ngram":
+            a = 0
+            while a < k and drafts[a] == answer[i + 1 + a]:
+                a += 1
+        else:
+            a = 0
+            while a < k and match[i + a]:
+                a += 1
         sizes.append(k)
         acc.append(a)
-        if policy.kind == "heuristic" and k > 0:
-            gamma = min(gamma + 2, policy.max_gamma) if a == k else max(1, gamma - 1)
+        srcs.append(src if k else "")
+        if gp is not None and k > 0 and (lookup is None or src == "model"):
+            draft = k * (c if src == "model" else LOOKUP_COST)
+            gp.update(k, a, draft, 1.0 + verify_slope * k)
         i += a + 1  # the accepted drafts and the target's own token
-    return Replay(n, steps, drafted, accepted, tuple(sizes), tuple(acc))
+    return Replay(n, len(sizes), sum(sizes), sum(acc), tuple(sizes), tuple(acc), tuple(srcs))
 
 
 def pass_of(record: dict) -> tuple[list, list]:
@@ -125,19 +179,23 @@ def pass_of(record: dict) -> tuple[list, list]:
 
 
 def replay_all(passes: Sequence[tuple[Sequence[bool], Sequence[float]]], policy: Policy,
-               c: float, verify_slope: float, prefill: Sequence[float] | None = None) -> dict:
+               c: float, verify_slope: float, prefill: Sequence[float] | None = None, *,
+               proposer: str = "model", contexts: Sequence | None = None) -> dict:
     """Pooled over passes (one prompt each): tokens / time, alpha = accepted / drafted.
     ``prefill``: per pass, the target's prefill of that prompt in decode-step units (plain
     decoding pays it once; speculative decoding pays it and the drafter's, ``c`` times it):
     the speed-up of the whole answer, as a wall-clock benchmark measures it; None: decoding
-    steps only."""
-    rs = [replay(m, q, policy) for m, q in passes]
+    steps only. ``proposer``/``contexts`` (one per pass): see :func:`replay`."""
+    ctxs = contexts if contexts is not None else [None] * len(passes)
+    rs = [replay(m, q, policy, proposer=proposer, context=x, c=c, verify_slope=verify_slope)
+          for (m, q), x in zip(passes, ctxs, strict=True)]  # fmt: skip
     tokens = sum(r.tokens for r in rs)
     cost = sum(r.cost(c, verify_slope) for r in rs)
     if prefill is not None:
         pre = sum(prefill)
         tokens, cost = tokens + pre, cost + pre * (1.0 + c)
-    return {"policy": policy.label, "speedup": tokens / cost,
+    label = policy.label if isinstance(policy, Policy) else repr(policy)
+    return {"policy": label, "speedup": tokens / cost,
             "alpha": sum(r.accepted for r in rs) / max(1, sum(r.drafted for r in rs)),
             "tokens_per_step": tokens / max(1, sum(r.steps for r in rs))}
 
