@@ -11,6 +11,11 @@ prompts of the predicted speed-up over plain decoding (decoding steps only, no p
 task and overall, and the worst task. No test prompt is read: a variant chosen here can be
 timed on the test split without choosing on it.
 
+``--draft-vocab K`` replays a drafter whose output head keeps only the K most frequent tokens of
+the run's training text (``train_drafter_text.jsonl``: prompts and texts; special tokens are
+always kept), as FR-Spec / EAGLE-3 trim the draft vocabulary: a position whose answer token is
+outside it can no longer be matched. Give the trimmed head's cost with ``--c``.
+
 Run: ``python benchmarks/replay_proposers.py --run-dir runs/s20/study/run --out
 docs/results/issue19/replay-proposers-heldout.json``.
 """
@@ -22,7 +27,7 @@ import json
 import math
 import statistics
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from specfair.decoding.ngram import parse_proposer
@@ -57,6 +62,21 @@ def geo(xs) -> float:
     return math.exp(statistics.fmean(math.log(x) for x in xs))
 
 
+def draft_vocab(run_dir: Path, k: int) -> set[int]:
+    """The ``k`` most frequent token ids of the run's training text."""
+    counts = Counter()
+    for r in read_jsonl(run_dir / "train_drafter_text.jsonl"):
+        counts.update(r["prompt_ids"])
+        counts.update(r["response_ids"])
+    return {t for t, _ in counts.most_common(k)}
+
+
+def trimmed(match: list, answer: list[int], vocab: set[int], special: int) -> list:
+    """``match`` of a drafter that can draft only ``vocab`` (and ids >= ``special``)."""
+    return [m and (answer[j + 1] in vocab or answer[j + 1] >= special)
+            for j, m in enumerate(match)]  # fmt: skip
+
+
 def load_heldout(run_dir: Path) -> list[dict]:
     """Per held-out prompt: task, prompt and answer ids, the base drafter's pass."""
     answers = {r["id"]: r for r in read_jsonl(run_dir / "heldout_responses.jsonl")}
@@ -81,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", nargs="*", default=DEFAULT_VARIANTS)
     ap.add_argument("--c", type=float, default=None, help="default: the run's costs.json")
     ap.add_argument("--verify-slope", type=float, default=None, help="default: costs.json")
+    ap.add_argument("--draft-vocab", type=int, default=None,
+                    help="trim the drafter's head to the K most frequent training tokens")
+    ap.add_argument("--special-from", type=int, default=151643,
+                    help="ids from here on (special tokens) stay in a trimmed vocabulary")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     try:
@@ -89,6 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         c = costs["c"] if args.c is None else args.c
         slope = costs["verify_slope"] if args.verify_slope is None else args.verify_slope
         prompts = load_heldout(args.run_dir)
+        if args.draft_vocab is not None:
+            if args.draft_vocab < 1:
+                raise SpecfairError(f"--draft-vocab must be >= 1, got {args.draft_vocab}")
+            vocab = draft_vocab(args.run_dir, args.draft_vocab)
+            for p in prompts:
+                m, q = p["pass"]
+                p["pass"] = (trimmed(m, p["context"][1], vocab, args.special_from), q)
     except (SpecfairError, OSError, KeyError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -106,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                       "worst_task": worst, "worst": by_task[worst]}  # fmt: skip
     ranked = sorted(rows, key=lambda s: rows[s]["overall"], reverse=True)
     print(f"predicted speed-up over plain decoding (geo. mean over {len(prompts)} held-out "
-          f"prompts; c {c:.3f}, verify slope {slope:.4f})")
+          f"prompts; c {c:.3f}, verify slope {slope:.4f}; draft vocabulary "
+          f"{args.draft_vocab or 'full'})")
     print(f"{'variant':24} overall  worst (task)            " + " ".join(t[:7] for t in tasks))
     for spec in ranked:
         r = rows[spec]
@@ -115,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         doc = {"run_dir": str(args.run_dir), "split": "held-out train prompts", "c": c,
-               "verify_slope": slope, "n_prompts": len(prompts), "ranked": ranked,
+               "verify_slope": slope, "draft_vocab": args.draft_vocab,
+               "n_prompts": len(prompts), "ranked": ranked,
                "variants": rows}  # fmt: skip
         args.out.write_text(json.dumps(doc, indent=1) + "\n")
     return 0

@@ -125,5 +125,13 @@ def test_replay_proposers_ranks_variants_on_held_out_answers(tmp_path):
     cost = 3 * (2 * 0.4 + 1 + 0.02) + (0.4 + 1 + 0.01) + 1
     assert v["fixed:2+model"]["by_task"]["copy"] == pytest.approx(5 / cost)
     assert v["fixed:2+hybrid:4"]["worst_task"] == "free"
+    # a drafter that may draft only the most frequent training token (10) no longer matches 11..15
+    (run / "train_drafter_text.jsonl").write_text(json.dumps(
+        {"prompt_ids": [10, 10], "response_ids": [10, 12]}) + "\n")
+    assert mod.main(["--run-dir", str(run), "--variants", "fixed:2+model", "--draft-vocab", "1",
+                     "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["variants"]["fixed:2+model"]["by_task"]["free"] \
+        == pytest.approx(5 / cost)  # every draft of "free" now rejected, as for "copy"
+    assert mod.main(["--run-dir", str(run), "--draft-vocab", "0"]) == 2
     assert mod.main(["--run-dir", str(run), "--variants", "fixed:2+lookup"]) == 2
     assert mod.main(["--run-dir", str(tmp_path / "nope")]) == 2
