@@ -49,8 +49,8 @@ from specfair.decoding import (
     expected_speedup,
     speculative_generate,
 )
-from specfair.decoding.ngram import parse_proposer, uses_drafter
-from specfair.decoding.policy import DraftingPolicy, parse_policy
+from specfair.decoding.ngram import uses_drafter
+from specfair.decoding.policy import DraftingPolicy, parse_variant
 from specfair.errors import SpecfairError
 from specfair.models import DEFAULT_DRAFTER, DEFAULT_TARGET, load_pair
 from specfair.models.hardware import cpu_name
@@ -328,14 +328,10 @@ def parse_variants(specs: list[str]) -> list[tuple[str, DraftingPolicy, str]]:
     """``POLICY[+PROPOSER]`` specs -> (label, policy, proposer); a bad spec is a SpecfairError."""
     out = []
     for spec in specs:
-        pol_spec, _, proposer = spec.partition("+")
-        proposer = proposer or "model"
         try:
-            parse_proposer(proposer)
+            out.append(parse_variant(spec))
         except SpecfairError as e:
             raise SpecfairError(f"--variants {spec}: {e}") from None
-        pol = parse_policy(pol_spec)
-        out.append((f"{pol.spec}+{proposer}", pol, proposer))
     labels = [v[0] for v in out]
     if len(set(labels)) != len(labels):
         raise SpecfairError(f"--variants: the same variant twice in {labels}")

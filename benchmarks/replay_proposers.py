@@ -30,8 +30,7 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from specfair.decoding.ngram import parse_proposer
-from specfair.decoding.policy import parse_policy
+from specfair.decoding.policy import parse_variant
 from specfair.errors import SpecfairError
 from specfair.measure.io import read_jsonl
 from specfair.measure.replay import Policy, pass_of, replay
@@ -41,14 +40,6 @@ DEFAULT_VARIANTS = [
     for pol in ("fixed:2", "fixed:3", "adaptive")
     for prop in ("model", "hybrid", "hybrid:4", "hybrid:6", "hybrid:8", "hybrid:10")
 ]
-
-
-def parse(spec: str):
-    """``POLICY[+PROPOSER]`` -> (DraftingPolicy, proposer); a bad spec is a SpecfairError."""
-    pol_spec, _, proposer = spec.partition("+")
-    proposer = proposer or "model"
-    parse_proposer(proposer)
-    return parse_policy(pol_spec), proposer
 
 
 def replay_policy(pol, task: str):
@@ -108,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     try:
-        variants = {spec: parse(spec) for spec in args.variants}
+        variants = {spec: parse_variant(spec)[1:] for spec in args.variants}
         costs = json.loads((args.run_dir / "costs.json").read_text())
         c = costs["c"] if args.c is None else args.c
         slope = costs["verify_slope"] if args.verify_slope is None else args.verify_slope

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from specfair.decoding.gamma import CostAwareGamma, FixedGamma, GammaPolicy, HeuristicGamma
+from specfair.decoding.ngram import parse_proposer
 from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
 
@@ -115,6 +116,16 @@ def parse_policy(spec: str | None, gamma: int | None = None) -> DraftingPolicy:
         table, global_gamma, split = read_policy_table(arg)
         return DraftingPolicy("table", global_gamma, table=table, source=arg, chosen_on=split)
     raise SpecfairError(f"--policy {spec!r}: expected {SYNTAX}")
+
+
+def parse_variant(spec: str) -> tuple[str, DraftingPolicy, str]:
+    """A drafting variant ``POLICY[+PROPOSER]`` (the proposer defaults to ``model``) as (its
+    label ``policy.spec+proposer``, the policy, the proposer); a bad part is a SpecfairError."""
+    pol_spec, _, proposer = str(spec).partition("+")
+    proposer = proposer or "model"
+    parse_proposer(proposer)
+    pol = parse_policy(pol_spec)
+    return f"{pol.spec}+{proposer}", pol, proposer
 
 
 def read_policy_table(path: str | Path) -> tuple[dict[str, int], int, str | None]:

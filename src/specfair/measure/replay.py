@@ -133,7 +133,7 @@ def replay(match: Sequence[bool], conf: Sequence[float], policy: Policy | GammaP
     if gp is not None:
         gp.reset()
     prompt, answer = context if context is not None else ((), ())
-    ctx = torch.tensor(list(prompt) + list(answer), dtype=torch.long)
+    ctx = torch.tensor(list(prompt) + list(answer), dtype=torch.long) if kind != "model" else None
     n = len(match)
     i = 0
     sizes, acc, srcs = [], [], []
@@ -151,16 +151,16 @@ def replay(match: Sequence[bool], conf: Sequence[float], policy: Policy | GammaP
             if kind != "model" and k > 0:
                 want = k if lookup is None else min(lookup, room)
                 drafts = ngram_match(ctx[: len(prompt) + i + 1], want).tolist()
-                src = "ngram" if drafts else ("" if kind == "ngram" else "model")
-                k = len(drafts) if drafts or kind == "ngram" else k
-        if src == "ngram":
-            a = 0
-            while a < k and drafts[a] == answer[i + 1 + a]:
-                a += 1
-        else:
-            a = 0
-            while a < k and match[i + a]:
-                a += 1
+                if drafts:
+                    src, k = "ngram", len(drafts)
+                elif kind == "ngram":  # no match: a plain target step
+                    src, k = "", 0
+        # the drafts are accepted up to the first the target's answer does not continue with
+        hits = match[i:] if src != "ngram" else [d == answer[i + 1 + j]
+                                                 for j, d in enumerate(drafts)]  # fmt: skip
+        a = 0
+        while a < k and hits[a]:
+            a += 1
         sizes.append(k)
         acc.append(a)
         srcs.append(src if k else "")
