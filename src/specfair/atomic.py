@@ -1,8 +1,20 @@
-"""Write a directory all at once: nothing half-written is ever left where a finished one is
-expected (a crash, a full disk or Ctrl-C leaves the old directory, or none)."""
+"""Every write into a run or output directory goes through here: nothing half-written is ever
+left where a finished file or directory is expected (a crash, a full disk or Ctrl-C leaves the
+old one, or none), and nothing is ever written through a symlink.
+
+* :func:`atomic_file` / :func:`write_text` / :func:`write_bytes` — a whole file: written to a
+  fresh temporary file next to it, then ``os.replace``-d into place. A symlink at the path is
+  replaced itself; its target is never opened.
+* :func:`atomic_dir` — a whole directory, the same way (a symlink at the path is removed, its
+  target left alone).
+* :func:`open_append` / :func:`open_nofollow` — appending to (or truncating) an existing file:
+  opened with ``O_NOFOLLOW``, so a symlink there is refused with a :class:`SpecfairError`.
+"""
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import tempfile
 import time
@@ -10,20 +22,82 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from specfair.errors import SpecfairError
+
 STALE_AFTER_S = 3600  # a temporary directory untouched this long belongs to a dead writer
+
+
+def _linked(path: Path) -> SpecfairError:
+    try:
+        where = f" (to {os.readlink(path)})"
+    except OSError:
+        where = ""
+    return SpecfairError(f"{path} is a symlink{where}; specfair never writes through a "
+                         "symlink: remove it")
+
+
+def open_nofollow(path: str | Path, flags: int, mode: int = 0o644) -> int:
+    """``os.open(path, flags | O_NOFOLLOW)``: a symlink at ``path`` is refused with one
+    :class:`SpecfairError` naming it."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP or Path(path).is_symlink():
+            raise _linked(Path(path)) from None
+        raise
+
+
+def open_append(path: str | Path, binary: bool = False):
+    """``path`` opened for appending (created if missing; parent directories too); a symlink
+    there is refused."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    return os.fdopen(fd, "ab" if binary else "a", **({} if binary else {"encoding": "utf-8"}))
+
+
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a fresh temporary path next to ``path`` (parent directories created); when the
+    block succeeds it replaces ``path`` (``os.replace``: a symlink there is replaced, never
+    followed), otherwise it is deleted."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_file`), synced to disk."""
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_file`)."""
+    write_bytes(path, text.encode("utf-8"))
 
 
 @contextmanager
 def atomic_dir(out: str | Path, mode: int = 0o755) -> Iterator[Path]:
     """Yield an empty temporary directory next to ``out``; when the block succeeds it replaces
-    ``out`` (an existing ``out`` is removed first), otherwise it is deleted. Temporary
-    directories of ``out`` left by a killed process (older than ``STALE_AFTER_S``) are removed
-    first."""
+    ``out`` (an existing ``out`` is removed first; a symlink there is removed itself, its
+    target left alone), otherwise it is deleted. Temporary directories of ``out`` left by a
+    killed process (older than ``STALE_AFTER_S``) are removed first."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.tmp*"):  # left by a killed writer
         try:
-            if time.time() - stale.stat().st_mtime > STALE_AFTER_S:
+            if time.time() - stale.lstat().st_mtime > STALE_AFTER_S and not stale.is_symlink():
                 shutil.rmtree(stale, ignore_errors=True)
         except OSError:
             pass
@@ -31,7 +105,9 @@ def atomic_dir(out: str | Path, mode: int = 0o755) -> Iterator[Path]:
     try:
         yield tmp
         tmp.chmod(mode)
-        if out.exists():
+        if out.is_symlink() or (out.exists() and not out.is_dir()):
+            out.unlink()
+        elif out.exists():
             shutil.rmtree(out)
         tmp.replace(out)
     finally:

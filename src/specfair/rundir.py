@@ -5,7 +5,8 @@ any work, locked against a second writer, and bound to one set of run settings.
   nothing.
 * :func:`dir_lock` — one writer per directory. ``OUT/.specfair.lock`` holds the writer's pid
   and command line under an exclusive ``flock``; a second writer is refused at once with a
-  message naming the first. The kernel drops the lock when its process dies (even by SIGKILL),
+  message naming the first; a lock file that is a symlink (or a hard link) is refused, never
+  written through. The kernel drops the lock when its process dies (even by SIGKILL),
   so a lock file left by a dead process is simply taken over. Removed on exit.
 * :func:`run_settings` / :func:`check_settings` — every record carries a ``settings`` block
   (target, drafter, dtype, decoding settings, suite and its data hash, specfair version); a
@@ -18,6 +19,7 @@ import errno
 import fcntl
 import json
 import os
+import stat
 import sys
 import tempfile
 import time
@@ -26,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from specfair import __version__
+from specfair.atomic import open_nofollow
 from specfair.errors import SpecfairError
 
 LOCK_FILE = ".specfair.lock"
@@ -53,9 +56,10 @@ def check_out_dir(out: str | Path, flag: str = "--out") -> Path:
     if not base.is_dir():
         raise SpecfairError(f"{flag} {out}: {base} is a file, not a directory")
     lock = out / LOCK_FILE
-    if (lock.exists() or lock.is_symlink()) and not lock.is_file():
-        raise SpecfairError(f"{flag} {out}: {lock} is not a regular file; remove it (a lock "
-                            "file is only ever a file that specfair writes)")
+    if lock.is_symlink() or (lock.exists() and not lock.is_file()):
+        what = " (a symlink)" if lock.is_symlink() else ""
+        raise SpecfairError(f"{flag} {out}: {lock} is not a regular file{what}; remove it (a "
+                            "lock file is only ever a file that specfair writes)")
     try:
         with tempfile.TemporaryFile(dir=base, prefix=".specfair-probe"):
             pass
@@ -99,11 +103,17 @@ def dir_lock(out: str | Path, command: str | None = None) -> Iterator[Path]:
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_FILE
     while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a symlink: the lock's JSON must not overwrite another file
+            fd = open_nofollow(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK)
         except OSError as e:
             raise SpecfairError(f"cannot open the lock file {path} ({e.strerror or e}); "
                                 "remove it if it is not a file") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+            os.close(fd)
+            why = "a hard link to another file" if st.st_nlink > 1 else "not a regular file"
+            raise SpecfairError(f"the lock file {path} is {why}; remove it (a lock file is "
+                                "only ever a file that specfair writes)")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from specfair.atomic import open_append, open_nofollow, write_text
 from specfair.errors import SpecfairError
 
 
@@ -45,7 +46,7 @@ def read_jsonl(path: str | Path, *, repair: bool = False) -> list[dict]:
                 if not isinstance(rec, dict):
                     raise ValueError("not an object")
                 if not has_newline and repair:  # complete JSON cut before its newline
-                    with open(path, "ab") as f:
+                    with open_append(path, binary=True) as f:
                         f.write(b"\n")
                         f.flush()
                         os.fsync(f.fileno())
@@ -56,7 +57,7 @@ def read_jsonl(path: str | Path, *, repair: bool = False) -> list[dict]:
                 notice(f"{path}: ignoring an incomplete last line ({len(raw)} bytes), "
                        "probably left by an interrupted run")
                 if repair:
-                    with open(path, "r+b") as f:
+                    with os.fdopen(open_nofollow(path, os.O_WRONLY), "wb") as f:
                         f.truncate(good_end)
                         f.flush()
                         os.fsync(f.fileno())
@@ -88,23 +89,18 @@ def _clean(obj: Any) -> Any:
 
 def append_jsonl(path: str | Path, record: dict) -> None:
     """Append one record as a line, then flush and fsync (durable before returning); the
-    parent directory is created if needed."""
+    parent directory is created if needed; a symlink at ``path`` is refused."""
     line = json.dumps(_clean(record), separators=(",", ":"), allow_nan=False) + "\n"
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
+    with open_append(path) as f:
         f.write(line)
         f.flush()
         os.fsync(f.fileno())
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write strict JSON (nan/inf → null) atomically via a temporary file (parent directory
-    created if needed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """Write strict JSON (nan/inf → null) atomically (:func:`specfair.atomic.write_text`:
+    parent directory created if needed, a symlink at ``path`` replaced, never followed)."""
+    write_text(path, json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n")
 
 
 def read_json(path: str | Path) -> Any:
