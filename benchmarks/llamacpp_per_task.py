@@ -60,7 +60,7 @@ import numpy as np
 
 from specfair.backends.gguf_export import OUTTYPES, export_gguf
 from specfair.backends.llamacpp import LlamaCppBackend
-from specfair.distill.routing import is_routed_export
+from specfair.drafters.routing import is_routed_export
 from specfair.errors import SpecfairError
 from specfair.measure.bench import (
     BENCH_FILE,

@@ -1,6 +1,6 @@
 """How well can a task router tell a prompt's task? Accuracy per task on a suite's test split.
 
-The classifier of ``specfair router train`` (:mod:`specfair.distill.task_classifier`: logistic
+The classifier of ``specfair router train`` (:mod:`specfair.drafters.task_classifier`: logistic
 regression on the base drafter's mean prompt hidden states) fitted on the TRAIN prompts and
 scored on the TEST prompts, without a per-task export (so it runs before any fine-tuning):
 routing accuracy, the share below the threshold (sent to the base drafter) and the confusion
@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from specfair.distill.task_classifier import TaskClassifier, evaluate, prompt_features
+from specfair.drafters.task_classifier import TaskClassifier, evaluate, prompt_features
 from specfair.errors import SpecfairError
 from specfair.models import DEFAULT_DRAFTER
 from specfair.models.load import load_model, load_tokenizer

@@ -152,11 +152,14 @@ def test_defaults_defined_once():
 
 
 LAYERS = {"defaults": 0, "errors": 0, "schema": 0, "rundir": 0, "atomic": 0,
-          "tasks": 1, "models": 1, "decoding": 1, "measure": 2, "backends": 2, "distill": 3,
-          "report": 4, "cli": 5, "cli_groups": 5, "study": 5, "__main__": 5}
-BOTTOM = {"specfair.models.hardware", "specfair.models.eos"}  # layer 0 inside models
-# command-level modules inside lower packages: export-gguf converts distill's exports
+          "tasks": 1, "models": 1, "decoding": 1, "drafters": 2, "measure": 3, "backends": 3,
+          "distill": 4, "report": 5, "cli": 6, "cli_groups": 6, "study": 6, "__main__": 6}
+# layer 0 inside packages: no model code (the JSON files of measure.io are read by drafters)
+BOTTOM = {"specfair.models.hardware", "specfair.models.eos", "specfair.measure.io"}
+# command-level modules inside lower packages: export-gguf converts deployed drafters
 TOP = {"specfair.backends.gguf_export"}
+# the modules that drive training (and so may import specfair.distill) besides distill itself
+TRAINING_DRIVERS = {"specfair.cli", "specfair.cli_groups", "specfair.__main__"}
 
 
 def _layer(mod: str) -> int:
@@ -164,7 +167,7 @@ def _layer(mod: str) -> int:
     if mod in BOTTOM or len(parts) == 1:
         return 0
     if (len(parts) > 2 and parts[2] == "commands") or mod in TOP:  # command lines sit on top
-        return 5
+        return LAYERS["cli"]
     return LAYERS[parts[1]]
 
 
@@ -174,3 +177,27 @@ def test_layers_import_downwards():
     up = [(m, r, line) for m, p in MODULES.items() for r, line, _ in _imports(m, p)
           if _layer(r) > _layer(m) and not r.startswith(m + ".")]
     assert up == []
+
+
+def test_only_training_drivers_import_distill():
+    """docs/ARCHITECTURE.md: ``distill`` only trains. What a deployed drafter is (formats,
+    loading, routing) is :mod:`specfair.drafters`; outside ``distill`` only the command line and
+    the experiment (``study``), which drive training, import it: bench, generate, export-gguf and
+    every lower layer reach a drafter through ``drafters``."""
+    found = sorted((m, r, line) for m, p in MODULES.items() for r, line, _ in _imports(m, p)
+                   if r.startswith("specfair.distill") and not m.startswith("specfair.distill")
+                   and m not in TRAINING_DRIVERS and not m.startswith("specfair.study"))
+    assert found == []
+
+
+def test_deployed_drafters_sit_below_measure_backends_and_training():
+    """``drafters`` is its own layer: above ``tasks``/``models``/``decoding`` (which never import
+    it), below ``measure``, ``backends``, ``distill`` and ``study``."""
+    assert LAYERS["models"] < LAYERS["drafters"] < min(LAYERS["measure"], LAYERS["backends"])
+    assert LAYERS["drafters"] < LAYERS["distill"] < LAYERS["study"]
+    drafters = [m for m in MODULES if m.startswith("specfair.drafters.")]
+    assert {"specfair.drafters.load", "specfair.drafters.export", "specfair.drafters.router",
+            "specfair.drafters.routing", "specfair.drafters.task_classifier"} <= set(drafters)
+    reached = {_layer(r) for m in drafters for r, _, _ in _imports(m, MODULES[m])}
+    assert max(reached) <= LAYERS["drafters"]
+

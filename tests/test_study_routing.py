@@ -152,7 +152,7 @@ def _jsonl(path):
 
 
 def test_the_routing_stage_on_a_tiny_study(study, monkeypatch):
-    from specfair.distill.routing import check_routing
+    from specfair.drafters.routing import check_routing
     from specfair.study.run import Run
 
     cfg, out, run_study = study

@@ -44,7 +44,7 @@ def lora_drafter(tiny_pair, tmp_path_factory):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from specfair.distill.export import export_drafter
+    from specfair.drafters.export import export_drafter
 
     base = AutoModelForCausalLM.from_pretrained(tiny_pair[1], dtype=torch.float32)
     peft = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "up_proj"]))

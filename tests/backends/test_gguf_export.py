@@ -95,8 +95,8 @@ def test_top_layer_per_task_export_roundtrip(tiny_pair, tmp_path):
     task's model's logits, not the base's."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from specfair.distill.export import export_drafter
-    from specfair.distill.router import TaskRoutedDrafter, copy_top
+    from specfair.drafters.export import export_drafter
+    from specfair.drafters.router import TaskRoutedDrafter, copy_top
 
     base = AutoModelForCausalLM.from_pretrained(tiny_pair[1], dtype=torch.float32).eval()
     task = copy_top(base, 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from specfair.decoding.proposer import ModelProposer, Proposer, as_proposer
-from specfair.distill.router import TaskRoutedDrafter
+from specfair.drafters.router import TaskRoutedDrafter
 
 
 def test_plain_drafter_drafts_for_every_task_and_a_router_routes():

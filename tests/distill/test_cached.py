@@ -11,8 +11,9 @@ from distill_helpers import load
 from specfair.distill.cached import train_cached
 from specfair.distill.config import DistillConfig
 from specfair.distill.data import heldout_split
-from specfair.distill.export import export_drafter, load_drafter
-from specfair.distill.router import TaskRoutedDrafter
+from specfair.drafters.export import export_drafter
+from specfair.drafters.load import load_drafter
+from specfair.drafters.router import TaskRoutedDrafter
 from specfair.errors import SpecfairError
 from specfair.measure.io import read_jsonl
 

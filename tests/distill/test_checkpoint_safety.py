@@ -12,8 +12,9 @@ from distill_helpers import load
 from specfair.distill.checkpoint import decode, encode, latest_checkpoint
 from specfair.distill.config import DistillConfig
 from specfair.distill.data import heldout_split
-from specfair.distill.export import export_drafter, load_drafter
 from specfair.distill.trainer import train
+from specfair.drafters.export import export_drafter
+from specfair.drafters.load import load_drafter
 from specfair.errors import SpecfairError
 
 

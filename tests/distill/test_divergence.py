@@ -19,10 +19,10 @@ from specfair.distill.cached import train_cached
 from specfair.distill.checkpoint import latest_checkpoint
 from specfair.distill.config import DistillConfig
 from specfair.distill.data import heldout_split
-from specfair.distill.export import export_drafter
 from specfair.distill.guard import check_step
-from specfair.distill.router import TaskRoutedDrafter
 from specfair.distill.trainer import train
+from specfair.drafters.export import export_drafter
+from specfair.drafters.router import TaskRoutedDrafter
 from specfair.errors import SpecfairError
 
 

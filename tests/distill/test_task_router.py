@@ -11,9 +11,10 @@ from distill_helpers import load
 from safetensors.torch import load_file, save_file
 
 from specfair.decoding.proposer import draft_for, route_of
-from specfair.distill.export import export_drafter, load_drafter
-from specfair.distill.router import ClassifierRoutedDrafter, TaskRoutedDrafter, copy_top
-from specfair.distill.task_classifier import (
+from specfair.drafters.export import export_drafter
+from specfair.drafters.load import load_drafter
+from specfair.drafters.router import ClassifierRoutedDrafter, TaskRoutedDrafter, copy_top
+from specfair.drafters.task_classifier import (
     META_FILE,
     WEIGHTS_FILE,
     TaskClassifier,
@@ -191,7 +192,7 @@ def test_router_train_command_writes_the_router_and_its_evaluation(export, toy, 
     # the loaded export routes by it
     drafter = load_drafter(export)
     assert isinstance(drafter, TaskRoutedDrafter)
-    from specfair.distill.routing import with_routing
+    from specfair.drafters.routing import with_routing
 
     r = with_routing(drafter, "classifier", export, None)
     assert isinstance(r, ClassifierRoutedDrafter)
@@ -255,7 +256,7 @@ def test_bad_router_inputs_are_one_error_line(cli, export, tiny_pair, tmp_path):
 
 
 def test_plain_drafters_ignore_the_routing(tiny_pair, export):
-    from specfair.distill.routing import check_routing
+    from specfair.drafters.routing import check_routing
 
     assert check_routing("classifier", str(tiny_pair[1])) == "none"
     assert check_routing("oracle", str(export)) == "oracle"
@@ -266,8 +267,8 @@ def test_plain_drafters_ignore_the_routing(tiny_pair, export):
 def test_routed_base_stays_inside_the_export(tmp_path):
     """bench/generate read a per-task export's base drafter through the checked router.json:
     a base path leading out of the export is refused before anything loads."""
-    from specfair.distill.export import ROUTER_FORMAT
-    from specfair.distill.routing import check_drafter_context, routed_base
+    from specfair.drafters.load import ROUTER_FORMAT
+    from specfair.drafters.routing import check_drafter_context, routed_base
 
     export = tmp_path / "export"
     export.mkdir()

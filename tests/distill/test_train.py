@@ -10,9 +10,10 @@ from distill_helpers import load
 
 from specfair.distill.config import DistillConfig
 from specfair.distill.data import assert_train_only, check_examples, heldout_split
-from specfair.distill.export import export_drafter, load_drafter
-from specfair.distill.router import TaskRoutedDrafter
 from specfair.distill.trainer import train
+from specfair.drafters.export import export_drafter
+from specfair.drafters.load import load_drafter
+from specfair.drafters.router import TaskRoutedDrafter
 from specfair.errors import SpecfairError
 
 X = torch.tensor([[257, 84, 82, 68, 81, 198, 66, 78, 258, 198, 257, 64, 82]])
@@ -268,7 +269,7 @@ def test_select_train_prompts_per_task_caps(suite):
 
 def test_failed_export_leaves_previous_export_and_no_partial_files(tiny_pair, tok, tmp_path,
                                                                    monkeypatch):
-    import specfair.distill.export as export
+    import specfair.drafters.export as export
 
     model = load(tiny_pair[1])
     out = export_drafter(model, tok, tmp_path / "drafter")
@@ -316,7 +317,7 @@ def _drawn_tasks(tr, tasks, seed, n_micro):
 def test_per_task_grad_accum_trains_every_drawn_adapter(tiny_pair, tok, examples, tmp_path):
     """Per-task adapters with grad_accum > 1: each micro-batch draws its own task, and every
     adapter drawn in a step gets its micro-batch's gradient (none is dropped)."""
-    from specfair.distill.router import adapter_name
+    from specfair.drafters.router import adapter_name
 
     tr, ho = heldout_split(examples, 1)
     tasks = sorted({e.task for e in tr})

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from specfair.distill.export import load_drafter, read_router
-from specfair.distill.guard import check_model
+from specfair.drafters.load import load_drafter, read_router
 from specfair.errors import SpecfairError
+from specfair.models.finite import check_model
 from specfair.models.weights import load_adapter, load_hf_model, pretrained, require_safetensors
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0", "q5_0", "q4_0")

@@ -4,7 +4,7 @@ what specfair's decoders need.
 ``proposer.for_task(task)`` is the causal LM that drafts for a prompt of ``task`` (``None``: the
 shared default); ``proposer.plain_models()`` lists the ordinary models behind it (to pack their
 kernels, or to measure a cost). A plain drafter is its own proposer for every task
-(:class:`ModelProposer`); :class:`specfair.distill.router.TaskRoutedDrafter` routes by task.
+(:class:`ModelProposer`); :class:`specfair.drafters.router.TaskRoutedDrafter` routes by task.
 Measuring code takes any drafter through :func:`as_proposer` and never branches on its kind.
 
 A proposer that routes by a prompt's content (``ClassifierRoutedDrafter``: a task classifier)

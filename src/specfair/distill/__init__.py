@@ -9,9 +9,11 @@ Public API (imported lazily):
 * weighting: :class:`TaskSampler`, :func:`disparity_weights`
 * data: :class:`Example`, :func:`target_response_examples`, :func:`reference_examples`,
   :func:`heldout_split`, :func:`assert_train_only`
-* models: :func:`make_cheap_drafter`, :func:`prepare_student`, :class:`TaskRoutedDrafter`
+* models: :func:`make_cheap_drafter`, :func:`prepare_student`
 * training: :func:`train` -> :class:`TrainResult`; :func:`estimate_alphas`
-* export: :func:`export_drafter`, :func:`load_drafter`
+
+What a trained drafter is once exported (formats, loading, routing) lives in
+:mod:`specfair.drafters`.
 """
 
 from __future__ import annotations
@@ -35,13 +37,10 @@ _API = {
     "assert_train_only": "data",
     "make_cheap_drafter": "cheap",
     "parse_layer_spec": "cheap",
-    "TaskRoutedDrafter": "router",
     "prepare_student": "trainer",
     "train": "trainer",
     "TrainResult": "trainer",
     "estimate_alphas": "trainer",
-    "export_drafter": "export",
-    "load_drafter": "export",
 }
 
 __all__ = sorted(_API)

@@ -22,7 +22,6 @@ from pathlib import Path
 
 from specfair.distill.config import DistillConfig
 from specfair.distill.data import Example
-from specfair.distill.router import TaskRoutedDrafter, copy_top
 from specfair.distill.run_setup import TrainResult
 from specfair.distill.student import truncate
 from specfair.distill.topn import (
@@ -34,6 +33,7 @@ from specfair.distill.topn import (
     train_sampled,
 )
 from specfair.distill.weighting import TaskSampler
+from specfair.drafters.router import TaskRoutedDrafter, copy_top
 from specfair.measure.io import append_jsonl
 from specfair.measure.signals import fill_signals, seq_key
 

@@ -7,7 +7,7 @@ Output directory layout::
     OUT/train_log.jsonl        per-step metrics and alpha re-estimations
     OUT/checkpoints/step-N/    resumable checkpoints (latest ``keep_checkpoints`` kept)
     OUT/distill_summary.json   alpha per task before/after on the held-back TRAIN prompts
-    OUT/drafter/               the exported drafter (see specfair.distill.export)
+    OUT/drafter/               the exported drafter (see specfair.drafters.export)
 
 Run it on several processes / GPUs with ``accelerate launch -m specfair distill ...``.
 """
@@ -29,9 +29,9 @@ from specfair.distill.data import (
     reference_examples,
     target_response_examples,
 )
-from specfair.distill.export import export_drafter
 from specfair.distill.run_setup import make_accelerator
 from specfair.distill.trainer import train
+from specfair.drafters.export import export_drafter
 from specfair.errors import SpecfairError
 from specfair.measure.responses import read_responses, reuse_responses
 from specfair.models import load_pair
@@ -189,7 +189,7 @@ def router_train_command(drafter: str | Path, suite="default", *, n_per_task: in
     per-task routing accuracy; return the evaluation."""
     import math
 
-    from specfair.distill.routing import drafter_layers, is_routed_export, train_task_router
+    from specfair.drafters.routing import drafter_layers, is_routed_export, train_task_router
     from specfair.tasks import sample_per_task
 
     if not is_routed_export(drafter):

@@ -5,18 +5,17 @@ Every training loop (:mod:`specfair.distill.trainer`, :func:`specfair.distill.to
 which :mod:`specfair.distill.cached` and the study drive) checks, per optimizer step, the loss
 and the gradient norm before the update (:func:`check_step`) and the trained weights after it
 (:func:`check_weights`), so the checkpoint written after a step always holds finite weights. The
-exports check the weights once more before anything is written (:func:`check_model`).
+exports check the weights once more before anything is written
+(:func:`specfair.models.finite.check_model`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from pathlib import Path
 
-import torch
-
 from specfair.errors import SpecfairError
+from specfair.models.finite import nonfinite
 
 
 def _kept(checkpoint: Path | None) -> str:
@@ -39,12 +38,6 @@ def check_step(step: int, loss: float, grad_norm: float | None, lr: float,
                         f"learning rate) — {_kept(checkpoint)}")
 
 
-def nonfinite(named: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
-    """Names of the floating-point tensors holding a NaN or an infinity."""
-    return [n for n, t in named
-            if t.is_floating_point() and not bool(torch.isfinite(t.detach()).all())]
-
-
 def check_weights(step: int, named, lr: float, checkpoint: Path | None = None) -> None:
     """Refuse the update of step ``step`` where it left a non-finite weight."""
     bad = nonfinite(named)
@@ -52,17 +45,3 @@ def check_weights(step: int, named, lr: float, checkpoint: Path | None = None) -
         raise SpecfairError(f"training diverged at step {step}: {len(bad)} weight tensor(s) "
                             f"not finite after the update, e.g. {bad[0]} (lr={lr:g}; try a "
                             f"lower learning rate) — {_kept(checkpoint)}")
-
-
-def check_model(model, what: str) -> None:
-    """Refuse to write ``model`` (a module, or a per-task router with ``base``/``models``/
-    ``peft``) where any weight is not finite."""
-    mods = [model]
-    if not isinstance(model, torch.nn.Module):
-        mods = [m for m in [getattr(model, "peft", None), getattr(model, "base", None),
-                            *getattr(model, "models", {}).values()] if m is not None]
-    for m in mods:
-        bad = nonfinite(m.named_parameters())
-        if bad:
-            raise SpecfairError(f"{what}: {len(bad)} weight tensor(s) are not finite (NaN or "
-                                f"infinite), e.g. {bad[0]}; nothing was written")

@@ -18,7 +18,7 @@ from specfair.distill.cheap import make_cheap_drafter
 from specfair.distill.config import DistillConfig
 from specfair.distill.data import Example
 from specfair.distill.losses import distill_loss_from_hidden
-from specfair.distill.router import adapter_name
+from specfair.drafters.router import adapter_name
 from specfair.errors import SpecfairError
 from specfair.measure.acceptance import position_alpha
 from specfair.measure.signals import target_hidden

@@ -44,7 +44,6 @@ from specfair.distill.checkpoint import latest_checkpoint, load_checkpoint, save
 from specfair.distill.config import DistillConfig
 from specfair.distill.data import Example
 from specfair.distill.guard import check_step, check_weights
-from specfair.distill.router import TaskRoutedDrafter, adapter_name
 from specfair.distill.run_setup import (
     TrainResult,
     grouped_adamw,
@@ -62,6 +61,7 @@ from specfair.distill.student import (
     prepare_student,
 )
 from specfair.distill.weighting import TaskSampler
+from specfair.drafters.router import TaskRoutedDrafter, adapter_name
 from specfair.errors import SpecfairError
 from specfair.measure.io import read_jsonl
 from specfair.models.eos import eos_ids

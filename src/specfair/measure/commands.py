@@ -12,7 +12,7 @@ from specfair.decoding.ngram import parse_proposer, uses_drafter
 from specfair.decoding.policy import POLICY_FILE, DraftingPolicy, parse_policy
 from specfair.decoding.proposer import as_proposer, route_of
 from specfair.defaults import DEFAULT_GAMMA
-from specfair.distill.routing import (
+from specfair.drafters.routing import (
     check_drafter_context,
     check_routing,
     has_task_router,
@@ -127,7 +127,7 @@ def bench_command(
 
     ``drafter`` may be a per-task export (``router.json``, hf backend): ``routing`` "oracle"
     drafts each prompt with its task's copy, "classifier" with the copy the export's task
-    router picks (:mod:`specfair.distill.routing`); recorded in the settings as ``routing``.
+    router picks (:mod:`specfair.drafters.routing`); recorded in the settings as ``routing``.
 
     ``backend``: "hf" (specfair's transformers loop), "llamacpp" or "vllm" (see
     :mod:`specfair.backends`; ``backend_options`` go to its constructor).

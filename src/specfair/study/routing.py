@@ -2,7 +2,7 @@
 before the summary): what routing the per-task drafter by a task classifier, as it is deployed
 on prompts without a label, costs against oracle routing (each prompt to its own task's copy).
 
-1. the task router (:mod:`specfair.distill.task_classifier`: logistic regression on the base
+1. the task router (:mod:`specfair.drafters.task_classifier`: logistic regression on the base
    drafter's mean-pooled prompt hidden states), fitted on the run's train prompts and their
    tasks: ``routing/task_router.{json,safetensors}`` (the timed stage copies it into
    ``drafters/per-task``, which then routes an unlabelled prompt by it); evaluated on the test
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from specfair.distill.task_classifier import (
+from specfair.drafters.task_classifier import (
     EVAL_FILE,
     evaluate,
     fit_router,

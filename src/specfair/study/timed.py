@@ -6,7 +6,7 @@ prediction beside each measurement are of; further seeds (``arms/seed<N>``) and 
 
 1. export (``drafters/<arm>/``): a plain HF directory (``uniform``, ``disparity``), or for
    ``per-task`` the per-task layout (``router.json``, ``base/``, ``tasks/<task>/`` holding the
-   task's top layers), both by :func:`specfair.distill.export.export_drafter`, with the task
+   task's top layers), both by :func:`specfair.drafters.export.export_drafter`, with the task
    router of the routing stage (:mod:`specfair.study.routing`) copied in; each one is a
    ``specfair bench --drafter`` argument as it is (``specfair generate`` routes an unlabelled
    prompt by the router).
@@ -40,10 +40,11 @@ from collections import Counter
 from pathlib import Path
 
 from specfair.distill.cached import with_top
-from specfair.distill.export import export_drafter
-from specfair.distill.router import TaskRoutedDrafter
-from specfair.distill.routing import has_task_router, is_routed_export, load_routed_drafter
-from specfair.distill.task_classifier import EVAL_FILE, has_classifier, load_classifier
+from specfair.drafters.export import export_drafter
+from specfair.drafters.load import is_export
+from specfair.drafters.router import TaskRoutedDrafter
+from specfair.drafters.routing import has_task_router, is_routed_export, load_routed_drafter
+from specfair.drafters.task_classifier import EVAL_FILE, has_classifier, load_classifier
 from specfair.measure.bench import (
     BENCH_FILE,
     BENCH_SUMMARY_FILE,
@@ -74,10 +75,6 @@ def _say(msg: str) -> None:
     print(f"[timed {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _is_export(path: Path) -> bool:
-    return (path / "config.json").is_file() or (path / "router.json").is_file()
-
-
 def export_arms(run, router: Path | None = None) -> dict[str, Path]:
     """``{arm: export directory}``; an arm already exported is kept as it is. ``router``: the
     directory of the per-task drafter's task router (:mod:`specfair.study.routing`), copied
@@ -85,7 +82,7 @@ def export_arms(run, router: Path | None = None) -> dict[str, Path]:
     cfg, out = run.cfg, {}
     for arm in cfg.arms:
         path = out[arm] = run.dir / DRAFTERS / arm
-        if not _is_export(path):
+        if not is_export(path):
             meta = {"study": cfg.name, "arm": arm, "budget": max(cfg.budgets),
                     "loss": cfg.loss, "method": "topn", "top_layers": cfg.top_layers,
                     "seed": cfg.seeds[0]}

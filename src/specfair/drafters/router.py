@@ -126,7 +126,7 @@ class TaskRoutedDrafter:
 
 class ClassifierRoutedDrafter:
     """A :class:`TaskRoutedDrafter` that routes each prompt by a task classifier
-    (:class:`specfair.distill.task_classifier.TaskClassifier`) on the base drafter's hidden
+    (:class:`specfair.drafters.task_classifier.TaskClassifier`) on the base drafter's hidden
     states instead of by its label: ``route(prompt)`` is the predicted task, or None (the base
     drafter) below the classifier's threshold or for a task without a copy. ``for_task(label)``
     still routes by a given label."""
@@ -146,7 +146,7 @@ class ClassifierRoutedDrafter:
     def route(self, prompt) -> str | None:
         """The task whose drafter drafts ``prompt`` (a ``Prompt`` or a user message); None:
         the base drafter. Memoised per prompt."""
-        from specfair.distill.task_classifier import prompt_features
+        from specfair.drafters.task_classifier import prompt_features
 
         key = (getattr(prompt, "id", None), getattr(prompt, "turns", prompt))
         if key not in self._routes:

@@ -1,5 +1,5 @@
 """How a per-task export (``router.json``) picks the drafter of a prompt: ``oracle`` (the prompt's
-task label) or ``classifier`` (the export's task router, :mod:`specfair.distill.task_classifier`;
+task label) or ``classifier`` (the export's task router, :mod:`specfair.drafters.task_classifier`;
 a prompt with no label, as in ``specfair generate``, is always routed this way). Plain drafters
 ignore the routing.
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from specfair.distill.export import load_drafter, read_router
-from specfair.distill.router import ClassifierRoutedDrafter, TaskRoutedDrafter
-from specfair.distill.task_classifier import has_classifier, load_classifier
+from specfair.drafters.load import load_drafter, read_router
+from specfair.drafters.router import ClassifierRoutedDrafter, TaskRoutedDrafter
+from specfair.drafters.task_classifier import has_classifier, load_classifier
 from specfair.errors import SpecfairError
 from specfair.models.cpu_kernels import pack_linears
 from specfair.models.load import (
@@ -33,7 +33,7 @@ def is_routed_export(spec) -> bool:
 
 def routed_base(spec) -> Path:
     """The base drafter directory of a per-task export (its tokenizer and config), from its
-    checked ``router.json`` (:func:`specfair.distill.export.read_router`: the path stays inside
+    checked ``router.json`` (:func:`specfair.drafters.load.read_router`: the path stays inside
     the export)."""
     path = read_router(spec)["base"]
     if not (path / "config.json").is_file():
@@ -111,7 +111,7 @@ def train_task_router(spec, train_prompts, test_prompts, *, layer: int | None = 
     ``router_eval.json``; returns ``(classifier, evaluation)``."""
     import torch
 
-    from specfair.distill.task_classifier import EVAL_FILE, evaluate, fit_router, prompt_features
+    from specfair.drafters.task_classifier import EVAL_FILE, evaluate, fit_router, prompt_features
     from specfair.measure.io import write_json
 
     model = load_feature_model(spec, dtype=dtype, device=device)

@@ -1,0 +1,114 @@
+"""What a deployed drafter is on disk, read back: a plain Hugging Face directory, or a per-task
+export (``router.json``: the base drafter plus, per task, a LoRA adapter, a merged model or the
+task's top layers; :mod:`specfair.drafters.export` writes both). :func:`load_drafter` returns a
+``*ForCausalLM`` or a :class:`~specfair.drafters.router.TaskRoutedDrafter`; :func:`read_router`
+checks ``router.json`` (format, mode, every path inside the export)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from specfair.drafters.router import TaskRoutedDrafter, adapter_name, copy_top
+from specfair.errors import SpecfairError
+from specfair.measure.io import read_json
+from specfair.models.weights import load_adapter, load_hf_model, read_tensors, require_safetensors
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def is_export(path: Path) -> bool:
+    return (path / "config.json").is_file() or (path / "router.json").is_file()
+
+
+def top_keys(model, n: int) -> list[str]:
+    first = model.config.num_hidden_layers - n
+    return [k for k in model.state_dict() if k.startswith("model.norm.") or (
+        k.startswith("model.layers.") and int(k.split(".")[2]) >= first)]
+
+
+ROUTER_FORMAT = "specfair-task-routed/1"
+ROUTER_MODES = ("adapter", "merged", "top-layers")
+
+
+def read_router(export_dir: str | Path) -> dict:
+    """``router.json`` of a per-task export, checked: ``{"mode", "base": Path, "tasks": {task:
+    Path}, "top_layers": int | None}``; every path stays inside ``export_dir``. A corrupt file
+    (not JSON, wrong types, a path leading out) is one error naming it."""
+    root = Path(export_dir)
+    path = root / "router.json"
+    spec = read_json(path)
+
+    def bad(why: str) -> SpecfairError:
+        return SpecfairError(f"{path}: {why}")
+
+    if not isinstance(spec, dict) or spec.get("format") != ROUTER_FORMAT:
+        raise bad(f"not a per-task drafter index (format {ROUTER_FORMAT!r} expected)")
+    if spec.get("mode") not in ROUTER_MODES:
+        raise bad(f"mode {spec.get('mode')!r} is not one of {', '.join(ROUTER_MODES)}")
+    tasks = spec.get("tasks")
+    if not isinstance(tasks, dict) or not all(isinstance(t, str) for t in tasks):
+        raise bad("'tasks' must be a table of task -> sub-directory")
+    top = spec.get("top_layers")
+    if spec["mode"] == "top-layers" and not (type(top) is int and top >= 1):
+        raise bad(f"top_layers = {top!r} should be a whole number >= 1")
+
+    def inside(what: str, sub) -> Path:
+        if not isinstance(sub, str) or not sub or Path(sub).is_absolute():
+            raise bad(f"{what} = {sub!r} should be a relative path inside {root}")
+        p = root / sub
+        if not p.resolve().is_relative_to(root.resolve()):
+            raise bad(f"{what} = {sub!r} leads outside the export directory {root}")
+        return p
+
+    return {"mode": spec["mode"], "base": inside("base", spec.get("base", "base")),
+            "tasks": {t: inside(f"tasks.{t}", sub) for t, sub in tasks.items()},
+            "top_layers": top}
+
+
+def _load_top_layers(base, tasks: dict[str, Path], n: int) -> TaskRoutedDrafter:
+    """Per task: ``base`` with the task's top ``n`` layers (the rest shared, not copied)."""
+    models = {}
+    for t, sub in tasks.items():
+        require_safetensors(sub, "model")
+        model = copy_top(base, n)
+        sd = read_tensors(sub / "model.safetensors")
+        if sorted(sd) != sorted(top_keys(model, n)):
+            raise SpecfairError(f"{sub}: not the top {n} layers of the base drafter")
+        model.load_state_dict(sd, strict=False)
+        models[t] = model.eval()
+    return TaskRoutedDrafter(None, base=base, models=models)
+
+
+def load_drafter(path: str | Path, *, dtype: str = "auto", device: str = "cpu"):
+    """A drafter exported by :func:`export_drafter`: a ``*ForCausalLM`` (eval mode), or a
+    :class:`TaskRoutedDrafter` for a per-task directory (``router.json``)."""
+    path = Path(path)
+    torch_dtype = "auto" if dtype == "auto" else DTYPES[dtype]
+
+    def load(p: Path):
+        return load_hf_model(p, torch_dtype).to(device).eval()
+
+    if not (path / "router.json").is_file():
+        if not (path / "config.json").is_file():
+            raise SpecfairError(f"not a drafter directory (no config.json/router.json): {path}")
+        return load(path)
+    spec = read_router(path)
+    tasks = spec["tasks"]
+    if spec["mode"] == "adapter":  # refuse pickled adapters before any weights load
+        for sub in tasks.values():
+            require_safetensors(sub, "adapter_model")
+    base = load(spec["base"])
+    if spec["mode"] == "merged":
+        models = {t: load(sub) for t, sub in tasks.items()}
+        return TaskRoutedDrafter(None, base=base, models=models)
+    if spec["mode"] == "top-layers":
+        return _load_top_layers(base, tasks, spec["top_layers"])
+    if not tasks:
+        return base
+    model = base
+    for t, sub in tasks.items():
+        model = load_adapter(model, sub, adapter_name(t))
+    model.eval()
+    return TaskRoutedDrafter(model, list(tasks))
