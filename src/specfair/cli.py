@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +14,9 @@ import typer
 from specfair.cli_groups import GROUPS, DataRootOpt, DrafterOpt, SuiteOpt, TargetOpt
 from specfair.defaults import DEFAULT_DRAFTER, DEFAULT_GAMMA, DEFAULT_TARGET
 from specfair.errors import SpecfairError
+
+# errnos of a write the machine refused (not bad input, not a bug): one `error:` line
+WRITE_FAILURES = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 app = typer.Typer(
     name="specfair",
@@ -71,8 +77,9 @@ def generate(
     from specfair.measure.commands import generate_command
 
     generate_command(model, prompt, drafter=drafter, policy=policy, gamma=gamma,
-                     proposer=proposer or "model", max_new_tokens=max_new_tokens, dtype=dtype,
-                     device=device, kernels=kernels)  # fmt: skip
+                     proposer="model" if proposer is None else proposer,
+                     max_new_tokens=max_new_tokens, dtype=dtype, device=device,
+                     kernels=kernels)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- measure
@@ -133,7 +140,7 @@ def bench(
         target, drafter, suite, out, split=split, n_per_task=n_per_task, gamma=gamma,
         max_new_tokens=max_new_tokens, temperature=temperature, dtype=dtype, device=device,
         seed=seed, kernels=kernels, data_root=data_root, backend=backend, backend_options=opts,
-        routing=routing, policy=policy, proposer=proposer or "model",
+        routing=routing, policy=policy, proposer="model" if proposer is None else proposer,
     )  # fmt: skip
 
 
@@ -279,6 +286,21 @@ def _usage_error(e) -> str:
     return f"error: {msg} (see {where})"
 
 
+def write_failure(e: BaseException) -> str | None:
+    """The message of a write the machine refused (no space, over a file-size limit or a
+    quota: :data:`WRITE_FAILURES`), as an OSError or as safetensors' error ``... (os error
+    N)``; None for any other exception."""
+    code = e.errno if isinstance(e, OSError) else None
+    if code is None and (m := re.search(r"\(os error (\d+)\)", str(e))):
+        code = int(m.group(1))
+    if code not in WRITE_FAILURES:
+        cause = e.__cause__ or e.__context__
+        return write_failure(cause) if cause is not None and cause is not e else None
+    where = f"writing {e.filename}" if getattr(e, "filename", None) else "a write failed"
+    return (f"{where}: {os.strerror(code)} ({errno.errorcode[code]}); free space or raise the "
+            "limit, then rerun the same command: it resumes")
+
+
 def _exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(128 + signum)  # unwinds: `finally` blocks stop servers, files are closed
 
@@ -303,5 +325,10 @@ def main(argv: list[str] | None = None) -> None:
     except (typer.Abort, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as e:  # a write the machine refused, also inside safetensors (Rust)
+        if (why := write_failure(e)) is None:
+            raise
+        print(f"error: {why}", file=sys.stderr)
+        sys.exit(2)
     if isinstance(code, int) and code:
         sys.exit(code)

@@ -12,11 +12,14 @@ allowed values, e.g. ``runs.toml: lr = -1 in [distill] must be a finite number >
 from __future__ import annotations
 
 import difflib
+import json
 import math
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from specfair.errors import SpecfairError
@@ -29,6 +32,49 @@ def suggest(name: object, valid: Iterable[object]) -> str:
     if close:
         return f"; did you mean {close[0]!r}?"
     return f" (valid: {', '.join(valid)})" if valid else ""
+
+
+SEED_LIMIT = 2**32  # seeds are in [0, 2**32): numpy's limit, and torch's seeds are taken there
+
+
+def ascii_int(text: object) -> int | None:
+    """``text`` as a non-negative integer if it is ASCII digits only (``"12"``; not ``"²"``,
+    ``"٣"``, ``"1_0"``, ``" 1"`` or ``"+1"``, which ``str.isdigit``/``int`` let through),
+    else None. The one parser of numbers in options and specs."""
+    return int(text) if isinstance(text, str) and re.fullmatch(r"[0-9]+", text) else None
+
+
+def ascii_float(text: object) -> float | None:
+    """``text`` as a float if it is an ASCII decimal number (``"0.5"``, ``".5"``, ``"1e-3"``),
+    else None (no ``nan``, ``inf``, other scripts' digits or underscores)."""
+    ok = isinstance(text, str) and re.fullmatch(
+        r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", text)
+    return float(text) if ok else None
+
+
+def loads_json(text: str | bytes) -> Any:
+    """``json.loads`` whose every failure is a ValueError: nesting too deep for the parser
+    (a RecursionError otherwise) included."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def read_json(path: str | Path, what: str = "") -> Any:
+    """A JSON file a user or an earlier run handed over: missing, unreadable, not UTF-8, not
+    JSON or nested too deeply is one :class:`SpecfairError` naming the file (``what``: how to
+    call it, e.g. ``"policy table"``)."""
+    path = Path(path)
+    name = f"{what} {path}" if what else str(path)
+    if not path.exists():
+        raise SpecfairError(f"{name}: no such file")
+    if not path.is_file():
+        raise SpecfairError(f"{name}: not a file")
+    try:
+        return loads_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
+        raise SpecfairError(f"{name}: not valid JSON ({e})") from e
 
 
 def _where(section: str) -> str:

@@ -64,11 +64,13 @@ def test_an_appended_line_is_refused_everywhere_until_refetched(toy, tmp_path):
     assert source_path("toy", "a.jsonl").read_bytes() == TEXT
 
 
-def test_same_size_and_mtime_is_trusted_and_verify_rehashes(toy, tmp_path):
+def test_same_size_and_mtime_is_rehashed_on_use_and_by_verify(toy, tmp_path):
     st = toy.stat()
     toy.write_bytes(TEXT.replace(b"2", b"3"))  # same size
     os.utime(toy, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert source_path("toy", "a.jsonl") == toy  # the cheap check trusts it
+    assert cache_state(datasets.SOURCES["toy"]) == ("fetched", "")  # `data list`: cheap check
+    with pytest.raises(SpecfairError, match="changed since it was fetched"):
+        source_path("toy", "a.jsonl")  # a read rehashes (issue 31)
     with pytest.raises(SpecfairError, match="changed since it was fetched"):
         fetch_sources(["toy"], data_root=tmp_path / "mirror", log=lambda _: None, verify=True)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 
 from specfair.errors import SpecfairError
+from specfair.schema import ascii_int
 
 PROPOSERS = ("model", "ngram", "hybrid")
 MAX_NGRAM_SIZE = 3  # Hugging Face's default
@@ -38,9 +39,10 @@ def parse_proposer(spec: str) -> tuple[str, int | None]:
         raise SpecfairError(f"proposer must be one of {SYNTAX}, got {spec!r}")
     if not colon:
         return kind, None
-    if not arg.isdigit() or int(arg) < 1:
+    n = ascii_int(arg)
+    if n is None or n < 1:
         raise SpecfairError(f"proposer {spec!r}: N of {kind}:N must be an integer >= 1")
-    return kind, int(arg)
+    return kind, n
 
 
 def uses_drafter(spec: str) -> bool:

@@ -19,8 +19,6 @@ plus free metadata (the split it was chosen on, the predicted speed-ups).
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from specfair.decoding.gamma import CostAwareGamma, FixedGamma, GammaPolicy, Heu
 from specfair.decoding.ngram import parse_proposer
 from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
+from specfair.schema import ascii_float, ascii_int, loads_json, suggest
 
 POLICY_FILE = "policy.json"
 POLICY_FORMAT = "specfair-policy"
@@ -68,6 +67,14 @@ class DraftingPolicy:
             return FixedGamma(self.table.get(task, self.gamma) if task is not None else self.gamma)
         return FixedGamma(self.gamma)
 
+    def check_tasks(self, tasks) -> None:
+        """Refuse a table's task that is not one of ``tasks`` (the suite's), with the closest
+        name: its γ would silently never be used."""
+        for t in self.table:
+            if t not in tasks:
+                raise SpecfairError(f"policy table {self.source}: task {t!r} is not one of the "
+                                    f"suite's tasks{suggest(t, tasks)}")
+
     def settings(self) -> dict:
         """The run-settings fields of this policy (a table's content included, so that a rerun
         with an edited table is refused)."""
@@ -78,12 +85,11 @@ class DraftingPolicy:
         return out
 
 
-def _int_at_least_1(text, what: str) -> int:
-    if isinstance(text, str) and text.strip().lstrip("+").isdigit():
-        text = int(text)
-    if isinstance(text, bool) or not isinstance(text, int) or text < 1:
-        raise SpecfairError(f"{what} must be an integer >= 1, got {text!r}")
-    return text
+def _int_at_least_1(value, what: str) -> int:
+    """``value`` (an option's or a file's: an int, not a bool, not a string) if >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SpecfairError(f"{what} must be an integer >= 1, got {value!r}")
+    return value
 
 
 def parse_policy(spec: str | None, gamma: int | None = None) -> DraftingPolicy:
@@ -95,7 +101,8 @@ def parse_policy(spec: str | None, gamma: int | None = None) -> DraftingPolicy:
         return DraftingPolicy("fixed", gamma or DEFAULT_GAMMA)
     kind, _, arg = str(spec).strip().partition(":")
     if kind == "fixed":
-        n = _int_at_least_1(arg, f"--policy {spec}: N of fixed:N")
+        n = _int_at_least_1(arg if ascii_int(arg) is None else ascii_int(arg),
+                            f"--policy {spec}: N of fixed:N")
         if gamma is not None and gamma != n:
             raise SpecfairError(f"--gamma {gamma} contradicts --policy {spec}; give one of them")
         return DraftingPolicy("fixed", n)
@@ -103,11 +110,8 @@ def parse_policy(spec: str | None, gamma: int | None = None) -> DraftingPolicy:
         default = DEFAULT_GAMMA if kind == "heuristic" else ADAPTIVE_MAX
         return DraftingPolicy(kind, gamma or default)
     if kind == "confidence":
-        try:
-            t = float(arg)
-        except ValueError:
-            t = math.nan
-        if not 0.0 < t < 1.0:
+        t = ascii_float(arg)
+        if t is None or not 0.0 < t < 1.0:
             raise SpecfairError(f"--policy {spec}: T of confidence:T must be a number in (0, 1)")
         return DraftingPolicy("confidence", gamma or DEFAULT_GAMMA, threshold=t)
     if kind == "table" and arg:
@@ -135,8 +139,8 @@ def read_policy_table(path: str | Path) -> tuple[dict[str, int], int, str | None
     if not p.is_file():
         raise SpecfairError(f"policy table {p}: no such file")
     try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        doc = loads_json(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # not UTF-8, not JSON, nested too deeply
         raise SpecfairError(f"policy table {p}: not a JSON file ({e})") from e
     if not isinstance(doc, dict) or doc.get("format") != POLICY_FORMAT:
         raise SpecfairError(f"policy table {p}: not a {POLICY_FORMAT} file (format key)")

@@ -13,6 +13,7 @@ import copy
 import torch
 
 from specfair.errors import SpecfairError
+from specfair.schema import ascii_int
 
 
 def parse_layer_spec(spec: str | list[int] | tuple[int, ...], n_layers: int) -> list[int]:
@@ -22,22 +23,23 @@ def parse_layer_spec(spec: str | list[int] | tuple[int, ...], n_layers: int) -> 
         layers = sorted({int(i) for i in spec})
     else:
         s = str(spec).strip()
-        try:
-            if s.startswith("first:"):
-                layers = list(range(int(s.split(":", 1)[1])))
-            elif s.startswith("every:"):
-                n = int(s.split(":", 1)[1])
-                if n < 1:
-                    raise ValueError
-                layers = list(range(0, n_layers, n)) if n_layers < 10**6 else [0]
-                if n_layers < 10**6 and layers[-1] != n_layers - 1:
-                    layers.append(n_layers - 1)
-            else:
-                layers = sorted({int(x) for x in s.split(",") if x.strip()})
-        except ValueError as e:
-            raise SpecfairError(
-                f"bad cheap-drafter layer spec {spec!r} (use first:K, every:N or 0,1,5)"
-            ) from e
+        bad = SpecfairError(f"bad cheap-drafter layer spec {spec!r} (use first:K, every:N or "
+                            "0,1,5)")
+
+        def num(text: str, least: int = 0) -> int:  # ASCII digits only
+            if (n := ascii_int(text.strip())) is None or n < least:
+                raise bad
+            return n
+
+        if s.startswith("first:"):
+            layers = list(range(num(s.split(":", 1)[1])))
+        elif s.startswith("every:"):
+            n = num(s.split(":", 1)[1], least=1)
+            layers = list(range(0, n_layers, n)) if n_layers < 10**6 else [0]
+            if n_layers < 10**6 and layers[-1] != n_layers - 1:
+                layers.append(n_layers - 1)
+        else:
+            layers = sorted({num(x) for x in s.split(",") if x.strip()})
     if not layers or layers[0] < 0 or layers[-1] >= n_layers:
         raise SpecfairError(f"cheap-drafter layers {spec!r} do not fit a {n_layers}-layer model")
     return layers

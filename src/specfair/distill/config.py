@@ -10,7 +10,6 @@ training and generation: docs/RESULTS.md.
 from __future__ import annotations
 
 import dataclasses
-import json
 import tomllib
 import types
 import typing
@@ -22,7 +21,15 @@ from typing import Any
 from specfair.defaults import DEFAULT_GAMMA
 from specfair.distill.cheap import parse_layer_spec
 from specfair.errors import SpecfairError
-from specfair.schema import Rule, check_keys, check_table, refusal, value_error
+from specfair.schema import (
+    SEED_LIMIT,
+    Rule,
+    check_keys,
+    check_table,
+    loads_json,
+    refusal,
+    value_error,
+)
 
 WEIGHTINGS = ("uniform", "balanced", "disparity", "per-task")
 LOSSES = ("fkl", "rkl", "tvd", "jsd", "ce")
@@ -31,13 +38,14 @@ SCHEDULES = ("cosine", "linear", "constant")
 DATA_SOURCES = ("target", "reference", "both")
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _POS, _COUNT, _NONNEG, _UNIT = Rule(gt=0), Rule(ge=1), Rule(ge=0), Rule(ge=0, le=1)
+MAX_STEPS = 1_000_000  # optimizer steps: a bound on the work (token counts: the models' context)
 # What each value must be beyond its type (checked by specfair.schema.check_table).
 RULES = {
     "weighting": Rule(choices=WEIGHTINGS), "loss": Rule(choices=LOSSES),
     "jsd_beta": Rule(gt=0, lt=1), "temperature": _POS, "method": Rule(choices=METHODS),
     "top_layers": _COUNT, "topk": _COUNT, "lora_rank": _COUNT, "lora_alpha": _POS,
     "lora_dropout": Rule(ge=0, lt=1), "lora_targets": Rule(nonempty=True, unique=True),
-    "lr": _POS, "weight_decay": _NONNEG, "steps": _COUNT, "batch_size": _COUNT,
+    "lr": _POS, "weight_decay": _NONNEG, "steps": Rule(ge=1, le=MAX_STEPS), "batch_size": _COUNT,
     "grad_accum": _COUNT, "max_seq_len": _COUNT, "warmup_steps": _NONNEG,
     "schedule": Rule(choices=SCHEDULES), "max_grad_norm": _NONNEG, "loss_chunk": _COUNT,
     "reestimate_every": _COUNT, "disparity_temperature": _POS, "disparity_floor": _UNIT,
@@ -45,7 +53,7 @@ RULES = {
     "data_source": Rule(choices=DATA_SOURCES), "response_max_new_tokens": _COUNT,
     "response_temperature": _NONNEG, "response_gamma": _COUNT, "max_prompts_per_task": _NONNEG,
     "on_policy_frac": _UNIT, "on_policy_temperature": _POS, "checkpoint_every": _COUNT,
-    "keep_checkpoints": _COUNT, "log_every": _COUNT,
+    "keep_checkpoints": _COUNT, "log_every": _COUNT, "seed": Rule(ge=0, lt=SEED_LIMIT),
     "export_dtype": Rule(choices=("auto", "float32", "bfloat16", "float16")),
 }
 
@@ -165,9 +173,10 @@ class DistillConfig:
                      flags: Iterable[str] = ()) -> None:
         """The limits that depend on the pair, from the models' configs (no weights read):
         ``top_layers`` and ``cheap_layers`` within the drafter's layers, ``topk`` within the
-        target's vocabulary, ``lora_targets`` among the drafter's linear modules. ``section``
+        target's vocabulary, ``lora_targets`` among the drafter's linear modules,
+        ``max_seq_len`` and ``response_max_new_tokens`` within both contexts. ``section``
         may map a key to the table that set it; ``flags`` are keys set on the command line."""
-        from specfair.models.load import model_shape
+        from specfair.models.load import context_length, model_shape
 
         origin = self.origin if origin is None else origin
         section = self.section if section is None else section
@@ -180,6 +189,14 @@ class DistillConfig:
             raise value_error(origin, section(key) if callable(section) else section, key,
                               value, allowed)
 
+        for spec in (target, drafter):
+            if (n := context_length(spec)) is None:
+                continue
+            if self.max_seq_len > n:
+                bad("max_seq_len", f"an integer in [1, {n}] (the context of {spec})")
+            if self.response_max_new_tokens >= n:
+                bad("response_max_new_tokens", f"an integer in [1, {n - 1}] (the context of "
+                    f"{spec}, the prompt included)")
         if self.method == "topn":
             if self.top_layers > d.n_layers:
                 bad("top_layers", f"an integer in [1, {d.n_layers}] (the layers of {d.name})")
@@ -241,7 +258,7 @@ class DistillConfig:
             raise SpecfairError(f"distill config file not found: {path}")
         try:
             if path.suffix == ".json":
-                d = json.loads(path.read_text(encoding="utf-8"))
+                d = loads_json(path.read_text(encoding="utf-8"))
             else:
                 d = tomllib.loads(path.read_text(encoding="utf-8"))
         except (ValueError, tomllib.TOMLDecodeError) as e:

@@ -33,18 +33,22 @@ from specfair.measure.estimate_summary import (
     summarize_estimate,
 )
 from specfair.measure.io import read_json, read_jsonl, write_json
+from specfair.measure.responses import RESPONSES_FILE
 from specfair.measure.tables import print_bench_table, print_estimate_table
 from specfair.models import load_pair
 from specfair.models.load import Pair, load_model, load_tokenizer, resolve_device, resolve_dtype
 from specfair.rundir import check_out_dir, check_settings, dir_lock, run_settings
+from specfair.schema import SEED_LIMIT
 from specfair.tasks import Suite, encode_prompt, load_suite, sample_per_task
 
 SPLITS = ("train", "test", "all")
 
 
 def check_run_args(*, split: str, n_per_task: int | None, gamma: int | None, max_new_tokens: int,
-                   temperature: float, cost_ratio: float | None = None) -> None:
+                   temperature: float, cost_ratio: float | None = None, seed: int = 0) -> None:
     """Refuse bad bench/estimate arguments before anything is loaded or written."""
+    if not 0 <= seed < SEED_LIMIT:
+        raise SpecfairError(f"--seed must be an integer in [0, 2**32), got {seed}")
     if split not in SPLITS:
         raise SpecfairError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     if n_per_task is not None and n_per_task < 1:
@@ -71,7 +75,21 @@ def select_prompts(
     if not prompts:
         raise SpecfairError(f"suite {suite_obj.name}: no prompts in split {split!r}")
     name = suite_obj.name if isinstance(suite, Suite) else str(suite)
-    return prompts, {"suite": name, "data_hash": suite_obj.content_hash(), "split": split}
+    return prompts, {"suite": name, "data_hash": suite_obj.content_hash(), "split": split,
+                     "tasks": suite_obj.tasks}
+
+
+def check_output_files(out_dir: Path, *names: str) -> None:
+    """Before any model loads: each output file ``out_dir/NAME`` is absent, a regular file or
+    a symlink (which :mod:`specfair.atomic` replaces or refuses, never follows), not a
+    directory or a device, so that the last write of a long run cannot fail on it
+    (``out_dir`` itself was checked writable by :func:`check_out_dir`)."""
+    for name in names:
+        p = out_dir / name
+        if not p.is_symlink() and p.exists() and not p.is_file():
+            what = "a directory" if p.is_dir() else "not a regular file"
+            raise SpecfairError(f"{p} is {what}; the command writes a file there (move it "
+                                "away or use another --out)")
 
 
 def _prepare(out_dir, target, drafter, max_new_tokens, dtype, device) -> tuple[Path, str]:
@@ -135,7 +153,7 @@ def bench_command(
     "ngram[:N]" (no drafter is loaded) or "hybrid[:N]"
     (:func:`specfair.decoding.ngram.parse_proposer`)."""
     check_run_args(split=split, n_per_task=n_per_task, gamma=gamma,
-                   max_new_tokens=max_new_tokens, temperature=temperature)
+                   max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
     pol = check_drafting(policy, gamma, proposer, backend)
     if pol.kind == "table" and pol.chosen_on and (pol.chosen_on == split
                                                   or "all" in (pol.chosen_on, split)):
@@ -147,6 +165,8 @@ def bench_command(
         raise SpecfairError(f"a per-task drafter export runs on the hf backend, not {backend}")
     out_dir, dt = _prepare(out_dir, target, drafter, max_new_tokens, dtype, device)
     prompts, suite_settings = select_prompts(suite, split, n_per_task, seed, data_root)
+    pol.check_tasks(suite_settings.pop("tasks"))
+    check_output_files(out_dir, BENCH_FILE, BENCH_SUMMARY_FILE)
     extra = {**suite_settings, "dtype": dt if backend == "hf" else backend}
     if routing != "none":  # plain drafters: no key (their records stay comparable)
         extra["routing"] = routing
@@ -238,12 +258,15 @@ def estimate_command(
     """
     check_run_args(split=split, n_per_task=n_per_task, gamma=gamma,
                    max_new_tokens=max_new_tokens, temperature=temperature,
-                   cost_ratio=cost_ratio)
+                   cost_ratio=cost_ratio, seed=seed)
     out_dir, dt = _prepare(out_dir, target, drafter, max_new_tokens, dtype, device)
     for f, flag in ((responses, "--responses"), (bench_summary, "--bench-summary")):
         if f is not None and not Path(f).is_file():
             raise SpecfairError(f"{flag} {f}: no such file")
     prompts, suite_settings = select_prompts(suite, split, n_per_task, seed, data_root)
+    del suite_settings["tasks"]
+    check_output_files(out_dir, ESTIMATE_FILE, ESTIMATE_SUMMARY_FILE, POLICY_FILE,
+                       *(() if responses else (RESPONSES_FILE,)))
     extra = {**suite_settings, "dtype": dt}
     expected = run_settings(target=str(target), drafter=str(drafter), temperature=temperature,
                             max_new_tokens=max_new_tokens, **extra)

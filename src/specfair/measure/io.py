@@ -12,6 +12,7 @@ from typing import Any
 
 from specfair.atomic import open_append, open_nofollow, write_text
 from specfair.errors import SpecfairError
+from specfair.schema import loads_json, read_json  # noqa: F401  (read_json: the one reader)
 
 
 def notice(message: str) -> None:
@@ -42,7 +43,7 @@ def read_jsonl(path: str | Path, *, repair: bool = False) -> list[dict]:
         end = pos + len(raw) + (1 if has_newline else 0)
         if raw.strip():
             try:
-                rec = json.loads(raw)
+                rec = loads_json(raw)  # nested too deeply: a ValueError too
                 if not isinstance(rec, dict):
                     raise ValueError("not an object")
                 if not has_newline and repair:  # complete JSON cut before its newline
@@ -101,13 +102,3 @@ def write_json(path: str | Path, obj: Any) -> None:
     """Write strict JSON (nan/inf → null) atomically (:func:`specfair.atomic.write_text`:
     parent directory created if needed, a symlink at ``path`` replaced, never followed)."""
     write_text(path, json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n")
-
-
-def read_json(path: str | Path) -> Any:
-    path = Path(path)
-    if not path.exists():
-        raise SpecfairError(f"{path}: no such file")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise SpecfairError(f"{path}: not valid JSON ({e})") from e

