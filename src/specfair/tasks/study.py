@@ -1,4 +1,4 @@
-"""The ``study`` suite: 8 tasks at a scale that can move acceptance (>= 150 train and >= 40 test
+"""The ``study`` suite: tasks at a scale that can move acceptance (>= 150 train and >= 40 test
 prompts each), built from real public data fetched by ``specfair data fetch``.
 
 Every task is one :class:`StudyTask` entry: its source (with its license in
@@ -6,7 +6,16 @@ Every task is one :class:`StudyTask` entry: its source (with its license in
 the suite's seeded hash (:func:`sample_per_task`), and the hash split keeps train and test apart
 (MGSM rows share their English question as split group, so a problem is in one split in every
 language and in the en→fr task; every prompt derived from one ShareGPT conversation has the
-conversation as split group, so a conversation is in one split in chat/code and summarization).
+conversation as split group, so a conversation is in one split in chat/code and summarization;
+every prompt derived from one HSK sentence, or from sentences with its Chinese or English text,
+has the sentence as split group).
+
+The ``extra`` tasks (loaded only when named; issue 29: more data for the lagging translations,
+and answers long enough that decoding, not prefill, dominates a timed step) translate every HSK
+sentence (``*_sent``), English paragraphs of ShareGPT answers into Japanese and Chinese and HSK
+sentences joined into paragraphs into English (``*_para``). :func:`human_written` and
+:func:`monolingual` give real Chinese and Japanese text that is not a task. Sources, licences
+and counts: docs/DATA.md.
 """
 
 from __future__ import annotations
@@ -19,10 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from specfair.errors import SpecfairError
+from specfair.tasks import sharegpt
 from specfair.tasks.datasets import source_path
 from specfair.tasks.prompt import Prompt, normalize_text
 from specfair.tasks.readers_math import read_gsm8k, read_mgsm
-from specfair.tasks.split import LEAK_MIN_CHARS
+from specfair.tasks.sharegpt import SUMMARY_INSTRUCTION
+from specfair.tasks.split import split_of
 from specfair.tasks.suite import Suite, sample_per_task
 from specfair.tasks.synthetic import SOURCE as SYNTHETIC
 from specfair.tasks.synthetic import read_synthetic
@@ -31,10 +42,10 @@ _SYNTH = ("written by the target (`specfair data synthesize`) from 4 of the embe
           "suite's train prompts of the task as examples")
 PER_TASK = 250  # prompts per task before the split (test_fraction 0.2: ~200 train, ~50 test)
 TEST_FRACTION = 0.2
-SUMMARY_INSTRUCTION = ("Summarize the following text in one sentence, in your own words "
-                       "(do not copy its sentences).")
-_CODE = re.compile(r"```|\bdef |\bfunction\b|\bpython\b|\bjavascript\b|\bSQL\b|\bcode\b|"
-                   r"\bclass |\breact\b|\bjava\b|\bC\+\+|\bscript\b", re.IGNORECASE)
+HSK_PARAGRAPH_CHARS = 400  # English characters of a zh→en paragraph's reference (~90 tokens)
+SHAREGPT_FILE = "ShareGPT_V3_unfiltered_cleaned_split.json"
+_LANGUAGE = {"ja": "Japanese", "zh": "Chinese", "en": "English"}
+_PLACEHOLDERS = {"placeholder", "ph"}  # HSK rows whose English was never written
 
 
 @dataclass(frozen=True)
@@ -44,77 +55,20 @@ class StudyTask:
     derived: str  # how the prompts are made, in words
     build: Callable[[], list[Prompt]]
     text_reference: bool = False  # the reference is a full answer text (usable training text)
+    n: int | None = PER_TASK  # prompts kept before the split (None: all the source gives)
+    extra: bool = False  # loaded only when named (the long translation tasks of issue 29)
 
 
-def _sharegpt_conversations(path: Path) -> list[dict]:
-    """The complete conversations of the (truncated) ShareGPT V3 JSON array."""
-    text = path.read_text(encoding="utf-8", errors="replace")
-    dec, pos, out = json.JSONDecoder(), text.index("[") + 1, []
-    while True:
-        while pos < len(text) and text[pos] in " \r\n\t,":
-            pos += 1
-        try:
-            obj, pos = dec.raw_decode(text, pos)
-        except json.JSONDecodeError:
-            return out  # the truncated tail
-        out.append(obj)
-
-
-def _english(s: str) -> bool:
-    return sum(c.isascii() for c in s) >= 0.97 * len(s)
-
-
-def _turns(conv: dict) -> list[tuple[str, str]]:
-    return [(t.get("from", ""), t.get("value", "") or "") for t in conv.get("conversations", [])]
-
-
-def _sharegpt_kind(human: str, answer: str) -> list[tuple[str, str]]:
-    """``(task, prompt text)`` for each task a conversation's first exchange feeds."""
-    out = []
-    code = bool(_CODE.search(human))
-    if not code and 30 <= len(human) <= 600:
-        out.append(("chat", human))
-    elif code and 40 <= len(human) <= 1500:
-        out.append(("code", human))
-    if 400 <= len(answer) <= 1200 and _english(answer) and not _CODE.search(answer):
-        out.append(("summarization", f"{SUMMARY_INSTRUCTION}\n\n{answer}"))
-    return out
+def _sharegpt_path() -> Path:
+    return source_path("sharegpt", SHAREGPT_FILE)
 
 
 @functools.cache
 def _sharegpt_prompts(path: Path) -> dict[str, list[Prompt]]:
-    """The chat, code and summarization prompts of the English ShareGPT conversations.
-
-    Every prompt derived from one conversation has that conversation as split group, so a
-    conversation is in one split whatever tasks it feeds (its answer is the chat/code training
-    text and the summarization source). Conversations that repeat a prompt text or an answer
-    (ShareGPT holds re-shared copies) are joined into the group of the first of them, so equal
-    texts are never split apart; a task keeps the first of prompts with the same text."""
-    rows = []
-    for conv in _sharegpt_conversations(path):
-        turns = _turns(conv)
-        if len(turns) < 2 or turns[0][0] != "human":
-            continue
-        human, answer = turns[0][1].strip(), turns[1][1].strip()
-        if _english(human):
-            rows += [(kind, str(conv["id"]), text, answer)
-                     for kind, text in _sharegpt_kind(human, answer)]
-    parent: dict[str, str] = {}
-
-    def root(c: str) -> str:
-        while parent.setdefault(c, c) != c:
-            parent[c] = c = parent[parent[c]]
-        return c
-
-    owner: dict[str, str] = {}
-    for _kind, cid, text, answer in rows:
-        a_key = normalize_text(answer)  # a stock answer ("Hello! How can I help?") joins none
-        for key in [normalize_text(text)] + ([a_key] if len(a_key) >= LEAK_MIN_CHARS else []):
-            if not key:
-                continue
-            a, b = root(owner.setdefault(key, cid)), root(cid)
-            if a != b:  # deterministic: the file order decides the group's name
-                parent[b] = a
+    """The chat, code and summarization prompts of the English ShareGPT conversations, split by
+    conversation (:func:`specfair.tasks.sharegpt.index`); a task keeps the first of prompts
+    with the same text."""
+    _convs, rows, groups = sharegpt.index(path)
     out: dict[str, list[Prompt]] = {"chat": [], "code": [], "summarization": []}
     seen: set[tuple[str, str]] = set()
     for kind, cid, text, answer in rows:
@@ -123,34 +77,100 @@ def _sharegpt_prompts(path: Path) -> dict[str, list[Prompt]]:
         seen.add((kind, key))
         out[kind].append(Prompt(f"sharegpt_{kind}-{cid}", kind, (text,),
                                 reference=answer if kind != "summarization" else None,
-                                source="sharegpt", group=f"sharegpt conversation {root(cid)}"))
+                                source="sharegpt", group=sharegpt.group(groups, cid)))
     return out
 
 
 def _sharegpt(kind: str) -> list[Prompt]:
-    path = source_path("sharegpt", "ShareGPT_V3_unfiltered_cleaned_split.json")
-    return _sharegpt_prompts(path)[kind]
+    return _sharegpt_prompts(_sharegpt_path())[kind]
 
 
-def _hsk_rows() -> list[dict]:
-    """HSK level >= 2 sentences of >= 10 characters with an English translation."""
-    rows = json.loads(source_path("hsk", "sentences.json").read_text(encoding="utf-8"))
-    return [r for r in rows if r.get("hsk_level", 0) >= 2 and len(r.get("chinese", "")) >= 10
-            and r.get("translation", {}).get("en")]
+def _sharegpt_paragraphs(direction: str) -> list[Prompt]:
+    """An English paragraph of a ShareGPT answer to translate (no reference: the target's
+    answers are the training text); id ``sharegpt_para_<direction>-<conversation>.<turn>.<k>``
+    (the k-th blank-line paragraph of that turn); the conversation's split group, so a
+    conversation is in one split in these tasks and in chat, code and summarization."""
+    convs, _rows, groups = sharegpt.index(_sharegpt_path())
+    lang = _LANGUAGE[direction.split("_")[1]]
+    return [Prompt(f"sharegpt_para_{direction}-{cid}.{turn}.{k}", f"translation_{direction}_para",
+                   (f"Translate into {lang}:\n{para}",), source="sharegpt",
+                   group=sharegpt.group(groups, cid))
+            for cid, turn, k, para in sharegpt.english_paragraphs(convs)]
 
 
-def _hsk(direction: str) -> list[Prompt]:
+@functools.cache
+def _hsk_all(path: Path) -> tuple[list[dict], dict[str, str]]:
+    """Every HSK sentence with an English translation, and each one's split group:
+    ``hsk sentence <id>``, the id of the first sentence (file order) with the same Chinese or
+    English text (normalised; 41 English texts are in two or three sentences), so that equal
+    texts are in one split in every task. Left out: the 67 whose "translation" is a
+    placeholder (``placeholder``, ``PH``)."""
+    rows = [r for r in json.loads(path.read_text(encoding="utf-8"))
+            if r.get("chinese") and (en := r.get("translation", {}).get("en"))
+            and normalize_text(en) not in _PLACEHOLDERS]
+    first: dict[tuple[str, str], str] = {}
+    group: dict[str, str] = {}
+    for r in rows:
+        keys = [("zh", normalize_text(r["chinese"])),
+                ("en", normalize_text(r["translation"]["en"]))]
+        owner = next((group[first[k]] for k in keys if k in first), str(r["id"]))
+        for k in keys:
+            first.setdefault(k, str(r["id"]))
+        group[str(r["id"])] = owner
+    return rows, {i: f"hsk sentence {g}" for i, g in group.items()}
+
+
+def _hsk_rows(every: bool = False) -> tuple[list[dict], dict[str, str]]:
+    """HSK level >= 2 sentences of >= 10 characters with an English translation (``every``:
+    all with one), and the split groups (:func:`_hsk_all`)."""
+    rows, groups = _hsk_all(source_path("hsk", "sentences.json"))
+    if not every:
+        rows = [r for r in rows if r.get("hsk_level", 0) >= 2 and len(r["chinese"]) >= 10]
+    return rows, groups
+
+
+def _hsk(direction: str, every: bool = False) -> list[Prompt]:
     """HSK sentences in one direction; every direction of one sentence has the sentence as split
     group, so it is in one split in zh→en, en→zh and en→ja (a reference of one is never a test
-    prompt of another)."""
+    prompt of another). ``every``: all sentences of :func:`_hsk_all` (tasks ``*_sent``), else
+    those of :func:`_hsk_rows`."""
     out = []
-    for r in _hsk_rows():
+    rows, groups = _hsk_rows(every)
+    name = f"translation_{direction}" + ("_sent" if every else "")
+    for r in rows:
         zh, en = r["chinese"], r["translation"]["en"]
         text, ref = {"zh_en": (f"Translate into English:\n{zh}", en),
                      "en_zh": (f"Translate into Chinese:\n{en}", zh),
                      "en_ja": (f"Translate into Japanese:\n{en}", None)}[direction]
-        out.append(Prompt(f"hsk_{direction}-{r['id']}", f"translation_{direction}", (text,),
-                          reference=ref, source="hsk", group=f"hsk sentence {r['id']}"))
+        out.append(Prompt(f"hsk_{direction}{'_sent' if every else ''}-{r['id']}", name, (text,),
+                          reference=ref, source="hsk", group=groups[str(r["id"])]))
+    return out
+
+
+def _hsk_paragraphs() -> list[Prompt]:
+    """HSK sentences joined into paragraphs to translate into English; the reference joins their
+    English translations. A paragraph joins sentences of one split (each sentence's group, as
+    in the sentence tasks) and one HSK level, in topic and then file order, until its English
+    has more than :data:`HSK_PARAGRAPH_CHARS` characters (a short rest is left out); it has its
+    first sentence's group, so it is in the split of every sentence in it. Its id names every
+    sentence: ``hsk_para_zh_en-<id>+<id>+...``."""
+    rows, groups = _hsk_rows(every=True)
+    bins: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        key = (split_of(groups[str(r["id"])], TEST_FRACTION), int(r.get("hsk_level", 0)))
+        bins.setdefault(key, []).append(r)
+    out = []
+    for key in sorted(bins):
+        cur: list[dict] = []
+        for r in sorted(bins[key], key=lambda r: str(r.get("topic", ""))):  # stable
+            cur.append(r)
+            if sum(len(x["translation"]["en"]) + 1 for x in cur) > HSK_PARAGRAPH_CHARS:
+                zh = "".join(x["chinese"].strip() for x in cur)
+                en = " ".join(x["translation"]["en"].strip() for x in cur)
+                out.append(Prompt("hsk_para_zh_en-" + "+".join(str(x["id"]) for x in cur),
+                                  "translation_zh_en_para", (f"Translate into English:\n{zh}",),
+                                  reference=en, source="hsk", group=groups[str(cur[0]["id"])]))
+                cur = []
     return out
 
 
@@ -212,6 +232,29 @@ STUDY_TASKS: tuple[StudyTask, ...] = (
               lambda: _hsk("en_zh"), True),
     StudyTask("translation_en_ja", "hsk", "'Translate into Japanese:' + the English translation "
               "of an HSK level >= 2 sentence (no reference)", lambda: _hsk("en_ja")),
+    StudyTask("translation_zh_en_sent", "hsk", "'Translate into English:' + any of the 4,287 "
+              "translated HSK sentences; reference: its English translation (the full pool of "
+              "translation_zh_en, whose 250 prompts the packaged configs keep)",
+              lambda: _hsk("zh_en", every=True), True, n=None, extra=True),
+    StudyTask("translation_en_zh_sent", "hsk", "'Translate into Chinese:' + the English "
+              "translation of any HSK sentence; reference: the sentence",
+              lambda: _hsk("en_zh", every=True), True, n=None, extra=True),
+    StudyTask("translation_en_ja_sent", "hsk", "'Translate into Japanese:' + the English "
+              "translation of any HSK sentence (no reference)",
+              lambda: _hsk("en_ja", every=True), n=None, extra=True),
+    StudyTask("translation_en_ja_para", "sharegpt", "'Translate into Japanese:' + an English "
+              f"prose paragraph ({sharegpt.PARAGRAPH_CHARS[0]}-{sharegpt.PARAGRAPH_CHARS[1]} "
+              "characters, no code, list or table) of a ShareGPT answer, at most "
+              f"{sharegpt.PARAGRAPHS_PER_CONVERSATION} per conversation (no reference: the "
+              "target's answers are the training text)",
+              lambda: _sharegpt_paragraphs("en_ja"), n=None, extra=True),
+    StudyTask("translation_en_zh_para", "sharegpt", "'Translate into Chinese:' + the English "
+              "paragraphs of translation_en_ja_para (no reference)",
+              lambda: _sharegpt_paragraphs("en_zh"), n=None, extra=True),
+    StudyTask("translation_zh_en_para", "hsk", "'Translate into English:' + HSK sentences of "
+              f"one level and split joined until their English has > {HSK_PARAGRAPH_CHARS} "
+              "characters; reference: their English translations joined", _hsk_paragraphs,
+              True, n=None, extra=True),
     StudyTask("mgsm_zh", "mgsm", "an MGSM Chinese question as is (a math word problem in "
               "Chinese; the same problems as mgsm_ja and translation_en_fr)", lambda: _mgsm("zh")),
     StudyTask("mgsm_ja", "mgsm", "an MGSM Japanese question as is (a math word problem in "
@@ -223,18 +266,24 @@ def text_reference_tasks() -> set[str]:
     return {t.name for t in STUDY_TASKS if t.text_reference}
 
 
-def load_study_suite(n_per_task: int | None = PER_TASK, seed: int = 0,
+_OWN = object()  # load_study_suite's default: each task's own ``n``
+
+
+def load_study_suite(n_per_task: int | None | object = _OWN, seed: int = 0,
                      tasks: Iterable[str] | None = None) -> Suite:
-    """The study suite's ``tasks`` (default: all), ``n_per_task`` prompts each."""
+    """The study suite's ``tasks`` (default: all but the ``extra`` ones), ``n_per_task`` prompts
+    each (default: each task's own ``n``: :data:`PER_TASK`, or all the source gives for the
+    extra tasks; ``None``: all of every task)."""
     keep = None if tasks is None else set(tasks)
     if keep is not None and (unknown := keep - {t.name for t in STUDY_TASKS}):
         raise SpecfairError(f"study suite: no task(s) {sorted(unknown)}")
     items: list[Prompt] = []
     sources: dict[str, list[str]] = {}
     for task in STUDY_TASKS:
-        if keep is not None and task.name not in keep:
+        if (task.extra and keep is None) or (keep is not None and task.name not in keep):
             continue
-        prompts = sample_per_task(task.build(), n_per_task, seed)
+        n = task.n if n_per_task is _OWN else n_per_task
+        prompts = sample_per_task(task.build(), n, seed)
         if not prompts:
             raise SpecfairError(f"study suite: task {task.name} has no prompts")
         items.extend(prompts)
@@ -242,3 +291,35 @@ def load_study_suite(n_per_task: int | None = PER_TASK, seed: int = 0,
     suite = Suite("study", items, TEST_FRACTION, seed, origin="study", sources=sources)
     suite.check()
     return suite
+
+
+def human_written(lang: str, mgsm: bool = True) -> list[Prompt]:
+    """Real human-written text in ``lang`` (``"zh"`` or ``"ja"``) to check the target-written
+    prompts of that task against: ShareGPT's human turns in the language (requests; any turn,
+    so a few follow-ups; :func:`specfair.tasks.sharegpt.human_turns`), then (``mgsm``) MGSM's
+    questions in it (professional translations of GSM8K problems: math only). Each prompt's id
+    names its row (``sharegpt_human_<lang>-<conversation>.<turn>``, ``mgsm_<lang>-<row>``)
+    and it has the split group of that row in the study suite."""
+    if lang not in ("zh", "ja"):
+        raise SpecfairError(f"human_written: no language {lang!r} (zh or ja)")
+    convs, _rows, groups = sharegpt.index(_sharegpt_path())
+    out = [Prompt(f"sharegpt_human_{lang}-{cid}.{turn}", lang, (text,), source="sharegpt",
+                  group=sharegpt.group(groups, cid))
+           for cid, turn, text in sharegpt.human_turns(convs, lang)]
+    return out + [Prompt(p.id, lang, p.turns, source=p.source, group=p.group)
+                  for p in (_mgsm(lang) if mgsm else [])]
+
+
+def monolingual(lang: str, mgsm: bool = True) -> list[Prompt]:
+    """Unlabeled human-written text in ``lang`` (the ``monolingual`` arm: text in a task's output
+    language), each with the split group it has in the study suite: ``"zh"``: every HSK
+    sentence (``hsk_mono-<id>``), then :func:`human_written` Chinese; ``"ja"``:
+    :func:`human_written` Japanese only (no packaged Japanese corpus was found: MGSM's 250
+    questions and ShareGPT's few Japanese turns are all there is)."""
+    out = []
+    if lang == "zh":
+        rows, groups = _hsk_rows(every=True)
+        out = [Prompt(f"hsk_mono-{r['id']}", "monolingual_zh", (r["chinese"].strip(),),
+                      source="hsk", group=groups[str(r["id"])]) for r in rows]
+    return out + [Prompt(p.id, f"monolingual_{lang}", p.turns, source=p.source, group=p.group)
+                  for p in human_written(lang, mgsm)]
