@@ -14,7 +14,9 @@ For each hard-coded prompt (5 task types, greedy decoding) it times, in one run:
 - variants (``--variants``, each ``POLICY[+PROPOSER]``: a ``--policy`` of ``specfair bench``
   and a proposer model|ngram|hybrid, e.g. ``adaptive``, ``fixed:5+ngram``, ``heuristic+hybrid``,
   ``table:policy.json``): specfair SD under each, on the same prompts, with each prompt's task
-  choosing its γ for a table,
+  choosing its γ for a table; ``adaptive`` prices this machine's verify curve (``--verify-curve``:
+  the cached one, measured once per machine, pair and dtype; ``online``: fitted per request; or
+  a slope) and ``adaptive-flat`` is the rule before it, so that one run pairs them,
 
 and reports tokens/s, alpha (accepted/drafted and the geometric MLE), tau, the measured cost
 ratio c = (drafter forward time) / (target AR step time), the Leviathan prediction of the
@@ -23,7 +25,7 @@ time split of a step (draft / verify / other overhead).
 
 Run on the real pair (another engineer does):  python benchmarks/engine.py --out engine.json
 (drafting variants:  ... --variants fixed:5 heuristic confidence:0.4 adaptive fixed:5+ngram \
-    fixed:5+hybrid adaptive+hybrid)
+    fixed:5+hybrid adaptive+hybrid adaptive-flat+hybrid)
 Smoke test on tiny models:  python benchmarks/engine.py --target DIR --drafter DIR --dtype fp32 \
     --limit 2 --max-new-tokens 16
 """
@@ -40,7 +42,6 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.table import Table
 
 from specfair.decoding import (
     FixedGamma,
@@ -52,8 +53,19 @@ from specfair.decoding import (
 from specfair.decoding.ngram import uses_drafter
 from specfair.decoding.policy import DraftingPolicy, parse_variant
 from specfair.errors import SpecfairError
+from specfair.measure.bench import model_dtype
+from specfair.measure.costs import curve_key, verify_curve
 from specfair.models import DEFAULT_DRAFTER, DEFAULT_TARGET, load_pair
 from specfair.models.hardware import cpu_name
+
+sys.path.insert(0, str(Path(__file__).parent))  # the report half of this script, beside it
+from engine_report import (  # noqa: E402
+    adaptive_pairs,
+    against_hf,
+    report,
+    task_speedup_cis,
+    variant_speedups,  # noqa: F401 (the script's API, as before the split)
+)
 
 # (id, task, user message): short, written in-house.
 PROMPTS: list[tuple[str, str, str]] = [
@@ -208,49 +220,6 @@ def prompts_of(args) -> list[tuple[str, str, str]]:
     return [(p.id, p.task, p.turns[0]) for p in chosen]
 
 
-def against_hf(records: list[dict], n_boot: int = 2000) -> dict[str, dict]:
-    """Each SD variant's tokens/s over HF assisted generation's (defaults) on the same prompts:
-    the geometric mean of the per-prompt ratios with a bootstrap 95 % CI over prompts, and the
-    variant's worst task (mean speed-up over specfair AR)."""
-    import numpy as np
-
-    rows = [r for r in records if r.get("hf_sd", {}).get("tps")]
-    labels = ["sd"] + list(dict.fromkeys(k for r in rows for k in r.get("variants", {})))
-    speedups = variant_speedups(records)
-    out = {}
-    rng = np.random.default_rng(0)
-    for label in labels:
-        tps = [(r["sd"] if label == "sd" else r["variants"][label])["tps"] for r in rows]
-        logs = np.log(np.array(tps) / np.array([r["hf_sd"]["tps"] for r in rows]))
-        boot = logs[rng.integers(0, len(logs), (n_boot, len(logs)))].mean(axis=1)
-        by_task = speedups.get(label) if label != "sd" else None
-        if by_task is None:
-            by: dict[str, list] = {}
-            for r in records:
-                by.setdefault(r["task"], []).append(r["speedup"])
-            by_task = {t: statistics.mean(x) for t, x in by.items()}
-        worst = min((t for t in by_task if t != "overall"), key=by_task.get)
-        out[label] = {"vs_hf": float(np.exp(logs.mean())),
-                      "ci": [float(np.exp(np.quantile(boot, 0.025))),
-                             float(np.exp(np.quantile(boot, 0.975)))],
-                      "worst_task": worst, "worst_speedup": by_task[worst]}
-    return out
-
-
-def hf_report(records: list[dict], console) -> None:
-    res = against_hf(records)
-    if not res:
-        return
-    table = Table(title="SD variants against HF assisted generation (defaults), same prompts")
-    for col in ("variant", "t/s ratio vs HF (geo. mean)", "95% CI", "worst task",
-                "its speed-up vs AR"):
-        table.add_column(col)
-    for label, d in res.items():
-        table.add_row(label, fmt(d["vs_hf"]), f"[{d['ci'][0]:.2f}, {d['ci'][1]:.2f}]",
-                      d["worst_task"], fmt(d["worst_speedup"]))
-    console.print(table)
-
-
 def run_prompt(pair, pid, task, text, args, console) -> dict:
     target, drafter, tok = pair.target, pair.drafter, pair.tokenizer
     ids = encode(tok, text)
@@ -338,6 +307,38 @@ def parse_variants(specs: list[str]) -> list[tuple[str, DraftingPolicy, str]]:
     return out
 
 
+def parse_verify_curve(spec: str, variants) -> str | float:
+    """``--verify-curve``: "cache", "online" or a slope (checked against each adaptive
+    variant's bound before anything is loaded)."""
+    if spec in ("cache", "online"):
+        return spec
+    try:
+        slope = float(spec)
+    except ValueError:
+        raise SpecfairError(f"--verify-curve must be cache, online or a slope, got {spec!r}"
+                            ) from None  # fmt: skip
+    for _, pol, _ in variants:
+        pol.with_verify_slope(slope)
+    return slope
+
+
+def with_verify_curve(pair, args) -> dict | None:
+    """The verify curve of the ``adaptive`` variants (``args.variants`` rebuilt with it);
+    None when no variant is adaptive."""
+    if not any(pol.kind == "adaptive" for _, pol, _ in args.variants):
+        return None
+    if args.verify_curve == "online":
+        return {"source": "online"}
+    curve = {"source": "given", "verify_slope": args.verify_curve}
+    if args.verify_curve == "cache":
+        ids = encode(pair.tokenizer, prompts_of(args)[0][2])
+        key = curve_key(pair.target_name, pair.drafter_name, model_dtype(pair.target))
+        curve = {"source": "cache", "key": key} | verify_curve(pair.target, pair.drafter, ids, key)
+    args.variants = [(label, pol.with_verify_slope(curve["verify_slope"]), prop)
+                     for label, pol, prop in args.variants]  # fmt: skip
+    return curve
+
+
 def run_variants(pair, task: str, ids: list[int], ar: GenerationResult, variants, n: int) -> dict:
     """Each variant's SD on one prompt, against the prompt's AR run ``ar``."""
     out = {}
@@ -352,73 +353,6 @@ def run_variants(pair, task: str, ids: list[int], ar: GenerationResult, variants
                       "match_ar": match_rate(res.tokens, ar.tokens),
                       "by_proposer": res.by_proposer()}  # fmt: skip
     return out
-
-
-def variant_speedups(records: list[dict]) -> dict[str, dict[str, float]]:
-    """{variant: {task: mean speed-up over the task's prompts, ..., "overall": mean over all
-    prompts}} from the records' ``variants``."""
-    out: dict[str, dict[str, list]] = {}
-    for r in records:
-        for label, v in r.get("variants", {}).items():
-            if v.get("speedup") is not None:
-                out.setdefault(label, {}).setdefault(r["task"], []).append(v["speedup"])
-                out[label].setdefault("overall", []).append(v["speedup"])
-    return {label: {t: statistics.mean(xs) for t, xs in by.items()} for label, by in out.items()}
-
-
-def task_speedup_cis(records: list[dict], n_boot: int = 2000) -> dict[str, dict]:
-    """Per label (``sd`` = fixed γ, each variant, ``hf_sd`` = HF assisted generation with its
-    defaults where it ran): each task's mean speed-up over our AR with a
-    95 % bootstrap CI over its prompts, and the max/min ratio of the task means with a CI
-    (prompts resampled within each task; the argmax/argmin tasks are re-chosen per resample)."""
-    import numpy as np
-
-    labels = ["sd"] + list(dict.fromkeys(k for r in records for k in r.get("variants", {})))
-    labels.append("hf_sd")
-    rng = np.random.default_rng(0)
-    out = {}
-
-    def speedup(r: dict, label: str) -> float | None:
-        if label == "sd":
-            return r["speedup"]
-        if label == "hf_sd":
-            tps, ar = r.get("hf_sd", {}).get("tps"), r.get("ar", {}).get("tps")
-            return tps / ar if tps and ar else None
-        return r.get("variants", {}).get(label, {}).get("speedup")
-
-    for label in labels:
-        by: dict[str, list[float]] = {}
-        for r in records:
-            v = speedup(r, label)
-            if v is not None:
-                by.setdefault(r["task"], []).append(v)
-        if not by:
-            continue
-        boots = {t: np.array(x)[rng.integers(0, len(x), (n_boot, len(x)))].mean(axis=1)
-                 for t, x in by.items()}
-        means = {t: float(np.mean(x)) for t, x in by.items()}
-        stack = np.stack(list(boots.values()))
-        ratio = stack.max(axis=0) / stack.min(axis=0)
-        q = lambda a: [float(np.quantile(a, 0.025)), float(np.quantile(a, 0.975))]  # noqa: E731
-        out[label] = {
-            "tasks": {t: {"mean": means[t], "ci": q(boots[t]), "n": len(by[t])} for t in by},
-            "max_min": max(means.values()) / min(means.values()), "max_min_ci": q(ratio),
-            "best": max(means, key=means.get), "worst": min(means, key=means.get)}
-    return out
-
-
-def variant_report(records: list[dict], console) -> None:
-    speedups = variant_speedups(records)
-    if not speedups:
-        return
-    tasks = list(dict.fromkeys(r["task"] for r in records)) + ["overall"]
-    table = Table(title="speed-up over specfair AR per task (mean over prompts), per variant")
-    table.add_column("variant")
-    for t in tasks:
-        table.add_column(t, justify="right")
-    for label, by in speedups.items():
-        table.add_row(label, *(fmt(by.get(t)) for t in tasks))
-    console.print(table)
 
 
 def warm_up(pair, args) -> None:
@@ -450,115 +384,6 @@ def profile(pair, args, console) -> None:
     console.print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 
-def fmt(x, spec=".2f") -> str:
-    return "-" if x is None else format(x, spec)
-
-
-def overall(records: list[dict]) -> str:
-    """Mean tokens/s over the prompts of each mode, and the ratios the issue asks for."""
-
-    def mean_tps(key):
-        vals = [r[key]["tps"] for r in records if isinstance(r.get(key), dict) and "tps" in r[key]]
-        return statistics.mean(vals) if len(vals) == len(records) else None
-
-    m = {k: mean_tps(k) for k in ("ar", "sd", "sd_conf", "hf_ar", "hf_sd", "hf_sd_g")}
-    meas = [r["speedup"] for r in records if r.get("speedup")]
-    pv = [r["predicted_speedup_v"] for r in records if r.get("predicted_speedup_v")]
-    lines = ["mean tokens/s: " + ", ".join(f"{k} {fmt(v)}" for k, v in m.items())]
-    if m["sd"] and m["hf_sd"]:
-        lines.append(f"specfair SD / HF assisted (defaults): {m['sd'] / m['hf_sd']:.2f}x")
-    if m["sd"] and m["hf_sd_g"]:
-        lines.append(f"specfair SD / HF assisted (same gamma): {m['sd'] / m['hf_sd_g']:.2f}x")
-    if m["sd_conf"] and m["hf_sd"]:
-        lines.append(
-            f"specfair SD (HF's default algorithm) / HF assisted (defaults): "
-            f"{m['sd_conf'] / m['hf_sd']:.2f}x"
-        )
-    if m["sd"] and m["ar"]:
-        lines.append(f"specfair SD / specfair AR (Spec-Bench speed-up): {m['sd'] / m['ar']:.2f}x")
-    if meas and pv:
-        ratio = statistics.mean(a / b for a, b in zip(meas, pv, strict=False))
-        lines.append(f"measured / predicted (with measured verify cost): {ratio:.2f}")
-    return "\n".join(lines)
-
-
-def report(records: list[dict], args, console) -> None:
-    table = Table(
-        title=f"specfair engine, greedy, gamma={args.gamma}, max_new_tokens={args.max_new_tokens}"
-    )
-    for col in (
-        "id",
-        "task",
-        "AR t/s",
-        "SD t/s",
-        "SD conf t/s",
-        "speed-up",
-        "pred.",
-        "pred. v",
-        "alpha",
-        "alpha_geo",
-        "tau",
-        "c",
-        "HF AR t/s",
-        "HF SD t/s",
-        f"HF SD g={args.gamma}",
-        "SD=AR",
-        "SD=HF",
-    ):
-        table.add_column(col, justify="right" if col not in ("id", "task") else "left")
-    for r in records:
-        table.add_row(
-            r["id"],
-            r["task"],
-            fmt(r["ar"]["tps"]),
-            fmt(r["sd"]["tps"]),
-            fmt(r.get("sd_conf", {}).get("tps")),
-            fmt(r["speedup"]),
-            fmt(r.get("predicted_speedup")),
-            fmt(r.get("predicted_speedup_v")),
-            fmt(r["alpha"]),
-            fmt(r["alpha_geometric"]),
-            fmt(r["tau"]),
-            fmt(r.get("c"), ".3f"),
-            fmt(r.get("hf_ar", {}).get("tps")),
-            fmt(r.get("hf_sd", {}).get("tps")),
-            fmt(r.get("hf_sd_g", {}).get("tps")),
-            fmt(r["match_sd_ar"]),
-            fmt(r.get("match_sd_hf")),
-        )
-    console.print(table)
-    console.print(overall(records))
-
-    over = Table(title="time split per step (ms): other = wall - prefill - sum(draft + verify)")
-    for col in ("mode", "steps", "prefill", "draft", "verify", "other", "other / step %"):
-        over.add_column(col, justify="right")
-    for mode in ("sd", "ar"):
-        sp = [r[f"split_{mode}"] for r in records]
-        steps = sum(s["steps"] for s in sp)
-        mean = {
-            k: statistics.mean(s[k] for s in sp) * 1e3
-            for k in ("prefill_s", "draft_s", "verify_s", "other_s")
-        }
-        total = mean["draft_s"] + mean["verify_s"] + mean["other_s"]
-        over.add_row(
-            mode,
-            str(steps),
-            f"{mean['prefill_s']:.1f}",
-            f"{mean['draft_s']:.2f}",
-            f"{mean['verify_s']:.2f}",
-            f"{mean['other_s']:.3f}",
-            f"{100 * mean['other_s'] / total:.2f}" if total else "-",
-        )
-    console.print(over)
-    variant_report(records, console)
-    hf_report(records, console)
-    for label, d in task_speedup_cis(records).items():
-        cells = ", ".join(f"{t} {v['mean']:.2f} [{v['ci'][0]:.2f}, {v['ci'][1]:.2f}]"
-                          for t, v in sorted(d["tasks"].items(), key=lambda kv: kv[1]["mean"]))
-        console.print(f"{label}: max/min {d['max_min']:.2f} [{d['max_min_ci'][0]:.2f}, "
-                      f"{d['max_min_ci'][1]:.2f}]; per task: {cells}")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--target", default=DEFAULT_TARGET, help="name, HF id, local dir or .gguf")
@@ -578,6 +403,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", nargs="*", default=[],
                     help="POLICY[+PROPOSER] drafting variants to time too, e.g. adaptive "
                     "fixed:5+ngram heuristic+hybrid table:policy.json")
+    ap.add_argument("--verify-curve", default="cache",
+                    help="the adaptive variants' verify curve: cache (this machine's, measured "
+                    "once per pair and dtype), online (fitted per request) or a slope s of "
+                    "v(k) = 1 + s (k - 1)")
     ap.add_argument("--suite", default=None,
                     help="take the prompts (first turns) from this suite instead of the built-in "
                          "ones ('default', 'study', a packaged name or a TOML file)")
@@ -600,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.gamma < 1:
             raise SpecfairError(f"--gamma must be >= 1, got {args.gamma}")
         args.variants = parse_variants(args.variants)
+        args.verify_curve = parse_verify_curve(args.verify_curve, args.variants)
         partial = args.out.with_suffix(".partial.jsonl") if args.out else None
         settings = _settings(args)
         done = _resumed(partial, settings) if partial else {}
@@ -612,6 +442,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{torch.get_num_threads()} threads"
         )
         warm_up(pair, args)
+        curve = with_verify_curve(pair, args)
+        if curve is not None:
+            console.print(f"verify curve ({curve['source']}): "
+                          + (f"v(k) = 1 + {curve['verify_slope']:.3f} (k - 1)"
+                             if "verify_slope" in curve else "fitted per request"))
         records = []
         if done:
             console.print(f"resuming: {len(done)} prompts done in {partial}")
@@ -648,10 +483,11 @@ def main(argv: list[str] | None = None) -> int:
             "threads": torch.get_num_threads(),
             "variants": [label for label, _, _ in args.variants],
             "suite": args.suite, "split": args.split, "n_per_task": args.n_per_task,
-            "cpu": cpu_name(),
+            "cpu": cpu_name(), "verify_curve": curve,
         }
         meta["against_hf"] = against_hf(records)
         meta["per_task"] = task_speedup_cis(records)
+        meta["adaptive_vs_flat"] = adaptive_pairs(records)
         args.out.write_text(json.dumps({"meta": meta, "prompts": records}, indent=1))
         console.print(f"wrote {args.out}")
     return 0
@@ -664,8 +500,10 @@ _RESUME_KEYS = ("target", "drafter", "dtype", "kernels", "device", "gamma", "max
 
 
 def _settings(args) -> dict:
+    adaptive = any(pol.kind == "adaptive" for _, pol, _ in args.variants)
     return {k: getattr(args, k) for k in _RESUME_KEYS} | {
-        "variants": [label for label, _, _ in args.variants]}
+        "variants": [label for label, _, _ in args.variants]} | (
+        {"verify_curve": args.verify_curve} if adaptive else {})
 
 
 def _resumed(partial: Path, settings: dict) -> dict:

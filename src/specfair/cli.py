@@ -31,12 +31,13 @@ for _name, _group in GROUPS.items():
 PolicyOpt = Annotated[
     str | None,
     typer.Option(help="Drafting policy: fixed:N | heuristic | confidence:T | table:FILE | "
-                 "adaptive (default fixed:--gamma)."),
+                 "adaptive (the verify curve priced, a step may draft nothing) | adaptive-flat "
+                 "(the rule before it) (default fixed:--gamma)."),
 ]
 GammaOpt = Annotated[
     int | None,
     typer.Option(help=f"Drafts per step (fixed:N); with heuristic the start, with confidence "
-                 f"and adaptive the most. Default {DEFAULT_GAMMA}."),
+                 f"and adaptive[-flat] the most. Default {DEFAULT_GAMMA}."),
 ]
 ProposerOpt = Annotated[
     str | None,

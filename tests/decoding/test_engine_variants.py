@@ -36,7 +36,8 @@ def test_variant_speedups_per_task_and_overall(engine):
     assert engine.variant_speedups(recs) == {"v": {"a": 1.5, "b": 4.0, "overall": 7 / 3}}
 
 
-def test_engine_runs_variants_end_to_end(engine, tiny_pair, tmp_path, one_thread):
+def test_engine_runs_variants_end_to_end(engine, tiny_pair, tmp_path, one_thread, monkeypatch):
+    monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path / "home"))  # adaptive's cached curve
     t_dir, d_dir = tiny_pair
     table = tmp_path / "policy.json"
     table.write_text(json.dumps(policy_table({"code": 2}, 3, split="train")))

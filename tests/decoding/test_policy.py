@@ -106,7 +106,8 @@ def test_adaptive_follows_the_acceptance_of_its_own_steps():
     pol = parse_policy("adaptive", 10)
     good, bad = pol.for_task(None), pol.for_task(None)
     assert feed(good, 1.0) == 10  # everything accepted, drafts cheap: the most drafts
-    assert feed(bad, 0.0) == 1  # nothing accepted: one draft per step
+    assert feed(bad, 0.0) == 0  # nothing accepted: a plain step (adaptive-flat: 1 draft)
+    assert feed(parse_policy("adaptive-flat", 10).for_task(None), 0.0) == 1
     assert feed(good, 0.0) < 4  # it adapts both ways, from its recent steps
     good.reset()  # a new request starts from the prior again
     assert good.next_gamma() == CostAwareGamma(max_gamma=10).next_gamma()

@@ -3,14 +3,21 @@
 Public API (shapes in docs/CONTRACTS.md):
 
 - ``speculative_generate``, ``autoregressive_generate`` -> ``GenerationResult`` (``StepRecord``)
-- gamma policies: ``FixedGamma``, ``HeuristicGamma``, ``CostAwareGamma`` (``GammaPolicy``);
+- gamma policies: ``FixedGamma``, ``HeuristicGamma``, ``CostAwareGamma``,
+  ``VerifyAwareGamma`` (``GammaPolicy``);
   ``parse_policy`` (a ``--policy`` spec -> ``DraftingPolicy``)
 - proposers (``speculative_generate(proposer=)``): the drafter, ``ngram_match`` prompt lookup
 - pure functions: ``sampling`` (logits -> probabilities -> tokens), ``rejection`` (verification
   of a block of drafts), ``theory`` (Leviathan et al. formulas).
 """
 
-from specfair.decoding.gamma import CostAwareGamma, FixedGamma, GammaPolicy, HeuristicGamma
+from specfair.decoding.gamma import (
+    CostAwareGamma,
+    FixedGamma,
+    GammaPolicy,
+    HeuristicGamma,
+    VerifyAwareGamma,
+)
 from specfair.decoding.generate import autoregressive_generate, speculative_generate
 from specfair.decoding.ngram import PROPOSERS, ngram_match, parse_proposer
 from specfair.decoding.policy import DraftingPolicy, parse_policy
@@ -41,6 +48,7 @@ __all__ = [
     "HeuristicGamma",
     "SamplingParams",
     "StepRecord",
+    "VerifyAwareGamma",
     "acceptance_probs",
     "alpha_from_tau",
     "alpha_geometric",

@@ -1,16 +1,22 @@
 """Policies that choose the number of drafts gamma of each speculative step.
 
-A policy is asked ``next_gamma()`` before each step and told the outcome with
-``update(gamma, accepted, draft_s, verify_s)`` after it; the decoder calls ``reset()`` at the
-start of each generation, so results do not depend on earlier calls. ``max_gamma`` bounds what
-``next_gamma`` may return (the decoder sizes its buffers with it).
+A policy is asked ``next_gamma()`` before each step; after it, the decoder tells it the step's
+verification with ``timed(drafted, verify_s, source)`` (every step: ``drafted`` 0 is a plain
+target step; ``source`` what drafted: "model", "ngram" or "") and then, for the steps the policy
+sized that drafted, the outcome with ``update(gamma, accepted, draft_s, verify_s)``. The
+decoder calls ``reset()`` at the start of each generation, so results do not depend on earlier
+calls. ``max_gamma`` bounds what ``next_gamma`` may return (the decoder sizes its buffers with
+it); only :class:`VerifyAwareGamma` ever returns 0 (a step without drafts).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Protocol, runtime_checkable
 
-from specfair.decoding.theory import optimal_gamma
+import numpy as np
+
+from specfair.decoding.theory import expected_tokens_per_step, optimal_gamma
 from specfair.errors import SpecfairError
 
 
@@ -22,7 +28,16 @@ class GammaPolicy(Protocol):
 
     def next_gamma(self) -> int: ...
 
+    def timed(self, drafted: int, verify_s: float, source: str) -> None: ...
+
     def update(self, gamma: int, accepted: int, draft_s: float, verify_s: float) -> None: ...
+
+
+class _Untimed:
+    """A policy that ignores the verification times."""
+
+    def timed(self, drafted: int, verify_s: float, source: str) -> None:
+        pass
 
 
 def _check_gamma(value, name: str = "gamma") -> int:
@@ -31,7 +46,7 @@ def _check_gamma(value, name: str = "gamma") -> int:
     return value
 
 
-class FixedGamma:
+class FixedGamma(_Untimed):
     """The same gamma at every step."""
 
     def __init__(self, gamma: int) -> None:
@@ -50,7 +65,7 @@ class FixedGamma:
         return f"FixedGamma({self.gamma})"
 
 
-class HeuristicGamma:
+class HeuristicGamma(_Untimed):
     """Hugging Face's "heuristic" schedule: start at ``start``; +2 after a step whose drafts were
     all accepted, -1 (not below 1) otherwise; capped at ``max_gamma``."""
 
@@ -68,6 +83,8 @@ class HeuristicGamma:
         return self.gamma
 
     def update(self, gamma: int, accepted: int, draft_s: float, verify_s: float) -> None:
+        if gamma < 1:
+            return
         if accepted >= gamma:
             self.gamma = min(self.gamma + 2, self.max_gamma)
         else:
@@ -77,9 +94,10 @@ class HeuristicGamma:
         return f"HeuristicGamma(start={self.start}, max_gamma={self.max_gamma})"
 
 
-class CostAwareGamma:
+class CostAwareGamma(_Untimed):
     """Pick gamma each step to maximise the expected tokens per second of Leviathan et al.,
-    (1 - a^(g+1)) / ((1 - a)(g c + 1)), over g in 1..``max_gamma``.
+    (1 - a^(g+1)) / ((1 - a)(g c + 1)), over g in 1..``max_gamma`` (``--policy adaptive-flat``:
+    a verification costs one step at any length, and a step always drafts).
 
     ``a`` is a running estimate of the acceptance rate: exponentially decayed counts of accepted
     drafts A and of rejections R (at most one per step), a = A / (A + R), started from
@@ -141,6 +159,119 @@ class CostAwareGamma:
             f"CostAwareGamma(c={self.c_fixed}, alpha_prior={self.alpha_prior}, "
             f"max_gamma={self.max_gamma})"
         )
+
+
+def check_verify_slope(slope, max_gamma: int) -> float:
+    """``slope`` of a verify curve v(k) = 1 + slope (k - 1) (k: tokens a verification scores,
+    in plain-step units) if it is a finite number with v(k) > 0 up to ``max_gamma + 1`` tokens;
+    a curve of any other shape is refused."""
+    if isinstance(slope, bool) or not isinstance(slope, (int, float)) or not math.isfinite(slope):
+        raise SpecfairError(f"verify slope must be a finite number, got {slope!r}")
+    if 1.0 + slope * max_gamma <= 0.0:
+        raise SpecfairError(f"verify slope {slope:g}: v({max_gamma + 1}) = "
+                            f"{1.0 + slope * max_gamma:g} <= 0 is not a cost")
+    return float(slope)
+
+
+class VerifyAwareGamma(CostAwareGamma):
+    """:class:`CostAwareGamma` that prices the verification too, and may draft nothing.
+
+    Each step's g in 0..``max_gamma`` maximises the expected tokens per unit of time
+    E[accepted + 1 | g] / (g c' + v(g + 1)), where E = (1 - a^(g+1)) / (1 - a) and
+    v(k) = 1 + s (k - 1) is the cost of a target forward over k tokens in plain-step units:
+    g = 0 is a plain step, 1 token for v(1) = 1. ``a`` and ``c`` are learnt as by
+    :class:`CostAwareGamma` (c measured in plain-step units: the step's verify time divided by
+    v(g + 1)); ``c' = c x`` the share of recent steps the drafter model drafted, for a lookup
+    draft (``timed(..., source="ngram")``) costs nothing to propose, only its verification.
+
+    The verify curve: ``verify_slope`` s when given (measured once per machine and cached,
+    :func:`specfair.measure.costs.verify_curve`); None: fitted online from this request's own
+    verifications (least squares of seconds on drafts over every step :meth:`timed` reports,
+    plain steps included: s = slope / intercept, at least 0), ``slope_prior`` until two
+    different lengths have been timed.
+
+    The off arm: when no g >= 1 is expected to beat a plain step, the step drafts nothing, and
+    the acceptance counts fade (times ``decay``) on each such step, so its evidence weighs less
+    the longer it is off. It probes (drafts g = 1) when an optimistic acceptance,
+    (A + ``explore``) / (A + R + ``explore``), says one draft would pay: the fading makes that
+    happen after a few steps (the worse the acceptance and the steeper the curve, the later),
+    so it never switches off for good, and one accepted probe after a long bad streak is
+    enough to switch it back on.
+    """
+
+    def __init__(self, c: float | None = None, alpha_prior: float = 0.7, *,
+                 verify_slope: float | None = None, slope_prior: float = 0.0,
+                 explore: float = 0.5, **kw) -> None:  # fmt: skip
+        super().__init__(c, alpha_prior, **kw)
+        if verify_slope is not None:
+            verify_slope = check_verify_slope(verify_slope, self.max_gamma)
+        self.slope_fixed = verify_slope
+        self.slope_prior = check_verify_slope(slope_prior, self.max_gamma)
+        if not explore > 0:
+            raise SpecfairError(f"explore must be > 0, got {explore}")
+        self.explore = explore
+        self.reset()
+
+    def reset(self) -> None:
+        super().reset()
+        self.model_share = 1.0  # EMA: the share of sized steps the drafter model drafted
+        self.source = "model"  # what drafted the last step timed
+        self.fit = np.zeros(5)  # online verify fit: n, sum g, sum g^2, sum t, sum g t
+
+    @property
+    def verify_slope(self) -> float:
+        """s of v(k) = 1 + s (k - 1): the given one, else this request's fit."""
+        if self.slope_fixed is not None:
+            return self.slope_fixed
+        n, sg, sgg, st, sgt = self.fit
+        den = n * sgg - sg * sg
+        if n < 2 or den <= 1e-9 * max(1.0, n * sgg):
+            return self.slope_prior
+        beta = (n * sgt - sg * st) / den
+        alpha = (st - beta * sg) / n
+        return max(0.0, beta / alpha) if alpha > 0 else self.slope_prior
+
+    def values(self, alpha: float) -> np.ndarray:
+        """Expected tokens per plain-step time of g = 0..max_gamma drafts (g = 0: 1)."""
+        g = np.arange(self.max_gamma + 1, dtype=float)
+        cost = g * self.c * self.model_share + 1.0 + self.verify_slope * g
+        return expected_tokens_per_step(alpha, g) / cost
+
+    def choose(self) -> int:
+        """The next step's g, without changing any state."""
+        vals = self.values(self.alpha)
+        g = 1 + int(np.argmax(vals[1:]))  # the smallest best g >= 1 (CostAwareGamma's when flat)
+        if vals[g] >= 1.0:
+            return g
+        optimistic = (self.acc + self.explore) / (self.acc + self.rej + self.explore)
+        return 1 if self.values(optimistic)[1] >= 1.0 else 0  # 1: a probe
+
+    def next_gamma(self) -> int:
+        g = self.choose()
+        if g == 0:  # a step without drafts: the evidence fades
+            self.acc *= self.decay
+            self.rej *= self.decay
+        return g
+
+    def timed(self, drafted: int, verify_s: float, source: str) -> None:
+        self.source = source
+        if self.slope_fixed is None and verify_s > 0 and math.isfinite(verify_s):
+            self.fit += (1.0, drafted, drafted * drafted, verify_s, drafted * verify_s)
+
+    def update(self, gamma: int, accepted: int, draft_s: float, verify_s: float) -> None:
+        if gamma < 1:
+            return
+        self.acc = self.decay * self.acc + accepted
+        self.rej = self.decay * self.rej + (1.0 if accepted < gamma else 0.0)
+        model = self.source == "model"  # a lookup (or index) draft costs nothing to propose
+        self.model_share = self.decay * self.model_share + (1.0 - self.decay) * model
+        if model and self.c_fixed is None and verify_s > 0 and draft_s > 0:
+            plain_s = verify_s / (1.0 + self.verify_slope * gamma)  # a plain step's time
+            self.c = self.decay * self.c + (1.0 - self.decay) * (draft_s / gamma) / plain_s
+
+    def __repr__(self) -> str:
+        return (f"VerifyAwareGamma(c={self.c_fixed}, alpha_prior={self.alpha_prior}, "
+                f"max_gamma={self.max_gamma}, verify_slope={self.slope_fixed})")
 
 
 def as_policy(gamma: int | GammaPolicy) -> GammaPolicy:

@@ -239,9 +239,10 @@ def _verify(target, cache, buf: torch.Tensor, n: int, g: int, sp, gen, q) -> int
 
 def _record(policy: GammaPolicy, g: int, k: int, kept: int, source: str, sized: bool, t0, t1,
             t2) -> StepRecord:  # fmt: skip
-    """The step's record; the gamma policy learns from the steps that drafted and that it
-    ``sized`` (their drafting time is what the step's proposer cost: an n-gram lookup costs
-    next to nothing)."""
+    """The step's record; the gamma policy is told every step's verification (``timed``: a
+    plain step too) and learns from the steps that drafted and that it ``sized`` (their
+    drafting time is what the step's proposer cost: an n-gram lookup costs next to nothing)."""
+    policy.timed(g, t2 - t1, source if g else "")
     if g > 0 and sized:
         policy.update(g, k, t1 - t0, t2 - t1)
     return StepRecord(g, g, k, kept, t1 - t0 if g else 0.0, t2 - t1, source if g else "")
@@ -327,7 +328,8 @@ def speculative_generate(
     ``ngram:N`` / ``hybrid:N``: a lookup step copies up to N tokens (HF's
     ``prompt_lookup_num_tokens``) and ``gamma`` sizes the drafter's steps only.
     A step never drafts more than the tokens still to produce minus one; a step with nothing to
-    draft is a plain target step (``gamma=0``).
+    draft (or whose policy says 0, :class:`specfair.decoding.gamma.VerifyAwareGamma`'s off arm)
+    is a plain target step (``gamma=0``; a lookup of ``ngram:N``/``hybrid:N`` still copies).
     """
     t_start = time.perf_counter()
     policy = as_policy(gamma)

@@ -112,8 +112,8 @@ class HybridProposer:
         return self.last.source
 
     def propose(self, buf: torch.Tensor, n: int, g: int, room: int) -> int:
-        self.last = self.ngram
-        k = self.ngram.propose(buf, n, g, room) if g > 0 else 0
+        self.last = self.ngram  # a lookup of its own length copies whatever g says (0 too)
+        k = self.ngram.propose(buf, n, g, room) if g > 0 or self.ngram.tokens else 0
         if k == 0 and g > 0:
             self.last = self.model
             k = self.model.propose(buf, n, g, room)

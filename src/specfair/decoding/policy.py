@@ -10,8 +10,12 @@ threshold (``draft_threshold``):
   own draft is below T (Hugging Face's ``assistant_confidence_threshold``);
 - ``table:FILE``: a ``policy.json`` (written by ``specfair estimate``): a fixed γ per task, and
   one global γ for the prompts of other tasks;
-- ``adaptive``: γ chosen online per request from the acceptance of its own earlier steps and
-  the measured drafter/target cost (:class:`CostAwareGamma`), at most ``--gamma`` (default 12).
+- ``adaptive``: γ chosen online per request from the acceptance of its own earlier steps, the
+  measured drafter/target cost and the machine's verify curve v(k), 0 (a plain step) when no
+  length is expected to pay, at most ``--gamma`` (default 12; :class:`VerifyAwareGamma`; the
+  curve: :meth:`DraftingPolicy.with_verify_slope`, else fitted online per request);
+- ``adaptive-flat``: the rule before the verify curve (:class:`CostAwareGamma`: a verification
+  costs one step at any length, and every step drafts at least 1), kept to pair against.
 
 ``policy.json``: ``{"format": "specfair-policy", "gamma": {task: γ}, "global_gamma": γ, ...}``
 plus free metadata (the split it was chosen on, the predicted speed-ups).
@@ -19,10 +23,17 @@ plus free metadata (the split it was chosen on, the predicted speed-ups).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from specfair.decoding.gamma import CostAwareGamma, FixedGamma, GammaPolicy, HeuristicGamma
+from specfair.decoding.gamma import (
+    CostAwareGamma,
+    FixedGamma,
+    GammaPolicy,
+    HeuristicGamma,
+    VerifyAwareGamma,
+    check_verify_slope,
+)
 from specfair.decoding.ngram import parse_proposer
 from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
@@ -30,9 +41,9 @@ from specfair.schema import ascii_float, ascii_int, loads_json, suggest
 
 POLICY_FILE = "policy.json"
 POLICY_FORMAT = "specfair-policy"
-SYNTAX = "fixed:N | heuristic | confidence:T | table:FILE | adaptive"
+SYNTAX = "fixed:N | heuristic | confidence:T | table:FILE | adaptive | adaptive-flat"
 HEURISTIC_MAX = 32  # HeuristicGamma's cap
-ADAPTIVE_MAX = 12  # CostAwareGamma's default bound
+ADAPTIVE_MAX = 12  # CostAwareGamma's default bound (adaptive, adaptive-flat)
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,7 @@ class DraftingPolicy:
     table: dict[str, int] = field(default_factory=dict)
     source: str | None = None
     chosen_on: str | None = None  # a table's: the split its γs were chosen on
+    verify_slope: float | None = None  # adaptive's verify curve (None: fitted per request)
 
     @property
     def spec(self) -> str:
@@ -62,6 +74,8 @@ class DraftingPolicy:
         if self.kind == "heuristic":
             return HeuristicGamma(start=self.gamma, max_gamma=max(self.gamma, HEURISTIC_MAX))
         if self.kind == "adaptive":
+            return VerifyAwareGamma(max_gamma=self.gamma, verify_slope=self.verify_slope)
+        if self.kind == "adaptive-flat":
             return CostAwareGamma(max_gamma=self.gamma)
         if self.kind == "table":
             return FixedGamma(self.table.get(task, self.gamma) if task is not None else self.gamma)
@@ -75,6 +89,14 @@ class DraftingPolicy:
                 raise SpecfairError(f"policy table {self.source}: task {t!r} is not one of the "
                                     f"suite's tasks{suggest(t, tasks)}")
 
+    def with_verify_slope(self, slope: float | None) -> DraftingPolicy:
+        """This policy with the machine's verify curve v(k) = 1 + slope (k - 1) (``adaptive``
+        only: other policies do not use one and are returned as they are; a curve of the wrong
+        shape is refused)."""
+        if self.kind != "adaptive" or slope is None:
+            return self
+        return replace(self, verify_slope=check_verify_slope(slope, self.gamma))
+
     def settings(self) -> dict:
         """The run-settings fields of this policy (a table's content included, so that a rerun
         with an edited table is refused)."""
@@ -82,6 +104,8 @@ class DraftingPolicy:
         if self.kind == "table":
             out["policy_table"] = {"gamma": dict(self.table), "global_gamma": self.gamma,
                                    "split": self.chosen_on}  # fmt: skip
+        if self.verify_slope is not None:
+            out["verify_slope"] = self.verify_slope
         return out
 
 
@@ -106,7 +130,7 @@ def parse_policy(spec: str | None, gamma: int | None = None) -> DraftingPolicy:
         if gamma is not None and gamma != n:
             raise SpecfairError(f"--gamma {gamma} contradicts --policy {spec}; give one of them")
         return DraftingPolicy("fixed", n)
-    if kind in ("heuristic", "adaptive") and not arg:
+    if kind in ("heuristic", "adaptive", "adaptive-flat") and not arg:
         default = DEFAULT_GAMMA if kind == "heuristic" else ADAPTIVE_MAX
         return DraftingPolicy(kind, gamma or default)
     if kind == "confidence":

@@ -16,7 +16,9 @@ its drafts up in the prompt and the answer so far, as the engine does, and the l
 are accepted up to the first that differs from the answer: exact too, given the answer's ids.
 
 Policies (the names of :mod:`specfair.decoding.gamma`; an engine policy object also replays,
-e.g. ``CostAwareGamma``, told each step's time in the replay's cost units):
+e.g. ``CostAwareGamma`` or ``VerifyAwareGamma``, told each step's time in the replay's cost
+units: a ``VerifyAwareGamma`` without a curve of its own fits the replay's ``verify_slope``
+from those times, as it fits the machine's in the engine):
 
 - ``fixed``: ``gamma`` drafts per step;
 - ``heuristic``: Hugging Face's default schedule: start at ``gamma``, +2 after a step whose
@@ -123,7 +125,9 @@ def replay(match: Sequence[bool], conf: Sequence[float], policy: Policy | GammaP
     answer's ids), and the policy sizes and hears the steps the engine's does. ``policy``: a
     :class:`Policy`, or an engine :class:`GammaPolicy` (e.g. ``CostAwareGamma``: it is told
     each step's time in target steps, ``c`` a draft, :data:`LOOKUP_COST` a looked-up one,
-    ``1 + verify_slope k`` the verification; fresh state per call)."""
+    ``1 + verify_slope k`` the verification, every step's through ``timed`` as in the engine;
+    fresh state per call). A policy may say 0 (``VerifyAwareGamma``'s off arm): a plain step
+    (one that ``ngram:N``/``hybrid:N`` still looks up), priced 1."""
     kind, lookup = parse_proposer(proposer)
     gp = engine_policy(policy)
     if gp is None and kind != "model":
@@ -148,7 +152,7 @@ def replay(match: Sequence[bool], conf: Sequence[float], policy: Policy | GammaP
                     break
         else:
             k = min(gp.next_gamma(), room)
-            if kind != "model" and k > 0:
+            if kind != "model" and (k > 0 or lookup is not None):  # N: a lookup whatever γ
                 want = k if lookup is None else min(lookup, room)
                 drafts = ngram_match(ctx[: len(prompt) + i + 1], want).tolist()
                 if drafts:
@@ -164,6 +168,8 @@ def replay(match: Sequence[bool], conf: Sequence[float], policy: Policy | GammaP
         sizes.append(k)
         acc.append(a)
         srcs.append(src if k else "")
+        if gp is not None:  # told as the engine tells it, in target-step units
+            gp.timed(k, 1.0 + verify_slope * k, src if k else "")
         if gp is not None and k > 0 and (lookup is None or src == "model"):
             draft = k * (c if src == "model" else LOOKUP_COST)
             gp.update(k, a, draft, 1.0 + verify_slope * k)
