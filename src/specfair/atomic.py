@@ -87,6 +87,26 @@ def write_text(path: str | Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def real_dir(path: str | Path) -> Path:
+    """``path`` as a directory (created if missing, parents too); a symlink there is refused,
+    so that what is written into it stays where it is expected."""
+    path = Path(path)
+    if path.is_symlink():
+        raise _linked(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def remove(path: str | Path) -> None:
+    """Remove ``path`` if it is there: a file, a directory tree, or a symlink (the link itself,
+    never its target)."""
+    path = Path(path)
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.exists():
+        shutil.rmtree(path)
+
+
 @contextmanager
 def atomic_dir(out: str | Path, mode: int = 0o755) -> Iterator[Path]:
     """Yield an empty temporary directory next to ``out``; when the block succeeds it replaces
@@ -105,10 +125,7 @@ def atomic_dir(out: str | Path, mode: int = 0o755) -> Iterator[Path]:
     try:
         yield tmp
         tmp.chmod(mode)
-        if out.is_symlink() or (out.exists() and not out.is_dir()):
-            out.unlink()
-        elif out.exists():
-            shutil.rmtree(out)
+        remove(out)
         tmp.replace(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

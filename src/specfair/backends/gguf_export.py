@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from specfair.atomic import atomic_file
 from specfair.drafters.load import load_drafter, read_router
 from specfair.errors import SpecfairError
 from specfair.models.finite import check_model
@@ -61,10 +62,8 @@ def export_gguf(
     check_model(model, desc)
     tok = pretrained(AutoTokenizer, tok_dir)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
-    w = gguf.GGUFWriter(str(tmp), "qwen2")
-    try:
+    with atomic_file(out) as tmp:  # a symlink at ``out`` is replaced, never written through
+        w = gguf.GGUFWriter(str(tmp), "qwen2")
         _add_hparams(w, cfg, name or desc, outtype)
         _add_tokenizer(w, tok, tok_dir, int(cfg.vocab_size))
         _add_tensors(w, model, outtype)
@@ -72,9 +71,6 @@ def export_gguf(
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
         w.close()
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 

@@ -20,6 +20,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from specfair.atomic import write_text
 from specfair.distill.config import DistillConfig
 from specfair.distill.data import Example
 from specfair.distill.run_setup import TrainResult
@@ -134,7 +135,7 @@ def train_cached(cfg: DistillConfig, target, drafter, train_ex: Sequence[Example
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / "train_log.jsonl"
     log_path.unlink(missing_ok=True)  # a stage restarts, it does not resume
-    (out_dir / "distill_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    write_text(out_dir / "distill_config.json", json.dumps(cfg.to_dict(), indent=2))
     tr = _Trainer(cfg, target, drafter, train_ex, held_ex, names, Path(store_root), bf16)
     tasks = sorted({e.task for e in train_ex})
     if cfg.weighting == "per-task":
@@ -154,7 +155,7 @@ def train_cached(cfg: DistillConfig, target, drafter, train_ex: Sequence[Example
         top, before, after = tr.run(tasks, cfg.steps, cfg.weighting,
                                     lambda r: append_jsonl(log_path, r))
         student = with_top(drafter, top)
-    (out_dir / "distill_summary.json").write_text(json.dumps({
+    write_text(out_dir / "distill_summary.json", json.dumps({
         "steps": cfg.steps, "alpha_before": before, "alpha_after": after, "tasks": tasks,
         "method": "topn"}, indent=2))
     return TrainResult(student, cfg.steps, out_dir, before, after,

@@ -25,9 +25,10 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from specfair.atomic import remove
 from specfair.errors import SpecfairError
 from specfair.measure.io import read_json
-from specfair.models.weights import read_tensors
+from specfair.models.weights import check_complete, read_tensors
 
 FORMAT = "specfair-checkpoint/2"
 
@@ -123,7 +124,7 @@ def save_checkpoint(out_dir: Path, step: int, acc, student, trainable_names, opt
     final = root / f"step-{step:06d}"
     tmp = root / f"step-{step:06d}.tmp"
     if acc.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove(tmp)  # a symlink there: the link, never its target
         tmp.mkdir(parents=True)
     acc.wait_for_everyone()
     save_state(get_rng(), tmp, f"rng.rank{acc.process_index}")
@@ -138,7 +139,7 @@ def save_checkpoint(out_dir: Path, step: int, acc, student, trainable_names, opt
         (tmp / "state.json").write_text(json.dumps(
             {"format": FORMAT, "step": step, "sampler": sampler.state_dict(),
              "alpha_before": alpha_before}))
-        shutil.rmtree(final, ignore_errors=True)
+        remove(final)
         tmp.rename(final)
         done = sorted(c for c in root.glob("step-[0-9]*") if not c.name.endswith(".tmp"))
         for old in done[:-keep]:
@@ -154,14 +155,13 @@ def load_checkpoint(ckpt: Path, rank: int, student, trainable_names, optimizer, 
         raise SpecfairError(
             f"checkpoint {ckpt} is in an old format (pickle files), which is never loaded; "
             f"delete {ckpt.parent} to train from the start")
+    file = ckpt / "trainable.safetensors"
     try:
-        params = read_tensors(ckpt / "trainable.safetensors")
+        params = read_tensors(file)  # finite
     except (OSError, ValueError) as e:
         raise SpecfairError(f"damaged checkpoint {ckpt}: {e}") from e
     named = dict(student.named_parameters())
-    missing = [n for n in trainable_names if n not in params]
-    if missing:
-        raise SpecfairError(f"checkpoint {ckpt} lacks parameters, e.g. {missing[0]}")
+    check_complete(params, {n: named[n].shape for n in trainable_names}, file)
     with torch.no_grad():
         for n in trainable_names:
             named[n].copy_(params[n])

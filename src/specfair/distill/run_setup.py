@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from specfair.atomic import write_text
 from specfair.distill.config import DistillConfig
 from specfair.errors import SpecfairError
 from specfair.measure.io import read_json
@@ -74,7 +75,7 @@ def write_config(cfg: DistillConfig, out_dir: Path, acc, resume: bool) -> None:
                        if json.dumps(old.get(k)) != json.dumps(cfg.to_dict().get(k))]
             if changed:
                 raise SpecfairError(f"--resume with a changed config: {', '.join(changed)}")
-        cfg_path.write_text(json.dumps(cfg.to_dict(), indent=2))
+        write_text(cfg_path, json.dumps(cfg.to_dict(), indent=2))
     acc.wait_for_everyone()
 
 

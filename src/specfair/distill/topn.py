@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +23,14 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from specfair.atomic import atomic_dir, write_text
 from specfair.distill.guard import check_step, check_weights
 from specfair.distill.topk import topk_acceptance, topk_loss
+from specfair.errors import SpecfairError
 from specfair.measure.acceptance import position_alpha, position_ce_kl
 from specfair.measure.io import read_json
-from specfair.models.weights import read_tensors
+from specfair.models.finite import nonfinite
+from specfair.models.weights import check_complete, load_weights, read_tensors
 
 
 class TopLayers(nn.Module):
@@ -136,6 +138,12 @@ def evaluate(top: TopLayers, head: torch.Tensor, signals: Sequence[Signals],
         chunk = signals[k : k + batch]
         out += [_metrics(logits.float(), s, target_head)
                 for s, logits in zip(chunk, _batch_logits(top, head, chunk, bf16), strict=True)]
+    for r in out:  # a record is a number or an error, never a null
+        bad = [k for k, v in r.items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise SpecfairError(f"the drafter's evaluation gave {bad[0]} = {r[bad[0]]} on a "
+                                f"sequence of {r['n']} response tokens (non-finite weights or "
+                                "signals); no record was written")
     return out
 
 
@@ -260,10 +268,9 @@ def train_copy(drafter, head: torch.Tensor, signals: Sequence[Signals], tokens: 
 
 
 def save_checkpoint(path: Path, top: TopLayers, opt, state: TrainState, extra: dict) -> None:
-    """Weights and AdamW moments as safetensors, the rest as JSON (no pickle)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in top.state_dict().items()}, str(tmp / "top.st"))
+    """Weights and AdamW moments as safetensors, the rest as JSON (no pickle), all finite,
+    written at once (:func:`specfair.atomic.atomic_dir`)."""
+    weights = {k: v.contiguous() for k, v in top.state_dict().items()}
     names = [n for n, _ in top.named_parameters()]
     moments, steps = {}, {}
     for i, p in enumerate(top.parameters()):
@@ -272,14 +279,15 @@ def save_checkpoint(path: Path, top: TopLayers, opt, state: TrainState, extra: d
             moments[f"{names[i]}.exp_avg"] = st["exp_avg"].contiguous()
             moments[f"{names[i]}.exp_avg_sq"] = st["exp_avg_sq"].contiguous()
             steps[names[i]] = float(st["step"])
-    save_file(moments, str(tmp / "adam.st"))
-    (tmp / "state.json").write_text(json.dumps(
-        {"step": state.step, "tokens": state.tokens, "adam_steps": steps} | extra))
-    if path.exists():
-        import shutil
-
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    bad = nonfinite([*weights.items(), *moments.items()])
+    if bad:
+        raise SpecfairError(f"{path}: {len(bad)} tensor(s) not finite (NaN or infinite), e.g. "
+                            f"{bad[0]}; the checkpoint was not written")
+    with atomic_dir(path) as tmp:
+        save_file(weights, str(tmp / "top.st"))
+        save_file(moments, str(tmp / "adam.st"))
+        (tmp / "state.json").write_text(json.dumps(
+            {"step": state.step, "tokens": state.tokens, "adam_steps": steps} | extra))
 
 
 def drop_moments(path: Path) -> None:
@@ -287,17 +295,20 @@ def drop_moments(path: Path) -> None:
     the top 4 layers of the 0.5B drafter); its weights stay. Only for a checkpoint that is
     never trained again: :func:`load_checkpoint` then gives the weights and no moments."""
     meta = read_json(path / "state.json")
-    (path / "state.json").write_text(json.dumps(meta | {"adam_steps": {},
+    write_text(path / "state.json", json.dumps(meta | {"adam_steps": {},
                                                         "moments_dropped": True}))
     (path / "adam.st").unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path, top: TopLayers, opt) -> tuple[TrainState, dict]:
-    top.load_state_dict(read_tensors(path / "top.st"))
+    load_weights(top, path / "top.st")  # complete, finite, of the right shapes
     meta = read_json(path / "state.json")
     if meta.get("moments_dropped"):  # :func:`drop_moments`: the weights only
         return TrainState(meta["step"], meta["tokens"]), meta
     moments = read_tensors(path / "adam.st")
+    check_complete(moments, {f"{n}.{m}": p.shape for n, p in top.named_parameters()
+                             if n in meta["adam_steps"] for m in ("exp_avg", "exp_avg_sq")},
+                   path / "adam.st")
     for name, p in top.named_parameters():
         if name in meta["adam_steps"]:
             opt.state[p] = {"step": torch.tensor(meta["adam_steps"][name]),

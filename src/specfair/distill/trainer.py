@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -39,6 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from specfair.atomic import open_append, write_text
 from specfair.decoding import autoregressive_generate
 from specfair.distill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from specfair.distill.config import DistillConfig
@@ -128,7 +128,7 @@ def train(
 
     alpha_after = run.reestimate(step) if step >= cfg.steps else {}
     if acc.is_main_process and step >= cfg.steps:
-        (out_dir / "distill_summary.json").write_text(json.dumps({
+        write_text(out_dir / "distill_summary.json", json.dumps({
             "steps": step, "final_loss": last_loss, "alpha_before": alpha_before,
             "alpha_after": alpha_after, "tasks": run.tasks,
         }, indent=2))
@@ -215,9 +215,7 @@ class _Run:
             if resumed and self.log_path.exists():
                 kept = [r for r in read_jsonl(self.log_path, repair=True)
                         if r.get("step", 0) <= step]
-            tmp = self.log_path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            os.replace(tmp, self.log_path)
+            write_text(self.log_path, "".join(json.dumps(r) + "\n" for r in kept))
         if (self.cfg.weighting == "disparity" and not self.heldout_examples
                 and self.acc.is_main_process):
             warnings.warn("disparity weighting without held-back examples (heldout_per_task=0): "
@@ -225,7 +223,7 @@ class _Run:
 
     def log(self, rec: dict) -> None:
         if self.acc.is_main_process:
-            with open(self.log_path, "a") as f:
+            with open_append(self.log_path) as f:
                 f.write(json.dumps(rec) + "\n")
 
     def activate(self, task: str | None):
@@ -353,5 +351,3 @@ def _on_policy(exs, student, cfg, step, micro, rank, eos) -> list[Example]:
     if was:
         student.train()
     return out
-
-

@@ -13,7 +13,7 @@ import torch
 from specfair.drafters.router import TaskRoutedDrafter, adapter_name, copy_top
 from specfair.errors import SpecfairError
 from specfair.measure.io import read_json
-from specfair.models.weights import load_adapter, load_hf_model, read_tensors, require_safetensors
+from specfair.models.weights import load_adapter, load_hf_model, load_weights, require_safetensors
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -72,11 +72,8 @@ def _load_top_layers(base, tasks: dict[str, Path], n: int) -> TaskRoutedDrafter:
     models = {}
     for t, sub in tasks.items():
         require_safetensors(sub, "model")
-        model = copy_top(base, n)
-        sd = read_tensors(sub / "model.safetensors")
-        if sorted(sd) != sorted(top_keys(model, n)):
-            raise SpecfairError(f"{sub}: not the top {n} layers of the base drafter")
-        model.load_state_dict(sd, strict=False)
+        model = copy_top(base, n)  # the file: exactly its top layers, finite, same shapes
+        load_weights(model, sub / "model.safetensors", keys=top_keys(model, n))
         models[t] = model.eval()
     return TaskRoutedDrafter(None, base=base, models=models)
 

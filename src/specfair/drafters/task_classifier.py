@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from specfair.atomic import atomic_file, write_text
 from specfair.errors import SpecfairError
 from specfair.models.weights import read_tensors
 from specfair.tasks import encode_prompt
@@ -152,12 +153,12 @@ class TaskClassifier:
         from safetensors.torch import save_file
 
         folder = Path(folder)
-        save_file({k: getattr(self, k).float().contiguous() for k in _TENSORS},
-                  str(folder / WEIGHTS_FILE))
+        with atomic_file(folder / WEIGHTS_FILE) as tmp:
+            save_file({k: getattr(self, k).float().contiguous() for k in _TENSORS}, str(tmp))
         meta = {"format": FORMAT, "tasks": self.tasks, "layer": self.layer,
                 "threshold": self.threshold, "max_tokens": self.max_tokens,
                 "hidden_size": int(self.weight.shape[1]), "train": self.train}
-        (folder / META_FILE).write_text(json.dumps(meta, indent=2))
+        write_text(folder / META_FILE, json.dumps(meta, indent=2))
         return folder / META_FILE
 
 

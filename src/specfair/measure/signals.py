@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,9 +23,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from specfair.atomic import atomic_file, open_append, write_text
 from specfair.errors import SpecfairError
 from specfair.measure.io import read_json
 from specfair.measure.progress import progress_bar
+from specfair.models.finite import nonfinite
 from specfair.models.weights import read_tensors
 
 
@@ -64,7 +65,7 @@ class SignalStore:
                 raise SpecfairError(f"signal store {self.root} was made with other settings "
                                     f"({', '.join(diff)}); use another directory")
         else:
-            meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True))
+            write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True))
         idx = self.root / "index.jsonl"
         if idx.is_file():
             for line in idx.read_text().splitlines():
@@ -112,10 +113,13 @@ class SignalStore:
             recs.append(rec)
         for n in names:
             tensors[n] = torch.cat([t[n].contiguous().cpu() for _, t in entries])
-        tmp = self.root / (name + ".tmp")
-        save_file(tensors, str(tmp))
-        os.replace(tmp, self.root / name)
-        with open(self.root / "index.jsonl", "a") as f:
+        bad = nonfinite(tensors.items())
+        if bad:  # a model that overflowed: nothing non-finite is cached
+            raise SpecfairError(f"{self.root}: the {bad[0]} computed for {len(entries)} "
+                                "sequence(s) hold NaN or infinite values; nothing was written")
+        with atomic_file(self.root / name) as tmp:
+            save_file(tensors, str(tmp))
+        with open_append(self.root / "index.jsonl") as f:
             f.write("".join(json.dumps(r) + "\n" for r in recs))
         for r in recs:
             self._index[r["key"]] = r

@@ -8,6 +8,11 @@ directory must hold ``*.safetensors`` for what is loaded (``model*.safetensors``
 every safetensors file is checked before it is opened (the 8-byte header length, the JSON
 header, each tensor's byte range against the file size), so a truncated or garbled file is one
 error naming it, not a library traceback. ``trust_remote_code`` is off.
+
+Nothing read here is used unless it is finite and complete: every tensor read (:func:`read_tensors`,
+:func:`load_weights`) and every model or adapter loaded is checked for NaN or infinite values, for
+missing tensors (which transformers would fill with random values) and for tensors of another
+shape than the model's; each is one :class:`SpecfairError` naming the file.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import struct
 from pathlib import Path
 
 from specfair.errors import SpecfairError
+from specfair.models.finite import nonfinite
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 _ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
@@ -83,16 +89,53 @@ def require_safetensors(folder: str | Path, stem: str = "model") -> list[Path]:
     return files
 
 
+def check_finite(named, where: str | Path) -> None:
+    """Refuse ``named`` (``(name, tensor)`` pairs) read from ``where`` if a floating-point
+    tensor holds a NaN or an infinity: one :class:`SpecfairError` naming ``where``."""
+    bad = nonfinite(named)
+    if bad:
+        raise SpecfairError(f"{where}: {len(bad)} tensor(s) not finite (NaN or infinite), "
+                            f"e.g. {bad[0]}; refusing to use them")
+
+
+def check_complete(tensors: dict, shapes: dict, where: str | Path) -> None:
+    """Refuse ``tensors`` read from ``where`` unless they are exactly the names of ``shapes``
+    (name -> expected shape), each of its shape."""
+    missing = [k for k in shapes if k not in tensors]
+    extra = [k for k in tensors if k not in shapes]
+    if missing:
+        raise SpecfairError(f"{where}: {len(missing)} tensor(s) missing, e.g. {missing[0]}")
+    if extra:
+        raise SpecfairError(f"{where}: {len(extra)} unexpected tensor(s), e.g. {extra[0]}")
+    for k, shape in shapes.items():
+        if tuple(tensors[k].shape) != tuple(shape):
+            raise SpecfairError(f"{where}: tensor {k} has shape {list(tensors[k].shape)}, "
+                                f"expected {list(shape)}")
+
+
 def read_tensors(path: str | Path, device: str = "cpu") -> dict:
-    """All tensors of a safetensors file (checked first)."""
+    """All tensors of a safetensors file (checked first; every one finite)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     check_safetensors(path)
     try:
-        return load_file(str(path), device=device)
+        tensors = load_file(str(path), device=device)
     except (SafetensorError, OSError) as e:
         raise SpecfairError(f"{path}: not a valid safetensors file ({e})") from e
+    check_finite(tensors.items(), path)
+    return tensors
+
+
+def load_weights(module, path: str | Path, keys=None) -> None:
+    """Copy the tensors of the safetensors file ``path`` into ``module``: the file holds
+    exactly ``keys`` of its state dict (default: all of them), each finite and of the module's
+    shape; otherwise one :class:`SpecfairError` naming the file and nothing is copied."""
+    state = module.state_dict()
+    keys = list(state) if keys is None else list(keys)
+    tensors = read_tensors(path)
+    check_complete(tensors, {k: state[k].shape if k in state else None for k in keys}, path)
+    module.load_state_dict(tensors, strict=len(keys) == len(state))
 
 
 def read_tensors_and_metadata(path: str | Path) -> tuple[dict, dict]:
@@ -102,9 +145,11 @@ def read_tensors_and_metadata(path: str | Path) -> tuple[dict, dict]:
     check_safetensors(path)
     try:
         with safe_open(str(path), framework="pt") as sf:
-            return {k: sf.get_tensor(k) for k in sf.keys()}, dict(sf.metadata() or {})
+            tensors, meta = {k: sf.get_tensor(k) for k in sf.keys()}, dict(sf.metadata() or {})
     except (SafetensorError, OSError) as e:
         raise SpecfairError(f"{path}: not a valid safetensors file ({e})") from e
+    check_finite(tensors.items(), path)
+    return tensors, meta
 
 
 def pretrained(cls, path: str | Path, *, name: str | None = None, gguf_file: str | None = None,
@@ -112,7 +157,8 @@ def pretrained(cls, path: str | Path, *, name: str | None = None, gguf_file: str
     """``cls.from_pretrained`` (a transformers auto class) with specfair's rules: a local
     model directory is checked first (``require_safetensors``), models load with
     ``use_safetensors=True``, no remote code; a library error on bad files is one
-    :class:`SpecfairError` naming ``name`` (default: the path)."""
+    :class:`SpecfairError` naming ``name`` (default: the path). A model is then checked
+    complete (no tensor missing or of another shape) and finite (:func:`check_model_loaded`)."""
     from safetensors import SafetensorError
     from transformers.utils import logging as hf_logging
 
@@ -120,14 +166,21 @@ def pretrained(cls, path: str | Path, *, name: str | None = None, gguf_file: str
     name = str(path) if name is None else name
     kwargs["trust_remote_code"] = False
     is_model = not cls.__name__.endswith("Tokenizer")
+    weights = is_model and "Config" not in cls.__name__
+    files: list[Path] = []
     if gguf_file is not None:
         kwargs["gguf_file"] = gguf_file
+        files = [Path(path) / gguf_file]
     elif is_model:
         kwargs["use_safetensors"] = True
         if local:
-            require_safetensors(path)
+            files = require_safetensors(path)
+    if weights:  # transformers reports what it could not load instead of raising or filling
+        kwargs |= {"output_loading_info": True, "ignore_mismatched_sizes": True}
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report: we say it in one line below
     try:
-        return cls.from_pretrained(str(path), **kwargs)
+        out = cls.from_pretrained(str(path), **kwargs)
     except SpecfairError:
         raise
     except (OSError, ValueError, EOFError, struct.error, SafetensorError) as e:
@@ -138,6 +191,32 @@ def pretrained(cls, path: str | Path, *, name: str | None = None, gguf_file: str
             raise
         raise SpecfairError(f"could not load {name!r}: not a valid GGUF file "
                             f"({type(e).__name__}: {e})") from e
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if not weights:
+        return out
+    model, info = out
+    where = str(files[0]) if len(files) == 1 else name if not files else str(Path(path))
+    check_model_loaded(model, info, where)
+    return model
+
+
+def check_model_loaded(model, info: dict, where: str) -> None:
+    """Refuse a model that transformers loaded from ``where`` with tensors missing (filled
+    with random values) or of another shape (``info``: its ``output_loading_info``), or with
+    a NaN or infinite weight (checked tensor by tensor, in place)."""
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        raise SpecfairError(f"{where}: incomplete weights, {len(missing)} tensor(s) missing, "
+                            f"e.g. {missing[0]}")
+    wrong = sorted(info.get("mismatched_keys") or ())
+    if wrong:
+        key, *shapes = wrong[0] if isinstance(wrong[0], tuple) else (wrong[0],)
+        how = f" ({list(shapes[0])} in the file, {list(shapes[1])} in the model)" \
+            if len(shapes) == 2 else ""
+        raise SpecfairError(f"{where}: {len(wrong)} tensor(s) of the wrong shape, e.g. "
+                            f"{key}{how}")
+    check_finite([*model.named_parameters(), *model.named_buffers()], where)
 
 
 def load_hf_model(path: str | Path, dtype="auto"):
@@ -150,14 +229,19 @@ def load_hf_model(path: str | Path, dtype="auto"):
 def load_adapter(model, folder: str | Path, adapter_name: str = "default"):
     """Add the LoRA adapter in ``folder`` (``adapter_model.safetensors`` only) to ``model``:
     a plain model becomes a ``PeftModel``, a ``PeftModel`` gets one more adapter."""
-    from peft import PeftModel
+    from peft import PeftModel, get_peft_model_state_dict
 
-    require_safetensors(folder, "adapter_model")
+    file = require_safetensors(folder, "adapter_model")[0]
+    stored = read_tensors(file)  # finite
     try:
         if isinstance(model, PeftModel):
             model.load_adapter(str(folder), adapter_name=adapter_name)
-            return model
-        return PeftModel.from_pretrained(model, str(folder), adapter_name=adapter_name)
+        else:
+            model = PeftModel.from_pretrained(model, str(folder), adapter_name=adapter_name)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SpecfairError(f"could not load the adapter {folder}: {first}") from e
+    wanted = get_peft_model_state_dict(model, adapter_name=adapter_name)
+    check_complete({k: v for k, v in stored.items() if k in wanted},
+                   {k: v.shape for k, v in wanted.items()}, file)
+    return model

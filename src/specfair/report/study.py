@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from specfair.atomic import real_dir, write_bytes, write_text
 from specfair.errors import SpecfairError
 from specfair.measure.io import read_json
 from specfair.measure.replay import ONE_HELD, ONE_ORACLE, TASK_HELD, TASK_ORACLE
@@ -614,14 +615,13 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     timed, routing = (read_json(run_dir / f) if (run_dir / f).is_file() else None
                       for f in ("timed.json", "routing.json"))
     blocks = report_blocks(s, timed, s["config"].get("name", run_dir.name), routing)
-    (run_dir / FIGURES).mkdir(exist_ok=True)
+    figures = real_dir(run_dir / FIGURES)  # no write through a symlink (specfair.atomic)
     for stale in (SPEEDUP_FIGURE, DATA_DOSE_FIGURE):  # none left from an earlier build
-        (run_dir / FIGURES / stale).unlink(missing_ok=True)
+        (figures / stale).unlink(missing_ok=True)
     for b in blocks:
         if isinstance(b, Figure):
-            (run_dir / FIGURES / b.name).write_bytes(b.png)
+            write_bytes(figures / b.name, b.png)
     md, html = run_dir / "report.md", run_dir / "report.html"
-    md.write_text(to_markdown(blocks, FIGURES), encoding="utf-8")
-    html.write_text(to_html(blocks, f"specfair experiment {run_dir.resolve().name}"),
-                    encoding="utf-8")
+    write_text(md, to_markdown(blocks, FIGURES))
+    write_text(html, to_html(blocks, f"specfair experiment {run_dir.resolve().name}"))
     return md, html

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from specfair.atomic import write_text
 from specfair.distill.topn import train_copy
 from specfair.measure.io import append_jsonl, read_json, read_jsonl
 from specfair.measure.stats import bootstrap_mean
@@ -105,7 +106,7 @@ def stage_methods(run) -> Method | None:
             methods.append(m)
             _run_method(run, m, tasks, tokens, root)
     res = summarize_methods(run.dir, cfg, methods, tasks, tokens)
-    (run.dir / METHODS_FILE).write_text(json.dumps(res, indent=2))
+    write_text(run.dir / METHODS_FILE, json.dumps(res, indent=2))
     _say(f"chosen: {res['chosen']} ({res['why']})")
     chosen = next(m for m in methods if m.name == res["chosen"])
     return chosen if cfg.method_select and chosen != configured(cfg) else None
@@ -137,7 +138,7 @@ def _tasks(run, root: Path) -> list[str]:
     for r in held + run.eval_records(top, test, split="test", **tags):
         if r["task"] in tasks:
             append_jsonl(root / "eval.jsonl", r)
-    path.write_text(json.dumps({"tasks": tasks, "heldout_greedy_base": base}, indent=2))
+    write_text(path, json.dumps({"tasks": tasks, "heldout_greedy_base": base}, indent=2))
     return tasks
 
 

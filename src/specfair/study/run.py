@@ -50,6 +50,7 @@ from pathlib import Path
 
 import torch
 
+from specfair.atomic import write_text
 from specfair.distill.topn import (
     Signals,
     TopLayers,
@@ -112,7 +113,7 @@ class Run:
         target = load_model(cfg.target, "auto", "auto")
         self.drafter = load_model(cfg.drafter, "auto", "auto")
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "study_config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        write_text(run_dir / "study_config.json", json.dumps(config.to_dict(), indent=2))
         self.bf16 = cpu_supports_bf16() or torch.cuda.is_available()
         _say(f"CPU native bf16: {self.bf16}")
         t0 = time.perf_counter()
@@ -204,7 +205,7 @@ def _write_leakage(dropped: list[dict], text_leaks: list[dict], n_checked: int,
     text_counts: dict[str, int] = {}
     for d in text_leaks:
         text_counts[d["task"]] = text_counts.get(d["task"], 0) + 1
-    path.write_text(json.dumps({"n_dropped": len(dropped), "per_task": counts,
+    write_text(path, json.dumps({"n_dropped": len(dropped), "per_task": counts,
                                 "dropped": dropped,
                                 "training_texts": {"n_checked": n_checked,
                                                    "n_dropped": len(text_leaks),
@@ -252,7 +253,7 @@ def _measure_costs(target, drafter, seq: Seq, path: Path) -> None:
     if path.is_file():
         return
     c = measure_costs(target, drafter, seq.ids[: seq.n_prompt]) | {"cpu": cpu_name()}
-    path.write_text(json.dumps(c, indent=2))
+    write_text(path, json.dumps(c, indent=2))
     _say(f"measured costs: c={c['c']:.3f}, v(k)=1+{c['verify_slope']:.3f}(k-1)")
 
 
@@ -320,7 +321,7 @@ def stage_overfit(run: Run, path: Path) -> dict:
              f"sequences {runs[-1]['test_greedy_before']:.3f} -> "
              f"{runs[-1]['test_greedy_after']:.3f} ({state.tokens / secs:.0f} tokens/s)")
     res = {"task": task, "n_sequences": len(seqs)} | runs[0] | {"at_study_settings": runs[1]}
-    path.write_text(json.dumps(res, indent=2))
+    write_text(path, json.dumps(res, indent=2))
     return res
 
 
@@ -465,8 +466,8 @@ def stage_dose(run: Run, out: Path) -> None:
         goal = int(cfg.epochs * sum(len(s.ids) for s in sub))
         _say(f"data dose {name}: {len(sub)} training prompts, {goal} tokens")
         (run.dir / "arms" / "dose" / name).mkdir(parents=True, exist_ok=True)
-        (run.dir / "arms" / "dose" / name / "prompts.json").write_text(
-            json.dumps([s.id for s in sub]))
+        write_text(run.dir / "arms" / "dose" / name / "prompts.json",
+                   json.dumps([s.id for s in sub]))
         _train_arm(run, cfg.dose_arm, name, sub, out, seed, [1.0], goal,
                    run.dir / "arms" / "dose", with_policy=False, extra=extra)
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from specfair.atomic import write_text
 from specfair.measure.io import read_json, read_jsonl
 from specfair.measure.replay import POLICIES, pass_of, replay
 from specfair.study.config import StudyConfig
@@ -462,6 +463,6 @@ def write_summary(run_dir: Path, cfg: StudyConfig) -> Path:
                "leakage": _json_or_none(run_dir / "leakage.json"),
                "bootstrap": _bootstrap_info(records, cfg)}
     path = run_dir / "summary.json"
-    path.write_text(json.dumps(summary, indent=2, allow_nan=False,
-                               default=lambda x: None))
+    write_text(path, json.dumps(summary, indent=2, allow_nan=False,
+                                default=lambda x: None))
     return path

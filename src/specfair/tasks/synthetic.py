@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from specfair.atomic import write_text
 from specfair.errors import SpecfairError
 from specfair.tasks.prompt import Prompt, normalize_text
 
@@ -201,10 +201,7 @@ def write_synthetic(task: str, rows: list[dict], meta: dict, model: str,
     """Write ``TASK.jsonl`` into ``out_dir`` and how it was made into its ``MADE.json``."""
     path = synthetic_path(task, out_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
-                   encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     made_path = path.parent / "MADE.json"
     try:
         made = json.loads(made_path.read_text(encoding="utf-8"))
@@ -212,9 +209,7 @@ def write_synthetic(task: str, rows: list[dict], meta: dict, model: str,
         made = {}
     made[path.name] = {**meta, "model": model,
                        "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-    tmp = made_path.with_name(".MADE.json.tmp")
-    tmp.write_text(json.dumps(made, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, made_path)
+    write_text(made_path, json.dumps(made, indent=2, ensure_ascii=False))
     return path
 
 
