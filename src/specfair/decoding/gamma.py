@@ -183,6 +183,8 @@ class VerifyAwareGamma(CostAwareGamma):
     :class:`CostAwareGamma` (c measured in plain-step units: the step's verify time divided by
     v(g + 1)); ``c' = c x`` the share of recent steps the drafter model drafted, for a lookup
     draft (``timed(..., source="ngram")``) costs nothing to propose, only its verification.
+    The first step after an off one (the drafter then also reads the plain steps' tokens) does
+    not teach ``c``.
 
     The verify curve: ``verify_slope`` s when given (measured once per machine and cached,
     :func:`specfair.measure.costs.verify_curve`); None: fitted online from this request's own
@@ -216,6 +218,7 @@ class VerifyAwareGamma(CostAwareGamma):
         super().reset()
         self.model_share = 1.0  # EMA: the share of sized steps the drafter model drafted
         self.source = "model"  # what drafted the last step timed
+        self.g_prev = self.g_last = 1  # the g said for the step before this one, for this one
         self.fit = np.zeros(5)  # online verify fit: n, sum g, sum g^2, sum t, sum g t
 
     @property
@@ -248,6 +251,7 @@ class VerifyAwareGamma(CostAwareGamma):
 
     def next_gamma(self) -> int:
         g = self.choose()
+        self.g_prev, self.g_last = self.g_last, g
         if g == 0:  # a step without drafts: the evidence fades
             self.acc *= self.decay
             self.rej *= self.decay
@@ -265,7 +269,9 @@ class VerifyAwareGamma(CostAwareGamma):
         self.rej = self.decay * self.rej + (1.0 if accepted < gamma else 0.0)
         model = self.source == "model"  # a lookup (or index) draft costs nothing to propose
         self.model_share = self.decay * self.model_share + (1.0 - self.decay) * model
-        if model and self.c_fixed is None and verify_s > 0 and draft_s > 0:
+        # the first drafter step after an off one also feeds it the tokens of the plain steps
+        # (one forward over them): not what a draft costs, so c does not learn from it
+        if model and self.g_prev > 0 and self.c_fixed is None and verify_s > 0 and draft_s > 0:
             plain_s = verify_s / (1.0 + self.verify_slope * gamma)  # a plain step's time
             self.c = self.decay * self.c + (1.0 - self.decay) * (draft_s / gamma) / plain_s
 
