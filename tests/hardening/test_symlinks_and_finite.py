@@ -470,3 +470,18 @@ def test_an_experiment_resuming_from_a_nan_checkpoint_stops_and_appends_nothing(
     line = _one_error(cli, "experiment", toml, "--run-dir", run)
     assert str(top) in line and "NaN or infinite" in line, line
     assert {p: p.read_bytes() for p in run.rglob("*.jsonl")} == before
+
+
+def test_an_experiment_with_a_nan_drafter_stops_before_any_signal_is_cached(
+        cli, long_pair, tmp_path, monkeypatch):
+    from study_data import write_study_sources
+
+    monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path / "home"))
+    write_study_sources(tmp_path / "home" / "data")
+    bad = _copy_model(long_pair[1], tmp_path / "drafter", _nan)
+    toml = tmp_path / "exp.toml"
+    toml.write_text(EXP.format(t=long_pair[0], d=bad))
+    run = tmp_path / "run"
+    line = _one_error(cli, "experiment", toml, "--run-dir", run)
+    assert str(bad / "model.safetensors") in line and "NaN or infinite" in line, line
+    assert not (run / "signals").exists() and not list(run.rglob("*.jsonl"))
