@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from specfair.atomic import write_text
 from specfair.errors import SpecfairError, command_failed
 from specfair.models.registry import cache_root
 from specfair.schema import loads_json
@@ -189,10 +190,7 @@ def cache_state(src: DataSource, full: bool = False) -> tuple[str, str]:
 
 
 def _write_manifest(source: str, meta: dict) -> None:
-    path = data_home() / source / MANIFEST
-    tmp = path.with_name(f".{MANIFEST}.tmp")
-    tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(data_home() / source / MANIFEST, json.dumps(meta, indent=2))
 
 
 def write_manifest(src: DataSource, pinned: bool = True) -> None:
