@@ -228,6 +228,18 @@ def test_numbers_in_options_are_ascii_digits(cli, tiny_pair, tmp_path, line, fra
     one_error(cli, argv_of(line, tiny_pair, tmp_path), fragment, [tmp_path])
 
 
+@pytest.mark.parametrize("seed", ['"٣"', '"x"', "1.5"], ids=["arabic-digit", "word", "float"])
+def test_a_suite_sources_seed_is_an_integer(cli, tiny_pair, tmp_path, seed):
+    """Was: ``int(seed)`` of a suite file's source: "٣" taken as 3, 1.5 as 1, "x" a
+    ValueError."""
+    (tmp_path / "data.jsonl").write_text('{"task": "alpha", "prompt": "a b"}\n'
+                                         '{"task": "beta", "prompt": "c d"}\n')
+    (tmp_path / "suite.toml").write_text('[sources.s]\nformat = "jsonl"\npath = "data.jsonl"\n'
+                                         f"seed = {seed}\n")
+    one_error(cli, argv_of(BENCH + " --suite {w}/suite.toml", tiny_pair, tmp_path),
+              "source 's': seed has the wrong type", [tmp_path])
+
+
 DEEP_ROWS = [  # (command line, the file written nested too deeply, fragment)
     (BENCH + " --policy table:{w}/deep.json", "deep.json",
      "policy table {w}/deep.json: not a JSON file (nested too deeply)"),
@@ -322,7 +334,8 @@ def test_the_legacy_kind_key_takes_only_study(tiny_pair, tmp_path):
 def test_an_empty_proposer_is_refused_like_an_empty_policy(cli, tiny_pair, tmp_path, line):
     """Was: ``--proposer ''`` fell back to the default while ``--policy ''`` was refused."""
     one_error(cli, argv_of(line + " --proposer ''", tiny_pair, tmp_path),
-              "proposer must be one of model | ngram[:N] | hybrid[:N], got ''", [tmp_path])
+              "proposer must be one of model | ngram[:N] | hybrid[:N] | suffix[:DIR] | "
+              "suffix-hybrid[:DIR], got ''", [tmp_path])
     one_error(cli, argv_of(line + " --policy ''", tiny_pair, tmp_path),
               "--policy '': expected fixed:N", [tmp_path])
 

@@ -95,7 +95,8 @@ def read_sources(
             n = opts.get("n")
             if n is not None:
                 expect(n, int, "n", where)
-            prompts = sample_per_task(prompts, n, int(opts.get("seed", seed)))
+            prompts = sample_per_task(prompts, n, expect(opts.get("seed", seed), int, "seed",
+                                                         where))
             for p in prompts:
                 names = task_sources.setdefault(p.task, [])
                 if sub_name not in names:
