@@ -8,10 +8,11 @@ setup:
 
 # The demo's data come from PyPI data packages (and the package itself): no hub, no mirror.
 # `specfair experiment study` also needs GSM8K/MGSM: `specfair data fetch --data-root DIR`.
+# `make demo DEMO_FLAGS="--dtype float32"`: the fp32 path of a CPU without bf16, on one with it.
 demo: setup
 	$(VENV)/specfair models fetch
 	$(VENV)/specfair data fetch sharegpt hsk
-	$(VENV)/specfair experiment demo
+	$(VENV)/specfair experiment demo $(DEMO_FLAGS)
 
 lint: setup
 	$(VENV)/ruff check src tests benchmarks

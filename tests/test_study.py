@@ -170,7 +170,7 @@ def test_the_study_runs_resumes_and_refuses_other_settings(long_pair, tmp_path, 
     def no_load(*a, **k):
         raise AssertionError("the timed stage loaded the models again")
 
-    monkeypatch.setattr("specfair.study.timed.load_pair", no_load)
+    monkeypatch.setattr("specfair.study.timed.load_model", no_load)
     run_study(cfg, out)
     assert {p: p.read_bytes() for p in before} == before
     (out / "report.md").unlink()

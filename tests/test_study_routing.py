@@ -232,7 +232,7 @@ def test_a_run_made_before_the_stage_gains_it_without_training_or_timing(study, 
     bench.write_text("".join(json.dumps(x) + "\n" for x in old))
     logs = {p: p.read_bytes() for p in (out / "arms").rglob("train_log.jsonl")}
 
-    monkeypatch.setattr("specfair.study.timed.load_pair", _never)  # nothing timed again
+    monkeypatch.setattr("specfair.study.timed.load_model", _never)  # nothing timed again
     run_study(cfg, out)
     assert {p: p.read_bytes() for p in logs} == logs and _jsonl(bench) == old
     assert (out / "drafters/per-task/task_router.json").is_file()

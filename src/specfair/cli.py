@@ -253,16 +253,22 @@ def experiment(
     run_dir: Annotated[str | None, typer.Option(help="Run directory (default runs/NAME).")] = (
         None
     ),
+    dtype: Annotated[str | None, typer.Option(
+        help="The models' dtype, in place of the config's `dtype`: auto | float32 | bfloat16 "
+             "(float32 on a CPU with bf16 runs the fp32 path of one without).")] = None,
 ) -> None:
     """Run the experiment end to end, resumable (`specfair data fetch` first): target answers
     and signals, the overfit check, every arm trained to each budget and evaluated, the task
     router of the per-task arm against oracle routing, the summary, the timed stage (each
     arm's drafter exported and benchmarked against the base drafter) and the report
     (report.md, report.html)."""
-    from specfair.study.config import StudyConfig
+    from specfair.study.config import DTYPES, StudyConfig
     from specfair.study.run import run_study
 
+    if dtype is not None and dtype not in DTYPES:
+        raise SpecfairError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     cfg = StudyConfig.load(config)
+    cfg.dtype = cfg.dtype if dtype is None else dtype
     run_study(cfg, Path("runs") / cfg.name if run_dir is None else run_dir)
 
 

@@ -81,12 +81,17 @@ def export_drafter(
     return out
 
 
+def _unchanged(model, dtype: str):
+    """``model`` itself where writing it leaves it as it is (no cast), else a copy: an export
+    never holds the model twice for nothing (nor its shared frozen layers once per task)."""
+    return model if dtype == "auto" else copy.deepcopy(model)
+
+
 def _export_into(student, tokenizer, out: Path, tasks, merge_per_task, dtype, meta) -> None:
     if not tasks:
-        model = copy.deepcopy(student)
-        if _is_peft(model):
-            model = model.merge_and_unload()
-        _save_hf(model.eval(), tokenizer, out, dtype, meta)
+        if _is_peft(student):
+            student = copy.deepcopy(student).merge_and_unload()
+        _save_hf(_unchanged(student, dtype), tokenizer, out, dtype, meta)
         return
     if isinstance(student, TaskRoutedDrafter) and student.models:
         _export_top_layers(student, tokenizer, out, merge_per_task, dtype, meta)
@@ -126,12 +131,12 @@ def _export_top_layers(router, tokenizer, out: Path, merged: bool, dtype: str,
     # the task copies' own layers: those not shared with the base (drafters.router.copy_top)
     some = next(iter(router.models.values())).model.layers
     n = sum(a is not b for a, b in zip(some, router.base.model.layers, strict=True))
-    _save_hf(copy.deepcopy(router.base).eval(), tokenizer, out / "base", dtype, meta)
+    _save_hf(_unchanged(router.base, dtype), tokenizer, out / "base", dtype, meta)
     routes = {}
     for t, model in router.models.items():
         dest = out / "tasks" / adapter_name(t)
         if merged:
-            _save_hf(copy.deepcopy(model).eval(), tokenizer, dest, dtype, {**meta, "task": t})
+            _save_hf(_unchanged(model, dtype), tokenizer, dest, dtype, {**meta, "task": t})
         else:
             dest.mkdir(parents=True, exist_ok=True)
             sd = model.state_dict()

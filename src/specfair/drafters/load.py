@@ -13,6 +13,7 @@ import torch
 from specfair.drafters.router import TaskRoutedDrafter, adapter_name, copy_top
 from specfair.errors import SpecfairError
 from specfair.measure.io import read_json
+from specfair.models.memory import page_out
 from specfair.models.weights import load_adapter, load_hf_model, load_weights, require_safetensors
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -78,27 +79,71 @@ def _load_top_layers(base, tasks: dict[str, Path], n: int) -> TaskRoutedDrafter:
     return TaskRoutedDrafter(None, base=base, models=models)
 
 
-def load_drafter(path: str | Path, *, dtype: str = "auto", device: str = "cpu"):
+def _equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    pa, pb = list(a.named_parameters()), list(b.named_parameters())
+    return len(pa) == len(pb) and all(
+        na == nb and x.shape == y.shape and x.dtype == y.dtype and x.device == y.device
+        and torch.equal(x, y) for (na, x), (nb, y) in zip(pa, pb, strict=True))
+
+
+def share_frozen(model, base) -> int:
+    """Point ``model``'s embedding, decoder layers, final norm and head at ``base``'s wherever
+    their weights are equal (the frozen layers of a drafter trained in its top layers): any
+    number of drafters on one base then hold its frozen layers once. The pages of the weights
+    dropped are given back (:func:`specfair.models.memory.page_out`: the comparison read them
+    from the file). Returns how many modules are now shared; a model of another shape shares
+    none."""
+    mine, theirs = model.model, base.model
+    if type(model) is not type(base) or len(mine.layers) != len(theirs.layers):
+        return 0
+    dropped = []
+
+    def same(a, b) -> bool:
+        if a is b or not _equal(a, b):
+            return False
+        dropped.append(a)
+        return True
+
+    for i, (a, b) in enumerate(zip(mine.layers, theirs.layers, strict=True)):
+        if same(a, b):
+            mine.layers[i] = b
+    if same(mine.norm, theirs.norm):
+        mine.norm = theirs.norm
+    if same(mine.embed_tokens, theirs.embed_tokens):
+        mine.embed_tokens = theirs.embed_tokens
+    if same(model.get_output_embeddings(), base.get_output_embeddings()):  # tied: the embedding
+        model.set_output_embeddings(base.get_output_embeddings())
+    page_out(p for m in dropped for p in m.parameters())
+    return len(dropped)
+
+
+def load_drafter(path: str | Path, *, dtype: str = "auto", device: str = "cpu",
+                 frozen_from=None):
     """A drafter exported by :func:`export_drafter`: a ``*ForCausalLM`` (eval mode), or a
-    :class:`TaskRoutedDrafter` for a per-task directory (``router.json``)."""
+    :class:`TaskRoutedDrafter` for a per-task directory (``router.json``). ``frozen_from``: a
+    loaded drafter (unpacked) whose modules the new one takes wherever their weights are equal
+    (:func:`share_frozen`; not for LoRA adapters, which wrap the base's modules)."""
     path = Path(path)
     torch_dtype = "auto" if dtype == "auto" else DTYPES[dtype]
 
-    def load(p: Path):
-        return load_hf_model(p, torch_dtype).to(device).eval()
+    def load(p: Path, share=None):
+        model = load_hf_model(p, torch_dtype).to(device).eval()
+        if share is not None:
+            share_frozen(model, share)
+        return model
 
     if not (path / "router.json").is_file():
         if not (path / "config.json").is_file():
             raise SpecfairError(f"not a drafter directory (no config.json/router.json): {path}")
-        return load(path)
+        return load(path, frozen_from)
     spec = read_router(path)
     tasks = spec["tasks"]
     if spec["mode"] == "adapter":  # refuse pickled adapters before any weights load
         for sub in tasks.values():
             require_safetensors(sub, "adapter_model")
-    base = load(spec["base"])
-    if spec["mode"] == "merged":
-        models = {t: load(sub) for t, sub in tasks.items()}
+    base = load(spec["base"], None if spec["mode"] == "adapter" else frozen_from)
+    if spec["mode"] == "merged":  # each task's model keeps its own modules where they differ
+        models = {t: load(sub, base) for t, sub in tasks.items()}
         return TaskRoutedDrafter(None, base=base, models=models)
     if spec["mode"] == "top-layers":
         return _load_top_layers(base, tasks, spec["top_layers"])

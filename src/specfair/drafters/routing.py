@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from specfair.decoding.proposer import as_proposer
 from specfair.drafters.load import load_drafter, read_router
 from specfair.drafters.router import ClassifierRoutedDrafter, TaskRoutedDrafter
 from specfair.drafters.task_classifier import has_classifier, load_classifier
@@ -69,22 +70,33 @@ def with_routing(drafter, routing: str, export_dir, tokenizer):
 
 
 def load_routed_drafter(spec, target_spec, *, dtype: str, device: str, packed: bool = False,
-                        routing: str = "oracle", tokenizer=None):
+                        routing: str = "oracle", tokenizer=None, frozen_from=None):
     """A per-task export as a proposer: its tokenizer checked against the target's, loaded in
-    ``dtype`` on ``device`` (``packed``: oneDNN-packed plain models, as the target's), routed
-    by ``routing``."""
+    ``dtype`` on ``device`` (``packed``: oneDNN-packed plain models, as the target's, each
+    module shared by the per-task copies packed once), routed by ``routing``. ``frozen_from``:
+    a loaded drafter whose modules it takes where their weights are equal
+    (:func:`specfair.drafters.load.share_frozen`)."""
     base = routed_base(spec)
     src_t = resolve_source(target_spec)
     if not (src_t.kind in ("known", "dir") and same_tokenizer_files(src_t.path, base)):
         check_tokenizers_match(tokenizer or load_tokenizer(target_spec), load_tokenizer(base),
                                "target", "drafter")
-    drafter = load_drafter(spec, dtype=dtype, device=device)
+    drafter = load_drafter(spec, dtype=dtype, device=device, frozen_from=frozen_from)
     if packed:
-        for m in drafter.plain_models() if isinstance(drafter, TaskRoutedDrafter) else [drafter]:
-            m.requires_grad_(False)
-            pack_linears(m)
+        pack_drafters([drafter])
     drafter.specfair_name = str(spec)
     return with_routing(drafter, routing, spec, tokenizer or load_tokenizer(base))
+
+
+def pack_drafters(drafters) -> None:
+    """oneDNN-pack the plain models behind ``drafters`` (models, per-task or classifier-routed
+    drafters; :mod:`specfair.models.cpu_kernels`), in place: a module several of them share (the
+    frozen layers) is packed once, so they go on sharing it."""
+    shared: dict = {}
+    for d in drafters:
+        for m in as_proposer(d).plain_models():
+            m.requires_grad_(False)
+            pack_linears(m, shared=shared)
 
 
 def load_feature_model(spec, *, dtype: str = "auto", device: str = "cpu"):

@@ -15,6 +15,7 @@ from specfair.errors import SpecfairError
 from specfair.schema import SEED_LIMIT, Rule, check_table, suggest, value_error
 
 ARMS = ("uniform", "disparity", "per-task")
+DTYPES = ("auto", "float32", "bfloat16")  # the models' dtype: auto = bf16 where the CPU has it
 _POS, _COUNT, _NONNEG = Rule(gt=0), Rule(ge=1), Rule(ge=0)
 # Upper bounds on the settings that size the work, so that a typo cannot run for days: passes
 # over the training data, bootstrap resamples, drafts per step; token counts are bounded by the
@@ -47,6 +48,7 @@ RULES = {
     "method_texts": Rule(unique=True, each=Rule(choices=("reference+drafter", "drafter",
                                                           "target"))),
     "method_tasks": Rule(unique=True), "method_budget": Rule(gt=0, le=1),
+    "dtype": Rule(choices=DTYPES),
 }
 # Settings that shape only the training and what follows it, not the cached sequences and
 # signals: a run directory with no training output yet takes other values of these.
@@ -119,6 +121,10 @@ class StudyConfig:
     # benchmarked
     n_bench: int = 10  # test prompts per task timed (AR and SD, paired with the base drafter)
     gamma: int = DEFAULT_GAMMA  # fixed drafts per step, timed and predicted (replay)
+    # the dtype every model of the experiment loads in (answers, signals, training, timing):
+    # auto (bf16 on a CPU with native bf16 or a GPU, else float32), or float32 on a bf16 CPU
+    # to run the fp32 path of a CPU without bf16 (`specfair experiment --dtype float32`)
+    dtype: str = "auto"
     origin: typing.ClassVar[str] = "study config"  # the file, for error messages
 
     def __post_init__(self) -> None:

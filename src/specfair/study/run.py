@@ -43,6 +43,7 @@ from its last checkpoint.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import time
@@ -110,11 +111,12 @@ class Run:
         self.prompts = prompts
         self.groups = {p.id: split_key(p)[:16] for p in prompts.test + prompts.heldout}
         self.tok = load_tokenizer(cfg.target)
-        target = load_model(cfg.target, "auto", "auto")
-        self.drafter = load_model(cfg.drafter, "auto", "auto")
+        target = load_model(cfg.target, cfg.dtype, "auto")
+        self.drafter = load_model(cfg.drafter, cfg.dtype, "auto")
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / "study_config.json", json.dumps(config.to_dict(), indent=2))
-        self.bf16 = cpu_supports_bf16() or torch.cuda.is_available()
+        self.bf16 = {"float32": False, "bfloat16": True}.get(
+            cfg.dtype, cpu_supports_bf16() or torch.cuda.is_available())
         _say(f"CPU native bf16: {self.bf16}")
         t0 = time.perf_counter()
         self.test = test_sequences(cfg, target, self.tok, prompts.test, run_dir)
@@ -153,7 +155,8 @@ class Run:
         _say(f"signals ready ({time.perf_counter() - t0:.0f} s)")
         _measure_costs(target, self.drafter, self.test[0], run_dir / "costs.json")
         # the target's output head alone: full-vocabulary distributions on the test sequences
-        self.target_head = target.get_output_embeddings().weight.detach()
+        # (a copy: a view would keep the whole target's weight file mapped)
+        self.target_head = target.get_output_embeddings().weight.detach().clone()
         self.target = target  # the method comparison may write other training texts
         self.head = self.drafter.get_output_embeddings().weight.detach()
         self.head.requires_grad_(False)
@@ -161,6 +164,26 @@ class Run:
     def release_target(self) -> None:
         """Drop the target model (its head stays): nothing after the sequences needs it."""
         self.target = None
+        gc.collect()
+
+    def release_models(self) -> None:
+        """Drop the drafter and the target's head while a stage holds models of its own (the
+        timed stage: the memory is the machine's, not twice the models');
+        :meth:`load_models` brings them back for the stages after it."""
+        self.drafter = self.head = self.target_head = self.target = None
+        gc.collect()
+
+    def load_models(self) -> None:
+        """The drafter and the target's head again, after :meth:`release_models`."""
+        if self.target_head is None:
+            target = load_model(self.cfg.target, self.cfg.dtype, "auto")
+            self.target_head = target.get_output_embeddings().weight.detach().clone()
+            del target
+            gc.collect()
+        if self.drafter is None:
+            self.drafter = load_model(self.cfg.drafter, self.cfg.dtype, "auto")
+            self.head = self.drafter.get_output_embeddings().weight.detach()
+            self.head.requires_grad_(False)
 
     def signals(self, s: Seq, teacher=None, lower=None) -> Signals:
         """``s``'s cached signals (``teacher``/``lower``: other stores, e.g. another layer's)."""
@@ -494,6 +517,7 @@ def _run_study(cfg: StudyConfig, run_dir: Path) -> Path:
     run = Run(cfg, run_dir, _chosen(cfg, run_dir))
     if read_methods(run_dir) is None and (m := stage_methods(run)) is not None:
         del run  # the arms train with the chosen method: its signals and training text
+        gc.collect()
         run = Run(cfg, run_dir, m)
     run.release_target()
     out = run_dir / "eval.jsonl"
@@ -503,11 +527,16 @@ def _run_study(cfg: StudyConfig, run_dir: Path) -> Path:
         stage_arm(run, arm, out)
     router = stage_routing(run)  # the task router against oracle routing (study.routing)
     write_summary(run_dir, run.cfg)
-    run_timed(run, export_arms(run, router))  # the timed stage (specfair.study.timed)
+    exports = export_arms(run, router)
+    run.release_models()  # the timed stage (specfair.study.timed) loads the models it times
+    run_timed(run, exports)
+    gc.collect()
     write_report(run_dir)  # a first report.md, report.html (specfair.report.study)
     _say("first report written (first seed); next: the other seeds and the data dose")
     # the dose arm first, complete (its seeds, then the dose), then the other arms' seeds; the
     # summary and report after each, so a run stopped early reports all it measured
+    if cfg.seeds[1:] or cfg.prompt_fractions:
+        run.load_models()
     for i, arm in enumerate(sorted(cfg.arms, key=lambda a: a != cfg.dose_arm)):
         for seed in cfg.seeds[1:]:
             stage_arm(run, arm, out, seed)

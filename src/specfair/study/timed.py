@@ -14,7 +14,10 @@ prediction beside each measurement are of; further seeds (``arms/seed<N>``) and 
    ``n_bench`` test prompts per task (a seeded subset of the study's test prompts), AR and SD,
    greedy, fixed ``gamma``, ``test_response_tokens`` new tokens (the length of the answers the
    prediction replays), prompt by prompt: AR, then SD with the base drafter and with each arm's
-   (every drafter is loaded at once). ``timed/base`` holds the AR runs and the base drafter's SD
+   (every drafter is loaded at once, in the config's ``dtype``; each export holds the base
+   drafter's modules where it did not train them, so the frozen layers are held once for all
+   drafters, packed once on the fp32 path; the run's own drafter is released meanwhile).
+   ``timed/base`` holds the AR runs and the base drafter's SD
    runs; each arm's file holds the same AR records (same target, same prompts: the pairing) and
    its own SD runs. Resumable per prompt, as every bench; ``timed/machines.jsonl`` says on
    which machine each session timed. The per-task drafter is timed as it is deployed: each
@@ -41,9 +44,14 @@ from pathlib import Path
 
 from specfair.distill.cached import with_top
 from specfair.drafters.export import export_drafter
-from specfair.drafters.load import is_export
+from specfair.drafters.load import is_export, load_drafter
 from specfair.drafters.router import TaskRoutedDrafter
-from specfair.drafters.routing import has_task_router, is_routed_export, load_routed_drafter
+from specfair.drafters.routing import (
+    has_task_router,
+    is_routed_export,
+    load_routed_drafter,
+    pack_drafters,
+)
 from specfair.drafters.task_classifier import EVAL_FILE, has_classifier, load_classifier
 from specfair.measure.bench import (
     BENCH_FILE,
@@ -58,7 +66,7 @@ from specfair.measure.io import append_jsonl, read_json, read_jsonl, write_json
 from specfair.measure.progress import progress_bar
 from specfair.measure.replay import Policy, pass_of, replay_all
 from specfair.models.hardware import machine
-from specfair.models.load import load_model, load_pair
+from specfair.models.load import load_model
 from specfair.study.config import StudyConfig
 from specfair.study.routing import routed_passes
 from specfair.tasks.prompt import Prompt
@@ -128,16 +136,16 @@ def _routing(path: Path, bench: Path) -> str:
     return "classifier" if has_task_router(path) else "oracle"
 
 
-def _load(path: Path, pair, cfg: StudyConfig, bench: Path):
-    """An export as the engine's drafter, in the target's dtype, device and kernels (the base
-    drafter's); per-task copies routed by :func:`_routing`, which the settings record."""
-    dt, device = model_dtype(pair.target), str(pair.target.device)
+def _load(path: Path, base, tokenizer, cfg: StudyConfig, bench: Path):
+    """An export as the engine's drafter, in the base drafter's dtype and device, holding the
+    base drafter's modules wherever it did not train them (its frozen layers, held once for
+    every drafter); per-task copies routed by :func:`_routing`, which the settings record."""
+    dt, device = model_dtype(base), str(base.device)
     if is_routed_export(path):
         routing = _routing(path, bench)
-        return load_routed_drafter(path, cfg.target, dtype=dt, device=device,
-                                   packed=getattr(pair.target, "specfair_packed", False),
-                                   routing=routing, tokenizer=pair.tokenizer), {"routing": routing}
-    return load_model(path, dt, device, kernels="auto"), {}
+        return load_routed_drafter(path, cfg.target, dtype=dt, device=device, routing=routing,
+                                   tokenizer=tokenizer, frozen_from=base), {"routing": routing}
+    return load_drafter(path, dtype=dt, device=device, frozen_from=base), {}
 
 
 def run_timed(run, exports: dict[str, Path]) -> Path | None:
@@ -156,12 +164,17 @@ def run_timed(run, exports: dict[str, Path]) -> Path | None:
 
     if not any(todo(name, p) for name in files for p in prompts):
         return summarize_timed(run.dir, cfg)  # every run is there: no model to load
-    pair = load_pair(cfg.target, cfg.drafter, "auto", "auto", kernels="auto")
+    # the target in the kernels it is timed with; the drafters unpacked until they share the
+    # base drafter's frozen layers, then packed as the target is (each shared module once)
+    target = load_model(cfg.target, cfg.dtype, "auto", kernels="auto")
+    base = load_model(cfg.drafter, model_dtype(target), str(target.device))
     append_jsonl(run.dir / TIMED / MACHINES, machine() | {"time": time.time()})
-    drafters = {BASE: (pair.drafter, cfg.drafter, {})}
+    drafters = {BASE: (base, cfg.drafter, {})}
     for arm, path in exports.items():
-        drafter, extra = _load(path, pair, cfg, files[arm])
+        drafter, extra = _load(path, base, run.tok, cfg, files[arm])
         drafters[arm] = (drafter, f"{DRAFTERS}/{arm}", extra)
+    if getattr(target, "specfair_packed", False):
+        pack_drafters([d for d, _, _ in drafters.values()])
     kw = dict(gamma=cfg.gamma, max_new_tokens=cfg.test_response_tokens, seed=cfg.seed,
               target_label=cfg.target, progress=False)
     settings = {"study": cfg.name, "split": "test"}
@@ -173,7 +186,7 @@ def run_timed(run, exports: dict[str, Path]) -> Path | None:
                 if name != BASE:  # the base run's AR record of p, relabelled
                     share_ar(files[BASE], files[name], label)
                 if todo(name, p):
-                    run_bench((pair.target, drafter, pair.tokenizer), [p], files[name].parent,
+                    run_bench((target, drafter, run.tok), [p], files[name].parent,
                               drafter_label=label, extra_settings=settings | extra,
                               warmup=name not in warm, **kw)
                     warm.add(name)
