@@ -254,3 +254,36 @@ def test_the_dtype_reaches_every_model_the_experiment_loads(long_pair, tmp_path,
         timed.run_timed(run, {})
     assert [(d, t) for _, d, t in loads] == [("float32", torch.float32),
                                              ("float32", torch.float32)]
+
+
+def test_the_fp32_copy_is_written_a_shard_at_a_time(tiny_pair, tmp_path, monkeypatch):
+    """A CPU without bf16 writes a float32 copy of each cached model once: read and converted a
+    shard at a time (the 1.5B target held whole, bf16 and float32 at once, was 9 GB), loaded
+    through the shards' index with the logits of an upcast at load."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    import specfair.models.fp32cache as fp32cache
+    import specfair.models.hardware as hardware
+
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path))
+    name = "qwen2.5-coder-0.5b-instruct"
+    src = tmp_path / "models" / name
+    shutil.copytree(tiny_pair[1], src)
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16)
+    for f in src.glob("*.safetensors"):
+        f.unlink()
+    model.save_pretrained(src)
+    monkeypatch.setattr(fp32cache, "SHARD_BYTES", 8 << 10)
+    ids = torch.randint(0, 259, (1, 9))
+    ref = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    loaded = load_model(name, dtype="float32", device="cpu")
+    shards = sorted(fp32cache.mirror_dir(src).glob("*.safetensors"))
+    assert len(shards) > 3 and (fp32cache.mirror_dir(src) / fp32cache.INDEX).is_file()
+    largest = max(p.numel() * 2 for p in model.parameters())  # bf16 bytes
+    assert all(s.stat().st_size <= 2 * max(fp32cache.SHARD_BYTES, largest) + 4096
+               for s in shards)
+    with torch.no_grad():
+        assert torch.equal(ref(ids).logits, loaded(ids).logits)

@@ -21,6 +21,8 @@ from specfair.models import hardware
 
 MIRROR = "fp32"
 STAMP = "specfair-fp32.json"
+INDEX = "model.safetensors.index.json"
+SHARD_BYTES = 1 << 30  # read from the bf16 source at a time (2 GiB once float32)
 
 
 def enabled() -> bool:
@@ -49,7 +51,7 @@ def ensure_fp32_mirror(src_dir: Path) -> Path:
     """Return ``src_dir/fp32``, writing it first (atomically) if missing or stale."""
     from safetensors.torch import save_file
 
-    from specfair.models.weights import read_tensors_and_metadata
+    from specfair.models.weights import read_tensor_group, tensor_groups
 
     src_dir = Path(src_dir)
     out = mirror_dir(src_dir)
@@ -57,14 +59,23 @@ def ensure_fp32_mirror(src_dir: Path) -> Path:
         return out
     with atomic_dir(out) as tmp:
         for f in src_dir.iterdir():
-            if f.is_file() and f.suffix != ".safetensors":
+            if f.is_file() and f.suffix != ".safetensors" and not f.name.endswith(INDEX):
                 shutil.copy2(f, tmp / f.name)
-        for f in sorted(src_dir.glob("*.safetensors")):
-            tensors, meta = read_tensors_and_metadata(f)
+        files = sorted(src_dir.glob("*.safetensors"))
+        parts = [(f, names) for f in files for names in tensor_groups(f, SHARD_BYTES)]
+        weight_map, total = {}, 0
+        for i, (f, names) in enumerate(parts):  # a shard at a time: memory ~ 3 x SHARD_BYTES
+            name = f.name if len(parts) == len(files) else f"model-fp32-{i + 1:05d}.safetensors"
+            tensors, meta = read_tensor_group(f, names)
             tensors = {k: (t.float() if t.is_floating_point() else t).contiguous()
                        for k, t in tensors.items()}
-            save_file(tensors, tmp / f.name, metadata={**meta, "format": "pt"})
+            save_file(tensors, tmp / name, metadata={**meta, "format": "pt"})
+            weight_map |= dict.fromkeys(tensors, name)
+            total += sum(t.numel() * t.element_size() for t in tensors.values())
             del tensors
+        if len(parts) > 1:  # transformers reads the shards through their index
+            (tmp / INDEX).write_text(json.dumps(
+                {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")
         cfg = tmp / "config.json"
         if cfg.is_file():
             c = json.loads(cfg.read_text())

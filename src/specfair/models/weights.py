@@ -152,6 +152,38 @@ def read_tensors_and_metadata(path: str | Path) -> tuple[dict, dict]:
     return tensors, meta
 
 
+def tensor_groups(path: str | Path, max_bytes: int) -> list[list[str]]:
+    """The tensor names of a safetensors file (checked first) in file order, in groups of at
+    most ``max_bytes`` as stored (a larger tensor alone): for :func:`read_tensor_group`."""
+    header = check_safetensors(path)
+    names = sorted((k for k in header if k != "__metadata__"),
+                   key=lambda k: header[k]["data_offsets"][0])
+    groups: list[list[str]] = [[]]
+    size = 0
+    for k in names:
+        b, e = header[k]["data_offsets"]
+        if groups[-1] and size + e - b > max_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(k)
+        size += e - b
+    return groups
+
+
+def read_tensor_group(path: str | Path, names: list[str]) -> tuple[dict, dict]:
+    """``(tensors, metadata)``: the tensors ``names`` of a safetensors file (every one finite),
+    the file opened for them alone, so that what was read of it is not kept mapped."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as sf:
+            tensors, meta = {k: sf.get_tensor(k) for k in names}, dict(sf.metadata() or {})
+    except (SafetensorError, OSError) as e:
+        raise SpecfairError(f"{path}: not a valid safetensors file ({e})") from e
+    check_finite(tensors.items(), path)
+    return tensors, meta
+
+
 def pretrained(cls, path: str | Path, *, name: str | None = None, gguf_file: str | None = None,
                local: bool = True, **kwargs):
     """``cls.from_pretrained`` (a transformers auto class) with specfair's rules: a local
