@@ -2,7 +2,7 @@
 any work, locked against a second writer, and bound to one set of run settings.
 
 * :func:`check_out_dir` — before models load: ``--out`` is not a file and is writable. Creates
-  nothing.
+  nothing. :func:`check_out_files`: no directory where a command writes a file.
 * :func:`dir_lock` — one writer per directory. ``OUT/.specfair.lock`` holds the writer's pid
   and command line under an exclusive ``flock``; a second writer is refused at once with a
   message naming the first; a lock file that is a symlink (or a hard link) is refused, never
@@ -66,6 +66,19 @@ def check_out_dir(out: str | Path, flag: str = "--out") -> Path:
     except OSError as e:
         raise SpecfairError(f"{flag} {out}: cannot write in {base} ({e.strerror or e})") from None
     return out
+
+
+def check_out_files(out: Path, names: Iterable[str], flag: str = "--out") -> None:
+    """Before any work: each file a command writes into ``out`` (``names``, relative paths) is
+    absent, a regular file or a symlink (which :mod:`specfair.atomic` replaces or refuses,
+    never follows), not a directory or a device, so that no write at the end of a long run
+    fails on it."""
+    for name in names:
+        p = Path(out) / name
+        if not p.is_symlink() and p.exists() and not p.is_file():
+            what = "a directory" if p.is_dir() else "not a regular file"
+            raise SpecfairError(f"{flag} {out}: {p} is {what}, where a file is written; move "
+                                "it away or give another directory")
 
 
 def _check_link(path: Path, out: Path, flag: str) -> None:

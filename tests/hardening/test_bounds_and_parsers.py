@@ -70,6 +70,18 @@ def test_estimate_checks_its_policy_json_path_before_the_work(cli, tiny_pair, tm
               [tmp_path])
 
 
+def test_the_experiment_checks_its_output_files_before_the_work(cli, tiny_pair, study_home,
+                                                                tmp_path, monkeypatch):
+    """A directory where the run writes summary.json (or report.md, ...): refused up front,
+    not after the training."""
+    monkeypatch.setenv("SPECFAIR_HOME", str(study_home))
+    (tmp_path / "run" / "summary.json").mkdir(parents=True)
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text(experiment_toml(tiny_pair))
+    one_error(cli, ["experiment", cfg, "--run-dir", tmp_path / "run"],
+              "summary.json is a directory, where a file is written", [tmp_path, study_home])
+
+
 SEED_ROWS = [  # (experiment TOML edit, fragment)
     ("seed = -1", "seed = -1 in the top level must be an integer in [0, 4294967296)"),
     ("seed = 4294967296", "seed = 4294967296 in the top level must be an integer in [0,"),

@@ -37,7 +37,7 @@ from specfair.measure.responses import RESPONSES_FILE
 from specfair.measure.tables import print_bench_table, print_estimate_table
 from specfair.models import load_pair
 from specfair.models.load import Pair, load_model, load_tokenizer, resolve_device, resolve_dtype
-from specfair.rundir import check_out_dir, check_settings, dir_lock, run_settings
+from specfair.rundir import check_out_dir, check_out_files, check_settings, dir_lock, run_settings
 from specfair.schema import SEED_LIMIT
 from specfair.tasks import Suite, encode_prompt, load_suite, sample_per_task
 
@@ -77,19 +77,6 @@ def select_prompts(
     name = suite_obj.name if isinstance(suite, Suite) else str(suite)
     return prompts, {"suite": name, "data_hash": suite_obj.content_hash(), "split": split,
                      "tasks": suite_obj.tasks}
-
-
-def check_output_files(out_dir: Path, *names: str) -> None:
-    """Before any model loads: each output file ``out_dir/NAME`` is absent, a regular file or
-    a symlink (which :mod:`specfair.atomic` replaces or refuses, never follows), not a
-    directory or a device, so that the last write of a long run cannot fail on it
-    (``out_dir`` itself was checked writable by :func:`check_out_dir`)."""
-    for name in names:
-        p = out_dir / name
-        if not p.is_symlink() and p.exists() and not p.is_file():
-            what = "a directory" if p.is_dir() else "not a regular file"
-            raise SpecfairError(f"{p} is {what}; the command writes a file there (move it "
-                                "away or use another --out)")
 
 
 def _prepare(out_dir, target, drafter, max_new_tokens, dtype, device) -> tuple[Path, str]:
@@ -166,7 +153,7 @@ def bench_command(
     out_dir, dt = _prepare(out_dir, target, drafter, max_new_tokens, dtype, device)
     prompts, suite_settings = select_prompts(suite, split, n_per_task, seed, data_root)
     pol.check_tasks(suite_settings.pop("tasks"))
-    check_output_files(out_dir, BENCH_FILE, BENCH_SUMMARY_FILE)
+    check_out_files(out_dir, (BENCH_FILE, BENCH_SUMMARY_FILE))
     extra = {**suite_settings, "dtype": dt if backend == "hf" else backend}
     if routing != "none":  # plain drafters: no key (their records stay comparable)
         extra["routing"] = routing
@@ -265,8 +252,8 @@ def estimate_command(
             raise SpecfairError(f"{flag} {f}: no such file")
     prompts, suite_settings = select_prompts(suite, split, n_per_task, seed, data_root)
     del suite_settings["tasks"]
-    check_output_files(out_dir, ESTIMATE_FILE, ESTIMATE_SUMMARY_FILE, POLICY_FILE,
-                       *(() if responses else (RESPONSES_FILE,)))
+    check_out_files(out_dir, (ESTIMATE_FILE, ESTIMATE_SUMMARY_FILE, POLICY_FILE,
+                              *(() if responses else (RESPONSES_FILE,))))
     extra = {**suite_settings, "dtype": dt}
     expected = run_settings(target=str(target), drafter=str(drafter), temperature=temperature,
                             max_new_tokens=max_new_tokens, **extra)

@@ -71,7 +71,7 @@ from specfair.measure.io import append_jsonl, read_json, read_jsonl
 from specfair.models.hardware import cpu_name, cpu_supports_bf16
 from specfair.models.load import load_model, load_tokenizer
 from specfair.report.study import write_report
-from specfair.rundir import check_out_dir, dir_lock
+from specfair.rundir import check_out_dir, check_out_files, dir_lock
 from specfair.study.config import ANY_TIME_KEYS, TRAINING_KEYS, StudyConfig
 from specfair.study.data import (
     Seq,
@@ -495,9 +495,17 @@ def stage_dose(run: Run, out: Path) -> None:
                    run.dir / "arms" / "dose", with_policy=False, extra=extra)
 
 
+# the files a run writes at its top level: none may be a directory (checked before any work)
+RUN_FILES = ("study_config.json", "leakage.json", "test_responses.jsonl",
+             "heldout_responses.jsonl", "train_target_text.jsonl", "train_drafter_text.jsonl",
+             "costs.json", "overfit.json", "eval.jsonl", "policy_eval.jsonl", "methods.json",
+             "routing.json", "summary.json", "timed.json", "report.md", "report.html")
+
+
 def run_study(cfg: StudyConfig, run_dir: str | Path) -> Path:
     """Run (or resume) the study into ``run_dir``; returns the summary path."""
     run_dir = check_out_dir(run_dir, "--run-dir")
+    check_out_files(run_dir, RUN_FILES, "--run-dir")
     _check_settings(cfg, run_dir)
     with dir_lock(run_dir, "specfair experiment"):
         return _run_study(cfg, run_dir)
