@@ -16,7 +16,10 @@ For each hard-coded prompt (5 task types, greedy decoding) it times, in one run:
   ``table:policy.json``): specfair SD under each, on the same prompts, with each prompt's task
   choosing its γ for a table; ``adaptive`` prices this machine's verify curve (``--verify-curve``:
   the cached one, measured once per machine, pair and dtype; ``online``: fitted per request; or
-  a slope) and ``adaptive-flat`` is the rule before it, so that one run pairs them,
+  a slope) and ``adaptive-flat`` is the rule before it, so that one run pairs them; the
+  SuffixDecoding variants ``+suffix`` (the index alone) and ``+suffix-hybrid`` (index, prompt
+  lookup, then the drafter) draft from the per-task index of ``--index DIR`` (or their own
+  ``+suffix:DIR``; `specfair index build`), each prompt from its task's,
 
 and reports tokens/s, alpha (accepted/drafted and the geometric MLE), tau, the measured cost
 ratio c = (drafter forward time) / (target AR step time), the Leviathan prediction of the
@@ -25,7 +28,8 @@ time split of a step (draft / verify / other overhead).
 
 Run on the real pair (another engineer does):  python benchmarks/engine.py --out engine.json
 (drafting variants:  ... --variants fixed:5 heuristic confidence:0.4 adaptive fixed:5+ngram \
-    fixed:5+hybrid adaptive+hybrid adaptive-flat+hybrid)
+    fixed:5+hybrid adaptive+hybrid adaptive-flat+hybrid; the index variants:  ... --index IDX \
+    --variants adaptive+hybrid fixed:1+suffix adaptive+suffix-hybrid)
 Smoke test on tiny models:  python benchmarks/engine.py --target DIR --drafter DIR --dtype fp32 \
     --limit 2 --max-new-tokens 16
 """
@@ -50,8 +54,9 @@ from specfair.decoding import (
     expected_speedup,
     speculative_generate,
 )
-from specfair.decoding.ngram import uses_drafter
+from specfair.decoding.ngram import SUFFIX_KINDS, index_dir, parse_proposer, uses_drafter
 from specfair.decoding.policy import DraftingPolicy, parse_variant
+from specfair.drafters.index import load_index
 from specfair.errors import SpecfairError
 from specfair.measure.bench import model_dtype
 from specfair.measure.costs import curve_key, verify_curve
@@ -258,7 +263,7 @@ def run_prompt(pair, pid, task, text, args, console) -> dict:
         )
     rec["speedup"] = sd.tokens_per_s / ar.tokens_per_s if ar.tokens_per_s else None
     if args.variants:
-        rec["variants"] = run_variants(pair, task, ids, ar, args.variants, n)
+        rec["variants"] = run_variants(pair, task, ids, ar, args.variants, n, args.indexes)
     if args.conf_gamma:
         # HF's default algorithm (up to 20 drafts, stop below 0.4 drafter confidence) in ours.
         sdc = speculative_generate(target, drafter, ids, max_new_tokens=n,
@@ -339,13 +344,29 @@ def with_verify_curve(pair, args) -> dict | None:
     return curve
 
 
-def run_variants(pair, task: str, ids: list[int], ar: GenerationResult, variants, n: int) -> dict:
-    """Each variant's SD on one prompt, against the prompt's AR run ``ar``."""
+def variant_indexes(variants, default: str | None) -> dict:
+    """The per-task index of each suffix variant (``+suffix:DIR``, else ``--index``; none: the
+    request's own tokens only), each directory loaded (and checked) once."""
+    dirs = {label: index_dir(prop) or default for label, _, prop in variants
+            if parse_proposer(prop)[0] in SUFFIX_KINDS}  # fmt: skip
+    if default and not dirs:
+        raise SpecfairError("--index is for the suffix variants (+suffix, +suffix-hybrid); "
+                            "there is none")
+    loaded = {d: load_index(d) for d in set(dirs.values()) if d}
+    return {label: loaded[d] for label, d in dirs.items() if d}
+
+
+def run_variants(pair, task: str, ids: list[int], ar: GenerationResult, variants, n: int,
+                 indexes: dict | None = None) -> dict:  # fmt: skip
+    """Each variant's SD on one prompt, against the prompt's AR run ``ar`` (a suffix variant
+    drafting from the index of the prompt's task, ``indexes[label]``)."""
     out = {}
     for label, pol, proposer in variants:
+        index = (indexes or {}).get(label)
         res = speculative_generate(
             pair.target, pair.drafter if uses_drafter(proposer) else None, ids, max_new_tokens=n,
             gamma=pol.for_task(task), draft_threshold=pol.draft_threshold, proposer=proposer,
+            index=index.for_task(task) if index is not None else None,
         )  # fmt: skip
         out[label] = {"tokens": len(res.tokens), "tps": res.tokens_per_s, "wall_s": res.wall_s,
                       "alpha": res.alpha, "tau": res.tau, "steps": len(res.steps),
@@ -403,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", nargs="*", default=[],
                     help="POLICY[+PROPOSER] drafting variants to time too, e.g. adaptive "
                     "fixed:5+ngram heuristic+hybrid table:policy.json")
+    ap.add_argument("--index", default=None,
+                    help="the per-task index (`specfair index build`) of the +suffix and "
+                    "+suffix-hybrid variants that name none")
     ap.add_argument("--verify-curve", default="cache",
                     help="the adaptive variants' verify curve: cache (this machine's, measured "
                     "once per pair and dtype), online (fitted per request) or a slope s of "
@@ -430,12 +454,15 @@ def main(argv: list[str] | None = None) -> int:
             raise SpecfairError(f"--gamma must be >= 1, got {args.gamma}")
         args.variants = parse_variants(args.variants)
         args.verify_curve = parse_verify_curve(args.verify_curve, args.variants)
+        args.indexes = variant_indexes(args.variants, args.index)
         partial = args.out.with_suffix(".partial.jsonl") if args.out else None
         settings = _settings(args)
         done = _resumed(partial, settings) if partial else {}
         pair = load_pair(
             args.target, args.drafter, dtype=args.dtype, device=args.device, kernels=args.kernels
         )
+        for index in set(args.indexes.values()):
+            index.check_tokenizer(pair.tokenizer)
         console.print(
             f"target {pair.target_name}, drafter {pair.drafter_name}, "
             f"{pair.target.dtype} on {pair.target.device}, "
@@ -484,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
             "variants": [label for label, _, _ in args.variants],
             "suite": args.suite, "split": args.split, "n_per_task": args.n_per_task,
             "cpu": cpu_name(), "verify_curve": curve,
+            "indexes": {label: str(ix.path) for label, ix in args.indexes.items()},
         }
         meta["against_hf"] = against_hf(records)
         meta["per_task"] = task_speedup_cis(records)
@@ -503,7 +531,9 @@ def _settings(args) -> dict:
     adaptive = any(pol.kind == "adaptive" for _, pol, _ in args.variants)
     return {k: getattr(args, k) for k in _RESUME_KEYS} | {
         "variants": [label for label, _, _ in args.variants]} | (
-        {"verify_curve": args.verify_curve} if adaptive else {})
+        {"verify_curve": args.verify_curve} if adaptive else {}) | (
+        {"indexes": {label: ix.settings() for label, ix in args.indexes.items()}}
+        if args.indexes else {})
 
 
 def _resumed(partial: Path, settings: dict) -> dict:

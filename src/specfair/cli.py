@@ -44,7 +44,9 @@ ProposerOpt = Annotated[
     typer.Option(help="model (the drafter) | ngram (prompt lookup, no drafter) | hybrid "
                  "(n-gram match, else the drafter); ngram:N / hybrid:N: a lookup step copies "
                  "up to N tokens (HF's prompt_lookup_num_tokens) and the policy sizes the "
-                 "drafter's steps only."),
+                 "drafter's steps only; suffix[:DIR] (SuffixDecoding: the request's tokens and "
+                 "the task's index DIR of `specfair index build`, no drafter) | "
+                 "suffix-hybrid[:DIR] (suffix, else hybrid)."),
 ]
 
 
@@ -66,11 +68,17 @@ def generate(
     policy: PolicyOpt = None,
     gamma: GammaOpt = None,
     proposer: ProposerOpt = None,
+    task: Annotated[str | None, typer.Option(
+        help="The prompt's task: picks a table policy's γ and a suffix index's task (default: "
+             "the drafter export's task router, if any).")] = None,
 ) -> None:
     """Apply the chat template and stream a greedy answer (a smoke test of the weights); with
     --drafter, --policy, --gamma or --proposer: decode speculatively (greedy) and print the
     answer and its drafting counts."""
     if drafter is None and policy is None and gamma is None and proposer is None:
+        if task is not None:
+            raise SpecfairError("--task is for speculative decoding (--drafter, --policy, "
+                                "--gamma or --proposer)")
         from specfair.models.smoke import stream_greedy
 
         stream_greedy(model, prompt, max_new_tokens, dtype=dtype, device=device, kernels=kernels)
@@ -78,7 +86,7 @@ def generate(
     from specfair.measure.commands import generate_command
 
     generate_command(model, prompt, drafter=drafter, policy=policy, gamma=gamma,
-                     proposer="model" if proposer is None else proposer,
+                     proposer="model" if proposer is None else proposer, task=task,
                      max_new_tokens=max_new_tokens, dtype=dtype, device=device,
                      kernels=kernels)  # fmt: skip
 

@@ -1,5 +1,5 @@
 """The command groups of the ``specfair`` command line (``models``, ``tasks``, ``data``,
-``backends``, ``router``) and the option types they share with :mod:`specfair.cli`, which
+``backends``, ``router``, ``index``) and the option types they share with :mod:`specfair.cli`, which
 registers them. Each command is a thin layer over a library function, imported when it runs."""
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ data_app = typer.Typer(help="Fetch and list the data sources of the suites.", no
 backends_app = typer.Typer(help="Install and inspect inference engines.", no_args_is_help=True)
 router_app = typer.Typer(help="Route per-task drafters by a task classifier.",
                          no_args_is_help=True)
+index_app = typer.Typer(help="Index each task's text for SuffixDecoding drafts "
+                        "(--proposer suffix:DIR).", no_args_is_help=True)
 GROUPS = {"models": models_app, "tasks": tasks_app, "data": data_app,
-          "backends": backends_app, "router": router_app}
+          "backends": backends_app, "router": router_app, "index": index_app}
 
 SuiteOpt = Annotated[
     str, typer.Option(help="'default' (embedded), a packaged name like 'public', or a TOML file.")
@@ -133,6 +135,29 @@ def router_train(
     router_train_command(drafter, suite, n_per_task=n_per_task, layer=layer,
                          threshold=threshold, l2=l2, max_tokens=max_tokens, dtype=dtype,
                          device=device, seed=seed, data_root=data_root)
+
+
+# ----------------------------------------------------------------------------- index
+
+
+@index_app.command("build")
+def index_build(
+    out: Annotated[Path, typer.Option(help="The index directory to write (index.json + one "
+                                           "safetensors file per task).")],
+    target: TargetOpt = DEFAULT_TARGET,
+    suite: SuiteOpt = "default",
+    split: Annotated[str, typer.Option(help="The split whose text is indexed.")] = "train",
+    responses: Annotated[list[Path] | None, typer.Option(
+        help="A responses.jsonl of the target's answers to the split's prompts (repeatable; "
+             "e.g. a run directory's); their answers are indexed with the references.")] = None,
+    data_root: DataRootOpt = None,
+) -> None:
+    """Write one SuffixDecoding index per task of the suite's split: the target's answers to
+    its prompts and their references, as the target's token ids (no model weights needed)."""
+    from specfair.measure.index_build import index_build_command
+
+    index_build_command(target, suite, out, split=split, responses=responses,
+                        data_root=data_root)
 
 
 # ----------------------------------------------------------------------------- data

@@ -12,17 +12,18 @@ from specfair.models.eos import eos_ids
 def hf_generate(
     mode: str, target, drafter, tokenizer, ids: Sequence[int], *, gamma,
     max_new_tokens: int, temperature: float, top_p: float, top_k: int, seed: int | None,
-    draft_threshold: float = 0.0, proposer: str = "model",
+    draft_threshold: float = 0.0, proposer: str = "model", index=None,
 ):  # fmt: skip
     """One generation by specfair's decoders: ``mode`` "ar" (the target alone) or "sd"
     (``gamma``: an int or a :class:`specfair.decoding.GammaPolicy`; ``proposer``: "model",
-    "ngram" (``drafter`` unused, may be None) or "hybrid")."""
+    "ngram" (``drafter`` unused, may be None), "hybrid", "suffix" or "suffix-hybrid" with
+    ``index``, the task's :class:`specfair.decoding.suffix.SuffixIndex` or None)."""
     kw = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
               eos_token_id=eos_ids(target, tokenizer), seed=seed, tokenizer=tokenizer)
     if mode == "ar":
         return autoregressive_generate(target, ids, **kw)
     return speculative_generate(target, drafter, ids, gamma=gamma, draft_threshold=draft_threshold,
-                                proposer=proposer, **kw)  # fmt: skip
+                                proposer=proposer, index=index, **kw)  # fmt: skip
 
 
 class HFBackend:

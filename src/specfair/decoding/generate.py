@@ -30,6 +30,7 @@ from specfair.decoding.rejection import greedy_verify, rejection_sample
 from specfair.decoding.request import check_request, eos_set, prompt_tensor
 from specfair.decoding.result import GenerationResult, StepRecord
 from specfair.decoding.sampling import SamplingParams, fit_vocab, logits_to_probs
+from specfair.decoding.suffix import SuffixIndex, SuffixProposer
 from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
 
@@ -198,14 +199,19 @@ class _Proposer:
             self.seen = n - 1
 
 
-def _make_proposer(kind: str, lookup, drafter, buf, t_len, sp, gen, logits, max_g, threshold):
+def _make_proposer(kind: str, lookup, drafter, buf, t_len, sp, gen, logits, max_g, threshold,
+                   index=None):  # fmt: skip
     """The proposer of ``kind`` (:data:`specfair.decoding.ngram.PROPOSERS`; ``lookup``: the
-    n-gram's tokens a step, None: the policy's γ); an n-gram proposer needs no drafter."""
+    n-gram's tokens a step, None: the policy's γ; ``index``: a suffix kind's task index); an
+    n-gram or suffix proposer needs no drafter; suffix-hybrid: suffix, else hybrid."""
     q_dtype = torch.promote_types(logits.dtype, torch.float32)
     ngram = NgramProposer(logits.shape[-1], max_g, sp.greedy, buf.device, q_dtype, tokens=lookup)
-    if kind == "ngram":
-        return ngram
+    suffix = SuffixProposer(logits.shape[-1], max_g, sp.greedy, buf.device, q_dtype, index)
+    if kind in ("ngram", "suffix"):
+        return ngram if kind == "ngram" else suffix
     model = _Proposer(drafter, buf, t_len, sp, gen, logits, max_g, threshold)
+    if kind == "suffix-hybrid":
+        return HybridProposer(suffix, HybridProposer(ngram, model))
     return model if kind == "model" else HybridProposer(ngram, model)
 
 
@@ -314,6 +320,7 @@ def speculative_generate(
     tokenizer=None,
     draft_threshold: float = 0.0,
     proposer: str = "model",
+    index: SuffixIndex | None = None,
 ) -> GenerationResult:
     """Lossless speculative decoding: the output has the target's distribution (greedy: the
     target's greedy output, token for token).
@@ -327,6 +334,10 @@ def speculative_generate(
     be None) or "hybrid" (the n-gram match, else the drafter); same verification for all.
     ``ngram:N`` / ``hybrid:N``: a lookup step copies up to N tokens (HF's
     ``prompt_lookup_num_tokens``) and ``gamma`` sizes the drafter's steps only.
+    ``suffix`` / ``suffix-hybrid`` (:mod:`.suffix`): SuffixDecoding's drafts from the request's
+    tokens and ``index`` (the task's text; None: the request's tokens only), sized by the
+    match; the hybrid then tries prompt lookup and the drafter (sized by ``gamma``). The DIR of
+    ``suffix:DIR`` is the caller's to load (:mod:`specfair.drafters.index`).
     A step never drafts more than the tokens still to produce minus one; a step with nothing to
     draft (or whose policy says 0, :class:`specfair.decoding.gamma.VerifyAwareGamma`'s off arm)
     is a plain target step (``gamma=0``; a lookup of ``ngram:N``/``hybrid:N`` still copies).
@@ -334,9 +345,9 @@ def speculative_generate(
     t_start = time.perf_counter()
     policy = as_policy(gamma)
     kind, lookup = parse_proposer(proposer)
-    if drafter is None and kind != "ngram":
+    if drafter is None and kind not in ("ngram", "suffix"):
         raise SpecfairError(f"proposer {proposer!r} needs a drafter model")
-    d_model = drafter if kind != "ngram" else None
+    d_model = drafter if kind not in ("ngram", "suffix") else None
     t_len, sp, gen, buf, out = _setup(
         target, input_ids, max_new_tokens, temperature, top_p, top_k, eos_token_id, seed, d_model
     )
@@ -347,9 +358,10 @@ def speculative_generate(
 
     # Prefill: the target reads the prompt and gives the first token, the drafter reads it too.
     logits = _prefill(target, t_cache, buf, t_len, sp, gen, out)
-    max_g = max(1, min(max(policy.max_gamma, lookup or 0), max_new_tokens))
+    own = SuffixProposer.max_tokens if kind.startswith("suffix") else lookup or 0
+    max_g = max(1, min(max(policy.max_gamma, own), max_new_tokens))
     drafts = _make_proposer(kind, lookup, d_model, buf, t_len, sp, gen, logits, max_g,
-                            draft_threshold)  # fmt: skip
+                            draft_threshold, index)  # fmt: skip
     n = t_len + 1
     sync()
     prefill_s = time.perf_counter() - t_start
@@ -365,7 +377,7 @@ def speculative_generate(
         sync()
         t2 = time.perf_counter()
         kept = out.extend(buf[0, n : n + k + 1].tolist())
-        sized = lookup is None or drafts.source == "model"
+        sized = drafts.source == "model" or (drafts.source == "ngram" and lookup is None)
         steps.append(_record(policy, g, k, kept, drafts.source, sized, t0, t1, t2))
         # Roll back: the target keeps n + k tokens (the new last one is read next step).
         _crop(t_cache, g - k)

@@ -17,6 +17,13 @@ is Hugging Face's ``prompt_lookup_num_tokens``: a lookup step copies up to N tok
 the γ policy says (a copy costs nothing to draft, only its verification), and the policy then
 sizes, and learns from, the drafter's steps only. Without ``N`` the policy's γ bounds every
 step, lookup steps included.
+
+``suffix[:DIR]`` and ``suffix-hybrid[:DIR]`` draft from a suffix tree of the request's tokens
+and of a task's text (SuffixDecoding, :mod:`specfair.decoding.suffix`; ``DIR``: the per-task
+index of :mod:`specfair.drafters.index`, which the caller loads and passes to
+``speculative_generate(index=)``); ``suffix-hybrid``: the suffix draft first, then prompt
+lookup, then the drafter. A suffix step sizes itself (as ``ngram:N``); prompt lookup and the
+drafter are sized by γ (as in ``hybrid``).
 """
 
 from __future__ import annotations
@@ -26,18 +33,22 @@ import torch
 from specfair.errors import SpecfairError
 from specfair.schema import ascii_int
 
-PROPOSERS = ("model", "ngram", "hybrid")
+PROPOSERS = ("model", "ngram", "hybrid", "suffix", "suffix-hybrid")
+SUFFIX_KINDS = ("suffix", "suffix-hybrid")
 MAX_NGRAM_SIZE = 3  # Hugging Face's default
-SYNTAX = "model | ngram[:N] | hybrid[:N]"
+SYNTAX = "model | ngram[:N] | hybrid[:N] | suffix[:DIR] | suffix-hybrid[:DIR]"
 
 
 def parse_proposer(spec: str) -> tuple[str, int | None]:
     """``spec`` (:data:`SYNTAX`) as (kind, N): N, the most tokens a lookup step copies
-    (None: the γ policy's γ); a bad spec is one :class:`SpecfairError`."""
+    (None: the γ policy's γ; a suffix kind's DIR is :func:`index_dir`'s); a bad spec is one
+    :class:`SpecfairError`."""
     kind, colon, arg = str(spec).strip().partition(":")
     if kind not in PROPOSERS or (colon and kind == "model"):
         raise SpecfairError(f"proposer must be one of {SYNTAX}, got {spec!r}")
-    if not colon:
+    if kind in SUFFIX_KINDS and colon and not arg.strip():
+        raise SpecfairError(f"proposer {spec!r}: DIR of {kind}:DIR must name an index directory")
+    if not colon or kind in SUFFIX_KINDS:
         return kind, None
     n = ascii_int(arg)
     if n is None or n < 1:
@@ -46,8 +57,14 @@ def parse_proposer(spec: str) -> tuple[str, int | None]:
 
 
 def uses_drafter(spec: str) -> bool:
-    """Whether proposer ``spec`` drafts with a model (all but ``ngram[:N]``)."""
-    return parse_proposer(spec)[0] != "ngram"
+    """Whether proposer ``spec`` drafts with a model (all but ``ngram[:N]`` and ``suffix``)."""
+    return parse_proposer(spec)[0] not in ("ngram", "suffix")
+
+
+def index_dir(spec: str) -> str | None:
+    """The index directory of a ``suffix:DIR`` / ``suffix-hybrid:DIR`` proposer (else None)."""
+    _, colon, arg = str(spec).strip().partition(":")
+    return arg.strip() if parse_proposer(spec)[0] in SUFFIX_KINDS and colon else None
 
 
 def ngram_match(context: torch.Tensor, max_tokens: int, max_ngram_size: int = MAX_NGRAM_SIZE

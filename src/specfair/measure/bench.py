@@ -80,7 +80,7 @@ def prompt_seed(seed: int, prompt_id: str, turn: int = 0) -> int:
 
 def _generate(
     mode, target, drafter, tokenizer, ids, *, gamma, max_new_tokens, temperature, top_p, top_k,
-    seed, backend=None, draft_threshold=0.0, proposer="model",
+    seed, backend=None, draft_threshold=0.0, proposer="model", index=None,
 ):  # fmt: skip
     kw = dict(gamma=gamma, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
               top_k=top_k, seed=seed)
@@ -91,7 +91,7 @@ def _generate(
                                 f"{own} (the drafting policies run in the hf backend)")
         return backend.generate(mode, ids, **kw)
     return hf_generate(mode, target, drafter, tokenizer, ids, draft_threshold=draft_threshold,
-                       proposer=proposer, **kw)  # fmt: skip
+                       proposer=proposer, index=index, **kw)  # fmt: skip
 
 
 def run_prompt(
@@ -111,13 +111,15 @@ def run_prompt(
     backend=None,
     draft_threshold: float = 0.0,
     proposer: str = "model",
+    index=None,
 ) -> dict:
     """Run every turn of ``prompt`` in ``mode`` and return the summed record (without the
     run-settings fields). ``history[k]`` are the tokens to use as the answer to turn k when
     asking later turns; ``None`` = this run's own answers. ``backend``: a
     :class:`specfair.backends.Backend` to generate with instead of ``target``/``drafter``.
     ``gamma``: an int or a :class:`specfair.decoding.GammaPolicy` (hf only, as
-    ``draft_threshold`` and ``proposer``: see :func:`specfair.decoding.speculative_generate`)."""
+    ``draft_threshold``, ``proposer`` and ``index``: see
+    :func:`specfair.decoding.speculative_generate`)."""
     if mode not in MODES:
         raise SpecfairError(f"mode must be one of {MODES}, got {mode!r}")
     rec = {
@@ -139,7 +141,7 @@ def run_prompt(
         res = _generate(mode, target, drafter, tokenizer, ids, gamma=gamma,
                         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                         top_k=top_k, seed=prompt_seed(seed, prompt.id, turn), backend=backend,
-                        draft_threshold=draft_threshold, proposer=proposer)
+                        draft_threshold=draft_threshold, proposer=proposer, index=index)
         own.append(_add_turn(rec, mode, res))
     rec["tokens_per_s"] = rec["new_tokens"] / rec["wall_s"] if rec["wall_s"] > 0 else None
     return rec
@@ -199,6 +201,7 @@ def run_bench(
     seed: int = 0, warmup: bool = True, progress: bool = True,
     extra_settings: dict | None = None, backend=None, policy: DraftingPolicy | None = None,
     proposer: str = "model",
+    index=None,
 ) -> Path:  # fmt: skip
     """Benchmark AR vs SD on ``prompts``, appending to ``out_dir/bench.jsonl``; returns its path.
 
@@ -214,7 +217,10 @@ def run_bench(
     instead; ``pair_or_models`` is then ignored (may be None).
     ``policy`` (:func:`specfair.decoding.policy.parse_policy`; None: ``fixed:gamma``) gives
     each prompt's γ policy (by its task); ``proposer``: "model", "ngram[:N]" (the drafter may be
-    None) or "hybrid[:N]". Both are run settings.
+    None), "hybrid[:N]", "suffix[:DIR]" or "suffix-hybrid[:DIR]". Both are run settings.
+    ``index``: the suffix proposers' per-task index (:class:`specfair.drafters.index.TaskIndex`;
+    None: the request's own tokens only), each prompt drafting from the index of the task its
+    drafter is routed by (the prompt's label, or the task router's route).
     """
     target, drafter, tok, t_name, d_name = _models(pair_or_models, tokenizer, backend)
     ids = [p.id for p in prompts]
@@ -235,14 +241,19 @@ def run_bench(
     drafts = as_proposer(drafter) if drafter is not None else None
     drafter_of = lambda p: draft_for(drafts, p) if drafts is not None else None  # noqa: E731
     routed = drafts is not None and callable(getattr(drafts, "route", None))
-    gen_kw = lambda task: _gen_kw(policy, proposer, task, {**sampling, "backend": backend})  # noqa: E731
+    def gen_kw(p) -> dict:
+        kw = _gen_kw(policy, proposer, p.task, {**sampling, "backend": backend})
+        if index is not None:
+            kw["index"] = index.for_task(route_of(drafts, p) if routed else p.task)
+        return kw
+
     if todo and warmup:
-        _warm_up(target, drafter_of, tok, todo[0][0], gen_kw(todo[0][0].task))
+        _warm_up(target, drafter_of, tok, todo[0][0], gen_kw(todo[0][0]))
     with progress_bar(len(todo), "bench", enabled=progress) as advance:
         for p, mode in todo:
             ar = done.get((p.id, "ar"))
             body = run_prompt(mode, target, drafter_of(p) if mode == "sd" else None, tok, p,
-                              history=_history(p, mode, ar), **gen_kw(p.task))
+                              history=_history(p, mode, ar), **gen_kw(p))
             rec = {"id": p.id, "task": p.task, "mode": mode, **settings, "settings": block,
                    **body, "turns": len(p.turns), "time": time.time()}
             if routed and mode == "sd":  # the copy the classifier chose (None: the base)

@@ -8,10 +8,11 @@ from pathlib import Path
 
 from specfair.backends import open_backend
 from specfair.backends.llama_server import NGRAM_LOOKUP
-from specfair.decoding.ngram import parse_proposer, uses_drafter
+from specfair.decoding.ngram import index_dir, parse_proposer, uses_drafter
 from specfair.decoding.policy import POLICY_FILE, DraftingPolicy, parse_policy
 from specfair.decoding.proposer import as_proposer, route_of
 from specfair.defaults import DEFAULT_GAMMA
+from specfair.drafters.index import load_index
 from specfair.drafters.routing import (
     check_drafter_context,
     check_routing,
@@ -137,11 +138,14 @@ def bench_command(
     ``backend``: "hf" (specfair's transformers loop), "llamacpp" or "vllm" (see
     :mod:`specfair.backends`; ``backend_options`` go to its constructor).
     ``policy``/``gamma``: :func:`specfair.decoding.policy.parse_policy`; ``proposer``: "model",
-    "ngram[:N]" (no drafter is loaded) or "hybrid[:N]"
-    (:func:`specfair.decoding.ngram.parse_proposer`)."""
+    "ngram[:N]" (no drafter is loaded), "hybrid[:N]", "suffix[:DIR]" (no drafter) or
+    "suffix-hybrid[:DIR]" (:func:`specfair.decoding.ngram.parse_proposer`; DIR: an index of
+    ``specfair index build``, each prompt drafting from its task's index, routed as its
+    drafter is; its files' sha256 are run settings)."""
     check_run_args(split=split, n_per_task=n_per_task, gamma=gamma,
                    max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
     pol = check_drafting(policy, gamma, proposer, backend)
+    index = load_index(index_dir(proposer)) if index_dir(proposer) else None
     if pol.kind == "table" and pol.chosen_on and (pol.chosen_on == split
                                                   or "all" in (pol.chosen_on, split)):
         print(f"notice: the policy table's γs were chosen on split {pol.chosen_on}, which "
@@ -157,6 +161,8 @@ def bench_command(
     extra = {**suite_settings, "dtype": dt if backend == "hf" else backend}
     if routing != "none":  # plain drafters: no key (their records stay comparable)
         extra["routing"] = routing
+    if index is not None:  # a rebuilt index is another run
+        extra["index_sha256"] = index.settings()["index_sha256"]
     d_label = "none" if drafter is None else str(drafter)
     expected = run_settings(target=str(target), drafter=d_label, **pol.settings(),
                             max_new_tokens=max_new_tokens, temperature=temperature, top_p=1.0,
@@ -169,10 +175,12 @@ def bench_command(
         check_settings(path, load_bench_records(path), expected)  # before loading models
         if backend == "hf":
             pair = _load_bench_pair(target, drafter, routing, dt, dtype, device, kernels)
+            if index is not None:
+                index.check_tokenizer(pair.tokenizer)
             path = run_bench(
                 pair, prompts, out_dir, max_new_tokens=max_new_tokens,
                 temperature=temperature, seed=seed, progress=progress, extra_settings=extra,
-                **labels,
+                index=index, **labels,
             )
         else:
             engine = open_backend(backend, target, drafter, gamma=pol.gamma,
@@ -307,6 +315,16 @@ def generate_command(
     routing = "none"
     if drafter is not None:
         routing = check_routing("classifier" if has_task_router(drafter) else "oracle", drafter)
+    index = load_index(index_dir(proposer)) if index_dir(proposer) else None
+    if index is not None:
+        known = index.tasks + list(index.manifest.get("tasks_without_text") or [])
+        if task is not None and task not in known:
+            raise SpecfairError(f"--task {task!r}: the index {index.path} has tasks "
+                                f"{', '.join(sorted(known))}")
+        if task is None and routing != "classifier" and len(index.tasks) > 1:
+            raise SpecfairError(f"--proposer {proposer}: the index has {len(index.tasks)} "
+                                f"tasks ({', '.join(index.tasks)}); give --task (or a drafter "
+                                "export with a task router)")
     out_dt = _prepare_dtype(target, drafter, max_new_tokens, dtype, device)
     pair = _load_bench_pair(target, drafter, routing, out_dt, dtype, device, kernels)
     drafts = as_proposer(pair.drafter) if pair.drafter is not None else None
@@ -314,11 +332,16 @@ def generate_command(
     if routed:
         task = route_of(drafts, prompt)
     ids = encode_prompt(pair.tokenizer, prompt)
+    task_index = None
+    if index is not None:
+        index.check_tokenizer(pair.tokenizer)
+        task_index = index.for_task(task if task is not None or len(index.tasks) > 1
+                                    else index.tasks[0])  # fmt: skip
     res = hf_generate("sd", pair.target, drafts.for_task(task) if drafts else None,
                       pair.tokenizer, ids, gamma=pol.for_task(task),
                       draft_threshold=pol.draft_threshold, proposer=proposer,
-                      max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0, top_k=0,
-                      seed=None)  # fmt: skip
+                      index=task_index, max_new_tokens=max_new_tokens, temperature=0.0,
+                      top_p=1.0, top_k=0, seed=None)  # fmt: skip
     print(res.text)
     used = "none" if drafter is None else "plain" if routing == "none" else (
         f"task {task}" if task else "base")

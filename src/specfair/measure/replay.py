@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import torch
 
 from specfair.decoding.gamma import FixedGamma, GammaPolicy, HeuristicGamma
-from specfair.decoding.ngram import ngram_match, parse_proposer
+from specfair.decoding.ngram import SUFFIX_KINDS, ngram_match, parse_proposer
 from specfair.decoding.theory import alpha_from_tau
 from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
@@ -129,6 +129,9 @@ def replay(match: Sequence[bool], conf: Sequence[float], policy: Policy | GammaP
     fresh state per call). A policy may say 0 (``VerifyAwareGamma``'s off arm): a plain step
     (one that ``ngram:N``/``hybrid:N`` still looks up), priced 1."""
     kind, lookup = parse_proposer(proposer)
+    if kind in SUFFIX_KINDS:  # its drafts depend on the index: not replayed (yet)
+        raise SpecfairError(f"replaying proposer {proposer!r}: the suffix proposers are timed "
+                            "in the engine, not replayed")
     gp = engine_policy(policy)
     if gp is None and kind != "model":
         raise SpecfairError("the confidence policy is replayed with the model proposer only")
