@@ -248,7 +248,7 @@ def test_a_suite_sources_seed_is_an_integer(cli, tiny_pair, tmp_path, seed):
                                          '{"task": "beta", "prompt": "c d"}\n')
     (tmp_path / "suite.toml").write_text('[sources.s]\nformat = "jsonl"\npath = "data.jsonl"\n'
                                          f"seed = {seed}\n")
-    one_error(cli, argv_of(BENCH + " --suite {w}/suite.toml", tiny_pair, tmp_path),
+    one_error(cli, argv_of(BENCH + " --split all --suite {w}/suite.toml", tiny_pair, tmp_path),
               "source 's': seed has the wrong type", [tmp_path])
 
 
