@@ -450,3 +450,27 @@ def test_replay_refuses_the_suffix_proposers():
     with pytest.raises(SpecfairError, match="not replayed"):
         replay([True, False], [0.9, 0.1], CostAwareGamma(max_gamma=4), proposer="suffix",
                context=([1, 2], [3, 4, 5]))
+
+
+def test_bench_drafts_each_prompt_from_its_tasks_index(loaded_pair, tmp_path):
+    from specfair.measure.bench import run_bench
+    from specfair.tasks import load_suite
+
+    target, drafter, tok = loaded_pair
+    prompts = {}
+    for p in load_suite("default").prompts("test"):
+        prompts.setdefault(p.task, p)
+    prompts = list(prompts.values())[:3]
+
+    class Spy:  # a TaskIndex: remembers the tasks it was asked for
+        asked: list = []
+
+        def for_task(self, task):
+            self.asked.append(task)
+            return SuffixIndex([tok.encode(p.turns[0], add_special_tokens=False)
+                                for p in prompts if p.task == task])  # fmt: skip
+
+    spy = Spy()
+    run_bench((target, None, tok), prompts, tmp_path, max_new_tokens=4, proposer="suffix",
+              index=spy, warmup=False, progress=False)  # fmt: skip
+    assert list(dict.fromkeys(spy.asked)) == [p.task for p in prompts]  # in the prompts' order
