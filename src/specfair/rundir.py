@@ -30,6 +30,7 @@ from pathlib import Path
 from specfair import __version__
 from specfair.atomic import open_nofollow
 from specfair.errors import SpecfairError
+from specfair.schema import loads_json
 
 LOCK_FILE = ".specfair.lock"
 # recorded for provenance but not compared: a rerun after an upgrade may resume
@@ -97,8 +98,10 @@ def _check_link(path: Path, out: Path, flag: str) -> None:
 
 def _holder(fd: int) -> str:
     try:
-        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        info = loads_json(os.pread(fd, 4096, 0) or b"{}")
     except ValueError:
+        info = {}
+    if not isinstance(info, dict):
         info = {}
     if not info.get("pid"):
         return "another specfair process"

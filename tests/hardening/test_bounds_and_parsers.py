@@ -278,6 +278,34 @@ def test_json_nested_too_deeply_is_one_error(cli, tiny_pair, tmp_path, line, dee
               [tmp_path])
 
 
+def deep_model(tiny_pair, root: Path, what: str) -> Path:
+    """A copy of the tiny drafter whose ``config.json`` or safetensors header is nested too
+    deeply."""
+    import struct
+
+    d = root / f"deep_{what}"
+    shutil.copytree(tiny_pair[1], d)
+    if what == "config":
+        (d / "config.json").write_text(DEEP)
+    else:
+        header = DEEP.encode()
+        (d / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+    return d
+
+
+@pytest.mark.parametrize("line, fragment", [
+    (BENCH + " --target {w}/deep_config", "deep_config: unreadable config.json (nested too "
+                                          "deeply)"),
+    ("generate hi --model {w}/deep_header", "model.safetensors: not a valid safetensors file "
+                                            "(the header is not JSON)"),
+], ids=["config.json", "safetensors-header"])
+def test_a_model_file_nested_too_deeply_is_one_error(cli, tiny_pair, tmp_path, line, fragment):
+    """Was: RecursionError out of the model's config (context check) and the safetensors
+    header reader."""
+    deep_model(tiny_pair, tmp_path, "config" if "config" in line else "header")
+    one_error(cli, argv_of(line, tiny_pair, tmp_path), fragment, [tmp_path])
+
+
 # ------------------------------------------------------- 6. bad input accepted silently
 
 def test_a_data_file_edited_in_place_at_the_same_size_is_refused(tmp_path, monkeypatch):

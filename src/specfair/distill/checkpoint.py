@@ -29,6 +29,7 @@ from specfair.atomic import remove
 from specfair.errors import SpecfairError
 from specfair.measure.io import read_json
 from specfair.models.weights import check_complete, read_tensors
+from specfair.schema import loads_json
 
 FORMAT = "specfair-checkpoint/2"
 
@@ -86,7 +87,7 @@ def load_state(folder: Path, name: str):
     """Read back what :func:`save_state` wrote (JSON and safetensors only)."""
     try:
         tensors = read_tensors(folder / f"{name}.safetensors")
-        return decode(json.loads((folder / f"{name}.json").read_text()), tensors)
+        return decode(loads_json((folder / f"{name}.json").read_text()), tensors)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise SpecfairError(f"damaged checkpoint {folder} ({name}): {e}") from e
 

@@ -29,6 +29,7 @@ import torch
 from specfair.atomic import atomic_file, write_text
 from specfair.errors import SpecfairError
 from specfair.models.weights import read_tensors
+from specfair.schema import loads_json
 from specfair.tasks import encode_prompt
 
 FORMAT = "specfair-task-router/1"
@@ -189,7 +190,7 @@ def load_classifier(folder: str | Path) -> TaskClassifier:
     if not (folder / META_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
         raise _bad(folder, f"{META_FILE} or {WEIGHTS_FILE} is missing")
     try:
-        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        meta = loads_json((folder / META_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise _bad(folder, f"unreadable JSON: {e}") from None
     try:

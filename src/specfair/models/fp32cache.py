@@ -18,6 +18,7 @@ import torch
 
 from specfair.atomic import atomic_dir
 from specfair.models import hardware
+from specfair.schema import loads_json
 
 MIRROR = "fp32"
 STAMP = "specfair-fp32.json"
@@ -42,7 +43,7 @@ def mirror_dir(src_dir: Path) -> Path:
 def is_fresh(src_dir: Path) -> bool:
     stamp = mirror_dir(src_dir) / STAMP
     try:
-        return json.loads(stamp.read_text()) == _stamp(Path(src_dir))
+        return loads_json(stamp.read_text()) == _stamp(Path(src_dir))
     except (OSError, ValueError):
         return False
 

@@ -6,7 +6,6 @@ through :mod:`specfair.models.weights` (the one weight reader).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from specfair.models.hardware import resolve_device, resolve_dtype
 from specfair.models.registry import KNOWN_MODELS, is_cached, model_dir
 from specfair.models.tokenizers import check_tokenizers_match, same_tokenizer_files
 from specfair.models.weights import pretrained
+from specfair.schema import loads_json
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def context_length(spec) -> int | None:
     if src.kind not in ("known", "dir"):
         return None
     try:
-        cfg = json.loads((Path(src.path) / "config.json").read_text(encoding="utf-8"))
+        cfg = loads_json((Path(src.path) / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise SpecfairError(f"{src.name}: unreadable config.json ({e})") from None
     cfg = cfg.get("text_config", cfg) if isinstance(cfg, dict) else {}

@@ -17,13 +17,13 @@ shape than the model's; each is one :class:`SpecfairError` naming the file.
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from pathlib import Path
 
 from specfair.errors import SpecfairError
 from specfair.models.finite import nonfinite
+from specfair.schema import loads_json
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 _ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
@@ -52,7 +52,7 @@ def check_safetensors(path: str | Path) -> dict:
     except OSError as e:
         raise SpecfairError(f"{path}: cannot read ({e.strerror or e})") from None
     try:
-        header = json.loads(raw.decode("utf-8"))
+        header = loads_json(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise bad("the header is not JSON") from None
     if not isinstance(header, dict):
