@@ -224,8 +224,8 @@ def test_a_training_text_that_contains_a_test_prompt_or_answer_is_caught():
 
 
 def test_data_dose_subsets_are_nested_per_task():
+    from specfair.study.arms import dose_subset
     from specfair.study.data import Seq
-    from specfair.study.run import dose_subset
 
     seqs = [Seq(f"{t}-{i}", t, (1, 2, 3), 1, "reference") for i in range(10) for t in "ab"]
     seqs += [Seq(f"c-{i}", "c", (1, 2), 1, "reference") for i in range(3)]

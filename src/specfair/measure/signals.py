@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from specfair.atomic import atomic_file, open_append, write_text
+from specfair.atomic import atomic_file, open_append, open_nofollow, write_text
 from specfair.errors import SpecfairError
 from specfair.measure.io import read_json
 from specfair.measure.progress import progress_bar
@@ -68,7 +69,14 @@ class SignalStore:
             write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True))
         idx = self.root / "index.jsonl"
         if idx.is_file():
-            for line in idx.read_text().splitlines():
+            data = idx.read_bytes()
+            if data and not data.endswith(b"\n"):  # a torn last line: cut off (its sequence
+                fd = open_nofollow(idx, os.O_WRONLY)  # is recomputed), so that the next line
+                try:  # appended starts a line of its own
+                    os.ftruncate(fd, data.rfind(b"\n") + 1)
+                finally:
+                    os.close(fd)
+            for line in data.decode("utf-8", "replace").splitlines():
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError:

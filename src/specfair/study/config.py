@@ -212,7 +212,7 @@ class StudyConfig:
         of the training sequences (the per-task arm trains each task on its share)."""
         if not seq_lengths:
             return
-        goal = int(self.epochs * sum(seq_lengths))  # as study.run.budget_tokens
+        goal = int(self.epochs * sum(seq_lengths))  # as study.arms.budget_tokens
         groups = [(goal, seq_lengths)]
         if "per-task" in self.arms:
             groups += [(goal // len(self.tasks), [n for n, t in zip(seq_lengths, tasks,

@@ -18,8 +18,10 @@ method is beyond its CI; otherwise with the configured one; ``methods.json`` say
 
 Records: ``methods/eval.jsonl`` (one line per method, task, split and prompt), ``methods/
 train.jsonl`` (tokens and seconds per method and task: what each method costs on this CPU),
-``methods/tasks.json`` (the tasks compared), ``methods.json`` (the summary). A finished
-(method, task) is never redone.
+``methods/tasks.json`` (the tasks compared), ``methods.json`` (the summary). Resume is by
+item (:mod:`specfair.study.records`): a (method, task) is trained again only while one of its
+records (a prompt's evaluation, its ``train.jsonl`` line) is missing, and only those are
+appended.
 """
 
 from __future__ import annotations
@@ -34,11 +36,17 @@ import numpy as np
 
 from specfair.atomic import write_text
 from specfair.distill.topn import train_copy
-from specfair.measure.io import append_jsonl, read_json, read_jsonl
+from specfair.measure.io import read_json, read_jsonl
 from specfair.measure.stats import bootstrap_mean
 from specfair.study.config import StudyConfig
+from specfair.study.records import Records
 
 METHODS_FILE = "methods.json"
+
+
+def _key(r: dict) -> tuple:
+    """A ``methods/eval.jsonl`` record's item (:mod:`specfair.study.records`)."""
+    return r["method"], r["split"], r["id"]
 
 
 def _say(msg: str) -> None:
@@ -135,9 +143,9 @@ def _tasks(run, root: Path) -> list[str]:
         ranked = sorted(base, key=lambda t: (base[t], t))
         tasks = sorted({ranked[0], ranked[-1]}, key=ranked.index)  # worst, best
     test = [s for s in run.test if s.task in tasks]
-    for r in held + run.eval_records(top, test, split="test", **tags):
-        if r["task"] in tasks:
-            append_jsonl(root / "eval.jsonl", r)
+    Records(root / "eval.jsonl", key=_key).append(
+        [r for r in held + run.eval_records(top, test, split="test", **tags)
+         if r["task"] in tasks])
     write_text(path, json.dumps({"tasks": tasks, "heldout_greedy_base": base}, indent=2))
     return tasks
 
@@ -161,14 +169,17 @@ def _train_seqs(run, text: str, task: str) -> list:
 def _run_method(run, m: Method, tasks: list[str], tokens: int, root: Path) -> None:
     from specfair.study.data import fill_signals
 
-    cfg, evals = run.cfg, root / "eval.jsonl"
-    done = {(r["method"], r["task"]) for r in read_jsonl(evals, repair=True)}
+    cfg = run.cfg
+    evals = Records(root / "eval.jsonl", key=_key)
+    trained = Records(root / "train.jsonl", key=lambda r: (r["method"], r["task"]))
     for task in tasks:
-        if (m.name, task) in done:
-            continue
-        train = _train_seqs(run, m.text, task)
         held = [s for s in run.policy if s.task == task]
         test = [s for s in run.test if s.task == task]
+        owed = (evals.lacks(held, method=m.name, split="heldout")
+                or evals.lacks(test, method=m.name, split="test"))
+        if not owed and (m.name, task) in trained.held:
+            continue
+        train = _train_seqs(run, m.text, task)
         teacher, lower = fill_signals(dataclasses.replace(cfg, top_layers=m.layers),
                                       run.target, run.drafter, train + held + test, run.dir)
         _say(f"{m.name} on {task}: {len(train)} sequences")
@@ -178,12 +189,11 @@ def _run_method(run, m: Method, tasks: list[str], tokens: int, root: Path) -> No
             warmup=cfg.warmup_steps, kind=cfg.loss, bf16=run.bf16)
         tags = {"method": m.name} | m.settings()
         for split, seqs in (("heldout", held), ("test", test)):
-            for r in run.eval_records(top, seqs, teacher, lower, split=split, **tags):
-                append_jsonl(evals, r)
-        append_jsonl(root / "train.jsonl", tags | {
+            evals.append(run.eval_records(top, seqs, teacher, lower, split=split, **tags))
+        trained.append([tags | {
             "task": task, "n_sequences": len(train), "tokens": state.tokens, "seconds": secs,
             "tokens_per_s": state.tokens / max(secs, 1e-9),
-            "supervised_tokens": sum(s.n_resp for s in train)})
+            "supervised_tokens": sum(s.n_resp for s in train)}])
         _say(f"{m.name} on {task}: {state.tokens} tokens in {secs:.0f} s")
         del top
 

@@ -14,7 +14,7 @@ on prompts without a label, costs against oracle routing (each prompt to its own
    the per-task arm is timed with) and the base drafter, teacher-forced on every task's test
    sequences from the cached signals (no generation): ``routing/eval.jsonl``, the records of
    ``eval.jsonl`` with ``copy`` (a task, or ``base``) in place of the arm; a copy whose
-   records are all there is not evaluated again;
+   records are all there is not evaluated again, one with some missing appends those;
 3. ``routing.json`` (:func:`summarize_routing`, from those files alone).
 """
 
@@ -34,9 +34,10 @@ from specfair.drafters.task_classifier import (
     load_classifier,
     prompt_features,
 )
-from specfair.measure.io import append_jsonl, read_json, read_jsonl, write_json
+from specfair.measure.io import read_json, read_jsonl, write_json
 from specfair.measure.replay import pass_of
 from specfair.study.config import StudyConfig
+from specfair.study.records import Records
 from specfair.study.summary import paired_changes
 
 ROUTING = "routing"  # the stage's directory
@@ -89,17 +90,14 @@ def _route(run, clf, folder: Path) -> None:
 
 
 def _matrix(run, path: Path) -> None:
-    """Each copy (and the base drafter) on every test sequence, a copy at a time."""
-    have: dict[str, set] = {}
-    for r in read_jsonl(path, repair=True):
-        have.setdefault(r["copy"], set()).add(r["id"])
-    ids = {s.id for s in run.test}
+    """Each copy (and the base drafter) on every test sequence, a copy at a time: the
+    records of ``path`` missing (per copy and prompt, :mod:`specfair.study.records`)."""
+    recs = Records(path, key=lambda r: (r["copy"], r["id"]))
     for copy in (BASE, *run.cfg.tasks):
-        if have.get(copy, set()) >= ids:
+        if not recs.lacks(run.test, copy=copy):
             continue
         top = run.fresh_top() if copy == BASE else run.top_at_largest(f"per-task/{copy}")
-        for r in run.eval_records(top, run.test, exact=False, copy=copy):  # greedy, alpha
-            append_jsonl(path, r)
+        recs.append(run.eval_records(top, run.test, exact=False, copy=copy))  # greedy, alpha
         _say(f"copy {copy}: evaluated on every task's {len(run.test)} test sequences")
 
 

@@ -37,15 +37,17 @@ arm complete (seeds and dose) before the next, and the report is rewritten after
 run stopped early reports everything it measured.
 
 Every evaluation is a line of ``eval.jsonl`` (arm, budget, tokens, seed, prompt, task, greedy,
-alpha, alpha_lo, ce, resid); a finished (arm, budget, seed) is never redone; an arm resumes
-from its last checkpoint.
+alpha, alpha_lo, ce, resid). The training stages (base, arms, seeds, data dose) are
+:mod:`specfair.study.arms`. Resume is by item (:mod:`specfair.study.records`): each stage owes
+one record per (arm, budget, seed, prompt) in each file it appends to, appends only those
+missing (a torn last line is cut off and redone), and never writes a key twice; an arm
+resumes from its last checkpoint.
 """
 
 from __future__ import annotations
 
 import gc
 import json
-import math
 import time
 from pathlib import Path
 
@@ -55,23 +57,19 @@ from specfair.atomic import write_text
 from specfair.distill.topn import (
     Signals,
     TopLayers,
-    TrainState,
-    drop_moments,
     evaluate,
     load_checkpoint,
     make_optimizer,
-    save_checkpoint,
     train_copy,
-    train_sampled,
 )
-from specfair.distill.weighting import TaskSampler
 from specfair.errors import SpecfairError
 from specfair.measure.costs import measure_costs
-from specfair.measure.io import append_jsonl, read_json, read_jsonl
+from specfair.measure.io import read_json, read_jsonl
 from specfair.models.hardware import cpu_name, cpu_supports_bf16
 from specfair.models.load import load_model, load_tokenizer
 from specfair.report.study import write_report
 from specfair.rundir import check_out_dir, check_out_files, dir_lock
+from specfair.study.arms import stage_arm, stage_base, stage_dose
 from specfair.study.config import ANY_TIME_KEYS, TRAINING_KEYS, StudyConfig
 from specfair.study.data import (
     Seq,
@@ -84,7 +82,7 @@ from specfair.study.data import (
 )
 from specfair.study.methods import Method, applied, read_methods, stage_methods
 from specfair.study.routing import stage_routing
-from specfair.study.summary import dose_name, write_summary
+from specfair.study.summary import write_summary
 from specfair.study.timed import export_arms, run_timed
 from specfair.tasks.split import split_key
 from specfair.tasks.study import STUDY_TASKS, load_study_suite
@@ -283,30 +281,6 @@ def _measure_costs(target, drafter, seq: Seq, path: Path) -> None:
 # ---------------------------------------------------------------------------- stages
 
 
-def _done(path: Path) -> set[tuple]:
-    """The finished ``(arm, budget, seed)`` (records without ``seed``, older runs: 0)."""
-    return {(r["arm"], r["budget"], r.get("seed", 0)) for r in read_jsonl(path, repair=True)}
-
-
-def _write(path: Path, records: list[dict]) -> None:
-    for r in records:
-        append_jsonl(path, r)
-
-
-def budget_tokens(run: Run) -> int:
-    """Training tokens of the largest budget: ``epochs`` passes over the training sequences."""
-    return int(run.cfg.epochs * sum(len(s.ids) for s in run.train))
-
-
-def stage_base(run: Run, out: Path) -> None:
-    if ("base", 0.0, 0) in _done(out):
-        return
-    _say("evaluating the base drafter")
-    top, tags = run.fresh_top(), {"arm": "base", "budget": 0.0, "tokens": 0}
-    _write(run.dir / "policy_eval.jsonl", run.eval_records(top, run.policy, **tags))
-    _write(out, run.eval_records(top, run.test, **tags))
-
-
 def stage_overfit(run: Run, path: Path) -> dict:
     """Train on one task's train sequences; greedy alpha on those same sequences and on the
     task's test sequences before and after: at the check's settings (``overfit_epochs``,
@@ -346,153 +320,6 @@ def stage_overfit(run: Run, path: Path) -> dict:
     res = {"task": task, "n_sequences": len(seqs)} | runs[0] | {"at_study_settings": runs[1]}
     write_text(path, json.dumps(res, indent=2))
     return res
-
-
-def _heldout_alphas(run: Run, top: TopLayers) -> dict[str, float]:
-    recs = run.eval_records(top, run.heldout)
-    return {t: sum(r["alpha"] for r in recs if r["task"] == t) /
-            max(1, sum(r["task"] == t for r in recs)) for t in run.cfg.tasks}
-
-
-def _train_one(run: Run, name: str, seqs: list[Seq], tests: tuple[list[Seq], list[Seq]],
-               rule: str, goal: int, seed: int, budgets: list[float],
-               adir: Path | None = None) -> Path:
-    """One trainable copy of the top layers, trained to each of ``budgets`` in turn and
-    evaluated there on ``tests``: the test sequences (``<adir>/eval.jsonl``) and the held-out
-    prompts' target answers (``policy_eval.jsonl``, written first); resumes from the last
-    budget's checkpoint. ``seed`` draws the batches (the training's only randomness: the
-    copy starts from the drafter's weights)."""
-    cfg = run.cfg
-    adir = adir or run.dir / "arms" / name
-    ckpt, evals = adir / "checkpoint", adir / "eval.jsonl"
-    have = {r["budget"] for r in read_jsonl(evals, repair=True)}
-    if all(b in have for b in budgets):
-        return evals
-    torch.manual_seed(seed)
-    top = run.fresh_top()
-    opt = make_optimizer(top, cfg.lr)
-    sampler = TaskSampler([s.task for s in seqs], rule, seed=seed,
-                          temperature=cfg.disparity_temperature, floor=cfg.disparity_floor)
-    state, reached = TrainState(), None
-    if ckpt.is_dir():
-        state, meta = load_checkpoint(ckpt, top, opt)
-        sampler.load_state_dict(meta["sampler"])
-        reached = meta["budget"]
-    pool = [run.signals(s) for s in seqs]
-    reest = max(1, len(seqs) // (4 * cfg.batch_size))  # ~4 re-estimates per epoch
-    hook = (lambda step: sampler.update(_heldout_alphas(run, top))) if rule == "disparity" \
-        else None
-
-    for b in budgets:
-        if b in have or (reached is not None and b < reached):
-            continue
-        if b != reached:
-            t0 = time.perf_counter()
-            train_sampled(top, run.head, opt, state, pool, sampler, int(b * goal),
-                          batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup_steps,
-                          kind=cfg.loss, bf16=run.bf16, hook=hook, every=reest,
-                          log=lambda r: append_jsonl(adir / "train_log.jsonl", r),
-                          checkpoint=ckpt if ckpt.is_dir() else None)
-            save_checkpoint(ckpt, top, opt, state, {"sampler": sampler.state_dict(),
-                                                    "budget": b})
-            _say(f"{name}: budget {b:.2f}, {state.tokens} tokens "
-                 f"({time.perf_counter() - t0:.0f} s)")
-        tags = {"budget": b, "tokens": state.tokens, "seed": seed}
-        _write(adir / "policy_eval.jsonl", run.eval_records(top, tests[1], **tags))
-        _write(evals, run.eval_records(top, tests[0], **tags))
-    if budgets[-1] == max(cfg.budgets) and ckpt.is_dir():
-        drop_moments(ckpt)  # trained to the end: the weights are all anything reads again
-    return evals
-
-
-def _arm_dir(run: Run, seed: int) -> Path:
-    """``arms/`` for the first seed (the whole budget curve), ``arms/seed<N>/`` for others."""
-    return run.dir / "arms" if seed == run.cfg.seeds[0] else run.dir / "arms" / f"seed{seed}"
-
-
-def stage_arm(run: Run, arm: str, out: Path, seed: int | None = None) -> None:
-    """Train and evaluate one arm at every budget (the first of ``cfg.seeds``) or at the
-    largest budget (the other seeds); its records join ``out`` when complete. ``per-task``:
-    one copy per task, each with an equal share of the tokens, oracle routing."""
-    cfg = run.cfg
-    seed = cfg.seeds[0] if seed is None else seed
-    budgets = cfg.budgets if seed == cfg.seeds[0] else cfg.budgets[-1:]
-    if all((arm, b, seed) in _done(out) for b in budgets):
-        return
-    goal = budget_tokens(run)
-    _say(f"arm {arm}, seed {seed}: {goal} training tokens at the largest budget")
-    _train_arm(run, arm, arm, run.train, out, seed, budgets, goal, _arm_dir(run, seed),
-               with_policy=seed == cfg.seeds[0])
-
-
-def _train_arm(run: Run, arm: str, name: str, train: list[Seq], out: Path, seed: int,
-               budgets: list[float], goal: int, root: Path, with_policy: bool,
-               extra: dict[str, dict] | None = None) -> None:
-    """Train ``arm``'s copies on ``train`` (``goal`` tokens at budget 1.0) under ``root``,
-    evaluate them, and write their records to ``out`` as arm ``name`` (with ``extra[task]``
-    fields) and, ``with_policy``, the held-out passes to ``policy_eval.jsonl``."""
-    cfg = run.cfg
-    held = run.policy if with_policy else []
-    if arm == "per-task":
-        of = lambda seqs, t: [s for s in seqs if s.task == t]  # noqa: E731
-        files = [_train_one(run, f"{name}/{t}", of(train, t), (of(run.test, t), of(held, t)),
-                            "uniform", goal // len(cfg.tasks), seed, budgets,
-                            root / name / t)
-                 for t in cfg.tasks]
-    else:
-        files = [_train_one(run, name, train, (run.test, held),
-                            "uniform" if arm == "uniform" else "disparity", goal, seed, budgets,
-                            root / name)]
-    tokens = {b: sum({f: r["tokens"] for f in files for r in read_jsonl(f)
-                      if r["budget"] == b}.values()) for b in budgets}
-    tag = lambda r: r | {"arm": name, "tokens": tokens[r["budget"]], "seed": seed} | (  # noqa: E731
-        (extra or {}).get(r["task"], {}))
-    if with_policy:
-        pol = {(r["budget"], r["id"]): r for f in files  # a redone budget's records replace
-               for r in read_jsonl(f.with_name("policy_eval.jsonl"))}
-        _write(run.dir / "policy_eval.jsonl", [tag(r) for r in pol.values()])
-    recs = [r for f in files for r in read_jsonl(f) if r["budget"] in tokens]
-    _write(out, [tag(r) for r in recs])
-
-
-def dose_subset(seqs: list[Seq], tasks: list[str], fraction: float) -> list[Seq]:
-    """The first ``ceil(fraction * n)`` of each task's ``n`` training sequences (one per
-    distinct prompt), in their order: a smaller fraction's subset is in every larger one's."""
-    out = []
-    for t in tasks:
-        mine = [s for s in seqs if s.task == t]
-        out += mine[: max(1, math.ceil(fraction * len(mine) - 1e-9))]
-    return out
-
-
-def stage_dose(run: Run, out: Path) -> None:
-    """Dose in data: ``cfg.dose_arm`` trained (first seed, ``epochs`` passes) on the first
-    fraction of each task's distinct training prompts, for each of ``prompt_fractions``;
-    evaluated on the same test sequences as arm ``<arm>@<fraction>``, budget 1.0, each record
-    with its task's ``dose_prompts`` and ``dose_supervised_tokens`` (response positions trained
-    on). Fraction 1.0 is the arm itself at budget 1.0 where the study trained it."""
-    cfg, seed = run.cfg, run.cfg.seeds[0]
-    for f in cfg.prompt_fractions:
-        name = dose_name(cfg.dose_arm, f)
-        if (name, 1.0, seed) in _done(out):
-            continue
-        sub = dose_subset(run.train, cfg.tasks, f)
-        extra = {t: {"prompt_fraction": f,
-                     "dose_prompts": sum(s.task == t for s in sub),
-                     "dose_supervised_tokens": sum(s.n_resp for s in sub if s.task == t)}
-                 for t in cfg.tasks}
-        same = [r for r in read_jsonl(out) if r["arm"] == cfg.dose_arm and r["budget"] == 1.0
-                and r.get("seed", 0) == seed] if f == 1.0 else []
-        if same:
-            _write(out, [r | {"arm": name} | extra[r["task"]] for r in same])
-            continue
-        goal = int(cfg.epochs * sum(len(s.ids) for s in sub))
-        _say(f"data dose {name}: {len(sub)} training prompts, {goal} tokens")
-        (run.dir / "arms" / "dose" / name).mkdir(parents=True, exist_ok=True)
-        write_text(run.dir / "arms" / "dose" / name / "prompts.json",
-                   json.dumps([s.id for s in sub]))
-        _train_arm(run, cfg.dose_arm, name, sub, out, seed, [1.0], goal,
-                   run.dir / "arms" / "dose", with_policy=False, extra=extra)
 
 
 # the files a run writes at its top level: none may be a directory (checked before any work)

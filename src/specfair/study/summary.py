@@ -441,9 +441,20 @@ def _json_or_none(path: Path):
     return read_json(path) if path.is_file() else None
 
 
+def complete(records: list[dict]) -> list[dict]:
+    """The records of each (arm, budget, seed) that has one for every prompt the base drafter
+    has: a stage stopped part-way (its records not all there until the run resumes) is left
+    out."""
+    ids = {r["id"] for r in records if r["arm"] == "base"}
+    have: dict[tuple, set] = {}
+    for r in records:
+        have.setdefault((r["arm"], r["budget"], r.get("seed", 0)), set()).add(r["id"])
+    return [r for r in records if have[(r["arm"], r["budget"], r.get("seed", 0))] >= ids]
+
+
 def write_summary(run_dir: Path, cfg: StudyConfig) -> Path:
-    records = read_jsonl(run_dir / "eval.jsonl")
-    held = read_jsonl(run_dir / "policy_eval.jsonl")
+    records = complete(read_jsonl(run_dir / "eval.jsonl"))
+    held = complete(read_jsonl(run_dir / "policy_eval.jsonl"))
     costs = read_json(run_dir / "costs.json")
     tasks = list(cfg.tasks)
     base = compare(records, "base", 0.0, tasks, cfg, costs, held)

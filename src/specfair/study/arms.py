@@ -1,0 +1,230 @@
+"""The experiment's training stages (:mod:`specfair.study.run` runs them in order, on its
+``Run``): the base drafter's evaluation, each arm trained to every budget with the first seed
+(``arms/``) and to the largest with each further seed (``arms/seed<N>/``), and the data dose
+(``arms/dose/``), every copy evaluated on the test sequences (``eval.jsonl``) and the held-out
+prompts' target answers (``policy_eval.jsonl``).
+
+Resume is by item (:mod:`specfair.study.records`): a stage owes one record per (arm, budget,
+seed, prompt) in each file it appends to and appends only those missing; a copy resumes from
+its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from specfair.atomic import write_text
+from specfair.distill.topn import (
+    TrainState,
+    drop_moments,
+    load_checkpoint,
+    make_optimizer,
+    save_checkpoint,
+    train_sampled,
+)
+from specfair.distill.weighting import TaskSampler
+from specfair.measure.io import notice, read_json, read_jsonl
+from specfair.study.data import Seq
+from specfair.study.records import Records
+from specfair.study.summary import dose_name
+
+
+def _say(msg: str) -> None:
+    print(f"[study {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def budget_tokens(run) -> int:
+    """Training tokens of the largest budget: ``epochs`` passes over the training sequences."""
+    return int(run.cfg.epochs * sum(len(s.ids) for s in run.train))
+
+
+def stage_base(run, out: Path) -> None:
+    """The base drafter on the held-out prompts' target answers (``policy_eval.jsonl``) and the
+    test sequences (``out``): the records missing from either."""
+    tags = {"arm": "base", "budget": 0.0}
+    todo = [(Records(run.dir / "policy_eval.jsonl"), run.policy), (Records(out), run.test)]
+    todo = [(f, seqs) for f, seqs in todo if f.lacks(seqs, **tags)]
+    if not todo:
+        return
+    _say("evaluating the base drafter")
+    top = run.fresh_top()
+    for f, seqs in todo:
+        f.append(run.eval_records(top, seqs, **tags, tokens=0))
+
+
+def _heldout_alphas(run, top) -> dict[str, float]:
+    recs = run.eval_records(top, run.heldout)
+    return {t: sum(r["alpha"] for r in recs if r["task"] == t) /
+            max(1, sum(r["task"] == t for r in recs)) for t in run.cfg.tasks}
+
+
+def _train_one(run, name: str, seqs: list[Seq], tests: tuple[list[Seq], list[Seq]],
+               rule: str, goal: int, seed: int, budgets: list[float],
+               adir: Path | None = None) -> Path:
+    """One trainable copy of the top layers, trained to each of ``budgets`` in turn and
+    evaluated there on ``tests``: the test sequences (``<adir>/eval.jsonl``) and the held-out
+    prompts' target answers (``policy_eval.jsonl``, written first); resumes from the last
+    budget's checkpoint and appends only the records missing (a budget whose records are all
+    there is not evaluated again; one below the checkpoint's, lost only by hand, is trained
+    again from the start). ``seed`` draws the batches (the training's only randomness: the
+    copy starts from the drafter's weights)."""
+    cfg = run.cfg
+    adir = adir or run.dir / "arms" / name
+    ckpt, evals = adir / "checkpoint", adir / "eval.jsonl"
+    files = (Records(evals), Records(adir / "policy_eval.jsonl"))
+    owed = [b for b in budgets
+            if any(f.lacks(t, budget=b, seed=seed) for f, t in zip(files, tests, strict=True))]
+    if not owed:
+        return evals
+    torch.manual_seed(seed)
+    top = run.fresh_top()
+    opt = make_optimizer(top, cfg.lr)
+    sampler = TaskSampler([s.task for s in seqs], rule, seed=seed,
+                          temperature=cfg.disparity_temperature, floor=cfg.disparity_floor)
+    state, reached = TrainState(), None
+    if ckpt.is_dir():
+        meta = read_json(ckpt / "state.json")
+        if owed[0] < meta["budget"]:
+            notice(f"{adir}: records of budget {owed[0]} missing, the checkpoint is at "
+                   f"{meta['budget']}: training again from the start")
+        else:
+            state, meta = load_checkpoint(ckpt, top, opt)
+            sampler.load_state_dict(meta["sampler"])
+            reached = meta["budget"]
+    log = Records(adir / "train_log.jsonl", key=lambda r: r["step"])
+    log.keep(lambda r: r["step"] <= state.step)  # steps past the checkpoint are redone
+    pool = [run.signals(s) for s in seqs]
+    reest = max(1, len(seqs) // (4 * cfg.batch_size))  # ~4 re-estimates per epoch
+    hook = (lambda step: sampler.update(_heldout_alphas(run, top))) if rule == "disparity" \
+        else None
+
+    for b in budgets:
+        if reached is not None and b < reached:
+            continue
+        if b != reached:
+            t0 = time.perf_counter()
+            train_sampled(top, run.head, opt, state, pool, sampler, int(b * goal),
+                          batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup_steps,
+                          kind=cfg.loss, bf16=run.bf16, hook=hook, every=reest,
+                          log=lambda r: log.append([r]),
+                          checkpoint=ckpt if ckpt.is_dir() else None)
+            save_checkpoint(ckpt, top, opt, state, {"sampler": sampler.state_dict(),
+                                                    "budget": b})
+            reached = b
+            _say(f"{name}: budget {b:.2f}, {state.tokens} tokens "
+                 f"({time.perf_counter() - t0:.0f} s)")
+        if b in owed:
+            tags = {"budget": b, "tokens": state.tokens, "seed": seed}
+            for f, t in zip(files[::-1], tests[::-1], strict=True):  # policy_eval first
+                if f.lacks(t, **tags):
+                    f.append(run.eval_records(top, t, **tags))
+    if budgets[-1] == max(cfg.budgets) and ckpt.is_dir():
+        drop_moments(ckpt)  # trained to the end: the weights are all anything reads again
+    return evals
+
+
+def _arm_dir(run, seed: int) -> Path:
+    """``arms/`` for the first seed (the whole budget curve), ``arms/seed<N>/`` for others."""
+    return run.dir / "arms" if seed == run.cfg.seeds[0] else run.dir / "arms" / f"seed{seed}"
+
+
+def _arm_owes(run, name: str, out: Path, seed: int, budgets: list[float],
+              with_policy: bool) -> bool:
+    """Whether ``out`` (and, ``with_policy``, ``policy_eval.jsonl``) lacks any record of arm
+    ``name`` at ``budgets`` with ``seed``."""
+    files = [(Records(out), run.test)]
+    if with_policy:
+        files.append((Records(run.dir / "policy_eval.jsonl"), run.policy))
+    return any(f.lacks(seqs, arm=name, budget=b, seed=seed) for f, seqs in files
+               for b in budgets)
+
+
+def stage_arm(run, arm: str, out: Path, seed: int | None = None) -> None:
+    """Train and evaluate one arm at every budget (the first of ``cfg.seeds``) or at the
+    largest budget (the other seeds); its records join ``out`` (those missing there).
+    ``per-task``: one copy per task, each with an equal share of the tokens, oracle
+    routing."""
+    cfg = run.cfg
+    seed = cfg.seeds[0] if seed is None else seed
+    budgets = cfg.budgets if seed == cfg.seeds[0] else cfg.budgets[-1:]
+    if not _arm_owes(run, arm, out, seed, budgets, seed == cfg.seeds[0]):
+        return
+    goal = budget_tokens(run)
+    _say(f"arm {arm}, seed {seed}: {goal} training tokens at the largest budget")
+    _train_arm(run, arm, arm, run.train, out, seed, budgets, goal, _arm_dir(run, seed),
+               with_policy=seed == cfg.seeds[0])
+
+
+def _train_arm(run, arm: str, name: str, train: list[Seq], out: Path, seed: int,
+               budgets: list[float], goal: int, root: Path, with_policy: bool,
+               extra: dict[str, dict] | None = None) -> None:
+    """Train ``arm``'s copies on ``train`` (``goal`` tokens at budget 1.0) under ``root``,
+    evaluate them, and append their records missing from ``out`` as arm ``name`` (with
+    ``extra[task]`` fields) and, ``with_policy``, the held-out passes missing from
+    ``policy_eval.jsonl``."""
+    cfg = run.cfg
+    held = run.policy if with_policy else []
+    if arm == "per-task":
+        of = lambda seqs, t: [s for s in seqs if s.task == t]  # noqa: E731
+        files = [_train_one(run, f"{name}/{t}", of(train, t), (of(run.test, t), of(held, t)),
+                            "uniform", goal // len(cfg.tasks), seed, budgets,
+                            root / name / t)
+                 for t in cfg.tasks]
+    else:
+        files = [_train_one(run, name, train, (run.test, held),
+                            "uniform" if arm == "uniform" else "disparity", goal, seed, budgets,
+                            root / name)]
+    tokens = {b: sum({f: r["tokens"] for f in files for r in read_jsonl(f)
+                      if r["budget"] == b}.values()) for b in budgets}
+    tag = lambda r: r | {"arm": name, "tokens": tokens[r["budget"]], "seed": seed} | (  # noqa: E731
+        (extra or {}).get(r["task"], {}))
+    if with_policy:
+        Records(run.dir / "policy_eval.jsonl").append(
+            [tag(r) for f in files for r in read_jsonl(f.with_name("policy_eval.jsonl"))
+             if r["budget"] in tokens])
+    Records(out).append([tag(r) for f in files for r in read_jsonl(f) if r["budget"] in tokens])
+
+
+def dose_subset(seqs: list[Seq], tasks: list[str], fraction: float) -> list[Seq]:
+    """The first ``ceil(fraction * n)`` of each task's ``n`` training sequences (one per
+    distinct prompt), in their order: a smaller fraction's subset is in every larger one's."""
+    out = []
+    for t in tasks:
+        mine = [s for s in seqs if s.task == t]
+        out += mine[: max(1, math.ceil(fraction * len(mine) - 1e-9))]
+    return out
+
+
+def stage_dose(run, out: Path) -> None:
+    """Dose in data: ``cfg.dose_arm`` trained (first seed, ``epochs`` passes) on the first
+    fraction of each task's distinct training prompts, for each of ``prompt_fractions``;
+    evaluated on the same test sequences as arm ``<arm>@<fraction>``, budget 1.0, each record
+    with its task's ``dose_prompts`` and ``dose_supervised_tokens`` (response positions trained
+    on). Fraction 1.0 is the arm itself at budget 1.0 where the study trained it."""
+    cfg, seed = run.cfg, run.cfg.seeds[0]
+    for f in cfg.prompt_fractions:
+        name = dose_name(cfg.dose_arm, f)
+        if not _arm_owes(run, name, out, seed, [1.0], with_policy=False):
+            continue
+        sub = dose_subset(run.train, cfg.tasks, f)
+        extra = {t: {"prompt_fraction": f,
+                     "dose_prompts": sum(s.task == t for s in sub),
+                     "dose_supervised_tokens": sum(s.n_resp for s in sub if s.task == t)}
+                 for t in cfg.tasks}
+        same = [r for r in read_jsonl(out) if r["arm"] == cfg.dose_arm and r["budget"] == 1.0
+                and r.get("seed", 0) == seed] if f == 1.0 else []
+        if same:
+            Records(out).append([r | {"arm": name} | extra[r["task"]] for r in same])
+            continue
+        goal = int(cfg.epochs * sum(len(s.ids) for s in sub))
+        _say(f"data dose {name}: {len(sub)} training prompts, {goal} tokens")
+        (run.dir / "arms" / "dose" / name).mkdir(parents=True, exist_ok=True)
+        write_text(run.dir / "arms" / "dose" / name / "prompts.json",
+                   json.dumps([s.id for s in sub]))
+        _train_arm(run, cfg.dose_arm, name, sub, out, seed, [1.0], goal,
+                   run.dir / "arms" / "dose", with_policy=False, extra=extra)
