@@ -9,6 +9,7 @@ import torch
 from tiny import tiny_config
 from transformers import Qwen2ForCausalLM
 
+from specfair.distill import topn
 from specfair.distill.losses import acceptance
 from specfair.distill.topk import bucket_probs, topk_acceptance, topk_loss
 from specfair.distill.topn import (
@@ -247,3 +248,20 @@ def test_dropping_a_finished_checkpoints_moments_keeps_its_weights(tmp_path):
     assert not opt2.state
     for (n, p), (_, q) in zip(top.state_dict().items(), top2.state_dict().items(), strict=True):
         assert torch.equal(p, q), n
+
+
+def test_training_reports_progress_with_an_eta_while_it_runs(monkeypatch, capsys):
+    """A long training stage is never silent on a redirected stdout: a line with the tokens
+    done, the goal and an ETA at each heartbeat (here every step)."""
+    monkeypatch.setattr(topn, "HEARTBEAT_S", 0.0)
+    torch.manual_seed(0)
+    drafter = _model(4)
+    sig = _signals(_model(3), drafter, 2)
+    top = TopLayers(drafter, 2)
+    opt = make_optimizer(top, 1e-3)
+    goal = 3 * sum(int(s.hidden.shape[0]) for s in sig)  # three steps
+    train_until(top, drafter.lm_head.weight.detach(), opt, TrainState(), lambda: sig,
+                goal, lr=1e-3, warmup=1, kind="fkl", bf16=False)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[train tokens]")]
+    assert len(lines) >= 2, lines
+    assert f"/{goal} elapsed" in lines[-1] and "ETA" in lines[-1] and "step" in lines[-1]

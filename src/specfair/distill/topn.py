@@ -29,6 +29,7 @@ from specfair.distill.topk import topk_acceptance, topk_loss
 from specfair.errors import SpecfairError
 from specfair.measure.acceptance import position_alpha, position_ce_kl
 from specfair.measure.io import read_json
+from specfair.measure.progress import HEARTBEAT_S, progress_line
 from specfair.models.finite import nonfinite
 from specfair.models.weights import check_complete, load_weights, read_tensors
 
@@ -190,7 +191,14 @@ def train_until(top: TopLayers, head: torch.Tensor, opt, state: TrainState,
     import time
 
     top.train()
+    start = last = time.monotonic()
+    tokens0 = state.tokens
     while state.tokens < tokens_goal and (max_steps is None or state.step < max_steps):
+        if time.monotonic() - last >= HEARTBEAT_S:  # never silent: a line with an ETA
+            last = time.monotonic()
+            print(progress_line("train tokens", state.tokens - tokens0,
+                                int(tokens_goal - tokens0), last - start, f"step {state.step}"),
+                  flush=True)
         for g in opt.param_groups:
             g["lr"] = lr_at(state.step, lr, warmup)
         t0 = time.perf_counter()
