@@ -48,7 +48,7 @@ def test_study_prompts_drop_train_items_that_share_a_text_with_the_test():
     train += [Prompt(f"sum-{i}", "summarization", (SUMMARIZE + f"Passage {i} about the "
                                                    "weather in spring and in autumn.",))
               for i in range(6)]  # the instruction they share with the test is a template
-    cfg = StudyConfig(tasks=["chat", "summarization"], n_train=3, n_test=2, n_heldout=1)
+    cfg = StudyConfig(tasks=["chat", "summarization"], n_train=3, n_test=1, n_heldout=1)
     sp = study_prompts(cfg, _Suite(train, test))
     assert sp.dropped == [{"id": "chat-leak", "task": "chat", "test_id": "sum-t"}]
     kept = [p.id for p in sp.train + sp.heldout]
