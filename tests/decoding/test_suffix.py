@@ -295,11 +295,10 @@ def test_index_round_trip_and_routing(tmp_path):
         index.check_tokenizer(other)
 
 
-def test_building_and_loading_several_thousand_sequences_is_fast(tmp_path):
-    """Rebuilding the tree on load is an argsort: a few thousand answers load in well under a
-    second (measured: ~0.25 s for 6000 sequences, 1.2M tokens, on a 2-core CPU)."""
-    import time
-
+def test_several_thousand_sequences_round_trip_through_the_index(tmp_path):
+    """Thousands of answers per task written and loaded back: the rebuilt search structure
+    equals one built from the sequences directly. (Its speed is a benchmark, not a test:
+    README, "Drafts from a task's own text".)"""
     from tiny import make_tokenizer
 
     from specfair.drafters.index import load_index, write_index
@@ -312,9 +311,7 @@ def test_building_and_loading_several_thousand_sequences_is_fast(tmp_path):
     from specfair.drafters.index import vocab_hash
 
     write_index(tmp_path / "idx", texts, {"vocab_size": len(tok), "vocab_hash": vocab_hash(tok)})
-    t0 = time.perf_counter()
     index = load_index(tmp_path / "idx", tok)
-    assert time.perf_counter() - t0 < 5.0
     assert index.for_task("t1").n_seqs == 1000
     assert index.for_task("t1").data.tolist() == SuffixIndex(seqs[1::3]).data.tolist()
 

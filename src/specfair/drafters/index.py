@@ -32,6 +32,7 @@ from specfair.atomic import atomic_dir
 from specfair.decoding.suffix import SuffixIndex
 from specfair.errors import SpecfairError
 from specfair.models.weights import read_tensors_and_metadata
+from specfair.schema import loads_json
 
 INDEX_FILE = "index.json"
 INDEX_FORMAT = "specfair-suffix-index"
@@ -110,8 +111,8 @@ def read_manifest(path: str | Path) -> dict:
     if not f.is_file():
         raise SpecfairError(f"index {p}: no {INDEX_FILE} (not an index directory)")
     try:
-        doc = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as e:
+        doc = loads_json(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
         raise SpecfairError(f"index {f}: not a JSON file ({e})") from e
     if not isinstance(doc, dict) or doc.get("format") != INDEX_FORMAT:
         raise SpecfairError(f"index {f}: not a {INDEX_FORMAT} file (format key)")

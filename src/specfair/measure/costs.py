@@ -11,7 +11,6 @@ the ``adaptive`` drafting policy (:class:`specfair.decoding.gamma.VerifyAwareGam
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import time
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from specfair.errors import SpecfairError
+from specfair.schema import loads_json
 
 
 @torch.inference_mode()
@@ -98,7 +98,7 @@ def verify_curve(target, drafter, prompt: Sequence[int], key: str, path: Path | 
     doc = {"format": CURVES_FORMAT, "curves": {}}
     if path.exists():
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            doc = loads_json(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:  # unreadable, not UTF-8, not JSON
             raise SpecfairError(f"verify curves {path}: not a JSON file ({e})") from e
         if not isinstance(doc, dict) or doc.get("format") != CURVES_FORMAT \

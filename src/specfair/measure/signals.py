@@ -30,6 +30,7 @@ from specfair.measure.io import read_json
 from specfair.measure.progress import progress_bar
 from specfair.models.finite import nonfinite
 from specfair.models.weights import read_tensors
+from specfair.schema import loads_json
 
 
 def seq_key(ids: Sequence[int], n_prompt: int) -> str:
@@ -78,8 +79,8 @@ class SignalStore:
                     os.close(fd)
             for line in data.decode("utf-8", "replace").splitlines():
                 try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
+                    rec = loads_json(line)
+                except ValueError:
                     continue  # a torn last line: that sequence is recomputed
                 if (self.root / rec["shard"]).is_file():
                     self._index[rec["key"]] = rec

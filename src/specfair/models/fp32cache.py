@@ -79,7 +79,7 @@ def ensure_fp32_mirror(src_dir: Path) -> Path:
                 {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")
         cfg = tmp / "config.json"
         if cfg.is_file():
-            c = json.loads(cfg.read_text())
+            c = loads_json(cfg.read_text(encoding="utf-8"))
             for key in ("torch_dtype", "dtype"):
                 if key in c:
                     c[key] = "float32"
