@@ -63,3 +63,19 @@ def page_out_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 @functools.cache
 def _libc():
     return ctypes.CDLL(None, use_errno=True)
+
+
+def trim() -> bool:
+    """Collect garbage, then give the C heap's free memory back to the system (glibc's
+    ``malloc_trim``). Tensors under glibc's (adaptive, up to 32 MiB) mmap threshold come from
+    the heap, and a freed one stays resident until trimmed: measured on the fp32 demo's timed
+    stage, 3.9 GB of a 18.2 GB resident size was such free heap. False where the C library
+    has no ``malloc_trim`` (not glibc)."""
+    import gc
+
+    gc.collect()
+    fn = getattr(_libc(), "malloc_trim", None)
+    if fn is None:
+        return False
+    fn(ctypes.c_size_t(0))
+    return True

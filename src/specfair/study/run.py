@@ -67,6 +67,7 @@ from specfair.measure.costs import measure_costs
 from specfair.measure.io import read_json, read_jsonl
 from specfair.models.hardware import cpu_name, cpu_supports_bf16
 from specfair.models.load import load_model, load_tokenizer
+from specfair.models.memory import trim
 from specfair.report.study import write_report
 from specfair.rundir import check_out_dir, check_out_files, dir_lock
 from specfair.study.arms import stage_arm, stage_base, stage_dose
@@ -162,14 +163,14 @@ class Run:
     def release_target(self) -> None:
         """Drop the target model (its head stays): nothing after the sequences needs it."""
         self.target = None
-        gc.collect()
+        trim()
 
     def release_models(self) -> None:
         """Drop the drafter and the target's head while a stage holds models of its own (the
         timed stage: the memory is the machine's, not twice the models');
         :meth:`load_models` brings them back for the stages after it."""
         self.drafter = self.head = self.target_head = self.target = None
-        gc.collect()
+        trim()
 
     def load_models(self) -> None:
         """The drafter and the target's head again, after :meth:`release_models`."""
@@ -177,7 +178,7 @@ class Run:
             target = load_model(self.cfg.target, self.cfg.dtype, "auto")
             self.target_head = target.get_output_embeddings().weight.detach().clone()
             del target
-            gc.collect()
+            trim()
         if self.drafter is None:
             self.drafter = load_model(self.cfg.drafter, self.cfg.dtype, "auto")
             self.head = self.drafter.get_output_embeddings().weight.detach()

@@ -67,6 +67,7 @@ from specfair.measure.progress import progress_bar
 from specfair.measure.replay import Policy, pass_of, replay_all
 from specfair.models.hardware import machine
 from specfair.models.load import load_model
+from specfair.models.memory import trim
 from specfair.study.config import StudyConfig
 from specfair.study.routing import routed_passes
 from specfair.tasks.prompt import Prompt
@@ -167,6 +168,7 @@ def run_timed(run, exports: dict[str, Path]) -> Path | None:
     # the target in the kernels it is timed with; the drafters unpacked until they share the
     # base drafter's frozen layers, then packed as the target is (each shared module once)
     target = load_model(cfg.target, cfg.dtype, "auto", kernels="auto")
+    trim()
     base = load_model(cfg.drafter, model_dtype(target), str(target.device))
     append_jsonl(run.dir / TIMED / MACHINES, machine() | {"time": time.time()})
     drafters = {BASE: (base, cfg.drafter, {})}
@@ -175,6 +177,7 @@ def run_timed(run, exports: dict[str, Path]) -> Path | None:
         drafters[arm] = (drafter, f"{DRAFTERS}/{arm}", extra)
     if getattr(target, "specfair_packed", False):
         pack_drafters([d for d, _, _ in drafters.values()])
+    trim()  # the unpacked weights and each export's frozen copies, freed: give them back
     kw = dict(gamma=cfg.gamma, max_new_tokens=cfg.test_response_tokens, seed=cfg.seed,
               target_label=cfg.target, progress=False)
     settings = {"study": cfg.name, "split": "test"}
