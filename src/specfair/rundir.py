@@ -61,6 +61,13 @@ def check_out_dir(out: str | Path, flag: str = "--out") -> Path:
         what = " (a symlink)" if lock.is_symlink() else ""
         raise SpecfairError(f"{flag} {out}: {lock} is not a regular file{what}; remove it (a "
                             "lock file is only ever a file that specfair writes)")
+    if out.is_dir():  # a file symlink is replaced by every write (specfair.atomic), but a
+        for here, dirs, _ in os.walk(out):  # directory symlink would send new files elsewhere
+            for d in dirs:
+                if (Path(here) / d).is_symlink():
+                    raise SpecfairError(f"{flag} {out}: {Path(here) / d} is a symlink to a "
+                                        "directory; specfair writes only into real "
+                                        "directories of a run (remove the link)")
     try:
         with tempfile.TemporaryFile(dir=base, prefix=".specfair-probe"):
             pass

@@ -485,3 +485,24 @@ def test_an_experiment_with_a_nan_drafter_stops_before_any_signal_is_cached(
     line = _one_error(cli, "experiment", toml, "--run-dir", run)
     assert str(bad / "model.safetensors") in line and "NaN or infinite" in line, line
     assert not (run / "signals").exists() and not list(run.rglob("*.jsonl"))
+
+
+@pytest.mark.parametrize("sub", ["arms", "signals", "timed/base"])
+def test_a_symlinked_directory_inside_a_run_is_refused_before_anything(cli, tiny_pair, tmp_path,
+                                                                        sub):
+    """A file symlink is replaced by every write; a directory symlink (arms/, signals/,
+    timed/…) would send new files into another directory: refused up front."""
+    from specfair.rundir import check_out_dir
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    (out / sub).parent.mkdir(parents=True)
+    (out / sub).symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(SpecfairError, match="symlink to a directory"):
+        check_out_dir(out)
+    t, d = tiny_pair
+    line = _one_error(cli, "bench", "--out", out, "--target", t, "--drafter", d, *PAIR,
+                      "--n-per-task", "1", "--max-new-tokens", "4")
+    assert "symlink to a directory" in line
+    assert list(elsewhere.iterdir()) == [] and not (out / "bench.jsonl").exists()
