@@ -84,7 +84,29 @@ def ngram_match(context: torch.Tensor, max_tokens: int, max_ngram_size: int = MA
     return context[:0]
 
 
-class NgramProposer:
+class LookupDrafts:
+    """What every draft-from-text proposer shares: the drafts written into the buffer, one-hot
+    ``q`` when sampling (a looked-up token is proposed with certainty), nothing to roll back."""
+
+    q: torch.Tensor | None
+
+    def _write(self, buf: torch.Tensor, n: int, drafts: torch.Tensor) -> int:
+        k = drafts.shape[0]
+        if k:
+            buf[0, n : n + k] = drafts
+            if self.q is not None:
+                self.q[:, :k].zero_()
+                self.q[0, torch.arange(k, device=self.q.device), drafts.to(self.q.device)] = 1.0
+        return k
+
+    def draft_probs(self, g: int) -> torch.Tensor | None:
+        return None if self.q is None else self.q[:, :g]
+
+    def rollback(self, n: int) -> None:
+        pass
+
+
+class NgramProposer(LookupDrafts):
     """Prompt lookup as a proposer: drafts copied from the context, with one-hot ``q`` when
     sampling (``vocab``: the target's vocabulary size)."""
 
@@ -100,20 +122,7 @@ class NgramProposer:
         """Copy up to ``g`` drafts (``tokens``, at most ``room``, when set) into
         ``buf[:, n : ...]``; returns how many (0: no match)."""
         want = g if self.tokens is None else min(self.tokens, room)
-        drafts = ngram_match(buf[0, :n], want, self.max_ngram_size)
-        k = drafts.shape[0]
-        if k:
-            buf[0, n : n + k] = drafts.clone()
-            if self.q is not None:
-                self.q[:, :k].zero_()
-                self.q[0, torch.arange(k, device=self.q.device), drafts.to(self.q.device)] = 1.0
-        return k
-
-    def draft_probs(self, g: int) -> torch.Tensor | None:
-        return None if self.q is None else self.q[:, :g]
-
-    def rollback(self, n: int) -> None:
-        pass
+        return self._write(buf, n, ngram_match(buf[0, :n], want, self.max_ngram_size).clone())
 
 
 class HybridProposer:

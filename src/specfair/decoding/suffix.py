@@ -42,6 +42,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from specfair.decoding.ngram import LookupDrafts
+
 SEP = -1  # between the corpus's sequences: never a token, so no match crosses it
 
 
@@ -188,7 +190,7 @@ def suffix_draft(context, index: SuffixIndex | None, params: SuffixParams = DEFA
     return own if own.score >= other.score else other
 
 
-class SuffixProposer:
+class SuffixProposer(LookupDrafts):
     """SuffixDecoding as a proposer of the speculative loop (:mod:`.generate`): drafts from the
     request's own tokens and ``index`` (a task's :class:`SuffixIndex`; None: the request's
     tokens only), sized by the match (up to ``room`` and ``max_g``) whatever the γ policy says,
@@ -210,16 +212,5 @@ class SuffixProposer:
             return 0
         draft = suffix_draft(buf[0, :n].cpu().numpy(), self.index, self.params)
         k = min(len(draft.tokens), room, self.max_g)
-        if k:
-            drafts = torch.tensor(draft.tokens[:k], dtype=buf.dtype, device=buf.device)
-            buf[0, n : n + k] = drafts
-            if self.q is not None:
-                self.q[:, :k].zero_()
-                self.q[0, torch.arange(k, device=self.q.device), drafts.to(self.q.device)] = 1.0
-        return k
-
-    def draft_probs(self, g: int) -> torch.Tensor | None:
-        return None if self.q is None else self.q[:, :g]
-
-    def rollback(self, n: int) -> None:
-        pass
+        return self._write(buf, n, torch.tensor(draft.tokens[:k], dtype=buf.dtype,
+                                                device=buf.device))
