@@ -94,3 +94,8 @@ def progress_bar(total: int, description: str, *, enabled: bool = True,
             prog.update(task, advance=1, label=label or "")
 
         yield advance
+
+
+def say(stage: str, msg: str) -> None:
+    """A stage's one-line, time-stamped message (``[stage HH:MM:SS] msg``), flushed at once."""
+    print(f"[{stage} {time.strftime('%H:%M:%S')}] {msg}", flush=True)

@@ -11,6 +11,7 @@ its last checkpoint.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -29,13 +30,12 @@ from specfair.distill.topn import (
 )
 from specfair.distill.weighting import TaskSampler
 from specfair.measure.io import notice, read_json, read_jsonl
+from specfair.measure.progress import say
 from specfair.study.data import Seq
 from specfair.study.records import Records
 from specfair.study.summary import dose_name
 
-
-def _say(msg: str) -> None:
-    print(f"[study {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+_say = functools.partial(say, "study")
 
 
 def budget_tokens(run) -> int:

@@ -27,8 +27,8 @@ appended.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,7 @@ import numpy as np
 from specfair.atomic import write_text
 from specfair.distill.topn import train_copy
 from specfair.measure.io import read_json, read_jsonl
+from specfair.measure.progress import say
 from specfair.measure.stats import bootstrap_mean
 from specfair.study.config import StudyConfig
 from specfair.study.records import Records
@@ -49,8 +50,7 @@ def _key(r: dict) -> tuple:
     return r["method"], r["split"], r["id"]
 
 
-def _say(msg: str) -> None:
-    print(f"[methods {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+_say = functools.partial(say, "methods")
 
 
 @dataclass(frozen=True)

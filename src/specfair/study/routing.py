@@ -20,7 +20,7 @@ on prompts without a label, costs against oracle routing (each prompt to its own
 
 from __future__ import annotations
 
-import time
+import functools
 from collections import Counter
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from specfair.drafters.task_classifier import (
     prompt_features,
 )
 from specfair.measure.io import read_json, read_jsonl, write_json
+from specfair.measure.progress import say
 from specfair.measure.replay import pass_of
 from specfair.study.config import StudyConfig
 from specfair.study.records import Records
@@ -48,8 +49,7 @@ TOLERANCE = 0.005  # issue 19: routed alpha within this of oracle routing
 METRICS = ("greedy", "alpha")
 
 
-def _say(msg: str) -> None:
-    print(f"[routing {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+_say = functools.partial(say, "routing")
 
 
 def stage_routing(run) -> Path | None:

@@ -46,6 +46,7 @@ resumes from its last checkpoint.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import time
@@ -65,6 +66,7 @@ from specfair.distill.topn import (
 from specfair.errors import SpecfairError
 from specfair.measure.costs import measure_costs
 from specfair.measure.io import read_json, read_jsonl
+from specfair.measure.progress import say
 from specfair.models.hardware import cpu_name, cpu_supports_bf16
 from specfair.models.load import load_model, load_tokenizer
 from specfair.models.memory import trim
@@ -88,9 +90,7 @@ from specfair.study.timed import export_arms, run_timed
 from specfair.tasks.split import split_key
 from specfair.tasks.study import STUDY_TASKS, load_study_suite
 
-
-def _say(msg: str) -> None:
-    print(f"[study {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+_say = functools.partial(say, "study")
 
 
 class Run:

@@ -38,6 +38,7 @@ prediction beside each measurement are of; further seeds (``arms/seed<N>``) and 
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from pathlib import Path
@@ -63,7 +64,7 @@ from specfair.measure.bench import (
 )
 from specfair.measure.bench_summary import compare_bench, summarize_bench
 from specfair.measure.io import append_jsonl, read_json, read_jsonl, write_json
-from specfair.measure.progress import progress_bar
+from specfair.measure.progress import progress_bar, say
 from specfair.measure.replay import Policy, pass_of, replay_all
 from specfair.models.hardware import machine
 from specfair.models.load import load_model
@@ -80,8 +81,7 @@ TIMED_FILE = "timed.json"
 MACHINES = "machines.jsonl"  # one line for each session that timed something
 
 
-def _say(msg: str) -> None:
-    print(f"[timed {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+_say = functools.partial(say, "timed")
 
 
 def export_arms(run, router: Path | None = None) -> dict[str, Path]:
