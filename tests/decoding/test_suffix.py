@@ -11,6 +11,7 @@ from test_distribution import ALPHA, N, exact_marginals, gof_pvalue
 
 from specfair.decoding import (
     CostAwareGamma,
+    FixedGamma,
     HeuristicGamma,
     autoregressive_generate,
     speculative_generate,
@@ -441,12 +442,64 @@ def test_engine_benchmark_runs_the_index_variants(tiny_pair, built_index, tmp_pa
     assert engine.main(no_suffix + ["--out", str(tmp_path / "x.json")]) == 2  # --index unused
 
 
-def test_replay_refuses_the_suffix_proposers():
-    from specfair.measure.replay import replay
+def _drafter_pass(target, drafter, prompt, tokens):
+    """The drafter's teacher-forced pass along ``tokens`` (as the replay reads it)."""
+    ids = torch.tensor([list(prompt) + list(tokens)])
+    ids = ids.masked_fill(ids >= drafter.get_input_embeddings().num_embeddings, 256)
+    with torch.no_grad():
+        probs = torch.softmax(drafter(input_ids=ids).logits[0].float(), -1)
+    top = probs[len(prompt) : len(prompt) + len(tokens) - 1]  # predicting tokens[1:]
+    return ([int(a) == t for a, t in zip(top.argmax(-1), tokens[1:], strict=True)],
+            top.max(-1).values.tolist())
 
-    with pytest.raises(SpecfairError, match="not replayed"):
+
+@pytest.mark.parametrize("kind", ["suffix", "suffix-hybrid"])
+@pytest.mark.parametrize("gamma", [3, "heuristic"])
+def test_replay_of_the_suffix_proposers_equals_the_engine(noisy_pair, corpus, kind, gamma):
+    """Each position's suffix draft computed once along the answer (replay.text_drafts) and
+    replayed: the engine's steps, drafts, acceptances and sources, step for step (prompt
+    lookup read from its precomputed drafts or looked up in the context alike)."""
+    from specfair.measure.replay import replay, text_drafts
+
+    target, drafter = noisy_pair
+    index, prompts = corpus
+    trees, sources = set(), set()
+    policy = (lambda: HeuristicGamma(start=3, max_gamma=8)) if gamma == "heuristic" else (
+        lambda: FixedGamma(3))
+    for prompt in prompts:
+        res = speculative_generate(target, drafter if kind == "suffix-hybrid" else None, prompt,
+                                   max_new_tokens=32, gamma=policy(), proposer=kind,
+                                   index=index, eos_token_id=[])  # fmt: skip
+        m, q = _drafter_pass(target, drafter, prompt, res.tokens)
+        pre = {"suffix": text_drafts(prompt, res.tokens, "suffix", index),
+               "ngram": text_drafts(prompt, res.tokens, "ngram")}
+        for kw in ({"drafts": pre}, {"drafts": {"suffix": pre["suffix"]},
+                                      "context": (prompt, res.tokens)}):
+            r = replay(m, q, policy(), proposer=kind, **kw)
+            assert list(r.draft_sizes) == [s.drafted for s in res.steps], prompt
+            assert list(r.accepted_sizes) == [s.accepted for s in res.steps], prompt
+            assert list(r.sources) == [s.proposer for s in res.steps], prompt
+        trees |= set(r.trees)
+        sources |= {s.proposer for s in res.steps}
+    assert "suffix" in sources and ("model" in sources) == (kind == "suffix-hybrid")
+    assert {"index", "request"} <= trees
+
+
+def test_replaying_a_suffix_proposer_needs_its_drafts():
+    from specfair.measure.replay import TextDrafts, replay, text_drafts
+
+    with pytest.raises(SpecfairError, match="suffix draft"):
         replay([True, False], [0.9, 0.1], CostAwareGamma(max_gamma=4), proposer="suffix",
                context=([1, 2], [3, 4, 5]))
+    with pytest.raises(SpecfairError, match="positions"):
+        replay([True, False], [0.9, 0.1], FixedGamma(2), proposer="suffix",
+               drafts={"suffix": TextDrafts((1,), (1,), ("index",))})
+    # a suffix step costs its verification only; no draft: a plain step
+    d = text_drafts([7, 8, 9], [1, 2, 3, 4, 5], "suffix", SuffixIndex([[8, 9, 1, 2, 3, 4, 6]]))
+    assert d.tree[0] == "index" and d.length[0] >= 3 and d.accepted[0] == 3
+    r = replay([False] * 4, [0.1] * 4, FixedGamma(2), proposer="suffix", drafts={"suffix": d})
+    assert r.sources[0] == "suffix" and r.draft_sizes[0] == 3 and r.accepted_sizes[0] == 3
+    assert r.cost(0.5, 0.1) == pytest.approx(sum(1 + 0.1 * k for k in r.draft_sizes))
 
 
 def test_bench_drafts_each_prompt_from_its_tasks_index(loaded_pair, tmp_path):

@@ -68,12 +68,14 @@ DEFAULT_PARAMS = SuffixParams()
 
 @dataclass
 class Draft:
-    """A speculation: tokens, their estimated probabilities, score (their sum), match length."""
+    """A speculation: tokens, their estimated probabilities, score (their sum), match length;
+    ``tree``: which tree drafted it (``"request"`` or ``"index"``, set by :func:`suffix_draft`)."""
 
     tokens: list[int]
     probs: list[float]
     score: float = 0.0
     match_len: int = 0
+    tree: str = ""
 
 
 def _flat(seqs) -> np.ndarray:
@@ -182,11 +184,14 @@ def context_speculate(context, params: SuffixParams = DEFAULT_PARAMS) -> Draft:
 
 def suffix_draft(context, index: SuffixIndex | None, params: SuffixParams = DEFAULT_PARAMS
                  ) -> Draft:  # fmt: skip
-    """The better of the per-request tree's draft and the index's (ties: the request's)."""
+    """The better of the per-request tree's draft and the index's (ties: the request's), its
+    ``tree`` saying which."""
     own = context_speculate(context, params)
+    own.tree = "request"
     if index is None:
         return own
     other = index.speculate(context, params)
+    other.tree = "index"
     return own if own.score >= other.score else other
 
 

@@ -14,6 +14,10 @@ teacher-forced pass does not see: their count is estimated from the teacher-forc
 Proposers (:mod:`specfair.decoding.ngram`): with ``ngram[:N]`` and ``hybrid[:N]`` a step looks
 its drafts up in the prompt and the answer so far, as the engine does, and the lookup's drafts
 are accepted up to the first that differs from the answer: exact too, given the answer's ids.
+``suffix`` and ``suffix-hybrid`` (SuffixDecoding, :mod:`specfair.decoding.suffix`) replay from
+each position's suffix draft, computed once along the answer with the task's index
+(:func:`text_drafts`: its length, the tokens of it the answer continues with, its tree): a
+draft is a function of the context, which along the target's greedy answer is the engine's.
 
 Policies (the names of :mod:`specfair.decoding.gamma`; an engine policy object also replays,
 e.g. ``CostAwareGamma`` or ``VerifyAwareGamma``, told each step's time in the replay's cost
@@ -36,13 +40,14 @@ step is as fast as plain decoding.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from specfair.decoding.gamma import FixedGamma, GammaPolicy, HeuristicGamma
 from specfair.decoding.ngram import SUFFIX_KINDS, ngram_match, parse_proposer
+from specfair.decoding.suffix import DEFAULT_PARAMS, SuffixIndex, SuffixParams, suffix_draft
 from specfair.decoding.theory import alpha_from_tau
 from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
@@ -88,12 +93,15 @@ class Replay:
     accepted: int
     draft_sizes: tuple[int, ...]
     accepted_sizes: tuple[int, ...]
-    sources: tuple[str, ...] = ()  # per step, what drafted ("model", "ngram", ""); () all model
+    # per step, what drafted ("model", "ngram", "suffix", ""); () all model
+    sources: tuple[str, ...] = ()
+    trees: tuple[str, ...] = ()  # per step of a suffix proposer, its draft's tree (else "")
 
     def cost(self, c: float, verify_slope: float) -> float:
-        """Time in target-step units (a lookup's drafts cost nothing to draft)."""
+        """Time in target-step units (a lookup's or a suffix tree's drafts cost nothing to
+        draft)."""
         srcs = self.sources or ("model",) * len(self.draft_sizes)
-        return sum(step_cost(k, c if s != "ngram" else 0.0, verify_slope)
+        return sum(step_cost(k, c if s == "model" else 0.0, verify_slope)
                    for k, s in zip(self.draft_sizes, srcs, strict=True))  # fmt: skip
 
     def speedup(self, c: float, verify_slope: float) -> float:
@@ -113,40 +121,111 @@ def engine_policy(policy: Policy | GammaPolicy) -> GammaPolicy | None:
     return FixedGamma(policy.gamma) if policy.kind == "fixed" else None
 
 
+@dataclass(frozen=True)
+class TextDrafts:
+    """Per position ``i`` of an answer (the context: the prompt and the answer's tokens
+    ``0..i``; ``i`` < the answer's length − 1, as the replay's steps) the draft a proposer that
+    drafts from text makes there, unbounded by the step's room: its ``length``, how many of its
+    leading tokens the answer continues with (``accepted``), and for a suffix draft its
+    ``tree`` (``"index"``: the task's text, ``"request"``: the request's own tokens, ``""``:
+    no draft). A step that may draft ``k`` tokens takes ``min(length, k)`` of them, of which
+    ``min(accepted, k)`` are accepted: each draft is a prefix of the longer one."""
+
+    length: tuple[int, ...]
+    accepted: tuple[int, ...]
+    tree: tuple[str, ...] = ()
+
+    def to_record(self, prefix: str) -> dict:
+        out = {f"{prefix}_len": list(self.length), f"{prefix}_acc": list(self.accepted)}
+        return out | ({f"{prefix}_tree": list(self.tree)} if self.tree else {})
+
+    @classmethod
+    def of_record(cls, record: dict, prefix: str) -> TextDrafts:
+        return cls(tuple(record[f"{prefix}_len"]), tuple(record[f"{prefix}_acc"]),
+                   tuple(record.get(f"{prefix}_tree", ())))
+
+
+def _lead(drafts: Sequence[int], answer: Sequence[int], start: int) -> int:
+    """How many of ``drafts`` the answer continues with from ``answer[start]``."""
+    a = 0
+    while a < len(drafts) and start + a < len(answer) and drafts[a] == answer[start + a]:
+        a += 1
+    return a
+
+
+def text_drafts(prompt: Sequence[int], answer: Sequence[int], kind: str,
+                index: SuffixIndex | None = None,
+                params: SuffixParams = DEFAULT_PARAMS) -> TextDrafts:  # fmt: skip
+    """The :class:`TextDrafts` of ``kind`` along ``answer`` after ``prompt``: ``"suffix"``,
+    SuffixDecoding's draft from the request's tokens and ``index`` (the task's text; None: the
+    request's only), as :class:`specfair.decoding.suffix.SuffixProposer` drafts;
+    ``"ngram"``, prompt lookup's (:func:`specfair.decoding.ngram.ngram_match`), as many tokens
+    as the step's room allows."""
+    if kind not in ("suffix", "ngram"):
+        raise SpecfairError(f"text drafts are 'suffix' or 'ngram', not {kind!r}")
+    ctx = list(prompt) + list(answer)
+    full = torch.tensor(ctx, dtype=torch.long)
+    n = len(answer) - 1
+    lens, accs, trees = [], [], []
+    for i in range(n):
+        end = len(prompt) + i + 1
+        if kind == "suffix":
+            d = suffix_draft(ctx[:end], index, params)
+            toks, tree = d.tokens, d.tree if d.tokens else ""
+        else:
+            toks, tree = ngram_match(full[:end], n - i - 1).tolist(), ""
+        lens.append(len(toks))
+        accs.append(_lead(toks, answer, i + 1))
+        trees.append(tree)
+    return TextDrafts(tuple(lens), tuple(accs), tuple(trees) if kind == "suffix" else ())
+
+
 def replay(match: Sequence[bool], conf: Sequence[float], policy: Policy | GammaPolicy, *,
            proposer: str = "model", context: tuple[Sequence[int], Sequence[int]] | None = None,
-           c: float = 0.0, verify_slope: float = 0.0) -> Replay:  # fmt: skip
+           c: float = 0.0, verify_slope: float = 0.0,
+           drafts: Mapping[str, TextDrafts] | None = None) -> Replay:  # fmt: skip
     """``match[j]`` / ``conf[j]``: the drafter at the position of the answer's token ``j + 1``
     (token 0 comes from the prefill). As in the engine, a step drafts at most the tokens still
     to produce minus one (a step with nothing to draft is a plain target step).
 
     ``proposer`` (:func:`specfair.decoding.ngram.parse_proposer`): ``ngram[:N]`` and
     ``hybrid[:N]`` look up drafts as the engine does, in ``context`` = (the prompt's ids, the
-    answer's ids), and the policy sizes and hears the steps the engine's does. ``policy``: a
-    :class:`Policy`, or an engine :class:`GammaPolicy` (e.g. ``CostAwareGamma``: it is told
-    each step's time in target steps, ``c`` a draft, :data:`LOOKUP_COST` a looked-up one,
-    ``1 + verify_slope k`` the verification, every step's through ``timed`` as in the engine;
-    fresh state per call). A policy may say 0 (``VerifyAwareGamma``'s off arm): a plain step
-    (one that ``ngram:N``/``hybrid:N`` still looks up), priced 1."""
+    answer's ids), or read them from ``drafts["ngram"]`` (:func:`text_drafts`), and the policy
+    sizes and hears the steps the engine's does. ``suffix`` and ``suffix-hybrid`` read each
+    position's suffix draft from ``drafts["suffix"]`` (:func:`text_drafts` with the task's
+    index): a suffix draft sizes itself (up to the room); ``suffix`` takes a plain step where
+    there is none, ``suffix-hybrid`` the hybrid's prompt lookup, else the drafter (``match``;
+    for ``suffix`` only its length counts). ``policy``: a :class:`Policy`, or an engine
+    :class:`GammaPolicy` (e.g. ``CostAwareGamma``: it is told each step's time in target
+    steps, ``c`` a draft, :data:`LOOKUP_COST` a looked-up one, ``1 + verify_slope k`` the
+    verification, every step's through ``timed`` as in the engine; it learns from the steps it
+    sized: the drafter's, and prompt lookup's without ``N``; fresh state per call). A policy
+    may say 0 (``VerifyAwareGamma``'s off arm): a plain step (one that ``ngram:N``/``hybrid:N``
+    still looks up, and a suffix proposer still drafts), priced 1."""
     kind, lookup = parse_proposer(proposer)
-    if kind in SUFFIX_KINDS:  # its drafts depend on the index: not replayed (yet)
-        raise SpecfairError(f"replaying proposer {proposer!r}: the suffix proposers are timed "
-                            "in the engine, not replayed")
+    pre = dict(drafts or {})
+    if kind in SUFFIX_KINDS and "suffix" not in pre:
+        raise SpecfairError(f"replaying proposer {proposer!r} needs each position's suffix draft "
+                            "(replay.text_drafts with the task's index)")
     gp = engine_policy(policy)
     if gp is None and kind != "model":
         raise SpecfairError("the confidence policy is replayed with the model proposer only")
-    if kind != "model" and context is None:
+    if kind not in ("model", "suffix") and context is None and "ngram" not in pre:
         raise SpecfairError(f"replaying proposer {proposer!r} needs the prompt and answer ids")
     if gp is not None:
         gp.reset()
     prompt, answer = context if context is not None else ((), ())
-    ctx = torch.tensor(list(prompt) + list(answer), dtype=torch.long) if kind != "model" else None
+    ctx = (torch.tensor(list(prompt) + list(answer), dtype=torch.long)
+           if kind not in ("model", "suffix") and "ngram" not in pre else None)
     n = len(match)
+    for name, d in pre.items():
+        if len(d.length) != n or len(d.accepted) != n:
+            raise SpecfairError(f"{name} drafts of {len(d.length)} positions for a pass of {n}")
     i = 0
-    sizes, acc, srcs = [], [], []
+    sizes, acc, srcs, trees = [], [], [], []
     while i < n:
         room = n - i - 1
-        src, drafts = "model", None
+        src, a, tree = "model", None, ""
         if gp is None:  # confidence: up to max_gamma, stop after a draft below the threshold
             k = 0
             while k < min(policy.max_gamma, room):
@@ -155,29 +234,40 @@ def replay(match: Sequence[bool], conf: Sequence[float], policy: Policy | GammaP
                     break
         else:
             k = min(gp.next_gamma(), room)
-            if kind != "model" and (k > 0 or lookup is not None):  # N: a lookup whatever γ
+            if kind in SUFFIX_KINDS and room > 0 and pre["suffix"].length[i]:
+                sd = pre["suffix"]  # a suffix draft sizes itself, whatever γ says
+                src, k = "suffix", min(sd.length[i], room)
+                a, tree = min(sd.accepted[i], k), sd.tree[i] if sd.tree else ""
+            elif kind == "suffix":  # no suffix draft: a plain target step
+                src, k = "", 0
+            elif kind != "model" and (k > 0 or lookup is not None):  # N: a lookup whatever γ
                 want = k if lookup is None else min(lookup, room)
-                drafts = ngram_match(ctx[: len(prompt) + i + 1], want).tolist()
-                if drafts:
-                    src, k = "ngram", len(drafts)
+                if "ngram" in pre:
+                    got = min(pre["ngram"].length[i], want)
+                    hit = min(pre["ngram"].accepted[i], got)
+                else:
+                    found = ngram_match(ctx[: len(prompt) + i + 1], want).tolist()
+                    got, hit = len(found), _lead(found, answer, i + 1)
+                if got:
+                    src, k, a = "ngram", got, hit
                 elif kind == "ngram":  # no match: a plain target step
                     src, k = "", 0
-        # the drafts are accepted up to the first the target's answer does not continue with
-        hits = match[i:] if src != "ngram" else [d == answer[i + 1 + j]
-                                                 for j, d in enumerate(drafts)]  # fmt: skip
-        a = 0
-        while a < k and hits[a]:
-            a += 1
+        if a is None:  # the drafter's: accepted up to the first the answer does not continue
+            a = 0
+            while a < k and match[i + a]:
+                a += 1
         sizes.append(k)
         acc.append(a)
         srcs.append(src if k else "")
+        trees.append(tree)
         if gp is not None:  # told as the engine tells it, in target-step units
             gp.timed(k, 1.0 + verify_slope * k, src if k else "")
-        if gp is not None and k > 0 and (lookup is None or src == "model"):
+        if gp is not None and k > 0 and (src == "model" or (src == "ngram" and lookup is None)):
             draft = k * (c if src == "model" else LOOKUP_COST)
             gp.update(k, a, draft, 1.0 + verify_slope * k)
         i += a + 1  # the accepted drafts and the target's own token
-    return Replay(n, len(sizes), sum(sizes), sum(acc), tuple(sizes), tuple(acc), tuple(srcs))
+    return Replay(n, len(sizes), sum(sizes), sum(acc), tuple(sizes), tuple(acc), tuple(srcs),
+                  tuple(trees) if kind in SUFFIX_KINDS else ())
 
 
 def pass_of(record: dict) -> tuple[list, list]:
@@ -189,15 +279,18 @@ def pass_of(record: dict) -> tuple[list, list]:
 
 def replay_all(passes: Sequence[tuple[Sequence[bool], Sequence[float]]], policy: Policy,
                c: float, verify_slope: float, prefill: Sequence[float] | None = None, *,
-               proposer: str = "model", contexts: Sequence | None = None) -> dict:
+               proposer: str = "model", contexts: Sequence | None = None,
+               drafts: Sequence[Mapping[str, TextDrafts]] | None = None) -> dict:
     """Pooled over passes (one prompt each): tokens / time, alpha = accepted / drafted.
     ``prefill``: per pass, the target's prefill of that prompt in decode-step units (plain
     decoding pays it once; speculative decoding pays it and the drafter's, ``c`` times it):
     the speed-up of the whole answer, as a wall-clock benchmark measures it; None: decoding
-    steps only. ``proposer``/``contexts`` (one per pass): see :func:`replay`."""
+    steps only. ``proposer``/``contexts``/``drafts`` (one per pass): see :func:`replay`."""
     ctxs = contexts if contexts is not None else [None] * len(passes)
-    rs = [replay(m, q, policy, proposer=proposer, context=x, c=c, verify_slope=verify_slope)
-          for (m, q), x in zip(passes, ctxs, strict=True)]  # fmt: skip
+    pre = drafts if drafts is not None else [None] * len(passes)
+    rs = [replay(m, q, policy, proposer=proposer, context=x, c=c, verify_slope=verify_slope,
+                 drafts=d)
+          for (m, q), x, d in zip(passes, ctxs, pre, strict=True)]  # fmt: skip
     tokens = sum(r.tokens for r in rs)
     cost = sum(r.cost(c, verify_slope) for r in rs)
     if prefill is not None:
