@@ -197,11 +197,12 @@ def load_index(path: str | Path, tokenizer=None) -> TaskIndex:
     return index
 
 
-def build_index(out: str | Path, prompts, tokenizer, *, tokenizer_name: str,
-                responses: dict | None = None, meta: dict | None = None) -> dict:
-    """Tokenize the train-split ``prompts``' texts (:func:`task_texts`) and write the index
-    directory ``out``; returns the manifest."""
-    texts = task_texts(prompts, tokenizer, responses)
+def index_texts(out: str | Path, texts: dict[str, dict], tokenizer, *, tokenizer_name: str,
+                meta: dict | None = None) -> dict:
+    """Write ``texts`` (``{task: {"seqs": token id lists, "from": counts per source}}``, as
+    :func:`task_texts` gives them) as the index directory ``out``, the manifest naming
+    ``tokenizer`` (the one the ids are of); a task without text is listed, not written.
+    Returns the manifest."""
     empty = sorted(t for t, x in texts.items() if not x["seqs"])
     if len(empty) == len(texts):
         raise SpecfairError("no text to index: the prompts have no references and no answers "
@@ -211,3 +212,11 @@ def build_index(out: str | Path, prompts, tokenizer, *, tokenizer_name: str,
     info = {"tokenizer": tokenizer_name, "vocab_size": max(len(tokenizer), top + 1),
             "vocab_hash": vocab_hash(tokenizer), "tasks_without_text": empty, **(meta or {})}
     return write_index(out, texts, info)
+
+
+def build_index(out: str | Path, prompts, tokenizer, *, tokenizer_name: str,
+                responses: dict | None = None, meta: dict | None = None) -> dict:
+    """Tokenize the train-split ``prompts``' texts (:func:`task_texts`) and write the index
+    directory ``out``; returns the manifest."""
+    return index_texts(out, task_texts(prompts, tokenizer, responses), tokenizer,
+                       tokenizer_name=tokenizer_name, meta=meta)
