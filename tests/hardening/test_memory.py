@@ -128,6 +128,48 @@ def test_packed_per_task_drafters_share_every_packed_frozen_module(exports):
 
 
 @pytest.mark.parametrize("packed", [False, pytest.param(True, marks=needs_packing)])
+def test_per_task_copies_are_swapped_one_at_a_time(drafter_dir, exports, packed):
+    """n per-task copies hold one copy's top layers, not n: a copy is built from its file
+    when routed to (by ``for_task``, before the call that would be timed), the one before is
+    released (its memory freed), and each copy drafts exactly as the trained model it was
+    exported from (packed: as that model packed)."""
+    import gc
+    import weakref
+
+    base = load_model(drafter_dir, "float32", "cpu")
+    trained = {t: _trained(base, i) for i, t in enumerate(TASKS)}
+    routed = load_drafter(exports[1], dtype="float32", frozen_from=base)
+    assert routed.models.held() == []  # nothing built at load
+    if packed:
+        pack_drafters([base, routed])
+        pack_drafters(list(trained.values()))
+    x = torch.tensor([[5, 9, 33, 2, 71, 8]])
+    one = top_bytes(trained["chat"])
+    gone = []
+    with torch.no_grad():
+        for _ in range(2):
+            for t in TASKS:
+                view = routed.for_task(t)
+                built = routed.models.builds
+                assert len(routed.models.held()) == 1  # built by for_task, before the call
+                assert torch.equal(view(x).logits, trained[t](x).logits), (t, packed)
+                assert routed.models.builds == built  # the call built nothing
+                held = routed.models.held()[0]
+                if packed:
+                    assert isinstance(held.model.layers[-1].mlp.up_proj, PackedLinear)
+                    assert held.get_output_embeddings() is base.get_output_embeddings()
+                assert all(a is b for a, b in zip(held.model.layers[:-N_TOP],
+                                                  base.model.layers[:-N_TOP], strict=True))
+                assert held_bytes(base, routed) < held_bytes(base) + one * 1.1
+                gone.append(weakref.ref(held.model.layers[-1]))
+                del view, held
+    gc.collect()
+    assert sum(r() is not None for r in gone) == 1  # every copy released but the one held
+    assert routed.models.builds == 2 * len(TASKS)
+    assert torch.equal(routed.for_task(None)(x).logits, base(x).logits)  # unknown: the base
+
+
+@pytest.mark.parametrize("packed", [False, pytest.param(True, marks=needs_packing)])
 def test_the_timed_stage_drafters_share_the_base_drafter(drafter_dir, exports, packed):
     """As ``study.timed`` loads them: the base drafter, one arm's plain export and the per-task
     export, each export taking the base drafter's modules where its weights are the same; the
@@ -155,25 +197,66 @@ def test_the_timed_stage_drafters_share_the_base_drafter(drafter_dir, exports, p
 
 
 @needs_packing
+def _synced_model(path: Path) -> tuple[Path, Path]:
+    """A tiny fp32 model whose weight file is on disk (dirty pages are not reclaimed)."""
+    if not Path("/proc/self/smaps").is_file():
+        pytest.skip("no /proc/self/smaps")
+    path = make_tiny_model(path, 4000, 3, layers=4, tok=make_tokenizer(), hidden=256)
+    weights = path / "model.safetensors"
+    with open(weights, "rb") as f:
+        os.fsync(f.fileno())
+    return path, weights
+
+
+def _resident_kb(*files: Path) -> int:
+    """This process's resident pages of ``files`` (mapped), in kB."""
+    kb, inside = 0, False
+    names = {str(f) for f in files}
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if "-" in line.split(" ", 1)[0] and len(line.split()) >= 5:
+            inside = line.split()[-1] in names
+        elif inside and line.startswith("Rss:"):
+            kb += int(line.split()[1])
+    return kb
+
+
+def test_a_model_replaced_next_hands_back_the_pages_its_check_read(tmp_path):
+    """The finite check reads every weight: a model packed next, or loaded to share another
+    model's layers, hands each page back as it goes (its file is never resident whole beside
+    the replacement); a model used as loaded keeps them (it would read them again)."""
+    from specfair.drafters.load import share_frozen
+    from specfair.models.weights import load_hf_model
+
+    path, weights = _synced_model(tmp_path / "m")
+    size_kb = weights.stat().st_size // 1024
+    kept = load_hf_model(path, torch.float32)
+    assert _resident_kb(weights) > 0.9 * size_kb
+    del kept
+    model = load_hf_model(path, torch.float32, release_pages=True)
+    assert _resident_kb(weights) < 0.2 * size_kb
+    copy_dir = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(path, copy_dir)
+    with open(copy_dir / "model.safetensors", "rb") as f:
+        os.fsync(f.fileno())
+    other = load_hf_model(copy_dir, torch.float32, release_pages=True)
+    assert share_frozen(other, model) > 0
+    # the comparison read both files; neither stays resident
+    assert _resident_kb(weights, copy_dir / "model.safetensors") < 0.3 * size_kb
+    x = torch.tensor([[1, 2, 3]])
+    with torch.no_grad():
+        assert torch.equal(other(x).logits, model(x).logits)
+
+
 def test_packing_gives_back_the_weight_files_pages(tmp_path):
     """A model memory-mapped from an fp32 safetensors file and packed keeps no more than a
     fraction of the file resident (the whole file stayed resident beside the packed copy)."""
-    path = make_tiny_model(tmp_path / "m", 4000, 3, layers=4, tok=make_tokenizer(), hidden=256)
-    weights = path / "model.safetensors"
-    with open(weights, "rb") as f:  # on disk, as a model file is (dirty pages are not reclaimed)
-        os.fsync(f.fileno())
+    path, weights = _synced_model(tmp_path / "m")
 
-    def resident_kb() -> int:  # this process's resident pages of the weight file
-        kb, inside = 0, False
-        for line in Path("/proc/self/smaps").read_text().splitlines():
-            if "-" in line.split(" ", 1)[0] and len(line.split()) >= 5:
-                inside = line.rstrip().endswith(str(weights))
-            elif inside and line.startswith("Rss:"):
-                kb += int(line.split()[1])
-        return kb
+    def resident_kb() -> int:
+        return _resident_kb(weights)
 
-    if not Path("/proc/self/smaps").is_file():
-        pytest.skip("no /proc/self/smaps")
     x = torch.tensor([[1, 2, 3]])
     with torch.no_grad():
         before = load_model(path, "float32", "cpu")(x).logits

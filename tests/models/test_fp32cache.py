@@ -7,6 +7,7 @@ from transformers import AutoModelForCausalLM
 
 from specfair.models import load_model, load_pair
 from specfair.models.fp32cache import ensure_fp32_mirror, is_fresh, mirror_dir
+from specfair.models.memory import file_mappings
 
 NAME = "qwen2.5-coder-0.5b-instruct"
 
@@ -83,11 +84,20 @@ def test_pair_with_identical_tokenizer_files_skips_second_tokenizer(tiny_pair, m
     assert calls == [tiny_pair[0]]
 
 
-def test_no_copy_on_a_cpu_with_native_bf16(tiny_pair, tmp_path, monkeypatch):
+def test_the_fp32_path_asked_for_on_a_bf16_cpu_maps_the_same_copy(tiny_pair, tmp_path,
+                                                                   monkeypatch):
+    """``--dtype float32`` on a CPU with bf16 stands in for a CPU without it: it maps the fp32
+    copy as that CPU does (the embedding stays on disk) instead of upcasting into anonymous
+    memory; ``dtype=auto`` there (bf16) writes no copy."""
     import specfair.models.hardware as hardware
 
     monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path))
     monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: True)
     src = _bf16_cache(tiny_pair[1], tmp_path)
-    load_model(NAME, dtype="float32", device="cpu")
+    load_model(NAME, dtype="auto", device="cpu")
     assert not mirror_dir(src).exists()
+    model = load_model(NAME, dtype="float32", device="cpu")
+    assert is_fresh(src)
+    emb = model.get_input_embeddings().weight
+    assert emb.dtype == torch.float32
+    assert any(lo <= emb.data_ptr() < hi for lo, hi in file_mappings())  # mapped, not a copy

@@ -6,15 +6,22 @@ checks ``router.json`` (format, mode, every path inside the export)."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
 
-from specfair.drafters.router import TaskRoutedDrafter, adapter_name, copy_top
+from specfair.drafters.router import SwappedModels, TaskRoutedDrafter, adapter_name
 from specfair.errors import SpecfairError
 from specfair.measure.io import read_json
-from specfair.models.memory import page_out
-from specfair.models.weights import load_adapter, load_hf_model, load_weights, require_safetensors
+from specfair.models.memory import file_mappings, page_out
+from specfair.models.weights import (
+    check_complete,
+    load_adapter,
+    load_hf_model,
+    read_tensors,
+    require_safetensors,
+)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -69,14 +76,39 @@ def read_router(export_dir: str | Path) -> dict:
 
 
 def _load_top_layers(base, tasks: dict[str, Path], n: int) -> TaskRoutedDrafter:
-    """Per task: ``base`` with the task's top ``n`` layers (the rest shared, not copied)."""
-    models = {}
-    for t, sub in tasks.items():
+    """Per task: ``base`` with the task's top ``n`` layers and final norm (the rest shared, not
+    copied), read from its file when the task is routed to and held one task at a time
+    (:class:`~specfair.drafters.router.SwappedModels`): n per-task copies cost one copy's
+    layers, not n. Every file is checked here (exactly those tensors, finite, of the base's
+    shapes), before any is used."""
+    first = base.config.num_hidden_layers - n
+    body = base.model
+    # the shapes and classes of the layers a task replaces, on the meta device (no memory)
+    with torch.device("meta"):
+        skeleton = {i: type(body.layers[i])(base.config, i) for i in range(first, len(body.layers))}
+        norm = copy.deepcopy(body.norm).to("meta")
+    shapes = {f"model.layers.{i}.{k}": v.shape for i, layer in skeleton.items()
+              for k, v in layer.state_dict().items()}
+    shapes |= {f"model.norm.{k}": v.shape for k, v in norm.state_dict().items()}
+    ref = body.embed_tokens.weight
+    for sub in tasks.values():
         require_safetensors(sub, "model")
-        model = copy_top(base, n)  # the file: exactly its top layers, finite, same shapes
-        load_weights(model, sub / "model.safetensors", keys=top_keys(model, n))
-        models[t] = model.eval()
-    return TaskRoutedDrafter(None, base=base, models=models)
+        check_complete(read_tensors(sub / "model.safetensors"), shapes, sub / "model.safetensors")
+
+    def build(task: str):
+        path = tasks[task] / "model.safetensors"
+        tensors = read_tensors(path)  # checked again: the file may have changed since
+        check_complete(tensors, shapes, path)
+        memo = {id(m): m for m in [body.embed_tokens, body.rotary_emb,
+                                   base.get_output_embeddings(), *body.layers[:first]]}
+        memo |= {id(body.layers[i]): copy.deepcopy(layer) for i, layer in skeleton.items()}
+        memo[id(body.norm)] = copy.deepcopy(norm)
+        model = copy.deepcopy(base, memo=memo)
+        model.load_state_dict({k: v.to(dtype=ref.dtype, device=ref.device)
+                               for k, v in tensors.items()}, strict=False, assign=True)
+        return model.eval()
+
+    return TaskRoutedDrafter(None, base=base, models=SwappedModels(tasks, build))
 
 
 def _equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -96,13 +128,18 @@ def share_frozen(model, base) -> int:
     mine, theirs = model.model, base.model
     if type(model) is not type(base) or len(mine.layers) != len(theirs.layers):
         return 0
-    dropped = []
+    dropped, mapped = [], file_mappings()
 
     def same(a, b) -> bool:
-        if a is b or not _equal(a, b):
+        if a is b:
             return False
-        dropped.append(a)
-        return True
+        equal = _equal(a, b)
+        # the pages the comparison read go back now, one module at a time, both sides (what
+        # is kept is read again when used or packed): never two files resident whole
+        page_out([*a.parameters(), *b.parameters()], mapped)
+        if equal:
+            dropped.append(a)
+        return equal
 
     for i, (a, b) in enumerate(zip(mine.layers, theirs.layers, strict=True)):
         if same(a, b):
@@ -113,7 +150,7 @@ def share_frozen(model, base) -> int:
         mine.embed_tokens = theirs.embed_tokens
     if same(model.get_output_embeddings(), base.get_output_embeddings()):  # tied: the embedding
         model.set_output_embeddings(base.get_output_embeddings())
-    page_out(p for m in dropped for p in m.parameters())
+    page_out((p for m in dropped for p in m.parameters()), mapped)  # again: see page_out
     return len(dropped)
 
 
@@ -127,7 +164,7 @@ def load_drafter(path: str | Path, *, dtype: str = "auto", device: str = "cpu",
     torch_dtype = "auto" if dtype == "auto" else DTYPES[dtype]
 
     def load(p: Path, share=None):
-        model = load_hf_model(p, torch_dtype).to(device).eval()
+        model = load_hf_model(p, torch_dtype, release_pages=share is not None).to(device).eval()
         if share is not None:
             share_frozen(model, share)
         return model

@@ -16,7 +16,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import re
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 
 from specfair.errors import SpecfairError
 
@@ -67,14 +68,55 @@ def copy_top(model, n_top: int):
     return copy.deepcopy(model, memo={id(m): m for m in shared})
 
 
+class SwappedModels(Mapping):
+    """``task -> model`` for per-task drafters that differ from a base only in a few layers,
+    each model built by ``build(task)`` when first asked for and only the last ``keep`` held:
+    the others are released and built again when asked for (as adapters are swapped), so the
+    memory of n per-task copies is that of ``keep``. ``on_build``: called with each model built
+    (e.g. to pack its own layers as the base's are). ``held()``: the models held now."""
+
+    def __init__(self, tasks, build: Callable, keep: int = 1) -> None:
+        if keep < 1:
+            raise ValueError("SwappedModels: keep >= 1")
+        self._tasks, self._build, self.keep = list(tasks), build, keep
+        self._held: OrderedDict = OrderedDict()
+        self.on_build: Callable | None = None
+        self.builds = 0
+
+    def __getitem__(self, task):
+        if task in self._held:
+            self._held.move_to_end(task)
+            return self._held[task]
+        if task not in self._tasks:
+            raise KeyError(task)
+        while len(self._held) >= self.keep:  # release before building: one set at a time
+            self._held.popitem(last=False)
+        model = self._build(task)
+        if self.on_build is not None:
+            self.on_build(model)
+        self._held[task] = model
+        self.builds += 1
+        return model
+
+    def __iter__(self):
+        return iter(self._tasks)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def held(self) -> list:
+        return list(self._held.values())
+
+
 class TaskRoutedDrafter:
-    """Route to the drafter of a task; ``tasks`` lists the labels that have their own drafter."""
+    """Route to the drafter of a task; ``tasks`` lists the labels that have their own drafter.
+    ``models`` may be a :class:`SwappedModels` (built when routed to, a few held at a time)."""
 
     def __init__(self, model, tasks=None, *, base=None, models: Mapping | None = None) -> None:
         if models is not None:  # merged back-end
             self.peft = None
             self.base = base
-            self.models = dict(models)
+            self.models = models if isinstance(models, SwappedModels) else dict(models)
             self.tasks = list(self.models)
         else:  # peft back-end: adapter of task t is named adapter_name(t)
             self.peft = model
@@ -104,17 +146,29 @@ class TaskRoutedDrafter:
             yield
 
     def for_task(self, label: str | None) -> _Routed:
-        return _Routed(self, label)
+        view = _Routed(self, label)
+        if view.task is not None and self.peft is None:
+            self.models[view.task]  # a swapped copy is built now, not inside a timed call
+        return view
+
+    def _held(self) -> list:
+        m = self.models
+        return m.held() if isinstance(m, SwappedModels) else list(m.values())
 
     def plain_models(self) -> list:
-        """The ordinary models behind the router (none for the peft back-end, whose LoRA layers
-        need the base layers' weights)."""
+        """The ordinary models behind the router, as held now (none for the peft back-end,
+        whose LoRA layers need the base layers' weights)."""
         if self.peft is not None:
             return []
-        return [m for m in [self.base, *self.models.values()] if m is not None]
+        return [m for m in [self.base, *self._held()] if m is not None]
+
+    def on_build(self, fn: Callable) -> None:
+        """Have ``fn`` called with each per-task model built from now on (swapped models)."""
+        if isinstance(self.models, SwappedModels):
+            self.models.on_build = fn
 
     def eval(self) -> TaskRoutedDrafter:
-        for m in [self.base, *self.models.values()]:
+        for m in [self.base, *self._held()]:
             if m is not None:
                 m.eval()
         return self
@@ -161,6 +215,9 @@ class ClassifierRoutedDrafter:
 
     def plain_models(self) -> list:
         return self.router.plain_models()
+
+    def on_build(self, fn: Callable) -> None:
+        self.router.on_build(fn)
 
     def eval(self) -> ClassifierRoutedDrafter:
         self.router.eval()

@@ -94,9 +94,20 @@ def pack_drafters(drafters) -> None:
     frozen layers) is packed once, so they go on sharing it."""
     shared: dict = {}
     for d in drafters:
-        for m in as_proposer(d).plain_models():
+        p = as_proposer(d)
+        for m in p.plain_models():
             m.requires_grad_(False)
             pack_linears(m, shared=shared)
+        if callable(getattr(p, "on_build", None)):  # per-task copies built later, when routed to
+            p.on_build(_pack_built)
+
+
+def _pack_built(model) -> None:
+    """Pack a per-task copy built after its base was packed: only its own layers are still
+    plain ``nn.Linear`` (the shared ones were packed with the base); a fresh ``shared`` dict,
+    so that nothing keeps a released copy's packed layers alive."""
+    model.requires_grad_(False)
+    pack_linears(model)
 
 
 def load_feature_model(spec, *, dtype: str = "auto", device: str = "cpu"):

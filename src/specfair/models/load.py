@@ -143,13 +143,15 @@ def load_model(
     kwargs = {"dtype": resolve_dtype(dtype, dev)}
     if src.kind == "known" and wants_fp32_mirror(kwargs["dtype"], dev):
         src = ModelSource("known", str(fp32_dir(Path(src.path))), src.name)
-    model = _from_pretrained(AutoModelForCausalLM, src, **kwargs)
-    model.to(dev).eval()
-    model.specfair_name = src.name
     fits = dev.type == "cpu" and kwargs["dtype"] == torch.float32
     if kernels == "packed" and not (fits and packed_linear_available()):
         raise SpecfairError("--kernels packed needs a CPU, float32 and PyTorch built with oneDNN")
-    if kernels == "packed" or (kernels == "auto" and fits and packed_linear_available()):
+    pack = kernels == "packed" or (kernels == "auto" and fits and packed_linear_available())
+    # a model packed next hands back the pages its check read: the packed copy replaces them
+    model = _from_pretrained(AutoModelForCausalLM, src, release_pages=pack, **kwargs)
+    model.to(dev).eval()
+    model.specfair_name = src.name
+    if pack:
         model.requires_grad_(False)
         pack_linears(model)
     return model

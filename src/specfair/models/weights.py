@@ -185,12 +185,13 @@ def read_tensor_group(path: str | Path, names: list[str]) -> tuple[dict, dict]:
 
 
 def pretrained(cls, path: str | Path, *, name: str | None = None, gguf_file: str | None = None,
-               local: bool = True, **kwargs):
+               local: bool = True, release_pages: bool = False, **kwargs):
     """``cls.from_pretrained`` (a transformers auto class) with specfair's rules: a local
     model directory is checked first (``require_safetensors``), models load with
     ``use_safetensors=True``, no remote code; a library error on bad files is one
     :class:`SpecfairError` naming ``name`` (default: the path). A model is then checked
-    complete (no tensor missing or of another shape) and finite (:func:`check_model_loaded`)."""
+    complete (no tensor missing or of another shape) and finite (:func:`check_model_loaded`;
+    ``release_pages``: for a model whose weights are replaced next, see there)."""
     from safetensors import SafetensorError
     from transformers.utils import logging as hf_logging
 
@@ -229,14 +230,18 @@ def pretrained(cls, path: str | Path, *, name: str | None = None, gguf_file: str
         return out
     model, info = out
     where = str(files[0]) if len(files) == 1 else name if not files else str(Path(path))
-    check_model_loaded(model, info, where)
+    check_model_loaded(model, info, where, release_pages=release_pages)
     return model
 
 
-def check_model_loaded(model, info: dict, where: str) -> None:
+def check_model_loaded(model, info: dict, where: str, release_pages: bool = False) -> None:
     """Refuse a model that transformers loaded from ``where`` with tensors missing (filled
     with random values) or of another shape (``info``: its ``output_loading_info``), or with
-    a NaN or infinite weight (checked parameter by parameter, in place)."""
+    a NaN or infinite weight (checked parameter by parameter, in place). ``release_pages``:
+    the pages of a memory-mapped file each check reads are handed back as it goes
+    (:func:`specfair.models.memory.page_out`), for a model whose weights are replaced next
+    (packed, or shared with a model already loaded): its file is then never resident whole
+    beside their replacements. Not for a model used as loaded: it would read them again."""
     missing = sorted(info.get("missing_keys") or ())
     if missing:
         raise SpecfairError(f"{where}: incomplete weights, {len(missing)} tensor(s) missing, "
@@ -248,14 +253,24 @@ def check_model_loaded(model, info: dict, where: str) -> None:
             if len(shapes) == 2 else ""
         raise SpecfairError(f"{where}: {len(wrong)} tensor(s) of the wrong shape, e.g. "
                             f"{key}{how}")
-    check_finite(model.named_parameters(), where)  # not buffers: a mask may hold -inf
+    from specfair.models.memory import file_mappings, page_out
+
+    mapped, bad = file_mappings() if release_pages else [], []
+    for name, p in model.named_parameters():  # not buffers: a mask may hold -inf
+        bad += nonfinite([(name, p)])
+        if release_pages:
+            page_out([p], mapped)
+    if bad:
+        raise SpecfairError(f"{where}: {len(bad)} tensor(s) not finite (NaN or infinite), "
+                            f"e.g. {bad[0]}; refusing to use them")
 
 
-def load_hf_model(path: str | Path, dtype="auto"):
-    """A causal LM from a local HF directory (safetensors checked), in ``dtype``."""
+def load_hf_model(path: str | Path, dtype="auto", release_pages: bool = False):
+    """A causal LM from a local HF directory (safetensors checked), in ``dtype``
+    (``release_pages``: see :func:`check_model_loaded`)."""
     from transformers import AutoModelForCausalLM
 
-    return pretrained(AutoModelForCausalLM, path, dtype=dtype)
+    return pretrained(AutoModelForCausalLM, path, dtype=dtype, release_pages=release_pages)
 
 
 def load_adapter(model, folder: str | Path, adapter_name: str = "default"):
