@@ -71,6 +71,21 @@ ROWS = [
     ('arms = ["per-task"]\nprompt_fractions = [0.5]',
      f"dose_arm = 'uniform' {TOP} one of this study's arms (per-task) when prompt_fractions"),
     ("seed = [0, 1]", "seed = [0, 1] in the top level should be an integer"),
+    # the data dose in supervised tokens and per-task counts (issue 29)
+    ("dose_tokens = [1500, 0]", f"dose_tokens = [1500, 0] {TOP} a list of unique integers in "
+                                "[1, 100000000]"),
+    ("dose_tokens = [1500]\nprompt_fractions = [0.5]",
+     f"dose_tokens = [1500] {TOP} [] when prompt_fractions is set"),
+    ('dose_tasks = ["code"]', f"dose_tasks = ['code'] {TOP} [] without a data dose"),
+    ('dose_tokens = [1500]\ndose_tasks = ["cdoe"]', "is not one; did you mean 'code'?"),
+    ('arms = ["per-task"]\ndose_tokens = [1500]',
+     f"dose_arm = 'uniform' {TOP} one of this study's arms (per-task) when dose_tokens"),
+    ("n_bench_per_task = {code = -1}", f"n_bench_per_task = {{'code': -1}} {TOP} a table of "
+                                       "integers >= 0 (code = -1)"),
+    ("n_train_per_task = {code = 0}", f"{TOP} a table of integers >= 1 (code = 0)"),
+    ("n_test_per_task = {chatt = 3}", "'chatt' is not one; did you mean 'chat'?"),
+    ("n_test_per_task = {code = 3.5}", "should be a table of integers"),
+    ("n_test_per_task = {code = 100}", f"n_test_per_task = {{'code': 100}} {TOP} at most "),
     ("seedss = [0, 1]", "unknown key 'seedss' in the top level; did you mean 'seeds'"),
 ]
 
@@ -122,6 +137,20 @@ def test_budgets_are_sorted_for_the_user(tiny_pair, tmp_path):
     loaded = StudyConfig.load(cfg)
     assert loaded.budgets == [0.25, 0.5, 1.0]  # 1.0 is the fully trained model
     assert loaded.prompt_fractions == [0.25, 1.0] and loaded.seeds == [0]
+
+
+def test_per_task_counts_and_dose_tokens_load(tiny_pair, tmp_path):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(study_toml(tiny_pair, "dose_tokens = [40, 10, 20]\n"
+                                         'dose_tasks = ["code", "chat"]\n'
+                                         "n_bench_per_task = {code = 3}\n"
+                                         "n_train_per_task = {chat = 2}"))
+    loaded = StudyConfig.load(cfg)
+    assert loaded.dose_tokens == [10, 20, 40] == loaded.dose_points  # sorted for the user
+    assert loaded.doses_task("code") and not loaded.doses_task("math")
+    assert loaded.per_task("n_bench", "code") == 3 and loaded.per_task("n_bench", "chat") == 10
+    assert loaded.per_task("n_train", "chat") == 2 and loaded.per_task("n_train", "code") == 4
+    assert StudyConfig.from_dict(loaded.to_dict()) == loaded  # study_config.json round trip
 
 
 def test_the_packaged_study_has_three_seeds_and_a_data_dose():

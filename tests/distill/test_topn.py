@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -246,6 +247,17 @@ def test_dropping_a_finished_checkpoints_moments_keeps_its_weights(tmp_path):
     state2, meta = load_checkpoint(tmp_path / "ck", top2, opt2)
     assert (state2.step, state2.tokens, meta["budget"]) == (state.step, state.tokens, 1.0)
     assert not opt2.state
+    # the response positions (supervised) counted apart from the prompt positions, kept
+    n_pos = sum(int(s.topk_idx.shape[0]) for s in sig[:2])
+    n_tok = sum(int(s.hidden.shape[0]) for s in sig[:2])
+    assert 0 < n_pos < n_tok and state.step >= 2
+    assert (state.supervised, state.tokens) == (state.step * n_pos, state.step * n_tok)
+    assert state2.supervised == state.supervised
+    # a checkpoint written before they were counted: unknown, not 0
+    meta = json.loads((tmp_path / "ck" / "state.json").read_text())
+    (tmp_path / "ck" / "state.json").write_text(json.dumps(
+        {k: v for k, v in meta.items() if k != "supervised"}))
+    assert load_checkpoint(tmp_path / "ck", top2, opt2)[0].supervised is None
     for (n, p), (_, q) in zip(top.state_dict().items(), top2.state_dict().items(), strict=True):
         assert torch.equal(p, q), n
 

@@ -166,6 +166,9 @@ def _metrics(logits: torch.Tensor, s: Signals, target_head: torch.Tensor | None)
 class TrainState:
     step: int = 0
     tokens: int = 0  # training tokens seen (sequence tokens through the top layers)
+    # of them, response positions (the loss's; the rest are prompt positions); None: resumed
+    # from a checkpoint written before they were counted
+    supervised: int | None = 0
 
 
 def make_optimizer(top: TopLayers, lr: float) -> torch.optim.AdamW:
@@ -217,9 +220,12 @@ def train_until(top: TopLayers, head: torch.Tensor, opt, state: TrainState,
         n_tok = sum(int(s.hidden.shape[0]) for s in batch)
         state.step += 1
         state.tokens += n_tok
+        if state.supervised is not None:
+            state.supervised += n_pos
         if log is not None:
             dt = time.perf_counter() - t0
-            log({"step": state.step, "tokens": state.tokens, "loss": total,
+            log({"step": state.step, "tokens": state.tokens, "supervised": state.supervised,
+                 "loss": total,
                  "lr": opt.param_groups[0]["lr"], "tokens_per_s": n_tok / max(dt, 1e-9)})
     return state
 
@@ -295,7 +301,8 @@ def save_checkpoint(path: Path, top: TopLayers, opt, state: TrainState, extra: d
         save_file(weights, str(tmp / "top.st"))
         save_file(moments, str(tmp / "adam.st"))
         (tmp / "state.json").write_text(json.dumps(
-            {"step": state.step, "tokens": state.tokens, "adam_steps": steps} | extra))
+            {"step": state.step, "tokens": state.tokens, "supervised": state.supervised,
+             "adam_steps": steps} | extra))
 
 
 def drop_moments(path: Path) -> None:
@@ -312,7 +319,7 @@ def load_checkpoint(path: Path, top: TopLayers, opt) -> tuple[TrainState, dict]:
     load_weights(top, path / "top.st")  # complete, finite, of the right shapes
     meta = read_json(path / "state.json")
     if meta.get("moments_dropped"):  # :func:`drop_moments`: the weights only
-        return TrainState(meta["step"], meta["tokens"]), meta
+        return TrainState(meta["step"], meta["tokens"], meta.get("supervised")), meta
     moments = read_tensors(path / "adam.st")
     check_complete(moments, {f"{n}.{m}": p.shape for n, p in top.named_parameters()
                              if n in meta["adam_steps"] for m in ("exp_avg", "exp_avg_sq")},
@@ -322,4 +329,4 @@ def load_checkpoint(path: Path, top: TopLayers, opt) -> tuple[TrainState, dict]:
             opt.state[p] = {"step": torch.tensor(meta["adam_steps"][name]),
                             "exp_avg": moments[f"{name}.exp_avg"],
                             "exp_avg_sq": moments[f"{name}.exp_avg_sq"]}
-    return TrainState(meta["step"], meta["tokens"]), meta
+    return TrainState(meta["step"], meta["tokens"], meta.get("supervised")), meta

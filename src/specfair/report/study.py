@@ -31,13 +31,22 @@ from specfair.measure.io import read_json
 from specfair.measure.replay import ONE_HELD, ONE_ORACLE, TASK_HELD, TASK_ORACLE
 from specfair.report.doc import Block, Bullets, Figure, Heading, Para, Table, to_markdown
 from specfair.report.html import to_html
+from specfair.report.study_dose import (
+    answer_power,
+    answer_token_dose,
+    power_blocks,
+    token_dose_blocks,
+)
 from specfair.report.study_metrics import (
+    TOKENS_HEAD,
     answer_dose,
     answer_primary,
     answer_u,
     curve_table,
     data_dose_blocks,
     primary_blocks,
+    tokens_cell,
+    tokens_seen,
 )
 from specfair.report.study_routing import routing_answer, routing_blocks
 
@@ -84,7 +93,7 @@ def answer(s: dict) -> list[str]:
             f"{_fmt(r['d_mean_alpha'])}; the CE spread on the top-k buckets (the loss's own "
             f"quantity, not U, not an outcome) changes by {u['value']:+.0%} [{u['lo']:+.0%}, "
             f"{u['hi']:+.0%}].")
-    return out + answer_dose(s)
+    return out + (answer_token_dose(s) or answer_dose(s)) + answer_power(s)
 
 
 def timed_answer(t: dict) -> list[str]:
@@ -95,7 +104,7 @@ def timed_answer(t: dict) -> list[str]:
         return []
     sp = {k: v["speedup"]["mean"] for k, v in base["tasks"].items()}
     lo, hi = min(sp, key=sp.get), max(sp, key=sp.get)
-    out = [f"Measured ({t['policy']}, {t['n_per_task']} prompts per task): the base drafter "
+    out = [f"Measured ({t['policy']}, up to {t['n_per_task']} prompts per task): the base drafter "
            f"is slowest on {lo} ({_x(base['tasks'][lo]['speedup'])}x) and fastest on {hi} "
            f"({_x(base['tasks'][hi]['speedup'])}x), max/min {_f(base['max_min'])}."]
     for name, d in t["drafters"].items():
@@ -202,7 +211,7 @@ def policy_answer(s: dict) -> tuple[str, list[str]]:
     for name, a in s["arms"].items():
         r = a["budgets"][-1]
         wt, mm = _spread(r, fixed, w)
-        out.append(f"fine-tuning, {name} ({r['tokens']} tokens), with {fixed}: {w} "
+        out.append(f"fine-tuning, {name} ({tokens_seen(r)}), with {fixed}: {w} "
                    f"{wt:.2f}x, max/min {mm:.2f}; combined {_best(r, w)}")
     return head, out
 
@@ -213,11 +222,12 @@ def policy_answer(s: dict) -> tuple[str, list[str]]:
 def alpha_table(s: dict, tasks: list[str]) -> Table:
     rows = []
     for r in [s["base"]] + [r for a in s["arms"].values() for r in a["budgets"]]:
-        rows.append([r["arm"], f"{r['budget']:.2f}", str(r["tokens"]),
+        rows.append([r["arm"], f"{r['budget']:.2f}", tokens_cell(r),
                      *(f"{r['tasks'][t]['alpha']:.3f}" for t in tasks),
                      f"{r['mean_alpha']['value']:.3f}", f"{r['worst_alpha']['value']:.3f}",
                      f"{r['ce_spread_topk']['value']:.4f}"])
-    return Table(["arm", "budget", "tokens", *tasks, "mean", "worst", "CE spread (top-k)"], rows,
+    return Table(["arm", "budget", TOKENS_HEAD, *tasks, "mean", "worst", "CE spread (top-k)"],
+                 rows,
                  "Sampled alpha, upper bound (top-k + residual bucket; test split, "
                  "teacher-forced on the target's greedy answers)",
                  ["l"] + ["r"] * (len(tasks) + 5))
@@ -341,7 +351,7 @@ def dose_figure(s: dict) -> bytes:
             row[0].errorbar(xs + off, ys, yerr=[np.maximum(ys - lo, 0), np.maximum(hi - ys, 0)],
                             marker="o", ms=3, capsize=2, label=t)
         row[0].set_title(f"{name}: greedy alpha per task")
-        row[0].set_xlabel("training tokens")
+        row[0].set_xlabel("training tokens (prompt + supervised positions)")
         row[0].set_ylabel("greedy alpha (test)")
         for key, style, label in (("mean_greedy", "k-o", "mean greedy alpha"),
                                   ("mean_alpha", "b-o", "mean sampled alpha (upper bound)")):
@@ -370,16 +380,30 @@ def data_dose_figure(s: dict) -> bytes:
     """Per task, the paired change in greedy alpha against the base drafter (95% CI bars)
     against the task's distinct training prompts and its supervised tokens."""
     d, tasks = s["data_dose"], list(s["config"]["tasks"])
+    by_tokens = d.get("unit") == "supervised_tokens"
+    dosed = set(d.get("dose_tasks") or tasks)
     fig, axes = _canvas(11, 3.6, 2)
-    for ax, key, label in ((axes[0][0], "prompts", "distinct training prompts (per task)"),
-                           (axes[0][1], "supervised_tokens", "supervised tokens (per task)")):
+    panels = ((axes[0][0], "supervised_tokens", "supervised tokens (per task, log scale)"),
+              (axes[0][1], "prompts", "distinct training prompts (per task)")) if by_tokens \
+        else ((axes[0][0], "prompts", "distinct training prompts (per task)"),
+              (axes[0][1], "supervised_tokens", "supervised tokens (per task)"))
+    for j, (ax, key, label) in enumerate(panels):
         for t in tasks:
             cis = [p["tasks"][t]["d_greedy"] for p in d["points"]]
             ys = [0.0] + [c["value"] for c in cis]
             err = [[0.0] + [max(c["value"] - c["lo"], 0.0) for c in cis],
                    [0.0] + [max(c["hi"] - c["value"], 0.0) for c in cis]]
-            ax.errorbar(d[key][t], ys, yerr=err, marker="o", capsize=3, label=t)
+            xs = d[key][t]
+            if by_tokens and t not in dosed:  # collateral: at the dose tasks' mean dose
+                xs = np.mean([d[key][u] for u in dosed], axis=0)
+            if by_tokens and j == 0:  # log x: the dose points (the base is the 0 line)
+                xs, ys, err = xs[1:], ys[1:], [e[1:] for e in err]
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3,
+                        ls="-" if t in dosed else "--",
+                        label=t + ("" if t in dosed else " (collateral)"))
         ax.axhline(0.0, color="k", lw=0.5)
+        if by_tokens and j == 0:
+            ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel("greedy alpha change vs base")
         ax.set_title(f"{d['arm']}: data dose at fixed epochs")
@@ -549,7 +573,10 @@ def report_blocks(s: dict, timed: dict | None, name: str,
     tasks = list(s["config"]["tasks"])
     cfg = s["config"]
     dose = (f"; a data dose of {cfg['dose_arm']} at {', '.join(map(str, fr))} of the distinct "
-            "training prompts" if (fr := cfg.get("prompt_fractions")) else "")
+            "training prompts" if (fr := cfg.get("prompt_fractions")) else
+            f"; a data dose of {cfg['dose_arm']} at {', '.join(map(str, nt))} supervised tokens "
+            "per dose task (the arms trained on the largest)" if (nt := cfg.get("dose_tokens"))
+            else "")
     blocks: list[Block] = [
         Heading(f"specfair experiment {name}: drafter fine-tuning against the per-task gap", 1),
         Para(f"{cfg['target']} with drafter {cfg['drafter']}; tasks {', '.join(tasks)}; arms "
@@ -577,11 +604,18 @@ def report_blocks(s: dict, timed: dict | None, name: str,
     blocks += [t for a_name, a in s["arms"].items()
                if (t := curve_table(a["dose_response"].get("greedy_curve"),
                                     f"{a_name}: greedy alpha per 10k training tokens"))]
-    if s.get("data_dose"):
+    if (d := s.get("data_dose")) and d.get("unit") == "supervised_tokens":
+        blocks += token_dose_blocks(s, Figure(
+            DATA_DOSE_FIGURE, data_dose_figure(s),
+            "Each dose task's paired change in greedy alpha against the base drafter (95% CI "
+            "bars) against its supervised tokens (log scale) and its distinct training "
+            "prompts; the other tasks (dashed, collateral) against the dose tasks' mean."))
+    elif d:
         blocks += data_dose_blocks(s, Figure(
             DATA_DOSE_FIGURE, data_dose_figure(s),
             "Each task's paired change in greedy alpha against the base drafter (95% CI bars) "
             "against its distinct training prompts and its supervised tokens."))
+    blocks += power_blocks(s)
     blocks += [Heading("Sampled alpha per task (secondary)"), alpha_table(s, tasks),
                change_table(s)]
     if routing:

@@ -83,11 +83,11 @@ def primary_blocks(s: dict) -> list[Block]:
     for key, label, nd in (("d_greedy", "greedy alpha", 3),
                            ("d_speedup", "predicted speed-up", 2)):
         out.append(Table(
-            ["arm", "budget", "seeds", *tasks],
-            [[r["arm"], f"{r['budget']:.2f}", str(len(r.get("seeds", [0]))),
+            ["arm", "budget", TOKENS_HEAD, "seeds", *tasks],
+            [[r["arm"], f"{r['budget']:.2f}", tokens_cell(r), str(len(r.get("seeds", [0]))),
               *(_mark(r["tasks"][t][key], nd) for t in tasks)] for r in rows],
             f"Paired change in {label} against the base drafter (95% CI; * claimed)",
-            ["l"] + ["r"] * (len(tasks) + 2)))
+            ["l"] + ["r"] * (len(tasks) + 3)))
     short = lambda d: f"{d['value']:+.3f}" + "*" * d["claimed"]  # noqa: E731
     bounds = [[r["arm"], f"{r['budget']:.2f}",
                *(f"{short(r['tasks'][t]['d_alpha_lo'])} / {short(r['tasks'][t]['d_alpha'])}"
@@ -172,13 +172,33 @@ def data_dose_blocks(s: dict, figure: Block | None = None) -> list[Block]:
     return out
 
 
+TOKENS_HEAD = "training tokens (supervised + prompt)"
+
+
+def tokens_cell(r: dict) -> str:
+    """A budget row's training tokens for a table: ``1,080 (216 + 864)`` (supervised +
+    prompt positions), or the total alone where the run did not count them apart."""
+    if r.get("supervised_tokens") is None:
+        return f"{r['tokens']:,}"
+    return f"{r['tokens']:,} ({r['supervised_tokens']:,} + {r['prompt_tokens']:,})"
+
+
+def tokens_seen(r: dict) -> str:
+    """A budget row's training tokens, the supervised (response) and prompt positions apart
+    where the run counted them."""
+    if r.get("supervised_tokens") is None:
+        return f"{r['tokens']:,} training tokens"
+    return (f"{r['tokens']:,} training tokens ({r['supervised_tokens']:,} supervised + "
+            f"{r['prompt_tokens']:,} prompt positions)")
+
+
 def answer_primary(name: str, r: dict) -> list[str]:
     """The primary metrics' verdict for one arm at its largest budget: the tasks whose greedy
     alpha or predicted speed-up moved beyond its CI, and the change of the speed-up spread."""
     out = []
     for key, label in (("d_greedy", "greedy alpha"), ("d_speedup", "predicted speed-up")):
         moved = [f"{t} {_fmt(v[key], 3)}" for t, v in r["tasks"].items() if v[key]["claimed"]]
-        who = (f"**{name}** at {r['tokens']} tokens, over {len(r.get('seeds', [0]))} seed(s) "
+        who = (f"**{name}** at {tokens_seen(r)}, over {len(r.get('seeds', [0]))} seed(s) "
                "and the prompts" if not out else f"**{name}**")
         out.append(f"{who}, {label} (primary; tasks beyond their paired 95% CI): "
                    + ("; ".join(moved) if moved else "no task moved beyond its paired CI"))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import time
 from pathlib import Path
 
@@ -32,8 +31,10 @@ from specfair.distill.weighting import TaskSampler
 from specfair.measure.io import notice, read_json, read_jsonl
 from specfair.measure.progress import say
 from specfair.study.data import Seq
+from specfair.study.dose import dose_fields, dose_subset, point_name, subset
 from specfair.study.records import Records
-from specfair.study.summary import dose_name
+
+__all__ = ["dose_subset", "stage_arm", "stage_base", "stage_dose"]
 
 _say = functools.partial(say, "study")
 
@@ -54,7 +55,8 @@ def stage_base(run, out: Path) -> None:
     _say("evaluating the base drafter")
     top = run.fresh_top()
     for f, seqs in todo:
-        f.append(run.eval_records(top, seqs, **tags, tokens=0))
+        f.append(run.eval_records(top, seqs, **tags, tokens=0, supervised_tokens=0,
+                                  prompt_tokens=0))
 
 
 def _heldout_alphas(run, top) -> dict[str, float]:
@@ -119,7 +121,10 @@ def _train_one(run, name: str, seqs: list[Seq], tests: tuple[list[Seq], list[Seq
             _say(f"{name}: budget {b:.2f}, {state.tokens} tokens "
                  f"({time.perf_counter() - t0:.0f} s)")
         if b in owed:
-            tags = {"budget": b, "tokens": state.tokens, "seed": seed}
+            tags = {"budget": b, "tokens": state.tokens, "seed": seed,
+                    "supervised_tokens": state.supervised,
+                    "prompt_tokens": None if state.supervised is None
+                    else state.tokens - state.supervised}
             for f, t in zip(files[::-1], tests[::-1], strict=True):  # policy_eval first
                 if f.lacks(t, **tags):
                     f.append(run.eval_records(top, t, **tags))
@@ -179,10 +184,18 @@ def _train_arm(run, arm: str, name: str, train: list[Seq], out: Path, seed: int,
         files = [_train_one(run, name, train, (run.test, held),
                             "uniform" if arm == "uniform" else "disparity", goal, seed, budgets,
                             root / name)]
-    tokens = {b: sum({f: r["tokens"] for f in files for r in read_jsonl(f)
-                      if r["budget"] == b}.values()) for b in budgets}
-    tag = lambda r: r | {"arm": name, "tokens": tokens[r["budget"]], "seed": seed} | (  # noqa: E731
-        (extra or {}).get(r["task"], {}))
+    def total(key: str) -> dict[float, int | None]:
+        """Per budget, ``key`` summed over the copies (None where one lacks it)."""
+        per = {b: {f: r.get(key) for f in files for r in read_jsonl(f) if r["budget"] == b}
+               for b in budgets}
+        return {b: None if None in v.values() else sum(v.values()) for b, v in per.items()}
+
+    tokens, sup = total("tokens"), total("supervised_tokens")
+    tag = lambda r: r | {  # noqa: E731
+        "arm": name, "tokens": tokens[r["budget"]], "seed": seed,
+        "supervised_tokens": sup[r["budget"]],
+        "prompt_tokens": None if sup[r["budget"]] is None else tokens[r["budget"]] - sup[
+            r["budget"]]} | (extra or {}).get(r["task"], {})
     if with_policy:
         Records(run.dir / "policy_eval.jsonl").append(
             [tag(r) for f in files for r in read_jsonl(f.with_name("policy_eval.jsonl"))
@@ -190,39 +203,37 @@ def _train_arm(run, arm: str, name: str, train: list[Seq], out: Path, seed: int,
     Records(out).append([tag(r) for f in files for r in read_jsonl(f) if r["budget"] in tokens])
 
 
-def dose_subset(seqs: list[Seq], tasks: list[str], fraction: float) -> list[Seq]:
-    """The first ``ceil(fraction * n)`` of each task's ``n`` training sequences (one per
-    distinct prompt), in their order: a smaller fraction's subset is in every larger one's."""
-    out = []
-    for t in tasks:
-        mine = [s for s in seqs if s.task == t]
-        out += mine[: max(1, math.ceil(fraction * len(mine) - 1e-9))]
-    return out
-
-
 def stage_dose(run, out: Path) -> None:
-    """Dose in data: ``cfg.dose_arm`` trained (first seed, ``epochs`` passes) on the first
-    fraction of each task's distinct training prompts, for each of ``prompt_fractions``;
-    evaluated on the same test sequences as arm ``<arm>@<fraction>``, budget 1.0, each record
-    with its task's ``dose_prompts`` and ``dose_supervised_tokens`` (response positions trained
-    on). Fraction 1.0 is the arm itself at budget 1.0 where the study trained it."""
+    """Dose in data (:mod:`specfair.study.dose`): ``cfg.dose_arm`` trained (first seed,
+    ``epochs`` passes) on each dose point's training sequences -- the first fraction of each
+    dose task's distinct prompts (``prompt_fractions``), or its first prompts whose training
+    texts reach so many supervised tokens (``dose_tokens``) -- evaluated on the same test
+    sequences as arm ``<arm>@<point>``, budget 1.0, each record with its task's counts at the
+    point (:func:`~specfair.study.dose.dose_fields`). A point that trains on the arm's own
+    sequences (fraction 1.0; the largest ``dose_tokens``) is the arm at budget 1.0 where the
+    study trained it: its records (with ``dose_tokens``, those of every seed: the largest
+    dose's seeds)."""
     cfg, seed = run.cfg, run.cfg.seeds[0]
-    for f in cfg.prompt_fractions:
-        name = dose_name(cfg.dose_arm, f)
-        if not _arm_owes(run, name, out, seed, [1.0], with_policy=False):
-            continue
-        sub = dose_subset(run.train, cfg.tasks, f)
-        extra = {t: {"prompt_fraction": f,
-                     "dose_prompts": sum(s.task == t for s in sub),
-                     "dose_supervised_tokens": sum(s.n_resp for s in sub if s.task == t)}
-                 for t in cfg.tasks}
+    for point in cfg.dose_points:
+        name = point_name(cfg, point)
+        sub = subset(run.train, cfg, point)
+        extra = dose_fields(sub, cfg, point)
+        whole = ({s.id for s in sub} == {s.id for s in run.train} if cfg.dose_tokens
+                 else point == 1.0)
+        seeds = cfg.seeds if cfg.dose_tokens else [seed]
         same = [r for r in read_jsonl(out) if r["arm"] == cfg.dose_arm and r["budget"] == 1.0
-                and r.get("seed", 0) == seed] if f == 1.0 else []
+                and r.get("seed", 0) in seeds] if whole else []
         if same:
             Records(out).append([r | {"arm": name} | extra[r["task"]] for r in same])
             continue
+        if not _arm_owes(run, name, out, seed, [1.0], with_policy=False):
+            continue
         goal = int(cfg.epochs * sum(len(s.ids) for s in sub))
-        _say(f"data dose {name}: {len(sub)} training prompts, {goal} tokens")
+        dosed = [t for t in cfg.tasks if cfg.doses_task(t)]
+        _say(f"data dose {name}: {len(sub)} training prompts, {goal} training tokens; per dose "
+             "task prompts / supervised / prompt tokens: " + ", ".join(
+                 f"{t} {extra[t]['dose_prompts']} / {extra[t]['dose_supervised_tokens']} / "
+                 f"{extra[t]['dose_prompt_tokens']}" for t in dosed))
         (run.dir / "arms" / "dose" / name).mkdir(parents=True, exist_ok=True)
         write_text(run.dir / "arms" / "dose" / name / "prompts.json",
                    json.dumps([s.id for s in sub]))

@@ -21,6 +21,7 @@ _POS, _COUNT, _NONNEG = Rule(gt=0), Rule(ge=1), Rule(ge=0)
 # over the training data, bootstrap resamples, drafts per step; token counts are bounded by the
 # models' context (check_models), prompt counts by the data (study.data.study_prompts).
 MAX_EPOCHS, MAX_BOOTSTRAP, MAX_GAMMA = 100, 100_000, 64
+MAX_DOSE_TOKENS = 100_000_000  # supervised tokens per task of one data-dose point
 _SEED, _EPOCHS = Rule(ge=0, lt=SEED_LIMIT), Rule(gt=0, le=MAX_EPOCHS)
 LEGACY_KINDS = ("study",)  # the `kind` key of files of the two-pipeline days
 # What each value must be beyond its type (checked by specfair.schema.check_table).
@@ -40,6 +41,8 @@ RULES = {
     "seeds": Rule(nonempty=True, unique=True, each=_SEED),
     "prompt_fractions": Rule(unique=True, each=Rule(gt=0, le=1)),
     "dose_arm": Rule(choices=ARMS),
+    "dose_tokens": Rule(unique=True, each=Rule(ge=1, le=MAX_DOSE_TOKENS)),
+    "dose_tasks": Rule(unique=True),
     # the timed stage (specfair.study.timed)
     "n_bench": _NONNEG, "gamma": Rule(ge=1, le=MAX_GAMMA),
     # the method comparison (specfair.study.methods)
@@ -54,11 +57,15 @@ RULES = {
 # signals: a run directory with no training output yet takes other values of these.
 TRAINING_KEYS = ("name", "loss", "lr", "warmup_steps", "batch_size", "epochs", "overfit_epochs",
                  "overfit_lr", "budgets", "arms", "disparity_temperature", "disparity_floor",
-                 "bootstrap", "seeds", "prompt_fractions", "dose_arm", "method_layers",
+                 "bootstrap", "seeds", "prompt_fractions", "dose_arm", "dose_tokens",
+                 "dose_tasks", "method_layers",
                  "method_lrs", "method_texts", "method_tasks", "method_budget", "method_select")
 TRAINING_KEYS += ("gamma",)  # the timed stage comes after the training
 # Settings a run directory takes other values of at any time: more prompts are timed (resumed).
-ANY_TIME_KEYS = ("n_bench",)
+ANY_TIME_KEYS = ("n_bench", "n_bench_per_task")
+# Per-task values of a count (``{task: n}``, tasks of the study) in place of the key's one value.
+PER_TASK = {"n_train_per_task": ("n_train", 1), "n_test_per_task": ("n_test", 1),
+            "n_bench_per_task": ("n_bench", 0)}  # key: (the count it overrides, its minimum)
 CONFIGS = ("demo", "study", "full")  # the packaged experiment_NAME.toml files
 
 
@@ -78,6 +85,10 @@ class StudyConfig:
     # --- data
     n_train: int = 150  # train prompts per task (the largest budget sees all of them)
     n_test: int = 40  # test prompts per task (paired: the same prompts for every arm)
+    # per task, in place of n_train / n_test / n_bench: {task = n}; the other tasks take the
+    # one value
+    n_train_per_task: dict[str, int] = field(default_factory=dict)
+    n_test_per_task: dict[str, int] = field(default_factory=dict)
     n_heldout: int = 8  # train prompts per task held back for early stopping / disparity weights
     max_prompt_tokens: int = 96  # training prompts are cut to this many tokens: the first
     prompt_head_tokens: int = 0  # of them (the chat template's start) and the last ones
@@ -107,6 +118,14 @@ class StudyConfig:
     # prompts, at ``epochs`` passes over them, for each fraction ([] = no dose curve)
     prompt_fractions: list[float] = field(default_factory=list)
     dose_arm: str = "uniform"
+    # data dose in supervised tokens (issue 29; in place of prompt_fractions): for each value,
+    # ``dose_arm`` trained on the first training prompts of each of ``dose_tasks`` whose
+    # training texts (response positions) reach that many tokens (all of a task's prompts where
+    # they hold fewer: the achieved count is recorded), the other tasks on all their prompts,
+    # at ``epochs`` passes; the arms train on the largest dose (so their further seeds are its
+    # seeds and the overfit check is at it). dose_tasks [] = every task.
+    dose_tokens: list[int] = field(default_factory=list)
+    dose_tasks: list[str] = field(default_factory=list)
     # --- the method comparison (specfair.study.methods), before the arms: on the base
     # drafter's worst and best task (or ``method_tasks``), at equal tokens (``method_budget`` of
     # the per-task arm's largest budget), top layers x learning rates, then training texts at
@@ -120,6 +139,7 @@ class StudyConfig:
     # --- the timed stage: every arm's drafter at the largest budget (first seed), exported and
     # benchmarked
     n_bench: int = 10  # test prompts per task timed (AR and SD, paired with the base drafter)
+    n_bench_per_task: dict[str, int] = field(default_factory=dict)  # {task = n}, as n_bench
     gamma: int = DEFAULT_GAMMA  # fixed drafts per step, timed and predicted (replay)
     # the dtype every model of the experiment loads in (answers, signals, training, timing):
     # auto (bf16 on a CPU with native bf16 or a GPU, else float32), or float32 on a bf16 CPU
@@ -139,6 +159,23 @@ class StudyConfig:
         self._check(self.to_dict(), origin)
         self.budgets = sorted(self.budgets)
         self.prompt_fractions = sorted(self.prompt_fractions)
+        self.dose_tokens = sorted(self.dose_tokens)
+
+    def per_task(self, key: str, task: str) -> int:
+        """``n_train``, ``n_test`` or ``n_bench`` of ``task``: its ``<key>_per_task`` value
+        where it has one."""
+        return getattr(self, f"{key}_per_task").get(task, getattr(self, key))
+
+    @property
+    def dose_points(self) -> list:
+        """The data dose's points: ``dose_tokens`` (supervised tokens per dose task) or
+        ``prompt_fractions``."""
+        return list(self.dose_tokens or self.prompt_fractions)
+
+    def doses_task(self, task: str) -> bool:
+        """Whether the data dose varies ``task``'s training prompts (``dose_tasks``; [] =
+        every task)."""
+        return not self.dose_tasks or task in self.dose_tasks
 
     @classmethod
     def _check(cls, d: dict[str, Any], origin: str) -> None:
@@ -150,10 +187,31 @@ class StudyConfig:
             raise value_error(origin, "", "prompt_head_tokens", head,
                               f"an integer in [0, max_prompt_tokens = {most})")
         arms, dose_arm = d.get("arms", list(ARMS)), d.get("dose_arm", "uniform")
-        if d.get("prompt_fractions") and dose_arm not in arms:
+        if d.get("prompt_fractions") and d.get("dose_tokens"):
+            raise value_error(origin, "", "dose_tokens", d["dose_tokens"],
+                              "[] when prompt_fractions is set (a data dose is in prompt "
+                              "fractions or in supervised tokens, not both)")
+        dosed = "prompt_fractions" if d.get("prompt_fractions") else "dose_tokens"
+        if d.get(dosed) and dose_arm not in arms:
             raise value_error(origin, "", "dose_arm", dose_arm,
                               f"one of this study's arms ({', '.join(arms)}) when "
-                              "prompt_fractions is set")
+                              f"{dosed} is set")
+        tasks = d.get("tasks", cls.__dataclass_fields__["tasks"].default_factory())
+        if (dt := d.get("dose_tasks")) and not d.get(dosed):
+            raise value_error(origin, "", "dose_tasks", dt, "[] without a data dose "
+                              "(dose_tokens or prompt_fractions)")
+        for t in dt or []:
+            if t not in tasks:
+                raise value_error(origin, "", "dose_tasks", dt, f"tasks of this study; {t!r} "
+                                  f"is not one{suggest(t, tasks)}")
+        for key, (_, least) in PER_TASK.items():
+            for t, n in d.get(key, {}).items():
+                if t not in tasks:
+                    raise value_error(origin, "", key, d[key], f"a table of tasks of this "
+                                      f"study; {t!r} is not one{suggest(t, tasks)}")
+                if not least <= n <= SEED_LIMIT:
+                    raise value_error(origin, "", key, d[key],
+                                      f"a table of integers >= {least} ({t} = {n})")
 
     def check_tasks(self, tasks: list[str]) -> None:
         """Refuse a task the study suite lacks (with the closest name)."""

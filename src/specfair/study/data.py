@@ -57,22 +57,33 @@ def uses_reference(cfg: StudyConfig, p: Prompt) -> bool:
             and bool(p.reference))
 
 
+def sample_each(prompts: list[Prompt], n: dict[str, int], seed: int) -> list[Prompt]:
+    """:func:`~specfair.tasks.suite.sample_per_task` with ``n[task]`` prompts of each task (in
+    input order): a task's choice is the one its count alone would make."""
+    keep = {p.id for t, k in n.items()
+            for p in sample_per_task([p for p in prompts if p.task == t], k, seed)}
+    return [p for p in prompts if p.id in keep]
+
+
 def test_prompts(cfg: StudyConfig, suite) -> list[Prompt]:
-    """The run's test prompts: ``n_test`` per task of the suite's test split (seeded); a task
-    with fewer is an error (every arm is paired on ``n_test`` prompts of every task), not a
-    silently smaller sample."""
+    """The run's test prompts: ``n_test`` (``n_test_per_task``) per task of the suite's test
+    split (seeded); a task with fewer is an error (every arm is paired on the same test prompts
+    of every task), not a silently smaller sample."""
     pool = suite.prompts("test", cfg.tasks)
     have = {t: sum(p.task == t for p in pool) for t in cfg.tasks}
-    if short := {t: n for t, n in have.items() if n < cfg.n_test}:
-        raise value_error(cfg.origin, "", "n_test", cfg.n_test,
-                          f"at most {min(have.values())}: the data hold fewer test prompts for "
+    want = {t: cfg.per_task("n_test", t) for t in cfg.tasks}
+    if short := {t: n for t, n in have.items() if n < want[t]}:
+        key = "n_test_per_task" if set(short) & set(cfg.n_test_per_task) else "n_test"
+        raise value_error(cfg.origin, "", key, getattr(cfg, key),
+                          f"at most {min(short.values())}: the data hold fewer test prompts for "
                           + ", ".join(f"{t} ({n})" for t, n in short.items()))
-    return sample_per_task(pool, cfg.n_test, cfg.seed)
+    return sample_each(pool, want, cfg.seed)
 
 
 def study_prompts(cfg: StudyConfig, suite) -> StudyPrompts:
     """Per task: ``n_test`` test prompts, and ``n_train + n_heldout`` train-split prompts of
-    which the last ``n_heldout`` (in the seeded hash order) are held back.
+    which the last ``n_heldout`` (in the seeded hash order) are held back
+    (``n_test_per_task``, ``n_train_per_task``: a task's own counts).
 
     Leak check first: a train-split prompt whose prompt text or reference training text shares
     a text (or paragraph, :func:`specfair.tasks.split.find_leaks`) with a test prompt or its
@@ -84,8 +95,9 @@ def study_prompts(cfg: StudyConfig, suite) -> StudyPrompts:
         {p.id: p.turns + ((p.reference,) if p.reference else ()) for p in test})
     dropped = [{"id": p.id, "task": p.task, "test_id": leaks[p.id]} for p in train
                if p.id in leaks]
-    pool = sample_per_task([p for p in train if p.id not in leaks],
-                           cfg.n_train + cfg.n_heldout, cfg.seed)
+    pool = sample_each([p for p in train if p.id not in leaks],
+                       {t: cfg.per_task("n_train", t) + cfg.n_heldout for t in cfg.tasks},
+                       cfg.seed)
     held_ids: set[str] = set()
     for task in cfg.tasks:
         ps = [p for p in pool if p.task == task]

@@ -83,6 +83,7 @@ from specfair.study.data import (
     train_sequences,
     training_text_leaks,
 )
+from specfair.study.dose import arms_train, counts
 from specfair.study.methods import Method, applied, read_methods, stage_methods
 from specfair.study.routing import stage_routing
 from specfair.study.summary import write_summary
@@ -137,6 +138,14 @@ class Run:
                 f"{run_dir} trained on {len(gone - before)} text(s) that contain a test prompt "
                 "or answer (leakage.json, training_texts) before they were checked: its results "
                 "are contaminated; run the study again in another --run-dir")
+        self.train = arms_train(self.train, cfg)  # with dose_tokens: the largest dose
+        c = counts(self.train, list(cfg.tasks))
+        write_text(run_dir / "train_data.json", json.dumps(c, indent=2))
+        if cfg.dose_tokens:
+            _say(f"the arms train on the largest dose ({max(cfg.dose_tokens)} supervised tokens "
+                 "per dose task): prompts / supervised / prompt tokens: " + ", ".join(
+                     f"{t} {v['prompts']} / {v['supervised_tokens']} / {v['prompt_tokens']}"
+                     for t, v in c.items()))
         cfg.check_budgets([len(s.ids) for s in self.train], [s.task for s in self.train])
         self.heldout = train_sequences(cfg, target, self.drafter, self.tok, prompts.heldout,
                                        run_dir)
@@ -261,13 +270,16 @@ def _check_settings(cfg: StudyConfig, run_dir: Path) -> None:
 
 
 # Settings that only add training to a finished run: more seeds after the first one (which
-# trained the budget curve), another data dose. A trained run takes other values of these.
-ADDITIVE_KEYS = ("seeds", "prompt_fractions", "dose_arm")
+# trained the budget curve), another data dose (in supervised tokens: other points below the
+# same largest one, which the arms train on). A trained run takes other values of these.
+ADDITIVE_KEYS = ("seeds", "prompt_fractions", "dose_arm", "dose_tokens")
 
 
 def _adds_only(key: str, old: dict, new: dict) -> bool:
     if key == "seeds":
         return bool(new[key]) and bool(old[key]) and new[key][0] == old[key][0]
+    if key == "dose_tokens":
+        return bool(new[key]) and bool(old[key]) and max(new[key]) == max(old[key])
     return key in ADDITIVE_KEYS
 
 
@@ -327,7 +339,8 @@ def stage_overfit(run: Run, path: Path) -> dict:
 RUN_FILES = ("study_config.json", "leakage.json", "test_responses.jsonl",
              "heldout_responses.jsonl", "train_target_text.jsonl", "train_drafter_text.jsonl",
              "costs.json", "overfit.json", "eval.jsonl", "policy_eval.jsonl", "methods.json",
-             "routing.json", "summary.json", "timed.json", "report.md", "report.html")
+             "routing.json", "summary.json", "timed.json", "report.md", "report.html",
+             "train_data.json")
 
 
 def run_study(cfg: StudyConfig, run_dir: str | Path) -> Path:

@@ -30,7 +30,9 @@ from specfair.atomic import write_text
 from specfair.measure.io import read_json, read_jsonl
 from specfair.measure.replay import POLICIES, pass_of, replay
 from specfair.study.config import StudyConfig
+from specfair.study.dose import point_name
 from specfair.study.policies import study_policies
+from specfair.study.power import power_summary
 
 
 def _by_prompt(records: list[dict], arm: str, budget: float) -> dict[str, dict[str, dict]]:
@@ -233,9 +235,15 @@ def compare(records, arm, budget, tasks, cfg: StudyConfig, costs: dict,
                                             _ce_spread(f_ba) / _ce_spread(f_bb) - 1),
                    "alpha_exact_spread": _spread(x_pa, x_ba, x_pb, x_bb)}
 
+    first_rec = next(r for r in records if r["arm"] == arm and r["budget"] == budget
+                     and r.get("seed", 0) == first)
     return {
         "arm": arm, "budget": budget, "seeds": order,
-        "tokens": next(r["tokens"] for r in records if r["arm"] == arm and r["budget"] == budget),
+        # training tokens seen (first seed): all positions, and apart, the supervised (response)
+        # and prompt positions (None in runs before they were counted)
+        "tokens": first_rec["tokens"],
+        "supervised_tokens": first_rec.get("supervised_tokens"),
+        "prompt_tokens": first_rec.get("prompt_tokens"),
         "tasks": {t: task_row(k) for k, t in enumerate(tasks)},
         "mean_greedy": _ci(g_pa.mean(), g_ba.mean(1)),
         "d_mean_greedy": _dci(g_pa.mean() - g_pb.mean(), g_ba.mean(1) - g_bb.mean(1)),
@@ -394,37 +402,53 @@ def dose_response(rows: list[dict], base: dict, tasks: list[str],
             "greedy_curve": greedy}
 
 
-def dose_name(arm: str, fraction: float) -> str:
-    """The ``arm`` of a data-dose point in ``eval.jsonl``: ``uniform@0.25``."""
-    return f"{arm}@{fraction:g}"
-
-
 def data_dose(records: list[dict], tasks: list[str], cfg: StudyConfig,
               costs: dict) -> dict | None:
-    """The data-dose curves of ``cfg.dose_arm``: one point per prompt fraction (trained at
-    fixed epochs on the first fraction of each task's distinct training prompts), the base
-    drafter at 0. Per task, greedy alpha against the task's distinct training prompts (slope
-    per 100 prompts) and against its supervised tokens (response positions trained on, slope
-    per 10k), with bootstrap CIs; each point's paired comparison against the base."""
-    pts = [(dose_name(cfg.dose_arm, f), f) for f in cfg.prompt_fractions]
+    """The data-dose curves of ``cfg.dose_arm``: one point per dose (``prompt_fractions`` or
+    ``dose_tokens``: :mod:`specfair.study.dose`; trained at fixed epochs), the base drafter at
+    0. Per task, greedy alpha against the task's distinct training prompts (slope per 100
+    prompts) and against its supervised tokens (response positions trained on, one epoch:
+    slope per 10k), with bootstrap CIs; with ``dose_tokens`` also against log2 of the
+    supervised tokens over the dose points (slope per doubling: the doses are log-spaced) and
+    the last segment (the two largest doses: where a curve saturates or still rises); each
+    point's paired comparison against the base (over every seed it has: the largest dose's
+    seeds). Supervised and prompt tokens are counted apart (``prompt_tokens``: None in records
+    of runs before they were)."""
+    by_tokens = bool(cfg.dose_tokens)
+    pts = [(point_name(cfg, f), f) for f in cfg.dose_points]
     pts = [(a, f) for a, f in pts if any(r["arm"] == a for r in records)]
     if not pts:
         return None
-    dose: dict[str, dict[str, tuple[int, int]]] = {}
+    dose: dict[str, dict[str, dict]] = {}
     for r in records:
         if any(r["arm"] == a for a, _ in pts):
-            dose.setdefault(r["arm"], {})[r["task"]] = (r["dose_prompts"],
-                                                        r["dose_supervised_tokens"])
+            dose.setdefault(r["arm"], {})[r["task"]] = r
+    col = lambda key: {t: [0] + [dose[a][t].get(key) for a, _ in pts] for t in tasks}  # noqa: E731
     points = [("base", 0.0)] + [(a, 1.0) for a, _ in pts]
-    n = np.array([[0] * len(tasks)] + [[dose[a][t][0] for t in tasks] for a, _ in pts])
-    sup = np.array([[0] * len(tasks)] + [[dose[a][t][1] for t in tasks] for a, _ in pts])
-    return {"arm": cfg.dose_arm, "fractions": [f for _, f in pts],
-            "prompts": {t: [int(v) for v in n[:, k]] for k, t in enumerate(tasks)},
-            "supervised_tokens": {t: [int(v) for v in sup[:, k]] for k, t in enumerate(tasks)},
-            "vs_prompts": curve(records, points, n, tasks, cfg, "greedy", 100.0),
-            "vs_supervised_tokens": curve(records, points, sup, tasks, cfg, "greedy", 1e4),
-            "points": [compare(records, a, 1.0, tasks, cfg, costs) | {"prompt_fraction": f}
-                       for a, f in pts]}
+    n = np.array([[0] * len(tasks)] + [[dose[a][t]["dose_prompts"] for t in tasks]
+                                       for a, _ in pts])
+    sup = np.array([[0] * len(tasks)] + [[dose[a][t]["dose_supervised_tokens"] for t in tasks]
+                                         for a, _ in pts])
+    out = {"arm": cfg.dose_arm, "unit": "supervised_tokens" if by_tokens else "prompt_fraction",
+           "fractions": None if by_tokens else [f for _, f in pts],
+           "dose_tokens": [f for _, f in pts] if by_tokens else None,
+           "dose_tasks": [t for t in tasks if cfg.doses_task(t)],
+           "prompts": {t: [int(v) for v in n[:, k]] for k, t in enumerate(tasks)},
+           "supervised_tokens": {t: [int(v) for v in sup[:, k]] for k, t in enumerate(tasks)},
+           "prompt_tokens": col("dose_prompt_tokens"),
+           "vs_prompts": curve(records, points, n, tasks, cfg, "greedy", 100.0),
+           "vs_supervised_tokens": curve(records, points, sup, tasks, cfg, "greedy", 1e4)}
+    if by_tokens:
+        out["reached"] = {t: [dose[a][t].get("dose_reached") for a, _ in pts] for t in tasks}
+        if len(pts) >= 2:
+            out["vs_log2_supervised_tokens"] = curve(
+                records, points[1:], np.log2(np.maximum(sup[1:], 1)), tasks, cfg, "greedy",
+                1.0)
+            out["last_segment"] = curve(records, points[-2:], sup[-2:], tasks, cfg, "greedy",
+                                        1e4)
+    key = "dose_tokens" if by_tokens else "prompt_fraction"
+    out["points"] = [compare(records, a, 1.0, tasks, cfg, costs) | {key: f} for a, f in pts]
+    return out
 
 
 def _bootstrap_info(records: list[dict], cfg: StudyConfig) -> dict:
@@ -472,6 +496,8 @@ def write_summary(run_dir: Path, cfg: StudyConfig) -> Path:
                "overfit": _json_or_none(run_dir / "overfit.json"),
                "methods": _json_or_none(run_dir / "methods.json"),
                "leakage": _json_or_none(run_dir / "leakage.json"),
+               "train_data": _json_or_none(run_dir / "train_data.json"),
+               "power": power_summary(run_dir, records, cfg),
                "bootstrap": _bootstrap_info(records, cfg)}
     path = run_dir / "summary.json"
     write_text(path, json.dumps(summary, indent=2, allow_nan=False,

@@ -70,6 +70,7 @@ from specfair.models.hardware import machine
 from specfair.models.load import load_model
 from specfair.models.memory import trim
 from specfair.study.config import StudyConfig
+from specfair.study.data import sample_each
 from specfair.study.routing import routed_passes
 from specfair.tasks.prompt import Prompt
 from specfair.tasks.suite import sample_per_task
@@ -112,10 +113,13 @@ def export_arms(run, router: Path | None = None) -> dict[str, Path]:
 
 
 def timed_prompts(cfg: StudyConfig, test: list[Prompt], n: int | None = None) -> list[Prompt]:
-    """The prompts this stage times: ``n`` (default ``n_bench``) of each task's ``test``
-    prompts (the run's, :func:`specfair.study.data.test_prompts`), seeded: a smaller ``n``
-    picks a subset of a larger one's."""
-    return sample_per_task(test, cfg.n_bench if n is None else n, cfg.seed)
+    """The prompts this stage times: ``n`` (default each task's ``n_bench``,
+    ``n_bench_per_task``) of each task's ``test`` prompts (the run's,
+    :func:`specfair.study.data.test_prompts`), seeded: a smaller ``n`` picks a subset of a
+    larger one's."""
+    if n is not None:
+        return sample_per_task(test, n, cfg.seed)
+    return sample_each(test, {t: cfg.per_task("n_bench", t) for t in cfg.tasks}, cfg.seed)
 
 
 def share_ar(base: Path, out: Path, label: str) -> None:
@@ -152,11 +156,11 @@ def _load(path: Path, base, tokenizer, cfg: StudyConfig, bench: Path):
 def run_timed(run, exports: dict[str, Path]) -> Path | None:
     """Benchmark the base drafter and every export on the timed prompts, prompt by prompt (AR,
     then SD with each drafter: a drift of the machine's speed hits every drafter alike);
-    returns the path of ``timed.json`` (None when ``n_bench`` is 0)."""
+    returns the path of ``timed.json`` (None when no prompt is timed: ``n_bench`` 0)."""
     cfg = run.cfg
-    if cfg.n_bench == 0:
-        return None
     prompts = timed_prompts(cfg, run.prompts.test)
+    if not prompts:
+        return None
     files = {name: run.dir / TIMED / name / BENCH_FILE for name in (BASE, *exports)}
 
     def todo(name: str, p) -> bool:
@@ -271,6 +275,7 @@ def summarize_timed(run_dir: Path, cfg: StudyConfig) -> Path:
         if (m := {k: v for k, v in m.items() if k != "time"}) not in machines:
             machines.append(m)
     write_json(out, {"policy": policy.label, "gamma": cfg.gamma, "budget": largest,
-                     "max_new_tokens": cfg.test_response_tokens, "n_per_task": cfg.n_bench,
+                     "max_new_tokens": cfg.test_response_tokens,
+                     "n_per_task": max(cfg.per_task("n_bench", t) for t in cfg.tasks),
                      "costs": costs, "machines": machines, "drafters": drafters})
     return out
