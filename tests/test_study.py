@@ -292,7 +292,7 @@ def test_packaged_configs_are_one_design_at_three_sizes(cli, monkeypatch):
     from specfair.tasks.study import STUDY_TASKS
     from specfair.tasks.synthetic import SOURCE as SYNTHETIC
 
-    demo, study, full = (StudyConfig.load(n) for n in CONFIGS)
+    demo, study, full = (StudyConfig.load(n) for n in ("demo", "study", "full"))
     assert study.tasks == full.tasks and set(demo.tasks) < set(study.tasks)
     offline = {t.name for t in STUDY_TASKS
                if t.source == SYNTHETIC or SOURCES[t.source].pypi is not None}

@@ -220,3 +220,72 @@ def test_a_dose_in_supervised_tokens_runs_records_its_counts_and_resumes(long_pa
         run_study(_study(long_pair, dose_tokens=[5, 12, 300]), out)
     with pytest.raises(SpecfairError, match="other settings.*dose_tasks"):
         run_study(_study(long_pair, dose_tasks=["code"]), out)
+
+
+# ----------------------------------------------------------------- the packaged dose config
+
+
+def test_the_packaged_dose_config_is_the_issues_design():
+    """`specfair experiment dose`: the lagging translation tasks (sentences and paragraphs),
+    >= 100 test prompts each, >= 5 log-spaced doses from ~1.5k to >= 45k supervised tokens, 3
+    seeds and the overfit check at the largest (the arms train on it), 128-token answers, 30
+    timed prompts on the two paragraph tasks, and an estimated wall time <= 8 h in its
+    comments."""
+    import re
+    from importlib import resources
+
+    from specfair.tasks.study import STUDY_TASKS
+
+    cfg = StudyConfig.load("dose")
+    assert {t.name for t in STUDY_TASKS} >= set(cfg.tasks)
+    lagging = {"translation_en_ja_para", "translation_en_zh_para", "translation_en_ja_sent",
+               "translation_zh_en_sent", "translation_en_zh_sent"}
+    assert lagging <= {t for t in cfg.tasks if cfg.doses_task(t)}
+    assert all(cfg.per_task("n_test", t) >= 100 for t in lagging)
+    d = cfg.dose_tokens
+    assert len(d) >= 5 and d[0] <= 1500 and d[-1] >= 45000 and not cfg.prompt_fractions
+    ratios = [b / a for a, b in zip(d, d[1:], strict=False)]
+    assert all(1.5 <= r <= 3.5 for r in ratios)  # log-spaced
+    assert len(cfg.seeds) >= 3 and cfg.dose_arm in cfg.arms and 1.0 in cfg.budgets
+    assert cfg.test_response_tokens >= 128 and cfg.train_response_tokens >= 128
+    assert sorted(cfg.per_task("n_bench", t) for t in cfg.tasks)[-2:] == [30, 30]
+    assert cfg.max_prompt_tokens >= 300  # the paragraph prompts whole (at most 299 tokens)
+    text = (resources.files("specfair") / "configs" / "experiment_dose.toml").read_text()
+    hours = float(re.search(r"total\s+~([0-9.]+) h", text).group(1))
+    assert hours <= 8.0
+
+
+def test_check_validates_without_models_and_writes_nothing(cli, long_pair, tmp_path,
+                                                           monkeypatch):
+    """`specfair experiment CONFIG --check`: the plan printed from the config, the models'
+    configs and the data (no weights, no run directory); too few test prompts in the data is
+    the run's own error, before anything is written."""
+    from test_bad_inputs import tree
+
+    monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path / "home"))
+    write_study_sources(tmp_path / "home" / "data")
+    monkeypatch.chdir(tmp_path)
+    target, drafter = long_pair
+    toml = (f'target = "{target}"\ndrafter = "{drafter}"\n'
+            'tasks = ["translation_zh_en_sent", "translation_en_ja_sent"]\n'
+            "n_train = 6\nn_test = 3\nn_heldout = 1\nmax_prompt_tokens = 24\n"
+            "train_response_tokens = 6\ntest_response_tokens = 6\ntopk = 8\ntop_layers = 1\n"
+            "budgets = [1.0]\narms = [\"uniform\"]\ndose_tokens = [5, 20]\n"
+            "[n_bench_per_task]\ntranslation_en_ja_sent = 2\n")
+    (tmp_path / "c.toml").write_text(toml)
+
+    def no_load(*a, **k):
+        raise AssertionError("--check loaded a model")
+
+    monkeypatch.setattr("specfair.models.load.load_model", no_load)
+    before = tree(tmp_path)
+    code, out, err = cli("experiment", tmp_path / "c.toml", "--check")
+    assert code == 0, err
+    assert "translation_en_ja_sent: 6 / 1 / 3 / 2 (dose task)" in out
+    assert "uniform@5tok, uniform@20tok" in out
+    assert tree(tmp_path) == before  # nothing written
+    (tmp_path / "c.toml").write_text(toml.replace("n_test = 3", "n_test = 500"))
+    code, out, err = cli("experiment", tmp_path / "c.toml", "--check")
+    assert code == 2 and "n_test = 500 in the top level must be at most" in err
+    code, out, _ = cli("experiment", "--help")
+    assert code == 0 and "dose" in out and "--check" in out

@@ -256,7 +256,9 @@ def experiment(
     config: Annotated[
         str, typer.Argument(help="demo (what `make demo` runs: the study's tasks at fewer "
                                  "prompts and budgets), study (the CPU study), full (a "
-                                 "GPU-sized study) or a TOML file of StudyConfig keys.")
+                                 "GPU-sized study), dose (the deep data dose on the lagging "
+                                 "translation tasks, issue 29) or a TOML file of StudyConfig "
+                                 "keys.")
     ] = "demo",
     run_dir: Annotated[str | None, typer.Option(help="Run directory (default runs/NAME).")] = (
         None
@@ -264,6 +266,10 @@ def experiment(
     dtype: Annotated[str | None, typer.Option(
         help="The models' dtype, in place of the config's `dtype`: auto | float32 | bfloat16 "
              "(float32 on a CPU with bf16 runs the fp32 path of one without).")] = None,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Validate the config (keys, task names, the models' configs, the "
+                        "data's prompts) and print its plan; load no model, write nothing.")
+    ] = False,
 ) -> None:
     """Run the experiment end to end, resumable (`specfair data fetch` first): target answers
     and signals, the overfit check, every arm trained to each budget and evaluated, the task
@@ -277,6 +283,11 @@ def experiment(
         raise SpecfairError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     cfg = StudyConfig.load(config)
     cfg.dtype = cfg.dtype if dtype is None else dtype
+    if check:
+        from specfair.study.check import check_config
+
+        print("\n".join(check_config(cfg)))
+        return
     run_study(cfg, Path("runs") / cfg.name if run_dir is None else run_dir)
 
 

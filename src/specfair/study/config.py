@@ -66,7 +66,7 @@ ANY_TIME_KEYS = ("n_bench", "n_bench_per_task")
 # Per-task values of a count (``{task: n}``, tasks of the study) in place of the key's one value.
 PER_TASK = {"n_train_per_task": ("n_train", 1), "n_test_per_task": ("n_test", 1),
             "n_bench_per_task": ("n_bench", 0)}  # key: (the count it overrides, its minimum)
-CONFIGS = ("demo", "study", "full")  # the packaged experiment_NAME.toml files
+CONFIGS = ("demo", "study", "full", "dose")  # the packaged experiment_NAME.toml files
 
 
 def _packaged(name: str):
