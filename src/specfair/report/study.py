@@ -37,6 +37,7 @@ from specfair.report.study_dose import (
     power_blocks,
     token_dose_blocks,
 )
+from specfair.report.study_index import same_data_answer, same_data_blocks
 from specfair.report.study_metrics import (
     TOKENS_HEAD,
     answer_dose,
@@ -585,7 +586,8 @@ def report_blocks(s: dict, timed: dict | None, name: str,
              f"{cfg['lr']:g}), training seeds {', '.join(map(str, cfg.get('seeds', [0])))} "
              f"(the further ones at the largest budget){dose}. {_where(s, timed)}Built from "
              "the stored records alone (`summary.json`, `timed.json`).", kind="note"),
-        Heading("Answer"), Bullets(answer(s) + (timed_answer(timed) if timed else [])
+        Heading("Answer"), Bullets(answer(s) + same_data_answer(s)
+                                   + (timed_answer(timed) if timed else [])
                                    + ([f"Task routing: {routing_answer(routing)[0]}"]
                                       if routing else []))]
     head, items = policy_answer(s)
@@ -616,6 +618,7 @@ def report_blocks(s: dict, timed: dict | None, name: str,
             "Each task's paired change in greedy alpha against the base drafter (95% CI bars) "
             "against its distinct training prompts and its supervised tokens."))
     blocks += power_blocks(s)
+    blocks += same_data_blocks(s, tasks)  # fine-tuning against an index of the same text
     blocks += [Heading("Sampled alpha per task (secondary)"), alpha_table(s, tasks),
                change_table(s)]
     if routing:

@@ -62,7 +62,7 @@ TRAINING_KEYS = ("name", "loss", "lr", "warmup_steps", "batch_size", "epochs", "
                  "method_lrs", "method_texts", "method_tasks", "method_budget", "method_select")
 TRAINING_KEYS += ("gamma",)  # the timed stage comes after the training
 # Settings a run directory takes other values of at any time: more prompts are timed (resumed).
-ANY_TIME_KEYS = ("n_bench", "n_bench_per_task")
+ANY_TIME_KEYS = ("n_bench", "n_bench_per_task", "index_arm")
 # Per-task values of a count (``{task: n}``, tasks of the study) in place of the key's one value.
 PER_TASK = {"n_train_per_task": ("n_train", 1), "n_test_per_task": ("n_test", 1),
             "n_bench_per_task": ("n_bench", 0)}  # key: (the count it overrides, its minimum)
@@ -145,6 +145,10 @@ class StudyConfig:
     # auto (bf16 on a CPU with native bf16 or a GPU, else float32), or float32 on a bf16 CPU
     # to run the fp32 path of a CPU without bf16 (`specfair experiment --dtype float32`)
     dtype: str = "auto"
+    # --- the index arm (specfair.study.index_arm, issue 30): the arms' training text (and each
+    # data dose's) as a SuffixDecoding index per task, replayed on the test answers at no model
+    # cost beside fine-tuning (same_data.json, the report's "same data, two uses")
+    index_arm: bool = True
     origin: typing.ClassVar[str] = "study config"  # the file, for error messages
 
     def __post_init__(self) -> None:

@@ -84,6 +84,7 @@ from specfair.study.data import (
     training_text_leaks,
 )
 from specfair.study.dose import arms_train, counts
+from specfair.study.index_arm import stage_index
 from specfair.study.methods import Method, applied, read_methods, stage_methods
 from specfair.study.routing import stage_routing
 from specfair.study.summary import write_summary
@@ -339,8 +340,8 @@ def stage_overfit(run: Run, path: Path) -> dict:
 RUN_FILES = ("study_config.json", "leakage.json", "test_responses.jsonl",
              "heldout_responses.jsonl", "train_target_text.jsonl", "train_drafter_text.jsonl",
              "costs.json", "overfit.json", "eval.jsonl", "policy_eval.jsonl", "methods.json",
-             "routing.json", "summary.json", "timed.json", "report.md", "report.html",
-             "train_data.json")
+             "routing.json", "same_data.json", "summary.json", "timed.json", "report.md",
+             "report.html", "train_data.json")
 
 
 def run_study(cfg: StudyConfig, run_dir: str | Path) -> Path:
@@ -375,6 +376,7 @@ def _run_study(cfg: StudyConfig, run_dir: Path) -> Path:
     for arm in cfg.arms:
         stage_arm(run, arm, out)
     router = stage_routing(run)  # the task router against oracle routing (study.routing)
+    stage_index(run)  # the index arm beside fine-tuning (study.index_arm): same_data.json
     write_summary(run_dir, run.cfg)
     exports = export_arms(run, router)
     run.release_models()  # the timed stage (specfair.study.timed) loads the models it times
@@ -391,6 +393,7 @@ def _run_study(cfg: StudyConfig, run_dir: Path) -> Path:
             stage_arm(run, arm, out, seed)
         if i == 0:
             stage_dose(run, out)
+        stage_index(run)  # the dose's fine-tuned points beside their indexes
         path = write_summary(run_dir, run.cfg)
         write_report(run_dir)
     _say(f"done in {time.perf_counter() - t0:.0f} s: {path}")

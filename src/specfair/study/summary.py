@@ -495,6 +495,7 @@ def write_summary(run_dir: Path, cfg: StudyConfig) -> Path:
                "data_dose": data_dose(records, tasks, cfg, costs),
                "overfit": _json_or_none(run_dir / "overfit.json"),
                "methods": _json_or_none(run_dir / "methods.json"),
+               "same_data": _json_or_none(run_dir / "same_data.json"),  # study.same_data
                "leakage": _json_or_none(run_dir / "leakage.json"),
                "train_data": _json_or_none(run_dir / "train_data.json"),
                "power": power_summary(run_dir, records, cfg),
