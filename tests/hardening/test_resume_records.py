@@ -11,7 +11,8 @@ not compared (every other field is, exactly). The reports (figures: most of a re
 are not written, and files are not fsynced. By default each stage is stopped at its first,
 middle and last append (and torn at the middle one); ``SPECFAIR_EVERY_APPEND=1`` stops it at
 every one, each also torn (112 append points of the base, arm, seed, dose and routing stages
-passed so, and the methods stage's at its first, middle and last).
+passed so, and the methods stage's at its first, middle and last); the index arm's
+(``indexes/eval.jsonl``, :mod:`specfair.study.index_arm`) as every stage's.
 """
 
 from __future__ import annotations
@@ -57,18 +58,19 @@ method_budget = 0.5
 method_select = false
 """
 TIMING = {"tokens_per_s", "seconds"}  # timings (training logs, methods/train.jsonl)
-STAGES = ("methods", "base", "arm", "seeds", "dose", "routing")
+STAGES = ("methods", "base", "arm", "seeds", "dose", "routing", "indexes")
 
 
 def _is_record_file(rel: str) -> bool:
     """The files the training and evaluation stages append records to."""
-    return rel in ("eval.jsonl", "policy_eval.jsonl", "routing/eval.jsonl") or (
+    return rel in ("eval.jsonl", "policy_eval.jsonl", "routing/eval.jsonl",
+                   "indexes/eval.jsonl") or (
         rel.startswith(("arms/", "methods/")) and rel.endswith(".jsonl"))
 
 
 def _stage(rel: str, rec: dict) -> str:
     """Which stage appended ``rec`` to ``rel``."""
-    if rel.startswith(("routing/", "methods/")):
+    if rel.startswith(("routing/", "methods/", "indexes/")):
         return rel.split("/")[0]
     if rel.startswith("arms/dose/") or "@" in rec.get("arm", ""):
         return "dose"
@@ -179,7 +181,7 @@ def test_every_stage_appends_its_records(reference):
     assert {"eval.jsonl", "policy_eval.jsonl", "routing/eval.jsonl",
             "arms/uniform/eval.jsonl", "arms/uniform/train_log.jsonl",
             "arms/seed1/per-task/chat/eval.jsonl", "arms/dose/uniform@0.5/eval.jsonl",
-            "methods/eval.jsonl", "methods/train.jsonl"} <= files
+            "methods/eval.jsonl", "methods/train.jsonl", "indexes/eval.jsonl"} <= files
 
 
 @pytest.mark.parametrize("stage", STAGES)
