@@ -154,15 +154,17 @@ def data_dose_blocks(s: dict, figure: Block | None = None) -> list[Block]:
     rows = []
     for t in tasks:
         ys = [s["base"]["tasks"][t]["greedy"]] + [p["tasks"][t]["greedy"] for p in d["points"]]
+        pro = (d.get("prompt_tokens") or {}).get(t) or []  # summaries before they were counted
         rows.append([t, " / ".join(map(str, d["prompts"][t])),
                      " / ".join(map(str, d["supervised_tokens"][t])),
+                     " / ".join("–" if v is None else str(v) for v in pro) or "–",
                      " / ".join(f"{y:.3f}" for y in ys)])
     out: list[Block] = [
         Heading(f"Dose in data: {d['arm']} on the first {fr} of each task's distinct training "
                 "prompts, at fixed epochs"),
-        Table(["task", "prompts", "supervised tokens", "greedy alpha"], rows,
-              "Per task, from the base drafter (0) to each fraction (the first seed)",
-              ["l", "r", "r", "r"])]
+        Table(["task", "prompts", "supervised tokens", "prompt tokens", "greedy alpha"], rows,
+              "Per task, from the base drafter (0) to each fraction (the first seed; tokens: "
+              "one epoch of the task's training sequences)", ["l", "r", "r", "r", "r"])]
     if figure is not None:
         out.append(figure)
     out += [t for t in (curve_table(d["vs_prompts"], "greedy alpha per 100 distinct training "
