@@ -421,7 +421,7 @@ def _notes(s: dict) -> list[str]:
     out = []
     if o := s.get("overfit"):
         out.append(f"Overfit check ({o['task']}, {o['n_sequences']} train sequences, "
-                   f"{o['epochs']} epochs, lr {o['lr']:g}, {o['tokens']} tokens, "
+                   f"{o['epochs']} epochs, lr {o['lr']:g}, {tokens_seen(o)}, "
                    f"{o['tokens_per_s']:.0f} tokens/s): greedy alpha on those sequences "
                    f"{o['greedy_before']:.3f} -> {o['greedy_after']:.3f} "
                    f"({o['greedy_after'] - o['greedy_before']:+.3f})" + _test_side(o) + ".")

@@ -321,7 +321,9 @@ def stage_overfit(run: Run, path: Path) -> dict:
             layers=cfg.top_layers, lr=lr, batch_size=cfg.batch_size, seed=cfg.seed,
             warmup=cfg.warmup_steps, kind=cfg.loss, bf16=run.bf16)
         after, after_test = run.eval_records(top, seqs), run.eval_records(top, tests)
-        runs.append({"epochs": epochs, "lr": lr, "tokens": state.tokens, "seconds": secs,
+        runs.append({"epochs": epochs, "lr": lr, "tokens": state.tokens,
+                     "supervised_tokens": state.supervised,
+                     "prompt_tokens": state.tokens - state.supervised, "seconds": secs,
                      "tokens_per_s": state.tokens / secs,
                      "greedy_before": mean(before, "greedy"), "greedy_after": mean(after, "greedy"),
                      "alpha_before": mean(before, "alpha"), "alpha_after": mean(after, "alpha"),
