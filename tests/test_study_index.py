@@ -157,3 +157,27 @@ def test_the_replayed_index_equals_the_engine(study):
         compared += 1
         drafted += sum(s.drafted for s in res.steps)
     assert compared >= 3 and drafted > 0
+
+
+def test_the_timed_stage_times_the_index_variants_when_asked(long_pair, tmp_path, monkeypatch):
+    """``time_index``: the index alone (``suffix:DIR``) and the fine-tuned arm with it
+    (``suffix-hybrid:DIR``) timed in the stage's loop, lossless, each with its own AR runs,
+    with a predicted speed-up beside the measured one in ``timed.json``."""
+    monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path / "home"))
+    write_study_sources(tmp_path / "home" / "data")
+    cfg = StudyConfig(**(_cfg(long_pair).to_dict() | dict(
+        arms=["uniform"], prompt_fractions=[], n_bench=1, time_index=True)))
+    run_study(cfg, tmp_path / "run")
+    timed = json.loads((tmp_path / "run" / "timed.json").read_text())
+    assert set(timed["drafters"]) == {"base", "uniform", "index", "uniform+index"}
+    for label, proposer in (("index", "suffix:indexes/index"),
+                            ("uniform+index", "suffix-hybrid:indexes/index")):
+        recs = _lines(tmp_path / "run" / "timed" / label / "bench.jsonl")
+        ar = {r["id"]: r["tokens"] for r in recs if r["mode"] == "ar"}
+        sd = [r for r in recs if r["mode"] == "sd"]
+        assert len(ar) == len(cfg.tasks) and sorted(r["id"] for r in sd) == sorted(ar)
+        assert all(r["tokens"] == ar[r["id"]] and r["proposer"] == proposer for r in sd)
+        d = timed["drafters"][label]
+        assert all(v["predicted"] is not None and v["vs_base"] is not None
+                   for v in d["tasks"].values())
+    assert "| index |" in (tmp_path / "run" / "report.md").read_text()

@@ -62,7 +62,7 @@ TRAINING_KEYS = ("name", "loss", "lr", "warmup_steps", "batch_size", "epochs", "
                  "method_lrs", "method_texts", "method_tasks", "method_budget", "method_select")
 TRAINING_KEYS += ("gamma",)  # the timed stage comes after the training
 # Settings a run directory takes other values of at any time: more prompts are timed (resumed).
-ANY_TIME_KEYS = ("n_bench", "n_bench_per_task", "index_arm")
+ANY_TIME_KEYS = ("n_bench", "n_bench_per_task", "index_arm", "time_index")
 # Per-task values of a count (``{task: n}``, tasks of the study) in place of the key's one value.
 PER_TASK = {"n_train_per_task": ("n_train", 1), "n_test_per_task": ("n_test", 1),
             "n_bench_per_task": ("n_bench", 0)}  # key: (the count it overrides, its minimum)
@@ -149,6 +149,9 @@ class StudyConfig:
     # data dose's) as a SuffixDecoding index per task, replayed on the test answers at no model
     # cost beside fine-tuning (same_data.json, the report's "same data, two uses")
     index_arm: bool = True
+    # the timed stage times the index too, as deployed (study.index_timed): the index alone and
+    # the best fine-tuned arm's drafter with it (each with its own AR runs); off by default
+    time_index: bool = False
     origin: typing.ClassVar[str] = "study config"  # the file, for error messages
 
     def __post_init__(self) -> None:

@@ -60,10 +60,11 @@ def _arm_records(evals: list[dict], arm: str, budget: float, seed: int) -> list[
             and r.get("seed", seed) == seed]
 
 
-def _replay(proposer: str, passed: dict | None, drafted: dict | None, c: float,
-            v: float) -> Replay:
-    """One prompt: ``passed``, its drafter's record (``eval.jsonl``), ``drafted``, its index
-    record (``indexes/eval.jsonl``)."""
+def replay_variant(proposer: str, passed: dict | None, drafted: dict | None, c: float,
+                   v: float, policy=POLICY) -> Replay:
+    """One prompt replayed with ``proposer`` under ``policy``: ``passed``, its drafter's record
+    (``eval.jsonl``; None: no drafter), ``drafted``, its index record
+    (``indexes/eval.jsonl``)."""
     pre = None
     if proposer != "model":
         pre = {"suffix": TextDrafts.of_record(drafted, "suffix"),
@@ -73,7 +74,7 @@ def _replay(proposer: str, passed: dict | None, drafted: dict | None, c: float,
     else:  # the index alone: no drafter (a pass of the answer's length)
         n = len(pre["suffix"].length)
         m, q = [False] * n, [0.0] * n
-    return replay(m, q, POLICY, proposer=proposer, drafts=pre, c=c, verify_slope=v)
+    return replay(m, q, policy, proposer=proposer, drafts=pre, c=c, verify_slope=v)
 
 
 def _stats(rs: list[Replay]) -> dict:
@@ -122,8 +123,9 @@ def block(variants: dict[str, tuple[str, dict | None, dict | None]], base: dict,
     for name, (proposer, passes, drafts) in variants.items():
         pk, bk = [], []
         for t in tasks:
-            rs = [_replay(proposer, passes[t][i] if passes else None,
-                          drafts[t][i] if drafts else None, c, v) for i in ids[t]]
+            rs = [replay_variant(proposer, passes[t][i] if passes else None,
+                                  drafts[t][i] if drafts else None, c, v)
+                  for i in ids[t]]
             tok = np.array([r.tokens for r in rs], float)
             cost = np.array([r.cost(c, v) for r in rs], float)
             wt = w[:, cols[t]]

@@ -71,6 +71,7 @@ from specfair.models.load import load_model
 from specfair.models.memory import trim
 from specfair.study.config import StudyConfig
 from specfair.study.data import sample_each
+from specfair.study.index_timed import index_bench_options, index_labels, index_prediction
 from specfair.study.routing import routed_passes
 from specfair.tasks.prompt import Prompt
 from specfair.tasks.suite import sample_per_task
@@ -161,7 +162,8 @@ def run_timed(run, exports: dict[str, Path]) -> Path | None:
     prompts = timed_prompts(cfg, run.prompts.test)
     if not prompts:
         return None
-    files = {name: run.dir / TIMED / name / BENCH_FILE for name in (BASE, *exports)}
+    variants = index_labels(run.dir, cfg)  # time_index: the index variants (study.index_timed)
+    files = {name: run.dir / TIMED / name / BENCH_FILE for name in (BASE, *exports, *variants)}
 
     def todo(name: str, p) -> bool:
         done = {(r["id"], r["mode"]) for r in load_bench_records(files[name])}
@@ -182,6 +184,10 @@ def run_timed(run, exports: dict[str, Path]) -> Path | None:
     if getattr(target, "specfair_packed", False):
         pack_drafters([d for d, _, _ in drafters.values()])
     trim()  # the unpacked weights and each export's frozen copies, freed: give them back
+    opts = index_bench_options(run, variants)  # each variant's proposer and index
+    for label, arm in variants.items():  # the index alone; the arm's drafter with it
+        drafter, _, extra = drafters[arm or BASE]
+        drafters[label] = (drafter, f"{DRAFTERS}/{arm}" if arm else cfg.drafter, extra)
     kw = dict(gamma=cfg.gamma, max_new_tokens=cfg.test_response_tokens, seed=cfg.seed,
               target_label=cfg.target, progress=False)
     settings = {"study": cfg.name, "split": "test"}
@@ -190,12 +196,12 @@ def run_timed(run, exports: dict[str, Path]) -> Path | None:
     with progress_bar(len(prompts), "timed") as advance:
         for p in prompts:
             for name, (drafter, label, extra) in drafters.items():
-                if name != BASE:  # the base run's AR record of p, relabelled
+                if name != BASE and name not in opts:  # the base run's AR record, relabelled
                     share_ar(files[BASE], files[name], label)
                 if todo(name, p):
                     run_bench((target, drafter, run.tok), [p], files[name].parent,
                               drafter_label=label, extra_settings=settings | extra,
-                              warmup=name not in warm, **kw)
+                              warmup=name not in warm, **kw, **opts.get(name, {}))
                     warm.add(name)
             advance(p.id)
     return summarize_timed(run.dir, cfg)
@@ -231,7 +237,8 @@ def summarize_timed(run_dir: Path, cfg: StudyConfig) -> Path:
     boot = {"n_resamples": cfg.bootstrap, "seed": cfg.seed}
     base = run_dir / TIMED / BASE / BENCH_FILE
     drafters = {}
-    for label in (BASE, *cfg.arms):
+    variants = index_labels(run_dir, cfg)
+    for label in (BASE, *cfg.arms, *variants):
         path = run_dir / TIMED / label / BENCH_FILE
         if not path.is_file():
             continue
@@ -240,9 +247,13 @@ def summarize_timed(run_dir: Path, cfg: StudyConfig) -> Path:
         records = load_bench_records(path)
         sd = [r for r in records if r["mode"] == "sd"]
         routing = next((r["settings"].get("routing") for r in sd), None)  # per-task drafters
-        passes = (routed_passes(run_dir, sd) if routing == "classifier" else
-                  _passes(evals, *((BASE, 0.0) if label == BASE else (label, largest)),
-                          cfg.seeds[0]))
+        predict = None  # an index variant's prediction (study.index_timed)
+        if label in variants:
+            passes, predict = index_prediction(run_dir, cfg, variants[label], policy, costs)
+        else:
+            passes = (routed_passes(run_dir, sd) if routing == "classifier" else
+                      _passes(evals, *((BASE, 0.0) if label == BASE else (label, largest)),
+                              cfg.seeds[0]))
         paired = {} if label == BASE else compare_bench(base, path, **boot)
         prefill = _prefill_steps([r for r in records if r["mode"] == "ar"])
         tasks = {}
@@ -251,9 +262,11 @@ def summarize_timed(run_dir: Path, cfg: StudyConfig) -> Path:
                    and r["id"] in passes.get(t, {})]
             chosen, pre = [passes[t][i] for i in ids], [prefill.get(i) for i in ids]
             pred = pred_pre = None
-            if ids:
+            if ids and predict is not None:
+                pred, pred_pre = predict(t, ids, pre)
+            elif ids:
                 pred = replay_all(chosen, policy, costs["c"], costs["verify_slope"])["speedup"]
-            if ids and None not in pre:
+            if ids and predict is None and None not in pre:
                 pred_pre = replay_all(chosen, policy, costs["c"], costs["verify_slope"],
                                       pre)["speedup"]
             tasks[t] = {"n": b["n"], "speedup": b["speedup"], "alpha": b["alpha"]["mean"],
