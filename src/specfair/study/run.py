@@ -18,7 +18,11 @@
    each test prompt is routed to, every copy teacher-forced on every task's test sequences,
    routed against oracle routing (``routing/``, ``routing.json``: see
    :mod:`specfair.study.routing`);
-7. summary: ``summary.json`` (see :mod:`specfair.study.summary`);
+7. summary: ``summary.json`` (see :mod:`specfair.study.summary`), after the index arm
+   (``index_arm``, :mod:`specfair.study.index_arm`: the arms' training text, and each data
+   dose's, as a SuffixDecoding index per task, teacher-forced on the test answers at no model
+   cost; ``same_data.json``, rewritten before every summary: fine-tuning against the index of
+   the same text);
 8. timed: each arm's drafter at the largest budget, first seed (``arms/<arm>``: the drafter
    the budget curve and the replayed prediction are of), exported and benchmarked against the
    base drafter, the per-task drafter routed by the task router (``drafters/``, ``timed/``,
