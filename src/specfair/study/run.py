@@ -122,7 +122,8 @@ class Run:
         write_text(run_dir / "study_config.json", json.dumps(config.to_dict(), indent=2))
         self.bf16 = {"float32": False, "bfloat16": True}.get(
             cfg.dtype, cpu_supports_bf16() or torch.cuda.is_available())
-        _say(f"CPU native bf16: {self.bf16}")
+        _say(f"computes in bf16: {self.bf16} (dtype {cfg.dtype}; CPU native bf16: "
+             f"{cpu_supports_bf16()})")
         t0 = time.perf_counter()
         self.test = test_sequences(cfg, target, self.tok, prompts.test, run_dir)
         self.train = train_sequences(cfg, target, self.drafter, self.tok, prompts.train, run_dir)
