@@ -117,7 +117,7 @@ ROWS = [
     (EXPERIMENT.replace("{w}/run", "{in}/afile"), "is an existing file"),
     (EXPERIMENT + " --force report", "No such option: --force"),
     ("experiment stuyd", "experiment config not found: stuyd (a TOML file or one of demo, "
-                         "study, full); did you mean 'study'"),
+                         "study, full, dose); did you mean 'study'"),
     # --- report, tasks, models
     ("report {w}/nope", "nope"),
     ("report {in}/afile", "afile"),
