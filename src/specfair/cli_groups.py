@@ -145,7 +145,10 @@ def index_build(
     out: Annotated[Path, typer.Option(help="The index directory to write (index.json + one "
                                            "safetensors file per task).")],
     target: TargetOpt = DEFAULT_TARGET,
-    suite: SuiteOpt = "default",
+    suite: Annotated[str, typer.Option(
+        help="'default' (embedded), 'study' (the 12 study tasks, split as the engine benchmark "
+             "splits them; `specfair data fetch` first), a packaged name like 'public', or a "
+             "TOML file.")] = "default",
     split: Annotated[str, typer.Option(help="The split whose text is indexed.")] = "train",
     responses: Annotated[list[Path] | None, typer.Option(
         help="A responses.jsonl of the target's answers to the split's prompts (repeatable; "

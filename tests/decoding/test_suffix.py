@@ -524,3 +524,22 @@ def test_bench_drafts_each_prompt_from_its_tasks_index(loaded_pair, tmp_path):
     run_bench((target, None, tok), prompts, tmp_path, max_new_tokens=4, proposer="suffix",
               index=spy, warmup=False, progress=False)  # fmt: skip
     assert list(dict.fromkeys(spy.asked)) == [p.task for p in prompts]  # in the prompts' order
+
+
+def test_index_build_of_the_study_suite_indexes_its_train_split(tiny_pair, tmp_path,
+                                                                monkeypatch):
+    """`specfair index build --suite study`: the study's tasks split as the engine benchmark
+    splits them (seed 0), so no test prompt's reference is indexed."""
+    from study_data import write_study_sources
+
+    from specfair.measure.index_build import index_build_command
+    from specfair.tasks.study import load_study_suite
+
+    monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path / "home"))
+    write_study_sources(tmp_path / "home" / "data")
+    m = index_build_command(str(tiny_pair[0]), "study", tmp_path / "idx")
+    suite = load_study_suite(seed=0)
+    assert m["suite"] == "study" and m["data_hash"] == suite.content_hash()
+    train = suite.prompts("train")
+    with_refs = [p for p in train if getattr(p, "reference", None)]
+    assert sum(t["from"]["references"] for t in m["tasks"].values()) == len(with_refs) > 0

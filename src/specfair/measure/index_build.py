@@ -30,7 +30,12 @@ def index_build_command(target: str, suite: str, out: str | Path, *, split: str 
     for f in responses or []:
         if not Path(f).is_file():
             raise SpecfairError(f"--responses {f}: no such file")
-    suite_obj = load_suite(suite, data_root=data_root)
+    if suite == "study":  # the study's suite as the engine benchmark splits it (seed 0)
+        from specfair.tasks.study import load_study_suite
+
+        suite_obj = load_study_suite(seed=0)
+    else:
+        suite_obj = load_suite(suite, data_root=data_root)
     prompts = suite_obj.prompts(split)
     if not prompts:
         raise SpecfairError(f"suite {suite_obj.name}: no prompts in split {split!r}")
