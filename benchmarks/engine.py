@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import statistics
 import sys
@@ -60,6 +61,7 @@ from specfair.drafters.index import load_index
 from specfair.errors import SpecfairError
 from specfair.measure.bench import model_dtype
 from specfair.measure.costs import curve_key, verify_curve
+from specfair.measure.progress import progress_bar
 from specfair.models import DEFAULT_DRAFTER, DEFAULT_TARGET, load_pair
 from specfair.models.hardware import cpu_name
 
@@ -222,7 +224,13 @@ def prompts_of(args) -> list[tuple[str, str, str]]:
     else:
         suite = load_suite(args.suite, data_root=args.data_root)
     chosen = sample_per_task(suite.prompts(args.split), args.n_per_task, seed=0)
-    return [(p.id, p.task, p.turns[0]) for p in chosen]
+    # round robin over the tasks (first prompt of each, then the second...): a run stopped
+    # early, or resumed over several sessions, holds every task as far as it went
+    by_task: dict[str, list] = {}
+    for p in chosen:
+        by_task.setdefault(p.task, []).append(p)
+    order = [p for row in itertools.zip_longest(*by_task.values()) for p in row if p is not None]
+    return [(p.id, p.task, p.turns[0]) for p in order]
 
 
 def run_prompt(pair, pid, task, text, args, console) -> dict:
@@ -479,19 +487,23 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"resuming: {len(done)} prompts done in {partial}")
         elif partial:  # a fresh file: its first line records the settings
             partial.write_text(json.dumps({"settings": settings}) + "\n")
-        for pid, task, text in prompts_of(args)[: args.limit]:
-            if pid in done:
-                records.append(done[pid])
-                continue
-            rec = run_prompt(pair, pid, task, text, args, console)
-            if partial:
-                with open(partial, "a") as f:
-                    f.write(json.dumps(rec) + "\n")
-            console.print(
-                f"{pid}: AR {rec['ar']['tps']:.2f} t/s, SD {rec['sd']['tps']:.2f} t/s, "
-                f"alpha {rec['alpha']:.2f}, tau {rec['tau']:.2f}"
-            )
-            records.append(rec)
+        chosen = prompts_of(args)[: args.limit]
+        records += [done[pid] for pid, _, _ in chosen if pid in done]
+        todo = [c for c in chosen if c[0] not in done]
+        # a line every 30 s with the ETA, also when the output is redirected (a prompt takes
+        # minutes with the variants and HF's assisted generation)
+        with progress_bar(len(todo), "engine") as advance:
+            for pid, task, text in todo:
+                rec = run_prompt(pair, pid, task, text, args, console)
+                if partial:
+                    with open(partial, "a") as f:
+                        f.write(json.dumps(rec) + "\n")
+                console.print(
+                    f"{pid}: AR {rec['ar']['tps']:.2f} t/s, SD {rec['sd']['tps']:.2f} t/s, "
+                    f"alpha {rec['alpha']:.2f}, tau {rec['tau']:.2f}"
+                )
+                records.append(rec)
+                advance(pid)
         report(records, args, console)
         if args.profile:
             profile(pair, args, console)

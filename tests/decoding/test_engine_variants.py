@@ -133,3 +133,18 @@ def test_router_accuracy_runs_on_a_tiny_drafter(tiny_pair, tmp_path, one_thread)
     assert doc["n"] == sum(d["n"] for d in doc["tasks"].values()) > 0
     assert 0.0 <= doc["accuracy"] <= 1.0 and doc["train_accuracy"] > 0.5
     assert mod.main(["--drafter", str(tmp_path / "nope")]) == 2
+
+
+def test_suite_prompts_go_round_robin_over_the_tasks(engine):
+    """A run stopped early (or resumed over several sessions) holds every task as far as it
+    went: the first prompt of each task, then the second of each..."""
+    import types
+
+    args = types.SimpleNamespace(suite="default", split="test", n_per_task=2, data_root=None,
+                                 tasks=None)
+    chosen = engine.prompts_of(args)
+    tasks = list(dict.fromkeys(t for _, t, _ in chosen))
+    assert len(tasks) > 1
+    assert [t for _, t, _ in chosen[: len(tasks)]] == tasks
+    assert [t for _, t, _ in chosen[len(tasks): 2 * len(tasks)]] == tasks
+    assert len({pid for pid, _, _ in chosen}) == len(chosen)
