@@ -48,7 +48,7 @@ ROWS = [
     ('name = ".."', f"name = '..' {TOP} a plain name"),
     ("arms = []", f"arms = [] {TOP} a non-empty list of unique"),
     ('arms = ["uniform", "nope"]',
-     f"{TOP} a non-empty list of unique names from uniform, disparity, per-task"),
+     f"{TOP} a non-empty list of unique names from uniform, task-mean, disparity, per-task"),
     ("warmup_steps = -1", f"warmup_steps = -1 {TOP} an integer >= 0"),
     ("budgets = [0.5, 0.5, 1.0]", f"budgets = [0.5, 0.5, 1.0] {TOP} a non-empty list of unique"),
     ("budgets = [0.5, 1.5]", "finite numbers in (0, 1]"),

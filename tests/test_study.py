@@ -358,3 +358,24 @@ def test_a_training_text_planted_with_a_test_prompt_is_dropped_and_a_trained_run
     monkeypatch.setattr(study_run, "training_text_leaks", plant)
     with pytest.raises(SpecfairError, match="contaminated"):
         run_study(cfg, out2)
+
+
+def test_the_task_mean_arm_trains_beside_uniform_on_the_same_draws(long_pair, tmp_path,
+                                                                    monkeypatch):
+    """Issue 29's matched arms: ``task-mean`` draws as ``uniform`` does, its loss averaged per
+    task instead of per position; both reach the same tokens and report side by side."""
+    monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path / "home"))
+    write_study_sources(tmp_path / "home" / "data")
+    cfg = _cfg(long_pair, arms=["uniform", "task-mean"], budgets=[1.0],
+               tasks=["chat", "code", "mgsm_zh"], n_bench=0)
+    out = tmp_path / "run"
+    run_study(cfg, out)
+    s = json.loads((out / "summary.json").read_text())
+    u, m = (s["arms"][a]["budgets"][-1] for a in ("uniform", "task-mean"))
+    assert u["tokens"] == m["tokens"] and u["supervised_tokens"] == m["supervised_tokens"]
+    logs = [json.loads(x) for x in (out / "arms" / "task-mean" / "train_log.jsonl")
+            .read_text().splitlines()]
+    ulogs = [json.loads(x) for x in (out / "arms" / "uniform" / "train_log.jsonl")
+             .read_text().splitlines()]
+    assert [r["tasks"] for r in logs] == [r["tasks"] for r in ulogs]  # the same draws
+    assert [r["loss"] for r in logs] != [r["loss"] for r in ulogs]  # another loss

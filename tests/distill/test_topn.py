@@ -277,3 +277,45 @@ def test_training_reports_progress_with_an_eta_while_it_runs(monkeypatch, capsys
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[train tokens]")]
     assert len(lines) >= 2, lines
     assert f"/{goal} elapsed" in lines[-1] and "ETA" in lines[-1] and "step" in lines[-1]
+
+
+def test_the_task_mean_loss_weighs_each_task_alike_whatever_its_answer_lengths():
+    """``grouped_loss``: the mean over the batch's tasks of each task's loss per response
+    position (one long-answer task no longer outweighs a short-answer one); with one task it
+    is the per-position mean; ``train_sampled(task_mean=True)`` trains on it."""
+    from specfair.distill.topn import grouped_loss, train_sampled
+    from specfair.distill.weighting import TaskSampler
+
+    torch.manual_seed(0)
+    teacher, drafter = _model(3), _model(4)
+    rng = random.Random(2)
+    seqs = [([rng.randrange(3, V) for _ in range(n)], p)
+            for n, p in ((40, 4), (36, 6), (12, 8), (30, 3))]  # long, long, short, long
+    tk, lh = target_topk(teacher, seqs, 16), lower_hidden(drafter, seqs, 2)
+    sig = [Signals(h["hidden"], t["topk_idx"], t["topk_logp"], p)
+           for h, t, (_, p) in zip(lh, tk, seqs, strict=True)]
+    labels = ["chat", "chat", "ja", "code"]
+    top, head = TopLayers(drafter, 2), drafter.lm_head.weight.detach()
+    with torch.no_grad():
+        per = {t: [s for s, g in zip(sig, labels, strict=True) if g == t] for t in set(labels)}
+        want = sum(batch_loss(top, head, ss, "fkl", False)
+                   / sum(int(s.topk_idx.shape[0]) for s in ss) for ss in per.values()) / 3
+        got = grouped_loss(top, head, sig, labels, "fkl", False)
+        assert torch.allclose(got, want, rtol=1e-5), (got, want)
+        pos = batch_loss(top, head, sig, "fkl", False) / sum(int(s.topk_idx.shape[0])
+                                                              for s in sig)
+        assert not torch.allclose(got, pos, rtol=1e-3)  # the per-position mean differs here
+        one = grouped_loss(top, head, sig, ["t"] * 4, "fkl", False)
+        assert torch.allclose(one, pos, rtol=1e-5)
+    with pytest.raises(ValueError):
+        grouped_loss(top, head, sig, labels[:2], "fkl", False)
+    runs = {}
+    for task_mean in (False, True):
+        torch.manual_seed(0)
+        t2 = TopLayers(drafter, 2)
+        opt = make_optimizer(t2, 1e-3)
+        sampler = TaskSampler(labels, "uniform", seed=0)
+        train_sampled(t2, head, opt, TrainState(), sig, sampler, 200, batch_size=4, lr=1e-3,
+                      warmup=1, kind="fkl", bf16=False, task_mean=task_mean)
+        runs[task_mean] = [p.detach().clone() for p in t2.parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(runs[False], runs[True], strict=True))

@@ -120,6 +120,21 @@ def batch_loss(top, head, batch: Sequence[Signals], kind: str, bf16: bool) -> to
                      torch.cat([s.topk_logp for s in batch]), kind)
 
 
+def grouped_loss(top, head, batch: Sequence[Signals], labels: Sequence[str], kind: str,
+                 bf16: bool) -> torch.Tensor:
+    """The mean over the labels present in ``batch`` of each label's loss per response
+    position (one forward, as :func:`batch_loss`): every sequence of a label weighs
+    ``1 / (labels present x that label's response positions in the batch)``."""
+    if len(labels) != len(batch):
+        raise ValueError("grouped_loss: one label per sequence")
+    logits = _batch_logits(top, head, batch, bf16)
+    n = {}
+    for s, g in zip(batch, labels, strict=True):
+        n[g] = n.get(g, 0) + int(s.topk_idx.shape[0])
+    return sum(topk_loss(lg, s.topk_idx, s.topk_logp, kind) / (len(n) * n[g])
+               for lg, s, g in zip(logits, batch, labels, strict=True) if n[g] > 0)
+
+
 @torch.inference_mode()
 def evaluate(top: TopLayers, head: torch.Tensor, signals: Sequence[Signals],
              bf16: bool, target_head: torch.Tensor | None = None,
@@ -184,10 +199,14 @@ def train_until(top: TopLayers, head: torch.Tensor, opt, state: TrainState,
                 draw: Callable[[], Sequence[Signals]], tokens_goal: float, *, lr: float,
                 warmup: int, kind: str, bf16: bool, log: Callable[[dict], None] | None = None,
                 max_grad_norm: float = 1.0, checkpoint: Path | None = None,
-                max_steps: int | None = None) -> TrainState:
+                max_steps: int | None = None,
+                groups: Callable[[], Sequence[str]] | None = None) -> TrainState:
     """The training loop (the only one on cached signals): optimizer steps until
     ``state.tokens >= tokens_goal`` (or ``state.step == max_steps``). A batch's loss is the
-    mean over its response positions, the batch forwarded at once (:func:`batch_loss`). A
+    mean over its response positions, the batch forwarded at once (:func:`batch_loss`); with
+    ``groups`` (each drawn sequence's task, called after ``draw``) the mean over the batch's
+    tasks of each task's mean over its positions (:func:`grouped_loss`: a task of long answers
+    weighs no more than one of short answers). A
     non-finite loss, gradient norm or updated weight stops the loop with one
     error naming the step and ``checkpoint`` (the last one the caller wrote;
     :mod:`specfair.distill.guard`)."""
@@ -207,7 +226,8 @@ def train_until(top: TopLayers, head: torch.Tensor, opt, state: TrainState,
         t0 = time.perf_counter()
         batch = draw()
         n_pos = sum(int(s.topk_idx.shape[0]) for s in batch)
-        loss = batch_loss(top, head, batch, kind, bf16) / n_pos
+        loss = (batch_loss(top, head, batch, kind, bf16) / n_pos if groups is None
+                else grouped_loss(top, head, batch, list(groups()), kind, bf16))
         loss.backward()
         total = float(loss.detach())
         norm = torch.nn.utils.clip_grad_norm_(
@@ -235,9 +255,11 @@ def train_sampled(top: TopLayers, head: torch.Tensor, opt, state: TrainState,
                   lr: float, warmup: int, kind: str, bf16: bool,
                   hook: Callable[[int], None] | None = None, every: int = 0,
                   log: Callable[[dict], None] | None = None, max_grad_norm: float = 1.0,
-                  checkpoint: Path | None = None, max_steps: int | None = None) -> TrainState:
+                  checkpoint: Path | None = None, max_steps: int | None = None,
+                  task_mean: bool = False) -> TrainState:
     """:func:`train_until` on batches of ``batch_size`` drawn from ``pool`` by ``sampler`` (a
-    :class:`~specfair.distill.weighting.TaskSampler` over the pool's task labels, in order).
+    :class:`~specfair.distill.weighting.TaskSampler` over the pool's task labels, in order);
+    ``task_mean``: each batch's loss averaged per task, not per position (:func:`grouped_loss`).
     ``hook(step)`` runs every ``every`` steps (step 0 included) before a batch is drawn: where
     a held-out alpha re-estimate updates the sampler (the ``disparity`` rule) and is logged.
     Each step's log record carries the tasks it drew and the sampler's weights. The
@@ -258,7 +280,8 @@ def train_sampled(top: TopLayers, head: torch.Tensor, opt, state: TrainState,
 
     return train_until(top, head, opt, state, draw, tokens_goal, lr=lr, warmup=warmup,
                        kind=kind, bf16=bf16, log=None if log is None else step_log,
-                       max_grad_norm=max_grad_norm, checkpoint=checkpoint, max_steps=max_steps)
+                       max_grad_norm=max_grad_norm, checkpoint=checkpoint, max_steps=max_steps,
+                       groups=(lambda: [label[i] for i in drawn]) if task_mean else None)
 
 
 def train_copy(drafter, head: torch.Tensor, signals: Sequence[Signals], tokens: int, *,

@@ -74,8 +74,11 @@ def _train_one(run, name: str, seqs: list[Seq], tests: tuple[list[Seq], list[Seq
     budget's checkpoint and appends only the records missing (a budget whose records are all
     there is not evaluated again; one below the checkpoint's, lost only by hand, is trained
     again from the start). ``seed`` draws the batches (the training's only randomness: the
-    copy starts from the drafter's weights)."""
+    copy starts from the drafter's weights). ``rule``: the sampler's (``uniform``,
+    ``disparity``), or ``task-mean``: drawn as ``uniform``, each batch's loss averaged per
+    task instead of per position."""
     cfg = run.cfg
+    task_mean, rule = rule == "task-mean", "uniform" if rule == "task-mean" else rule
     adir = adir or run.dir / "arms" / name
     ckpt, evals = adir / "checkpoint", adir / "eval.jsonl"
     files = (Records(evals), Records(adir / "policy_eval.jsonl"))
@@ -114,7 +117,7 @@ def _train_one(run, name: str, seqs: list[Seq], tests: tuple[list[Seq], list[Seq
                           batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup_steps,
                           kind=cfg.loss, bf16=run.bf16, hook=hook, every=reest,
                           log=lambda r: log.append([r]),
-                          checkpoint=ckpt if ckpt.is_dir() else None)
+                          checkpoint=ckpt if ckpt.is_dir() else None, task_mean=task_mean)
             save_checkpoint(ckpt, top, opt, state, {"sampler": sampler.state_dict(),
                                                     "budget": b})
             reached = b
@@ -180,9 +183,8 @@ def _train_arm(run, arm: str, name: str, train: list[Seq], out: Path, seed: int,
                             "uniform", goal // len(cfg.tasks), seed, budgets,
                             root / name / t)
                  for t in cfg.tasks]
-    else:
-        files = [_train_one(run, name, train, (run.test, held),
-                            "uniform" if arm == "uniform" else "disparity", goal, seed, budgets,
+    else:  # uniform, task-mean (uniform, the loss averaged per task) or disparity
+        files = [_train_one(run, name, train, (run.test, held), arm, goal, seed, budgets,
                             root / name)]
     def total(key: str) -> dict[float, int | None]:
         """Per budget, ``key`` summed over the copies (None where one lacks it)."""

@@ -14,7 +14,10 @@ from specfair.defaults import DEFAULT_GAMMA
 from specfair.errors import SpecfairError
 from specfair.schema import SEED_LIMIT, Rule, check_table, suggest, value_error
 
-ARMS = ("uniform", "disparity", "per-task")
+# uniform: every task's sequences drawn in proportion, the loss a mean over positions;
+# task-mean: the same draws, the loss a mean over the batch's tasks of each one's position mean
+ARMS = ("uniform", "task-mean", "disparity", "per-task")
+DEFAULT_ARMS = ("uniform", "disparity", "per-task")  # a config without `arms` (as before)
 DTYPES = ("auto", "float32", "bfloat16")  # the models' dtype: auto = bf16 where the CPU has it
 _POS, _COUNT, _NONNEG = Rule(gt=0), Rule(ge=1), Rule(ge=0)
 # Upper bounds on the settings that size the work, so that a typo cannot run for days: passes
@@ -106,7 +109,7 @@ class StudyConfig:
     overfit_epochs: float = 8.0  # the overfit check: one task's train sequences, this many
     overfit_lr: float = 1e-4  # passes, at this learning rate (4 at 3e-4 reached only +0.08)
     budgets: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])
-    arms: list[str] = field(default_factory=lambda: list(ARMS))
+    arms: list[str] = field(default_factory=lambda: list(DEFAULT_ARMS))
     disparity_temperature: float = 0.05
     disparity_floor: float = 0.2
     bootstrap: int = 2000
@@ -193,7 +196,7 @@ class StudyConfig:
         if head >= most:
             raise value_error(origin, "", "prompt_head_tokens", head,
                               f"an integer in [0, max_prompt_tokens = {most})")
-        arms, dose_arm = d.get("arms", list(ARMS)), d.get("dose_arm", "uniform")
+        arms, dose_arm = d.get("arms", list(DEFAULT_ARMS)), d.get("dose_arm", "uniform")
         if d.get("prompt_fractions") and d.get("dose_tokens"):
             raise value_error(origin, "", "dose_tokens", d["dose_tokens"],
                               "[] when prompt_fractions is set (a data dose is in prompt "
