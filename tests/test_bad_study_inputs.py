@@ -48,7 +48,8 @@ ROWS = [
     ('name = ".."', f"name = '..' {TOP} a plain name"),
     ("arms = []", f"arms = [] {TOP} a non-empty list of unique"),
     ('arms = ["uniform", "nope"]',
-     f"{TOP} a non-empty list of unique names from uniform, task-mean, disparity, per-task"),
+     f"{TOP} a non-empty list of unique names from uniform, task-mean, disparity, per-task, "
+     "monolingual"),
     ("warmup_steps = -1", f"warmup_steps = -1 {TOP} an integer >= 0"),
     ("budgets = [0.5, 0.5, 1.0]", f"budgets = [0.5, 0.5, 1.0] {TOP} a non-empty list of unique"),
     ("budgets = [0.5, 1.5]", "finite numbers in (0, 1]"),
@@ -67,7 +68,11 @@ ROWS = [
     ("prompt_fractions = [0.5, 0.5]", f"prompt_fractions = [0.5, 0.5] {TOP} a list of unique"),
     ("prompt_fractions = [1.5]", f"prompt_fractions = [1.5] {TOP} a list of unique finite"),
     ("prompt_fractions = nan", "prompt_fractions = nan in the top level should be a list of"),
-    ('dose_arm = "nope"', f"dose_arm = 'nope' {TOP} one of uniform, disparity, per-task"),
+    ('dose_arm = "nope"', f"dose_arm = 'nope' {TOP} one of uniform, task-mean, disparity, "
+                          "per-task"),
+    # the monolingual arm trains on other text than the dose's: no dose of its own
+    ('arms = ["monolingual"]\ndose_arm = "monolingual"\ndose_tokens = [1500]',
+     f"dose_arm = 'monolingual' {TOP} one of uniform, task-mean, disparity, per-task"),
     ('arms = ["per-task"]\nprompt_fractions = [0.5]',
      f"dose_arm = 'uniform' {TOP} one of this study's arms (per-task) when prompt_fractions"),
     ("seed = [0, 1]", "seed = [0, 1] in the top level should be an integer"),

@@ -198,6 +198,12 @@ def test_human_written_chinese_and_japanese_turns_and_monolingual_text(fetched):
     assert len(mono) == 201 + 2 and mono[0].text == "我们第0次一起去公园散步。"
     assert mono[0].group == "hsk sentence hsk1-0000" and mono[0].task == "monolingual_zh"
     assert [p.id for p in monolingual("ja", mgsm=False)] == ["sharegpt_human_ja-a4.0"]
+    en = monolingual("en")  # HSK's English translations, each in its sentence's split group
+    assert len(en) == 201 and en[0].text == "This is the walk number 0 we take in the park."
+    assert en[0].id == "hsk_mono_en-hsk1-0000" and en[0].task == "monolingual_en"
+    assert [p.group for p in en[:201]] == [p.group for p in mono[:201]]
+    with pytest.raises(SpecfairError, match="no language 'fr'"):
+        monolingual("fr")
 
 
 def test_script_detection():

@@ -156,16 +156,22 @@ def stage_arm(run, arm: str, out: Path, seed: int | None = None) -> None:
     """Train and evaluate one arm at every budget (the first of ``cfg.seeds``) or at the
     largest budget (the other seeds); its records join ``out`` (those missing there).
     ``per-task``: one copy per task, each with an equal share of the tokens, oracle
-    routing."""
+    routing. ``monolingual``: ``uniform`` on the arm's own sequences (``run.mono``,
+    :mod:`specfair.study.monolingual`: text in each translation task's output language) at
+    ``epochs`` passes over them, each record with its task's training text
+    (:meth:`~specfair.study.monolingual.Monolingual.fields`)."""
     cfg = run.cfg
     seed = cfg.seeds[0] if seed is None else seed
     budgets = cfg.budgets if seed == cfg.seeds[0] else cfg.budgets[-1:]
     if not _arm_owes(run, arm, out, seed, budgets, seed == cfg.seeds[0]):
         return
-    goal = budget_tokens(run)
+    kind, train, goal, extra = arm, run.train, budget_tokens(run), None
+    if arm == "monolingual":
+        kind, train, extra = "uniform", run.mono.seqs, run.mono.fields()
+        goal = int(cfg.epochs * sum(len(s.ids) for s in train))
     _say(f"arm {arm}, seed {seed}: {goal} training tokens at the largest budget")
-    _train_arm(run, arm, arm, run.train, out, seed, budgets, goal, _arm_dir(run, seed),
-               with_policy=seed == cfg.seeds[0])
+    _train_arm(run, kind, arm, train, out, seed, budgets, goal, _arm_dir(run, seed),
+               with_policy=seed == cfg.seeds[0], extra=extra)
 
 
 def _train_arm(run, arm: str, name: str, train: list[Seq], out: Path, seed: int,

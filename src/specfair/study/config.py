@@ -15,8 +15,11 @@ from specfair.errors import SpecfairError
 from specfair.schema import SEED_LIMIT, Rule, check_table, suggest, value_error
 
 # uniform: every task's sequences drawn in proportion, the loss a mean over positions;
-# task-mean: the same draws, the loss a mean over the batch's tasks of each one's position mean
-ARMS = ("uniform", "task-mean", "disparity", "per-task")
+# task-mean: the same draws, the loss a mean over the batch's tasks of each one's position mean;
+# monolingual: uniform, each translation task's text replaced by as many supervised tokens of
+# unlabeled text in its output language (study.monolingual; no data dose of its own)
+ARMS = ("uniform", "task-mean", "disparity", "per-task", "monolingual")
+DOSE_ARMS = tuple(a for a in ARMS if a != "monolingual")
 DEFAULT_ARMS = ("uniform", "disparity", "per-task")  # a config without `arms` (as before)
 DTYPES = ("auto", "float32", "bfloat16")  # the models' dtype: auto = bf16 where the CPU has it
 _POS, _COUNT, _NONNEG = Rule(gt=0), Rule(ge=1), Rule(ge=0)
@@ -43,7 +46,7 @@ RULES = {
     "bootstrap": Rule(ge=1, le=MAX_BOOTSTRAP),
     "seeds": Rule(nonempty=True, unique=True, each=_SEED),
     "prompt_fractions": Rule(unique=True, each=Rule(gt=0, le=1)),
-    "dose_arm": Rule(choices=ARMS),
+    "dose_arm": Rule(choices=DOSE_ARMS),
     "dose_tokens": Rule(unique=True, each=Rule(ge=1, le=MAX_DOSE_TOKENS)),
     "dose_tasks": Rule(unique=True),
     # the timed stage (specfair.study.timed)

@@ -13,7 +13,8 @@
 5. arms x budgets: the base drafter, then each arm trained with checkpoints at each budget (a
    fraction of the largest budget's training tokens, constant learning rate after warm-up, so a
    checkpoint is the same as a shorter run) and evaluated on the test sequences, with the first
-   of ``seeds``;
+   of ``seeds`` (``monolingual``: on text in each translation task's output language, built
+   and scored in step 3, :mod:`specfair.study.monolingual`);
 6. routing (with the ``per-task`` arm): a task router fitted on the train prompts, the copy
    each test prompt is routed to, every copy teacher-forced on every task's test sequences,
    routed against oracle routing (``routing/``, ``routing.json``: see
@@ -90,6 +91,8 @@ from specfair.study.data import (
 from specfair.study.dose import arms_train, counts
 from specfair.study.index_arm import stage_index
 from specfair.study.methods import Method, applied, read_methods, stage_methods
+from specfair.study.monolingual import ARM as MONOLINGUAL
+from specfair.study.monolingual import build as monolingual_train
 from specfair.study.routing import stage_routing
 from specfair.study.summary import write_summary
 from specfair.study.timed import export_arms, run_timed
@@ -153,6 +156,10 @@ class Run:
                      f"{t} {v['prompts']} / {v['supervised_tokens']} / {v['prompt_tokens']}"
                      for t, v in c.items()))
         cfg.check_budgets([len(s.ids) for s in self.train], [s.task for s in self.train])
+        # the monolingual arm: text in each translation task's output language, as many
+        # supervised tokens as the task's own (study.monolingual); scored with the others
+        self.mono = (monolingual_train(cfg, self.tok, prompts, self.train, self.test, run_dir)
+                     if MONOLINGUAL in cfg.arms else None)
         self.heldout = train_sequences(cfg, target, self.drafter, self.tok, prompts.heldout,
                                        run_dir)
         # the target's own answers to the held-out prompts: drafting policies are chosen there
@@ -163,8 +170,8 @@ class Run:
              f"({time.perf_counter() - t0:.0f} s)")
         t0 = time.perf_counter()
         self.teacher, self.lower = fill_signals(
-            cfg, target, self.drafter, self.test + self.train + self.heldout + self.policy,
-            run_dir)
+            cfg, target, self.drafter, self.test + self.train + self.heldout + self.policy
+            + (self.mono.new if self.mono else []), run_dir)
         self.final = fill_target_final(cfg, target, self.test, run_dir)
         _say(f"signals ready ({time.perf_counter() - t0:.0f} s)")
         _measure_costs(target, self.drafter, self.test[0], run_dir / "costs.json")
@@ -348,7 +355,7 @@ RUN_FILES = ("study_config.json", "leakage.json", "test_responses.jsonl",
              "heldout_responses.jsonl", "train_target_text.jsonl", "train_drafter_text.jsonl",
              "costs.json", "overfit.json", "eval.jsonl", "policy_eval.jsonl", "methods.json",
              "routing.json", "same_data.json", "summary.json", "timed.json", "report.md",
-             "report.html", "train_data.json")
+             "report.html", "train_data.json", "monolingual.json")
 
 
 def run_study(cfg: StudyConfig, run_dir: str | Path) -> Path:

@@ -14,8 +14,8 @@ The ``extra`` tasks (loaded only when named; issue 29: more data for the lagging
 and answers long enough that decoding, not prefill, dominates a timed step) translate every HSK
 sentence (``*_sent``), English paragraphs of ShareGPT answers into Japanese and Chinese and HSK
 sentences joined into paragraphs into English (``*_para``). :func:`human_written` and
-:func:`monolingual` give real Chinese and Japanese text that is not a task. Sources, licences
-and counts: docs/DATA.md.
+:func:`monolingual` give real Chinese and Japanese text that is not a task (``monolingual``
+also HSK's English translations). Sources, licences and counts: docs/DATA.md.
 """
 
 from __future__ import annotations
@@ -315,7 +315,17 @@ def monolingual(lang: str, mgsm: bool = True) -> list[Prompt]:
     language), each with the split group it has in the study suite: ``"zh"``: every HSK
     sentence (``hsk_mono-<id>``), then :func:`human_written` Chinese; ``"ja"``:
     :func:`human_written` Japanese only (no packaged Japanese corpus was found: MGSM's 250
-    questions and ShareGPT's few Japanese turns are all there is)."""
+    questions and ShareGPT's few Japanese turns are all there is); ``"en"``: every HSK
+    sentence's English translation (``hsk_mono_en-<id>``, written by the HSK project's
+    contributors; ShareGPT's English answers are ChatGPT's and the chat and code tasks'
+    references, so they are not used)."""
+    if lang not in ("zh", "ja", "en"):
+        raise SpecfairError(f"monolingual: no language {lang!r} (zh, ja or en)")
+    if lang == "en":
+        rows, groups = _hsk_rows(every=True)
+        return [Prompt(f"hsk_mono_en-{r['id']}", "monolingual_en",
+                       (r["translation"]["en"].strip(),), source="hsk",
+                       group=groups[str(r["id"])]) for r in rows]
     out = []
     if lang == "zh":
         rows, groups = _hsk_rows(every=True)
