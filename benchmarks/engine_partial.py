@@ -13,6 +13,7 @@ import json
 import sys
 
 import numpy as np
+from engine_report import geo_ci
 
 FIXED = ("ar", "sd", "hf_sd")
 
@@ -25,11 +26,10 @@ def gmean(xs) -> float:
     return float(np.exp(np.mean(np.log(xs))))
 
 
-def boot(ratios, n: int = 4000, seed: int = 0) -> tuple[float, float, float]:
-    """Geometric mean of ``ratios`` with a bootstrap 95 % CI over them."""
-    lg = np.log(np.array(ratios))
-    b = lg[np.random.default_rng(seed).integers(0, len(lg), (n, len(lg)))].mean(1)
-    return tuple(float(np.exp(x)) for x in (lg.mean(), *np.quantile(b, [0.025, 0.975])))
+def boot(ratios) -> tuple[float, float, float]:
+    """Geometric mean of ``ratios`` with a bootstrap 95 % CI over them (4000 resamples)."""
+    g = geo_ci(np.log(np.array(ratios)), np.random.default_rng(0), 4000)
+    return g["ratio"], *g["ci"]
 
 
 def main(path: str) -> None:

@@ -11,12 +11,18 @@ import numpy as np
 from rich.table import Table
 
 
+def geo_ci(logs: np.ndarray, rng, n_boot: int = 2000) -> dict:
+    """The geometric mean of ratios given as ``logs`` with a bootstrap 95 % CI over them
+    (``rng`` draws the resamples): ``{"ratio", "n", "ci"}``."""
+    boot = logs[rng.integers(0, len(logs), (n_boot, len(logs)))].mean(axis=1)
+    return {"ratio": float(np.exp(logs.mean())), "n": len(logs),
+            "ci": [float(np.exp(np.quantile(boot, q))) for q in (0.025, 0.975)]}
+
+
 def against_hf(records: list[dict], n_boot: int = 2000) -> dict[str, dict]:
     """Each SD variant's tokens/s over HF assisted generation's (defaults) on the same prompts:
     the geometric mean of the per-prompt ratios with a bootstrap 95 % CI over prompts, and the
     variant's worst task (mean speed-up over specfair AR)."""
-    import numpy as np
-
     rows = [r for r in records if r.get("hf_sd", {}).get("tps")]
     labels = ["sd"] + list(dict.fromkeys(k for r in rows for k in r.get("variants", {})))
     speedups = variant_speedups(records)
@@ -24,8 +30,8 @@ def against_hf(records: list[dict], n_boot: int = 2000) -> dict[str, dict]:
     rng = np.random.default_rng(0)
     for label in labels:
         tps = [(r["sd"] if label == "sd" else r["variants"][label])["tps"] for r in rows]
-        logs = np.log(np.array(tps) / np.array([r["hf_sd"]["tps"] for r in rows]))
-        boot = logs[rng.integers(0, len(logs), (n_boot, len(logs)))].mean(axis=1)
+        g = geo_ci(np.log(np.array(tps) / np.array([r["hf_sd"]["tps"] for r in rows])), rng,
+                   n_boot)
         by_task = speedups.get(label) if label != "sd" else None
         if by_task is None:
             by: dict[str, list] = {}
@@ -33,9 +39,7 @@ def against_hf(records: list[dict], n_boot: int = 2000) -> dict[str, dict]:
                 by.setdefault(r["task"], []).append(r["speedup"])
             by_task = {t: statistics.mean(x) for t, x in by.items()}
         worst = min((t for t in by_task if t != "overall"), key=by_task.get)
-        out[label] = {"vs_hf": float(np.exp(logs.mean())),
-                      "ci": [float(np.exp(np.quantile(boot, 0.025))),
-                             float(np.exp(np.quantile(boot, 0.975)))],
+        out[label] = {"vs_hf": g["ratio"], "ci": g["ci"],
                       "worst_task": worst, "worst_speedup": by_task[worst]}
     return out
 
@@ -246,9 +250,7 @@ def paired_ratio(records: list[dict], a: str, b: str, n_boot: int = 2000) -> dic
     rng = np.random.default_rng(0)
 
     def geo(logs: np.ndarray) -> dict:
-        boot = logs[rng.integers(0, len(logs), (n_boot, len(logs)))].mean(axis=1)
-        return {"ratio": float(np.exp(logs.mean())), "n": len(logs),
-                "ci": [float(np.exp(np.quantile(boot, q))) for q in (0.025, 0.975)]}
+        return geo_ci(logs, rng, n_boot)
 
     logs = np.log([r["variants"][a]["tps"] / r["variants"][b]["tps"] for r in rows])
     tasks = [r["task"] for r in rows]
