@@ -31,8 +31,10 @@ from specfair.measure.io import read_json, read_jsonl
 from specfair.measure.replay import POLICIES, pass_of, replay
 from specfair.study.config import StudyConfig
 from specfair.study.dose import point_name
+from specfair.study.dose_verdict import verdicts
+from specfair.study.epochs import training_runs
 from specfair.study.policies import study_policies
-from specfair.study.power import power_summary
+from specfair.study.power import power_summary, timed_dtype
 
 
 def _by_prompt(records: list[dict], arm: str, budget: float) -> dict[str, dict[str, dict]]:
@@ -448,6 +450,54 @@ def data_dose(records: list[dict], tasks: list[str], cfg: StudyConfig,
                                         1e4)
     key = "dose_tokens" if by_tokens else "prompt_fraction"
     out["points"] = [compare(records, a, 1.0, tasks, cfg, costs) | {key: f} for a, f in pts]
+    if by_tokens:
+        out["segments"] = own_segments(records, tasks, cfg, costs, out)
+    return out
+
+
+def _scaled(ci: dict, k: float) -> dict:
+    """A paired CI times ``k`` > 0 (a change over a segment as a slope)."""
+    return ci | {"value": ci["value"] * k, "lo": ci["lo"] * k, "hi": ci["hi"] * k}
+
+
+def own_segments(records: list[dict], tasks: list[str], cfg: StudyConfig, costs: dict,
+                 d: dict) -> dict:
+    """Per dose task, the last segment of its own data: between the two largest distinct
+    supervised-token counts its dose points reached (a task whose data ran out before the
+    largest dose stops growing at the first point that took all of it; after it, its curve is
+    the other tasks' collateral). ``{task: {"segment": {"points": [i, j] (indices of
+    ``d["points"]``), "dose_tokens", "supervised_tokens" ([at i, at j]), "d_greedy", "d_speedup"
+    (the change from i to j: paired on the same prompts, the first seed at both, prompt groups
+    resampled as in :func:`compare`), "greedy_per_10k", "speedup_per_10k" (those changes per
+    10k supervised tokens)} | None, "why" (why None), "ran_out": {"dose_tokens",
+    "supervised_tokens"} | None}}``."""
+    out: dict[str, dict] = {}
+    done: dict[tuple[int, int], dict] = {}
+    for t in d["dose_tasks"]:
+        sup = d["supervised_tokens"][t][1:]
+        j = sup.index(max(sup))
+        ran_out = ({"dose_tokens": d["dose_tokens"][j], "supervised_tokens": sup[j]}
+                   if j < len(sup) - 1 else None)
+        below = [i for i in range(j) if sup[i] < sup[j]]
+        if not below:
+            why = ("one dose point: no segment" if len(sup) < 2 else
+                   f"its data ran out by the first dose ({sup[j]:,} supervised tokens at every "
+                   "dose): no segment of its own")
+            out[t] = {"segment": None, "why": why, "ran_out": ran_out}
+            continue
+        i = below[-1]
+        if (i, j) not in done:
+            side = [_by_seed(records, d["points"][k]["arm"], 1.0) for k in (i, j)]
+            a, b = (x[_first_seed(x, cfg)] for x in side)
+            done[(i, j)] = paired_changes(a, b, tasks, cfg, costs, ("greedy",))
+        ch, per = done[(i, j)], 1e4 / (sup[j] - sup[i])
+        g, sp = ch["greedy"]["change"][t], ch["speedup"]["change"][t]
+        out[t] = {"segment": {"points": [i, j],
+                              "dose_tokens": [d["dose_tokens"][i], d["dose_tokens"][j]],
+                              "supervised_tokens": [sup[i], sup[j]], "d_greedy": g,
+                              "d_speedup": sp, "greedy_per_10k": _scaled(g, per),
+                              "speedup_per_10k": _scaled(sp, per)},
+                  "why": None, "ran_out": ran_out}
     return out
 
 
@@ -491,14 +541,20 @@ def write_summary(run_dir: Path, cfg: StudyConfig) -> Path:
             x = np.array([[0.0] * len(tasks)] + [[r["tokens"]] * len(tasks) for r in rows])
             arms[arm] = {"budgets": rows, "dose_response": dose_response(
                 rows, base, tasks, curve(records, pts, x, tasks, cfg))}
+    dose = data_dose(records, tasks, cfg, costs)
+    overfit = _json_or_none(run_dir / "overfit.json")
+    if dose and "segments" in dose:  # the dose's answer per dose task (study.dose_verdict)
+        dose["verdicts"] = verdicts(dose, overfit)
     summary = {"config": cfg.to_dict(), "costs": costs, "base": base, "arms": arms,
-               "data_dose": data_dose(records, tasks, cfg, costs),
-               "overfit": _json_or_none(run_dir / "overfit.json"),
+               "data_dose": dose, "overfit": overfit,
                "methods": _json_or_none(run_dir / "methods.json"),
                "same_data": _json_or_none(run_dir / "same_data.json"),  # study.same_data
                "leakage": _json_or_none(run_dir / "leakage.json"),
                "train_data": _json_or_none(run_dir / "train_data.json"),
-               "power": power_summary(run_dir, records, cfg),
+               "power": power_summary(run_dir, records, cfg, {
+                   t: base["tasks"][t]["speedup"]["value"] for t in tasks}),
+               "training": training_runs(run_dir, records, cfg),  # study.epochs
+               "timed_dtype": timed_dtype(run_dir),
                "bootstrap": _bootstrap_info(records, cfg)}
     path = run_dir / "summary.json"
     write_text(path, json.dumps(summary, indent=2, allow_nan=False,
