@@ -198,8 +198,31 @@ def test_a_dose_in_supervised_tokens_runs_records_its_counts_and_resumes(long_pa
     sp = p["speedup"]
     assert sp["planning"]["code"]["n"] == 2 and sp["planning"]["chat"]["n"] == 1  # per task
     assert sp["arms"]["uniform"]["code"]["n"] == 2 and sp["arms"]["uniform"]["code"]["sd"] >= 0
+    # what each drafter trained on: the sampler replayed against the real train logs, every
+    # step's tasks as logged; the draws add up to the steps' batches
+    rows = {r["arm"]: r for r in summary["training"]}
+    assert set(rows) == {"uniform", "uniform@5tok", "uniform@12tok", "uniform@200tok"}
+    for name, r in rows.items():
+        assert r["draws_from"].startswith("replayed"), (name, r["draws_from"])
+        log = _recs(out / "arms" / ("dose/" + name if name in ("uniform@5tok", "uniform@12tok")
+                                    else "uniform") / "train_log.jsonl")
+        steps = [x for x in log if x["tokens"] <= r["tokens"]]
+        assert sum(v["draws"] for v in r["tasks"].values()) == len(steps) * cfg.batch_size
+        for v in r["tasks"].values():
+            assert v["epochs"] == pytest.approx(v["draws"] / v["prompts"])
+        assert r["epochs"] == pytest.approx(r["tokens"] / sum(
+            v["supervised_tokens"] + v["prompt_tokens"] for v in r["tasks"].values()))
+    assert rows["uniform"]["tasks"]["chat"]["prompts"] == train["chat"]["prompts"]
+    assert {t: v["supervised_tokens"] for t, v in rows["uniform@5tok"]["tasks"].items()} == {
+        t: d["supervised_tokens"][t][1] for t in TASKS}
+    # the verdicts and the power checks of the dose tasks
+    assert set(d["verdicts"]["tasks"]) == {"code", "translation_zh_en"}
+    assert all(v["verdict"] in ("rises", "saturates", "undecided")
+               for v in d["verdicts"]["tasks"].values())
+    assert p["checks"]["tasks"] == ["code", "translation_zh_en"]
     report = (out / "report.md").read_text()
     assert "supervised tokens" in report and "Smallest detectable" in report
+    assert "In short: uniform fine-tuned at fixed epochs" in report
     # resume: a dose point stopped before its records joined eval.jsonl is redone, to the
     # same records (training is seeded), and nothing else is
     mid = [json.dumps(r, separators=(",", ":")) for r in recs if r["arm"] == "uniform@12tok"]

@@ -35,8 +35,11 @@ from specfair.report.study_dose import (
     answer_power,
     answer_token_dose,
     power_blocks,
+    power_check_blocks,
     token_dose_blocks,
+    training_blocks,
 )
+from specfair.report.study_dose_answer import ANSWER_FIGURE, dose_answer_blocks
 from specfair.report.study_index import same_data_answer, same_data_blocks
 from specfair.report.study_metrics import (
     TOKENS_HEAD,
@@ -586,7 +589,8 @@ def report_blocks(s: dict, timed: dict | None, name: str,
              f"{cfg['lr']:g}), training seeds {', '.join(map(str, cfg.get('seeds', [0])))} "
              f"(the further ones at the largest budget){dose}. {_where(s, timed)}Built from "
              "the stored records alone (`summary.json`, `timed.json`).", kind="note"),
-        Heading("Answer"), Bullets(answer(s) + same_data_answer(s)
+        Heading("Answer"), *dose_answer_blocks(s, timed),  # a dose run's first paragraph
+        Bullets(answer(s) + same_data_answer(s)
                                    + (timed_answer(timed) if timed else [])
                                    + ([f"Task routing: {routing_answer(routing)[0]}"]
                                       if routing else []))]
@@ -617,7 +621,7 @@ def report_blocks(s: dict, timed: dict | None, name: str,
             DATA_DOSE_FIGURE, data_dose_figure(s),
             "Each task's paired change in greedy alpha against the base drafter (95% CI bars) "
             "against its distinct training prompts and its supervised tokens."))
-    blocks += power_blocks(s)
+    blocks += power_blocks(s) + power_check_blocks(s) + training_blocks(s)
     blocks += same_data_blocks(s, tasks)  # fine-tuning against an index of the same text
     blocks += [Heading("Sampled alpha per task (secondary)"), alpha_table(s, tasks),
                change_table(s)]
@@ -653,7 +657,7 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
                       for f in ("timed.json", "routing.json"))
     blocks = report_blocks(s, timed, s["config"].get("name", run_dir.name), routing)
     figures = real_dir(run_dir / FIGURES)  # no write through a symlink (specfair.atomic)
-    for stale in (SPEEDUP_FIGURE, DATA_DOSE_FIGURE):  # none left from an earlier build
+    for stale in (SPEEDUP_FIGURE, DATA_DOSE_FIGURE, ANSWER_FIGURE):  # none left from before
         (figures / stale).unlink(missing_ok=True)
     for b in blocks:
         if isinstance(b, Figure):

@@ -160,6 +160,63 @@ def power_blocks(s: dict) -> list[Block]:
     return out
 
 
+def power_check_blocks(s: dict) -> list[Block]:
+    """Issue 29's power targets per lagging task, met or not, with n (``power.checks``)."""
+    c = (s.get("power") or {}).get("checks")
+    if not c:
+        return []
+    rows = []
+    for t in c["tasks"]:
+        a, sp = c["per_task"][t]["alpha"], c["per_task"][t]["speedup"]
+        yes = lambda x: "met" if x["met"] else "not met"  # noqa: E731
+        rows.append([t, _n(a["n"]), _m(a["mde"]), yes(a), _n(sp["n"]) if sp["n"] else "–",
+                     _n(sp["new_tokens"]), _m(sp["mde"], True),
+                     (yes(sp) if sp["source"] else "not timed")
+                     + ("" if sp["applies"] else " (target not set)")])
+    tg = s["power"]["targets"]
+    return [Table(["task", "test prompts", f"MDE Δ greedy alpha ({c['alpha_source']})",
+                   f"≤ {tg['alpha']} on ≥ {tg.get('min_test', 100)} prompts", "timed prompts",
+                   "new tokens", f"MDE Δ speed-up ({c['speedup_source'] or 'not timed'})",
+                   f"≤ {tg['speedup']:.0%} on ≥ {tg.get('min_timed', 30)} prompts of ≥ "
+                   f"{tg.get('min_new_tokens', 128)} tokens"], rows,
+                  "The power targets per lagging task (two-sided 95%, 80% power; the "
+                  "Δ speed-up target is set for the two worst tasks by the base drafter's "
+                  f"predicted speed-up: {', '.join(c['two_worst'])}); 'planning' is the base "
+                  "drafter's own spread, an upper bound, where nothing paired is there yet",
+                  ["l"] + ["r"] * 7)]
+
+
+def training_blocks(s: dict) -> list[Block]:
+    """What each trained drafter trained on, per task (``summary.json``'s ``training``)."""
+    runs = s.get("training")
+    if not runs:
+        return []
+    rows = []
+    for r in runs:
+        name = r["arm"] + ("" if "dose_point" in r else f" {r['budget']:.2f}")
+        seen = (f"{r['tokens']:,}" if r.get("supervised_tokens") is None else
+                f"{r['tokens']:,} = {r['supervised_tokens']:,} + {r['prompt_tokens']:,}")
+        ep = "" if r["epochs"] is None else f", {r['epochs']:.2f} epochs"
+        head = f"{name} (seed {r['seed']}; seen {seen} tokens{ep})"
+        if not r["tasks"]:
+            rows.append([head, "–", "–", "–", "–", "–", "–"])
+        for k, (t, v) in enumerate(r["tasks"].items()):
+            rows.append([head if k == 0 else "", t, _n(v["prompts"]),
+                         _n(v["supervised_tokens"]), _n(v["prompt_tokens"]), _n(v["draws"]),
+                         "–" if v["epochs"] is None else f"{v['epochs']:.2f}"])
+    why = sorted({r["draws_from"] for r in runs if r.get("draws_from")})
+    return [Heading("What each drafter trained on"),
+            Table(["drafter", "task", "distinct prompts", "supervised tokens (one epoch)",
+                   "prompt tokens (one epoch)", "sequences drawn", "epochs run"], rows,
+                  "Per arm at its largest budget and per data-dose point (first seed): one "
+                  "epoch's distinct prompts and tokens per task, the sequences drawn of each "
+                  "(the sampler replayed, kept only where every step's tasks equal the train "
+                  "log's) and the epochs run on each (drawn ÷ prompts); beside the drafter, the "
+                  "training tokens it saw (supervised + prompt positions) and the epochs they "
+                  "make (÷ one epoch's tokens). Draws: " + "; ".join(why) + ".",
+                  ["l", "l"] + ["r"] * 5)]
+
+
 def answer_power(s: dict) -> list[str]:
     """One line: the smallest detectable Δ greedy alpha of the dose tasks (or every task)."""
     p = s.get("power")

@@ -1,0 +1,251 @@
+"""The data dose's answer (issue 29 items 3, 4 and 7), from stored records alone: synthetic
+``eval.jsonl`` records of a dose in supervised tokens where each task's answer is known by
+construction (one rises, one is flat, one still climbs over its last segment without leaving
+the base drafter's CI, one whose data runs out early and is flat) → ``summary.json``'s
+segments and verdicts, the power checks, the replayed draws per task → the report's first
+paragraph (present for a dose run, absent for others), its table and its figure."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from specfair.distill.weighting import TaskSampler
+from specfair.report.study import write_report
+from specfair.study.config import StudyConfig
+from specfair.study.dose_verdict import verdict
+from specfair.study.epochs import replay_draws, training_runs
+from specfair.study.summary import write_summary
+
+TASKS = ["rise", "flat", "climb", "short"]
+DOSES = [1000, 3000, 9000, 27000]
+# greedy-alpha gain over the base drafter at each dose point, per task
+GAIN = {"rise": [0.0, 0.0, 0.2, 0.25], "flat": [0.0] * 4, "climb": [-0.2, -0.2, -0.2, 0.0],
+        "short": [0.0] * 4}
+N, POS = 40, 20  # test prompts per task, positions per answer
+
+
+def _sup(t: str) -> list[int]:
+    """Supervised tokens achieved at each dose: 'short' holds 2,500 in all."""
+    return [min(n, 2500) for n in DOSES] if t == "short" else [n + 7 for n in DOSES]
+
+
+def _records() -> list[dict]:
+    rng = np.random.default_rng(0)
+    x0 = {t: rng.uniform(0.35, 0.55, N) for t in TASKS}
+    out = []
+
+    def add(arm, budget, gains, seed=None, extra=lambda t: {}):
+        for t in TASKS:
+            for j in range(N):
+                x = float(np.clip(x0[t][j] + gains[t] + rng.normal(0, 0.02), 0.0, 1.0))
+                match = [int(k < round(POS * x)) for k in range(POS)]
+                r = {"arm": arm, "budget": budget, "tokens": 0 if arm == "base" else 5000,
+                     "id": f"{t}-{j}", "task": t, "group": f"g{t}{j}", "alpha": x,
+                     "alpha_lo": x - 0.01, "greedy": sum(match) / POS, "ce": 1 - x,
+                     "resid": 0.02, "n": POS, "match": match, "conf": [0.8] * POS} | extra(t)
+                out.append(r | ({} if seed is None else {"seed": seed}))
+
+    add("base", 0.0, dict.fromkeys(TASKS, 0.0))
+    for k, n in enumerate(DOSES):
+        def fields(t, k=k, n=n):
+            return {"dose_prompts": 10 * (k + 1), "dose_supervised_tokens": _sup(t)[k],
+                    "dose_prompt_tokens": 3 * _sup(t)[k], "dose_tokens": n,
+                    "dose_reached": _sup(t)[k] >= n}
+        gains = {t: GAIN[t][k] for t in TASKS}
+        seeds = [0, 1] if n == DOSES[-1] else [0]
+        for seed in seeds:
+            if n == DOSES[-1]:  # the largest dose is the arm itself, both seeds
+                add("uniform", 1.0, gains, seed)
+            add(f"uniform@{n}tok", 1.0, gains, seed, fields)
+    return out
+
+
+def _cfg(**kw) -> StudyConfig:
+    return StudyConfig(**{"tasks": TASKS, "arms": ["uniform"], "budgets": [1.0],
+                          "seeds": [0, 1], "dose_tokens": DOSES, "bootstrap": 400,
+                          "test_response_tokens": 128} | kw)
+
+
+def _run(tmp_path, overfit_gain: float = 0.2, timed: bool = True):
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _records()))
+    (d / "costs.json").write_text(json.dumps({"c": 0.3, "verify_slope": 0.02}))
+    (d / "overfit.json").write_text(json.dumps({
+        "task": "flat", "n_sequences": 10, "epochs": 3.0, "lr": 1e-4, "tokens": 100,
+        "supervised_tokens": 60, "prompt_tokens": 40, "tokens_per_s": 50.0,
+        "greedy_before": 0.5, "greedy_after": 0.5 + overfit_gain}))
+    last = {t: {"prompts": 40, "supervised_tokens": _sup(t)[-1],
+                "prompt_tokens": 3 * _sup(t)[-1]} for t in TASKS}  # the largest dose's
+    (d / "train_data.json").write_text(json.dumps(last))
+    if timed:
+        ci = lambda m: {"mean": m, "lo": m - 0.1, "hi": m + 0.1}  # noqa: E731
+        tasks = lambda m, vs: {t: {"n": 30, "speedup": ci(m), "alpha": 0.5,  # noqa: E731
+                                   "predicted": m, "predicted_prefill": None,
+                                   "vs_base": vs} for t in TASKS}
+        (d / "timed.json").write_text(json.dumps({
+            "policy": "fixed gamma=5", "gamma": 5, "budget": 1.0, "max_new_tokens": 128,
+            "n_per_task": 30, "costs": {"c": 0.3, "verify_slope": 0.02}, "machines": [],
+            "drafters": {"base": {"drafter": "d", "tasks": tasks(1.2, None),
+                                  "overall": ci(1.2), "max_min": 1.0, "sd_matches_ar": 0.9},
+                         "uniform": {"drafter": "u", "tasks": tasks(1.4, ci(1.17)),
+                                     "overall": ci(1.4), "max_min": 1.0,
+                                     "sd_matches_ar": 0.8, "new_policy_field": {"x": 1}}}}))
+    cfg = _cfg()
+    return d, json.loads(write_summary(d, cfg).read_text())
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("dose"))
+
+
+def test_verdicts_on_records_whose_answer_is_known(run):
+    _, s = run
+    d = s["data_dose"]
+    v = d["verdicts"]["tasks"]
+    assert v["rise"]["verdict"] == "rises"
+    assert v["rise"]["rises_at"]["dose_tokens"] == 9000
+    assert v["rise"]["rises_at"]["supervised_tokens"] == 9007
+    assert v["rise"]["rises_at"]["change"]["lo"] > 0
+    assert v["flat"]["verdict"] == "saturates" and v["flat"]["saturates_at"] == 9007
+    assert v["climb"]["verdict"] == "undecided"
+    assert "greedy alpha is rising and the predicted speed-up is rising" in v["climb"]["why"]
+    # 'short' ran out at 2,500 tokens from the second dose: its own segment is 1,000 -> 2,500
+    seg = d["segments"]["short"]
+    assert seg["ran_out"] == {"dose_tokens": 3000, "supervised_tokens": 2500}
+    assert seg["segment"]["supervised_tokens"] == [1000, 2500]
+    assert seg["segment"]["points"] == [0, 1]
+    assert v["short"]["verdict"] == "saturates" and v["short"]["saturates_at"] == 1000
+    # the last segment's slopes: paired, per 10k supervised tokens, the change scaled
+    flat = d["segments"]["flat"]["segment"]
+    assert flat["supervised_tokens"] == [9007, 27007]
+    k = 1e4 / (27007 - 9007)
+    assert flat["greedy_per_10k"]["value"] == pytest.approx(flat["d_greedy"]["value"] * k)
+    assert flat["speedup_per_10k"]["lo"] == pytest.approx(flat["d_speedup"]["lo"] * k)
+    assert flat["greedy_per_10k"]["lo"] <= 0 <= flat["greedy_per_10k"]["hi"]
+    climb = d["segments"]["climb"]["segment"]
+    assert climb["greedy_per_10k"]["lo"] > 0 and climb["speedup_per_10k"]["lo"] > 0
+    assert d["verdicts"]["overfit_check"]["passed"]
+
+
+def test_a_failed_or_missing_overfit_check_leaves_a_flat_task_undecided(run):
+    _, s = run
+    d = s["data_dose"]
+    failed = verdict(d, "flat", {"task": "flat", "gain": 0.0, "threshold": 0.02,
+                                 "passed": False})
+    assert failed["verdict"] == "undecided" and "did not pass" in failed["why"]
+    missing = verdict(d, "flat", None)
+    assert missing["verdict"] == "undecided" and "no overfit check" in missing["why"]
+    # a rise needs no overfit check: it is measured against the base drafter
+    assert verdict(d, "rise", None)["verdict"] == "rises"
+
+
+def test_the_power_targets_are_checked_per_lagging_task_with_n(run):
+    _, s = run
+    c = s["power"]["checks"]
+    assert c["tasks"] == TASKS and c["alpha_source"] == "uniform@27000tok"
+    assert len(c["two_worst"]) == 2
+    for t in TASKS:
+        a = c["per_task"][t]["alpha"]
+        assert a["n"] == N and a["min_n"] == 100 and a["target"] == 0.02
+        assert a["met"] is False  # 40 prompts < 100, whatever the MDE
+        assert a["mde"] == s["power"]["alpha"]["arms"]["uniform@27000tok"][t]["mde"]
+        sp = c["per_task"][t]["speedup"]
+        assert sp["source"] is None and not sp["met"]  # no timed bench records here
+        assert sp["applies"] == (t in c["two_worst"]) and sp["new_tokens"] == 128
+
+
+def test_the_first_paragraph_is_there_for_a_dose_run(run):
+    d, s = run
+    md = write_report(d)[0].read_text()
+    answer = md[md.index("## Answer"):md.index("## Primary")]
+    first = answer.split("\n\n")[1]  # the paragraph right under the heading
+    assert first.startswith("> ") or "In short" in first
+    assert "In short: uniform fine-tuned at fixed epochs on 1,000, 3,000, 9,000, 27,000" in first
+    assert "**rise: rises** from 9,007 supervised tokens" in first
+    assert "**flat: saturates at 9,007 supervised tokens**" in first
+    assert "**climb: undecided**" in first
+    assert "its data ran out at 2,500 supervised tokens" in first
+    assert "only the largest dose is timed" in first
+    assert "measured (timed) 1.17 [1.07, 1.27] times the base drafter's speed-up" in first
+    assert "not met" in first  # the power of 40 prompts against the 100 asked
+    assert "What would overturn it:" in answer and "What to do:" in answer
+    assert "fine-tune on at least 9,007 supervised tokens" in answer
+    assert "the share of timed SD answers equal to plain decoding's is base 90% of 120, " \
+           "uniform 80% of 120" in answer
+    assert "float32's: not timed in this run" in answer
+    assert "| task | base drafter, fixed gamma=5 | best policy alone |" in answer
+    assert (d / "figures" / "dose_answer.png").stat().st_size > 1000
+    assert "figures/dose_answer.png" in answer
+    # the power targets and what each drafter trained on
+    assert "The power targets per lagging task" in md
+    assert "| rise | 40 |" in md
+    assert "## What each drafter trained on" in md
+    # 5,000 tokens seen over one epoch's 3 x (1,007 + 3,021) + (1,000 + 3,000) = 16,084
+    assert "| uniform@1000tok (seed 0; seen 5,000 tokens, 0.31 epochs) | rise | 10 | 1,007 " \
+           "| 3,021 | – | – |" in md  # no train log here: no draws
+    assert "| uniform 1.00 (seed 0; seen 5,000 tokens, 0.01 epochs) | rise | 40 | 27,007 |" in md
+    assert "| max/min |" in answer
+
+
+def test_no_first_paragraph_without_a_dose_in_tokens(tmp_path):
+    d = tmp_path / "plain"
+    d.mkdir()
+    recs = [r for r in _records() if r["arm"] in ("base", "uniform")]
+    (d / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (d / "costs.json").write_text(json.dumps({"c": 0.3, "verify_slope": 0.02}))
+    s = json.loads(write_summary(d, _cfg(dose_tokens=[])).read_text())
+    assert s["data_dose"] is None
+    md = write_report(d)[0].read_text()
+    assert "In short" not in md and "dose_answer.png" not in md
+    assert not (d / "figures" / "dose_answer.png").exists()
+    assert md.split("## Answer\n\n")[1].startswith("- **uniform**")  # the bullets, as before
+
+
+def test_draws_per_task_are_replayed_and_checked_against_the_log():
+    pool = {"a": 7, "b": 3, "c": 12}
+    labels = [t for t, n in pool.items() for _ in range(n)]
+    sampler = TaskSampler(labels, "uniform", seed=4)
+    steps, truth = [], dict.fromkeys(pool, 0)
+    for k in range(25):
+        drawn = [labels[i] for i in sampler.sample(4)]
+        for t in drawn:
+            truth[t] += 1
+        steps.append({"step": k + 1, "tokens": 10 * (k + 1), "tasks": sorted(set(drawn))})
+    got, why = replay_draws(steps, pool, "uniform", 4, 4)
+    assert got == truth and why is None and sum(got.values()) == 100
+    wrong, why = replay_draws(steps, pool, "uniform", 5, 4)  # another seed's draws
+    assert wrong is None and "differ" in why
+
+
+def test_training_rows_replay_a_logged_run(tmp_path, run):
+    """A train log written by the sampler the arm used: the rows' draws are exact; a log cut
+    short of the record's tokens gives no draws, and says why."""
+    d, s = run
+    cfg = _cfg()
+    recs = [json.loads(x) for x in (d / "eval.jsonl").read_text().splitlines()]
+    name = "uniform@1000tok"
+    pool = {t: 10 for t in TASKS}
+    labels = [t for t, n in pool.items() for _ in range(n)]
+    sampler, counts = TaskSampler(labels, "uniform", seed=0), dict.fromkeys(TASKS, 0)
+    log = []
+    for k in range(50):  # 50 steps x 8 = 400 draws, 5,000 tokens in the records
+        drawn = [labels[i] for i in sampler.sample(cfg.batch_size)]
+        for t in drawn:
+            counts[t] += 1
+        log.append({"step": k + 1, "tokens": 100 * (k + 1), "tasks": sorted(set(drawn))})
+    root = tmp_path / "logged"
+    (root / "arms" / "dose" / name).mkdir(parents=True)
+    path = root / "arms" / "dose" / name / "train_log.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in log))
+    row = next(r for r in training_runs(root, recs, cfg) if r["arm"] == name)
+    assert {t: v["draws"] for t, v in row["tasks"].items()} == counts
+    assert row["tasks"]["rise"]["epochs"] == pytest.approx(counts["rise"] / 10)
+    assert row["draws_from"].startswith("replayed")
+    path.write_text("".join(json.dumps(r) + "\n" for r in log[:-1]))
+    row = next(r for r in training_runs(root, recs, cfg) if r["arm"] == name)
+    assert row["tasks"]["rise"]["draws"] is None and "does not run whole" in row["draws_from"]
