@@ -37,17 +37,16 @@ Smoke test on tiny models:  python benchmarks/engine.py --target DIR --drafter D
 from __future__ import annotations
 
 import argparse
-import copy
 import itertools
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 from rich.console import Console
 
+from specfair.backends.hf_assisted import transformers_generate
 from specfair.decoding import (
     FixedGamma,
     GenerationResult,
@@ -147,41 +146,6 @@ def encode(tokenizer, text: str) -> list[int]:
         [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
     )
     return list(enc["input_ids"] if hasattr(enc, "keys") else enc)
-
-
-def sync(model) -> None:
-    if model.device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def hf_generate(target, ids: list[int], max_new_tokens: int, drafter=None, gamma=None):
-    """(new tokens, seconds) of HF's greedy generate, optionally assisted. The models'
-    generation configs are restored afterwards (HF adapts some assistant settings in place)."""
-    saved = [(m, copy.deepcopy(m.generation_config)) for m in (target, drafter) if m is not None]
-    try:
-        kwargs = {}
-        if drafter is not None:
-            kwargs["assistant_model"] = drafter
-            if gamma is not None:
-                drafter.generation_config.num_assistant_tokens = gamma
-                drafter.generation_config.num_assistant_tokens_schedule = "constant"
-                drafter.generation_config.assistant_confidence_threshold = 0.0
-        inp = torch.tensor([ids], device=target.device)
-        sync(target)
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            out = target.generate(
-                inp,
-                attention_mask=torch.ones_like(inp),
-                do_sample=False,
-                max_new_tokens=max_new_tokens,
-                **kwargs,
-            )
-        sync(target)
-        return out[0, len(ids) :].tolist(), time.perf_counter() - t0
-    finally:
-        for model, cfg in saved:
-            model.generation_config = cfg
 
 
 def match_rate(a: list[int], b: list[int]) -> float:
@@ -284,7 +248,8 @@ def run_prompt(pair, pid, task, text, args, console) -> dict:
         if args.no_hf_ar:  # HF's assisted output is held against ours instead
             hf_tokens = ar.tokens
         else:
-            hf_tokens, hf_s = hf_generate(target, ids, n)
+            hf = transformers_generate(target, ids, n)
+            hf_tokens, hf_s = hf.tokens, hf.wall_s
             rec["hf_ar"] = {"tokens": len(hf_tokens), "tps": len(hf_tokens) / hf_s,
                             "wall_s": hf_s}
             rec["match_sd_hf"] = match_rate(sd.tokens, hf_tokens)
@@ -292,7 +257,8 @@ def run_prompt(pair, pid, task, text, args, console) -> dict:
         hf_runs = (("hf_sd", None),) + (() if args.no_hf_gamma else (("hf_sd_g", args.gamma),))
         for key, gamma in hf_runs:
             try:
-                toks, secs = hf_generate(target, ids, n, drafter=drafter, gamma=gamma)
+                hf = transformers_generate(target, ids, n, drafter=drafter, gamma=gamma)
+                toks, secs = hf.tokens, hf.wall_s
             except Exception as e:  # e.g. vocabularies of different sizes
                 rec[key] = {"error": f"{type(e).__name__}: {e}"[:200]}
                 console.print(f"[yellow]{pid}: {key} failed: {rec[key]['error']}")
@@ -389,9 +355,9 @@ def warm_up(pair, args) -> None:
     autoregressive_generate(pair.target, ids, max_new_tokens=8)
     speculative_generate(pair.target, pair.drafter, ids, max_new_tokens=8, gamma=args.gamma)
     if not args.no_hf:
-        hf_generate(pair.target, ids, 8)
+        transformers_generate(pair.target, ids, 8)
         try:
-            hf_generate(pair.target, ids, 8, drafter=pair.drafter, gamma=args.gamma)
+            transformers_generate(pair.target, ids, 8, drafter=pair.drafter, gamma=args.gamma)
         except Exception:
             pass
 

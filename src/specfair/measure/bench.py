@@ -214,7 +214,9 @@ def run_bench(
     and its data hash); a file written with other settings is refused
     (:func:`specfair.rundir.check_settings`).
     ``backend`` (a :class:`specfair.backends.Backend`, e.g. llama.cpp): run on that engine
-    instead; ``pair_or_models`` is then ignored (may be None).
+    instead; ``pair_or_models`` is then ignored (may be None). A backend that drafts by its own
+    rule (``drafting()``: HF assisted generation's defaults) records that rule's settings in
+    place of the policy's.
     ``policy`` (:func:`specfair.decoding.policy.parse_policy`; None: ``fixed:gamma``) gives
     each prompt's γ policy (by its task); ``proposer``: "model", "ngram[:N]" (the drafter may be
     None), "hybrid[:N]", "suffix[:DIR]" or "suffix-hybrid[:DIR]". Both are run settings.
@@ -234,6 +236,8 @@ def run_bench(
     settings = {"drafter": d_label, "target": _label(target, target_label or t_name),
                 **policy.settings(), **sampling, "proposer": proposer,
                 "backend": backend.name if backend is not None else "hf"}  # fmt: skip
+    if callable(getattr(backend, "drafting", None)):  # an engine drafting by its own rule
+        settings |= backend.drafting()  # (HF assisted generation's defaults), not a policy
     block = run_settings(**{**settings, "dtype": model_dtype(target), **(extra_settings or {})})
     path = Path(out_dir) / BENCH_FILE
     done = _resume(path, block)
