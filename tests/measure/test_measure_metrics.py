@@ -54,6 +54,9 @@ def test_compare_bench_pairs_two_drafters_on_the_same_prompts():
     assert out["a"]["ratio"]["mean"] == pytest.approx(1.5)  # (15 + 30) / (10 + 20)
     assert out["a"]["ratio"]["lo"] == pytest.approx(1.5) == out["a"]["ratio"]["hi"]
     assert out["b"]["ratio"]["mean"] == pytest.approx(0.8)
+    pooled = compare_bench(base, other, n_resamples=200, pooled=True)  # every common prompt
+    assert set(pooled) == {"all"} and pooled["all"]["n"] == 3
+    assert pooled["all"]["ratio"]["mean"] == pytest.approx((15 + 30 + 4) / (10 + 20 + 5))
     mixed = compare_bench(base, [sd("a1", "a", 20), sd("a2", "a", 20)], n_resamples=500)
     r = mixed["a"]["ratio"]
     assert r["mean"] == pytest.approx(40 / 30) and r["lo"] < r["mean"] < r["hi"]  # a real CI

@@ -145,17 +145,20 @@ def compare_bench(
     n_resamples: int = N_RESAMPLES,
     seed: int = 0,
     level: float = LEVEL,
+    pooled: bool = False,
 ) -> dict[str, dict]:
     """Two drafters benchmarked on the same prompts against the same AR runs, paired per task:
     ``{task: {"n", "ratio"}}`` where ``ratio`` = mean SD tokens/s of ``other`` ÷ that of
     ``base`` (= its speed-up ÷ the base's, the AR runs being the same) with a bootstrap CI,
-    prompts resampled jointly. Only prompts with an SD record in both count."""
+    prompts resampled jointly. Only prompts with an SD record in both count. ``pooled``: every
+    task's prompts in one group, ``{"all": ...}`` (as a summary's ``overall``)."""
     sd = [{r["id"]: r for r in read_records(src)[0] if r["mode"] == "sd"}
           for src in (base, other)]
     out: dict[str, dict] = {}
     boot = {"n_resamples": n_resamples, "seed": seed, "level": level}
-    for task in dict.fromkeys(r["task"] for r in sd[0].values()):
-        ids = [i for i, r in sd[0].items() if r["task"] == task and i in sd[1]]
+    groups = ["all"] if pooled else dict.fromkeys(r["task"] for r in sd[0].values())
+    for task in groups:
+        ids = [i for i, r in sd[0].items() if (pooled or r["task"] == task) and i in sd[1]]
         if ids:
             out[task] = {"n": len(ids), "ratio": bootstrap_ratio_of_means(
                 [_tps(sd[1][i]) for i in ids], [_tps(sd[0][i]) for i in ids], **boot)}
