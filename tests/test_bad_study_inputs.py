@@ -92,6 +92,15 @@ ROWS = [
     ("n_test_per_task = {code = 3.5}", "should be a table of integers"),
     ("n_test_per_task = {code = 100}", f"n_test_per_task = {{'code': 100}} {TOP} at most "),
     ("seedss = [0, 1]", "unknown key 'seedss' in the top level; did you mean 'seeds'"),
+    # the timed stage's drafting policies (issue 29, item 5)
+    ('timed_policies = ["fixed:5", "sometimes"]', f"timed_policies = ['fixed:5', 'sometimes'] "
+                                                 f"{TOP} POLICY[+PROPOSER] strings"),
+    ('timed_policies = ["adaptive+hybrid"]', f"{TOP} a list with fixed:5 (the stage's own"),
+    ('timed_policies = ["fixed:5", "adaptive+ngram"]', "'adaptive+ngram': proposer ngram "
+                                                      "drafts without the drafter"),
+    ('timed_policies = "adaptive"', "timed_policies = 'adaptive' in the top level should be a "
+                                    "list of strings"),
+    ("timed_hf = 1", "timed_hf = 1 in the top level should be true or false"),
 ]
 
 

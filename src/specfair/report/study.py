@@ -13,7 +13,8 @@ alpha (upper bound) per task and its paired changes, beside the CE spread on the
 (never called U); the task routing (:mod:`.study_routing`: the router's accuracy, the copy ×
 task matrix, routed against oracle routing); the measured speed-ups (timed: a figure and
 tables with CIs; paired against the base drafter; predicted against measured; how the per-task
-drafter was routed); the drafting policies (predicted); setup notes (overfit check, leak checks
+drafter was routed; under the deployed policies and HF assisted generation:
+:mod:`.study_deployed`); the drafting policies (predicted); setup notes (overfit check, leak checks
 of prompts and training texts, bootstrap and seeds).
 """
 
@@ -31,6 +32,7 @@ from specfair.measure.io import read_json
 from specfair.measure.replay import ONE_HELD, ONE_ORACLE, TASK_HELD, TASK_ORACLE
 from specfair.report.doc import Block, Bullets, Figure, Heading, Para, Table, to_markdown
 from specfair.report.html import to_html
+from specfair.report.study_deployed import deployed_answer, deployed_blocks
 from specfair.report.study_dose import (
     answer_power,
     answer_token_dose,
@@ -592,6 +594,7 @@ def report_blocks(s: dict, timed: dict | None, name: str,
         Heading("Answer"), *dose_answer_blocks(s, timed),  # a dose run's first paragraph
         Bullets(answer(s) + same_data_answer(s)
                                    + (timed_answer(timed) if timed else [])
+                                   + deployed_answer(timed)
                                    + ([f"Task routing: {routing_answer(routing)[0]}"]
                                       if routing else []))]
     head, items = policy_answer(s)
@@ -636,6 +639,7 @@ def report_blocks(s: dict, timed: dict | None, name: str,
                              "over prompts; dashed: no speed-up) and the predicted speed-up of "
                              "the same policy (dots)."))
         blocks += timed_tables(timed)
+        blocks += deployed_blocks(timed)  # under each of timed_policies, HF assisted
     else:
         blocks.append(Para("Nothing timed in this run (n_bench = 0, or the timed stage has "
                            "not run yet).", kind="note"))

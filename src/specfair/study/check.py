@@ -9,7 +9,7 @@ run picks them, leak check included). Nothing is written.
 
 from __future__ import annotations
 
-from specfair.study.config import StudyConfig
+from specfair.study.config import StudyConfig, timed_variants
 from specfair.study.data import study_prompts
 from specfair.study.dose import dose_name
 from specfair.tasks.study import STUDY_TASKS, load_study_suite
@@ -33,6 +33,11 @@ def check_config(cfg: StudyConfig) -> list[str]:
                f"{cfg.epochs:g} epochs, seeds {', '.join(map(str, cfg.seeds))}; answers "
                f"{cfg.test_response_tokens} tokens (test), {cfg.train_response_tokens} "
                "(training text)")
+    out.append(f"timed: the base drafter and {', '.join(cfg.arms)} (largest budget, first seed) "
+               f"at {cfg.test_response_tokens} new tokens under "
+               + ", ".join(v[0] for v in timed_variants(cfg.timed_policies, cfg.gamma))
+               + ("; HF assisted generation (its defaults, the base drafter)" if cfg.timed_hf
+                  else "") + ", against the same plain-decoding runs")
     if cfg.dose_points:
         unit = "supervised tokens per dose task" if cfg.dose_tokens else "of the prompts"
         out.append(f"data dose of {cfg.dose_arm}: "

@@ -50,7 +50,7 @@ RULES = {
     "dose_tokens": Rule(unique=True, each=Rule(ge=1, le=MAX_DOSE_TOKENS)),
     "dose_tasks": Rule(unique=True),
     # the timed stage (specfair.study.timed)
-    "n_bench": _NONNEG, "gamma": Rule(ge=1, le=MAX_GAMMA),
+    "n_bench": _NONNEG, "gamma": Rule(ge=1, le=MAX_GAMMA), "timed_policies": Rule(unique=True),
     # the method comparison (specfair.study.methods)
     "method_layers": Rule(unique=True, each=Rule(ge=1)),
     "method_lrs": Rule(unique=True, each=Rule(gt=0)),
@@ -68,11 +68,55 @@ TRAINING_KEYS = ("name", "loss", "lr", "warmup_steps", "batch_size", "epochs", "
                  "method_lrs", "method_texts", "method_tasks", "method_budget", "method_select")
 TRAINING_KEYS += ("gamma",)  # the timed stage comes after the training
 # Settings a run directory takes other values of at any time: more prompts are timed (resumed).
-ANY_TIME_KEYS = ("n_bench", "n_bench_per_task", "index_arm", "time_index")
+# timed_policies, timed_hf: each policy's records (and HF assisted generation's) are a bench file
+# of their own (study.timed_policies), so one added later is timed on, one dropped is kept on
+# disk and left out of timed.json.
+ANY_TIME_KEYS = ("n_bench", "n_bench_per_task", "index_arm", "time_index", "timed_policies",
+                 "timed_hf")
 # Per-task values of a count (``{task: n}``, tasks of the study) in place of the key's one value.
 PER_TASK = {"n_train_per_task": ("n_train", 1), "n_test_per_task": ("n_test", 1),
             "n_bench_per_task": ("n_bench", 0)}  # key: (the count it overrides, its minimum)
 CONFIGS = ("demo", "study", "full", "dose")  # the packaged experiment_NAME.toml files
+
+
+def timed_variants(specs: list[str], gamma: int, origin: str = "study config") -> list[tuple]:
+    """``timed_policies`` as ``[(label, DraftingPolicy, proposer)]`` (labels as
+    ``benchmarks/engine.py --variants`` writes them, ``policy+proposer``), the stage's own
+    ``fixed:<gamma>`` first; ``[]``: that one only. A spec that does not parse, a policy table
+    or an index (files outside the run: the study times its own index with ``time_index``), a
+    proposer that drafts without the drafter (it would time no drafter), the same variant
+    twice, or a list without ``fixed:<gamma>`` (the policy the predictions and the index
+    variants are of) is one error naming the key."""
+    from specfair.decoding.ngram import SUFFIX_KINDS, parse_proposer, uses_drafter
+    from specfair.decoding.policy import parse_variant
+
+    own = f"fixed:{gamma}+model"
+    out = []
+    for spec in specs or [f"fixed:{gamma}"]:
+        why = None
+        try:
+            if str(spec).partition("+")[0].partition(":")[0].strip() == "table":
+                raise SpecfairError("a policy table is a file outside the run")  # not read
+            label, pol, proposer = parse_variant(spec)
+        except SpecfairError as e:
+            why = str(e)
+        else:
+            if parse_proposer(proposer)[0] in SUFFIX_KINDS:
+                why = "an index proposer: the run's own index is timed with time_index"
+            elif not uses_drafter(proposer):
+                why = f"proposer {proposer} drafts without the drafter"
+            elif label in [v[0] for v in out]:
+                why = "the same variant twice"
+        if why:
+            raise value_error(origin, "", "timed_policies", specs, "POLICY[+PROPOSER] strings "
+                              "(policy fixed:N | heuristic | confidence:T | adaptive | "
+                              f"adaptive-flat; proposer model | hybrid[:N]); {spec!r}: {why}")
+        out.append((label, pol, proposer))
+    if own not in [v[0] for v in out]:
+        raise value_error(origin, "", "timed_policies", specs, f"a list with fixed:{gamma} (the "
+                          f"stage's own policy, gamma = {gamma}: the predicted speed-ups and the "
+                          "index variants are of it)")
+    return sorted(out, key=lambda v: v[0] != own)
 
 
 def _packaged(name: str):
@@ -147,6 +191,14 @@ class StudyConfig:
     n_bench: int = 10  # test prompts per task timed (AR and SD, paired with the base drafter)
     n_bench_per_task: dict[str, int] = field(default_factory=dict)  # {task = n}, as n_bench
     gamma: int = DEFAULT_GAMMA  # fixed drafts per step, timed and predicted (replay)
+    # the drafting policies every timed drafter is timed under, each POLICY[+PROPOSER] as
+    # `specfair bench --policy/--proposer` and `benchmarks/engine.py --variants` take them
+    # (e.g. "adaptive+hybrid"; a drafter's proposer: model or hybrid[:N]; no table or index);
+    # fixed:<gamma> among them; [] = fixed:<gamma> only (study.timed_policies)
+    timed_policies: list[str] = field(default_factory=list)
+    # HF assisted generation with its default settings (the base drafter as assistant) timed
+    # on the same prompts against the same plain-decoding runs
+    timed_hf: bool = False
     # the dtype every model of the experiment loads in (answers, signals, training, timing):
     # auto (bf16 on a CPU with native bf16 or a GPU, else float32), or float32 on a bf16 CPU
     # to run the fp32 path of a CPU without bf16 (`specfair experiment --dtype float32`)
@@ -217,6 +269,8 @@ class StudyConfig:
             if t not in tasks:
                 raise value_error(origin, "", "dose_tasks", dt, f"tasks of this study; {t!r} "
                                   f"is not one{suggest(t, tasks)}")
+        if d.get("timed_policies"):
+            timed_variants(d["timed_policies"], d.get("gamma", DEFAULT_GAMMA), origin)
         for key, (_, least) in PER_TASK.items():
             for t, n in d.get(key, {}).items():
                 if t not in tasks:

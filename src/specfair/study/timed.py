@@ -27,7 +27,10 @@ prediction beside each measurement are of; further seeds (``arms/seed<N>``) and 
    time the arm twice, and the routing stage compares the two on the same teacher-forced
    passes (``routing.json``: alpha and predicted speed-up, routed against oracle). A per-task
    export without a router (one task) and a run timed before the router existed keep oracle
-   routing (a bench file refuses records of other settings).
+   routing (a bench file refuses records of other settings). With ``timed_policies`` every
+   drafter is also timed under each other listed policy (``adaptive+hybrid``, say), and with
+   ``timed_hf`` HF assisted generation with its defaults, in the same loop against the same AR
+   runs (:mod:`specfair.study.timed_policies`: their files and ``timed.json`` blocks).
 3. ``timed.json`` (:func:`summarize_timed`): per drafter and task the measured speed-up with its
    bootstrap CI, the paired ratio to the base drafter's speed-up
    (:func:`specfair.measure.bench_summary.compare_bench`), and the speed-up predicted for the
@@ -43,6 +46,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from specfair.backends.hf_assisted import HFAssistedBackend
 from specfair.distill.cached import with_top
 from specfair.drafters.export import export_drafter
 from specfair.drafters.load import is_export, load_drafter
@@ -54,15 +58,7 @@ from specfair.drafters.routing import (
     pack_drafters,
 )
 from specfair.drafters.task_classifier import EVAL_FILE, has_classifier, load_classifier
-from specfair.measure.bench import (
-    BENCH_FILE,
-    BENCH_SUMMARY_FILE,
-    MODES,
-    load_bench_records,
-    model_dtype,
-    run_bench,
-)
-from specfair.measure.bench_summary import compare_bench, summarize_bench
+from specfair.measure.bench import BENCH_FILE, MODES, load_bench_records, model_dtype, run_bench
 from specfair.measure.io import append_jsonl, read_json, read_jsonl, write_json
 from specfair.measure.progress import progress_bar, say
 from specfair.measure.replay import Policy, pass_of, replay_all
@@ -73,6 +69,15 @@ from specfair.study.config import StudyConfig
 from specfair.study.data import sample_each
 from specfair.study.index_timed import index_bench_options, index_labels, index_prediction
 from specfair.study.routing import routed_passes
+from specfair.study.timed_policies import (
+    HF_LABEL,
+    bench_path,
+    hf_path,
+    measured,
+    summarize_policies,
+    timed_policies,
+    unit,
+)
 from specfair.tasks.prompt import Prompt
 from specfair.tasks.suite import sample_per_task
 
@@ -123,14 +128,15 @@ def timed_prompts(cfg: StudyConfig, test: list[Prompt], n: int | None = None) ->
     return sample_each(test, {t: cfg.per_task("n_bench", t) for t in cfg.tasks}, cfg.seed)
 
 
-def share_ar(base: Path, out: Path, label: str) -> None:
-    """Start ``out`` from the base run's AR records (relabelled): the same target on the same
-    prompts, so every drafter is timed against the same AR runs."""
+def share_ar(base: Path, out: Path, label: str, over: dict | None = None) -> None:
+    """Start ``out`` from the base run's AR records (relabelled: ``over``, the settings of
+    ``out``'s SD runs that differ, default its drafter ``label``): the same target on the same
+    prompts, so every drafter and policy is timed against the same AR runs."""
+    over = over if over is not None else {"drafter": label}
     have = {r["id"] for r in load_bench_records(out, repair=True) if r["mode"] == "ar"}
     for r in load_bench_records(base):
         if r["mode"] == "ar" and r["id"] not in have:
-            append_jsonl(out, r | {"drafter": label,
-                                   "settings": r["settings"] | {"drafter": label}})
+            append_jsonl(out, r | over | {"settings": r["settings"] | over})
 
 
 def _routing(path: Path, bench: Path) -> str:
@@ -156,14 +162,23 @@ def _load(path: Path, base, tokenizer, cfg: StudyConfig, bench: Path):
 
 def run_timed(run, exports: dict[str, Path]) -> Path | None:
     """Benchmark the base drafter and every export on the timed prompts, prompt by prompt (AR,
-    then SD with each drafter: a drift of the machine's speed hits every drafter alike);
-    returns the path of ``timed.json`` (None when no prompt is timed: ``n_bench`` 0)."""
+    then SD with each drafter under each of ``timed_policies``, then HF assisted generation
+    with ``timed_hf``: a drift of the machine's speed hits every drafter alike); returns the
+    path of ``timed.json`` (None when no prompt is timed: ``n_bench`` 0)."""
     cfg = run.cfg
     prompts = timed_prompts(cfg, run.prompts.test)
     if not prompts:
         return None
     variants = index_labels(run.dir, cfg)  # time_index: the index variants (study.index_timed)
-    files = {name: run.dir / TIMED / name / BENCH_FILE for name in (BASE, *exports, *variants)}
+    # the other policies (study.timed_policies): adaptive prices the run's verify curve
+    costs = run.dir / "costs.json"
+    slope = read_json(costs).get("verify_slope") if costs.is_file() else None
+    others = timed_policies(cfg, slope)[1:]
+    names = (BASE, *exports)
+    files = {name: run.dir / TIMED / name / BENCH_FILE for name in (*names, *variants)}
+    files |= {unit(n, pol): bench_path(run.dir, n, pol) for pol in others for n in names}
+    if cfg.timed_hf:
+        files[HF_LABEL] = hf_path(run.dir)
 
     def todo(name: str, p) -> bool:
         done = {(r["id"], r["mode"]) for r in load_bench_records(files[name])}
@@ -188,20 +203,35 @@ def run_timed(run, exports: dict[str, Path]) -> Path | None:
     for label, arm in variants.items():  # the index alone; the arm's drafter with it
         drafter, _, extra = drafters[arm or BASE]
         drafters[label] = (drafter, f"{DRAFTERS}/{arm}" if arm else cfg.drafter, extra)
+    # what each file times: (drafter, its label, settings, run_bench options, the settings its
+    # AR records are relabelled with; None: its own AR runs)
+    units = {name: (*drafters[name], opts.get(name, {}),
+                    None if name == BASE or name in opts else {"drafter": drafters[name][1]})
+             for name in drafters}
+    for pol in others:
+        for name in names:
+            drafter, label, extra = drafters[name]
+            over = {"drafter": label, **pol.policy.settings(), "proposer": pol.proposer}
+            units[unit(name, pol)] = (drafter, label, extra, {"policy": pol.policy,
+                                                              "proposer": pol.proposer}, over)
+    if cfg.timed_hf:  # HF assisted generation's defaults, the base drafter as its assistant
+        hf = HFAssistedBackend(target, base, run.tok, cfg.target, cfg.drafter)
+        units[HF_LABEL] = (base, cfg.drafter, {"dtype": model_dtype(target)}, {"backend": hf},
+                           {"drafter": cfg.drafter, **hf.drafting(), "backend": hf.name})
     kw = dict(gamma=cfg.gamma, max_new_tokens=cfg.test_response_tokens, seed=cfg.seed,
               target_label=cfg.target, progress=False)
     settings = {"study": cfg.name, "split": "test"}
-    _say(f"{len(prompts)} prompts, each: AR, then SD with {', '.join(drafters)}")
+    _say(f"{len(prompts)} prompts, each: AR, then SD with {', '.join(units)}")
     warm: set[str] = set()
     with progress_bar(len(prompts), "timed") as advance:
         for p in prompts:
-            for name, (drafter, label, extra) in drafters.items():
-                if name != BASE and name not in opts:  # the base run's AR record, relabelled
-                    share_ar(files[BASE], files[name], label)
+            for name, (drafter, label, extra, options, over) in units.items():
+                if over is not None:  # the base run's AR record, relabelled
+                    share_ar(files[BASE], files[name], label, over)
                 if todo(name, p):
                     run_bench((target, drafter, run.tok), [p], files[name].parent,
                               drafter_label=label, extra_settings=settings | extra,
-                              warmup=name not in warm, **kw, **opts.get(name, {}))
+                              warmup=name not in warm, **kw, **options)
                     warm.add(name)
             advance(p.id)
     return summarize_timed(run.dir, cfg)
@@ -242,9 +272,7 @@ def summarize_timed(run_dir: Path, cfg: StudyConfig) -> Path:
         path = run_dir / TIMED / label / BENCH_FILE
         if not path.is_file():
             continue
-        s = summarize_bench(path, **boot)
-        write_json(path.with_name(BENCH_SUMMARY_FILE), s)
-        records = load_bench_records(path)
+        block, records = measured(path, None if label == BASE else base, boot)
         sd = [r for r in records if r["mode"] == "sd"]
         routing = next((r["settings"].get("routing") for r in sd), None)  # per-task drafters
         predict = None  # an index variant's prediction (study.index_timed)
@@ -254,12 +282,10 @@ def summarize_timed(run_dir: Path, cfg: StudyConfig) -> Path:
             passes = (routed_passes(run_dir, sd) if routing == "classifier" else
                       _passes(evals, *((BASE, 0.0) if label == BASE else (label, largest)),
                               cfg.seeds[0]))
-        paired = {} if label == BASE else compare_bench(base, path, **boot)
         prefill = _prefill_steps([r for r in records if r["mode"] == "ar"])
         tasks = {}
-        for t, b in s["tasks"].items():
-            ids = [r["id"] for r in records if r["task"] == t and r["mode"] == "sd"
-                   and r["id"] in passes.get(t, {})]
+        for t, b in block["tasks"].items():
+            ids = [r["id"] for r in sd if r["task"] == t and r["id"] in passes.get(t, {})]
             chosen, pre = [passes[t][i] for i in ids], [prefill.get(i) for i in ids]
             pred = pred_pre = None
             if ids and predict is not None:
@@ -269,14 +295,9 @@ def summarize_timed(run_dir: Path, cfg: StudyConfig) -> Path:
             if ids and predict is None and None not in pre:
                 pred_pre = replay_all(chosen, policy, costs["c"], costs["verify_slope"],
                                       pre)["speedup"]
-            tasks[t] = {"n": b["n"], "speedup": b["speedup"], "alpha": b["alpha"]["mean"],
-                        "predicted": pred, "predicted_prefill": pred_pre,
-                        "vs_base": paired.get(t, {}).get("ratio")}
-        sp = [v["speedup"]["mean"] for v in tasks.values()]
-        drafters[label] = {"drafter": s["meta"]["drafter"], "tasks": tasks,
-                           "overall": (s["overall"] or {}).get("speedup"),
-                           "max_min": max(sp) / min(sp) if sp and min(sp) > 0 else None,
-                           "sd_matches_ar": (s["overall"] or {}).get("sd_matches_ar")}
+            tasks[t] = {k: b[k] for k in ("n", "speedup", "alpha")} | {
+                "predicted": pred, "predicted_prefill": pred_pre, "vs_base": b["vs_base"]}
+        drafters[label] = block | {"tasks": tasks}
         if routing:
             drafters[label]["routing"] = routing
         if routing == "classifier":
@@ -287,8 +308,12 @@ def summarize_timed(run_dir: Path, cfg: StudyConfig) -> Path:
     for m in read_jsonl(run_dir / TIMED / MACHINES):
         if (m := {k: v for k, v in m.items() if k != "time"}) not in machines:
             machines.append(m)
-    write_json(out, {"policy": policy.label, "gamma": cfg.gamma, "budget": largest,
-                     "max_new_tokens": cfg.test_response_tokens,
-                     "n_per_task": max(cfg.per_task("n_bench", t) for t in cfg.tasks),
-                     "costs": costs, "machines": machines, "drafters": drafters})
+    doc = {"policy": policy.label, "gamma": cfg.gamma, "budget": largest,
+           "max_new_tokens": cfg.test_response_tokens,
+           "n_per_task": max(cfg.per_task("n_bench", t) for t in cfg.tasks),
+           "costs": costs, "machines": machines, "drafters": drafters}
+    if cfg.timed_policies or cfg.timed_hf:  # the policies users deploy (study.timed_policies)
+        doc["policies"], doc["hf_assisted"] = summarize_policies(
+            run_dir, cfg, [BASE, *cfg.arms], drafters, boot)
+    write_json(out, doc)
     return out
