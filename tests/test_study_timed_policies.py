@@ -233,3 +233,14 @@ def test_check_says_what_is_timed_under_which_policy(timed):
             "under fixed:3+model, adaptive+hybrid; HF assisted generation") in plan
     assert "under fixed:3+model, against" in "\n".join(check_config(StudyConfig(
         **(timed["cfg"].to_dict() | {"timed_policies": [], "timed_hf": False}))))
+
+
+def test_the_report_refuses_a_damaged_policy_file(timed, tmp_path):
+    """``specfair report`` reads every timed record file, the policies' too: a corrupt line
+    before the last is the experiment's own error."""
+    run = _copy(timed["run"], tmp_path / "run")
+    path = run / ADAPTIVE / "base" / "bench.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(lines[0][:20] + "\n" + "".join(lines[1:]))
+    with pytest.raises(SpecfairError, match="line 1 is not valid JSON"):
+        report_command(run)

@@ -11,7 +11,7 @@ from specfair.report.study import write_report
 
 # the run's records the summary is computed from (``specfair experiment`` reads them the same way)
 RECORDS = ("eval.jsonl", "policy_eval.jsonl", "routing/eval.jsonl", "methods/eval.jsonl",
-           "indexes/eval.jsonl", "timed/*/bench.jsonl")
+           "indexes/eval.jsonl", "timed/*/bench.jsonl", "timed/policies/*/*/bench.jsonl")
 
 
 def check_records(run_dir: Path) -> None:
