@@ -14,6 +14,7 @@ import pytest
 
 from specfair.distill.weighting import TaskSampler
 from specfair.report.study import write_report
+from specfair.report.study_dose_answer import dose_answer_blocks, gap, gap_table
 from specfair.study.config import StudyConfig
 from specfair.study.dose_verdict import verdict
 from specfair.study.epochs import replay_draws, training_runs
@@ -171,14 +172,16 @@ def test_the_first_paragraph_is_there_for_a_dose_run(run):
     assert "**climb: undecided**" in first
     assert "its data ran out at 2,500 supervised tokens" in first
     assert "only the largest dose is timed" in first
-    assert "measured (timed) 1.17 [1.07, 1.27] times the base drafter's speed-up" in first
+    assert ("measured (timed), the tuned drafter's speed-up ÷ the base drafter's (paired 95% "
+            "CI): 1.170 [1.070, 1.270] under fixed gamma=5, above 1 beyond its CI") in first
     assert "not met" in first  # the power of 40 prompts against the 100 asked
     assert "What would overturn it:" in answer and "What to do:" in answer
     assert "fine-tune on at least 9,007 supervised tokens" in answer
     assert "the share of timed SD answers equal to plain decoding's is base 90% of 120, " \
            "uniform 80% of 120" in answer
     assert "float32's: not timed in this run" in answer
-    assert "| task | base drafter, fixed gamma=5 | best policy alone |" in answer
+    assert ("| task | base drafter, fixed gamma=5 | base drafter, best policy (replayed) | "
+            "tuned (uniform, largest dose), fixed gamma=5 |") in answer
     assert (d / "figures" / "dose_answer.png").stat().st_size > 1000
     assert "figures/dose_answer.png" in answer
     # the power targets and what each drafter trained on
@@ -249,3 +252,195 @@ def test_training_rows_replay_a_logged_run(tmp_path, run):
     path.write_text("".join(json.dumps(r) + "\n" for r in log[:-1]))
     row = next(r for r in training_runs(root, recs, cfg) if r["arm"] == name)
     assert row["tasks"]["rise"]["draws"] is None and "does not run whole" in row["draws_from"]
+
+
+# --- the gap from timed.json's blocks (issue 29 items 5 and 7) -------------------------------
+
+# per task the measured speed-up of: base at fixed gamma, base under the policy, tuned at fixed
+# gamma, tuned under the policy, HF assisted; and the tuned drafter's paired gain over the base
+# (mean, lo, hi) at fixed gamma and under the policy: above 1, within, below 1 beyond its CI
+SPEED = {"rise": (1.10, 1.30, 1.40, 1.60, 0.90), "flat": (1.00, 1.20, 1.02, 1.21, 0.85),
+         "climb": (0.80, 1.05, 0.90, 1.00, 0.70), "short": (0.70, 0.95, 0.72, 0.94, 0.60)}
+GAINS = {"rise": ((1.27, 1.20, 1.35), (1.23, 1.15, 1.31)),
+         "flat": ((1.02, 0.97, 1.07), (1.01, 0.96, 1.06)),
+         "climb": ((1.12, 1.05, 1.20), (0.95, 0.91, 0.99)),
+         "short": ((1.03, 0.99, 1.08), (0.99, 0.93, 1.04))}
+
+
+def _m(m: float) -> dict:
+    return {"mean": m, "lo": m - 0.1, "hi": m + 0.1}
+
+
+def _block(k: int, gain: int | None, skip: str | None = None, **kw) -> dict:
+    tasks = {t: {"n": 10, "speedup": _m(SPEED[t][k]), "alpha": 0.5,
+                 "vs_base": None if gain is None else dict(zip(("mean", "lo", "hi"),
+                                                               GAINS[t][gain], strict=True))}
+             for t in TASKS if t != skip}
+    return {"drafter": "x", "tasks": tasks, "overall": _m(1.0), "max_min": 2.0,
+            "worst_task": "short", "sd_matches_ar": 1.0} | kw
+
+
+def _timed_doc(policies: str | None = "adaptive+hybrid", hf: bool = True,
+               skip: str | None = None) -> dict:
+    own = {"base": _block(0, None, sd_matches_ar=0.9), "uniform": _block(2, 0, sd_matches_ar=0.8)}
+    for v in own.values():  # the stage's own policy: with the replay's predictions
+        for t, x in v["tasks"].items():
+            x |= {"predicted": SPEED[t][0] - 0.05, "predicted_prefill": None}
+    doc = {"policy": "fixed gamma=5", "gamma": 5, "budget": 1.0, "max_new_tokens": 128,
+           "n_per_task": 30, "costs": {"c": 0.3, "verify_slope": 0.02}, "machines": [],
+           "drafters": own}
+    if policies:
+        doc["policies"] = {
+            "fixed:5+model": {"policy": "fixed:5", "proposer": "model", "own": True,
+                              "drafters": own},
+            policies: {"policy": policies.split("+")[0], "proposer": "hybrid", "own": False,
+                       "drafters": {"base": _block(1, None),
+                                    "uniform": _block(3, 1, skip, sd_matches_ar=0.95)}}}
+        doc["hf_assisted"] = _block(4, None, settings={"num_assistant_tokens": 20}) if hf else None
+    return doc
+
+
+def _text(v: tuple[float, float, float] | float, nd: int = 2) -> str:
+    m, lo, hi = v if isinstance(v, tuple) else (v, v - 0.1, v + 0.1)
+    return f"{m:.{nd}f} [{lo:.{nd}f}, {hi:.{nd}f}]"
+
+
+def _paragraph(s: dict, timed: dict | None) -> tuple[str, list[list[str]], str]:
+    blocks = dose_answer_blocks(s, timed)
+    return blocks[0].text, blocks[1].rows, blocks[2].text
+
+
+def test_the_gap_shows_the_measured_numbers_under_each_policy_and_hf(run):
+    _, s = run
+    timed = _timed_doc()
+    g = gap(s, timed)
+    assert g["policy"] == "adaptive+hybrid" and g["why"] == "the policy users deploy"
+    for t in TASKS:
+        row = g["cells"][t]
+        for k, key in enumerate("abcde"):  # each speed-up as timed.json holds it, its CI
+            assert row[key]["source"] == "measured" and row[key]["value"] == SPEED[t][k]
+            assert row[key]["text"] == _text(SPEED[t][k])
+        for j, key in enumerate(("g_fixed", "g_policy")):
+            assert row[key]["source"] == "measured"
+            assert row[key]["text"] == _text(GAINS[t][j], 3)
+    table = gap_table(s, timed)
+    assert table.headers == ["task", "base drafter, fixed gamma=5",
+                             "base drafter, adaptive+hybrid",
+                             "tuned (uniform, largest dose), fixed gamma=5",
+                             "tuned, adaptive+hybrid", "HF assisted (defaults, base drafter)",
+                             "tuned ÷ base, fixed gamma=5", "tuned ÷ base, adaptive+hybrid"]
+    assert not any("predicted" in c for r in table.rows for c in r)
+    spread = [max(v[k] for v in SPEED.values()) / min(v[k] for v in SPEED.values())
+              for k in range(5)]
+    assert table.rows[-1] == ["max/min", *(f"{x:.2f}" for x in spread), "–", "–"]
+    para, _, after = _paragraph(s, timed)
+    assert "the policy: adaptive+hybrid: the policy users deploy" in para
+    assert "timed on up to 30 prompts per task at 128 new tokens" in para
+    assert (f"the base drafter at fixed gamma=5 0.70–1.10x, max/min {spread[0]:.2f} (measured)"
+            in para)
+    assert (f"both (uniform, adaptive+hybrid) 0.94–1.60x, max/min {spread[3]:.2f} (measured)"
+            in para)
+    assert f"HF assisted generation's defaults 0.60–0.90x, max/min {spread[4]:.2f} (measured)" \
+        in para
+    # the tuned drafter's gain beyond its CI (or not), said per task and policy
+    assert ("**rise: rises**" in para and "1.270 [1.200, 1.350] under fixed gamma=5, above 1 "
+            "beyond its CI: the tuned drafter is faster; 1.230 [1.150, 1.310] under "
+            "adaptive+hybrid, above 1 beyond its CI" in para)
+    assert "1.020 [0.970, 1.070] under fixed gamma=5, 1 within its CI" in para
+    assert ("0.950 [0.910, 0.990] under adaptive+hybrid, below 1 beyond its CI: the tuned "
+            "drafter is slower" in para)
+    assert "use adaptive+hybrid instead" in after
+    assert "uniform under adaptive+hybrid 95% of 40, HF assisted 100% of 40" in after
+    assert "predicted" not in para.split("The gap over")[1]
+
+
+def test_an_old_timed_json_gives_the_policy_and_gain_as_predicted(run):
+    """timed.json of a run timed before the policies (no ``policies``/``hf_assisted``): the
+    fixed γ measured, the policy columns the replay's best policy, labelled predicted."""
+    _, s = run
+    timed = _timed_doc(policies=None)
+    assert "policies" not in timed and "hf_assisted" not in timed
+    g = gap(s, timed)
+    assert g["policy"] is None
+    big = s["data_dose"]["points"][-1]
+    for t in TASKS:
+        row = g["cells"][t]
+        assert row["a"]["text"] == _text(SPEED[t][0]) and row["a"]["source"] == "measured"
+        assert row["c"]["text"] == _text(SPEED[t][2]) and row["c"]["source"] == "measured"
+        assert row["g_fixed"]["text"] == _text(GAINS[t][0], 3)
+        for key, comp in (("b", s["base"]), ("d", big)):
+            name = row[key]["text"].split("(predicted: ")[1][:-1]
+            assert row[key]["source"] == "predicted"
+            assert row[key]["value"] == comp["policies"][name][t]["speedup"]
+            assert row[key]["value"] == max(p[t]["speedup"] for p in comp["policies"].values())
+            assert row[key]["text"] == f"{row[key]['value']:.2f} (predicted: {name})"
+        assert row["e"]["text"] == "–" and row["e"]["source"] is None
+        gp = row["g_policy"]
+        assert gp["source"] == "predicted" and gp["text"].startswith("Δ")
+        assert gp["value"] == pytest.approx(row["d"]["value"] - row["b"]["value"])
+    para, rows, _ = _paragraph(s, timed)
+    assert "the policy: no deployed policy timed: the best replayed policy per task" in para
+    assert "HF assisted generation's defaults not timed" in para
+    assert "the best policy alone (the replay's best policy per task)" in para
+    assert "(predicted)" in para.split("the best policy alone")[1].split(";")[0]
+    assert "(measured)" in para.split("the base drafter at fixed gamma=5")[-1].split(";")[0]
+    assert "under fixed gamma=5, above 1 beyond its CI" in para
+    assert "under adaptive+hybrid" not in para
+    assert rows[-1][2].endswith("(predicted)") and not rows[-1][1].endswith("(predicted)")
+
+
+def test_nothing_timed_gives_every_gap_cell_as_predicted(run):
+    _, s = run
+    g = gap(s, None)
+    big = s["data_dose"]["points"][-1]
+    for t in TASKS:
+        row = g["cells"][t]
+        for key, ci in (("a", s["base"]["tasks"][t]["speedup"]),
+                        ("c", big["tasks"][t]["speedup"])):
+            assert row[key]["source"] == "predicted" and row[key]["value"] == ci["value"]
+            assert row[key]["text"] == (f"{ci['value']:.2f} [{ci['lo']:.2f}, {ci['hi']:.2f}] "
+                                        "(predicted)")
+        d = big["tasks"][t]["d_speedup"]
+        assert row["g_fixed"]["text"] == (f"Δ{d['value']:+.2f} [{d['lo']:+.2f}, "
+                                          f"{d['hi']:+.2f}] (predicted)")
+        assert all(row[k]["source"] == "predicted" for k in "abcd")
+    para, rows, after = _paragraph(s, None)
+    assert "measured (timed)" not in para and "(measured)" not in para
+    assert "timed on up to" not in para
+    assert all(c.endswith("(predicted)") for c in rows[-1][1:5])
+    assert "not measured in this run (nothing timed)" in after
+
+
+def test_another_policy_is_chosen_as_the_fastest_and_says_so(run):
+    _, s = run
+    timed = _timed_doc(policies="heuristic+hybrid")
+    timed["policies"]["confidence:0.4+model"] = {
+        "policy": "confidence:0.4", "proposer": "model", "own": False,
+        "drafters": {"base": _block(0, None, overall=_m(1.5))}}
+    g = gap(s, timed)
+    assert g["policy"] == "confidence:0.4+model" and "chosen on the timed prompts" in g["why"]
+    # only the base drafter timed under it: the tuned drafter's cells fall back, predicted
+    assert g["cells"]["rise"]["b"]["source"] == "measured"
+    assert g["cells"]["rise"]["d"]["source"] == "predicted"
+    assert g["cells"]["rise"]["g_policy"]["source"] == "predicted"
+    timed["policies"]["confidence:0.4+model"]["drafters"]["base"]["overall"] = _m(0.5)
+    assert gap(s, timed)["policy"] == "heuristic+hybrid"
+
+
+def test_a_partly_timed_or_malformed_timed_json_is_read_defensively(run):
+    _, s = run
+    timed = _timed_doc(skip="short")  # the tuned drafter under the policy lacks 'short'
+    g = gap(s, timed)
+    assert g["cells"]["short"]["d"]["source"] == "predicted"
+    assert g["cells"]["rise"]["d"]["source"] == "measured"
+    para, rows, _ = _paragraph(s, timed)
+    assert "both (uniform, adaptive+hybrid) partly measured (the table)" in para
+    assert rows[-1][4] == "–"
+    for bad in ({"drafters": None, "policies": None, "hf_assisted": None},
+                {"drafters": {"base": {"tasks": None}}, "policies": ["x"]},
+                {"policies": {"adaptive+hybrid": {"drafters": None}, "x": "y"},
+                 "hf_assisted": {"tasks": {"rise": {"speedup": {"mean": None}}}}}):
+        g = gap(s, bad)
+        assert g["policy"] is None
+        assert all(r[k]["source"] == "predicted" for r in g["cells"].values() for k in "abcd")
+        assert _paragraph(s, bad)[0].startswith("In short")

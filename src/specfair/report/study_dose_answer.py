@@ -6,12 +6,24 @@ which supervised-token count) or is undecided (and why); the gap with the best p
 fine-tuning alone and both; what would overturn the answer; what a user should do; the
 'lossless' caveat of the dtype the timed runs computed in; and one figure: the dose tasks'
 predicted speed-up against their supervised tokens (log x, CIs), the other tasks' collateral
-dashed, the timed speed-up at the largest dose beside it. Nothing here computes a statistic.
+dashed, the timed speed-up at the largest dose beside it.
+
+The gap (issue 29 items 5 and 7) is measured where ``timed.json`` has it: per dose task the
+speed-up over plain decoding of the base drafter and the tuned one (the dose arm at the
+largest dose, first seed) at the stage's fixed γ (its ``drafters`` block) and under the
+deployed policy (its ``policies`` block: ``adaptive+hybrid`` where timed, else the other timed
+policy fastest for the base drafter, and the paragraph says which), HF assisted generation's
+defaults (``hf_assisted``), each with its CI, their max/min over the dose tasks, and the tuned
+drafter's paired gain over the base under each policy (whether it leaves 1 beyond its CI);
+where nothing was timed (old runs have no ``policies`` block), the replay's predictions,
+marked predicted. Nothing here computes a statistic but max/min and a difference of two
+predictions.
 """
 
 from __future__ import annotations
 
 import io
+import math
 
 from specfair.report.doc import Block, Figure, Para, Table
 
@@ -25,16 +37,7 @@ def _ci(c: dict, nd: int = 2, sign: bool = True) -> str:
 
 def _timed(timed: dict | None, arm: str, t: str, key: str) -> dict | None:
     """A timed drafter's per-task CI (``{"mean", "lo", "hi"}``), None where absent."""
-    v = (((timed or {}).get("drafters") or {}).get(arm) or {}).get("tasks", {}).get(t) or {}
-    c = v.get(key)
-    return c if isinstance(c, dict) and c.get("mean") is not None else None
-
-
-def _band(c: dict | None, unit: str = "x") -> str:
-    if not c:
-        return "–"
-    band = f" [{c['lo']:.2f}, {c['hi']:.2f}]" if c.get("lo") is not None else ""
-    return f"{c['mean']:.2f}{band}{unit}"
+    return _m(_at(timed, "drafters", arm, "tasks", t, key))
 
 
 def _mde(s: dict, t: str) -> str:
@@ -49,14 +52,12 @@ def _mde(s: dict, t: str) -> str:
             f"≤ {a['target']} on ≥ {a['min_n']} prompts: {'met' if a['met'] else 'not met'})")
 
 
-def _sentence(s: dict, t: str, v: dict, timed: dict | None) -> str:
-    d, arm = s["data_dose"], s["data_dose"]["arm"]
+def _sentence(s: dict, t: str, v: dict, g: dict) -> str:
+    d = s["data_dose"]
     big = v["largest"]
     at_big = (f"at the largest dose ({big['supervised_tokens']:,} supervised tokens, "
               f"{len(big['seeds'])} seed(s)) Δ predicted speed-up {_ci(big['d_speedup'])}x")
-    meas = _timed(timed, arm, t, "vs_base")
-    measured = (f"; measured (timed) {_band(meas, '')} times the base drafter's speed-up"
-                if meas else "")
+    measured = _measured_gain(g, t)
     if v["verdict"] == "rises":
         r = v["rises_at"]
         head = (f"**{t}: rises** from {r['supervised_tokens']:,} supervised tokens (the "
@@ -79,9 +80,10 @@ def _sentence(s: dict, t: str, v: dict, timed: dict | None) -> str:
     return head + _mde(s, t) + "."
 
 
-def _overturn_and_do(s: dict, t: str, v: dict) -> tuple[str, str]:
+def _overturn_and_do(s: dict, t: str, v: dict, g: dict) -> tuple[str, str]:
     """What would overturn the task's answer, and what a user should do, from its verdict."""
     d = s["data_dose"]
+    pol = g["policy"] or "the best drafting policy (the gap table's)"
     if v["verdict"] == "rises":
         r = v["rises_at"]
         return (f"{t}: a rerun (more test prompts or seeds) whose CI at "
@@ -96,55 +98,223 @@ def _overturn_and_do(s: dict, t: str, v: dict) -> tuple[str, str]:
                 f"{seg['greedy_per_10k']['hi']:+.4f} greedy alpha per 10k), or a test set "
                 "whose smaller MDE finds a change this one cannot",
                 f"{t}: more of its data buys no speed past {v['saturates_at']:,} supervised "
-                "tokens; use the drafting policy (below) instead")
+                f"tokens; use {pol} instead")
     return (f"{t}: nothing yet to overturn ({v['why']})",
             f"{t}: settle it first (a larger dose, or the check its reason names)")
+
+
+DEPLOYED = "adaptive+hybrid"  # the policy users deploy (experiment_dose.toml's timed_policies)
+
+
+def _at(d, *keys):
+    """``d[k0][k1]...`` where every level is a dict, else None (timed.json read defensively)."""
+    for k in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def _dict(x) -> dict:
+    return x if isinstance(x, dict) else {}
+
+
+def _m(c) -> dict | None:
+    """A measured CI (``{"mean", "lo", "hi"}``) with a finite mean, else None."""
+    ok = isinstance(c, dict) and isinstance(c.get("mean"), int | float)
+    return c if ok and math.isfinite(c["mean"]) else None
+
+
+def deployed_policy(timed: dict | None) -> tuple[str, str] | None:
+    """The timed policy the gap puts beside the fixed γ, with why it is that one: ``DEPLOYED``
+    where ``timed.json``'s ``policies`` holds it, else the other timed policy fastest for the
+    base drafter over all prompts (chosen on the timed prompts themselves); None where no
+    policy but the stage's own was timed (old runs have no ``policies`` block)."""
+    pols = {k: v for k, v in _dict(_at(timed, "policies")).items()
+            if isinstance(v, dict) and not v.get("own") and _at(v, "drafters")}
+    if not pols:
+        return None
+    if DEPLOYED in pols:
+        return DEPLOYED, "the policy users deploy"
+    fast = {k: m["mean"] for k in pols if (m := _m(_at(pols[k], "drafters", "base", "overall")))}
+    if not fast:
+        return next(iter(pols)), "the only other timed policy"
+    return (max(fast, key=fast.get), "the timed policy fastest for the base drafter over all "
+            "prompts, chosen on the timed prompts themselves")
 
 
 def _speedups(r: dict, t: str) -> list[tuple[float, str]]:
     """A comparison's predicted speed-up of ``t`` with the headline policy and with the policy
     best on the held-out passes (the in-sample oracle where the run has none), each with the
-    text of its cell."""
+    name of that policy."""
     pol = r["policies"]
     fixed = next(iter(pol))
     held = r.get("policies_heldout")
     best = (max(held, key=lambda x: held[x][t]) if held else
             max(pol, key=lambda x: pol[x][t]["speedup"]))
-    a, b = pol[fixed][t]["speedup"], pol[best][t]["speedup"]
-    return [(a, f"{a:.2f}"), (b, f"{b:.2f} ({best})")]
+    return [(pol[fixed][t]["speedup"], fixed), (pol[best][t]["speedup"], best)]
+
+
+def _cell(c: dict | None, source: str, how: str = "", ratio: bool = False) -> dict:
+    """One cell of the gap: ``{"value", "text", "source", "ci"}``; ``c`` a CI (measured:
+    ``mean``/``lo``/``hi``; predicted: ``value``/``lo``/``hi``, or a bare number), None: –.
+    A predicted cell says so (and ``how``, its policy or kind)."""
+    if c is None:
+        return {"value": None, "text": "–", "source": None, "ci": None}
+    if not isinstance(c, dict):
+        c = {"value": c}
+    v = c.get("mean", c.get("value"))
+    ci = (c["lo"], c["hi"]) if c.get("lo") is not None and c.get("hi") is not None else None
+    if source == "measured":
+        f = "{:.3f}" if ratio else "{:.2f}"
+        text = f.format(v) + (f" [{f.format(ci[0])}, {f.format(ci[1])}]" if ci else "")
+    else:
+        f = "{:+.2f}" if ratio else "{:.2f}"  # a predicted gain is the paired difference
+        text = (("Δ" if ratio else "") + f.format(v)
+                + (f" [{f.format(ci[0])}, {f.format(ci[1])}]" if ci else "")
+                + f" (predicted{': ' + how if how else ''})")
+    return {"value": v, "text": text, "source": source, "ci": ci}
+
+
+def gap(s: dict, timed: dict | None) -> dict:
+    """Per dose task the speed-up over plain decoding of the base drafter at the headline fixed
+    γ (a), under the deployed policy (b), the tuned drafter (the dose arm at the largest dose)
+    at the fixed γ (c) and under the policy (d), HF assisted generation's defaults (e), and the
+    tuned drafter's gain over the base under each policy: measured where ``timed.json`` has it
+    (speed-ups and paired ratios with their 95% CIs over prompts), else the replay's
+    prediction (the best replayed policy in place of the timed one; the gain a paired Δ
+    predicted speed-up, under the policy without a CI). ``{"fixed", "policy", "why",
+    "columns": [(key, header)], "cells": {task: {key: cell}}}`` (cells: :func:`_cell`)."""
+    d, base = s["data_dose"], s["base"]
+    big, arm = d["points"][-1], d["arm"]
+    fixed = next(iter(base["policies"]))
+    dp = deployed_policy(timed)
+    pol, why = dp if dp else (None, "")
+    own = _at(timed, "drafters")
+    under = _at(timed, "policies", pol, "drafters") if pol else None
+    hf = _at(timed, "hf_assisted")
+
+    def meas(block, name, t, key):
+        return _m(_at(block, name, "tasks", t, key))
+
+    cells = {}
+    for t in d["dose_tasks"]:
+        _, (pb, best_b) = _speedups(base, t)
+        _, (pd, best_d) = _speedups(big, t)
+        row = {}
+        for key, block, name, pred, how in (
+                ("a", own, "base", base["tasks"][t]["speedup"], ""),
+                ("b", under, "base", pb, best_b),
+                ("c", own, arm, big["tasks"][t]["speedup"], ""),
+                ("d", under, arm, pd, best_d)):
+            m = meas(block, name, t, "speedup")
+            row[key] = _cell(m, "measured") if m else _cell(pred, "predicted", how)
+        m = meas({"hf": hf}, "hf", t, "speedup")
+        row["e"] = _cell(m, "measured") if m else _cell(None, "")
+        m = meas(own, arm, t, "vs_base")
+        row["g_fixed"] = (_cell(m, "measured", ratio=True) if m else
+                          _cell(big["tasks"][t]["d_speedup"], "predicted", ratio=True))
+        m = meas(under, arm, t, "vs_base")
+        row["g_policy"] = (_cell(m, "measured", ratio=True) if m else
+                           _cell(pd - pb, "predicted", "no CI" if best_b == best_d else
+                                 f"{best_d} - {best_b}", ratio=True))
+        cells[t] = row
+    shown = pol or "best policy (replayed)"
+    cols = [("a", f"base drafter, {fixed}"), ("b", f"base drafter, {shown}"),
+            ("c", f"tuned ({arm}, largest dose), {fixed}"), ("d", f"tuned, {shown}"),
+            ("e", "HF assisted (defaults, base drafter)"),
+            ("g_fixed", f"tuned ÷ base, {fixed}"), ("g_policy", f"tuned ÷ base, {shown}")]
+    return {"fixed": fixed, "policy": pol, "why": why, "columns": cols, "cells": cells}
+
+
+SPEEDUPS = ("a", "b", "c", "d", "e")
+NO_POLICY = ("no deployed policy timed: the best replayed policy per task (chosen on the "
+             "held-out passes, the in-sample oracle where the run has none; scored on test)")
+
+
+def _spread(g: dict, key: str) -> dict | None:
+    """A speed-up column's min, max and max/min over the dose tasks and its source, where every
+    dose task has a value of one source (measured or predicted); else None."""
+    col = [r[key] for r in g["cells"].values()]
+    src = {c["source"] for c in col}
+    if not col or None in src or len(src) > 1 or min(c["value"] for c in col) <= 0:
+        return None
+    lo, hi = min(c["value"] for c in col), max(c["value"] for c in col)
+    return {"min": lo, "max": hi, "max_min": hi / lo, "source": src.pop()}
 
 
 def gap_table(s: dict, timed: dict | None) -> Table:
-    """Per dose task the predicted speed-up of the base drafter with the headline policy,
-    with the best policy alone, fine-tuned at the largest dose, both (and their max/min over
-    these tasks); the measured ones of the base drafter and at the largest dose."""
-    d = s["data_dose"]
-    big, base = d["points"][-1], s["base"]
-    fixed = next(iter(base["policies"]))
-    rows, cols = [], []
-    for t in d["dose_tasks"]:
-        cells = _speedups(base, t) + _speedups(big, t)
-        cols.append([v for v, _ in cells])
-        rows.append([t, *(c for _, c in cells), _band(_timed(timed, "base", t, "speedup"), ""),
-                     _band(_timed(timed, d["arm"], t, "speedup"), "")])
-    if len(cols) > 1:  # the spread of each column over these tasks
-        rows.append(["max/min", *(f"{max(c) / min(c):.2f}" if min(c) > 0 else "–"
-                                  for c in zip(*cols, strict=True)), "", ""])
-    return Table(["task", f"base drafter, {fixed}", "best policy alone",
-                  f"fine-tuned (largest dose), {fixed}", "both (fine-tuned, best policy)",
-                  "measured, base drafter", "measured, largest dose"], rows,
-                 "The gap: predicted speed-ups (replayed on the test passes; the best policy "
-                 "chosen on the held-out passes, scored on test) and the measured ones (timed, "
-                 "95% CI over prompts)", ["l"] + ["r"] * 6)
+    """:func:`gap` as a table, with each speed-up column's max/min over the dose tasks."""
+    g = gap(s, timed)
+    rows = [[t, *(r[k]["text"] for k, _ in g["columns"])] for t, r in g["cells"].items()]
+    if len(rows) > 1:
+        spread = [_spread(g, k) if k in SPEEDUPS else None for k, _ in g["columns"]]
+        rows.append(["max/min", *("–" if not x else f"{x['max_min']:.2f}"
+                                  + ("" if x["source"] == "measured" else " (predicted)")
+                                  for x in spread)])
+    pol = f"{g['policy']}: {g['why']}" if g["policy"] else NO_POLICY
+    return Table(["task", *(h for _, h in g["columns"])], rows,
+                 "The gap: speed-up over plain decoding per dose task, measured (timed: mean "
+                 "[95% CI over prompts]; the tuned drafter ÷ the base drafter on the same "
+                 "prompts, paired CI) where timed.json has it, else the replay's prediction, "
+                 "marked (predicted; its gain the paired Δ predicted speed-up); the policy beside "
+                 f"the fixed γ: {pol}", ["l"] + ["r"] * len(g["columns"]))
+
+
+def _beyond(c: dict) -> str:
+    """Whether a measured ratio's CI leaves 1, in words."""
+    if not c["ci"]:
+        return "no CI"
+    lo, hi = c["ci"]
+    return ("above 1 beyond its CI: the tuned drafter is faster" if lo > 1 else
+            "below 1 beyond its CI: the tuned drafter is slower" if hi < 1 else
+            "1 within its CI")
+
+
+def _measured_gain(g: dict, t: str) -> str:
+    """The task's measured gain of the tuned drafter over the base under each timed policy."""
+    parts = [f"{r['text']} under {g['fixed'] if k == 'g_fixed' else g['policy']}, {_beyond(r)}"
+             for k in ("g_fixed", "g_policy")
+             if (r := g["cells"][t][k])["source"] == "measured"]
+    return ("; measured (timed), the tuned drafter's speed-up ÷ the base drafter's (paired 95% "
+            "CI): " + "; ".join(parts)) if parts else ""
+
+
+def _gap_sentence(g: dict, s: dict, timed: dict | None) -> str:
+    """The gap over the dose tasks: each of (a)-(e)'s range and max/min, measured or
+    predicted."""
+    fixed, arm = g["fixed"], s["data_dose"]["arm"]
+    pol = g["policy"] or "the replay's best policy per task"
+    names = {"a": f"the base drafter at {fixed}", "b": f"the best policy alone ({pol})",
+             "c": f"fine-tuning alone ({arm} at the largest dose, {fixed})",
+             "d": f"both ({arm}, {pol})", "e": "HF assisted generation's defaults"}
+    parts = []
+    for k in SPEEDUPS:
+        x = _spread(g, k)
+        if x is None:
+            some = {r[k]["source"] for r in g["cells"].values()} - {None}
+            parts.append(f"{names[k]} {'partly measured (the table)' if some else 'not timed'}")
+        else:
+            parts.append(f"{names[k]} {x['min']:.2f}–{x['max']:.2f}x, max/min "
+                         f"{x['max_min']:.2f} ({x['source']})")
+    how = f"{g['policy']}: {g['why']}" if g["policy"] else NO_POLICY
+    timed_at = (f"; timed on up to {_at(timed, 'n_per_task')} prompts per task at "
+                f"{_at(timed, 'max_new_tokens')} new tokens" if _at(timed, "drafters") else "")
+    return (f"The gap over the dose tasks (speed-up over plain decoding, lowest–highest task; "
+            f"the policy: {how}{timed_at}): " + "; ".join(parts) + ".")
 
 
 def _lossless(timed: dict | None, s: dict) -> str:
     """The share of timed SD answers equal to plain decoding's, in the dtype they ran in."""
     dts = s.get("timed_dtype")
-    rows = [(n, v.get("sd_matches_ar"), sum((x or {}).get("n") or 0
-                                            for x in (v.get("tasks") or {}).values()))
-            for n, v in ((timed or {}).get("drafters") or {}).items()
-            if isinstance(v, dict) and v.get("sd_matches_ar") is not None]
+    blocks = list(_dict(_at(timed, "drafters")).items())
+    blocks += [(f"{n} under {label}", v) for label, p in _dict(_at(timed, "policies")).items()
+               if isinstance(p, dict) and not p.get("own")
+               for n, v in _dict(_at(p, "drafters")).items()]
+    blocks.append(("HF assisted", _at(timed, "hf_assisted")))
+    rows = [(n, v["sd_matches_ar"], sum(_dict(x).get("n") or 0
+                                        for x in _dict(v.get("tasks")).values()))
+            for n, v in blocks if isinstance(v, dict) and v.get("sd_matches_ar") is not None]
     if not rows:
         return ("'Lossless' (greedy SD gives plain decoding's answer): not measured in this run "
                 "(nothing timed).")
@@ -173,9 +343,11 @@ def dose_answer_blocks(s: dict, timed: dict | None) -> list[Block]:
             "the dose curve's speed-ups are the replay's predictions (the headline policy on the "
             "teacher-forced test passes), paired against the base drafter; only the largest dose "
             f"is timed; {fit}. ")
-    parts = [_overturn_and_do(s, t, v) for t, v in ver.items()]
+    g = gap(s, timed)
+    parts = [_overturn_and_do(s, t, v, g) for t, v in ver.items()]
     out: list[Block] = [
-        Para(head + " ".join(_sentence(s, t, v, timed) for t, v in ver.items()), kind="answer"),
+        Para(head + " ".join(_sentence(s, t, v, g) for t, v in ver.items()) + " "
+             + _gap_sentence(g, s, timed), kind="answer"),
         gap_table(s, timed),
         Para("What would overturn it: " + "; ".join(o for o, _ in parts) + ". What to do: "
              + "; ".join(w for _, w in parts) + ". " + _lossless(timed, s)),
@@ -183,20 +355,23 @@ def dose_answer_blocks(s: dict, timed: dict | None) -> list[Block]:
                "Predicted speed-up per task against its supervised tokens (log scale; bars: "
                "95% CI over seeds and prompts; the base drafter at the left, 'base'); the dose "
                "tasks solid, the other tasks (collateral) dashed at the dose tasks' mean dose; "
-               "open squares: the measured (timed) speed-up at the largest dose, with its CI.")]
+               "open squares: the measured (timed) speed-up at the largest dose, with its CI"
+               + (f"; open diamonds: the same under {g['policy']}" if g["policy"] else "")
+               + ".")]
     return out
 
 
 def answer_figure(s: dict, timed: dict | None) -> bytes:
     """The dose tasks' predicted speed-up against their supervised tokens (log x, CIs), the
     other tasks dashed (collateral), the base drafter at the left, the timed speed-up at the
-    largest dose beside the predicted one."""
+    largest dose beside the predicted one (and under the deployed policy, where timed)."""
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure as MplFigure
 
     d, tasks = s["data_dose"], list(s["config"]["tasks"])
     dosed = set(d["dose_tasks"])
+    pol = (deployed_policy(timed) or (None,))[0]
     fig = MplFigure(figsize=(8.5, 4.2), dpi=90, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
@@ -212,12 +387,15 @@ def answer_figure(s: dict, timed: dict | None) -> bytes:
         line = ax.errorbar(xs, ys, yerr=err, marker="o", ms=4, capsize=3,
                            ls="-" if t in dosed else "--",
                            label=t + ("" if t in dosed else " (collateral)"))
-        m = _timed(timed, d["arm"], t, "speedup")
-        if m is not None:
+        under = _m(_at(timed, "policies", pol, "drafters", d["arm"], "tasks", t, "speedup"))
+        for m, dx, mk in ((_timed(timed, d["arm"], t, "speedup"), 1.12, "s"),
+                          (under if pol else None, 1.25, "D")):
+            if m is None:
+                continue
             lo, hi = (m["mean"] if m.get(k) is None else m[k] for k in ("lo", "hi"))
-            ax.errorbar([xs[-1] * 1.12], [m["mean"]],
+            ax.errorbar([xs[-1] * dx], [m["mean"]],
                         yerr=[[max(m["mean"] - lo, 0)], [max(hi - m["mean"], 0)]],
-                        marker="s", mfc="none", capsize=3, color=line.lines[0].get_color())
+                        marker=mk, mfc="none", capsize=3, color=line.lines[0].get_color())
     ax.set_xscale("log")
     ticks = [x0, *d["dose_tokens"]]  # the dose targets (each task at its achieved count)
     ax.set_xticks(ticks, ["base"] + [f"{v:,.0f}" for v in ticks[1:]], fontsize=7,
@@ -225,8 +403,9 @@ def answer_figure(s: dict, timed: dict | None) -> bytes:
     ax.minorticks_off()
     ax.axhline(1.0, color="k", lw=0.5, ls=":")
     ax.set_xlabel("supervised tokens per task (log scale)")
-    ax.set_ylabel("predicted speed-up (SD / AR)")
-    ax.set_title(f"{d['arm']}: data dose at fixed epochs (open squares: measured)")
+    ax.set_ylabel("speed-up (SD / AR)")
+    ax.set_title(f"{d['arm']}: data dose at fixed epochs (open: measured"
+                 + (f"; ◇ under {pol})" if pol else ")"), fontsize=10)
     ax.legend(fontsize=7, ncol=2)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
