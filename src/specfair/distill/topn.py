@@ -135,10 +135,13 @@ def grouped_loss(top, head, batch: Sequence[Signals], labels: Sequence[str], kin
                for lg, s, g in zip(logits, batch, labels, strict=True) if n[g] > 0)
 
 
+EVAL_BATCH = 8  # sequences forwarded at once by :func:`evaluate` (its padded shapes)
+
+
 @torch.inference_mode()
 def evaluate(top: TopLayers, head: torch.Tensor, signals: Sequence[Signals],
              bf16: bool, target_head: torch.Tensor | None = None,
-             batch: int = 8) -> list[dict[str, float]]:
+             batch: int = EVAL_BATCH) -> list[dict[str, float]]:
     """Per sequence (forwarded ``batch`` at a time, right-padded: :func:`_batch_logits`):
     the means over its response positions of ``greedy`` (exact greedy agreement), ``alpha``
     and ``alpha_lo`` (the sampled acceptance's upper bound, with the residual bucket, and lower

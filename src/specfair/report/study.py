@@ -574,6 +574,31 @@ def _timed_routing(t: dict) -> list[str]:
     return out
 
 
+def _timed_retrained(t: dict) -> list[str]:
+    """Each timed drafter trained again from the start (its checkpoints not kept) whose
+    re-evaluation is not equal to its records (``timed.json`` ``retrained``,
+    :mod:`specfair.study.retrained`); an equal one goes unsaid."""
+    out = []
+    for name, r in (t.get("retrained") or {}).items():
+        if r["status"] == "equal":
+            continue
+        d = r["max_abs_diff"]
+        fmt = lambda x: "n/a" if x is None else f"{x:.2g}"  # noqa: E731
+        cpus = {(c.get("cpu"), c.get("original_cpu")) for c in r["copies"].values()}
+        where = "; ".join(f"first trained on {o or 'an unrecorded CPU'}, again on {c}"
+                          for c, o in sorted(cpus, key=str))
+        out.append(f"The timed drafter {name} was trained again from the start in a later "
+                   f"session (its checkpoint was not kept) and "
+                   + {"differs": "differs from", "unchecked": "was not compared with"}.get(
+                       r["status"], "is within tolerance of (not equal to)")
+                   + " its records "
+                   f"(max |Δ alpha| {fmt(d.get('alpha'))}, |Δ greedy alpha| "
+                   f"{fmt(d.get('greedy'))}, |Δ CE| {fmt(d.get('ce'))} on the first test "
+                   f"prompts of each task; {where}); {r['sd_runs_before']} of its "
+                   f"{r['sd_runs']} timed runs were made before with the first training.")
+    return out
+
+
 def report_blocks(s: dict, timed: dict | None, name: str,
                   routing: dict | None = None) -> list[Block]:
     tasks = list(s["config"]["tasks"])
@@ -633,7 +658,8 @@ def report_blocks(s: dict, timed: dict | None, name: str,
     blocks.append(Heading("Measured speed-ups (timed)"))
     if timed and timed["drafters"]:
         blocks.append(Para(" ".join([_machines(timed.get("machines") or []),
-                                     *_timed_routing(timed)]), kind="note"))
+                                     *_timed_routing(timed), *_timed_retrained(timed)]),
+                           kind="note"))
         blocks.append(Figure(SPEEDUP_FIGURE, speedup_figure(timed),
                              "Measured speed-up per task and drafter (bars: 95% bootstrap CI "
                              "over prompts; dashed: no speed-up) and the predicted speed-up of "

@@ -20,6 +20,7 @@ import torch
 
 from specfair.atomic import write_text
 from specfair.distill.topn import (
+    TopLayers,
     TrainState,
     drop_moments,
     load_checkpoint,
@@ -28,13 +29,16 @@ from specfair.distill.topn import (
     train_sampled,
 )
 from specfair.distill.weighting import TaskSampler
+from specfair.errors import SpecfairError
 from specfair.measure.io import notice, read_json, read_jsonl
 from specfair.measure.progress import say
+from specfair.study import retrained
 from specfair.study.data import Seq
 from specfair.study.dose import dose_fields, dose_subset, point_name, subset
 from specfair.study.records import Records
 
-__all__ = ["dose_subset", "stage_arm", "stage_base", "stage_dose"]
+__all__ = ["dose_subset", "stage_arm", "stage_base", "stage_dose", "top_at_largest",
+           "weights_kept"]
 
 _say = functools.partial(say, "study")
 
@@ -65,9 +69,17 @@ def _heldout_alphas(run, top) -> dict[str, float]:
             max(1, sum(r["task"] == t for r in recs)) for t in run.cfg.tasks}
 
 
+def _ckpt_budget(ckpt: Path) -> float | None:
+    """The budget a copy's checkpoint holds (None: none there, or not whole: its weights or
+    ``state.json`` missing, e.g. a run directory rebuilt from its records elsewhere)."""
+    if not ((ckpt / "state.json").is_file() and (ckpt / "top.st").is_file()):
+        return None
+    return read_json(ckpt / "state.json")["budget"]
+
+
 def _train_one(run, name: str, seqs: list[Seq], tests: tuple[list[Seq], list[Seq]],
                rule: str, goal: int, seed: int, budgets: list[float],
-               adir: Path | None = None) -> Path:
+               adir: Path | None = None, weights: bool = False) -> Path:
     """One trainable copy of the top layers, trained to each of ``budgets`` in turn and
     evaluated there on ``tests``: the test sequences (``<adir>/eval.jsonl``) and the held-out
     prompts' target answers (``policy_eval.jsonl``, written first); resumes from the last
@@ -76,7 +88,13 @@ def _train_one(run, name: str, seqs: list[Seq], tests: tuple[list[Seq], list[Seq
     again from the start). ``seed`` draws the batches (the training's only randomness: the
     copy starts from the drafter's weights). ``rule``: the sampler's (``uniform``,
     ``disparity``), or ``task-mean``: drawn as ``uniform``, each batch's loss averaged per
-    task instead of per position."""
+    task instead of per position. ``weights``: the caller needs the copy's weights at the last
+    of ``budgets``: a copy whose records are all there but whose checkpoint is not (not kept:
+    a run directory continued elsewhere) is trained again from the start, its training log
+    in ``retrain_log.jsonl`` (``train_log.jsonl`` stays the records'). A copy trained again
+    while records of it exist is checked against them at the largest such budget
+    (:func:`specfair.study.retrained.check`: ``retrained.json``); each budget's records get the
+    digest of the weights they were made with first (``weights.jsonl``)."""
     cfg = run.cfg
     task_mean, rule = rule == "task-mean", "uniform" if rule == "task-mean" else rule
     adir = adir or run.dir / "arms" / name
@@ -84,7 +102,8 @@ def _train_one(run, name: str, seqs: list[Seq], tests: tuple[list[Seq], list[Seq
     files = (Records(evals), Records(adir / "policy_eval.jsonl"))
     owed = [b for b in budgets
             if any(f.lacks(t, budget=b, seed=seed) for f, t in zip(files, tests, strict=True))]
-    if not owed:
+    held = _ckpt_budget(ckpt)
+    if not owed and not (weights and held != budgets[-1]):
         return evals
     torch.manual_seed(seed)
     top = run.fresh_top()
@@ -92,21 +111,31 @@ def _train_one(run, name: str, seqs: list[Seq], tests: tuple[list[Seq], list[Seq
     sampler = TaskSampler([s.task for s in seqs], rule, seed=seed,
                           temperature=cfg.disparity_temperature, floor=cfg.disparity_floor)
     state, reached = TrainState(), None
-    if ckpt.is_dir():
-        meta = read_json(ckpt / "state.json")
-        if owed[0] < meta["budget"]:
+    if held is not None:
+        if owed and owed[0] < held:
             notice(f"{adir}: records of budget {owed[0]} missing, the checkpoint is at "
-                   f"{meta['budget']}: training again from the start")
+                   f"{held}: training again from the start")
         else:
             state, meta = load_checkpoint(ckpt, top, opt)
             sampler.load_state_dict(meta["sampler"])
             reached = meta["budget"]
-    log = Records(adir / "train_log.jsonl", key=lambda r: r["step"])
+    # trained again (the checkpoint gone) where records exist: checked at the largest such
+    # budget; for the weights alone (every record there), logged beside the records' log
+    stored = [b for b in budgets if b not in owed and (reached is None or b > reached)]
+    check = max(stored, default=None)
+    redo = not owed
+    log = Records(adir / (retrained.LOG if redo else "train_log.jsonl"), key=lambda r: r["step"])
     log.keep(lambda r: r["step"] <= state.step)  # steps past the checkpoint are redone
+    if any(reached is None or b > reached for b in budgets):
+        retrained.note_machine(adir, state.step, retrain=check is not None)
+        if check is not None:
+            _say(f"{name}: trained again from the start with seed {seed} (its checkpoint was "
+                 f"not kept; records of budget(s) {', '.join(map(str, stored))} stored)")
     pool = [run.signals(s) for s in seqs]
     reest = max(1, len(seqs) // (4 * cfg.batch_size))  # ~4 re-estimates per epoch
     hook = (lambda step: sampler.update(_heldout_alphas(run, top))) if rule == "disparity" \
         else None
+    digests = Records(adir / retrained.WEIGHTS, key=lambda r: r["budget"])
 
     for b in budgets:
         if reached is not None and b < reached:
@@ -118,12 +147,19 @@ def _train_one(run, name: str, seqs: list[Seq], tests: tuple[list[Seq], list[Seq
                           kind=cfg.loss, bf16=run.bf16, hook=hook, every=reest,
                           log=lambda r: log.append([r]),
                           checkpoint=ckpt if ckpt.is_dir() else None, task_mean=task_mean)
+            _say(f"{name}: budget {b:.2f}, {state.tokens} tokens "
+                 f"({time.perf_counter() - t0:.0f} s)")
+            if b == check:  # before the checkpoint: a kill in between checks again
+                retrained.check(run, adir, name, top, tests[0], b, seed, state.step,
+                                "records complete, checkpoint gone; its weights needed"
+                                if redo else f"checkpoint gone, records of budget(s) "
+                                f"{', '.join(map(str, owed))} missing", log=redo)
             save_checkpoint(ckpt, top, opt, state, {"sampler": sampler.state_dict(),
                                                     "budget": b})
             reached = b
-            _say(f"{name}: budget {b:.2f}, {state.tokens} tokens "
-                 f"({time.perf_counter() - t0:.0f} s)")
         if b in owed:
+            digests.append([{"budget": b, "step": state.step, "tokens": state.tokens,
+                             "sha256": retrained.digest(top)}])
             tags = {"budget": b, "tokens": state.tokens, "seed": seed,
                     "supervised_tokens": state.supervised,
                     "prompt_tokens": None if state.supervised is None
@@ -134,6 +170,39 @@ def _train_one(run, name: str, seqs: list[Seq], tests: tuple[list[Seq], list[Seq
     if budgets[-1] == max(cfg.budgets) and ckpt.is_dir():
         drop_moments(ckpt)  # trained to the end: the weights are all anything reads again
     return evals
+
+
+def weights_kept(run, arm: str) -> bool:
+    """Whether every first-seed copy of ``arm`` still has its checkpoint at the largest budget
+    (its weights load without training)."""
+    return all(_ckpt_budget(d / "checkpoint") == max(run.cfg.budgets)
+               for d in retrained.copy_dirs(run.dir, arm, list(run.cfg.tasks)).values())
+
+
+def top_at_largest(run, name: str) -> TopLayers:
+    """The top layers of ``arms/<name>`` (an arm, or ``per-task/<task>``; the first seed's) at
+    the largest budget: its last checkpoint, or, where that is gone (a run directory continued
+    from its records elsewhere), the copy trained again from the start with the same seed and
+    settings and checked against its records (:mod:`specfair.study.retrained`)."""
+    cfg = run.cfg
+    arm, seed = name.split("/")[0], cfg.seeds[0]
+    copies = {}
+    if arm in cfg.arms:
+        kind, train, goal, _ = _arm_setup(run, arm)
+        copies = {c[0]: c for c in _copies(run, kind, arm, train, goal, _arm_dir(run, seed),
+                                            run.policy)}
+    if name not in copies:
+        raise SpecfairError(f"no trained copy {name!r} in this study (arms: "
+                            f"{', '.join(cfg.arms)})")
+    c, seqs, tests, rule, g, adir = copies[name]
+    _train_one(run, c, seqs, tests, rule, g, seed, cfg.budgets, adir, weights=True)
+    ckpt = adir / "checkpoint"
+    top = run.fresh_top()
+    _, meta = load_checkpoint(ckpt, top, make_optimizer(top, cfg.lr))
+    if meta["budget"] != max(cfg.budgets):
+        raise SpecfairError(f"{ckpt}: trained to budget {meta['budget']}, not the largest "
+                            f"({max(cfg.budgets)})")
+    return top
 
 
 def _arm_dir(run, seed: int) -> Path:
@@ -165,13 +234,33 @@ def stage_arm(run, arm: str, out: Path, seed: int | None = None) -> None:
     budgets = cfg.budgets if seed == cfg.seeds[0] else cfg.budgets[-1:]
     if not _arm_owes(run, arm, out, seed, budgets, seed == cfg.seeds[0]):
         return
-    kind, train, goal, extra = arm, run.train, budget_tokens(run), None
-    if arm == "monolingual":
-        kind, train, extra = "uniform", run.mono.seqs, run.mono.fields()
-        goal = int(cfg.epochs * sum(len(s.ids) for s in train))
+    kind, train, goal, extra = _arm_setup(run, arm)
     _say(f"arm {arm}, seed {seed}: {goal} training tokens at the largest budget")
     _train_arm(run, kind, arm, train, out, seed, budgets, goal, _arm_dir(run, seed),
                with_policy=seed == cfg.seeds[0], extra=extra)
+
+
+def _arm_setup(run, arm: str) -> tuple[str, list[Seq], int, dict[str, dict] | None]:
+    """``(kind, training sequences, tokens at budget 1.0, extra record fields per task)`` of
+    ``arm``: ``monolingual`` trains as ``uniform`` on its own sequences at ``epochs`` passes."""
+    if arm == "monolingual":
+        train = run.mono.seqs
+        return ("uniform", train, int(run.cfg.epochs * sum(len(s.ids) for s in train)),
+                run.mono.fields())
+    return arm, run.train, budget_tokens(run), None
+
+
+def _copies(run, arm: str, name: str, train: list[Seq], goal: int, root: Path,
+            held: list[Seq]) -> list[tuple]:
+    """``arm``'s copies as ``(name, training sequences, (test, held-out) sequences, rule,
+    tokens at budget 1.0, directory)``: ``per-task`` one per task on its own sequences with
+    an equal share of ``goal``, others one on ``train``."""
+    if arm == "per-task":
+        of = lambda seqs, t: [s for s in seqs if s.task == t]  # noqa: E731
+        return [(f"{name}/{t}", of(train, t), (of(run.test, t), of(held, t)), "uniform",
+                 goal // len(run.cfg.tasks), root / name / t) for t in run.cfg.tasks]
+    # uniform, task-mean (uniform, the loss averaged per task) or disparity
+    return [(name, train, (run.test, held), arm, goal, root / name)]
 
 
 def _train_arm(run, arm: str, name: str, train: list[Seq], out: Path, seed: int,
@@ -181,17 +270,11 @@ def _train_arm(run, arm: str, name: str, train: list[Seq], out: Path, seed: int,
     evaluate them, and append their records missing from ``out`` as arm ``name`` (with
     ``extra[task]`` fields) and, ``with_policy``, the held-out passes missing from
     ``policy_eval.jsonl``."""
-    cfg = run.cfg
     held = run.policy if with_policy else []
-    if arm == "per-task":
-        of = lambda seqs, t: [s for s in seqs if s.task == t]  # noqa: E731
-        files = [_train_one(run, f"{name}/{t}", of(train, t), (of(run.test, t), of(held, t)),
-                            "uniform", goal // len(cfg.tasks), seed, budgets,
-                            root / name / t)
-                 for t in cfg.tasks]
-    else:  # uniform, task-mean (uniform, the loss averaged per task) or disparity
-        files = [_train_one(run, name, train, (run.test, held), arm, goal, seed, budgets,
-                            root / name)]
+    files = [_train_one(run, c, seqs, tests, rule, g, seed, budgets, adir)
+             for c, seqs, tests, rule, g, adir in _copies(run, arm, name, train, goal, root,
+                                                          held)]
+
     def total(key: str) -> dict[float, int | None]:
         """Per budget, ``key`` summed over the copies (None where one lacks it)."""
         per = {b: {f: r.get(key) for f in files for r in read_jsonl(f) if r["budget"] == b}

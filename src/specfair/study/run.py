@@ -46,7 +46,10 @@ alpha, alpha_lo, ce, resid). The training stages (base, arms, seeds, data dose) 
 :mod:`specfair.study.arms`. Resume is by item (:mod:`specfair.study.records`): each stage owes
 one record per (arm, budget, seed, prompt) in each file it appends to, appends only those
 missing (a torn last line is cut off and redone), and never writes a key twice; an arm
-resumes from its last checkpoint.
+resumes from its last checkpoint. A copy whose checkpoint is gone (a run directory continued
+elsewhere from its records: docs/CONTRACTS.md says what to keep) is trained again from the
+start only where a stage needs its weights, and checked against its records
+(:mod:`specfair.study.retrained`).
 """
 
 from __future__ import annotations
@@ -64,8 +67,6 @@ from specfair.distill.topn import (
     Signals,
     TopLayers,
     evaluate,
-    load_checkpoint,
-    make_optimizer,
     train_copy,
 )
 from specfair.errors import SpecfairError
@@ -77,7 +78,7 @@ from specfair.models.load import load_model, load_tokenizer
 from specfair.models.memory import trim
 from specfair.report.study import write_report
 from specfair.rundir import check_out_dir, check_out_files, dir_lock
-from specfair.study.arms import stage_arm, stage_base, stage_dose
+from specfair.study.arms import stage_arm, stage_base, stage_dose, top_at_largest
 from specfair.study.config import ANY_TIME_KEYS, TRAINING_KEYS, StudyConfig
 from specfair.study.data import (
     Seq,
@@ -216,15 +217,11 @@ class Run:
         return TopLayers(self.drafter, self.cfg.top_layers)
 
     def top_at_largest(self, name: str) -> TopLayers:
-        """The top layers of ``arms/<name>`` (the first seed's) at the largest budget (its
-        last checkpoint)."""
-        ckpt = self.dir / "arms" / name / "checkpoint"
-        top = self.fresh_top()
-        _, meta = load_checkpoint(ckpt, top, make_optimizer(top, self.cfg.lr))
-        if meta["budget"] != max(self.cfg.budgets):
-            raise SpecfairError(f"{ckpt}: trained to budget {meta['budget']}, not the largest "
-                                f"({max(self.cfg.budgets)})")
-        return top
+        """The top layers of ``arms/<name>`` (the first seed's) at the largest budget: its
+        last checkpoint, or the copy trained again from the start where the checkpoint was
+        not kept (:func:`specfair.study.arms.top_at_largest`, checked against its records:
+        ``retrained.json``)."""
+        return top_at_largest(self, name)
 
     def eval_records(self, top: TopLayers, seqs: list[Seq], teacher=None, lower=None,
                      exact: bool = True, **tags) -> list[dict]:

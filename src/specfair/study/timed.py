@@ -9,7 +9,9 @@ prediction beside each measurement are of; further seeds (``arms/seed<N>``) and 
    task's top layers), both by :func:`specfair.drafters.export.export_drafter`, with the task
    router of the routing stage (:mod:`specfair.study.routing`) copied in; each one is a
    ``specfair bench --drafter`` argument as it is (``specfair generate`` routes an unlabelled
-   prompt by the router).
+   prompt by the router). Exported from the copy's checkpoint; where that was not kept, only
+   while a timed run is missing, from the copy trained again (:mod:`specfair.study.retrained`:
+   ``timed.json`` ``retrained`` says how close it came to its records).
 2. bench (``timed/<drafter>/bench.jsonl``, :func:`specfair.measure.bench.run_bench`): the
    ``n_bench`` test prompts per task (a seeded subset of the study's test prompts), AR and SD,
    greedy, fixed ``gamma``, ``test_response_tokens`` new tokens (the length of the answers the
@@ -65,9 +67,11 @@ from specfair.measure.replay import Policy, pass_of, replay_all
 from specfair.models.hardware import machine
 from specfair.models.load import load_model
 from specfair.models.memory import trim
+from specfair.study.arms import weights_kept
 from specfair.study.config import StudyConfig
 from specfair.study.data import sample_each
 from specfair.study.index_timed import index_bench_options, index_labels, index_prediction
+from specfair.study.retrained import for_arm
 from specfair.study.routing import routed_passes
 from specfair.study.timed_policies import (
     HF_LABEL,
@@ -92,13 +96,25 @@ _say = functools.partial(say, "timed")
 
 
 def export_arms(run, router: Path | None = None) -> dict[str, Path]:
-    """``{arm: export directory}``; an arm already exported is kept as it is. ``router``: the
-    directory of the per-task drafter's task router (:mod:`specfair.study.routing`), copied
-    into the per-task export where it has none."""
-    cfg, out = run.cfg, {}
-    for arm in cfg.arms:
-        path = out[arm] = run.dir / DRAFTERS / arm
+    """``{arm: export directory}``; an arm already exported is kept as it is. One not exported
+    is exported from its checkpoint where that is kept, else only where the timed stage still
+    has a run to make (:func:`timed_owes`): then the copy is trained again from the start
+    (``Run.top_at_largest``: a run directory continued from its records elsewhere keeps no
+    exports and no checkpoints); a run timed to the end needs no weights and trains nothing.
+    ``router``: the directory of the per-task drafter's task router
+    (:mod:`specfair.study.routing`), copied into the per-task export where it has none."""
+    cfg = run.cfg
+    out = {arm: run.dir / DRAFTERS / arm for arm in cfg.arms}
+    owes = None  # asked once, where an export is missing and its weights are not kept
+    for arm, path in out.items():
         if not is_export(path):
+            if not weights_kept(run, arm):
+                if owes is None:
+                    owes = timed_owes(run, list(out))
+                if not owes:
+                    _say(f"{path} not rebuilt: its checkpoint was not kept and no stage left "
+                         "needs its weights")
+                    continue
             meta = {"study": cfg.name, "arm": arm, "budget": max(cfg.budgets),
                     "loss": cfg.loss, "method": "topn", "top_layers": cfg.top_layers,
                     "seed": cfg.seeds[0]}
@@ -160,31 +176,57 @@ def _load(path: Path, base, tokenizer, cfg: StudyConfig, bench: Path):
     return load_drafter(path, dtype=dt, device=device, frozen_from=base), {}
 
 
+def _plan(run, arms: list[str]) -> tuple[list[Prompt], dict[str, Path], list, dict]:
+    """``(prompts, {unit: bench file}, the other policies, the index variants)`` of the timed
+    stage: what :func:`run_timed` times (the base drafter and ``arms``' exports)."""
+    cfg = run.cfg
+    prompts = timed_prompts(cfg, run.prompts.test)
+    variants = index_labels(run.dir, cfg)  # time_index: the index variants (study.index_timed)
+    # the other policies (study.timed_policies): adaptive prices the run's verify curve
+    costs = run.dir / "costs.json"
+    slope = read_json(costs).get("verify_slope") if costs.is_file() else None
+    others = timed_policies(cfg, slope)[1:]
+    names = (BASE, *arms)
+    files = {name: run.dir / TIMED / name / BENCH_FILE for name in (*names, *variants)}
+    files |= {unit(n, pol): bench_path(run.dir, n, pol) for pol in others for n in names}
+    if cfg.timed_hf:
+        files[HF_LABEL] = hf_path(run.dir)
+    return prompts, files, others, variants
+
+
+def _todo(path: Path, p: Prompt) -> bool:
+    """Whether bench file ``path`` lacks prompt ``p``'s AR or SD run."""
+    done = {(r["id"], r["mode"]) for r in load_bench_records(path)}
+    return not {(p.id, m) for m in MODES} <= done
+
+
+def _owes(files: dict[str, Path], prompts: list[Prompt]) -> bool:
+    """Whether any of ``files`` lacks a run of ``prompts`` (each file read once)."""
+    for path in files.values():
+        done = {(r["id"], r["mode"]) for r in load_bench_records(path)}
+        if any(not {(p.id, m) for m in MODES} <= done for p in prompts):
+            return True
+    return False
+
+
+def timed_owes(run, arms: list[str]) -> bool:
+    """Whether the timed stage still has a run to make (a prompt's AR or SD run missing from
+    any of its files): only then does it need the drafters' weights."""
+    prompts, files, _, _ = _plan(run, arms)
+    return _owes(files, prompts)
+
+
 def run_timed(run, exports: dict[str, Path]) -> Path | None:
     """Benchmark the base drafter and every export on the timed prompts, prompt by prompt (AR,
     then SD with each drafter under each of ``timed_policies``, then HF assisted generation
     with ``timed_hf``: a drift of the machine's speed hits every drafter alike); returns the
     path of ``timed.json`` (None when no prompt is timed: ``n_bench`` 0)."""
     cfg = run.cfg
-    prompts = timed_prompts(cfg, run.prompts.test)
+    prompts, files, others, variants = _plan(run, list(exports))
     if not prompts:
         return None
-    variants = index_labels(run.dir, cfg)  # time_index: the index variants (study.index_timed)
-    # the other policies (study.timed_policies): adaptive prices the run's verify curve
-    costs = run.dir / "costs.json"
-    slope = read_json(costs).get("verify_slope") if costs.is_file() else None
-    others = timed_policies(cfg, slope)[1:]
     names = (BASE, *exports)
-    files = {name: run.dir / TIMED / name / BENCH_FILE for name in (*names, *variants)}
-    files |= {unit(n, pol): bench_path(run.dir, n, pol) for pol in others for n in names}
-    if cfg.timed_hf:
-        files[HF_LABEL] = hf_path(run.dir)
-
-    def todo(name: str, p) -> bool:
-        done = {(r["id"], r["mode"]) for r in load_bench_records(files[name])}
-        return not {(p.id, m) for m in MODES} <= done
-
-    if not any(todo(name, p) for name in files for p in prompts):
+    if not _owes(files, prompts):
         return summarize_timed(run.dir, cfg)  # every run is there: no model to load
     # the target in the kernels it is timed with; the drafters unpacked until they share the
     # base drafter's frozen layers, then packed as the target is (each shared module once)
@@ -228,7 +270,7 @@ def run_timed(run, exports: dict[str, Path]) -> Path | None:
             for name, (drafter, label, extra, options, over) in units.items():
                 if over is not None:  # the base run's AR record, relabelled
                     share_ar(files[BASE], files[name], label, over)
-                if todo(name, p):
+                if _todo(files[name], p):
                     run_bench((target, drafter, run.tok), [p], files[name].parent,
                               drafter_label=label, extra_settings=settings | extra,
                               warmup=name not in warm, **kw, **options)
@@ -266,7 +308,7 @@ def summarize_timed(run_dir: Path, cfg: StudyConfig) -> Path:
     policy, largest = Policy("fixed", cfg.gamma), max(cfg.budgets)
     boot = {"n_resamples": cfg.bootstrap, "seed": cfg.seed}
     base = run_dir / TIMED / BASE / BENCH_FILE
-    drafters = {}
+    drafters, retrained = {}, {}
     variants = index_labels(run_dir, cfg)
     for label in (BASE, *cfg.arms, *variants):
         path = run_dir / TIMED / label / BENCH_FILE
@@ -303,6 +345,11 @@ def summarize_timed(run_dir: Path, cfg: StudyConfig) -> Path:
         if routing == "classifier":
             drafters[label]["routes"] = {t: dict(Counter(r.get("route") or BASE for r in sd
                                                          if r["task"] == t)) for t in tasks}
+        if label in cfg.arms and (again := for_arm(run_dir, label, list(cfg.tasks))):
+            # its copies trained again (checkpoints not kept): how close, and how many of its
+            # SD runs were timed before with the first training's export
+            retrained[label] = again | {"sd_runs": len(sd), "sd_runs_before": sum(
+                r.get("time", 0.0) < again["first_time"] for r in sd)}
     out = run_dir / TIMED_FILE
     machines: list[dict] = []  # the distinct machines the sessions timed on
     for m in read_jsonl(run_dir / TIMED / MACHINES):
@@ -312,6 +359,8 @@ def summarize_timed(run_dir: Path, cfg: StudyConfig) -> Path:
            "max_new_tokens": cfg.test_response_tokens,
            "n_per_task": max(cfg.per_task("n_bench", t) for t in cfg.tasks),
            "costs": costs, "machines": machines, "drafters": drafters}
+    if retrained:  # a timed drafter trained again from the start (study.retrained)
+        doc["retrained"] = retrained
     if cfg.timed_policies or cfg.timed_hf:  # the policies users deploy (study.timed_policies)
         doc["policies"], doc["hf_assisted"] = summarize_policies(
             run_dir, cfg, [BASE, *cfg.arms], drafters, boot)
