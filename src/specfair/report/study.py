@@ -21,7 +21,6 @@ of prompts and training texts, bootstrap and seeds).
 from __future__ import annotations
 
 import io
-import math
 from pathlib import Path
 
 import numpy as np
@@ -45,11 +44,14 @@ from specfair.report.study_dose_answer import ANSWER_FIGURE, dose_answer_blocks
 from specfair.report.study_index import same_data_answer, same_data_blocks
 from specfair.report.study_metrics import (
     TOKENS_HEAD,
+    _fmt,
     answer_dose,
     answer_primary,
     answer_u,
     curve_table,
     data_dose_blocks,
+    mean_ci,
+    num,
     primary_blocks,
     tokens_cell,
     tokens_seen,
@@ -60,21 +62,7 @@ FIGURES = "figures"
 DOSE_FIGURE, SPEEDUP_FIGURE, DATA_DOSE_FIGURE = "dose_response.png", "speedup.png", "data_dose.png"
 
 
-def _fmt(ci: dict, nd: int = 3) -> str:
-    return f"{ci['value']:+.{nd}f} [{ci['lo']:+.{nd}f}, {ci['hi']:+.{nd}f}]"
-
-
-def _f(x: float | None, nd: int = 2) -> str:
-    return "–" if x is None or not math.isfinite(x) else f"{x:.{nd}f}"
-
-
-def _x(ci: dict | None, nd: int = 2) -> str:
-    """A ``{"mean", "lo", "hi"}`` bootstrap block as ``m [lo, hi]``."""
-    if not ci or ci.get("mean") is None or not math.isfinite(ci["mean"]):
-        return "–"
-    lo, hi = ci.get("lo"), ci.get("hi")
-    band = f" [{lo:.{nd}f}, {hi:.{nd}f}]" if lo is not None and hi is not None else ""
-    return f"{ci['mean']:.{nd}f}{band}"
+_f, _x = num, mean_ci  # the study report's short names
 
 
 # ----------------------------------------------------------------------------- answer

@@ -7,24 +7,13 @@ Nothing for a run that timed the stage's own fixed γ only (its section is the t
 
 from __future__ import annotations
 
-import math
-
 from specfair.report.doc import Block, Heading, Para, Table
+from specfair.report.study_metrics import mean_ci, num
 
 HF = "HF assisted"
 
 
-def _f(x, nd: int = 2) -> str:
-    return "–" if x is None or not math.isfinite(x) else f"{x:.{nd}f}"
-
-
-def _x(ci: dict | None, nd: int = 2) -> str:
-    """A ``{"mean", "lo", "hi"}`` bootstrap block as ``m [lo, hi]``."""
-    if not ci or ci.get("mean") is None or not math.isfinite(ci["mean"]):
-        return "–"
-    lo, hi = ci.get("lo"), ci.get("hi")
-    band = f" [{lo:.{nd}f}, {hi:.{nd}f}]" if lo is not None and hi is not None else ""
-    return f"{ci['mean']:.{nd}f}{band}"
+_f, _x = num, mean_ci
 
 
 def _shown(t: dict) -> bool:

@@ -7,12 +7,28 @@ Nothing here computes a statistic."""
 
 from __future__ import annotations
 
+import math
+
 from specfair.measure.replay import POLICIES
 from specfair.report.doc import Block, Bullets, Heading, Para, Table
 
 
 def _fmt(ci: dict, nd: int = 3) -> str:
     return f"{ci['value']:+.{nd}f} [{ci['lo']:+.{nd}f}, {ci['hi']:+.{nd}f}]"
+
+
+def num(x: float | None, nd: int = 2) -> str:
+    """A number, or "–" where there is none (None or not finite)."""
+    return "–" if x is None or not math.isfinite(x) else f"{x:.{nd}f}"
+
+
+def mean_ci(ci: dict | None, nd: int = 2) -> str:
+    """A ``{"mean", "lo", "hi"}`` bootstrap block (timed.json's) as ``m [lo, hi]``."""
+    if not ci or ci.get("mean") is None or not math.isfinite(ci["mean"]):
+        return "–"
+    lo, hi = ci.get("lo"), ci.get("hi")
+    band = f" [{lo:.{nd}f}, {hi:.{nd}f}]" if lo is not None and hi is not None else ""
+    return f"{ci['mean']:.{nd}f}{band}"
 
 
 def _mark(ci: dict, nd: int = 3) -> str:
