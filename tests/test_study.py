@@ -379,3 +379,32 @@ def test_the_task_mean_arm_trains_beside_uniform_on_the_same_draws(long_pair, tm
              .read_text().splitlines()]
     assert [r["tasks"] for r in logs] == [r["tasks"] for r in ulogs]  # the same draws
     assert [r["loss"] for r in logs] != [r["loss"] for r in ulogs]  # another loss
+
+
+def test_arms_added_to_a_trained_run_train_on_with_their_own_seeds_and_timing(
+        long_pair, tmp_path, monkeypatch):
+    """Issue 29's matched arms join a run that trained and timed its first arm: the new arm
+    trains with the first seed only (``seed_arms``), is not timed (``timed_arms``), and what
+    was trained and timed stays byte for byte; dropping an arm is refused."""
+    monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path / "home"))
+    write_study_sources(tmp_path / "home" / "data")
+    kw = dict(budgets=[1.0], tasks=["chat", "mgsm_zh"])
+    out = tmp_path / "run"
+    run_study(_cfg(long_pair, arms=["uniform"], **kw), out)
+    kept = {p: p.read_bytes() for p in [*(out / "arms").rglob("*.jsonl"),
+                                         *(out / "timed").rglob("*.jsonl")]}
+    more = _cfg(long_pair, arms=["uniform", "task-mean"], seeds=[0, 1], seed_arms=["uniform"],
+                timed_arms=["uniform"], **kw)
+    s = json.loads(run_study(more, out).read_text())
+    recs = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
+    seeds = {(r["arm"], r["seed"]) for r in recs if r["arm"] != "base"}
+    assert seeds == {("uniform", 0), ("uniform", 1), ("task-mean", 0)}
+    assert {p: p.read_bytes() for p in kept} == kept
+    assert not any((out / d / "task-mean").exists() for d in ("timed", "drafters"))
+    assert set(json.loads((out / "timed.json").read_text())["drafters"]) == {"base", "uniform"}
+    assert s["arms"]["task-mean"]["budgets"][-1]["seeds"] == [0]
+    assert s["arms"]["uniform"]["budgets"][-1]["seeds"] == [0, 1]
+    with pytest.raises(SpecfairError, match="other settings.*arms"):
+        run_study(_cfg(long_pair, arms=["task-mean"], seeds=[0, 1], **kw), out)
+    with pytest.raises(SpecfairError, match="seed_arms.*'disparity' is not one"):
+        _cfg(long_pair, arms=["uniform"], seed_arms=["disparity"])

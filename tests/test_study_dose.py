@@ -270,6 +270,9 @@ def test_the_packaged_dose_config_is_the_issues_design():
     ratios = [b / a for a, b in zip(d, d[1:], strict=False)]
     assert all(1.5 <= r <= 3.5 for r in ratios)  # log-spaced
     assert len(cfg.seeds) >= 3 and cfg.dose_arm in cfg.arms and 1.0 in cfg.budgets
+    # the four arms matched at the largest dose (item 4), 3 seeds for the one a claim rests on
+    assert {"uniform", "per-task", "disparity", "monolingual"} <= set(cfg.arms)
+    assert cfg.dose_arm in cfg.arms_seeded and cfg.arms_timed == [cfg.dose_arm]
     assert cfg.test_response_tokens >= 128 and cfg.train_response_tokens >= 128
     assert sorted(cfg.per_task("n_bench", t) for t in cfg.tasks)[-2:] == [30, 30]
     assert cfg.max_prompt_tokens >= 300  # the paragraph prompts whole (at most 299 tokens)

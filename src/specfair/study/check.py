@@ -30,10 +30,13 @@ def check_config(cfg: StudyConfig) -> list[str]:
                    f"{n(prompts.test, t)} / {min(cfg.per_task('n_bench', t), n(prompts.test, t))}"
                    + (" (dose task)" if cfg.dose_points and cfg.doses_task(t) else ""))
     out.append(f"arms {', '.join(cfg.arms)} at budgets {', '.join(map(str, cfg.budgets))}, "
-               f"{cfg.epochs:g} epochs, seeds {', '.join(map(str, cfg.seeds))}; answers "
+               f"{cfg.epochs:g} epochs, seeds {', '.join(map(str, cfg.seeds))}"
+               + (f" ({', '.join(cfg.arms_seeded)}; the others seed {cfg.seeds[0]})"
+                  if cfg.seeds[1:] and cfg.arms_seeded != cfg.arms else "") + "; answers "
                f"{cfg.test_response_tokens} tokens (test), {cfg.train_response_tokens} "
                "(training text)")
-    out.append(f"timed: the base drafter and {', '.join(cfg.arms)} (largest budget, first seed) "
+    out.append(f"timed: the base drafter and {', '.join(cfg.arms_timed)} (largest budget, "
+               "first seed) "
                f"at {cfg.test_response_tokens} new tokens under "
                + ", ".join(v[0] for v in timed_variants(cfg.timed_policies, cfg.gamma))
                + ("; HF assisted generation (its defaults, the base drafter)" if cfg.timed_hf

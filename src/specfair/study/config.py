@@ -45,6 +45,8 @@ RULES = {
     "disparity_temperature": _POS, "disparity_floor": Rule(ge=0, le=1),
     "bootstrap": Rule(ge=1, le=MAX_BOOTSTRAP),
     "seeds": Rule(nonempty=True, unique=True, each=_SEED),
+    "seed_arms": Rule(unique=True, each=Rule(choices=ARMS)),
+    "timed_arms": Rule(unique=True, each=Rule(choices=ARMS)),
     "prompt_fractions": Rule(unique=True, each=Rule(gt=0, le=1)),
     "dose_arm": Rule(choices=DOSE_ARMS),
     "dose_tokens": Rule(unique=True, each=Rule(ge=1, le=MAX_DOSE_TOKENS)),
@@ -63,7 +65,8 @@ RULES = {
 # signals: a run directory with no training output yet takes other values of these.
 TRAINING_KEYS = ("name", "loss", "lr", "warmup_steps", "batch_size", "epochs", "overfit_epochs",
                  "overfit_lr", "budgets", "arms", "disparity_temperature", "disparity_floor",
-                 "bootstrap", "seeds", "prompt_fractions", "dose_arm", "dose_tokens",
+                 "bootstrap", "seeds", "seed_arms", "prompt_fractions", "dose_arm",
+                 "dose_tokens",
                  "dose_tasks", "method_layers",
                  "method_lrs", "method_texts", "method_tasks", "method_budget", "method_select")
 TRAINING_KEYS += ("gamma",)  # the timed stage comes after the training
@@ -71,8 +74,9 @@ TRAINING_KEYS += ("gamma",)  # the timed stage comes after the training
 # timed_policies, timed_hf: each policy's records (and HF assisted generation's) are a bench file
 # of their own (study.timed_policies), so one added later is timed on, one dropped is kept on
 # disk and left out of timed.json.
+# timed_arms: an arm's timed records are a bench file of its own too (study.timed).
 ANY_TIME_KEYS = ("n_bench", "n_bench_per_task", "index_arm", "time_index", "timed_policies",
-                 "timed_hf")
+                 "timed_hf", "timed_arms")
 # Per-task values of a count (``{task: n}``, tasks of the study) in place of the key's one value.
 PER_TASK = {"n_train_per_task": ("n_train", 1), "n_test_per_task": ("n_test", 1),
             "n_bench_per_task": ("n_bench", 0)}  # key: (the count it overrides, its minimum)
@@ -164,6 +168,9 @@ class StudyConfig:
     # training seeds (the order batches are drawn in): the first trains the whole budget curve,
     # the others each arm to the largest budget; CIs resample seeds, then prompts
     seeds: list[int] = field(default_factory=lambda: [0])
+    # the arms trained with the further seeds ([] = every arm): 3 seeds for the arms a claim
+    # rests on, the first seed for the others (issue 29: the matched arms at the largest dose)
+    seed_arms: list[str] = field(default_factory=list)
     # data dose: ``dose_arm`` trained on the first fraction of each task's distinct training
     # prompts, at ``epochs`` passes over them, for each fraction ([] = no dose curve)
     prompt_fractions: list[float] = field(default_factory=list)
@@ -199,6 +206,9 @@ class StudyConfig:
     # HF assisted generation with its default settings (the base drafter as assistant) timed
     # on the same prompts against the same plain-decoding runs
     timed_hf: bool = False
+    # the arms whose drafter the timed stage exports and times ([] = every arm); the others
+    # get the speed-up predicted from their teacher-forced passes (summary.json)
+    timed_arms: list[str] = field(default_factory=list)
     # the dtype every model of the experiment loads in (answers, signals, training, timing):
     # auto (bf16 on a CPU with native bf16 or a GPU, else float32), or float32 on a bf16 CPU
     # to run the fp32 path of a CPU without bf16 (`specfair experiment --dtype float32`)
@@ -237,6 +247,16 @@ class StudyConfig:
         ``prompt_fractions``."""
         return list(self.dose_tokens or self.prompt_fractions)
 
+    @property
+    def arms_seeded(self) -> list[str]:
+        """The arms trained with each further seed (``seed_arms``; [] = every arm)."""
+        return [a for a in self.arms if not self.seed_arms or a in self.seed_arms]
+
+    @property
+    def arms_timed(self) -> list[str]:
+        """The arms the timed stage exports and times (``timed_arms``; [] = every arm)."""
+        return [a for a in self.arms if not self.timed_arms or a in self.timed_arms]
+
     def doses_task(self, task: str) -> bool:
         """Whether the data dose varies ``task``'s training prompts (``dose_tasks``; [] =
         every task)."""
@@ -261,6 +281,11 @@ class StudyConfig:
             raise value_error(origin, "", "dose_arm", dose_arm,
                               f"one of this study's arms ({', '.join(arms)}) when "
                               f"{dosed} is set")
+        for key in ("seed_arms", "timed_arms"):
+            for a in d.get(key) or []:
+                if a not in arms:
+                    raise value_error(origin, "", key, d[key], f"arms of this study "
+                                      f"({', '.join(arms)}); {a!r} is not one")
         tasks = d.get("tasks", cls.__dataclass_fields__["tasks"].default_factory())
         if (dt := d.get("dose_tasks")) and not d.get(dosed):
             raise value_error(origin, "", "dose_tasks", dt, "[] without a data dose "

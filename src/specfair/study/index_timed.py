@@ -43,7 +43,8 @@ def index_labels(run_dir: Path, cfg: StudyConfig) -> dict[str, str | None]:
     if not (cfg.time_index and cfg.index_arm and path.is_file()):
         return {}
     arm = (read_json(path).get("fine_tuned") or {}).get("arm")
-    return {INDEX_LABEL: None} | ({f"{arm}+index": arm} if arm else {})
+    timed = arm in cfg.arms_timed  # a drafter the timed stage loads (``timed_arms``)
+    return {INDEX_LABEL: None} | ({f"{arm}+index": arm} if arm and timed else {})
 
 
 def index_bench_options(run, labels: dict[str, str | None]) -> dict[str, dict]:

@@ -24,16 +24,16 @@
    dose's, as a SuffixDecoding index per task, teacher-forced on the test answers at no model
    cost; ``same_data.json``, rewritten before every summary: fine-tuning against the index of
    the same text);
-8. timed: each arm's drafter at the largest budget, first seed (``arms/<arm>``: the drafter
-   the budget curve and the replayed prediction are of), exported and benchmarked against the
-   base drafter, the per-task drafter routed by the task router (``drafters/``, ``timed/``,
-   ``timed.json``: see :mod:`specfair.study.timed`);
+8. timed: each arm's drafter (of ``timed_arms``) at the largest budget, first seed
+   (``arms/<arm>``: the drafter the budget curve and the replayed prediction are of), exported
+   and benchmarked against the base drafter, the per-task drafter routed by the task router
+   (``drafters/``, ``timed/``, ``timed.json``: see :mod:`specfair.study.timed`);
 9. report: ``report.md`` and ``report.html`` from the stored records
    (:mod:`specfair.report.study`) -- a first answer, of the first seed and the budget curve;
 10. seeds of ``dose_arm``: that arm again with each further seed, to the largest budget only;
 11. data dose: ``dose_arm`` on the first fraction of each task's distinct training prompts, at
     ``epochs`` passes, for each of ``prompt_fractions``;
-12. seeds of the other arms, one arm after the other;
+12. seeds of the other arms (``seed_arms``: those a claim rests on), one arm after the other;
 13. summary and report again after 11 and after each arm of 12 (the last one is the answer).
 
 Stages 10-12 come after the timed stage so that a run stopped on a slow machine has its
@@ -280,14 +280,18 @@ def _check_settings(cfg: StudyConfig, run_dir: Path) -> None:
 
 
 # Settings that only add training to a finished run: more seeds after the first one (which
-# trained the budget curve), another data dose (in supervised tokens: other points below the
-# same largest one, which the arms train on). A trained run takes other values of these.
-ADDITIVE_KEYS = ("seeds", "prompt_fractions", "dose_arm", "dose_tokens")
+# trained the budget curve) and the arms they train, another data dose (in supervised tokens:
+# other points below the same largest one, which the arms train on), more arms (every arm
+# trained before kept: each arm's records are its own). A trained run takes other values of
+# these.
+ADDITIVE_KEYS = ("seeds", "seed_arms", "prompt_fractions", "dose_arm", "dose_tokens", "arms")
 
 
 def _adds_only(key: str, old: dict, new: dict) -> bool:
     if key == "seeds":
         return bool(new[key]) and bool(old[key]) and new[key][0] == old[key][0]
+    if key == "arms":
+        return set(old[key]) <= set(new[key])
     if key == "dose_tokens":
         return bool(new[key]) and bool(old[key]) and max(new[key]) == max(old[key])
     return key in ADDITIVE_KEYS
@@ -400,7 +404,7 @@ def _run_study(cfg: StudyConfig, run_dir: Path) -> Path:
     if cfg.seeds[1:] or cfg.prompt_fractions:
         run.load_models()
     for i, arm in enumerate(sorted(cfg.arms, key=lambda a: a != cfg.dose_arm)):
-        for seed in cfg.seeds[1:]:
+        for seed in cfg.seeds[1:] if arm in cfg.arms_seeded else []:
             stage_arm(run, arm, out, seed)
         if i == 0:
             stage_dose(run, out)

@@ -104,7 +104,7 @@ def export_arms(run, router: Path | None = None) -> dict[str, Path]:
     ``router``: the directory of the per-task drafter's task router
     (:mod:`specfair.study.routing`), copied into the per-task export where it has none."""
     cfg = run.cfg
-    out = {arm: run.dir / DRAFTERS / arm for arm in cfg.arms}
+    out = {arm: run.dir / DRAFTERS / arm for arm in cfg.arms_timed}
     owes = None  # asked once, where an export is missing and its weights are not kept
     for arm, path in out.items():
         if not is_export(path):
@@ -310,7 +310,7 @@ def summarize_timed(run_dir: Path, cfg: StudyConfig) -> Path:
     base = run_dir / TIMED / BASE / BENCH_FILE
     drafters, retrained = {}, {}
     variants = index_labels(run_dir, cfg)
-    for label in (BASE, *cfg.arms, *variants):
+    for label in (BASE, *cfg.arms_timed, *variants):
         path = run_dir / TIMED / label / BENCH_FILE
         if not path.is_file():
             continue
@@ -363,6 +363,6 @@ def summarize_timed(run_dir: Path, cfg: StudyConfig) -> Path:
         doc["retrained"] = retrained
     if cfg.timed_policies or cfg.timed_hf:  # the policies users deploy (study.timed_policies)
         doc["policies"], doc["hf_assisted"] = summarize_policies(
-            run_dir, cfg, [BASE, *cfg.arms], drafters, boot)
+            run_dir, cfg, [BASE, *cfg.arms_timed], drafters, boot)
     write_json(out, doc)
     return out
