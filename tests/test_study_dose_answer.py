@@ -254,6 +254,34 @@ def test_training_rows_replay_a_logged_run(tmp_path, run):
     assert row["tasks"]["rise"]["draws"] is None and "does not run whole" in row["draws_from"]
 
 
+def test_the_matched_arms_table_puts_each_arm_beside_uniform_per_dose_task(run):
+    """Item 4: per dose task one row per arm at the largest dose, its paired changes, seeds,
+    and the supervised tokens and epochs the task gave it; none with one arm."""
+    import copy
+
+    from specfair.report.doc import to_markdown
+    from specfair.report.study_dose import matched_arms_blocks
+
+    _, s = run
+    assert matched_arms_blocks(s) == []  # one arm: nothing to match
+    s = copy.deepcopy(s)
+    other = copy.deepcopy(s["arms"]["uniform"]["budgets"][-1]) | {"arm": "per-task",
+                                                                  "seeds": [0]}
+    other["tasks"]["rise"]["d_greedy"] = {"value": 0.1, "lo": 0.05, "hi": 0.15,
+                                          "claimed": True}
+    s["arms"]["per-task"] = {"budgets": [other]}
+    s["config"]["arms"] = ["uniform", "per-task"]
+    s["training"] = [{"arm": "per-task", "budget": 1.0, "tasks": {
+        "rise": {"supervised_tokens": 27007, "epochs": 2.0}}}]
+    md = to_markdown(matched_arms_blocks(s))
+    assert "## The arms matched per task" in md and "(the largest dose)" in md
+    rows = [x for x in md.splitlines() if x.startswith("| ")][1:]
+    assert len(rows) == 2 * len(TASKS) + 1  # the header's separator, then arm x task
+    u = s["arms"]["uniform"]["budgets"][-1]["tasks"]["rise"]["d_greedy"]
+    assert rows[1].startswith(f"| rise | uniform | 2 | – | – | {u['value']:+.3f}")
+    assert rows[2].startswith("|  | per-task | 1 | 27,007 | 2.00 | +0.100 [+0.050, +0.150]*")
+
+
 # --- the gap from timed.json's blocks (issue 29 items 5 and 7) -------------------------------
 
 # per task the measured speed-up of: base at fixed gamma, base under the policy, tuned at fixed

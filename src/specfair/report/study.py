@@ -35,6 +35,7 @@ from specfair.report.study_deployed import deployed_answer, deployed_blocks
 from specfair.report.study_dose import (
     answer_power,
     answer_token_dose,
+    matched_arms_blocks,
     power_blocks,
     power_check_blocks,
     token_dose_blocks,
@@ -637,7 +638,8 @@ def report_blocks(s: dict, timed: dict | None, name: str,
             DATA_DOSE_FIGURE, data_dose_figure(s),
             "Each task's paired change in greedy alpha against the base drafter (95% CI bars) "
             "against its distinct training prompts and its supervised tokens."))
-    blocks += power_blocks(s) + power_check_blocks(s) + training_blocks(s)
+    blocks += power_blocks(s) + power_check_blocks(s) + matched_arms_blocks(s)
+    blocks += training_blocks(s)
     blocks += same_data_blocks(s, tasks)  # fine-tuning against an index of the same text
     blocks += [Heading("Sampled alpha per task (secondary)"), alpha_table(s, tasks),
                change_table(s)]

@@ -217,6 +217,42 @@ def training_blocks(s: dict) -> list[Block]:
                   ["l", "l"] + ["r"] * 5)]
 
 
+def matched_arms_blocks(s: dict) -> list[Block]:
+    """Issue 29 item 4: the arms side by side at their largest budget (with ``dose_tokens``:
+    the largest dose) on each dose task -- the paired change in greedy alpha and in predicted
+    speed-up against the base drafter, the seeds they rest on, and what the task gave each arm
+    (one epoch's supervised tokens, the epochs run: ``summary.json``'s ``training``). Only
+    with two arms or more."""
+    arms = {n: a["budgets"][-1] for n, a in s["arms"].items() if a.get("budgets")}
+    if len(arms) < 2:
+        return []
+    cfg = s["config"]
+    tasks = [t for t in cfg["tasks"] if not cfg.get("dose_tasks") or t in cfg["dose_tasks"]]
+    trained = {r["arm"]: r for r in s.get("training") or [] if "dose_point" not in r}
+    rows = []
+    for t in tasks:
+        for k, (name, r) in enumerate(arms.items()):
+            v = (trained.get(name) or {}).get("tasks", {}).get(t) or {}
+            ep = v.get("epochs")
+            rows.append([t if k == 0 else "", name, str(len(r.get("seeds", [0]))),
+                         _n(v.get("supervised_tokens")), "–" if ep is None else f"{ep:.2f}",
+                         _mark(r["tasks"][t]["d_greedy"]),
+                         _mark(r["tasks"][t]["d_speedup"], 2)])
+    return [Heading("The arms matched per task"),
+            Table(["task", "arm", "seeds", "supervised tokens (one epoch)", "epochs run",
+                   "Δ greedy alpha", "Δ predicted speed-up"], rows,
+                  "Each arm at its largest budget" + (" (the largest dose)" if
+                                                      cfg.get("dose_tokens") else "")
+                  + " on each dose task: the paired change against the base drafter (95% CI "
+                  "over seeds and prompts; * claimed), the seeds it rests on, and the task's "
+                  "supervised tokens and epochs in that arm (monolingual: the text in the "
+                  "task's output language it trained on instead). Arms are compared with each "
+                  "other through their changes against the same base drafter on the same "
+                  "prompts; the predicted speed-ups replay the teacher-forced passes with the "
+                  "measured costs (the timed arms: measured beside them).",
+                  ["l", "l"] + ["r"] * 5)]
+
+
 def answer_power(s: dict) -> list[str]:
     """One line: the smallest detectable Δ greedy alpha of the dose tasks (or every task)."""
     p = s.get("power")
