@@ -172,3 +172,49 @@ def test_experiment_sigkill_resumes_to_the_same_result(long_pair, tmp_path, monk
         tokens = {(r["id"], r["mode"]): r["tokens"] for r in ba}
         assert all(r["tokens"] == tokens[(r["id"], r["mode"])] for r in bb), arm
     assert (b / "report.html").is_file() and json.loads((b / "timed.json").read_text())
+
+
+def test_experiment_killed_on_the_way_to_a_budget_resumes_from_its_midway_checkpoint(
+        long_pair, tmp_path, monkeypatch, capsys):
+    """``SPECFAIR_CHECKPOINT_S=0``: a checkpoint after every step; SIGKILLed between two
+    budgets, the rerun resumes from the last step's checkpoint (not from the budget's, not
+    from the start) and ends with the records, train log and weights of an uninterrupted
+    run."""
+    from specfair.errors import SpecfairError
+    from specfair.study.config import StudyConfig
+    from specfair.study.run import run_study
+
+    monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path / "home"))
+    write_study_sources(tmp_path / "home" / "data")
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text(EXPERIMENT_TOML.format(t=long_pair[0], d=long_pair[1]).replace(
+        "n_bench = 1", "n_bench = 0"))
+    run_study(StudyConfig.load(cfg), tmp_path / "a")
+    a, b = tmp_path / "a", tmp_path / "b"
+    monkeypatch.setenv("SPECFAIR_CHECKPOINT_S", "0")
+    cmd = [sys.executable, "-m", "specfair", "experiment", str(cfg), "--run-dir", str(b)]
+    log = b / "arms" / "uniform" / "train_log.jsonl"
+    kill_at_step(cmd, log, random.Random(os.getpid()).randint(2, 5))
+    meta = json.loads((b / "arms" / "uniform" / "checkpoint" / "state.json").read_text())
+    assert meta["step"] >= 1
+    capsys.readouterr()
+    run_study(StudyConfig.load(cfg), b)
+    said = capsys.readouterr()
+    if meta.get("midway"):  # killed between two budgets' checkpoints (else at a budget's)
+        assert f"resumed from its checkpoint at step {meta['step']}" in said.out + said.err
+    ea, eb = ([json.loads(x) for x in (r / "eval.jsonl").read_text().splitlines()]
+              for r in (a, b))
+    key = lambda r: (r["arm"], r["budget"], r["id"])  # noqa: E731
+    assert sorted(map(key, eb)) == sorted(map(key, ea))
+    alpha = {key(r): r["alpha"] for r in ea}
+    assert all(r["alpha"] == pytest.approx(alpha[key(r)], abs=1e-6) for r in eb)
+    la, lb = (step_records(r / "arms" / "uniform" / "train_log.jsonl") for r in (a, b))
+    assert [r["step"] for r in lb] == list(range(1, len(la) + 1))
+    assert [r["loss"] for r in lb] == pytest.approx([r["loss"] for r in la], abs=1e-6)
+    wa, wb = ([json.loads(x)["sha256"] for x in (r / "arms" / "uniform" / "weights.jsonl")
+               .read_text().splitlines()] for r in (a, b))
+    assert wa == wb  # the same weights at every budget, bit for bit
+    monkeypatch.setenv("SPECFAIR_CHECKPOINT_S", "-1")
+    with pytest.raises(SpecfairError, match="SPECFAIR_CHECKPOINT_S"):
+        run_study(StudyConfig.load(cfg), tmp_path / "c")
+    assert not (tmp_path / "c").exists()

@@ -203,13 +203,15 @@ def train_until(top: TopLayers, head: torch.Tensor, opt, state: TrainState,
                 warmup: int, kind: str, bf16: bool, log: Callable[[dict], None] | None = None,
                 max_grad_norm: float = 1.0, checkpoint: Path | None = None,
                 max_steps: int | None = None,
-                groups: Callable[[], Sequence[str]] | None = None) -> TrainState:
+                groups: Callable[[], Sequence[str]] | None = None,
+                on_step: Callable[[TrainState], None] | None = None) -> TrainState:
     """The training loop (the only one on cached signals): optimizer steps until
     ``state.tokens >= tokens_goal`` (or ``state.step == max_steps``). A batch's loss is the
     mean over its response positions, the batch forwarded at once (:func:`batch_loss`); with
     ``groups`` (each drawn sequence's task, called after ``draw``) the mean over the batch's
     tasks of each task's mean over its positions (:func:`grouped_loss`: a task of long answers
-    weighs no more than one of short answers). A
+    weighs no more than one of short answers). ``on_step(state)`` runs after each step is
+    logged (where the caller writes a checkpoint on its own cadence). A
     non-finite loss, gradient norm or updated weight stops the loop with one
     error naming the step and ``checkpoint`` (the last one the caller wrote;
     :mod:`specfair.distill.guard`)."""
@@ -250,6 +252,8 @@ def train_until(top: TopLayers, head: torch.Tensor, opt, state: TrainState,
             log({"step": state.step, "tokens": state.tokens, "supervised": state.supervised,
                  "loss": total,
                  "lr": opt.param_groups[0]["lr"], "tokens_per_s": n_tok / max(dt, 1e-9)})
+        if on_step is not None:
+            on_step(state)
     return state
 
 
@@ -259,13 +263,15 @@ def train_sampled(top: TopLayers, head: torch.Tensor, opt, state: TrainState,
                   hook: Callable[[int], None] | None = None, every: int = 0,
                   log: Callable[[dict], None] | None = None, max_grad_norm: float = 1.0,
                   checkpoint: Path | None = None, max_steps: int | None = None,
-                  task_mean: bool = False) -> TrainState:
+                  task_mean: bool = False,
+                  on_step: Callable[[TrainState], None] | None = None) -> TrainState:
     """:func:`train_until` on batches of ``batch_size`` drawn from ``pool`` by ``sampler`` (a
     :class:`~specfair.distill.weighting.TaskSampler` over the pool's task labels, in order);
     ``task_mean``: each batch's loss averaged per task, not per position (:func:`grouped_loss`).
     ``hook(step)`` runs every ``every`` steps (step 0 included) before a batch is drawn: where
     a held-out alpha re-estimate updates the sampler (the ``disparity`` rule) and is logged.
-    Each step's log record carries the tasks it drew and the sampler's weights. The
+    Each step's log record carries the tasks it drew and the sampler's weights; ``on_step``:
+    as :func:`train_until`'s (the sampler's state then is the next step's). The
     experiment's arms (:mod:`specfair.study.run`) and ``specfair distill --method topn``
     (:mod:`specfair.distill.cached`) both train through here."""
     label = {i: t for t, ids in sampler.by_task.items() for i in ids}
@@ -284,7 +290,8 @@ def train_sampled(top: TopLayers, head: torch.Tensor, opt, state: TrainState,
     return train_until(top, head, opt, state, draw, tokens_goal, lr=lr, warmup=warmup,
                        kind=kind, bf16=bf16, log=None if log is None else step_log,
                        max_grad_norm=max_grad_norm, checkpoint=checkpoint, max_steps=max_steps,
-                       groups=(lambda: [label[i] for i in drawn]) if task_mean else None)
+                       groups=(lambda: [label[i] for i in drawn]) if task_mean else None,
+                       on_step=on_step)
 
 
 def train_copy(drafter, head: torch.Tensor, signals: Sequence[Signals], tokens: int, *,

@@ -6,13 +6,17 @@ prompts' target answers (``policy_eval.jsonl``).
 
 Resume is by item (:mod:`specfair.study.records`): a stage owes one record per (arm, budget,
 seed, prompt) in each file it appends to and appends only those missing; a copy resumes from
-its last checkpoint.
+its last checkpoint: the one of each budget it reached, and one on the way to the next budget
+every ``SPECFAIR_CHECKPOINT_S`` seconds (default 600; 0: after every step), so that a run
+stopped mid-way (a session's end) loses at most that much of a copy's training.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
+import os
 import time
 from pathlib import Path
 
@@ -69,12 +73,37 @@ def _heldout_alphas(run, top) -> dict[str, float]:
             max(1, sum(r["task"] == t for r in recs)) for t in run.cfg.tasks}
 
 
-def _ckpt_budget(ckpt: Path) -> float | None:
-    """The budget a copy's checkpoint holds (None: none there, or not whole: its weights or
-    ``state.json`` missing, e.g. a run directory rebuilt from its records elsewhere)."""
+CHECKPOINT_ENV = "SPECFAIR_CHECKPOINT_S"
+
+
+def checkpoint_seconds() -> float:
+    """Seconds between a copy's checkpoints on the way to a budget (``SPECFAIR_CHECKPOINT_S``,
+    default 600; 0: after every step); anything else is one error."""
+    raw = os.environ.get(CHECKPOINT_ENV, "600")
+    try:
+        x = float(raw)
+    except ValueError:
+        x = math.nan
+    if not (math.isfinite(x) and x >= 0):
+        raise SpecfairError(f"{CHECKPOINT_ENV}={raw!r}: the seconds between a training copy's "
+                            "checkpoints, a number >= 0")
+    return x
+
+
+def _ckpt_meta(ckpt: Path) -> dict | None:
+    """A copy's checkpoint's ``state.json`` (None: none there, or not whole: its weights or
+    ``state.json`` missing, e.g. a run directory rebuilt from its records elsewhere). Its
+    ``budget``: the last budget the copy reached (None: none yet); ``midway``: written on the
+    way to the next one."""
     if not ((ckpt / "state.json").is_file() and (ckpt / "top.st").is_file()):
         return None
-    return read_json(ckpt / "state.json")["budget"]
+    return read_json(ckpt / "state.json")
+
+
+def _ckpt_budget(ckpt: Path) -> float | None:
+    """The budget a copy's checkpoint holds (None: none, or none reached yet)."""
+    meta = _ckpt_meta(ckpt)
+    return None if meta is None else meta["budget"]
 
 
 def _train_one(run, name: str, seqs: list[Seq], tests: tuple[list[Seq], list[Seq]],
@@ -102,7 +131,9 @@ def _train_one(run, name: str, seqs: list[Seq], tests: tuple[list[Seq], list[Seq
     files = (Records(evals), Records(adir / "policy_eval.jsonl"))
     owed = [b for b in budgets
             if any(f.lacks(t, budget=b, seed=seed) for f, t in zip(files, tests, strict=True))]
-    held = _ckpt_budget(ckpt)
+    meta0 = _ckpt_meta(ckpt)
+    held, midway = (None, False) if meta0 is None else (meta0["budget"],
+                                                         bool(meta0.get("midway")))
     if not owed and not (weights and held != budgets[-1]):
         return evals
     torch.manual_seed(seed)
@@ -111,14 +142,18 @@ def _train_one(run, name: str, seqs: list[Seq], tests: tuple[list[Seq], list[Seq
     sampler = TaskSampler([s.task for s in seqs], rule, seed=seed,
                           temperature=cfg.disparity_temperature, floor=cfg.disparity_floor)
     state, reached = TrainState(), None
-    if held is not None:
-        if owed and owed[0] < held:
-            notice(f"{adir}: records of budget {owed[0]} missing, the checkpoint is at "
-                   f"{held}: training again from the start")
+    if meta0 is not None:
+        # records missing below the checkpoint's weights (lost by hand): from the start
+        if owed and held is not None and (owed[0] <= held if midway else owed[0] < held):
+            notice(f"{adir}: records of budget {owed[0]} missing, the checkpoint is "
+                   f"{'past' if midway else 'at'} {held}: training again from the start")
         else:
             state, meta = load_checkpoint(ckpt, top, opt)
             sampler.load_state_dict(meta["sampler"])
             reached = meta["budget"]
+            if midway:
+                _say(f"{name}: resumed from its checkpoint at step {state.step} "
+                     f"({state.tokens} tokens), on the way to the next budget")
     # trained again (the checkpoint gone) where records exist: checked at the largest such
     # budget; for the weights alone (every record there), logged beside the records' log
     stored = [b for b in budgets if b not in owed and (reached is None or b > reached)]
@@ -136,6 +171,15 @@ def _train_one(run, name: str, seqs: list[Seq], tests: tuple[list[Seq], list[Seq
     hook = (lambda step: sampler.update(_heldout_alphas(run, top))) if rule == "disparity" \
         else None
     digests = Records(adir / retrained.WEIGHTS, key=lambda r: r["budget"])
+    every, saved = checkpoint_seconds(), [time.monotonic()]
+
+    def on_the_way(st: TrainState) -> None:
+        """A checkpoint on the way to budget ``b`` every ``every`` seconds (the budget's own
+        is written when it is reached)."""
+        if time.monotonic() - saved[0] >= every and st.tokens < int(b * goal):
+            save_checkpoint(ckpt, top, opt, st, {"sampler": sampler.state_dict(),
+                                                 "budget": reached, "midway": True})
+            saved[0] = time.monotonic()
 
     for b in budgets:
         if reached is not None and b < reached:
@@ -146,7 +190,8 @@ def _train_one(run, name: str, seqs: list[Seq], tests: tuple[list[Seq], list[Seq
                           batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup_steps,
                           kind=cfg.loss, bf16=run.bf16, hook=hook, every=reest,
                           log=lambda r: log.append([r]),
-                          checkpoint=ckpt if ckpt.is_dir() else None, task_mean=task_mean)
+                          checkpoint=ckpt if ckpt.is_dir() else None, task_mean=task_mean,
+                          on_step=on_the_way)
             _say(f"{name}: budget {b:.2f}, {state.tokens} tokens "
                  f"({time.perf_counter() - t0:.0f} s)")
             if b == check:  # before the checkpoint: a kill in between checks again

@@ -78,7 +78,13 @@ from specfair.models.load import load_model, load_tokenizer
 from specfair.models.memory import trim
 from specfair.report.study import write_report
 from specfair.rundir import check_out_dir, check_out_files, dir_lock
-from specfair.study.arms import stage_arm, stage_base, stage_dose, top_at_largest
+from specfair.study.arms import (
+    checkpoint_seconds,
+    stage_arm,
+    stage_base,
+    stage_dose,
+    top_at_largest,
+)
 from specfair.study.config import ANY_TIME_KEYS, TRAINING_KEYS, StudyConfig
 from specfair.study.data import (
     Seq,
@@ -361,6 +367,7 @@ RUN_FILES = ("study_config.json", "leakage.json", "test_responses.jsonl",
 
 def run_study(cfg: StudyConfig, run_dir: str | Path) -> Path:
     """Run (or resume) the study into ``run_dir``; returns the summary path."""
+    checkpoint_seconds()  # SPECFAIR_CHECKPOINT_S, checked before anything is written
     run_dir = check_out_dir(run_dir, "--run-dir")
     check_out_files(run_dir, RUN_FILES, "--run-dir")
     _check_settings(cfg, run_dir)
