@@ -279,6 +279,24 @@ def test_training_reports_progress_with_an_eta_while_it_runs(monkeypatch, capsys
     assert f"/{goal} elapsed" in lines[-1] and "ETA" in lines[-1] and "step" in lines[-1]
 
 
+def test_evaluation_reports_progress_with_an_eta_while_it_runs(monkeypatch, capsys):
+    """An evaluation of many sequences is never silent either (the dose run's overfit check
+    evaluated 471 long answers for minutes without a line): one line per batch past the
+    heartbeat, the sequences done of all and an ETA."""
+    from specfair.distill.topn import evaluate
+
+    monkeypatch.setattr(topn, "HEARTBEAT_S", 0.0)
+    torch.manual_seed(0)
+    drafter = _model(4)
+    sig = _signals(_model(3), drafter, 3)
+    top = TopLayers(drafter, 2)
+    recs = evaluate(top, drafter.lm_head.weight.detach(), sig, False, batch=1)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[evaluate]")]
+    n = len(sig)
+    assert len(recs) == n and len(lines) == n, lines
+    assert lines[-1].startswith(f"[evaluate] {n - 1}/{n} elapsed") and "ETA" in lines[-1]
+
+
 def test_the_task_mean_loss_weighs_each_task_alike_whatever_its_answer_lengths():
     """``grouped_loss``: the mean over the batch's tasks of each task's loss per response
     position (one long-answer task no longer outweighs a short-answer one); with one task it

@@ -150,10 +150,17 @@ def evaluate(top: TopLayers, head: torch.Tensor, signals: Sequence[Signals],
     drafter's top probability): what a drafting policy replay needs
     (:mod:`specfair.measure.replay`). Where a sequence has the target's final hidden states and
     ``target_head`` is given: ``alpha_full`` and ``ce_full``, exact over the full vocabulary
-    (:mod:`specfair.measure.acceptance`)."""
+    (:mod:`specfair.measure.acceptance`). Never silent: past ``HEARTBEAT_S`` a progress line
+    with an ETA (an experiment's evaluation of hundreds of long answers takes minutes)."""
+    import time
+
     top.eval()
-    out = []
+    out: list[dict] = []
+    start = last = time.monotonic()
     for k in range(0, len(signals), batch):
+        if time.monotonic() - last >= HEARTBEAT_S:
+            last = time.monotonic()
+            print(progress_line("evaluate", k, len(signals), last - start), flush=True)
         chunk = signals[k : k + batch]
         out += [_metrics(logits.float(), s, target_head)
                 for s, logits in zip(chunk, _batch_logits(top, head, chunk, bf16), strict=True)]
