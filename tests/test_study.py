@@ -408,3 +408,40 @@ def test_arms_added_to_a_trained_run_train_on_with_their_own_seeds_and_timing(
         run_study(_cfg(long_pair, arms=["task-mean"], seeds=[0, 1], **kw), out)
     with pytest.raises(SpecfairError, match="seed_arms.*'disparity' is not one"):
         _cfg(long_pair, arms=["uniform"], seed_arms=["disparity"])
+
+
+def test_more_test_prompts_join_a_trained_run_evaluated_from_the_checkpoints(
+        long_pair, tmp_path, monkeypatch):
+    """Issue 29's power: a trained and timed run takes a larger test set per task (a superset:
+    the seeded ranks pick the old prompts first); every drafter is evaluated on the new
+    prompts from its checkpoint, nothing trained or timed again, every record kept; fewer is
+    refused."""
+    monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path / "home"))
+    write_study_sources(tmp_path / "home" / "data")
+    kw = dict(budgets=[1.0], tasks=["chat", "mgsm_zh"], arms=["uniform"])
+    out = tmp_path / "run"
+    run_study(_cfg(long_pair, n_test=2, **kw), out)
+    ev = (out / "eval.jsonl").read_text()
+    kept = {p: p.read_bytes() for p in [*(out / "arms").rglob("train_log.jsonl"),
+                                         *(out / "timed").rglob("*.jsonl")]}
+    run_study(_cfg(long_pair, n_test=2, n_test_per_task={"chat": 3}, **kw), out)
+    now = (out / "eval.jsonl").read_text()
+    assert now.startswith(ev)  # the records made stay, in order; the new ones appended
+    recs = [json.loads(x) for x in now.splitlines()]
+    for arm in ("base", "uniform"):
+        ids = [r["id"] for r in recs if r["arm"] == arm]
+        assert len(ids) == len(set(ids)) == 3 + 2, arm
+    old = {r["id"] for r in map(json.loads, ev.splitlines())}
+    assert {r["id"] for r in recs} > old
+    assert {p: p.read_bytes() for p in kept} == kept  # nothing trained or timed again
+    with pytest.raises(SpecfairError, match="other settings.*n_test"):
+        run_study(_cfg(long_pair, n_test=1, **kw), out)
+    # the checkpoint gone (continued elsewhere): trained again, checked on the records it has
+    import shutil
+
+    shutil.rmtree(out / "arms" / "uniform" / "checkpoint")
+    run_study(_cfg(long_pair, n_test=3, **kw), out)
+    recs = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
+    assert len([r for r in recs if r["arm"] == "uniform"]) == 6
+    again = json.loads((out / "arms" / "uniform" / "retrained.json").read_text())
+    assert again["status"] == "equal" and again["n_compared"] > 0, again

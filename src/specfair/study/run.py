@@ -285,7 +285,9 @@ def _check_settings(cfg: StudyConfig, run_dir: Path) -> None:
                                 f"({', '.join(diff)}); use another --run-dir")
 
 
-# Settings that only add training to a finished run: more seeds after the first one (which
+# Settings that only add to a finished run: more test prompts per task (``n_test``,
+# ``n_test_per_task``: a larger count picks a superset, every drafter evaluated on the new ones
+# from its checkpoint, or trained again where that is gone); more seeds after the first one (which
 # trained the budget curve) and the arms they train, another data dose (in supervised tokens:
 # other points below the same largest one, which the arms train on), more arms (every arm
 # trained before kept: each arm's records are its own). A trained run takes other values of
@@ -293,7 +295,14 @@ def _check_settings(cfg: StudyConfig, run_dir: Path) -> None:
 ADDITIVE_KEYS = ("seeds", "seed_arms", "prompt_fractions", "dose_arm", "dose_tokens", "arms")
 
 
+def _test_counts(d: dict) -> dict[str, int]:
+    return {t: d["n_test_per_task"].get(t, d["n_test"]) for t in d["tasks"]}
+
+
 def _adds_only(key: str, old: dict, new: dict) -> bool:
+    if key in ("n_test", "n_test_per_task"):  # more test prompts: a superset (seeded ranks)
+        have = _test_counts(old)
+        return all(n >= have.get(t, n) for t, n in _test_counts(new).items())
     if key == "seeds":
         return bool(new[key]) and bool(old[key]) and new[key][0] == old[key][0]
     if key == "arms":
