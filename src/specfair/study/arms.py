@@ -157,7 +157,7 @@ def _train_one(run, name: str, seqs: list[Seq], tests: tuple[list[Seq], list[Seq
     # trained again (the checkpoint gone) where records exist: checked at the largest such
     # budget; for the weights alone (every record there), logged beside the records' log
     # (a budget owed only some records, e.g. test prompts added since, is checked on the rest)
-    some = {r["budget"] for r in read_jsonl(evals) if r.get("seed", seed) == seed}
+    some = {r["budget"] for r in files[0].held.values() if r.get("seed", seed) == seed}
     stored = [b for b in budgets if (b not in owed or b in some)
               and (reached is None or b > reached)]
     check = max(stored, default=None)
