@@ -5,7 +5,9 @@ old one, or none), and nothing is ever written through a symlink.
 * :func:`atomic_file` / :func:`write_text` / :func:`write_bytes` — a whole file: written to a
   fresh temporary file next to it, then ``os.replace``-d into place. A symlink at the path is
   replaced itself; its target is never opened.
-* :func:`atomic_dir` — a whole directory, the same way (a symlink at the path is removed, its
+* :func:`atomic_dir` — a whole directory, the same way: the new one and the old one swap places
+  in one step (Linux ``renameat2(RENAME_EXCHANGE)``), so a kill at any moment leaves the old
+  directory or the new one at the path, never none (a symlink at the path is removed, its
   target left alone).
 * :func:`open_append` / :func:`open_nofollow` — appending to (or truncating) an existing file:
   opened with ``O_NOFOLLOW``, so a symlink there is refused with a :class:`SpecfairError`.
@@ -13,6 +15,7 @@ old one, or none), and nothing is ever written through a symlink.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import shutil
@@ -107,14 +110,53 @@ def remove(path: str | Path) -> None:
         shutil.rmtree(path)
 
 
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one step (Linux ``renameat2`` with ``RENAME_EXCHANGE``);
+    False where this system or file system cannot (the caller then swaps in two steps)."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _aside(out: Path) -> Path:
+    return out.parent / f".{out.name}.old"
+
+
+def _settle(out: Path) -> None:
+    """Finish a two-step swap a killed writer left: its old directory put aside and the new
+    one not yet in place (the old one goes back), or both in place (the aside one goes)."""
+    aside = _aside(out)
+    if aside.is_dir() and not aside.is_symlink():
+        if out.exists() or out.is_symlink():
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            aside.replace(out)
+
+
 @contextmanager
 def atomic_dir(out: str | Path, mode: int = 0o755) -> Iterator[Path]:
-    """Yield an empty temporary directory next to ``out``; when the block succeeds it replaces
-    ``out`` (an existing ``out`` is removed first; a symlink there is removed itself, its
-    target left alone), otherwise it is deleted. Temporary directories of ``out`` left by a
-    killed process (older than ``STALE_AFTER_S``) are removed first."""
+    """Yield an empty temporary directory next to ``out``; when the block succeeds it takes
+    ``out``'s place, otherwise it is deleted. An existing directory at ``out`` is swapped out
+    in one step (:func:`_exchange`) and then removed, so a kill at any moment leaves the old
+    ``out`` or the new one, never none; where the system cannot swap in one step, the old one
+    is first renamed aside and put back by the next :func:`atomic_dir` of ``out`` if the kill
+    came in between. A symlink (or a file) at ``out`` is removed itself, its target left
+    alone. Temporary directories of ``out`` left by a killed process (older than
+    ``STALE_AFTER_S``) are removed first."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    _settle(out)
     for stale in out.parent.glob(f".{out.name}.tmp*"):  # left by a killed writer
         try:
             if time.time() - stale.lstat().st_mtime > STALE_AFTER_S and not stale.is_symlink():
@@ -125,7 +167,14 @@ def atomic_dir(out: str | Path, mode: int = 0o755) -> Iterator[Path]:
     try:
         yield tmp
         tmp.chmod(mode)
-        remove(out)
-        tmp.replace(out)
+        if out.is_dir() and not out.is_symlink():
+            if not _exchange(tmp, out):  # two steps: the old one aside, then the new one in
+                out.replace(_aside(out))
+                tmp.replace(out)
+                shutil.rmtree(_aside(out), ignore_errors=True)
+            # else: tmp now holds the old directory, removed below
+        else:
+            remove(out)
+            tmp.replace(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
