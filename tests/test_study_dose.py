@@ -248,6 +248,23 @@ def test_a_dose_in_supervised_tokens_runs_records_its_counts_and_resumes(long_pa
 # ----------------------------------------------------------------- the packaged dose config
 
 
+@pytest.mark.usefixtures("one_thread")
+def test_a_dose_with_one_seed_and_nothing_timed_trains_its_points(long_pair, tmp_path,
+                                                                  monkeypatch):
+    """The dose run's own order (a session that trains the doses before the further seeds and
+    the timing): with one seed and no timed prompts the models the dose trains on are loaded
+    again after the first report (seen on the real dose run: the drafter was None)."""
+    from specfair.study.run import run_study
+
+    monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path / "home"))
+    write_study_sources(tmp_path / "home" / "data")
+    out = tmp_path / "run"
+    run_study(_study(long_pair, seeds=[0], n_bench=0, n_bench_per_task={},
+                     dose_tokens=[5, 200]), out)
+    arms = {r["arm"] for r in _recs(out / "eval.jsonl")}
+    assert {"uniform", "uniform@5tok", "uniform@200tok"} <= arms
+
+
 def test_the_packaged_dose_config_is_the_issues_design():
     """`specfair experiment dose`: the lagging translation tasks (sentences and paragraphs),
     >= 100 test prompts each, >= 5 log-spaced doses from ~1.5k to >= 45k supervised tokens, 3

@@ -417,7 +417,7 @@ def _run_study(cfg: StudyConfig, run_dir: Path) -> Path:
     _say("first report written (first seed); next: the other seeds and the data dose")
     # the dose arm first, complete (its seeds, then the dose), then the other arms' seeds; the
     # summary and report after each, so a run stopped early reports all it measured
-    if cfg.seeds[1:] or cfg.prompt_fractions:
+    if cfg.seeds[1:] or cfg.dose_points:
         run.load_models()
     for i, arm in enumerate(sorted(cfg.arms, key=lambda a: a != cfg.dose_arm)):
         for seed in cfg.seeds[1:] if arm in cfg.arms_seeded else []:
