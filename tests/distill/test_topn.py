@@ -337,3 +337,35 @@ def test_the_task_mean_loss_weighs_each_task_alike_whatever_its_answer_lengths()
                       warmup=1, kind="fkl", bf16=False, task_mean=task_mean)
         runs[task_mean] = [p.detach().clone() for p in t2.parameters()]
     assert any(not torch.equal(a, b) for a, b in zip(runs[False], runs[True], strict=True))
+
+
+@pytest.mark.parametrize("head_agrees", [True, False])
+def test_the_test_sequences_teacher_comes_from_their_final_states(tmp_path, monkeypatch,
+                                                                  head_agrees):
+    """A sequence whose final states are stored takes its teacher top-k from them through the
+    output head (one decoder pass for both, plus one forward to check they agree); where they
+    do not agree (a target whose logits are not head x states) every entry is a forward's."""
+    from specfair.measure import signals
+    from specfair.measure.signals import fill_signals, fill_target_final
+
+    teacher, drafter = _model(5), _model(6)
+    rng = random.Random(2)
+    seqs = [([rng.randrange(3, V) for _ in range(20)], 6) for _ in range(5)]
+    items = [(seq_key(i, n), (i, n)) for i, n in seqs]
+    final = fill_target_final(teacher, items[:3], tmp_path, target_name="t")
+    if not head_agrees:
+        of_states = signals.topk_of_states
+        monkeypatch.setattr(signals, "topk_of_states", lambda t, h, k: {
+            **of_states(t, h, k), "topk_logp": of_states(t, h, k)["topk_logp"] - 1.0})
+    passes = []
+    teacher.model.register_forward_hook(lambda *a: passes.append(1))
+    store, _ = fill_signals(teacher, drafter, items, tmp_path, target_name="t",
+                            drafter_name="d", topk=8, layer=2, final=final)
+    # one forward to check the first stored sequence, one for each sequence without states;
+    # every one where the head disagrees
+    assert len(passes) == (1 + 2 if head_agrees else 5)
+    for (i, n), (key, _) in zip(seqs, items, strict=True):
+        want = target_topk(teacher, [(i, n)], 8)[0]
+        got = store.get(key)
+        assert torch.equal(got["topk_idx"], want["topk_idx"])
+        assert torch.allclose(got["topk_logp"], want["topk_logp"], atol=1e-4)

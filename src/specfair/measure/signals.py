@@ -247,16 +247,62 @@ def signal_stores(root: str | Path, *, target: str, drafter: str, topk: int,
                         {"kind": "lower_hidden", "model": drafter, "layer": layer}))
 
 
+@torch.inference_mode()
+def topk_of_states(target, hidden: torch.Tensor, k: int) -> dict:
+    """:func:`target_topk`'s entry from the target's final hidden states at the same positions
+    (:func:`target_hidden`, stored float32 copies of the model's values): its output head
+    applied again, no decoder pass."""
+    head = target.get_output_embeddings()
+    logits = head(hidden.to(head.weight.dtype).to(head.weight.device)).float()
+    val, idx = torch.log_softmax(logits, -1).topk(k, -1)
+    return {"topk_idx": idx.to(torch.int32).cpu(), "topk_logp": val.cpu()}
+
+
+def _same_teacher(a: dict, b: dict) -> bool:
+    """Two top-k entries of one sequence agree as two forwards of one model do (the argmax on
+    >= 95 % of the positions, its log-prob within 0.05 on average): a target whose logits
+    are not its output head's product with its final states (a soft cap, a scale) fails."""
+    top = (a["topk_idx"][:, 0] == b["topk_idx"][:, 0]).float().mean().item()
+    gap = (a["topk_logp"][:, 0] - b["topk_logp"][:, 0]).abs().mean().item()
+    return top >= 0.95 and gap <= 0.05
+
+
+def _teacher(target, topk: int, final: SignalStore | None):
+    """The teacher's compute for :func:`fill_signals`: from ``final``'s stored states where it
+    holds the sequence (checked once against a forward, see :func:`_same_teacher`), else one
+    forward per sequence."""
+    checked: list[bool] = []
+
+    def compute(batch):
+        out = []
+        for ids, n in batch:
+            key = seq_key(ids, n)
+            if final is None or key not in final or checked == [False]:
+                out.extend(target_topk(target, [(ids, n)], topk))
+                continue
+            entry = topk_of_states(target, final.get(key)["hidden"], topk)
+            if not checked:
+                forward = target_topk(target, [(ids, n)], topk)[0]
+                checked.append(_same_teacher(entry, forward))
+                entry = forward
+            out.append(entry)
+        return out
+    return compute
+
+
 def fill_signals(target, drafter, items: Sequence[tuple[str, tuple[Sequence[int], int]]],
                  root: str | Path, *, target_name: str, drafter_name: str, topk: int,
-                 layer: int) -> tuple[SignalStore, SignalStore]:
+                 layer: int, final: SignalStore | None = None
+                 ) -> tuple[SignalStore, SignalStore]:
     """Score every ``(key, (ids, n_prompt))`` not yet stored under ``root`` (resumable, a shard
     per batch, progress bars): the teacher's top-k and the drafter's frozen lower hidden states.
-    The only target forward passes that top-N-layer distillation needs."""
+    The only target forward passes that top-N-layer distillation needs; a sequence whose final
+    states ``final`` already holds (:func:`fill_target_final`: the test sequences) takes its
+    top-k from them through the output head, without a second decoder pass."""
     teacher, lower = signal_stores(root, target=target_name, drafter=drafter_name, topk=topk,
                                    layer=layer)
     for store, label, compute, batch in (
-            (teacher, "target top-k", lambda b: target_topk(target, b, topk), 8),
+            (teacher, "target top-k", _teacher(target, topk, final), 8),
             (lower, "drafter lower layers", lambda b: lower_hidden(drafter, b, layer), 32)):
         missing = sum(k not in store for k, _ in dict(items).items())
         with progress_bar(missing, label) as advance:

@@ -193,9 +193,13 @@ def fill_target_final(cfg: StudyConfig, target, seqs: Sequence[Seq], run_dir: Pa
                        target_name=cfg.target)
 
 
-def fill_signals(cfg: StudyConfig, target, drafter, seqs: Sequence[Seq], run_dir: Path):
+def fill_signals(cfg: StudyConfig, target, drafter, seqs: Sequence[Seq], run_dir: Path,
+                 final=None):
     """Score every sequence: the target's top-k (teacher) and the drafter's hidden states
-    entering its top ``cfg.top_layers`` layers (frozen below). Resumable, one shard per batch."""
+    entering its top ``cfg.top_layers`` layers (frozen below). Resumable, one shard per batch.
+    ``final``: the store :func:`fill_target_final` filled (the teacher of its sequences is
+    read from it, not computed by a second target pass)."""
     return _fill(target, drafter, [(s.key, (s.ids, s.n_prompt)) for s in seqs],
                  run_dir / "signals", target_name=cfg.target, drafter_name=cfg.drafter,
-                 topk=cfg.topk, layer=drafter.config.num_hidden_layers - cfg.top_layers)
+                 topk=cfg.topk, layer=drafter.config.num_hidden_layers - cfg.top_layers,
+                 final=final)

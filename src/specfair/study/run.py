@@ -176,10 +176,11 @@ class Run:
              f"(+ {len(self.policy)} target answers), {len(self.test)} test "
              f"({time.perf_counter() - t0:.0f} s)")
         t0 = time.perf_counter()
+        # the test sequences' final states first: their teacher top-k comes from them
+        self.final = fill_target_final(cfg, target, self.test, run_dir)
         self.teacher, self.lower = fill_signals(
             cfg, target, self.drafter, self.test + self.train + self.heldout + self.policy
-            + (self.mono.new if self.mono else []), run_dir)
-        self.final = fill_target_final(cfg, target, self.test, run_dir)
+            + (self.mono.new if self.mono else []), run_dir, self.final)
         _say(f"signals ready ({time.perf_counter() - t0:.0f} s)")
         _measure_costs(target, self.drafter, self.test[0], run_dir / "costs.json")
         # the target's output head alone: full-vocabulary distributions on the test sequences
