@@ -249,20 +249,28 @@ def test_a_dose_in_supervised_tokens_runs_records_its_counts_and_resumes(long_pa
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_a_dose_with_one_seed_and_nothing_timed_trains_its_points(long_pair, tmp_path,
+def test_a_dose_with_one_seed_and_nothing_timed_trains_and_reports_each_point(long_pair, tmp_path,
                                                                   monkeypatch):
     """The dose run's own order (a session that trains the doses before the further seeds and
     the timing): with one seed and no timed prompts the models the dose trains on are loaded
-    again after the first report (seen on the real dose run: the drafter was None)."""
+    again after the first report (seen on the real dose run: the drafter was None), and the
+    summary and report are written again after each point."""
     from specfair.study.run import run_study
 
     monkeypatch.setenv("SPECFAIR_HOME", str(tmp_path / "home"))
     write_study_sources(tmp_path / "home" / "data")
-    out = tmp_path / "run"
+    from specfair.study import run as run_module
+
+    out, seen = tmp_path / "run", []
+    reported = run_module.write_report
+    monkeypatch.setattr(run_module, "write_report", lambda d: (seen.append(
+        json.loads((out / "summary.json").read_text())["data_dose"]), reported(d))[1])
     run_study(_study(long_pair, seeds=[0], n_bench=0, n_bench_per_task={},
-                     dose_tokens=[5, 200]), out)
+                     dose_tokens=[5, 12, 200]), out)
     arms = {r["arm"] for r in _recs(out / "eval.jsonl")}
-    assert {"uniform", "uniform@5tok", "uniform@200tok"} <= arms
+    assert {"uniform", "uniform@5tok", "uniform@12tok", "uniform@200tok"} <= arms
+    # the summary and report after each point trained (a run stopped there reports it)
+    assert [d and d["dose_tokens"] for d in seen] == [None, [5], [5, 12], [5, 12, 200]]
 
 
 def test_the_packaged_dose_config_is_the_issues_design():

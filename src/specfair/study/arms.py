@@ -18,6 +18,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -342,7 +343,7 @@ def _train_arm(run, arm: str, name: str, train: list[Seq], out: Path, seed: int,
     Records(out).append([tag(r) for f in files for r in read_jsonl(f) if r["budget"] in tokens])
 
 
-def stage_dose(run, out: Path) -> None:
+def stage_dose(run, out: Path, after_point: Callable[[], object] = lambda: None) -> None:
     """Dose in data (:mod:`specfair.study.dose`): ``cfg.dose_arm`` trained (first seed,
     ``epochs`` passes) on each dose point's training sequences -- the first fraction of each
     dose task's distinct prompts (``prompt_fractions``), or its first prompts whose training
@@ -351,7 +352,8 @@ def stage_dose(run, out: Path) -> None:
     point (:func:`~specfair.study.dose.dose_fields`). A point that trains on the arm's own
     sequences (fraction 1.0; the largest ``dose_tokens``) is the arm at budget 1.0 where the
     study trained it: its records (with ``dose_tokens``, those of every seed: the largest
-    dose's seeds)."""
+    dose's seeds). ``after_point`` runs after each point trained here (the run's summary
+    and report: a run stopped in the dose reports the points it measured)."""
     cfg, seed = run.cfg, run.cfg.seeds[0]
     for point in cfg.dose_points:
         name = point_name(cfg, point)
@@ -378,3 +380,4 @@ def stage_dose(run, out: Path) -> None:
                    json.dumps([s.id for s in sub]))
         _train_arm(run, cfg.dose_arm, name, sub, out, seed, [1.0], goal,
                    run.dir / "arms" / "dose", with_policy=False, extra=extra)
+        after_point()

@@ -423,8 +423,9 @@ def _run_study(cfg: StudyConfig, run_dir: Path) -> Path:
     for i, arm in enumerate(sorted(cfg.arms, key=lambda a: a != cfg.dose_arm)):
         for seed in cfg.seeds[1:] if arm in cfg.arms_seeded else []:
             stage_arm(run, arm, out, seed)
-        if i == 0:
-            stage_dose(run, out)
+        if i == 0:  # the summary and report after each point, too
+            stage_dose(run, out, lambda: (write_summary(run_dir, run.cfg),
+                                          write_report(run_dir)))
         stage_index(run)  # the dose's fine-tuned points beside their indexes
         path = write_summary(run_dir, run.cfg)
         write_report(run_dir)
