@@ -270,7 +270,8 @@ def test_a_dose_with_one_seed_and_nothing_timed_trains_and_reports_each_point(lo
     arms = {r["arm"] for r in _recs(out / "eval.jsonl")}
     assert {"uniform", "uniform@5tok", "uniform@12tok", "uniform@200tok"} <= arms
     # the summary and report after each point trained (a run stopped there reports it)
-    assert [d and d["dose_tokens"] for d in seen] == [None, [5], [5, 12], [5, 12, 200]]
+    # the largest point (the arm itself, nothing trained) first: every summary holds its end
+    assert [d and d["dose_tokens"] for d in seen] == [None, [200], [5, 200], *[[5, 12, 200]] * 2]
 
 
 def test_the_packaged_dose_config_is_the_issues_design():

@@ -352,10 +352,11 @@ def stage_dose(run, out: Path, after_point: Callable[[], object] = lambda: None)
     point (:func:`~specfair.study.dose.dose_fields`). A point that trains on the arm's own
     sequences (fraction 1.0; the largest ``dose_tokens``) is the arm at budget 1.0 where the
     study trained it: its records (with ``dose_tokens``, those of every seed: the largest
-    dose's seeds). ``after_point`` runs after each point trained here (the run's summary
-    and report: a run stopped in the dose reports the points it measured)."""
+    dose's seeds); it is taken first, so that the curve's end is in every summary.
+    ``after_point`` runs after each point trained or taken here (the run's summary and report:
+    a run stopped in the dose reports the points it measured)."""
     cfg, seed = run.cfg, run.cfg.seeds[0]
-    for point in cfg.dose_points:
+    for point in sorted(cfg.dose_points, key=lambda p: p != max(cfg.dose_points)):
         name = point_name(cfg, point)
         sub = subset(run.train, cfg, point)
         extra = dose_fields(sub, cfg, point)
@@ -365,7 +366,8 @@ def stage_dose(run, out: Path, after_point: Callable[[], object] = lambda: None)
         same = [r for r in read_jsonl(out) if r["arm"] == cfg.dose_arm and r["budget"] == 1.0
                 and r.get("seed", 0) in seeds] if whole else []
         if same:
-            Records(out).append([r | {"arm": name} | extra[r["task"]] for r in same])
+            if Records(out).append([r | {"arm": name} | extra[r["task"]] for r in same]):
+                after_point()
             continue
         if not _arm_owes(run, name, out, seed, [1.0], with_policy=False):
             continue
