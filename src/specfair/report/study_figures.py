@@ -97,6 +97,8 @@ def dose_figure(s: dict) -> bytes:
 def data_dose_figure(s: dict) -> bytes:
     """Per task, the paired change in greedy alpha against the base drafter (95% CI bars)
     against the task's distinct training prompts and its supervised tokens."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
     d, tasks = s["data_dose"], list(s["config"]["tasks"])
     by_tokens = d.get("unit") == "supervised_tokens"
     dosed = set(d.get("dose_tasks") or tasks)
@@ -120,8 +122,14 @@ def data_dose_figure(s: dict) -> bytes:
                         ls="-" if t in dosed else "--",
                         label=t + ("" if t in dosed else " (collateral)"))
         ax.axhline(0.0, color="k", lw=0.5)
-        if by_tokens and j == 0:
+        if by_tokens and j == 0:  # ticks at the dose points, no crowded minor labels
             ax.set_xscale("log")
+            ticks = d.get("dose_tokens") or []
+            if ticks:
+                ax.xaxis.set_major_locator(FixedLocator(ticks))
+                ax.xaxis.set_major_formatter(FuncFormatter(
+                    lambda v, _: f"{v / 1000:g}k" if v >= 1000 else f"{v:g}"))
+                ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(label)
         ax.set_ylabel("greedy alpha change vs base")
         ax.set_title(f"{d['arm']}: data dose at fixed epochs")
