@@ -255,16 +255,17 @@ def check_model_loaded(model, info: dict, where: str, release_pages: bool = Fals
             if len(shapes) == 2 else ""
         raise SpecfairError(f"{where}: {len(wrong)} tensor(s) of the wrong shape, e.g. "
                             f"{key}{how}")
-    from specfair.models.memory import file_mappings, page_out
+    from specfair.models.memory import file_mappings, page_out, page_out_ranges
 
-    mapped, bad = file_mappings(), []
+    mapped, bad, paged = file_mappings(), [], []
     emb, head = model.get_input_embeddings(), model.get_output_embeddings()
     # an input embedding of its own (not tied to the head) is only ever read by rows
     rows = None if emb is None or (head is not None and head.weight is emb.weight) else emb.weight
     for name, p in model.named_parameters():  # not buffers: a mask may hold -inf
         bad += nonfinite([(name, p)])
         if release_pages or p is rows:
-            page_out([p], mapped)
+            paged += page_out([p], mapped)
+    page_out_ranges(paged)  # again: pages read a moment ago may not have been reclaimable
     if bad:
         raise SpecfairError(f"{where}: {len(bad)} tensor(s) not finite (NaN or infinite), "
                             f"e.g. {bad[0]}; refusing to use them")
