@@ -8,7 +8,8 @@ any training sequence; then it trains exactly as ``uniform`` does (:mod:`specfai
   ``translation_en_ja*`` → Japanese, ``translation_zh_en*`` → English, read by
   :func:`specfair.tasks.study.monolingual` (HSK sentences, HSK's English translations,
   ShareGPT's human turns, the Debian FAQ's questions, MGSM questions, Debian Reference's
-  Japanese paragraphs; MGSM and the Debian sources left out, with a note, where not fetched).
+  Japanese and Chinese paragraphs; MGSM and the Debian sources left out, with a note, where
+  not fetched).
   Every other task, and a translation task whose language has no usable text, trains on its
   own sequences, and the record says so and why.
 * **The prompt.** The chat template with an empty user turn (:data:`PROMPT`), cut like every
