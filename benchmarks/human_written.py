@@ -206,7 +206,7 @@ def fill_prompts(fill: str, lang: str) -> list[Prompt]:
 def select_sets(n_target: int, n_human: int, n_math: int, seed: int = 0,
                 fill: str = "faq") -> Sets:
     """The sets of the module docstring (reads the fetched data; loads no model)."""
-    study = load_study_suite(seed=seed, tasks=[*LANGS, "math"])
+    study = load_study_suite(seed=seed, tasks=[*LANGS, *(["math"] if fill == "mgsm" else [])])
     sets: dict[str, list[Prompt]] = {}
     need: dict[str, int] = {}
     for lang in LANGS:

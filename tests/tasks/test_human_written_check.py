@@ -272,7 +272,11 @@ def _write_faq(home):
 
 def test_the_debian_faq_fills_the_human_sets_paired_by_section(data, noisy_pair, capsys,
                                                                one_thread):
+    import shutil
+
     _write_faq(data / "home")
+    for name in ("mgsm", "gsm8k", "hsk"):  # --fill faq reads ShareGPT and the FAQ only
+        shutil.rmtree(data / "home" / "data" / name)
     mod = load_benchmark("human_written")
     out = data / "faq"
     argv = _argv(noisy_pair, out)
