@@ -7,11 +7,11 @@ renderings (``*.txt.gz``, wrapped at ~72 columns); the readers undo the wrapping
 
 from __future__ import annotations
 
-import gzip
 import re
 from pathlib import Path
 
 from specfair.errors import SpecfairError
+from specfair.tasks.readers_common import open_text
 
 _ENTRY = re.compile(r"^( +)(\d+(?:\.\d+)+)\. (\S.*)$")  # "    3.1.1. You asked me ..."
 _CHAPTER = re.compile(r"^\d+\. \S")
@@ -36,7 +36,7 @@ def join_wrapped(lines: list[str]) -> str:
 
 def _read(path: Path) -> list[str]:
     try:
-        with gzip.open(path, "rt", encoding="utf-8") as f:
+        with open_text(path) as f:
             return f.read().split("\n")
     except (OSError, EOFError, UnicodeDecodeError) as e:
         raise SpecfairError(f"{path}: not a readable gzip text ({e})") from None
