@@ -52,7 +52,8 @@ def token_dose_blocks(s: dict, figure: Block | None = None) -> list[Block]:
              f"point is over {len(seeds)} seed(s) ({', '.join(map(str, seeds))}).",
              kind="note"),
         Table(["task", "prompts", "supervised tokens", "prompt tokens", "greedy alpha"], rows,
-              "Per task, from the base drafter (0) to each dose (greedy alpha: the first seed)",
+              "Per task, from the base drafter (0) to each dose (greedy alpha: the first seed; "
+              "the largest dose: the mean over its seeds)",
               ["l", "r", "r", "r", "r"])]
     if figure is not None:
         out.append(figure)
