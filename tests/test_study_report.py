@@ -122,3 +122,30 @@ def test_slopes_line_of_a_summary_from_before_greedy_alpha():
          "mean_alpha_per_10k": 0.0, "ce_spread_topk_per_10k": 0.0}
     (line,) = _slopes({"arms": {"uniform": {"dose_response": d}}})
     assert "+0.1000 sampled alpha" in line and "greedy alpha/10k" not in line
+
+
+def test_a_dose_task_whose_data_ended_is_drawn_at_the_others_dose_from_its_first_short_point():
+    """The data-dose figure's x: a sentence task holding 4,650 supervised tokens keeps its own
+    count up to its first short point, then sits at the dose the paragraph tasks got (its own
+    data fixed), instead of stacking its last points on one x; a task that reached every dose
+    and a collateral task keep their old places."""
+    from specfair.report.study_figures import data_dose_figure, dose_xs
+
+    d = {"unit": "supervised_tokens", "dose_tokens": [1500, 4000, 11000],
+         "supervised_tokens": {"para": [0, 1620, 4007, 11104], "sent": [0, 1507, 3311, 3311],
+                               "other": [0, 900, 900, 900]},
+         "prompts": {"para": [0, 10, 30, 90], "sent": [0, 100, 500, 500],
+                     "other": [0, 50, 50, 50]},
+         "reached": {"para": [True] * 3, "sent": [True, False, False]}}
+    dosed = {"para", "sent"}
+    assert dose_xs(d, "para", "supervised_tokens", dosed) == ([0, 1620, 4007, 11104], None)
+    assert dose_xs(d, "sent", "supervised_tokens", dosed) == ([0, 1507, 3311, 11000], 3)
+    assert dose_xs(d, "sent", "prompts", dosed) == ([0, 100, 500, 500], None)
+    xs, cut = dose_xs(d, "other", "supervised_tokens", dosed)
+    assert cut is None and xs == [0, 1563.5, 3659.0, 7207.5]
+    ci = {"value": 0.01, "lo": 0.0, "hi": 0.02}
+    s = {"config": {"tasks": ["para", "sent", "other"]},
+         "data_dose": d | {"arm": "uniform", "dose_tasks": ["para", "sent"],
+                           "points": [{"tasks": {t: {"d_greedy": ci} for t in d["prompts"]}}
+                                      for _ in range(3)]}}
+    assert data_dose_figure(s)[:8] == b"\x89PNG\r\n\x1a\n"

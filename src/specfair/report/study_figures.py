@@ -94,6 +94,22 @@ def dose_figure(s: dict) -> bytes:
     return _png(fig)
 
 
+def dose_xs(d: dict, t: str, key: str, dosed: set) -> tuple[list[float], int | None]:
+    """The x of task ``t``'s points in a token dose (base first) and where its own data ended:
+    a collateral task sits at the dose tasks' mean dose; a dose task whose data ended
+    ('short') keeps its achieved count up to the first short point and draws its later points
+    at the dose the other tasks got (their growth's collateral), from index ``cut`` on (None:
+    every point its own)."""
+    xs = list(d[key][t])
+    if t not in dosed:
+        return list(np.mean([d[key][u] for u in dosed], axis=0)), None
+    short = (d.get("reached") or {}).get(t) or []
+    if key != "supervised_tokens" or False not in short:
+        return xs, None
+    cut = short.index(False) + 2  # the base and the points up to the first short one
+    return xs[:cut] + list(d["dose_tokens"][cut - 1:]), cut
+
+
 def data_dose_figure(s: dict) -> bytes:
     """Per task, the paired change in greedy alpha against the base drafter (95% CI bars)
     against the task's distinct training prompts and its supervised tokens."""
@@ -103,7 +119,11 @@ def data_dose_figure(s: dict) -> bytes:
     by_tokens = d.get("unit") == "supervised_tokens"
     dosed = set(d.get("dose_tasks") or tasks)
     fig, axes = _canvas(11, 3.6, 2)
-    panels = ((axes[0][0], "supervised_tokens", "supervised tokens (per task, log scale)"),
+    ended = by_tokens and any(False in v for t, v in (d.get("reached") or {}).items()
+                              if t in dosed)
+    log_label = "supervised tokens (per task, log scale" + (
+        ";\nhollow: the task's data ended, drawn at the others' dose)" if ended else ")")
+    panels = ((axes[0][0], "supervised_tokens", log_label),
               (axes[0][1], "prompts", "distinct training prompts (per task)")) if by_tokens \
         else ((axes[0][0], "prompts", "distinct training prompts (per task)"),
               (axes[0][1], "supervised_tokens", "supervised tokens (per task)"))
@@ -113,14 +133,17 @@ def data_dose_figure(s: dict) -> bytes:
             ys = [0.0] + [c["value"] for c in cis]
             err = [[0.0] + [max(c["value"] - c["lo"], 0.0) for c in cis],
                    [0.0] + [max(c["hi"] - c["value"], 0.0) for c in cis]]
-            xs = d[key][t]
-            if by_tokens and t not in dosed:  # collateral: at the dose tasks' mean dose
-                xs = np.mean([d[key][u] for u in dosed], axis=0)
+            xs, cut = dose_xs(d, t, key, dosed) if by_tokens else (list(d[key][t]), None)
+            cut = len(xs) if cut is None else cut
             if by_tokens and j == 0:  # log x: the dose points (the base is the 0 line)
-                xs, ys, err = xs[1:], ys[1:], [e[1:] for e in err]
-            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3,
-                        ls="-" if t in dosed else "--",
-                        label=t + ("" if t in dosed else " (collateral)"))
+                xs, ys, err, cut = xs[1:], ys[1:], [e[1:] for e in err], cut - 1
+            line = ax.errorbar(xs[:cut], ys[:cut], yerr=[e[:cut] for e in err], marker="o",
+                               capsize=3, ls="-" if t in dosed else "--",
+                               label=t + ("" if t in dosed else " (collateral)"))
+            if cut < len(xs):
+                ax.errorbar(xs[cut - 1:], ys[cut - 1:], yerr=[e[cut - 1:] for e in err],
+                            marker="o", mfc="none", capsize=3, ls=":",
+                            color=line[0].get_color())
         ax.axhline(0.0, color="k", lw=0.5)
         if by_tokens and j == 0:  # ticks at the dose points, no crowded minor labels
             ax.set_xscale("log")
