@@ -178,7 +178,7 @@ def test_the_packaged_study_has_three_seeds_and_a_data_dose():
     ({"budgets": [0.5, 0.6, 1.0]}, r"at least 0.2 apart"),
     ({"epochs": 0.1}, r"epochs = 0.1 .* must be a finite number >= 0.2 \(one batch is up to 20"),
     ({"arms": ["uniform", "per-task"], "tasks": ["a", "b"], "budgets": [0.3, 1.0]},
-     r"at least 0.4 apart .*per-task arm: 1/2"),
+     r"at least 0.4 apart .*per-task arm: a task's own sequences"),
 ])
 def test_budgets_within_one_batch_are_refused(settings, message):
     cfg = StudyConfig(**{"arms": ["uniform"], "tasks": ["a"], "batch_size": 2, "epochs": 1.0,

@@ -53,6 +53,17 @@ def budget_tokens(run) -> int:
     return int(run.cfg.epochs * sum(len(s.ids) for s in run.train))
 
 
+def copy_tokens(epochs: float, lengths: list[int]) -> int:
+    """Training tokens of a ``per-task`` copy at the largest budget: ``epochs`` passes over its
+    own task's sequences (``lengths``), as many as ``uniform`` draws of that task on average
+    (each sequence ``epochs`` times), so every task gets the same tokens and epochs in both
+    arms (issue 29 item 4); the copies' sum is ``budget_tokens``. Until 2026-12-08 each copy
+    took an equal share of ``budget_tokens`` (a short-answer task several times its epochs, a
+    long one fewer): the study's committed per-task records are of that rule (their
+    ``tokens``)."""
+    return int(epochs * sum(lengths))
+
+
 def stage_base(run, out: Path) -> None:
     """The base drafter on the held-out prompts' target answers (``policy_eval.jsonl``) and the
     test sequences (``out``): the records missing from either."""
@@ -273,7 +284,8 @@ def _arm_owes(run, name: str, out: Path, seed: int, budgets: list[float],
 def stage_arm(run, arm: str, out: Path, seed: int | None = None) -> None:
     """Train and evaluate one arm at every budget (the first of ``cfg.seeds``) or at the
     largest budget (the other seeds); its records join ``out`` (those missing there).
-    ``per-task``: one copy per task, each with an equal share of the tokens, oracle
+    ``per-task``: one copy per task, each ``epochs`` passes over its own task's sequences
+    (:func:`copy_tokens`: the tokens and epochs ``uniform`` gives that task), oracle
     routing. ``monolingual``: ``uniform`` on the arm's own sequences (``run.mono``,
     :mod:`specfair.study.monolingual`: text in each translation task's output language) at
     ``epochs`` passes over them, each record with its task's training text
@@ -302,12 +314,13 @@ def _arm_setup(run, arm: str) -> tuple[str, list[Seq], int, dict[str, dict] | No
 def _copies(run, arm: str, name: str, train: list[Seq], goal: int, root: Path,
             held: list[Seq]) -> list[tuple]:
     """``arm``'s copies as ``(name, training sequences, (test, held-out) sequences, rule,
-    tokens at budget 1.0, directory)``: ``per-task`` one per task on its own sequences with
-    an equal share of ``goal``, others one on ``train``."""
+    tokens at budget 1.0, directory)``: ``per-task`` one per task on its own sequences at
+    ``epochs`` passes over them (:func:`copy_tokens`), others one on ``train`` (``goal``)."""
     if arm == "per-task":
         of = lambda seqs, t: [s for s in seqs if s.task == t]  # noqa: E731
         return [(f"{name}/{t}", of(train, t), (of(run.test, t), of(held, t)), "uniform",
-                 goal // len(run.cfg.tasks), root / name / t) for t in run.cfg.tasks]
+                 copy_tokens(run.cfg.epochs, [len(s.ids) for s in of(train, t)]),
+                 root / name / t) for t in run.cfg.tasks]
     # uniform, task-mean (uniform, the loss averaged per task) or disparity
     return [(name, train, (run.test, held), arm, goal, root / name)]
 

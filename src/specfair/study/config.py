@@ -359,15 +359,16 @@ class StudyConfig:
     def check_budgets(self, seq_lengths: list[int], tasks: list[str]) -> None:
         """Refuse budgets closer (to each other or to 0) than one batch of the training
         sequences: their checkpoints would be the same. ``seq_lengths`` and ``tasks`` are those
-        of the training sequences (the per-task arm trains each task on its share)."""
+        of the training sequences (the per-task arm trains each task's copy ``epochs`` passes
+        over its own, as ``study.arms.copy_tokens``)."""
         if not seq_lengths:
             return
         goal = int(self.epochs * sum(seq_lengths))  # as study.arms.budget_tokens
         groups = [(goal, seq_lengths)]
         if "per-task" in self.arms:
-            groups += [(goal // len(self.tasks), [n for n, t in zip(seq_lengths, tasks,
-                                                                     strict=True) if t == task])
-                       for task in self.tasks]
+            own = [[n for n, t in zip(seq_lengths, tasks, strict=True) if t == task]
+                   for task in self.tasks]
+            groups += [(int(self.epochs * sum(ls)), ls) for ls in own]
         batch = self.batch_size * max(seq_lengths)
         need = max((self.batch_size * max(ls) / max(g, 1) for g, ls in groups if ls),
                    default=0.0)
@@ -377,7 +378,7 @@ class StudyConfig:
                               f"{batch} training tokens of the {goal} at the largest budget)")
         steps = [b - a for a, b in zip([0.0, *self.budgets], self.budgets, strict=False)]
         if min(steps) < need:
-            share = f" (the per-task arm: 1/{len(self.tasks)} of them per task)"
+            share = " (the per-task arm: a task's own sequences, epochs passes, per copy)"
             raise value_error(
                 self.origin, "", "budgets", self.budgets,
                 f"fractions at least {need:.3g} apart and from 0: one batch is up to "
