@@ -269,7 +269,10 @@ def test_the_matched_arms_table_puts_each_arm_beside_uniform_per_dose_task(run):
                                                                   "seeds": [0]}
     other["tasks"]["rise"]["d_greedy"] = {"value": 0.1, "lo": 0.05, "hi": 0.15,
                                           "claimed": True}
-    s["arms"]["per-task"] = {"budgets": [other]}
+    ci = {"value": -0.02, "lo": -0.03, "hi": -0.01, "claimed": True}
+    s["arms"]["per-task"] = {"budgets": [other], "vs_uniform": {
+        "seeds": [0, 0], "d_greedy": dict.fromkeys(TASKS, ci),
+        "d_speedup": dict.fromkeys(TASKS, ci)}}
     s["config"]["arms"] = ["uniform", "per-task"]
     s["training"] = [{"arm": "per-task", "budget": 1.0, "tasks": {
         "rise": {"supervised_tokens": 27007, "epochs": 2.0}}}]
@@ -279,7 +282,9 @@ def test_the_matched_arms_table_puts_each_arm_beside_uniform_per_dose_task(run):
     assert len(rows) == 2 * len(TASKS) + 1  # the header's separator, then arm x task
     u = s["arms"]["uniform"]["budgets"][-1]["tasks"]["rise"]["d_greedy"]
     assert rows[1].startswith(f"| rise | uniform | 2 | – | – | {u['value']:+.3f}")
+    assert rows[1].endswith("| – | – |")  # uniform against itself: nothing
     assert rows[2].startswith("|  | per-task | 1 | 27,007 | 2.00 | +0.100 [+0.050, +0.150]*")
+    assert rows[2].endswith("| -0.020 [-0.030, -0.010]* | -0.02 [-0.03, -0.01]* |")
 
 
 # --- the gap from timed.json's blocks (issue 29 items 5 and 7) -------------------------------

@@ -34,3 +34,25 @@ def test_each_per_task_copy_trains_its_own_epochs_and_the_copies_sum_to_the_budg
     # any other arm: one copy on every sequence, the whole budget
     (one,) = _copies(run, "uniform", "uniform", train, goal, Path("/x"), [])
     assert one[4] == goal and len(one[1]) == 18
+
+
+def test_an_arm_against_uniform_is_paired_on_the_same_prompts_and_zero_against_itself():
+    from specfair.study.summary import vs_uniform
+
+    def recs(arm, hits):
+        return [{"arm": arm, "budget": 1.0, "seed": 0, "task": t, "id": f"{t}-{j}",
+                 "group": f"{t}-{j}", "greedy": h / 10, "alpha": h / 10, "n": 10,
+                 "match": [int(k < h + (j % 2)) for k in range(10)], "conf": [0.8] * 10}
+                for t in ("a", "b") for j in range(12) for h in [hits[t]]]
+
+    cfg = StudyConfig(tasks=["a", "b"], arms=["uniform", "task-mean"], bootstrap=200)
+    costs = {"c": 0.3, "verify_slope": 0.02}
+    uni = recs("uniform", {"a": 5, "b": 7})
+    same = vs_uniform(uni + [r | {"arm": "task-mean"} for r in uni], "task-mean", 1.0,
+                      ["a", "b"], cfg, costs)
+    assert same["d_greedy"]["a"]["value"] == 0.0 and same["seeds"] == [0, 0]
+    worse = vs_uniform(uni + recs("task-mean", {"a": 4, "b": 7}), "task-mean", 1.0,
+                       ["a", "b"], cfg, costs)
+    assert abs(worse["d_greedy"]["a"]["value"] + 0.1) < 1e-9 and worse["d_greedy"]["a"]["claimed"]
+    assert abs(worse["d_greedy"]["b"]["value"]) < 1e-9 and worse["d_speedup"]["a"]["value"] < 0
+    assert vs_uniform(uni, "task-mean", 1.0, ["a", "b"], cfg, costs) is None

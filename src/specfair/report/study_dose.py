@@ -235,23 +235,27 @@ def matched_arms_blocks(s: dict) -> list[Block]:
         for k, (name, r) in enumerate(arms.items()):
             v = (trained.get(name) or {}).get("tasks", {}).get(t) or {}
             ep = v.get("epochs")
+            vu = (s["arms"][name].get("vs_uniform") or {})
             rows.append([t if k == 0 else "", name, str(len(r.get("seeds", [0]))),
                          _n(v.get("supervised_tokens")), "–" if ep is None else f"{ep:.2f}",
                          _mark(r["tasks"][t]["d_greedy"]),
-                         _mark(r["tasks"][t]["d_speedup"], 2)])
+                         _mark(r["tasks"][t]["d_speedup"], 2),
+                         _mark(vu["d_greedy"][t]) if vu else "–",
+                         _mark(vu["d_speedup"][t], 2) if vu else "–"])
     return [Heading("The arms matched per task"),
             Table(["task", "arm", "seeds", "supervised tokens (one epoch)", "epochs run",
-                   "Δ greedy alpha", "Δ predicted speed-up"], rows,
+                   "Δ greedy alpha", "Δ predicted speed-up", "Δ greedy alpha vs uniform",
+                   "Δ predicted speed-up vs uniform"], rows,
                   "Each arm at its largest budget" + (" (the largest dose)" if
                                                       cfg.get("dose_tokens") else "")
                   + " on each dose task: the paired change against the base drafter (95% CI "
                   "over seeds and prompts; * claimed), the seeds it rests on, and the task's "
                   "supervised tokens and epochs in that arm (monolingual: the text in the "
-                  "task's output language it trained on instead). Arms are compared with each "
-                  "other through their changes against the same base drafter on the same "
-                  "prompts; the predicted speed-ups replay the teacher-forced passes with the "
+                  "task's output language it trained on instead); then each arm against "
+                  "uniform directly (paired on the same prompts, the first seed of each). "
+                  "The predicted speed-ups replay the teacher-forced passes with the "
                   "measured costs (the timed arms: measured beside them).",
-                  ["l", "l"] + ["r"] * 5)]
+                  ["l", "l"] + ["r"] * 7)]
 
 
 def answer_power(s: dict) -> list[str]:

@@ -501,6 +501,20 @@ def own_segments(records: list[dict], tasks: list[str], cfg: StudyConfig, costs:
     return out
 
 
+def vs_uniform(records: list[dict], arm: str, budget: float, tasks: list[str],
+               cfg: StudyConfig, costs: dict) -> dict | None:
+    """``arm`` against ``uniform`` at ``budget``, paired on the same test prompts, the first
+    seed at both (:func:`paired_changes`: greedy alpha and the predicted speed-up, the change
+    uniform -> arm); None where either lacks records there."""
+    a, b = _by_seed(records, "uniform", budget), _by_seed(records, arm, budget)
+    if not a or not b:
+        return None
+    sa, sb = _first_seed(a, cfg), _first_seed(b, cfg)
+    ch = paired_changes(a[sa], b[sb], tasks, cfg, costs, ("greedy",))
+    return {"seeds": [sa, sb], "d_greedy": ch["greedy"]["change"],
+            "d_speedup": ch["speedup"]["change"]}
+
+
 def _bootstrap_info(records: list[dict], cfg: StudyConfig) -> dict:
     base = [r for r in records if r["arm"] == "base"]
     tasks_of: dict[str, set] = {}
@@ -541,6 +555,9 @@ def write_summary(run_dir: Path, cfg: StudyConfig) -> Path:
             x = np.array([[0.0] * len(tasks)] + [[r["tokens"]] * len(tasks) for r in rows])
             arms[arm] = {"budgets": rows, "dose_response": dose_response(
                 rows, base, tasks, curve(records, pts, x, tasks, cfg))}
+    for arm, v in arms.items():  # issue 29 item 4: each arm against uniform, paired
+        if arm != "uniform" and "uniform" in arms:
+            v["vs_uniform"] = vs_uniform(records, arm, max(cfg.budgets), tasks, cfg, costs)
     dose = data_dose(records, tasks, cfg, costs)
     overfit = _json_or_none(run_dir / "overfit.json")
     if dose and "segments" in dose:  # the dose's answer per dose task (study.dose_verdict)
