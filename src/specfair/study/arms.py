@@ -38,6 +38,7 @@ from specfair.errors import SpecfairError
 from specfair.measure.io import notice, read_json, read_jsonl
 from specfair.measure.progress import say
 from specfair.study import retrained
+from specfair.study.config import copy_tokens
 from specfair.study.data import Seq
 from specfair.study.dose import dose_fields, dose_subset, point_name, subset
 from specfair.study.records import Records
@@ -50,18 +51,7 @@ _say = functools.partial(say, "study")
 
 def budget_tokens(run) -> int:
     """Training tokens of the largest budget: ``epochs`` passes over the training sequences."""
-    return int(run.cfg.epochs * sum(len(s.ids) for s in run.train))
-
-
-def copy_tokens(epochs: float, lengths: list[int]) -> int:
-    """Training tokens of a ``per-task`` copy at the largest budget: ``epochs`` passes over its
-    own task's sequences (``lengths``), as many as ``uniform`` draws of that task on average
-    (each sequence ``epochs`` times), so every task gets the same tokens and epochs in both
-    arms (issue 29 item 4); the copies' sum is ``budget_tokens``. Until 2026-12-08 each copy
-    took an equal share of ``budget_tokens`` (a short-answer task several times its epochs, a
-    long one fewer): the study's committed per-task records are of that rule (their
-    ``tokens``)."""
-    return int(epochs * sum(lengths))
+    return copy_tokens(run.cfg.epochs, [len(s.ids) for s in run.train])
 
 
 def stage_base(run, out: Path) -> None:

@@ -83,6 +83,17 @@ PER_TASK = {"n_train_per_task": ("n_train", 1), "n_test_per_task": ("n_test", 1)
 CONFIGS = ("demo", "study", "full", "dose")  # the packaged experiment_NAME.toml files
 
 
+def copy_tokens(epochs: float, lengths: list[int]) -> int:
+    """Training tokens of ``epochs`` passes over sequences of ``lengths``: an arm's largest
+    budget (every training sequence, ``study.arms.budget_tokens``) or a ``per-task`` copy's
+    (its own task's sequences: as many as ``uniform`` draws of that task on average, so every
+    task gets the same tokens and epochs in both arms, issue 29 item 4; the copies sum to the
+    arm's budget). Until 2026-12-08 each copy took an equal share of the arm's budget (a
+    short-answer task several times its epochs, a long one fewer): the study's committed
+    per-task records are of that rule (their ``tokens``)."""
+    return int(epochs * sum(lengths))
+
+
 def timed_variants(specs: list[str], gamma: int, origin: str = "study config") -> list[tuple]:
     """``timed_policies`` as ``[(label, DraftingPolicy, proposer)]`` (labels as
     ``benchmarks/engine.py --variants`` writes them, ``policy+proposer``), the stage's own
@@ -363,12 +374,12 @@ class StudyConfig:
         over its own, as ``study.arms.copy_tokens``)."""
         if not seq_lengths:
             return
-        goal = int(self.epochs * sum(seq_lengths))  # as study.arms.budget_tokens
+        goal = copy_tokens(self.epochs, seq_lengths)  # as study.arms.budget_tokens
         groups = [(goal, seq_lengths)]
         if "per-task" in self.arms:
             own = [[n for n, t in zip(seq_lengths, tasks, strict=True) if t == task]
                    for task in self.tasks]
-            groups += [(int(self.epochs * sum(ls)), ls) for ls in own]
+            groups += [(copy_tokens(self.epochs, ls), ls) for ls in own]
         batch = self.batch_size * max(seq_lengths)
         need = max((self.batch_size * max(ls) / max(g, 1) for g, ls in groups if ls),
                    default=0.0)
